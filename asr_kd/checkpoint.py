@@ -1,0 +1,107 @@
+"""Checkpoints are data: atomic writes, ``weights_only=True`` reads, self-describing contents.
+
+A checkpoint written by ``asr-kd-train`` or ``asr-kd-distill`` is a Lightning checkpoint
+(``state_dict`` keys prefixed ``model.``) plus one extra entry, ``checkpoint["asr_kd"]``:
+
+    {"model_config": {...},   # the model's Hydra config, plain dict with ``_target_``
+     "tokenizer": {...},      # Tokenizer.to_dict(): enough to rebuild the tokenizer
+     "role": "teacher" | "student"}
+
+so a single ``.ckpt`` file is enough to decode (transcribe, evaluate, export). The run's
+resolved ``config.yaml`` is also written beside the ``checkpoints/`` folder.
+
+Usage:
+    loaded = load_model("exp/teacher/checkpoints/last.ckpt")
+    log_probs, out_lens = loaded.model(feats, feat_lens)
+    print(loaded.tokenizer.decode(ids))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra.utils
+import torch
+from torch import nn
+
+__all__ = ["LoadedModel", "atomic_torch_save", "file_sha256", "load_checkpoint", "load_model"]
+
+_MODEL_PREFIX = "model."
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from a checkpoint, in eval mode, with what is needed to decode."""
+
+    model: nn.Module
+    tokenizer: Any  # asr_kd.data.tokenizer.Tokenizer
+    model_config: dict
+    role: str
+    path: Path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temp file in the same directory, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (the checkpoint part of a teacher fingerprint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint as data (``weights_only=True``); a clear error if it is missing or foreign."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if "asr_kd" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(
+            f"{path} is not an asr_kd checkpoint (expected keys 'state_dict' and 'asr_kd', "
+            f"found {sorted(ckpt)[:8]})"
+        )
+    return ckpt
+
+
+def load_model(path: str | os.PathLike) -> LoadedModel:
+    """Rebuild the model and tokenizer stored in an asr_kd checkpoint; the model is in eval mode."""
+    from asr_kd.data.tokenizer import Tokenizer
+
+    ckpt = load_checkpoint(path)
+    meta = ckpt["asr_kd"]
+    model = hydra.utils.instantiate(meta["model_config"])
+    state = {
+        k[len(_MODEL_PREFIX) :]: v
+        for k, v in ckpt["state_dict"].items()
+        if k.startswith(_MODEL_PREFIX)
+    }
+    model.load_state_dict(state)
+    model.eval()
+    return LoadedModel(
+        model=model,
+        tokenizer=Tokenizer.from_dict(meta["tokenizer"]),
+        model_config=dict(meta["model_config"]),
+        role=str(meta.get("role", "unknown")),
+        path=Path(path),
+    )
