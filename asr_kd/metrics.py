@@ -1,0 +1,184 @@
+"""The reported figures, in one place: WER/CER, RTF, latency, params, MACs, model size.
+
+Every figure asr_kd reports carries the same name everywhere (DESIGN.md): ``wer``, ``cer``,
+``sub``, ``del``, ``ins`` (percent), ``rtf`` (processing seconds / audio seconds),
+``latency_ms`` (algorithmic), ``params``, ``macs_per_audio_s``, ``model_mb``. Error rates come
+from jiwer 4 (``process_words`` / ``process_characters``); the model introspection lives beside
+the model (``asr_kd.models.profile``) and is re-exported here so evaluation and reports import
+their figures from one module.
+
+Substitution, deletion and insertion rates are percentages of the number of *reference* words,
+so ``sub + del + ins == wer`` (up to rounding), as in Kaldi's ``compute-wer`` and sclite.
+
+Usage:
+    rates = error_rates(["THE CAT SAT"], ["THE BAT SAT DOWN"])
+    rates["wer"], rates["sub"], rates["ins"]          # 66.67, 33.33, 33.33
+    timer = Timer()
+    with timer:
+        model(feats, feat_lens)
+    real_time_factor(timer.seconds, audio_seconds)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import jiwer
+
+from asr_kd.models.profile import (
+    algorithmic_latency_ms,
+    count_params,
+    macs_per_audio_second,
+    model_size_mb,
+)
+
+__all__ = [
+    "Timer",
+    "algorithmic_latency_ms",
+    "char_error_rate",
+    "count_params",
+    "error_rates",
+    "macs_per_audio_second",
+    "model_size_mb",
+    "real_time_factor",
+    "word_error_rate",
+]
+
+
+def _check_pairs(references: Sequence[str], hypotheses: Sequence[str]) -> None:
+    if len(references) != len(hypotheses):
+        raise ValueError(
+            f"{len(references)} references but {len(hypotheses)} hypotheses: expected one "
+            "hypothesis per reference"
+        )
+    if not references:
+        raise ValueError("no utterances to score: expected at least one reference")
+
+
+def _rates(
+    kind: str, num_ref: int, hits: int, subs: int, dels: int, ins: int
+) -> dict[str, float | int]:
+    if num_ref == 0:
+        raise ValueError(
+            f"the references hold no {kind}s, so the error rate is undefined "
+            "(expected at least one transcribed utterance)"
+        )
+
+    def pct(n: int) -> float:
+        return 100.0 * n / num_ref
+
+    return {
+        "sub": pct(subs),
+        "del": pct(dels),
+        "ins": pct(ins),
+        f"ref_{kind}s": num_ref,
+        "hits": hits,
+        "num_sub": subs,
+        "num_del": dels,
+        "num_ins": ins,
+    }
+
+
+def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> dict:
+    """Corpus-level WER in percent, with sub/del/ins rates (percent of reference words) and counts.
+
+    Words are whitespace-separated tokens; repeated and surrounding spaces are ignored.
+
+    >>> r = word_error_rate(["A B C D"], ["A X C D E"])
+    >>> round(r["wer"], 2), r["num_sub"], r["num_del"], r["num_ins"], r["ref_words"]
+    (50.0, 1, 0, 1, 4)
+
+    Returns:
+        ``{"wer", "sub", "del", "ins", "ref_words", "hits", "num_sub", "num_del", "num_ins"}``
+    """
+    _check_pairs(references, hypotheses)
+    out = jiwer.process_words(list(references), list(hypotheses))
+    num_ref = out.hits + out.substitutions + out.deletions
+    rates = _rates("word", num_ref, out.hits, out.substitutions, out.deletions, out.insertions)
+    rates["wer"] = rates["sub"] + rates["del"] + rates["ins"]
+    return rates
+
+
+def char_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> dict:
+    """Corpus-level CER in percent (spaces count as characters, as in jiwer), with counts.
+
+    >>> round(char_error_rate(["AB CD"], ["AB CE"])["cer"], 2)
+    20.0
+
+    Returns:
+        ``{"cer", "sub", "del", "ins", "ref_chars", "hits", "num_sub", "num_del", "num_ins"}``
+    """
+    _check_pairs(references, hypotheses)
+    out = jiwer.process_characters(list(references), list(hypotheses))
+    num_ref = out.hits + out.substitutions + out.deletions
+    rates = _rates("char", num_ref, out.hits, out.substitutions, out.deletions, out.insertions)
+    rates["cer"] = rates["sub"] + rates["del"] + rates["ins"]
+    return rates
+
+
+def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict:
+    """WER and CER of a corpus in the reported names: wer, cer, sub, del, ins (word level).
+
+    Returns:
+        ``{"wer", "cer", "sub", "del", "ins", "ref_words", "ref_chars",
+        "num_sub", "num_del", "num_ins"}``; ``sub``/``del``/``ins`` are word-level.
+    """
+    words = word_error_rate(references, hypotheses)
+    chars = char_error_rate(references, hypotheses)
+    return {
+        "wer": words["wer"],
+        "cer": chars["cer"],
+        "sub": words["sub"],
+        "del": words["del"],
+        "ins": words["ins"],
+        "ref_words": words["ref_words"],
+        "ref_chars": chars["ref_chars"],
+        "num_sub": words["num_sub"],
+        "num_del": words["num_del"],
+        "num_ins": words["num_ins"],
+    }
+
+
+def real_time_factor(processing_seconds: float, audio_seconds: float) -> float:
+    """RTF = processing seconds / audio seconds; below 1 is faster than real time.
+
+    >>> real_time_factor(0.5, 10.0)
+    0.05
+    """
+    if audio_seconds <= 0:
+        raise ValueError(f"audio_seconds must be > 0 to define an RTF, got {audio_seconds}")
+    if processing_seconds < 0:
+        raise ValueError(f"processing_seconds must be >= 0, got {processing_seconds}")
+    return processing_seconds / audio_seconds
+
+
+class Timer:
+    """Wall-clock stopwatch that accumulates over several ``with`` blocks (``perf_counter``).
+
+    Time only the work being measured (model and search), not data loading, by entering the
+    timer around the compute of each utterance or chunk.
+
+    >>> t = Timer()
+    >>> with t:
+    ...     _ = sum(range(1000))
+    >>> t.seconds > 0 and t.calls == 1
+    True
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+        self._start: float | None = None
+
+    def __enter__(self) -> Timer:
+        if self._start is not None:
+            raise RuntimeError("Timer is already running: blocks cannot be nested")
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._start is not None
+        self.seconds += time.perf_counter() - self._start
+        self.calls += 1
+        self._start = None

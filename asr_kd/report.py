@@ -1,0 +1,278 @@
+"""results.json -> results.md (a table a person reads) and plots (WER vs latency, WER vs MACs).
+
+``asr-kd-evaluate`` calls :func:`write_report` at the end of a run; the module also re-renders
+an existing ``results.json`` (after editing it, or with a newer asr_kd):
+
+Usage:
+    python -m asr_kd.report exp/demo/results.json               # writes beside the json
+    python -m asr_kd.report exp/demo/results.json --out-dir /tmp/report
+
+    results = load_results("exp/demo/results.json")
+    print(render_markdown(results))
+    write_report(results, "exp/demo")     # results.md, wer_vs_latency.png, wer_vs_macs.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = [
+    "REQUIRED_KEYS",
+    "load_results",
+    "plot_wer_vs_latency",
+    "plot_wer_vs_macs",
+    "render_markdown",
+    "write_report",
+]
+
+REQUIRED_KEYS = (
+    "model",
+    "subset",
+    "mode",
+    "wer",
+    "cer",
+    "sub",
+    "del",
+    "ins",
+    "rtf",
+    "latency_ms",
+    "params",
+    "macs_per_audio_s",
+    "model_mb",
+)
+
+_COLUMNS = (
+    "Model",
+    "Mode",
+    "WER %",
+    "CER %",
+    "Sub %",
+    "Del %",
+    "Ins %",
+    "RTF",
+    "RTF batched",
+    "Latency ms",
+    "Params",
+    "MACs / audio s",
+    "MB",
+)
+
+
+def load_results(path: str | Path) -> dict:
+    """Read and check a results.json: ``{"rows": [...], "meta": {...}}`` with the reported keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results file not found: {path}")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    rows = results.get("rows") if isinstance(results, dict) else None
+    if not isinstance(rows, list):
+        raise ValueError(
+            f'{path}: expected {{"rows": [...], "meta": {{...}}}}, got {results!r:.80}'
+        )
+    for i, row in enumerate(rows):
+        missing = [k for k in REQUIRED_KEYS if k not in row]
+        if missing:
+            raise ValueError(f"{path}: row {i} ({row.get('model')}) lacks keys {missing}")
+    results.setdefault("meta", {})
+    return results
+
+
+def _num(value: float | None, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, fmt)
+
+
+def _si(value: float | None) -> str:
+    """1234567 -> '1.23 M'; a person compares orders of magnitude first."""
+    if value is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value:.0f}"
+
+
+def _table_row(row: dict) -> str:
+    latency = "full utt." if row["latency_ms"] is None else _num(row["latency_ms"], ".0f")
+    cells = (
+        row["model"],
+        row["mode"],
+        _num(row["wer"], ".2f"),
+        _num(row["cer"], ".2f"),
+        _num(row["sub"], ".2f"),
+        _num(row["del"], ".2f"),
+        _num(row["ins"], ".2f"),
+        _num(row["rtf"], ".4f"),
+        _num(row.get("rtf_batch"), ".4f"),
+        latency,
+        _si(row["params"]),
+        _si(row["macs_per_audio_s"]),
+        _num(row["model_mb"], ".2f"),
+    )
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _subsets(rows: Sequence[dict]) -> list[str]:
+    return list(dict.fromkeys(r["subset"] for r in rows))
+
+
+def _header(meta: dict) -> list[str]:
+    lines = ["# asr_kd evaluation", ""]
+    facts = [
+        ("Date", meta.get("date")),
+        ("Machine", meta.get("machine")),
+        ("torch", meta.get("torch")),
+        ("asr_kd", meta.get("asr_kd")),
+        ("Data", meta.get("data_dir")),
+    ]
+    lines += [f"- {name}: {value}" for name, value in facts if value]
+    for name, path in (meta.get("checkpoints") or {}).items():
+        lines.append(f"- `{name}`: {path}")
+    return lines + [""]
+
+
+_LEGEND = """\
+How to read this table:
+
+- WER/CER: percent, corpus level (jiwer); Sub/Del/Ins are word substitutions, deletions and
+  insertions as percent of reference words (they sum to the WER).
+- Mode `full`: the whole utterance at once (full context). Mode `stream-<N>ms`: the streaming
+  path, N ms feature chunks fed one after another through `forward_chunk` with caches.
+- RTF: processing seconds / audio seconds, {rtf_scope}, one CPU thread, batch size 1, after
+  warm-up. For `full` rows it is offline decoding of one utterance at a time on one thread, so a
+  full-context teacher and a streaming student are compared at the same thread count.
+- RTF batched: full-context decoding in batches{batch_note}.
+- Latency: algorithmic latency (chunk + right context); a full-context model waits for the
+  end of the utterance. Params, MACs per second of audio and size (MB) describe the model.
+"""
+
+
+def render_markdown(results: dict) -> str:
+    """The human-readable report: one table per subset, models x modes."""
+    rows, meta = results["rows"], results.get("meta", {})
+    batch_note = ""
+    if meta.get("batch_max_duration_s"):
+        batch_note = f" of up to {meta['batch_max_duration_s']:g} s of audio"
+    if meta.get("batch_threads"):
+        batch_note += f" on {meta['batch_threads']} thread(s), device {meta.get('device', 'cpu')}"
+    lines = _header(meta)
+    scope = meta.get("rtf_scope", "model and greedy CTC search")
+    lines += [_LEGEND.format(rtf_scope=scope, batch_note=batch_note)]
+    for subset in _subsets(rows):
+        subset_rows = [r for r in rows if r["subset"] == subset]
+        first = subset_rows[0]
+        size = ""
+        if first.get("num_utts") is not None and first.get("audio_s") is not None:
+            size = f" ({first['num_utts']} utterances, {first['audio_s'] / 60:.1f} min)"
+        lines += [f"## {subset}{size}", ""]
+        lines.append("| " + " | ".join(_COLUMNS) + " |")
+        lines.append("|" + "|".join("---" for _ in _COLUMNS) + "|")
+        lines += [_table_row(r) for r in subset_rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _latency_x(rows: Sequence[dict]) -> tuple[dict[int, float], float]:
+    """Full-context rows have no finite latency: place them right of the largest chunk."""
+    finite = [r["latency_ms"] for r in rows if r["latency_ms"] is not None]
+    full_x = 2.0 * max(finite) if finite else 1000.0
+    xs = {id(r): (full_x if r["latency_ms"] is None else float(r["latency_ms"])) for r in rows}
+    return xs, full_x
+
+
+def _figure(num_subsets: int):
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        1, num_subsets, figsize=(5.5 * num_subsets, 4.2), squeeze=False, constrained_layout=True
+    )
+    return plt, fig, axes[0]
+
+
+def plot_wer_vs_latency(rows: Sequence[dict], path: str | Path) -> Path:
+    """WER against algorithmic latency, one line per model, one panel per subset."""
+    subsets = _subsets(rows)
+    plt, fig, axes = _figure(len(subsets))
+    for ax, subset in zip(axes, subsets, strict=True):
+        subset_rows = [r for r in rows if r["subset"] == subset]
+        xs, full_x = _latency_x(subset_rows)
+        for model in dict.fromkeys(r["model"] for r in subset_rows):
+            points = sorted((xs[id(r)], r["wer"]) for r in subset_rows if r["model"] == model)
+            ax.plot(*zip(*points, strict=True), marker="o", label=model)
+        ticks = sorted({x for x in xs.values() if x != full_x})
+        ax.set_xticks(ticks + [full_x], [f"{t:g}" for t in ticks] + ["full"])
+        ax.set(title=subset, xlabel="algorithmic latency (ms)", ylabel="WER (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_wer_vs_macs(rows: Sequence[dict], path: str | Path) -> Path:
+    """WER against compute (MACs per second of audio, log scale), one point per model and mode."""
+    subsets = _subsets(rows)
+    plt, fig, axes = _figure(len(subsets))
+    for ax, subset in zip(axes, subsets, strict=True):
+        for r in (r for r in rows if r["subset"] == subset):
+            ax.scatter(r["macs_per_audio_s"], r["wer"])
+            ax.annotate(
+                f"{r['model']} ({r['mode']})",
+                (r["macs_per_audio_s"], r["wer"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=8,
+            )
+        ax.set_xscale("log")
+        ax.set(title=subset, xlabel="MACs per second of audio", ylabel="WER (%)")
+        ax.grid(alpha=0.3, which="both")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_report(results: dict, out_dir: str | Path) -> list[Path]:
+    """Write results.md, wer_vs_latency.png and wer_vs_macs.png into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / "results.md"
+    md.write_text(render_markdown(results))
+    written = [md]
+    if results["rows"]:
+        written.append(plot_wer_vs_latency(results["rows"], out_dir / "wer_vs_latency.png"))
+        written.append(plot_wer_vs_macs(results["rows"], out_dir / "wer_vs_macs.png"))
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m asr_kd.report",
+        description="Re-render results.md and the plots from a results.json.",
+    )
+    parser.add_argument("results", type=Path, help="results.json written by asr-kd-evaluate")
+    parser.add_argument("--out-dir", type=Path, help="where to write (default: beside the json)")
+    args = parser.parse_args(argv)
+    try:
+        results = load_results(args.results)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in write_report(results, args.out_dir or args.results.parent):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""results.json -> results.md and plots: what a person reads, and re-rendering from the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from asr_kd.report import load_results, main, render_markdown, write_report
+
+
+def _row(model, subset, mode, wer, latency_ms, macs, chunk_ms=None):
+    return {
+        "model": model,
+        "subset": subset,
+        "mode": mode,
+        "wer": wer,
+        "cer": wer / 3,
+        "sub": wer / 2,
+        "del": wer / 4,
+        "ins": wer / 4,
+        "rtf": 0.0123,
+        "rtf_batch": 0.002,
+        "batch_size": 1,
+        "chunk_ms": chunk_ms,
+        "threads": 1,
+        "latency_ms": latency_ms,
+        "params": 1_234_567,
+        "macs_per_audio_s": macs,
+        "model_mb": 4.9,
+        "num_utts": 10,
+        "audio_s": 90.0,
+    }
+
+
+@pytest.fixture
+def results():
+    rows = [
+        _row("teacher", "test", "full", 10.0, None, 2.0e9),
+        _row("student_kd", "test", "full", 14.0, None, 1.0e8),
+        _row("student_kd", "test", "stream-320ms", 15.5, 320.0, 1.0e8, chunk_ms=320),
+        _row("student_kd", "dev", "stream-320ms", 16.0, 320.0, 1.0e8, chunk_ms=320),
+    ]
+    meta = {"date": "2025-01-01T00:00:00", "machine": "test box", "torch": "2.x"}
+    return {"rows": rows, "meta": meta}
+
+
+def test_markdown_has_a_table_per_subset_with_the_figures(results):
+    md = render_markdown(results)
+    assert "## test (10 utterances, 1.5 min)" in md and "## dev" in md
+    lines = [line for line in md.splitlines() if line.startswith("| student_kd | stream-320ms")]
+    assert len(lines) == 2
+    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert cells[2:5] == ["15.50", "5.17", "7.75"]  # WER, CER, Sub
+    assert cells[7] == "0.0123" and cells[9] == "320"  # RTF, latency
+    assert "| teacher | full | 10.00" in md and "full utt." in md
+    assert "1.23 M" in md and "test box" in md
+
+
+def test_write_report_writes_markdown_and_png_plots(tmp_path, results):
+    written = write_report(results, tmp_path)
+    names = sorted(p.name for p in written)
+    assert names == ["results.md", "wer_vs_latency.png", "wer_vs_macs.png"]
+    for p in written[1:]:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_rerenders_from_json(tmp_path, results, capsys):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    assert main([str(path)]) == 0
+    assert (tmp_path / "results.md").read_text() == render_markdown(load_results(path))
+    assert "wer_vs_macs.png" in capsys.readouterr().out
+
+
+def test_missing_keys_and_bad_files_are_named(tmp_path, results):
+    del results["rows"][0]["wer"]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    with pytest.raises(ValueError, match=r"row 0 \(teacher\) lacks keys \['wer'\]"):
+        load_results(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="results.json is not valid JSON"):
+        load_results(path)
+    assert main([str(tmp_path / "absent.json")]) == 2
