@@ -1,0 +1,91 @@
+# Shared by recipes/*/run.sh (sourced, never run): logging, arguments, stage guards, overrides.
+#
+# Arguments: --stage N, --stop-stage M (also --stage=N), `key=value` Hydra overrides, and
+# positional words (a recipe may take a corpus path). An override may carry a stage-kind
+# prefix, `TAG:key=value`:
+#   TAG = a stage kind the recipe names (synth, prepare, teacher, dump, kd, ctc, eval, compare)
+#         -> that kind of stage only
+#   students:key=value -> both students (kd, ctc, compare): keeps KD-vs-CTC comparisons fair
+#   train:key=value, or no prefix -> every training stage (teacher, kd, ctc, compare)
+# A ':' after the '=' belongs to the value (out_dir=/a:b has no prefix).
+
+log() { echo "$(date '+%Y-%m-%d %H:%M:%S') $*"; }
+die() { echo "error: $*" >&2; exit 1; }
+
+stage=${stage:-0}
+stop_stage=${stop_stage:-100}
+overrides=()
+positional=()
+
+# parse_args "$@": fills stage, stop_stage, overrides and positional.
+parse_args() {
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --stage) stage=$2; shift 2 ;;
+      --stop-stage) stop_stage=$2; shift 2 ;;
+      --stage=*) stage=${1#*=}; shift ;;
+      --stop-stage=*) stop_stage=${1#*=}; shift ;;
+      --*) die "unknown option '$1' (expected --stage N, --stop-stage M, key=value overrides)" ;;
+      *=*) overrides+=("$1"); shift ;;
+      *) positional+=("$1"); shift ;;
+    esac
+  done
+  [[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ ]] \
+    || die "--stage and --stop-stage take integers, got '$stage' and '$stop_stage'"
+}
+
+# The "TAG" of an override, or "train" when it has none.
+override_tag() {
+  local tag=${1%%:*}
+  if [ "$tag" = "$1" ] || [[ "$tag" == *=* ]]; then echo train; else echo "$tag"; fi
+}
+
+# check_overrides KIND...: every override's prefix must be one of the recipe's stage kinds.
+check_overrides() {
+  local arg tag allowed="$* students train"
+  for arg in ${overrides[@]+"${overrides[@]}"}; do
+    tag=$(override_tag "$arg")
+    [[ " $allowed " == *" $tag "* ]] \
+      || die "unknown override prefix '$tag:' in '$arg' (expected one of$(printf ' %s:' $allowed))"
+  done
+}
+
+# overrides_for KIND: print, one per line, the overrides meant for that kind (prefix stripped).
+overrides_for() {
+  local kind=$1 arg tag
+  for arg in ${overrides[@]+"${overrides[@]}"}; do
+    tag=$(override_tag "$arg")
+    [[ "$arg" != "$tag:"* ]] || arg=${arg#*:}
+    case "$tag" in
+      students) case $kind in kd|ctc|compare) echo "$arg" ;; esac ;;
+      train) case $kind in teacher|kd|ctc|compare) echo "$arg" ;; esac ;;
+      *) if [ "$tag" = "$kind" ]; then echo "$arg"; fi ;;
+    esac
+  done
+}
+
+in_range() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
+
+# run_stage N KIND DIR CMD...: run CMD plus KIND's overrides, then mark DIR/.done; skip the
+# command when DIR/.done already exists (delete it, or DIR, to redo the stage).
+run_stage() {
+  local n=$1 kind=$2 dir=$3 extra=()
+  shift 3
+  if [ -f "$dir/.done" ]; then
+    log "Stage $n: $dir/.done exists, skipping (delete it to redo)"
+    return 0
+  fi
+  mapfile -t extra < <(overrides_for "$kind")
+  log "+ $* ${extra[*]+"${extra[*]}"}"
+  "$@" ${extra[@]+"${extra[@]}"}
+  mkdir -p "$dir" && touch "$dir/.done"
+}
+
+# stale_if_newer DIR FILE...: drop DIR/.done when an input (a checkpoint) is newer than it.
+stale_if_newer() {
+  local dir=$1 f
+  shift
+  for f in "$@"; do
+    if [ -f "$dir/.done" ] && [ "$f" -nt "$dir/.done" ]; then rm -f "$dir/.done"; fi
+  done
+}

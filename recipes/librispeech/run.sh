@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# asr_kd on a LibriSpeech download you already have: the synthetic recipe's stages at scale.
+#
+#   1 prepare cuts, features, BPE-500     asr-kd-prepare        -> $EXP/data
+#   2 train the teacher (teacher_large)   asr-kd-train          -> $EXP/teacher
+#   3 dump its soft targets               asr-kd-dump-targets   -> $EXP/targets
+#   4 distil the student (student_small)  asr-kd-distill        -> $EXP/student_kd
+#   5 same student, CTC only (baseline)   asr-kd-distill distill=none -> $EXP/student_ctc
+#   6 evaluate all three                  asr-kd-evaluate       -> $EXP/report
+#
+# Usage:
+#   bash recipes/librispeech/run.sh /data/LibriSpeech
+#   bash recipes/librispeech/run.sh /data/LibriSpeech --stage 4 --stop-stage 6
+#   TRAINER=gpu TRAIN_SUBSETS="train-clean-100" bash recipes/librispeech/run.sh /data/LibriSpeech
+#   bash recipes/librispeech/run.sh /data/LibriSpeech train:trainer.devices=4 eval:device=cuda
+#
+# The directory is the one holding the subset folders (train-clean-100/, dev-clean/, ...), as
+# unpacked from OpenSLR resource 12 (https://www.openslr.org/12). Overrides work as in
+# recipes/synthetic/run.sh: `TAG:key=value` for one kind of stage (prepare, teacher, dump, kd,
+# ctc, students, train, eval); a plain `key=value` goes to the training stages.
+set -euo pipefail
+
+# ---- knobs (environment variables override them) --------------------------------------------
+EXP=${EXP:-exp/librispeech}
+SEED=${SEED:-0}
+TRAIN_SUBSETS=${TRAIN_SUBSETS:-"train-clean-100 train-clean-360 train-other-500"}  # 960 h
+DEV_SUBSETS=${DEV_SUBSETS:-"dev-clean dev-other"}
+TEST_SUBSETS=${TEST_SUBSETS:-"test-clean test-other"}
+BPE_SIZE=${BPE_SIZE:-500}
+TEACHER_MODEL=${TEACHER_MODEL:-teacher_large}
+STUDENT_MODEL=${STUDENT_MODEL:-student_small}
+TRAINER=${TRAINER:-multi_gpu}            # conf/trainer/<name>: gpu (one GPU) or multi_gpu
+TEACHER_STEPS=${TEACHER_STEPS:-150000}
+STUDENT_STEPS=${STUDENT_STEPS:-100000}   # each student; KD and CTC-only get the same
+DISTILL=${DISTILL:-frame_kl}
+TOPK=${TOPK:-8}
+TEMPERATURE=${TEMPERATURE:-2.0}
+CHUNK_MS=${CHUNK_MS:-"160,320,640,1280"}
+CKPT=${CKPT:-last.ckpt}
+stage=1
+stop_stage=6
+
+usage_missing() {
+  cat >&2 <<EOF
+error: $1
+
+This recipe runs on a LibriSpeech copy you already have (it does not download it).
+LibriSpeech is OpenSLR resource 12: https://www.openslr.org/12
+Download and unpack the subsets you want (train-clean-100.tar.gz, train-clean-360.tar.gz,
+train-other-500.tar.gz, dev-clean.tar.gz, dev-other.tar.gz, test-clean.tar.gz,
+test-other.tar.gz), which gives:
+
+  /data/LibriSpeech/
+    train-clean-100/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac
+    train-clean-100/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt
+    train-clean-360/  train-other-500/  dev-clean/  dev-other/  test-clean/  test-other/
+
+then run:  bash recipes/librispeech/run.sh /data/LibriSpeech
+(a subset of the training data works too: TRAIN_SUBSETS="train-clean-100")
+EOF
+  exit 2
+}
+
+# shellcheck source=../common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;; esac
+parse_args "$@"
+check_overrides prepare teacher dump kd ctc eval
+[ ${#positional[@]} -le 1 ] || die "one LibriSpeech directory expected, got: ${positional[*]}"
+corpus=${positional[0]:-}
+
+[ -n "$corpus" ] || usage_missing "no LibriSpeech directory given"
+[ -d "$corpus" ] || usage_missing "LibriSpeech directory not found: $corpus"
+for subset in $TRAIN_SUBSETS $DEV_SUBSETS $TEST_SUBSETS; do
+  [ -d "$corpus/$subset" ] || usage_missing "subset $subset missing: expected $corpus/$subset/"
+  compgen -G "$corpus/$subset/*/*/*.trans.txt" > /dev/null \
+    || usage_missing "$corpus/$subset holds no <speaker>/<chapter>/*.trans.txt"
+done
+
+csv() { echo "$*" | tr -s ' ' ','; }
+data=$EXP/data
+ckpt_of() { echo "$EXP/$1/checkpoints/$CKPT"; }
+train_list=$(csv $TRAIN_SUBSETS)
+dev_list=$(csv $DEV_SUBSETS)
+test_list=$(csv $TEST_SUBSETS)
+
+if in_range 1; then
+  log "Stage 1: prepare $train_list, $dev_list, $test_list with BPE-$BPE_SIZE into $data"
+  run_stage 1 prepare "$data" asr-kd-prepare corpus_dir="$corpus" \
+    subsets="[$train_list,$dev_list,$test_list]" train_subsets="[$train_list]" \
+    out_dir="$data" tokenizer=bpe tokenizer.vocab_size="$BPE_SIZE"
+fi
+
+if in_range 2; then
+  log "Stage 2: train the teacher ($TEACHER_MODEL, trainer=$TRAINER, $TEACHER_STEPS steps)"
+  run_stage 2 teacher "$EXP/teacher" asr-kd-train model="$TEACHER_MODEL" trainer="$TRAINER" \
+    data.dir="$data" out_dir="$EXP/teacher" trainer.max_steps="$TEACHER_STEPS" seed="$SEED"
+fi
+
+if in_range 3; then
+  log "Stage 3: dump the teacher's top-$TOPK soft targets at T=$TEMPERATURE"
+  run_stage 3 dump "$EXP/targets" asr-kd-dump-targets teacher_ckpt="$(ckpt_of teacher)" \
+    data.dir="$data" subset=train out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE"
+fi
+
+distil_student() {
+  local name=$1 setting=$2 kind=$3 n=$4
+  run_stage "$n" "$kind" "$EXP/$name" asr-kd-distill model="$STUDENT_MODEL" trainer="$TRAINER" \
+    teacher_ckpt="$(ckpt_of teacher)" distill="$setting" targets_dir="$EXP/targets" \
+    data.dir="$data" out_dir="$EXP/$name" trainer.max_steps="$STUDENT_STEPS" seed="$SEED"
+}
+
+if in_range 4; then
+  log "Stage 4: distil the student ($STUDENT_MODEL, distill=$DISTILL, $STUDENT_STEPS steps)"
+  distil_student student_kd "$DISTILL" kd 4
+fi
+
+if in_range 5; then
+  log "Stage 5: train the same student with CTC only ($STUDENT_STEPS steps, the baseline)"
+  distil_student student_ctc none ctc 5
+fi
+
+if in_range 6; then
+  log "Stage 6: evaluate teacher, student_kd and student_ctc on $test_list,$dev_list"
+  stale_if_newer "$EXP/report" "$(ckpt_of teacher)" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)"
+  run_stage 6 eval "$EXP/report" asr-kd-evaluate data.dir="$data" \
+    subsets="[$test_list,$dev_list]" checkpoints.teacher="$(ckpt_of teacher)" \
+    checkpoints.student_kd="$(ckpt_of student_kd)" checkpoints.student_ctc="$(ckpt_of student_ctc)" \
+    chunk_sizes_ms="[$CHUNK_MS]" out_dir="$EXP/report"
+  cat "$EXP/report/results.md"
+fi
+
+log "Done (stages $stage-$stop_stage)."

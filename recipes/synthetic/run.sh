@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# The whole asr_kd job on a synthetic LibriSpeech-format corpus, in stages (icefall style):
+#
+#   0 synthesize the corpus        asr-kd-synth          -> $EXP/synth-corpus/LibriSpeech
+#   1 prepare cuts + tokenizer     asr-kd-prepare        -> $EXP/data
+#   2 train the teacher (CTC)      asr-kd-train          -> $EXP/teacher
+#   3 dump its soft targets        asr-kd-dump-targets   -> $EXP/targets
+#   4 distil the student (KD)      asr-kd-distill        -> $EXP/student_kd
+#   5 same student, CTC only       asr-kd-distill distill=none, same updates -> $EXP/student_ctc
+#   6 evaluate all three           asr-kd-evaluate       -> $EXP/demo (results.json/.md, plots)
+#   7 KD comparison (not default)  one student per distill setting -> $EXP/kd_compare/report
+#
+# Usage:
+#   bash recipes/synthetic/run.sh                          # stages 0-6 (what `make demo` runs)
+#   bash recipes/synthetic/run.sh --stage 2 --stop-stage 2 # one stage
+#   bash recipes/synthetic/run.sh --stage 7 --stop-stage 7 # the KD comparison table
+#   TEACHER_STEPS=4000 bash recipes/synthetic/run.sh       # the knobs below are env variables
+#   bash recipes/synthetic/run.sh teacher:model.d_model=192 students:optim.lr=2e-3 trainer.accelerator=cpu
+#
+# Extra arguments are Hydra overrides. `TAG:key=value` goes to one kind of stage, where TAG is
+# synth, prepare, teacher, dump, kd, ctc, eval or compare; `students:key=value` goes to both
+# students (4, 5, 7), keeping the KD-vs-CTC comparison fair; `train:key=value` and a plain
+# `key=value` go to every training stage (2, 4, 5, 7).
+#
+# Each finished stage leaves a `.done` marker in its output directory; a rerun skips it. Delete
+# the marker (or the directory) to redo a stage after changing its settings.
+set -euo pipefail
+
+# ---- knobs (environment variables override them) --------------------------------------------
+EXP=${EXP:-exp}                          # everything this recipe writes lives under here
+SEED=${SEED:-0}
+HOURS_TRAIN=${HOURS_TRAIN:-1.0}          # synthetic training audio; more helps both models
+HOURS_DEV=${HOURS_DEV:-0.05}
+HOURS_TEST=${HOURS_TEST:-0.1}            # test speakers never occur in train
+TEACHER_MODEL=${TEACHER_MODEL:-teacher_small}
+STUDENT_MODEL=${STUDENT_MODEL:-student_tiny}
+TEACHER_STEPS=${TEACHER_STEPS:-2000}     # teacher updates
+STUDENT_STEPS=${STUDENT_STEPS:-2000}     # updates of each student (KD and CTC-only: the same)
+DISTILL=${DISTILL:-frame_kl}             # conf/distill/<name> for the KD student
+TOPK=${TOPK:-8}                          # soft targets kept per frame
+TEMPERATURE=${TEMPERATURE:-2.0}          # softmax temperature of the stored soft targets
+CHUNK_MS=${CHUNK_MS:-320}                # streaming chunk(s) evaluated, e.g. "160,320,640"
+CKPT=${CKPT:-last.ckpt}                  # last.ckpt: the students compared at equal updates
+COMPARE_DISTILL=${COMPARE_DISTILL:-}     # stage 7 settings; empty = every conf/distill/*.yaml
+stage=0
+stop_stage=6                             # stage 7 (KD comparison) runs only when asked for
+CONF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../conf" && pwd)
+# shellcheck source=../common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;; esac
+parse_args "$@"
+[ ${#positional[@]} -eq 0 ] || die "unexpected argument '${positional[0]}' (overrides are key=value)"
+check_overrides synth prepare teacher dump kd ctc eval compare
+
+corpus=$EXP/synth-corpus
+data=$EXP/data
+ckpt_of() { echo "$EXP/$1/checkpoints/$CKPT"; }
+
+if in_range 0; then
+  log "Stage 0: synthesize the corpus (${HOURS_TRAIN} h train) into $corpus"
+  run_stage 0 synth "$corpus" asr-kd-synth out_dir="$corpus" seed="$SEED" \
+    hours.train="$HOURS_TRAIN" hours.dev="$HOURS_DEV" hours.test="$HOURS_TEST"
+fi
+
+if in_range 1; then
+  log "Stage 1: prepare cuts, features and the tokenizer into $data"
+  run_stage 1 prepare "$data" asr-kd-prepare corpus_dir="$corpus/LibriSpeech" \
+    subsets=[train,dev,test] out_dir="$data" tokenizer=char
+fi
+
+if in_range 2; then
+  log "Stage 2: train the teacher ($TEACHER_MODEL, $TEACHER_STEPS steps)"
+  run_stage 2 teacher "$EXP/teacher" asr-kd-train model="$TEACHER_MODEL" data.dir="$data" \
+    out_dir="$EXP/teacher" trainer.max_steps="$TEACHER_STEPS" seed="$SEED"
+fi
+
+if in_range 3; then
+  log "Stage 3: dump the teacher's top-$TOPK soft targets at T=$TEMPERATURE"
+  run_stage 3 dump "$EXP/targets" asr-kd-dump-targets teacher_ckpt="$(ckpt_of teacher)" \
+    data.dir="$data" subset=train out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE"
+fi
+
+# distil_student NAME DISTILL KIND: one student, $STUDENT_STEPS updates, from the cached targets.
+distil_student() {
+  local name=$1 setting=$2 kind=$3
+  run_stage "$4" "$kind" "$EXP/$name" asr-kd-distill model="$STUDENT_MODEL" \
+    teacher_ckpt="$(ckpt_of teacher)" distill="$setting" targets_dir="$EXP/targets" \
+    data.dir="$data" out_dir="$EXP/$name" trainer.max_steps="$STUDENT_STEPS" seed="$SEED"
+}
+
+if in_range 4; then
+  log "Stage 4: distil the student ($STUDENT_MODEL, distill=$DISTILL, $STUDENT_STEPS steps)"
+  distil_student student_kd "$DISTILL" kd 4
+fi
+
+if in_range 5; then
+  log "Stage 5: train the same student with CTC only ($STUDENT_STEPS steps, the baseline)"
+  distil_student student_ctc none ctc 5
+fi
+
+if in_range 6; then
+  log "Stage 6: evaluate teacher, student_kd and student_ctc into $EXP/demo"
+  stale_if_newer "$EXP/demo" "$(ckpt_of teacher)" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)"
+  run_stage 6 eval "$EXP/demo" asr-kd-evaluate data.dir="$data" subsets=[test] \
+    checkpoints.teacher="$(ckpt_of teacher)" checkpoints.student_kd="$(ckpt_of student_kd)" \
+    checkpoints.student_ctc="$(ckpt_of student_ctc)" chunk_sizes_ms="[$CHUNK_MS]" \
+    out_dir="$EXP/demo"
+  cat "$EXP/demo/results.md"
+fi
+
+if in_range 7; then
+  read -r -a settings <<< "$COMPARE_DISTILL"
+  if [ ${#settings[@]} -eq 0 ]; then
+    for f in "$CONF_DIR"/distill/*.yaml; do [ -f "$f" ] && settings+=("$(basename "$f" .yaml)"); done
+  fi
+  [ ${#settings[@]} -gt 0 ] || die "no distill settings: COMPARE_DISTILL is empty and $CONF_DIR/distill has no .yaml"
+  log "Stage 7: KD comparison, one $STUDENT_MODEL per distill setting: ${settings[*]}"
+  ckpts=() ckpt_files=()
+  for setting in "${settings[@]}"; do
+    distil_student "kd_compare/$setting" "$setting" compare 7
+    ckpt_files+=("$(ckpt_of "kd_compare/$setting")")
+    ckpts+=("+checkpoints.$setting=${ckpt_files[-1]}")
+  done
+  stale_if_newer "$EXP/kd_compare/report" "${ckpt_files[@]}"
+  run_stage 7 eval "$EXP/kd_compare/report" asr-kd-evaluate data.dir="$data" subsets=[test] \
+    "${ckpts[@]}" chunk_sizes_ms="[$CHUNK_MS]" out_dir="$EXP/kd_compare/report"
+  cat "$EXP/kd_compare/report/results.md"
+fi
+
+log "Done (stages $stage-$stop_stage)."
