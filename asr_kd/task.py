@@ -1,0 +1,288 @@
+"""The LightningModule shared by ``asr-kd-train`` (CTC) and ``asr-kd-distill`` (CTC + KD).
+
+One task, one ``training_step``: features in, loss out. What differs between the teacher run
+and a distillation run is a *teacher targets* object, a plain callable
+``targets(batch) -> (ids (B, T_t, k), probs (B, T_t, k), lens (B,))``:
+
+- :class:`OnlineTeacher` runs a frozen teacher (eval mode, no grad) on the clean features;
+- :class:`CachedTargets` reads the same numbers from an ``asr-kd-dump-targets`` store by cut id;
+- ``None`` trains with CTC alone.
+
+The teacher is deliberately *not* a submodule: it is not saved in the student's checkpoint, not
+wrapped by DDP and not switched to train mode by Lightning.
+
+Usage:
+    task = AsrTask(model, model_config, tokenizer, role="student", optim=OptimConfig(),
+                   kd=KDConfig(alpha=0.5, temperature=2.0), targets=CachedTargets(store))
+    lightning.Trainer(max_steps=100).fit(task, datamodule=dm)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import lightning as L
+import torch
+from torch import nn
+
+from asr_kd.distill.losses import DistillLoss, distill_loss, soften_teacher
+from asr_kd.distill.soft_targets import SoftTargetStore
+
+__all__ = ["AsrTask", "CachedTargets", "KDConfig", "OnlineTeacher", "OptimConfig", "lr_lambda"]
+
+TeacherTargets = Callable[[dict], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with a warmup + Noam or cosine learning-rate schedule (stepped every optimizer step)."""
+
+    lr: float = 1e-3  # peak learning rate, reached at the end of warmup
+    weight_decay: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.98)  # 0.98: the Transformer/Conformer recipe value
+    eps: float = 1e-8
+    schedule: str = "noam"  # noam | cosine | constant
+    warmup_steps: int = 500
+    total_steps: int = -1  # cosine only: decay ends here (usually trainer.max_steps)
+    min_lr_ratio: float = 0.01  # cosine only: final lr / peak lr
+
+
+@dataclass
+class KDConfig:
+    """The knobs of :func:`asr_kd.distill.losses.distill_loss` (``conf/distill/*.yaml``)."""
+
+    alpha: float = 0.0  # weight of KD; 1 - alpha goes to CTC
+    temperature: float = 1.0
+    k: int | None = None  # teacher ids kept per frame; None = all (online) / all stored (cached)
+    blank_weight: float = 1.0
+    blank_threshold: float = 0.5
+    shift: int = 0
+    delay_window: int = 0
+    renormalize: bool = True
+
+
+def lr_lambda(
+    schedule: str, warmup_steps: int, total_steps: int = -1, min_lr_ratio: float = 0.0
+) -> Callable[[int], float]:
+    """Multiplier of the peak lr at optimizer step ``step`` (0-based).
+
+    >>> f = lr_lambda("noam", warmup_steps=4)
+    >>> [round(f(s), 3) for s in (0, 3, 15)]   # linear warmup, then 1/sqrt(step) decay
+    [0.25, 1.0, 0.5]
+    >>> g = lr_lambda("cosine", warmup_steps=2, total_steps=12, min_lr_ratio=0.0)
+    >>> [round(g(s), 3) for s in (0, 1, 6, 12)]
+    [0.5, 1.0, 0.5, 0.0]
+    """
+    if schedule not in ("noam", "cosine", "constant"):
+        raise ValueError(f"optim.schedule={schedule!r}, expected noam, cosine or constant")
+    if schedule == "cosine" and total_steps <= warmup_steps:
+        raise ValueError(
+            f"optim.schedule=cosine needs optim.total_steps ({total_steps}) > "
+            f"optim.warmup_steps ({warmup_steps}); set trainer.max_steps"
+        )
+    warmup = max(1, warmup_steps)
+
+    def factor(step: int) -> float:
+        step += 1
+        if step <= warmup or schedule == "constant":
+            return min(1.0, step / warmup)
+        if schedule == "noam":  # Vaswani et al. 2017: lr ~ 1/sqrt(step) after warmup
+            return math.sqrt(warmup / step)
+        progress = min(1.0, (step - warmup) / (total_steps - warmup))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class OnlineTeacher:
+    """A frozen teacher run on the (clean) batch: ``(batch) -> (ids, probs, lens)``."""
+
+    def __init__(self, model: nn.Module, temperature: float, k: int | None = None):
+        self.model = model.eval().requires_grad_(False)
+        self.temperature, self.k = temperature, k
+
+    def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feats = batch["feats"]
+        if next(self.model.parameters()).device != feats.device:
+            self.model.to(feats.device)
+        self.model.eval()
+        with torch.no_grad():
+            log_probs, lens = self.model(feats, batch["feat_lens"])
+        ids, probs = soften_teacher(log_probs, self.temperature, self.k)
+        return ids, probs, lens
+
+
+class CachedTargets:
+    """Soft targets of the batch's cuts from a :class:`SoftTargetStore`, on the batch's device."""
+
+    def __init__(self, store: SoftTargetStore, k: int | None = None):
+        self.store, self.k = store, k
+
+    def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ids, probs, lens = self.store.batch(batch["cut_ids"], self.k)
+        device = batch["feats"].device
+        return ids.to(device), probs.to(device), lens.to(device)
+
+
+class AsrTask(L.LightningModule):
+    """Trains ``model`` with CTC, plus KD from ``targets`` when given.
+
+    Args:
+        model: a ``ConformerCTC`` (CMVN and vocab already set).
+        model_config: plain dict with ``_target_`` that rebuilds ``model`` (saved in checkpoints).
+        tokenizer: the data's ``Tokenizer`` (``to_dict()`` saved in checkpoints).
+        role: "teacher" or "student".
+        kd: loss knobs; None = CTC only. targets: teacher targets callable or None.
+        spec_augment: module ``(feats, feat_lens) -> feats`` for training only, or None.
+        max_consecutive_bad_batches: this many non-finite losses in a row stop training.
+        val_chunk_size: chunk size (encoder frames) for the dev WER of a streaming model;
+            None = full context.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        model_config: dict,
+        tokenizer,
+        role: str,
+        optim: OptimConfig,
+        kd: KDConfig | None = None,
+        targets: TeacherTargets | None = None,
+        spec_augment: nn.Module | None = None,
+        max_consecutive_bad_batches: int = 20,
+        val_chunk_size: int | None = None,
+    ):
+        super().__init__()
+        self.model, self.spec_augment = model, spec_augment
+        self.model_config, self.tokenizer, self.role = model_config, tokenizer, role
+        self.optim, self.kd = optim, kd if kd is not None else KDConfig()
+        self.targets = targets
+        self.max_consecutive_bad_batches = max_consecutive_bad_batches
+        self.val_chunk_size = val_chunk_size
+        self.bad_batches, self.consecutive_bad_batches = 0, 0
+        self._val_counts = torch.zeros(4, dtype=torch.float64)  # word errs, words, char errs, chars
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        feats, feat_lens = batch["feats"], batch["feat_lens"]
+        teacher = self.targets(batch) if self.targets is not None else None  # clean features
+        if self.spec_augment is not None:
+            feats = self.spec_augment(feats, feat_lens)
+        chunk_size = self.model.sample_chunk_size()  # dynamic chunk training; None = full
+        log_probs, out_lens = self.model(
+            feats, feat_lens, chunk_size=chunk_size, left_chunks=self.model.default_left_chunks
+        )
+        losses = self.compute_loss(log_probs, out_lens, batch, teacher)
+        if not torch.isfinite(losses.loss):
+            return self._skip_bad_batch(losses)
+        self.consecutive_bad_batches = 0
+        self.log_dict(
+            {"train/loss": losses.loss, "train/ctc": losses.ctc, "train/kd": losses.kd},
+            prog_bar=True,
+            batch_size=feats.size(0),
+        )
+        return losses.loss
+
+    def compute_loss(self, log_probs, out_lens, batch: dict, teacher) -> DistillLoss:
+        """The configured loss of one batch; ``teacher`` is ``targets(batch)`` or None."""
+        if teacher is None:
+            return distill_loss(log_probs, out_lens, batch["tokens"], batch["token_lens"])
+        ids, probs, teacher_lens = teacher
+        if not torch.equal(teacher_lens.to(out_lens.device), out_lens):
+            bad = int((teacher_lens.to(out_lens.device) != out_lens).nonzero()[0, 0])
+            raise ValueError(
+                f"cut {batch['cut_ids'][bad]}: teacher has {int(teacher_lens[bad])} frames, "
+                f"student {int(out_lens[bad])} (expected equal: same features and frame rate)"
+            )
+        options = asdict(self.kd)
+        alpha, temperature = options.pop("alpha"), options.pop("temperature")
+        options.pop("k")
+        return distill_loss(
+            log_probs, out_lens, batch["tokens"], batch["token_lens"], ids, probs,
+            alpha=alpha, temperature=temperature, teacher_lens=teacher_lens, **options,
+        )  # fmt: skip
+
+    def _skip_bad_batch(self, losses: DistillLoss) -> torch.Tensor | None:
+        """Count a non-finite loss and skip its batch (raise after too many in a row).
+
+        Single process: return None, Lightning's own skip (no backward, no optimizer step).
+        DDP forbids None (the other ranks would wait in all-reduce), so this rank contributes
+        an all-zero gradient instead.
+        """
+        self.bad_batches += 1
+        self.consecutive_bad_batches += 1
+        self.log("train/bad_batches", float(self.bad_batches), reduce_fx="max")
+        if self.consecutive_bad_batches >= self.max_consecutive_bad_batches:
+            raise RuntimeError(
+                f"{self.consecutive_bad_batches} consecutive batches with a non-finite loss "
+                f"(last: loss={losses.loss.item()}, ctc={losses.ctc.item()}, "
+                f"kd={losses.kd.item()}) at step {self.global_step}; expected at most "
+                f"max_consecutive_bad_batches={self.max_consecutive_bad_batches - 1}. "
+                "Lower optim.lr, check the data, or use fp32 (trainer.precision=32-true)."
+            )
+        if self.trainer.world_size == 1:
+            return None
+        return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+
+    # ---------------------------------------------------------------- validation
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        from asr_kd.metrics import char_error_rate, word_error_rate
+        from asr_kd.models.decode import greedy_ctc
+
+        log_probs, out_lens = self.model(
+            batch["feats"],
+            batch["feat_lens"],
+            chunk_size=self.val_chunk_size if self.model.streaming else None,
+            left_chunks=self.model.default_left_chunks,
+        )
+        losses = self.compute_loss(log_probs, out_lens, batch, None)
+        self.log("val/loss", losses.loss, batch_size=log_probs.size(0), sync_dist=True)
+        hyps = [self.tokenizer.decode(ids) for ids in greedy_ctc(log_probs, out_lens)]
+        pairs = [(r, h) for r, h in zip(batch["texts"], hyps, strict=True) if r.strip()]
+        if not pairs:
+            return
+        refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
+        words, chars = word_error_rate(refs, hyps), char_error_rate(refs, hyps)
+        for i, stats in enumerate((words, chars)):
+            errors = stats["num_sub"] + stats["num_del"] + stats["num_ins"]
+            self._val_counts[2 * i] += errors
+            self._val_counts[2 * i + 1] += stats["ref_words" if i == 0 else "ref_chars"]
+
+    def on_validation_epoch_end(self) -> None:
+        counts = self.trainer.strategy.reduce(
+            self._val_counts.to(self.device, torch.float32), reduce_op="sum"
+        )
+        self._val_counts.zero_()
+        if counts[1] > 0:
+            self.log("val/wer", 100.0 * counts[0] / counts[1], prog_bar=True)
+            self.log("val/cer", 100.0 * counts[2] / counts[3])
+
+    # ------------------------------------------------------------ optimizer, ckpt
+    def configure_optimizers(self):
+        opt = self.optim
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=opt.lr,
+            betas=tuple(opt.betas),
+            eps=opt.eps,
+            weight_decay=opt.weight_decay,
+        )
+        factor = lr_lambda(opt.schedule, opt.warmup_steps, opt.total_steps, opt.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["asr_kd"] = {
+            "model_config": self.model_config,
+            "tokenizer": self.tokenizer.to_dict(),
+            "role": self.role,
+            "bad_batches": self.bad_batches,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.bad_batches = int(checkpoint.get("asr_kd", {}).get("bad_batches", 0))

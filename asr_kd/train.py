@@ -1,0 +1,241 @@
+"""``asr-kd-train``: train a Conformer CTC model (the teacher, or the CTC-only student baseline).
+
+A short list of build steps (STYLE.md rule 3): data module -> model (vocab from the tokenizer,
+CMVN from the training statistics) -> :class:`asr_kd.task.AsrTask` -> Lightning trainer.
+``asr-kd-distill`` reuses every builder here (:func:`build_datamodule`, :func:`build_model`,
+:func:`fit`).
+
+Run directory (``out_dir``):
+
+    config.yaml                    the resolved config
+    checkpoints/last.ckpt          every ``checkpoint.every_n_steps`` and at the end
+    checkpoints/best.ckpt          lowest dev WER (``val/wer``), checked every
+                                   ``trainer.val_check_interval`` steps
+    logs/csv/version_N/metrics.csv, logs/tensorboard/version_N/   one version per (re)start
+
+Checkpoints are written atomically (temp file + rename, :class:`AtomicCheckpointIO`) and hold
+only plain types, so the whole file loads with ``torch.load(weights_only=True)``.
+``resume=true`` continues from ``checkpoints/last.ckpt`` at its global step with its optimizer,
+scheduler and callback states (the data order restarts its epoch). Every key under ``trainer.``
+goes to ``lightning.Trainer`` unchanged.
+
+Usage:
+    asr-kd-train model=teacher_small data.dir=DATA out_dir=exp/teacher trainer.max_steps=2000
+    asr-kd-train ... resume=true                         # after an interruption
+    asr-kd-train ... trainer=gpu                         # bf16-mixed on one GPU
+    asr-kd-train ... trainer=multi_gpu trainer.devices=4 trainer.num_nodes=2
+    asr-kd-train ... optim.schedule=cosine optim.lr=2e-3 trainer.accumulate_grad_batches=2
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from asr_kd.checkpoint import atomic_torch_save
+from asr_kd.config import CONF_DIR
+from asr_kd.task import AsrTask, KDConfig, OptimConfig, TeacherTargets
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "build_datamodule",
+    "build_model",
+    "build_trainer",
+    "fit",
+    "main",
+    "resolve_device",
+    "save_config",
+    "train",
+]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO that never leaves a half-written ``.ckpt`` (temp file + rename)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"AtomicCheckpointIO takes no storage_options, got {storage_options!r}")
+        atomic_torch_save(checkpoint, path)
+
+
+class EpochTimer(Callback):
+    """Logs ``train/epoch_seconds`` (wall time of each training epoch, validation excluded)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._start = 0.0
+        self._val_start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._start += time.perf_counter() - self._val_start
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+        pl_module.log("train/epoch_seconds", self.seconds[-1])
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available else cpu; anything else as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def save_config(cfg: DictConfig, out_dir: Path) -> None:
+    """Write the resolved config to ``<out_dir>/config.yaml`` (read back by evaluate/export)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def build_datamodule(data_cfg: DictConfig):
+    """``conf/data/*.yaml`` (``_target_`` AsrDataModule) -> the data module."""
+    return hydra.utils.instantiate(data_cfg)
+
+
+def build_model(model_cfg: DictConfig, dm) -> tuple[nn.Module, dict]:
+    """Instantiate ``model_cfg`` with the tokenizer's vocab and the training CMVN.
+
+    Returns:
+        (model, model_config): model_config is the plain dict (``_target_``, ``vocab_size`` from
+        the tokenizer) saved in every checkpoint to rebuild the model.
+    """
+    model_config = OmegaConf.to_container(model_cfg, resolve=True)
+    model_config["vocab_size"] = dm.tokenizer.vocab_size
+    model = hydra.utils.instantiate(model_config)
+    mean, std = dm.cmvn
+    model.set_cmvn(mean, std)
+    return model, model_config
+
+
+def build_trainer(cfg: DictConfig, out_dir: Path) -> tuple[L.Trainer, EpochTimer]:
+    """``lightning.Trainer(**cfg.trainer)`` with our loggers, checkpoints and atomic IO."""
+    ckpt_dir = out_dir / "checkpoints"
+    last = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        save_top_k=0,
+        save_last=True,
+        every_n_train_steps=int(cfg.checkpoint.every_n_steps),
+        enable_version_counter=False,
+    )
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val/wer",
+        mode="min",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    timer = EpochTimer()
+    loggers = [
+        CSVLogger(save_dir=out_dir / "logs", name="csv"),
+        TensorBoardLogger(save_dir=out_dir / "logs", name="tensorboard", default_hp_metric=False),
+    ]
+    trainer = L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        default_root_dir=out_dir,
+        logger=loggers,
+        callbacks=[last, best, timer],
+        plugins=[AtomicCheckpointIO()],
+    )
+    return trainer, timer
+
+
+def _resume_path(cfg: DictConfig, out_dir: Path) -> Path | None:
+    last = out_dir / "checkpoints" / "last.ckpt"
+    if cfg.resume and not last.is_file():
+        raise FileNotFoundError(f"resume=true but {last} does not exist (nothing to resume)")
+    if not cfg.resume and last.is_file():
+        raise FileExistsError(
+            f"{last} exists: pass resume=true to continue that run, or choose another out_dir"
+        )
+    return last if cfg.resume else None
+
+
+def fit(
+    cfg: DictConfig,
+    dm,
+    model: nn.Module,
+    model_config: dict,
+    role: str,
+    kd: KDConfig | None = None,
+    targets: TeacherTargets | None = None,
+) -> dict:
+    """Build the task and the trainer, fit (or resume), save ``last.ckpt``; return the figures."""
+    out_dir = Path(cfg.out_dir)
+    resume_from = _resume_path(cfg, out_dir)
+    optim = OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))
+    if optim.total_steps < 0:
+        optim.total_steps = int(cfg.trainer.get("max_steps", -1))
+    spec_augment = hydra.utils.instantiate(cfg.spec_augment) if cfg.spec_augment else None
+    task = AsrTask(
+        model,
+        model_config,
+        dm.tokenizer,
+        role,
+        optim,
+        kd=kd,
+        targets=targets,
+        spec_augment=spec_augment,
+        max_consecutive_bad_batches=int(cfg.max_consecutive_bad_batches),
+        val_chunk_size=cfg.get("val_chunk_size"),
+    )
+    trainer, timer = build_trainer(cfg, out_dir)
+    if trainer.is_global_zero:
+        save_config(cfg, out_dir)
+    start = time.perf_counter()
+    trainer.fit(task, datamodule=dm, ckpt_path=resume_from, weights_only=True)
+    fit_seconds = time.perf_counter() - start
+    last = out_dir / "checkpoints" / "last.ckpt"
+    trainer.save_checkpoint(last, weights_only=False)  # full state
+    best = trainer.checkpoint_callbacks[1]
+    metrics = {key: float(v) for key, v in trainer.callback_metrics.items()}
+    return {
+        "global_step": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "epoch_seconds": timer.seconds,
+        "fit_seconds": fit_seconds,
+        "bad_batches": task.bad_batches,
+        "best_wer": None if best.best_model_score is None else float(best.best_model_score),
+        "best_ckpt": best.best_model_path or None,
+        "last_ckpt": str(last),
+        "resumed_from": None if resume_from is None else str(resume_from),
+        "metrics": metrics,
+    }
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train ``cfg.model`` with CTC on ``cfg.data``; return :func:`fit`'s figures."""
+    L.seed_everything(int(cfg.seed), workers=True)
+    dm = build_datamodule(cfg.data)
+    model, model_config = build_model(cfg.model, dm)
+    return fit(cfg, dm, model, model_config, role=str(cfg.role))
+
+
+run = train
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> None:
+    """Console script ``asr-kd-train``."""
+    result = train(cfg)
+    print({k: v for k, v in result.items() if k != "metrics"})
