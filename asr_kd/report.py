@@ -147,8 +147,8 @@ How to read this table:
   insertions as percent of reference words (they sum to the WER).
 - Mode `full`: the whole utterance at once (full context). Mode `stream-<N>ms`: the streaming
   path, N ms feature chunks fed one after another through `forward_chunk` with caches.
-- RTF: processing seconds / audio seconds, {rtf_scope}, one CPU thread, batch size 1, after
-  warm-up. For `full` rows it is offline decoding of one utterance at a time on one thread, so a
+- RTF: processing seconds / audio seconds on one CPU thread, batch size 1, after warm-up
+  ({rtf_scope}). For `full` rows it is offline decoding of one utterance at a time, so a
   full-context teacher and a streaming student are compared at the same thread count.
 - RTF batched: full-context decoding in batches{batch_note}.
 - Latency: algorithmic latency (chunk + right context); a full-context model waits for the
@@ -222,22 +222,26 @@ def plot_wer_vs_latency(rows: Sequence[dict], path: str | Path) -> Path:
 
 
 def plot_wer_vs_macs(rows: Sequence[dict], path: str | Path) -> Path:
-    """WER against compute (MACs per second of audio, log scale), one point per model and mode."""
+    """WER against compute (MACs per second of audio, log scale): colour = model, marker = mode."""
     subsets = _subsets(rows)
     plt, fig, axes = _figure(len(subsets))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    modes = list(dict.fromkeys(r["mode"] for r in rows))
+    markers = "os^Dv<>Pp*"
     for ax, subset in zip(axes, subsets, strict=True):
         for r in (r for r in rows if r["subset"] == subset):
-            ax.scatter(r["macs_per_audio_s"], r["wer"])
-            ax.annotate(
-                f"{r['model']} ({r['mode']})",
-                (r["macs_per_audio_s"], r["wer"]),
-                textcoords="offset points",
-                xytext=(4, 4),
-                fontsize=8,
+            ax.scatter(
+                r["macs_per_audio_s"],
+                r["wer"],
+                color=f"C{models.index(r['model']) % 10}",
+                marker=markers[modes.index(r["mode"]) % len(markers)],
+                label=f"{r['model']} ({r['mode']})",
+                s=48,
             )
         ax.set_xscale("log")
         ax.set(title=subset, xlabel="MACs per second of audio", ylabel="WER (%)")
         ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
