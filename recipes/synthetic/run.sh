@@ -83,10 +83,13 @@ fi
 
 # distil_student NAME DISTILL KIND: one student, $STUDENT_STEPS updates, from the cached targets.
 distil_student() {
-  local name=$1 setting=$2 kind=$3
-  run_stage "$4" "$kind" "$EXP/$name" asr-kd-distill model="$STUDENT_MODEL" \
+  local name=$1 setting=$2 kind=$3 n=$4 kd_args=()
+  # The KD settings read the dumped targets: their temperature must be the dump's.
+  [ "$setting" = none ] || kd_args=(distill.temperature="$TEMPERATURE")
+  run_stage "$n" "$kind" "$EXP/$name" asr-kd-distill model="$STUDENT_MODEL" \
     teacher_ckpt="$(ckpt_of teacher)" distill="$setting" targets_dir="$EXP/targets" \
-    data.dir="$data" out_dir="$EXP/$name" trainer.max_steps="$STUDENT_STEPS" seed="$SEED"
+    data.dir="$data" out_dir="$EXP/$name" trainer.max_steps="$STUDENT_STEPS" seed="$SEED" \
+    ${kd_args[@]+"${kd_args[@]}"}
 }
 
 if in_range 4; then

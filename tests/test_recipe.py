@@ -1,0 +1,147 @@
+"""recipes/synthetic/run.sh: stage guards, override routing, .done markers, and the real thing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asr_kd.report import load_results
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "synthetic" / "run.sh"
+COMMANDS = [
+    "asr-kd-synth",
+    "asr-kd-prepare",
+    "asr-kd-train",
+    "asr-kd-dump-targets",
+    "asr-kd-distill",
+    "asr-kd-evaluate",
+]
+# A fake command: records its arguments, creates out_dir and a results.md there.
+FAKE = """#!/usr/bin/env bash
+echo "$(basename "$0") $*" >> "$CALLS"
+for a in "$@"; do case $a in out_dir=*) mkdir -p "${a#out_dir=}"; echo TABLE > "${a#out_dir=}/results.md";; esac; done
+"""
+
+
+def _run(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", str(RECIPE), *args], env=env, capture_output=True, text=True, timeout=3000
+    )
+
+
+@pytest.fixture
+def fake_env(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in COMMANDS:
+        (bin_dir / name).write_text(FAKE)
+        (bin_dir / name).chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", EXP=str(tmp_path / "exp"))
+    env["CALLS"] = str(tmp_path / "calls.txt")
+    return env
+
+
+def _calls(env) -> list[str]:
+    path = Path(env["CALLS"])
+    calls = path.read_text().splitlines() if path.exists() else []
+    path.unlink(missing_ok=True)
+    return calls
+
+
+def test_stages_run_in_order_and_route_overrides(fake_env):
+    proc = _run(
+        fake_env,
+        "teacher:model.d_model=32",
+        "students:optim.lr=2e-3",
+        "eval:rtf.warmup_utts=0",
+        "trainer.accelerator=cpu",
+    )
+    assert proc.returncode == 0, proc.stderr
+    calls = _calls(fake_env)
+    assert [c.split()[0] for c in calls] == COMMANDS[:5] + ["asr-kd-distill"] + COMMANDS[5:]
+    synth, prepare, teacher, dump, kd, ctc, evaluate = calls
+    assert "model.d_model=32" in teacher and "model.d_model=32" not in kd
+    assert "optim.lr=2e-3" in kd and "optim.lr=2e-3" in ctc and "optim.lr=2e-3" not in teacher
+    assert all("trainer.accelerator=cpu" in c for c in (teacher, kd, ctc))
+    assert "trainer.accelerator=cpu" not in synth + prepare + dump + evaluate
+    assert "distill=none" in ctc and "model=student_tiny" in kd and "model=student_tiny" in ctc
+    # the baseline gets exactly as many updates as the KD student
+    steps = [a for a in kd.split() if a.startswith("trainer.max_steps=")]
+    assert steps and steps == [a for a in ctc.split() if a.startswith("trainer.max_steps=")]
+    assert "checkpoints.student_ctc=" in evaluate and evaluate.endswith("rtf.warmup_utts=0")
+    assert proc.stdout.count("Stage ") == 7 and "TABLE" in proc.stdout
+
+
+def test_done_markers_skip_finished_stages(fake_env):
+    assert _run(fake_env, "--stage", "0", "--stop-stage", "2").returncode == 0
+    assert len(_calls(fake_env)) == 3
+    proc = _run(fake_env, "--stage", "1", "--stop-stage", "3")
+    assert proc.returncode == 0
+    assert [c.split()[0] for c in _calls(fake_env)] == ["asr-kd-dump-targets"]
+    assert proc.stdout.count(".done exists, skipping") == 2
+
+
+def test_bad_arguments_are_refused(fake_env):
+    proc = _run(fake_env, "bogus:x=1")
+    assert proc.returncode != 0 and "unknown override prefix 'bogus:'" in proc.stderr
+    proc = _run(fake_env, "--stage", "two")
+    assert proc.returncode != 0 and "integers" in proc.stderr
+    assert _calls(fake_env) == []
+
+
+def test_kd_comparison_stage_distils_each_setting_and_reports_once(fake_env):
+    env = dict(fake_env, COMPARE_DISTILL="none frame_kl")
+    proc = _run(env, "--stage", "7", "--stop-stage", "7", "compare:optim.lr=1e-3")
+    assert proc.returncode == 0, proc.stderr
+    calls = _calls(env)
+    assert [c.split()[0] for c in calls] == ["asr-kd-distill"] * 2 + ["asr-kd-evaluate"]
+    assert all("optim.lr=1e-3" in c for c in calls[:2])
+    assert "+checkpoints.none=" in calls[2] and "+checkpoints.frame_kl=" in calls[2]
+
+
+TINY = [
+    "train:model.d_model=32",
+    "train:model.num_layers=1",
+    "train:model.num_heads=2",
+    "train:model.ff_dim=64",
+    "train:model.subsampling_channels=8",
+    "train:trainer.val_check_interval=4",
+    "train:checkpoint.every_n_steps=4",
+    "train:trainer.enable_progress_bar=false",
+    "eval:rtf.warmup_utts=1",
+]
+
+
+@pytest.mark.slow
+def test_synthetic_recipe_end_to_end(tmp_path):
+    venv_bin = Path(sys.executable).parent
+    if not (venv_bin / "asr-kd-synth").exists():
+        pytest.skip(f"console scripts not installed beside {sys.executable}")
+    env = dict(os.environ, PATH=f"{venv_bin}:{os.environ['PATH']}", EXP=str(tmp_path / "exp"))
+    env.update(HOURS_TRAIN="0.03", HOURS_DEV="0.01", HOURS_TEST="0.01")
+    env.update(TEACHER_STEPS="4", STUDENT_STEPS="4", TOPK="4")
+    proc = _run(env, *TINY)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = load_results(tmp_path / "exp" / "demo" / "results.json")
+    rows = {(r["model"], r["mode"]) for r in results["rows"]}
+    assert rows == {
+        ("teacher", "full"),
+        ("student_kd", "full"),
+        ("student_kd", "stream-320ms"),
+        ("student_ctc", "full"),
+        ("student_ctc", "stream-320ms"),
+    }
+    assert "| student_kd | stream-320ms |" in proc.stdout  # the table is printed at the end
+    for name in ("results.md", "wer_vs_latency.png", "wer_vs_macs.png"):
+        assert (tmp_path / "exp" / "demo" / name).is_file()
+    rerun = _run(env, *TINY)  # everything done: every stage is skipped
+    assert rerun.returncode == 0 and rerun.stdout.count(".done exists, skipping") == 7
+    json.loads((tmp_path / "exp" / "demo" / "results.json").read_text())
+    shutil.rmtree(tmp_path / "exp" / "synth-corpus", ignore_errors=True)
