@@ -22,13 +22,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
 from torch import nn
 
 from asr_kd.distill.losses import DistillLoss, distill_loss, soften_teacher
-from asr_kd.distill.soft_targets import SoftTargetStore
+
+if TYPE_CHECKING:
+    from asr_kd.distill.soft_targets import SoftTargetStore
 
 __all__ = ["AsrTask", "CachedTargets", "KDConfig", "OnlineTeacher", "OptimConfig", "lr_lambda"]
 

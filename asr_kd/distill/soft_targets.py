@@ -32,6 +32,7 @@ Usage:
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
@@ -48,6 +49,7 @@ from tqdm import tqdm
 from asr_kd.checkpoint import file_sha256, load_model
 from asr_kd.config import CONF_DIR
 from asr_kd.distill.losses import soften_teacher
+from asr_kd.train import build_datamodule, resolve_device
 
 __all__ = [
     "SoftTargetStore",
@@ -277,8 +279,6 @@ def _teacher_batches(
 
 def _count_cuts(data_dir: Path, subset: str) -> int | None:
     """Cuts in ``cuts_<subset>.jsonl.gz`` (one per line), for the progress bar's total."""
-    import gzip
-
     path = data_dir / f"cuts_{subset}.jsonl.gz"
     if not path.is_file():
         return None
@@ -288,8 +288,6 @@ def _count_cuts(data_dir: Path, subset: str) -> int | None:
 
 def dump_targets(cfg: DictConfig) -> dict:
     """Dump the teacher's soft targets for ``cfg.subset`` into ``cfg.out_dir``; return the summary."""
-    from asr_kd.train import build_datamodule, resolve_device
-
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
