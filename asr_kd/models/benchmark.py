@@ -1,0 +1,172 @@
+"""Streaming benchmark: per-chunk cost on long audio, RTF and its FLOP floor, config sizes.
+
+Prints figures; it is not a test (timings depend on the machine). All timings are one CPU
+thread, fp32, batch 1, after warm-up, model only (fbank features precomputed, as in
+``asr-kd-evaluate``).
+
+(a) bounded cost: time of one chunk from the state reached at 5 s vs at 60 s of audio
+    (``forward_chunk`` leaves the state unchanged, so the same chunk is timed many times);
+(b) RTF of streaming in ``chunk_size`` pieces, the FLOP floor (MACs per audio second over a
+    measured one-thread GEMM rate) and RTF / floor;
+(c) with ``--sizes``: params and MACs per audio second of every ``conf/model`` config.
+
+Usage:
+    python -m asr_kd.models.benchmark                         # student_tiny, 320 ms chunks
+    python -m asr_kd.models.benchmark --model student_small --chunk-size 16 --sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from pathlib import Path
+
+import hydra.utils
+import torch
+from omegaconf import OmegaConf
+
+from asr_kd.models.profile import count_params, macs_per_audio_second
+
+__all__ = ["bounded_cost", "gemm_macs_per_second", "main", "streaming_rtf"]
+
+CONF_MODEL = Path(__file__).resolve().parents[2] / "conf" / "model"
+_FRAMES_PER_SECOND = 100  # 10 ms fbank
+
+
+def _load(name: str):
+    return hydra.utils.instantiate(OmegaConf.load(CONF_MODEL / f"{name}.yaml")).eval()
+
+
+def _fbank(seconds: float, seed: int = 0) -> torch.Tensor:
+    """(1, T, 80) kaldi fbank of a synthetic voiced signal (realistic value ranges)."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(16000 * seconds)) / 16000
+    phase = 2 * math.pi * torch.cumsum(140 + 60 * torch.sin(2 * math.pi * 0.5 * t), 0) / 16000
+    wave = sum(torch.sin(k * phase) / k for k in range(1, 8)) + 0.1 * torch.randn(
+        len(t), generator=g
+    )
+    return kaldi.fbank(wave[None] * 3000, num_mel_bins=80, dither=0.0)[None]
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bounded_cost(model, chunk_size: int, left_chunks: int, repeats: int = 300) -> dict:
+    """Median time of one chunk after 5 s and after 60 s of audio, and their ratio.
+
+    The two are timed alternately, so load from other processes hits both alike.
+    """
+    step = chunk_size * model.subsampling_factor  # input frames per chunk
+    feats = _fbank(61.0)
+    calls = {}
+    for seconds in (5, 60):
+        state = model.init_state(1, chunk_size, left_chunks)
+        start = seconds * _FRAMES_PER_SECOND // step * step
+        _, state = model.forward_chunk(feats[:, :start], state)
+        calls[seconds] = (feats[:, start : start + step], state)
+    times: dict[int, list[float]] = {5: [], 60: []}
+    for _ in range(repeats):
+        for seconds, (piece, state) in calls.items():
+            start = time.perf_counter()
+            model.forward_chunk(piece, state)
+            times[seconds].append(time.perf_counter() - start)
+    at_5, at_60 = statistics.median(times[5]), statistics.median(times[60])
+    return {"ms_at_5s": 1e3 * at_5, "ms_at_60s": 1e3 * at_60, "ratio": at_60 / at_5}
+
+
+def streaming_rtf(model, chunk_size: int, left_chunks: int, seconds: float = 60.0) -> float:
+    """Processing seconds / audio seconds, feeding ``chunk_size`` encoder frames at a time."""
+    step = chunk_size * model.subsampling_factor
+    feats = _fbank(seconds)
+
+    def run() -> None:
+        state = model.init_state(1, chunk_size, left_chunks)
+        for start in range(0, feats.size(1), step):
+            _, state = model.forward_chunk(feats[:, start : start + step], state)
+        model.flush(state)
+
+    run()  # warm-up: allocator, kernel selection, rotary table
+    return min(_median_seconds(run, 1) for _ in range(3)) / seconds
+
+
+def gemm_macs_per_second(m: int, k: int, n: int, repeats: int = 2000) -> float:
+    """Measured (m, k) @ (k, n) fp32 matmul rate on the current thread setting, MAC/s."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(10):
+        torch.matmul(a, b)
+    inner = max(1, repeats // 10)
+
+    def run() -> None:
+        for _ in range(inner):
+            torch.matmul(a, b)
+
+    return m * k * n * inner / _median_seconds(run, 10)
+
+
+def _print_sizes() -> None:
+    print("config          params      MACs/audio-s (full, 10 s)   MACs/audio-s (stream 8, left 4)")
+    for path in sorted(CONF_MODEL.glob("*.yaml")):
+        model = _load(path.stem)
+        stream = macs_per_audio_second(model, 8, 4) if model.streaming else float("nan")
+        print(
+            f"{path.stem:15s} {count_params(model):>10,d}  {macs_per_audio_second(model):>14,.0f}"
+            f"              {stream:>14,.0f}"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="student_tiny", help="conf/model/<name>.yaml")
+    parser.add_argument("--chunk-size", type=int, default=8, help="encoder frames per chunk")
+    parser.add_argument("--left-chunks", type=int, default=None, help="default: the model's")
+    parser.add_argument("--sizes", action="store_true", help="also print every config's size")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = _load(args.model)
+    left = model.default_left_chunks if args.left_chunks is None else args.left_chunks
+    chunk_ms = args.chunk_size * model.frame_shift_ms
+    print(
+        f"{args.model}: chunk {args.chunk_size} frames = {chunk_ms} ms, left_chunks {left}, "
+        f"1 thread, fp32, batch 1, torch {torch.__version__}"
+    )
+    with torch.inference_mode():
+        cost = bounded_cost(model, args.chunk_size, left)
+        print(
+            f"(a) per-chunk time: {cost['ms_at_5s']:.3f} ms at 5 s, {cost['ms_at_60s']:.3f} ms "
+            f"at 60 s, ratio {cost['ratio']:.3f} (target <= 1.2)"
+        )
+        if left >= 0:
+            unlimited = bounded_cost(model, args.chunk_size, -1, repeats=50)
+            print(f"    for contrast, unlimited left context: ratio {unlimited['ratio']:.2f}")
+        rtf = streaming_rtf(model, args.chunk_size, left)
+    macs = macs_per_audio_second(model, args.chunk_size, left)
+    d_model, ff_dim = model.ctc.in_features, model.layers[0].ff1[1].out_features
+    rate = gemm_macs_per_second(args.chunk_size, d_model, ff_dim)
+    peak = gemm_macs_per_second(256, 256, 256, repeats=50)
+    floor = macs / rate
+    print(f"(b) streaming RTF {rtf:.4f} (target <= 0.03); MACs/audio-s {macs:,.0f}")
+    print(
+        f"    GEMM rate ({args.chunk_size}x{d_model} @ {d_model}x{ff_dim}, the chunk's FFN): "
+        f"{rate / 1e9:.2f} GMAC/s -> FLOP floor RTF {floor:.5f}, RTF/floor {rtf / floor:.1f}"
+    )
+    print(
+        f"    GEMM rate (256^3, peak-like): {peak / 1e9:.2f} GMAC/s -> floor {macs / peak:.5f}, "
+        f"RTF/floor {rtf / (macs / peak):.1f}"
+    )
+    if args.sizes:
+        _print_sizes()
+
+
+if __name__ == "__main__":
+    main()
