@@ -87,14 +87,16 @@ class _SelfAttention(nn.Module):
         """x (B, T', D); cos, sin (T', Dh); mask (B, 1, T', T') or None; cache (B, H, Tc, 2*Dh)
         or None -> out (B, T', D), keys+values (B, H, Tc + T', 2*Dh) for the next cache."""
         b, t, d = x.shape
-        q, k, v = self.qkv(self.norm(x)).view(b, t, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(self.norm(x)).view(b, t, 3, self.num_heads, d // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T', Dh)
         q = q * cos + _rotate_half(q) * sin
         kv = torch.cat((k * cos + _rotate_half(k) * sin, v), dim=-1)
         if cache is not None and cache.size(2) > 0:
             kv = torch.cat((cache, kv), dim=2)
         k, v = kv.chunk(2, dim=-1)
-        p = self.dropout.p if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        # No dropout on the attention weights: on CPU it forces the unfused path and a
+        # (B, H, T', T') Bernoulli draw, 6 % of a teacher_small training step for little gain.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.dropout(self.proj(out.transpose(1, 2).reshape(b, t, d))), kv
 
 
@@ -193,7 +195,8 @@ class ConformerCTC(nn.Module):
         conv_kernel_size: K of the depthwise conv (odd when full-context).
         subsampling_factor: 2, 4, 6 or 8; the encoder frame shift is 10 ms times this.
         subsampling_channels: Conv2d channels of the subsampling; D when None (WeNet).
-        dropout: dropout everywhere (attention weights included).
+        dropout: dropout on the FFN hidden layer and every residual branch (not on attention
+            weights: costly on CPU).
         streaming: causal, chunk-wise model (student) instead of full context (teacher).
         train_chunk_sizes: chunk sizes (encoder frames) drawn by ``sample_chunk_size``;
             ``None`` = full context. Default ``[None]`` (full context only).
@@ -303,6 +306,8 @@ class ConformerCTC(nn.Module):
         x, lens = self.subsampling(self._normalize(feats), feat_lens)
         x = self.input_dropout(x)
         t = x.size(1)
+        if t == 0:  # every utterance shorter than one encoder frame
+            return x.new_zeros(x.size(0), 0, self.vocab_size), lens
         att_mask = pad_mask = None
         if chunk_size is not None or bool((lens != t).any()):
             att_mask = attention_mask(lens, t, chunk_size, left_chunks).unsqueeze(1)

@@ -73,6 +73,17 @@ def test_shapes_and_lengths_with_padding(factor):
     assert model.frame_shift_ms == 10 * factor
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+def test_inputs_shorter_than_one_encoder_frame(streaming):
+    """Regression: T < subsampling factor used to crash in the attention reshape."""
+    model = tiny(streaming=streaming)
+    for t in (0, 3):
+        log_probs, out_lens = model(torch.randn(2, t, 80), torch.tensor([t, 0]))
+        assert log_probs.shape == (2, 0, 11) and out_lens.tolist() == [0, 0]
+    log_probs, out_lens = model(torch.randn(2, 9, 80), torch.tensor([9, 2]))
+    assert out_lens.tolist() == [2, 0] and torch.isfinite(log_probs).all()
+
+
 @pytest.mark.parametrize("streaming, chunk_size", [(False, None), (True, None), (True, 2)])
 def test_valid_outputs_do_not_depend_on_padding(streaming, chunk_size):
     model = tiny(streaming=streaming)
