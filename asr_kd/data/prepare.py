@@ -1,0 +1,419 @@
+"""asr-kd-prepare: a LibriSpeech-layout corpus -> lhotse manifests, fbank features, tokenizer, CMVN.
+
+Writes the data directory described in docs/internals.md:
+
+    DATA/recordings_<subset>.jsonl.gz  supervisions_<subset>.jsonl.gz  cuts_<subset>.jsonl.gz
+    DATA/feats/<subset>/               80-dim fbank (lhotse LilcomChunkyWriter)
+    DATA/lang/tokenizer.json           (+ lang/bpe.model for BPE), trained on the train subsets
+    DATA/cmvn.json                     {"mean": [80], "std": [80], "num_frames": n} over train
+    DATA/prepare_report.json           counts per subset, skips per reason with the first files
+
+Every utterance is validated; a bad one is dropped and counted under its reason (the first
+few file names kept as examples): ``unreadable_audio``, ``zero_length_audio``, ``not_mono``,
+``missing_audio``, ``untranscribed_audio``, ``empty_transcript``, ``outside_alphabet``,
+``too_short_for_ctc`` (fewer output frames at ``ctc_frame_shift_ms`` than tokens + repeats).
+Audio at another sample rate is resampled to 16 kHz and reported under ``resampled`` (kept).
+
+Usage:
+    asr-kd-prepare corpus_dir=DIR/LibriSpeech subsets=[train,dev,test] out_dir=DATA tokenizer=char
+    asr-kd-prepare corpus_dir=/corpora/LibriSpeech out_dir=data/ls \\
+        subsets=[train-clean-100,dev-clean,test-clean,test-other] tokenizer=bpe tokenizer.vocab_size=500
+    asr-kd-prepare ... subsets=[train,extra,dev] untranscribed_subsets=[extra]   # KD-only audio
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from collections import defaultdict
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from asr_kd.config import CONF_DIR
+from asr_kd.data.features import SAMPLE_RATE, fbank_extractor, load_audio
+from asr_kd.data.librispeech import LibriUtterance, scan_subset
+from asr_kd.data.tokenizer import Tokenizer, normalize_text, outside_alphabet
+
+__all__ = ["ctc_frames_needed", "prepare", "run"]
+
+NUM_EXAMPLES = 5  # file names kept per skip reason in the report
+
+
+@dataclass(frozen=True)
+class _AudioInfo:
+    num_samples: int = 0
+    sample_rate: int = 0
+    channels: int = 0
+    error: str = ""
+
+
+class _Report:
+    """Counts and first examples per (subset, reason)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.examples: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+
+    def add(self, subset: str, reason: str, example: str) -> None:
+        self.counts[subset][reason] += 1
+        if len(self.examples[subset][reason]) < NUM_EXAMPLES:
+            self.examples[subset][reason].append(example)
+
+    def for_subset(self, subset: str) -> dict:
+        return {
+            reason: {"count": n, "examples": self.examples[subset][reason]}
+            for reason, n in sorted(self.counts[subset].items())
+        }
+
+
+def ctc_frames_needed(ids: list[int]) -> int:
+    """Output frames CTC needs for ``ids``: one per token plus a blank between each repeat.
+
+    >>> ctc_frames_needed([5, 5, 6])
+    4
+    """
+    repeats = sum(1 for a, b in zip(ids, ids[1:], strict=False) if a == b)
+    return len(ids) + repeats
+
+
+def _probe(path: str) -> _AudioInfo:
+    """Decode the whole file (a truncated FLAC only fails there), in a worker process."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+        load_audio(path)
+    except Exception as error:
+        return _AudioInfo(error=str(error).splitlines()[0][:200])
+    return _AudioInfo(int(info.frames), int(info.samplerate), int(info.channels))
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # two processes on two cores; more threads only contend
+
+
+@dataclass(frozen=True)
+class _Item:
+    utt: LibriUtterance
+    text: str  # normalised
+    info: _AudioInfo
+
+
+def _relative(path: Path, corpus_dir: Path) -> str:
+    try:
+        return str(path.relative_to(corpus_dir))
+    except ValueError:
+        return str(path)
+
+
+def _validate_subset(
+    corpus_dir: Path, subset: str, transcribed: bool, executor: Executor, report: _Report
+) -> list[_Item]:
+    """Scan one subset; drop (and report) what fails the text or the audio checks."""
+    scan = scan_subset(corpus_dir, subset, transcribed=transcribed)
+    for reason, names in scan.problems.items():
+        for name in names:
+            report.add(subset, reason, name)
+    candidates = []
+    for utt in scan.utterances:
+        text = normalize_text(utt.text)
+        name = _relative(utt.audio_path, corpus_dir)
+        if transcribed and not text:
+            report.add(subset, "empty_transcript", name)
+        elif transcribed and outside_alphabet(text):
+            report.add(subset, "outside_alphabet", f"{name} {''.join(outside_alphabet(text))!r}")
+        else:
+            candidates.append((utt, text))
+    paths = [str(utt.audio_path) for utt, _ in candidates]
+    items = []
+    for (utt, text), info in zip(
+        candidates, executor.map(_probe, paths, chunksize=16), strict=True
+    ):
+        name = _relative(utt.audio_path, corpus_dir)
+        if info.error:
+            report.add(subset, "unreadable_audio", f"{name}: {info.error}")
+        elif info.num_samples == 0:
+            report.add(subset, "zero_length_audio", name)
+        elif info.channels != 1:
+            report.add(subset, "not_mono", f"{name} ({info.channels} channels)")
+        else:
+            if info.sample_rate != SAMPLE_RATE:
+                report.add(subset, "resampled", f"{name} ({info.sample_rate} Hz)")
+            items.append(_Item(utt, text, info))
+    return items
+
+
+def _drop_too_short(
+    subset: str, items: list[_Item], tokenizer: Tokenizer, frame_shift_ms: float, report: _Report
+) -> list[_Item]:
+    """Drop utterances whose audio gives fewer CTC output frames than their text needs."""
+    kept = []
+    for item in items:
+        seconds = item.info.num_samples / item.info.sample_rate
+        frames = int(seconds * 1000 // frame_shift_ms)
+        needed = ctc_frames_needed(tokenizer.encode(item.text)) if item.text else 0
+        if frames < needed:
+            name = f"{item.utt.utt_id} ({frames} frames < {needed} needed)"
+            report.add(subset, "too_short_for_ctc", name)
+        else:
+            kept.append(item)
+    return kept
+
+
+def _manifests(items: list[_Item]):
+    """lhotse recordings, supervisions and cuts (one mono cut per utterance, id = utterance id)."""
+    from lhotse import (
+        AudioSource,
+        CutSet,
+        MonoCut,
+        Recording,
+        RecordingSet,
+        SupervisionSegment,
+        SupervisionSet,
+    )
+
+    recordings, supervisions, cuts = [], [], []
+    for item in items:
+        info, utt = item.info, item.utt
+        recording = Recording(
+            id=utt.utt_id,
+            sources=[AudioSource("file", [0], str(utt.audio_path.resolve()))],
+            sampling_rate=info.sample_rate,
+            num_samples=info.num_samples,
+            duration=info.num_samples / info.sample_rate,
+        )
+        if info.sample_rate != SAMPLE_RATE:
+            recording = recording.resample(SAMPLE_RATE)
+        supervision = SupervisionSegment(
+            id=utt.utt_id,
+            recording_id=utt.utt_id,
+            start=0.0,
+            duration=recording.duration,
+            channel=0,
+            text=item.text,
+            speaker=utt.speaker,
+            language="English",
+            custom={"chapter": utt.chapter},
+        )
+        cut = MonoCut(utt.utt_id, 0.0, recording.duration, 0, recording=recording)
+        cut.supervisions = [supervision]
+        recordings.append(recording)
+        supervisions.append(supervision)
+        cuts.append(cut)
+    return (
+        RecordingSet.from_recordings(recordings),
+        SupervisionSet.from_segments(supervisions),
+        CutSet.from_cuts(cuts),
+    )
+
+
+def _compute_features(cuts, out_dir: Path, subset: str, executor: Executor):
+    """Fbank for every cut into ``feats/<subset>``; returns the cuts (sorted by id) with features."""
+    import shutil
+
+    from lhotse import CutSet, LilcomChunkyWriter
+
+    storage = out_dir.resolve() / "feats" / subset
+    if storage.exists():
+        shutil.rmtree(storage)
+    with_feats = cuts.compute_and_store_features(
+        extractor=fbank_extractor(),
+        storage_path=storage,
+        num_jobs=2,
+        executor=executor,
+        storage_type=LilcomChunkyWriter,
+        progress_bar=False,
+    )
+    return CutSet.from_cuts(sorted(with_feats, key=lambda c: c.id))
+
+
+def _cmvn(cut_sets) -> dict:
+    """Global mean/std per fbank bin over every frame of ``cut_sets`` (float64 sums)."""
+    total, total_sq, frames = np.zeros(80), np.zeros(80), 0
+    for cuts in cut_sets:
+        for cut in cuts:
+            feats = cut.load_features().astype(np.float64)
+            total += feats.sum(axis=0)
+            total_sq += (feats**2).sum(axis=0)
+            frames += feats.shape[0]
+    if frames == 0:
+        raise ValueError("no training frames left for CMVN: every train utterance was dropped")
+    mean = total / frames
+    std = np.sqrt(np.maximum(total_sq / frames - mean**2, 1e-10))
+    return {"mean": mean.tolist(), "std": std.tolist(), "num_frames": int(frames)}
+
+
+def _default_train_subsets(subsets: list[str]) -> list[str]:
+    for subset in subsets:
+        if "train" in subset:
+            return [subset]
+    raise ValueError(f"no subset name containing 'train' in {subsets}: set train_subsets=[...]")
+
+
+def _train_tokenizer(kind: str, bpe_vocab_size: int, texts: list[str]) -> Tokenizer:
+    if kind == "char":
+        return Tokenizer.char()
+    if kind == "bpe":
+        return Tokenizer.train_bpe(texts, vocab_size=bpe_vocab_size)
+    raise ValueError(f"tokenizer kind {kind!r}; expected char or bpe")
+
+
+def _prepare_subsets(
+    corpus_dir,
+    subsets,
+    out_dir,
+    executor,
+    report,
+    train_subsets,
+    untranscribed_subsets,
+    tokenizer_kind,
+    bpe_vocab_size,
+    ctc_frame_shift_ms,
+):
+    """Validate every subset, train the tokenizer, write manifests and features per subset."""
+    items = {
+        s: _validate_subset(corpus_dir, s, s not in untranscribed_subsets, executor, report)
+        for s in subsets
+    }
+    train_texts = [i.text for s in train_subsets for i in items[s] if i.text]
+    tokenizer = _train_tokenizer(tokenizer_kind, bpe_vocab_size, train_texts)
+    tokenizer.save(out_dir / "lang")
+    cut_sets = {}
+    for subset in subsets:
+        kept = _drop_too_short(subset, items[subset], tokenizer, ctc_frame_shift_ms, report)
+        if not kept:
+            raise ValueError(
+                f"{corpus_dir / subset}: no usable utterance left: {report.for_subset(subset)}"
+            )
+        recordings, supervisions, cuts = _manifests(kept)
+        recordings.to_file(out_dir / f"recordings_{subset}.jsonl.gz")
+        supervisions.to_file(out_dir / f"supervisions_{subset}.jsonl.gz")
+        cut_sets[subset] = _compute_features(cuts, out_dir, subset, executor)
+        cut_sets[subset].to_file(out_dir / f"cuts_{subset}.jsonl.gz")
+    return tokenizer, cut_sets
+
+
+def prepare(
+    corpus_dir: str | Path,
+    subsets: list[str],
+    out_dir: str | Path,
+    tokenizer_kind: str = "char",
+    bpe_vocab_size: int = 500,
+    train_subsets: list[str] | None = None,
+    untranscribed_subsets: list[str] = (),
+    ctc_frame_shift_ms: float = 40.0,
+    num_jobs: int = 2,
+) -> dict:
+    """Write the data directory ``out_dir`` from ``corpus_dir``; returns the report (also saved)."""
+    corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
+    subsets = list(subsets)
+    train_subsets = list(train_subsets) if train_subsets else _default_train_subsets(subsets)
+    unknown = [s for s in [*train_subsets, *untranscribed_subsets] if s not in subsets]
+    if unknown:
+        raise ValueError(f"train/untranscribed subsets {unknown} are not among subsets={subsets}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = _Report()
+    context = multiprocessing.get_context("spawn")  # workers import torch cleanly, no fork of it
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the work is in the workers (and lhotse warns otherwise)
+    try:
+        with ProcessPoolExecutor(num_jobs, mp_context=context, initializer=_init_worker) as pool:
+            tokenizer, cut_sets = _prepare_subsets(
+                corpus_dir,
+                subsets,
+                out_dir,
+                pool,
+                report,
+                train_subsets,
+                untranscribed_subsets,
+                tokenizer_kind,
+                bpe_vocab_size,
+                ctc_frame_shift_ms,
+            )
+    finally:
+        torch.set_num_threads(threads)
+
+    cmvn = _cmvn(cut_sets[s] for s in train_subsets)
+    (out_dir / "cmvn.json").write_text(json.dumps(cmvn) + "\n")
+    result = _summary(corpus_dir, out_dir, cut_sets, report, tokenizer, train_subsets)
+    result["untranscribed_subsets"] = list(untranscribed_subsets)
+    (out_dir / "prepare_report.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _summary(corpus_dir, out_dir, cut_sets, report: _Report, tokenizer, train_subsets) -> dict:
+    subsets = {}
+    for subset, cuts in cut_sets.items():
+        reasons = report.for_subset(subset)
+        subsets[subset] = {
+            "utterances": len(cuts),
+            "speakers": len({c.supervisions[0].speaker for c in cuts}),
+            "hours": round(sum(c.duration for c in cuts) / 3600, 4),
+            "skipped": sum(r["count"] for k, r in reasons.items() if k != "resampled"),
+            "reasons": reasons,
+        }
+    return {
+        "corpus_dir": str(corpus_dir),
+        "out_dir": str(out_dir),
+        "train_subsets": train_subsets,
+        "tokenizer": {
+            "kind": tokenizer.kind,
+            "vocab_size": tokenizer.vocab_size,
+            "fingerprint": tokenizer.fingerprint,
+        },
+        "subsets": subsets,
+    }
+
+
+def _print_summary(result: dict) -> None:
+    print(f"\nasr-kd-prepare: {result['corpus_dir']} -> {result['out_dir']}")
+    print(f"{'subset':<18}{'utterances':>11}{'speakers':>9}{'hours':>9}{'skipped':>9}")
+    for name, row in result["subsets"].items():
+        print(
+            f"{name:<18}{row['utterances']:>11}{row['speakers']:>9}"
+            f"{row['hours']:>9.3f}{row['skipped']:>9}"
+        )
+    for name, row in result["subsets"].items():
+        for reason, entry in row["reasons"].items():
+            kept = " (kept)" if reason == "resampled" else ""
+            examples = ", ".join(entry["examples"][:3])
+            print(f"  {name}: {reason}{kept} x{entry['count']}: {examples}")
+    tok = result["tokenizer"]
+    print(
+        f"tokenizer: {tok['kind']}, {tok['vocab_size']} ids, fingerprint {tok['fingerprint']}; "
+        f"CMVN and tokenizer from {result['train_subsets']}"
+    )
+
+
+def run(cfg: DictConfig) -> dict:
+    """``asr-kd-prepare`` on a composed ``conf/prepare.yaml``; returns the report."""
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    result = prepare(
+        corpus_dir=cfg.corpus_dir,
+        subsets=list(cfg.subsets),
+        out_dir=out_dir,
+        tokenizer_kind=cfg.tokenizer.kind,
+        bpe_vocab_size=int(cfg.tokenizer.get("vocab_size", 500)),
+        train_subsets=list(cfg.train_subsets) if cfg.train_subsets else None,
+        untranscribed_subsets=list(cfg.untranscribed_subsets),
+        ctc_frame_shift_ms=float(cfg.ctc_frame_shift_ms),
+        num_jobs=int(cfg.num_jobs),
+    )
+    _print_summary(result)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    """Console entry point ``asr-kd-prepare`` (see the module docstring for usage)."""
+    run(cfg)
