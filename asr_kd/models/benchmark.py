@@ -8,11 +8,14 @@ thread, fp32, batch 1, after warm-up, model only (fbank features precomputed, as
     (``forward_chunk`` leaves the state unchanged, so the same chunk is timed many times);
 (b) RTF of streaming in ``chunk_size`` pieces, the FLOP floor (MACs per audio second over a
     measured one-thread GEMM rate) and RTF / floor;
-(c) with ``--sizes``: params and MACs per audio second of every ``conf/model`` config.
+(c) with ``--equivalence``: max |streaming - full forward| for chunks {1, 4, 8, 16} x left
+    context {2, 4, unlimited}, random and fbank input, pieces of random sizes;
+(d) with ``--sizes``: params and MACs per audio second of every ``conf/model`` config.
 
 Usage:
     python -m asr_kd.models.benchmark                         # student_tiny, 320 ms chunks
-    python -m asr_kd.models.benchmark --model student_small --chunk-size 16 --sizes
+    python -m asr_kd.models.benchmark --equivalence --sizes
+    python -m asr_kd.models.benchmark --model student_small --chunk-size 16
 """
 
 from __future__ import annotations
@@ -113,8 +116,35 @@ def gemm_macs_per_second(m: int, k: int, n: int, repeats: int = 2000) -> float:
     return m * k * n * inner / _median_seconds(run, 10)
 
 
+def equivalence(model, chunk_size: int, left_chunks: int, feats: torch.Tensor) -> float:
+    """Max |streaming - full forward| log-prob difference, feeding pieces of 1..50 frames."""
+    full, _ = model(feats, torch.tensor([feats.size(1)]), chunk_size, left_chunks)
+    g = torch.Generator().manual_seed(chunk_size)
+    state, outs, start = model.init_state(1, chunk_size, left_chunks), [], 0
+    while start < feats.size(1):
+        size = int(torch.randint(1, 51, (), generator=g))
+        out, state = model.forward_chunk(feats[:, start : start + size], state)
+        outs.append(out)
+        start += size
+    outs.append(model.flush(state)[0])
+    return (torch.cat(outs, dim=1) - full).abs().max().item()
+
+
+def _print_equivalence(model) -> None:
+    inputs = {"random": torch.randn(1, 1203, 80), "fbank": _fbank(12.03)}
+    model.set_cmvn(inputs["fbank"][0].mean(0), inputs["fbank"][0].std(0))
+    print("(c) streaming vs full forward, max abs log-prob diff (12 s, random piece sizes):")
+    for chunk_size in (1, 4, 8, 16):
+        for left_chunks in (2, 4, -1):
+            diffs = {k: equivalence(model, chunk_size, left_chunks, x) for k, x in inputs.items()}
+            print(
+                f"    chunk {chunk_size:2d} left {left_chunks:2d}: random {diffs['random']:.2e}"
+                f"  fbank {diffs['fbank']:.2e}"
+            )
+
+
 def _print_sizes() -> None:
-    print("config          params      MACs/audio-s (full, 10 s)   MACs/audio-s (stream 8, left 4)")
+    print("(d) config      params      MACs/audio-s (full, 10 s)   MACs/audio-s (stream 8, left 4)")
     for path in sorted(CONF_MODEL.glob("*.yaml")):
         model = _load(path.stem)
         stream = macs_per_audio_second(model, 8, 4) if model.streaming else float("nan")
@@ -129,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="student_tiny", help="conf/model/<name>.yaml")
     parser.add_argument("--chunk-size", type=int, default=8, help="encoder frames per chunk")
     parser.add_argument("--left-chunks", type=int, default=None, help="default: the model's")
+    parser.add_argument("--equivalence", action="store_true", help="also print streaming diffs")
     parser.add_argument("--sizes", action="store_true", help="also print every config's size")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -164,6 +195,9 @@ def main(argv: list[str] | None = None) -> None:
         f"    GEMM rate (256^3, peak-like): {peak / 1e9:.2f} GMAC/s -> floor {macs / peak:.5f}, "
         f"RTF/floor {rtf / (macs / peak):.1f}"
     )
+    if args.equivalence:
+        with torch.inference_mode():
+            _print_equivalence(model)
     if args.sizes:
         _print_sizes()
 
