@@ -32,7 +32,14 @@ from omegaconf import OmegaConf
 
 from asr_kd.models.profile import count_params, macs_per_audio_second
 
-__all__ = ["bounded_cost", "gemm_macs_per_second", "main", "streaming_rtf"]
+__all__ = [
+    "bounded_cost",
+    "equivalence",
+    "gemm_macs_per_second",
+    "main",
+    "streaming_rtf",
+    "synthetic_fbank",
+]
 
 CONF_MODEL = Path(__file__).resolve().parents[2] / "conf" / "model"
 _FRAMES_PER_SECOND = 100  # 10 ms fbank
@@ -42,7 +49,7 @@ def _load(name: str):
     return hydra.utils.instantiate(OmegaConf.load(CONF_MODEL / f"{name}.yaml")).eval()
 
 
-def _fbank(seconds: float, seed: int = 0) -> torch.Tensor:
+def synthetic_fbank(seconds: float, seed: int = 0) -> torch.Tensor:
     """(1, T, 80) kaldi fbank of a synthetic voiced signal (realistic value ranges)."""
     import torchaudio.compliance.kaldi as kaldi
 
@@ -70,7 +77,7 @@ def bounded_cost(model, chunk_size: int, left_chunks: int, repeats: int = 300) -
     The two are timed alternately, so load from other processes hits both alike.
     """
     step = chunk_size * model.subsampling_factor  # input frames per chunk
-    feats = _fbank(61.0)
+    feats = synthetic_fbank(61.0)
     calls = {}
     for seconds in (5, 60):
         state = model.init_state(1, chunk_size, left_chunks)
@@ -90,7 +97,7 @@ def bounded_cost(model, chunk_size: int, left_chunks: int, repeats: int = 300) -
 def streaming_rtf(model, chunk_size: int, left_chunks: int, seconds: float = 60.0) -> float:
     """Processing seconds / audio seconds, feeding ``chunk_size`` encoder frames at a time."""
     step = chunk_size * model.subsampling_factor
-    feats = _fbank(seconds)
+    feats = synthetic_fbank(seconds)
 
     def run() -> None:
         state = model.init_state(1, chunk_size, left_chunks)
@@ -131,7 +138,7 @@ def equivalence(model, chunk_size: int, left_chunks: int, feats: torch.Tensor) -
 
 
 def _print_equivalence(model) -> None:
-    inputs = {"random": torch.randn(1, 1203, 80), "fbank": _fbank(12.03)}
+    inputs = {"random": torch.randn(1, 1203, 80), "fbank": synthetic_fbank(12.03)}
     model.set_cmvn(inputs["fbank"][0].mean(0), inputs["fbank"][0].std(0))
     print("(c) streaming vs full forward, max abs log-prob diff (12 s, random piece sizes):")
     for chunk_size in (1, 4, 8, 16):

@@ -1,6 +1,5 @@
 """ConformerCTC: shapes, padding, exact chunk-wise streaming, causality, dynamic chunks."""
 
-import math
 import warnings
 from pathlib import Path
 
@@ -10,30 +9,10 @@ import torch
 from omegaconf import OmegaConf
 
 from asr_kd.models import ConformerCTC
+from asr_kd.models.benchmark import synthetic_fbank
 
 CONF_MODEL = Path(__file__).resolve().parents[2] / "conf" / "model"
 TOL = 1e-4
-
-
-def tiny(streaming=True, **kwargs) -> ConformerCTC:
-    torch.manual_seed(0)
-    args = dict(
-        vocab_size=11,
-        d_model=32,
-        num_layers=2,
-        num_heads=2,
-        ff_dim=64,
-        conv_kernel_size=5,
-        subsampling_channels=8,
-        dropout=0.0,
-        streaming=streaming,
-    )
-    if streaming:
-        args["train_chunk_sizes"] = [2, 4, None]
-    args.update(kwargs)
-    model = ConformerCTC(**args).eval()
-    model.set_cmvn(torch.randn(80) * 0.1, torch.rand(80) + 0.5)
-    return model
 
 
 def stream(model, feats, chunk_size, left_chunks, piece_sizes) -> torch.Tensor:
@@ -49,21 +28,8 @@ def stream(model, feats, chunk_size, left_chunks, piece_sizes) -> torch.Tensor:
     return torch.cat(outs + [lp], dim=1)
 
 
-def synthetic_fbank(seconds=2.7, seed=0) -> torch.Tensor:
-    """(1, T, 80) kaldi fbank of a chirp with harmonics and noise: real-feature statistics."""
-    import torchaudio.compliance.kaldi as kaldi
-
-    g = torch.Generator().manual_seed(seed)
-    t = torch.arange(int(16000 * seconds)) / 16000
-    f0 = 120 + 80 * torch.sin(2 * math.pi * 0.7 * t)
-    phase = 2 * math.pi * torch.cumsum(f0, 0) / 16000
-    wave = sum(torch.sin(k * phase) / k for k in range(1, 6)) * (0.5 + 0.5 * torch.sin(3 * t))
-    wave = wave + 0.05 * torch.randn(t.shape, generator=g)
-    return kaldi.fbank(wave[None] * 2000, num_mel_bins=80, dither=0.0)[None]
-
-
 @pytest.mark.parametrize("factor", [2, 4, 6, 8])
-def test_shapes_and_lengths_with_padding(factor):
+def test_shapes_and_lengths_with_padding(factor, tiny):
     model = tiny(subsampling_factor=factor)
     lens = torch.tensor([97, 50, 8])
     log_probs, out_lens = model(torch.randn(3, 97, 80), lens)
@@ -74,7 +40,7 @@ def test_shapes_and_lengths_with_padding(factor):
 
 
 @pytest.mark.parametrize("streaming", [False, True])
-def test_inputs_shorter_than_one_encoder_frame(streaming):
+def test_inputs_shorter_than_one_encoder_frame(streaming, tiny):
     """Regression: T < subsampling factor used to crash in the attention reshape."""
     model = tiny(streaming=streaming)
     for t in (0, 3):
@@ -85,7 +51,7 @@ def test_inputs_shorter_than_one_encoder_frame(streaming):
 
 
 @pytest.mark.parametrize("streaming, chunk_size", [(False, None), (True, None), (True, 2)])
-def test_valid_outputs_do_not_depend_on_padding(streaming, chunk_size):
+def test_valid_outputs_do_not_depend_on_padding(streaming, chunk_size, tiny):
     model = tiny(streaming=streaming)
     feats = torch.randn(2, 120, 80)
     feats[1, 70:] = 0.0
@@ -101,7 +67,7 @@ def test_valid_outputs_do_not_depend_on_padding(streaming, chunk_size):
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 8, 16])
 @pytest.mark.parametrize("left_chunks", [-1, 2, 4])
-def test_streaming_equals_full_forward_with_same_chunk_mask(chunk_size, left_chunks):
+def test_streaming_equals_full_forward_with_same_chunk_mask(chunk_size, left_chunks, tiny):
     model = tiny()
     torch.manual_seed(chunk_size)
     feats = torch.randn(1, 401, 80)
@@ -113,8 +79,8 @@ def test_streaming_equals_full_forward_with_same_chunk_mask(chunk_size, left_chu
 
 
 @pytest.mark.parametrize("chunk_size, left_chunks", [(1, 4), (4, 2), (8, -1), (16, 2)])
-def test_streaming_equals_full_forward_on_real_fbank(chunk_size, left_chunks):
-    feats = synthetic_fbank()
+def test_streaming_equals_full_forward_on_real_fbank(chunk_size, left_chunks, tiny):
+    feats = synthetic_fbank(2.7)
     model = tiny(subsampling_factor=4)
     model.set_cmvn(feats[0].mean(0), feats[0].std(0))
     full, _ = model(feats, torch.tensor([feats.size(1)]), chunk_size, left_chunks)
@@ -122,7 +88,7 @@ def test_streaming_equals_full_forward_on_real_fbank(chunk_size, left_chunks):
     assert (streamed - full).abs().max().item() <= TOL
 
 
-def test_equivalence_is_not_vacuous():
+def test_equivalence_is_not_vacuous(tiny):
     """The chunk mask and left context change the output, so the tests above can fail."""
     model = tiny()
     feats = torch.randn(1, 200, 80)
@@ -133,14 +99,14 @@ def test_equivalence_is_not_vacuous():
     assert (stream(model, feats, 4, 2, [16]) - limited).abs().max() > 1e-3
 
 
-def test_stream_crosses_the_precomputed_rotary_table():
+def test_stream_crosses_the_precomputed_rotary_table(tiny):
     model = tiny(num_layers=1)
     feats = torch.randn(1, 4 * 1100 + 3, 80)  # 1100 encoder frames > the 1024-row table
     full, _ = model(feats, torch.tensor([feats.size(1)]), 16, 2)
     assert (stream(model, feats, 16, 2, [4 * 16 * 7]) - full).abs().max() <= TOL
 
 
-def test_attention_cache_is_bounded_by_left_context():
+def test_attention_cache_is_bounded_by_left_context(tiny):
     model = tiny()
     state = model.init_state(1, chunk_size=4, left_chunks=2)
     _, state = model.forward_chunk(torch.randn(1, 400, 80), state)
@@ -151,7 +117,7 @@ def test_attention_cache_is_bounded_by_left_context():
     assert unlimited.att_cache.shape[3] == 100
 
 
-def test_forward_chunk_emits_only_complete_chunks_and_keeps_state_immutable():
+def test_forward_chunk_emits_only_complete_chunks_and_keeps_state_immutable(tiny):
     model = tiny()
     state = model.init_state(1, chunk_size=4, left_chunks=-1)
     lp, state1 = model.forward_chunk(torch.randn(1, 15, 80), state)  # 3 encoder frames < chunk
@@ -163,7 +129,7 @@ def test_forward_chunk_emits_only_complete_chunks_and_keeps_state_immutable():
 
 
 @pytest.mark.parametrize("chunk_size, left_chunks", [(1, -1), (4, 2), (8, -1)])
-def test_causality_future_frames_never_change_a_finished_chunk(chunk_size, left_chunks):
+def test_causality_future_frames_never_change_a_finished_chunk(chunk_size, left_chunks, tiny):
     model = tiny()
     feats = torch.randn(1, 160, 80)
     lens = torch.tensor([160])
@@ -178,7 +144,7 @@ def test_causality_future_frames_never_change_a_finished_chunk(chunk_size, left_
         assert not torch.allclose(out[:, n:], base[:, n:])  # the future itself did change
 
 
-def test_full_context_teacher_sees_the_future():
+def test_full_context_teacher_sees_the_future(tiny):
     """The causality test above can fail: a full-context model is not causal."""
     model = tiny(streaming=False)
     feats = torch.randn(1, 160, 80)
@@ -188,7 +154,7 @@ def test_full_context_teacher_sees_the_future():
     assert not torch.allclose(out[:, :20], base[:, :20])
 
 
-def test_full_context_teacher_unaffected_by_chunk_args():
+def test_full_context_teacher_unaffected_by_chunk_args(tiny):
     model = tiny(streaming=False)
     feats, lens = torch.randn(2, 90, 80), torch.tensor([90, 60])
     ref, _ = model(feats, lens)
@@ -205,7 +171,7 @@ def test_full_context_teacher_unaffected_by_chunk_args():
         tiny(streaming=False, train_chunk_sizes=[4, None])
 
 
-def test_dynamic_chunk_sampling_draws_from_the_set():
+def test_dynamic_chunk_sampling_draws_from_the_set(tiny):
     model = tiny(train_chunk_sizes=[2, 4, None])
     torch.manual_seed(1)
     draws = [model.sample_chunk_size() for _ in range(300)]
@@ -215,7 +181,7 @@ def test_dynamic_chunk_sampling_draws_from_the_set():
     assert [model.sample_chunk_size() for _ in range(300)] == draws  # seeded by torch
 
 
-def test_training_step_with_sampled_chunk_has_gradients():
+def test_training_step_with_sampled_chunk_has_gradients(tiny):
     model = tiny(dropout=0.1).train()
     feats, lens = torch.randn(2, 64, 80), torch.tensor([64, 40])
     log_probs, out_lens = model(feats, lens, model.sample_chunk_size(), model.default_left_chunks)
@@ -229,7 +195,7 @@ def test_training_step_with_sampled_chunk_has_gradients():
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_cmvn_is_applied_first_and_saved():
+def test_cmvn_is_applied_first_and_saved(tiny):
     model = tiny()
     mean, std = torch.randn(80), torch.rand(80) + 0.5
     model.set_cmvn(mean, std)

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from asr_kd.models import ConformerCTC
 from asr_kd.models.decode import StreamingGreedyDecoder, greedy_ctc
 
 
@@ -43,29 +42,17 @@ def test_greedy_padding_frames_would_have_changed_the_result():
     assert greedy_ctc(lp, torch.tensor([2, 4])) == [[1], [1, 3]]
 
 
-def chatty_model() -> ConformerCTC:
-    """A random streaming model whose argmax changes often (scaled CTC head)."""
-    torch.manual_seed(0)
-    model = ConformerCTC(
-        vocab_size=28,
-        d_model=32,
-        num_layers=2,
-        num_heads=2,
-        ff_dim=64,
-        conv_kernel_size=5,
-        subsampling_channels=8,
-        dropout=0.0,
-        streaming=True,
-        train_chunk_sizes=[4, None],
-    ).eval()
+def chatty(tiny):
+    """A random streaming model whose argmax changes often (scaled CTC head), V=28."""
+    model = tiny(vocab_size=28)
     with torch.no_grad():
         model.ctc.weight.mul_(20.0)
     return model
 
 
 @pytest.mark.parametrize("chunk_size, left_chunks", [(1, 2), (4, -1), (8, 4)])
-def test_streaming_decoder_final_text_equals_offline(chunk_size, left_chunks):
-    model, tok = chatty_model(), CharTokenizer()
+def test_streaming_decoder_final_text_equals_offline(chunk_size, left_chunks, tiny):
+    model, tok = chatty(tiny), CharTokenizer()
     feats = torch.randn(1, 333, 80)
     log_probs, out_lens = model(feats, torch.tensor([333]), chunk_size, left_chunks)
     offline = tok.decode(greedy_ctc(log_probs, out_lens)[0])
