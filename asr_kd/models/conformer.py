@@ -244,6 +244,7 @@ class ConformerCTC(nn.Module):
         self.streaming = streaming
         self.train_chunk_sizes = [None if c is None else int(c) for c in chunk_sizes]
         self.default_left_chunks = default_left_chunks
+        self.d_model = d_model
         self.num_heads = num_heads
         self.subsampling = Conv2dSubsampling(
             input_dim, d_model, subsampling_factor, subsampling_channels or d_model
@@ -329,18 +330,16 @@ class ConformerCTC(nn.Module):
         if not self.streaming:
             raise ValueError("init_state: this ConformerCTC is full-context (streaming=False)")
         self._check_chunk_args(chunk_size, left_chunks)
-        first = self.layers[0]
-        d = first.ff1[1].in_features
-        ref = self.cmvn_mean
+        d, num_layers, ref = self.d_model, len(self.layers), self.cmvn_mean
         return StreamingState(
             chunk_size=int(chunk_size),
             left_chunks=int(left_chunks),
             offset=0,
             input_buffer=ref.new_zeros(batch_size, self.subsampling.left_pad, self.input_dim),
             att_cache=ref.new_zeros(
-                len(self.layers), batch_size, self.num_heads, 0, 2 * d // self.num_heads
+                num_layers, batch_size, self.num_heads, 0, 2 * d // self.num_heads
             ),
-            cnn_cache=ref.new_zeros(len(self.layers), batch_size, d, first.conv.context),
+            cnn_cache=ref.new_zeros(num_layers, batch_size, d, self.layers[0].conv.context),
         )
 
     @torch.inference_mode()
