@@ -1,0 +1,238 @@
+"""Batches of precomputed fbank features and token ids from a prepared data directory.
+
+``AsrDataModule`` reads ``DATA/cuts_<subset>.jsonl.gz`` (written by ``asr-kd-prepare``) and
+serves duration-bucketed dynamic batches (lhotse ``DynamicBucketingSampler``: at most
+``max_duration`` seconds of audio per batch), sharded by the ``torch.distributed`` rank when a
+process group is initialised (so Lightning runs with ``use_distributed_sampler=False``).
+
+Each batch is a dict (B utterances, T frames, U tokens):
+
+    feats       (B, T, 80) float32  raw fbank (no CMVN: the model owns it), zero-padded
+    feat_lens   (B,)       int64
+    tokens      (B, U)     int64    token ids, padded with 0 (the blank)
+    token_lens  (B,)       int64    0 for a cut without a transcript
+    texts       list[str]           normalised reference text ("" if none)
+    cut_ids     list[str]
+
+Speed perturbation (``speed_perturb=True``, training only) changes a cut's audio with lhotse's
+``perturb_speed`` and computes its fbank on the fly; such a cut's id gains a ``_sp0.9`` style
+suffix, and a batch may then hold up to ``1 / min(speed_factors)`` times ``max_duration``.
+
+Usage:
+    dm = AsrDataModule("DATA", max_duration=120.0, num_workers=1)
+    dm.tokenizer.vocab_size; mean, std = dm.cmvn
+    for batch in dm.train_dataloader(): ...
+    for batch in dm.dataloader("test"): ...           # any prepared subset, fixed order
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, Dataset
+
+from asr_kd.data.features import compute_fbank
+from asr_kd.data.tokenizer import Tokenizer
+
+__all__ = ["AsrDataModule", "AsrDataset", "load_cuts"]
+
+
+def _distributed_rank() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised process group, else ``(0, 1)``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def load_cuts(data_dir: str | Path, subset: str):
+    """The ``CutSet`` of one prepared subset; feature paths follow the data dir if it moved."""
+    from lhotse import CutSet
+    from lhotse.utils import fastcopy
+
+    data_dir = Path(data_dir)
+    path = data_dir / f"cuts_{subset}.jsonl.gz"
+    if not path.is_file():
+        found = sorted(p.name[len("cuts_") : -len(".jsonl.gz")] for p in data_dir.glob("cuts_*"))
+        raise FileNotFoundError(f"no prepared subset {subset!r}: {path} missing (found {found})")
+    cuts = CutSet.from_file(path)
+    first = next(iter(cuts), None)
+    if first is None or not first.has_features or Path(first.features.storage_path).exists():
+        return cuts
+
+    # The data dir was moved or copied: features live in <data_dir>/feats/<subset>/.
+    def relocate(cut):
+        name = Path(cut.features.storage_path).name
+        features = fastcopy(cut.features, storage_path=str(data_dir / "feats" / subset / name))
+        return fastcopy(cut, features=features)
+
+    return CutSet.from_cuts(relocate(c) for c in cuts)
+
+
+class AsrDataset(Dataset):
+    """Map-style dataset over lhotse ``CutSet`` mini-batches (given by the sampler) -> batch dict.
+
+    Args:
+        tokenizer: turns each cut's supervision text into ids.
+        speed_factors: speed-perturbation factors; each cut picks one of ``(1.0, *factors)``
+            uniformly. Empty: no perturbation.
+        seed: makes the perturbation choice a function of (seed, cut ids).
+    """
+
+    def __init__(
+        self, tokenizer: Tokenizer, speed_factors: Sequence[float] = (), seed: int = 0
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.speed_factors = tuple(float(f) for f in speed_factors)
+        self.seed = seed
+
+    def _perturb(self, cuts):
+        from lhotse.utils import fastcopy
+
+        if not self.speed_factors:
+            return list(cuts)
+        rng = random.Random(f"{self.seed}:{','.join(c.id for c in cuts)}")
+        out = []
+        for cut in cuts:
+            factor = rng.choice((1.0, *self.speed_factors))
+            if factor != 1.0:
+                cut = fastcopy(cut, features=None).perturb_speed(factor)
+            out.append(cut)
+        return out
+
+    def _feats(self, cut) -> torch.Tensor:
+        if cut.has_features:
+            return torch.from_numpy(cut.load_features()).float()
+        return compute_fbank(cut.load_audio()[0], cut.sampling_rate)
+
+    def __getitem__(self, cuts) -> dict:
+        cuts = self._perturb(cuts)
+        feats = [self._feats(c) for c in cuts]
+        texts = [(c.supervisions[0].text or "") if c.supervisions else "" for c in cuts]
+        tokens = [torch.tensor(self.tokenizer.encode(t), dtype=torch.long) for t in texts]
+        return {
+            "feats": pad_sequence(feats, batch_first=True),
+            "feat_lens": torch.tensor([f.shape[0] for f in feats], dtype=torch.long),
+            "tokens": pad_sequence(tokens, batch_first=True, padding_value=0),
+            "token_lens": torch.tensor([len(t) for t in tokens], dtype=torch.long),
+            "texts": texts,
+            "cut_ids": [c.id for c in cuts],
+        }
+
+
+class AsrDataModule(L.LightningDataModule):
+    """Train/dev (and any other prepared subset) dataloaders over a prepared data directory.
+
+    Args:
+        dir: the data directory written by ``asr-kd-prepare`` (``data.dir=DATA`` in configs).
+        train_subset: subset (or list of subsets) for training.
+        dev_subset: subset for validation.
+        max_duration: seconds of audio per batch (before speed perturbation).
+        num_buckets: duration buckets of the sampler (similar lengths batch together: less
+            padding).
+        num_workers: dataloader processes (0 = load in the main process).
+        speed_perturb: training cuts get speed 0.9/1.0/1.1 (``speed_factors``), fbank on the fly.
+        shuffle: shuffle training batches (each epoch differently, via the sampler's epoch).
+        drop_last: drop the last, incomplete training batch.
+        seed: sampler shuffling and speed-perturbation choices.
+    """
+
+    def __init__(
+        self,
+        dir: str | Path,
+        train_subset: str | Sequence[str] = "train",
+        dev_subset: str = "dev",
+        max_duration: float = 120.0,
+        num_buckets: int = 8,
+        num_workers: int = 1,
+        speed_perturb: bool = False,
+        speed_factors: Sequence[float] = (0.9, 1.1),
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.data_dir = Path(dir)
+        if not self.data_dir.is_dir():
+            raise FileNotFoundError(f"data dir {self.data_dir} does not exist: run asr-kd-prepare")
+        subsets = [train_subset] if isinstance(train_subset, str) else list(train_subset)
+        self.train_subsets = subsets
+        self.dev_subset = dev_subset
+        self.max_duration = float(max_duration)
+        self.num_buckets = num_buckets
+        self.num_workers = num_workers
+        self.speed_perturb = speed_perturb
+        self.speed_factors = tuple(speed_factors)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.tokenizer = Tokenizer.load(self.data_dir / "lang")
+
+    @property
+    def cmvn(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean (80,), std (80,))`` float32 over the training frames, from ``cmvn.json``."""
+        path = self.data_dir / "cmvn.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no CMVN statistics at {path}: run asr-kd-prepare")
+        stats = json.loads(path.read_text())
+        return (
+            torch.tensor(stats["mean"], dtype=torch.float32),
+            torch.tensor(stats["std"], dtype=torch.float32),
+        )
+
+    def _cuts(self, subsets: Sequence[str]):
+        from lhotse import CutSet
+
+        cut_sets = [load_cuts(self.data_dir, s) for s in subsets]
+        return (
+            cut_sets[0]
+            if len(cut_sets) == 1
+            else CutSet.from_cuts(c for cs in cut_sets for c in cs)
+        )
+
+    def _loader(self, cuts, dataset, shuffle, max_duration, drop_last) -> DataLoader:
+        from lhotse.dataset import DynamicBucketingSampler
+
+        rank, world_size = _distributed_rank()
+        sampler = DynamicBucketingSampler(
+            cuts,
+            max_duration=max_duration,
+            num_buckets=self.num_buckets,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            seed=self.seed,
+            rank=rank,
+            world_size=world_size,
+        )
+        return DataLoader(
+            dataset,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        factors = self.speed_factors if self.speed_perturb else ()
+        dataset = AsrDataset(self.tokenizer, speed_factors=factors, seed=self.seed)
+        cuts = self._cuts(self.train_subsets)
+        return self._loader(cuts, dataset, self.shuffle, self.max_duration, self.drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.dataloader(self.dev_subset)
+
+    def dataloader(
+        self, subset: str, shuffle: bool = False, max_duration: float | None = None
+    ) -> DataLoader:
+        """Batches of any prepared subset, without augmentation (evaluation, soft-target dumps).
+
+        With ``shuffle=False`` the order is fixed (bucketed by duration), run after run.
+        """
+        dataset = AsrDataset(self.tokenizer)
+        duration = self.max_duration if max_duration is None else float(max_duration)
+        return self._loader(self._cuts([subset]), dataset, shuffle, duration, False)
