@@ -66,26 +66,26 @@ overrides_for() {
 
 in_range() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
-# run_stage N KIND DIR CMD...: run CMD plus KIND's overrides, then mark DIR/.done; skip the
-# command when DIR/.done already exists (delete it, or DIR, to redo the stage).
+# run_stage N KIND MARKER CMD...: run CMD plus KIND's overrides, then create the MARKER file
+# (a `.done` in the stage's output dir); skip the command when MARKER exists (delete it to redo).
 run_stage() {
-  local n=$1 kind=$2 dir=$3 extra=()
+  local n=$1 kind=$2 marker=$3 extra=()
   shift 3
-  if [ -f "$dir/.done" ]; then
-    log "Stage $n: $dir/.done exists, skipping (delete it to redo)"
+  if [ -f "$marker" ]; then
+    log "Stage $n: $marker exists, skipping (delete it to redo)"
     return 0
   fi
   mapfile -t extra < <(overrides_for "$kind")
   log "+ $* ${extra[*]+"${extra[*]}"}"
   "$@" ${extra[@]+"${extra[@]}"}
-  mkdir -p "$dir" && touch "$dir/.done"
+  mkdir -p "$(dirname "$marker")" && touch "$marker"
 }
 
-# stale_if_newer DIR FILE...: drop DIR/.done when an input (a checkpoint) is newer than it.
+# stale_if_newer MARKER FILE...: delete MARKER when an input (a checkpoint) is newer than it.
 stale_if_newer() {
-  local dir=$1 f
+  local marker=$1 f
   shift
   for f in "$@"; do
-    if [ -f "$dir/.done" ] && [ "$f" -nt "$dir/.done" ]; then rm -f "$dir/.done"; fi
+    if [ -f "$marker" ] && [ "$f" -nt "$marker" ]; then rm -f "$marker"; fi
   done
 }

@@ -84,33 +84,40 @@ ckpt_of() { echo "$EXP/$1/checkpoints/$CKPT"; }
 train_list=$(csv $TRAIN_SUBSETS)
 dev_list=$(csv $DEV_SUBSETS)
 test_list=$(csv $TEST_SUBSETS)
+# Training stages read every training subset and validate on the first dev subset.
+read -r -a dev_array <<< "$DEV_SUBSETS"
+data_args=(data.dir="$data" data.train_subset="[$train_list]" data.dev_subset="${dev_array[0]}")
 
 if in_range 1; then
   log "Stage 1: prepare $train_list, $dev_list, $test_list with BPE-$BPE_SIZE into $data"
-  run_stage 1 prepare "$data" asr-kd-prepare corpus_dir="$corpus" \
+  run_stage 1 prepare "$data/.done" asr-kd-prepare corpus_dir="$corpus" \
     subsets="[$train_list,$dev_list,$test_list]" train_subsets="[$train_list]" \
     out_dir="$data" tokenizer=bpe tokenizer.vocab_size="$BPE_SIZE"
 fi
 
 if in_range 2; then
   log "Stage 2: train the teacher ($TEACHER_MODEL, trainer=$TRAINER, $TEACHER_STEPS steps)"
-  run_stage 2 teacher "$EXP/teacher" asr-kd-train model="$TEACHER_MODEL" trainer="$TRAINER" \
-    data.dir="$data" out_dir="$EXP/teacher" trainer.max_steps="$TEACHER_STEPS" seed="$SEED"
+  run_stage 2 teacher "$EXP/teacher/.done" asr-kd-train model="$TEACHER_MODEL" trainer="$TRAINER" \
+    "${data_args[@]}" out_dir="$EXP/teacher" trainer.max_steps="$TEACHER_STEPS" seed="$SEED"
 fi
 
 if in_range 3; then
-  log "Stage 3: dump the teacher's top-$TOPK soft targets at T=$TEMPERATURE"
-  run_stage 3 dump "$EXP/targets" asr-kd-dump-targets teacher_ckpt="$(ckpt_of teacher)" \
-    data.dir="$data" subset=train out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE"
+  log "Stage 3: dump the teacher's top-$TOPK soft targets at T=$TEMPERATURE for $train_list"
+  # One store for all training subsets: each run appends its shards (cuts keyed by id).
+  for subset in $TRAIN_SUBSETS; do
+    run_stage 3 dump "$EXP/targets/.done-$subset" asr-kd-dump-targets \
+      teacher_ckpt="$(ckpt_of teacher)" data.dir="$data" subset="$subset" \
+      out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE"
+  done
 fi
 
 distil_student() {
   local name=$1 setting=$2 kind=$3 n=$4 kd_args=()
   # The KD settings read the dumped targets: their temperature must be the dump's.
   [ "$setting" = none ] || kd_args=(distill.temperature="$TEMPERATURE")
-  run_stage "$n" "$kind" "$EXP/$name" asr-kd-distill model="$STUDENT_MODEL" trainer="$TRAINER" \
+  run_stage "$n" "$kind" "$EXP/$name/.done" asr-kd-distill model="$STUDENT_MODEL" trainer="$TRAINER" \
     teacher_ckpt="$(ckpt_of teacher)" distill="$setting" targets_dir="$EXP/targets" \
-    data.dir="$data" out_dir="$EXP/$name" trainer.max_steps="$STUDENT_STEPS" seed="$SEED" \
+    "${data_args[@]}" out_dir="$EXP/$name" trainer.max_steps="$STUDENT_STEPS" seed="$SEED" \
     ${kd_args[@]+"${kd_args[@]}"}
 }
 
@@ -126,8 +133,8 @@ fi
 
 if in_range 6; then
   log "Stage 6: evaluate teacher, student_kd and student_ctc on $test_list,$dev_list"
-  stale_if_newer "$EXP/report" "$(ckpt_of teacher)" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)"
-  run_stage 6 eval "$EXP/report" asr-kd-evaluate data.dir="$data" \
+  stale_if_newer "$EXP/report/.done" "$(ckpt_of teacher)" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)"
+  run_stage 6 eval "$EXP/report/.done" asr-kd-evaluate data.dir="$data" \
     subsets="[$test_list,$dev_list]" checkpoints.teacher="$(ckpt_of teacher)" \
     checkpoints.student_kd="$(ckpt_of student_kd)" checkpoints.student_ctc="$(ckpt_of student_ctc)" \
     chunk_sizes_ms="[$CHUNK_MS]" out_dir="$EXP/report"

@@ -59,25 +59,25 @@ ckpt_of() { echo "$EXP/$1/checkpoints/$CKPT"; }
 
 if in_range 0; then
   log "Stage 0: synthesize the corpus (${HOURS_TRAIN} h train) into $corpus"
-  run_stage 0 synth "$corpus" asr-kd-synth out_dir="$corpus" seed="$SEED" \
+  run_stage 0 synth "$corpus/.done" asr-kd-synth out_dir="$corpus" seed="$SEED" \
     hours.train="$HOURS_TRAIN" hours.dev="$HOURS_DEV" hours.test="$HOURS_TEST"
 fi
 
 if in_range 1; then
   log "Stage 1: prepare cuts, features and the tokenizer into $data"
-  run_stage 1 prepare "$data" asr-kd-prepare corpus_dir="$corpus/LibriSpeech" \
+  run_stage 1 prepare "$data/.done" asr-kd-prepare corpus_dir="$corpus/LibriSpeech" \
     subsets=[train,dev,test] out_dir="$data" tokenizer=char
 fi
 
 if in_range 2; then
   log "Stage 2: train the teacher ($TEACHER_MODEL, $TEACHER_STEPS steps)"
-  run_stage 2 teacher "$EXP/teacher" asr-kd-train model="$TEACHER_MODEL" data.dir="$data" \
+  run_stage 2 teacher "$EXP/teacher/.done" asr-kd-train model="$TEACHER_MODEL" data.dir="$data" \
     out_dir="$EXP/teacher" trainer.max_steps="$TEACHER_STEPS" seed="$SEED"
 fi
 
 if in_range 3; then
   log "Stage 3: dump the teacher's top-$TOPK soft targets at T=$TEMPERATURE"
-  run_stage 3 dump "$EXP/targets" asr-kd-dump-targets teacher_ckpt="$(ckpt_of teacher)" \
+  run_stage 3 dump "$EXP/targets/.done" asr-kd-dump-targets teacher_ckpt="$(ckpt_of teacher)" \
     data.dir="$data" subset=train out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE"
 fi
 
@@ -86,7 +86,7 @@ distil_student() {
   local name=$1 setting=$2 kind=$3 n=$4 kd_args=()
   # The KD settings read the dumped targets: their temperature must be the dump's.
   [ "$setting" = none ] || kd_args=(distill.temperature="$TEMPERATURE")
-  run_stage "$n" "$kind" "$EXP/$name" asr-kd-distill model="$STUDENT_MODEL" \
+  run_stage "$n" "$kind" "$EXP/$name/.done" asr-kd-distill model="$STUDENT_MODEL" \
     teacher_ckpt="$(ckpt_of teacher)" distill="$setting" targets_dir="$EXP/targets" \
     data.dir="$data" out_dir="$EXP/$name" trainer.max_steps="$STUDENT_STEPS" seed="$SEED" \
     ${kd_args[@]+"${kd_args[@]}"}
@@ -104,8 +104,8 @@ fi
 
 if in_range 6; then
   log "Stage 6: evaluate teacher, student_kd and student_ctc into $EXP/demo"
-  stale_if_newer "$EXP/demo" "$(ckpt_of teacher)" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)"
-  run_stage 6 eval "$EXP/demo" asr-kd-evaluate data.dir="$data" subsets=[test] \
+  stale_if_newer "$EXP/demo/.done" "$(ckpt_of teacher)" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)"
+  run_stage 6 eval "$EXP/demo/.done" asr-kd-evaluate data.dir="$data" subsets=[test] \
     checkpoints.teacher="$(ckpt_of teacher)" checkpoints.student_kd="$(ckpt_of student_kd)" \
     checkpoints.student_ctc="$(ckpt_of student_ctc)" chunk_sizes_ms="[$CHUNK_MS]" \
     out_dir="$EXP/demo"
@@ -125,8 +125,8 @@ if in_range 7; then
     ckpt_files+=("$(ckpt_of "kd_compare/$setting")")
     ckpts+=("+checkpoints.$setting=${ckpt_files[-1]}")
   done
-  stale_if_newer "$EXP/kd_compare/report" "${ckpt_files[@]}"
-  run_stage 7 eval "$EXP/kd_compare/report" asr-kd-evaluate data.dir="$data" subsets=[test] \
+  stale_if_newer "$EXP/kd_compare/report/.done" "${ckpt_files[@]}"
+  run_stage 7 eval "$EXP/kd_compare/report/.done" asr-kd-evaluate data.dir="$data" subsets=[test] \
     "${ckpts[@]}" chunk_sizes_ms="[$CHUNK_MS]" out_dir="$EXP/kd_compare/report"
   cat "$EXP/kd_compare/report/results.md"
 fi
