@@ -1,9 +1,9 @@
 """Session fixtures shared by every test package: a tiny synthetic corpus and its data dir.
 
-    tiny_corpus_dir    <tmp>/LibriSpeech written by asr-kd-synth: subsets train/dev/test,
-                       4/2/2 speakers, ~40/10/10 s of audio (a few utterances each)
-    prepared_data_dir  DATA written by asr-kd-prepare from it (tokenizer=char, subsets
-                       train/dev/test): cuts_<subset>.jsonl.gz, feats/, lang/, cmvn.json
+tiny_corpus_dir    <tmp>/LibriSpeech written by asr-kd-synth: subsets train/dev/test,
+                   4/2/2 speakers, ~40/10/10 s of audio (a few utterances each)
+prepared_data_dir  DATA written by asr-kd-prepare from it (tokenizer=char, subsets
+                   train/dev/test): cuts_<subset>.jsonl.gz, feats/, lang/, cmvn.json
 """
 
 from __future__ import annotations
@@ -44,3 +44,41 @@ def prepared_data_dir(tmp_path_factory, tiny_corpus_dir) -> Path:
     overrides = [f"corpus_dir={tiny_corpus_dir}", f"out_dir={out}", "subsets=[train,dev,test]"]
     prepare.run(compose("prepare", [*overrides, "tokenizer=char"]))
     return out
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint(prepared_data_dir):
+    """``make_checkpoint(path, streaming) -> path``: a tiny *untrained* ConformerCTC saved as an
+    asr_kd checkpoint (the asr_kd/checkpoint.py contract) with the prepared data's tokenizer and
+    CMVN; fixed seed. For tests of decoding tools (evaluate, transcribe) that need no training."""
+    import hydra.utils
+    import torch
+
+    from asr_kd.checkpoint import atomic_torch_save
+    from asr_kd.data.datamodule import AsrDataModule
+
+    dm = AsrDataModule(prepared_data_dir, num_workers=0)
+
+    def make(path: Path, streaming: bool) -> Path:
+        config = {
+            "_target_": "asr_kd.models.ConformerCTC",
+            "vocab_size": dm.tokenizer.vocab_size,
+            "d_model": 32 if streaming else 48,
+            "num_layers": 1 if streaming else 2,
+            "num_heads": 2,
+            "ff_dim": 64,
+            "subsampling_channels": 8,
+            "streaming": streaming,
+            "train_chunk_sizes": [4, 8, None] if streaming else [None],
+            "default_left_chunks": 2 if streaming else -1,
+        }
+        torch.manual_seed(0)
+        model = hydra.utils.instantiate(config)
+        model.set_cmvn(*dm.cmvn)
+        meta = {"model_config": config, "tokenizer": dm.tokenizer.to_dict()}
+        meta["role"] = "student" if streaming else "teacher"
+        state = {f"model.{k}": v for k, v in model.state_dict().items()}
+        atomic_torch_save({"state_dict": state, "asr_kd": meta}, path)
+        return Path(path)
+
+    return make
