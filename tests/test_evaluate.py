@@ -1,0 +1,126 @@
+"""asr-kd-evaluate on a tiny prepared corpus with tiny untrained (but valid) checkpoints."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from asr_kd.checkpoint import load_model
+from asr_kd.config import compose
+from asr_kd.evaluate import evaluate
+from asr_kd.metrics import word_error_rate
+from asr_kd.models.decode import greedy_ctc
+from asr_kd.report import load_results
+
+
+def _overrides(data_dir, out_dir, **checkpoints):
+    ckpts = [f"checkpoints.{name}={path}" for name, path in checkpoints.items()]
+    return [
+        f"data.dir={data_dir}",
+        f"out_dir={out_dir}",
+        "subsets=[test]",
+        "chunk_sizes_ms=[160,320]",
+        "rtf.warmup_utts=1",
+        *ckpts,
+    ]
+
+
+def _read_hyps(path):
+    with open(path, newline="") as f:
+        return {r["cut_id"]: r for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)}
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, prepared_data_dir, make_checkpoint):
+    root = tmp_path_factory.mktemp("evaluate")
+    teacher = make_checkpoint(root / "teacher.ckpt", streaming=False)
+    student = make_checkpoint(root / "student.ckpt", streaming=True)
+    cfg = compose(
+        "evaluate", _overrides(prepared_data_dir, root / "out", teacher=teacher, student_kd=student)
+    )
+    return cfg, evaluate(cfg)
+
+
+def test_rows_per_model_and_mode_with_the_reported_figures(evaluated):
+    cfg, results = evaluated
+    modes = [(r["model"], r["mode"]) for r in results["rows"]]
+    assert modes == [
+        ("teacher", "full"),
+        ("student_kd", "full"),
+        ("student_kd", "stream-160ms"),
+        ("student_kd", "stream-320ms"),
+    ]
+    teacher, student_full, _, stream = results["rows"]
+    assert teacher["latency_ms"] is None and stream["latency_ms"] == 320.0
+    assert (stream["chunk_ms"], stream["batch_size"], stream["threads"]) == (320, 1, 1)
+    assert student_full["params"] < teacher["params"]
+    for row in results["rows"]:
+        assert row["num_utts"] > 0 and row["audio_s"] > 0
+        assert 0 < row["rtf"] < 10 and row["macs_per_audio_s"] > 0 and row["model_mb"] > 0
+        assert row["wer"] == pytest.approx(row["sub"] + row["del"] + row["ins"])
+    assert teacher["rtf_batch"] > 0 and stream["rtf_batch"] is None
+    meta = results["meta"]
+    assert meta["torch"] == torch.__version__ and meta["rtf_threads"] == 1
+    assert set(meta["checkpoints"]) == {"teacher", "student_kd"}
+
+
+def test_report_files_are_written_and_parseable(evaluated):
+    cfg, results = evaluated
+    out = cfg.out_dir
+    assert load_results(f"{out}/results.json")["rows"] == json.loads(json.dumps(results["rows"]))
+    md = open(f"{out}/results.md").read()
+    assert "| student_kd | stream-320ms |" in md and "| teacher | full |" in md
+    for png in ("wer_vs_latency.png", "wer_vs_macs.png"):
+        assert open(f"{out}/{png}", "rb").read(4) == b"\x89PNG"
+    assert "checkpoints" in open(f"{out}/config.yaml").read()
+
+
+def test_row_wer_is_the_wer_of_its_hypotheses_file(evaluated):
+    cfg, results = evaluated
+    for row in results["rows"]:
+        hyps = _read_hyps(f"{cfg.out_dir}/hyps/{row['model']}.test.{row['mode']}.tsv")
+        assert len(hyps) == row["num_utts"]
+        refs = [h["reference"] for h in hyps.values()]
+        wer = word_error_rate(refs, [h["hypothesis"] or "" for h in hyps.values()])["wer"]
+        assert wer == pytest.approx(row["wer"])
+
+
+def test_streaming_rows_decode_through_the_chunk_path(evaluated, prepared_data_dir):
+    """The streamed hypotheses equal greedy decoding of the chunk-masked full forward."""
+    cfg, _ = evaluated
+    from asr_kd.data.datamodule import AsrDataModule
+
+    loaded = load_model(cfg.checkpoints.student_kd)
+    hyps = _read_hyps(f"{cfg.out_dir}/hyps/student_kd.test.stream-320ms.tsv")
+    dm = AsrDataModule(prepared_data_dir, num_workers=0)
+    left = loaded.model.default_left_chunks
+    expected = {}
+    with torch.inference_mode():
+        for batch in dm.dataloader("test"):
+            lp, lens = loaded.model(batch["feats"], batch["feat_lens"], 8, left)
+            for cut_id, ids in zip(batch["cut_ids"], greedy_ctc(lp, lens), strict=True):
+                expected[cut_id] = loaded.tokenizer.decode(ids)
+    assert any(expected.values()), "an all-blank model would make this test vacuous"
+    assert {k: h["hypothesis"] or "" for k, h in hyps.items()} == expected
+
+
+def test_bad_requests_are_clear_errors(tmp_path, prepared_data_dir, make_checkpoint):
+    student = make_checkpoint(tmp_path / "student.ckpt", streaming=True)
+    cfg = compose(
+        "evaluate",
+        _overrides(prepared_data_dir, tmp_path / "a", student_kd=student)
+        + ["chunk_sizes_ms=[100]"],
+    )
+    with pytest.raises(ValueError, match="chunk_sizes_ms entry 100 .* frame shift 40 ms"):
+        evaluate(cfg)
+    cfg = compose("evaluate", _overrides(prepared_data_dir, tmp_path / "b"))
+    with pytest.raises(ValueError, match="no checkpoints to evaluate"):
+        evaluate(cfg)
+    cfg = compose(
+        "evaluate", _overrides(prepared_data_dir, tmp_path / "c", teacher=tmp_path / "absent.ckpt")
+    )
+    with pytest.raises(FileNotFoundError, match="absent.ckpt"):
+        evaluate(cfg)
