@@ -1,0 +1,87 @@
+"""Fixtures for the distillation tests: a tiny trained teacher and its dumped soft targets."""
+
+from __future__ import annotations
+
+import pytest
+
+from asr_kd.config import compose
+
+# A ~25 k-parameter Conformer: seconds per step on 2 CPU cores.
+TINY_MODEL = [
+    "model.d_model=32",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.ff_dim=64",
+    "model.subsampling_channels=8",
+    "data.num_workers=0",
+    "data.num_buckets=2",  # the tiny dev subset has 4 cuts
+    "data.max_duration=10",  # several batches per epoch
+]
+QUIET = ["trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
+
+
+def tiny_run(config: str, data_dir, out_dir, *overrides: str):
+    """``compose(config)`` for a few-step run of a tiny model on ``data_dir``."""
+    return compose(
+        config,
+        [
+            f"data.dir={data_dir}",
+            f"out_dir={out_dir}",
+            "trainer.max_steps=3",
+            "trainer.val_check_interval=3",
+            "trainer.limit_val_batches=1",
+            "checkpoint.every_n_steps=3",
+            *TINY_MODEL,
+            *QUIET,
+            *overrides,
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def teacher_ckpt(tmp_path_factory, prepared_data_dir):
+    """A tiny full-context teacher trained for 3 steps with asr-kd-train."""
+    from asr_kd.train import train
+
+    out = tmp_path_factory.mktemp("teacher")
+    result = train(tiny_run("train", prepared_data_dir, out, "model=teacher_small"))
+    return result["last_ckpt"]
+
+
+@pytest.fixture(scope="session")
+def targets_dir(tmp_path_factory, prepared_data_dir, teacher_ckpt):
+    """The teacher's top-4 soft targets at T=2 over the train subset, in several small shards."""
+    from asr_kd.distill.soft_targets import dump_targets
+
+    out = tmp_path_factory.mktemp("targets")
+    dump_targets(dump_config(prepared_data_dir, teacher_ckpt, out))
+    return out
+
+
+def dump_config(data_dir, teacher_ckpt, out_dir, *overrides: str):
+    return compose(
+        "dump_targets",
+        [
+            f"teacher_ckpt={teacher_ckpt}",
+            f"data.dir={data_dir}",
+            f"out_dir={out_dir}",
+            "subset=train",
+            "k=4",
+            "temperature=2.0",
+            "shard_frames=100",
+            "device=cpu",
+            *overrides,
+        ],
+    )
+
+
+@pytest.fixture
+def tiny_config():
+    """``tiny_config(config, data_dir, out_dir, *overrides)`` -> composed config of a tiny run."""
+    return tiny_run
+
+
+@pytest.fixture
+def dump_targets_config():
+    """``dump_targets_config(data_dir, teacher_ckpt, out_dir, *overrides)`` -> composed config."""
+    return dump_config

@@ -1,0 +1,118 @@
+"""asr-kd-distill: a few steps cached and online, equal losses, refused incompatibilities."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from asr_kd.checkpoint import load_checkpoint, load_model
+from asr_kd.config import compose
+from asr_kd.distill.cli import distill
+from asr_kd.distill.losses import distill_loss
+from asr_kd.distill.soft_targets import SoftTargetStore
+from asr_kd.task import CachedTargets, OnlineTeacher
+from asr_kd.train import build_datamodule
+
+
+def _distill_cfg(tiny_config, data_dir, out_dir, teacher_ckpt, targets_dir, *overrides):
+    return tiny_config(
+        "distill",
+        data_dir,
+        out_dir,
+        f"teacher_ckpt={teacher_ckpt}",
+        f"targets_dir={targets_dir}",
+        "model=student_tiny",
+        *overrides,
+    )
+
+
+@pytest.mark.parametrize("source", ["cached", "online"])
+def test_a_few_steps_of_each_source(
+    source, tmp_path, tiny_config, prepared_data_dir, teacher_ckpt, targets_dir
+):
+    cfg = _distill_cfg(
+        tiny_config, prepared_data_dir, tmp_path, teacher_ckpt, targets_dir,
+        "distill=delay_window", f"distill.source={source}", "distill.k=4",
+    )  # fmt: skip
+    result = distill(cfg)
+    assert result["global_step"] == 3 and result["bad_batches"] == 0
+    assert result["metrics"]["train/kd"] > 0
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert ckpt["asr_kd"]["role"] == "student"
+    assert not any(k.startswith("teacher") for k in ckpt["state_dict"])  # teacher not saved
+    assert load_model(tmp_path / "checkpoints" / "last.ckpt").model.streaming
+
+
+def test_distill_none_is_plain_ctc_without_a_teacher(tmp_path, tiny_config, prepared_data_dir):
+    cfg = tiny_config("distill", prepared_data_dir, tmp_path, "distill=none")
+    result = distill(cfg)
+    assert result["global_step"] == 3 and result["metrics"]["train/kd"] == 0
+
+
+def test_cached_and_online_give_the_same_loss_on_the_same_batch(
+    prepared_data_dir, teacher_ckpt, targets_dir
+):
+    teacher = load_model(teacher_ckpt)
+    dm = build_datamodule(compose("dump_targets", [f"data.dir={prepared_data_dir}"]).data)
+    # the dump's own batching: the same cuts padded together, as the teacher saw them
+    batch = next(iter(dm.dataloader("train", shuffle=False, max_duration=200.0)))
+    cached = CachedTargets(SoftTargetStore(targets_dir))(batch)
+    online = OnlineTeacher(teacher.model, temperature=2.0, k=4)(batch)
+    assert torch.equal(cached[2], online[2])
+    gen = torch.Generator().manual_seed(0)
+    student = torch.log_softmax(torch.randn(*online[1].shape[:2], 29, generator=gen), -1)
+    losses = [
+        distill_loss(
+            student,
+            lens,
+            batch["tokens"],
+            batch["token_lens"],
+            ids,
+            probs,
+            alpha=0.5,
+            temperature=2.0,
+            shift=1,
+            delay_window=1,
+        )  # fmt: skip
+        for ids, probs, lens in (cached, online)
+    ]
+    assert losses[0].kd.item() == pytest.approx(losses[1].kd.item(), rel=1e-3)
+    assert losses[0].loss.item() == pytest.approx(losses[1].loss.item(), rel=1e-3)
+
+
+def test_incompatible_teacher_or_targets_are_refused_before_step_one(
+    tmp_path, tiny_config, prepared_data_dir, teacher_ckpt, targets_dir
+):
+    def cfg(*overrides):
+        return _distill_cfg(
+            tiny_config, prepared_data_dir, tmp_path / "run", teacher_ckpt, targets_dir, *overrides
+        )
+
+    # another frame rate: student subsampling 6 (60 ms) vs the teacher's 4 (40 ms)
+    with pytest.raises(ValueError, match=r"teacher frame shift 40 ms .* student frame shift 60"):
+        distill(cfg("model.subsampling_factor=6", "distill.source=online"))
+    # targets made at another temperature than the configured one
+    with pytest.raises(ValueError, match=r"temperature: 2\.0 \(targets\) != 1\.0"):
+        distill(cfg("distill.temperature=1.0"))
+    with pytest.raises(ValueError, match="distill.k=8 > k=4"):
+        distill(cfg("distill.k=8"))
+    with pytest.raises(ValueError, match="speed_perturb=false"):
+        distill(cfg("data.speed_perturb=true"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_another_tokenizer_is_refused(tmp_path, tiny_config, prepared_data_dir, teacher_ckpt):
+    from asr_kd.checkpoint import atomic_torch_save
+    from asr_kd.data.tokenizer import Tokenizer
+
+    ckpt = torch.load(teacher_ckpt, weights_only=True)
+    symbols = ckpt["asr_kd"]["tokenizer"]["symbols"]
+    ckpt["asr_kd"]["tokenizer"] = Tokenizer("char", symbols[:-1]).to_dict()  # no "Z"
+    foreign = tmp_path / "foreign.ckpt"
+    atomic_torch_save(ckpt, foreign)
+    cfg = tiny_config(
+        "distill", prepared_data_dir, tmp_path / "run", f"teacher_ckpt={foreign}",
+        "distill.source=online",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"teacher vocab 28 != student vocab 29"):
+        distill(cfg)

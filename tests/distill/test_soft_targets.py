@@ -1,0 +1,113 @@
+"""asr-kd-dump-targets and SoftTargetStore: contents, fingerprint, size, resume, refusal."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from asr_kd.checkpoint import file_sha256, load_model
+from asr_kd.distill.losses import soften_teacher
+from asr_kd.distill.soft_targets import (
+    SoftTargetStore,
+    bytes_per_frame,
+    dump_targets,
+    teacher_fingerprint,
+)
+from asr_kd.train import build_datamodule
+
+
+def test_bytes_per_frame_at_k8_against_fp32_posteriors():
+    assert bytes_per_frame(8) == 32
+    assert (29 * 4) / bytes_per_frame(8) == pytest.approx(3.625)  # char
+    assert (500 * 4) / bytes_per_frame(8) == pytest.approx(62.5)  # BPE-500
+
+
+def test_index_carries_the_teacher_fingerprint(targets_dir, teacher_ckpt):
+    teacher = load_model(teacher_ckpt)
+    index = json.loads((targets_dir / "index.json").read_text())
+    assert index["fingerprint"] == teacher_fingerprint(
+        file_sha256(teacher_ckpt), teacher.tokenizer.fingerprint, 40.0, 4, 2.0
+    )
+    assert index["bytes_per_frame"] == 16
+    shards = sorted(targets_dir.glob("shard_*.ids.npy"))
+    assert len(shards) > 1  # shard_frames=100 splits the subset
+    ids = np.concatenate([np.load(p) for p in shards])
+    probs = np.concatenate([np.load(str(p).replace(".ids.", ".probs.")) for p in shards])
+    assert ids.dtype == np.int16 and probs.dtype == np.float16
+    assert ids.shape == probs.shape == (index["num_frames"], 4)
+    assert ids.nbytes + probs.nbytes == index["num_frames"] * bytes_per_frame(4)
+
+
+def test_stored_targets_are_the_teachers_top_k(targets_dir, teacher_ckpt, prepared_data_dir):
+    store = SoftTargetStore(targets_dir)
+    teacher = load_model(teacher_ckpt)
+    cfg = json.loads((targets_dir / "index.json").read_text())
+    assert cfg["data_dir"] == str(prepared_data_dir)
+    dm = build_datamodule_for(prepared_data_dir)
+    batch = next(iter(dm.dataloader("train", shuffle=False, max_duration=200.0)))
+    with torch.no_grad():
+        log_probs, lens = teacher.model(batch["feats"], batch["feat_lens"])
+    ids, probs = soften_teacher(log_probs, 2.0, 4)
+    for b, cut_id in enumerate(batch["cut_ids"]):
+        got_ids, got_probs = store.get(cut_id)
+        assert got_ids.shape == (int(lens[b]), 4)
+        torch.testing.assert_close(got_probs, probs[b, : lens[b]], atol=2e-3, rtol=2e-3)
+        agree = (got_ids == ids[b, : lens[b]]).float().mean()
+        assert agree > 0.95  # fp16 ties may swap neighbours
+    ids_b, probs_b, lens_b = store.batch(batch["cut_ids"], k=2)
+    assert ids_b.shape[-1] == 2 and torch.equal(lens_b, lens)
+
+
+def build_datamodule_for(data_dir):
+    from asr_kd.config import compose
+
+    return build_datamodule(compose("dump_targets", [f"data.dir={data_dir}"]).data)
+
+
+def test_resume_after_interruption_skips_committed_shards(
+    tmp_path, targets_dir, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    import shutil
+
+    out = tmp_path / "targets"
+    shutil.copytree(targets_dir, out)
+    # simulate a kill during the third shard: later shards and the index never written,
+    # a half-written temp file left behind
+    for path in out.glob("shard_*"):
+        if int(path.name[6:11]) >= 2:
+            path.unlink()
+    (out / "index.json").unlink()
+    (out / ".shard_00002.ids.npy.tmp123").write_bytes(b"partial")
+    summary = dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out))
+    assert summary["resumed_cuts"] > 0
+    full, resumed = SoftTargetStore(targets_dir), SoftTargetStore(out)
+    assert len(full) == len(resumed) == summary["num_cuts"]
+    for cut_id in list(full._cuts)[:: max(1, len(full) // 10)]:
+        for a, b in zip(full.get(cut_id), resumed.get(cut_id), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_targets_of_another_teacher_are_refused(
+    tmp_path, targets_dir, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    store = SoftTargetStore(targets_dir)
+    expected = dict(store.fingerprint, checkpoint_sha256="0" * 64)
+    with pytest.raises(ValueError, match="checkpoint_sha256") as err:
+        store.check_fingerprint(expected)
+    assert store.fingerprint["checkpoint_sha256"] in str(err.value) and "0" * 64 in str(err.value)
+    # resuming a dump with another temperature into the same out_dir is refused too
+    import shutil
+
+    out = tmp_path / "targets"
+    shutil.copytree(targets_dir, out)
+    cfg = dump_targets_config(prepared_data_dir, teacher_ckpt, out, "temperature=1.0")
+    with pytest.raises(ValueError, match=r"temperature: 2\.0 \(targets\) != 1\.0"):
+        dump_targets(cfg)
+
+
+def test_missing_index_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="asr-kd-dump-targets"):
+        SoftTargetStore(tmp_path)

@@ -1,0 +1,171 @@
+"""asr-kd-train: a few steps on a tiny model, checkpoints as data, resume, bad batches, DDP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from asr_kd.checkpoint import load_model
+from asr_kd.config import compose
+from asr_kd.distill.losses import DistillLoss
+from asr_kd.task import AsrTask
+from asr_kd.train import AtomicCheckpointIO, train
+
+TINY = [
+    "model.d_model=32",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.ff_dim=64",
+    "model.subsampling_channels=8",
+    "data.num_workers=0",
+    "data.num_buckets=2",  # the tiny dev subset has 4 cuts
+    "data.max_duration=10",  # several batches per epoch
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "trainer.limit_val_batches=1",
+]
+
+
+def _cfg(data_dir, out_dir, *overrides):
+    return compose(
+        "train",
+        [
+            f"data.dir={data_dir}",
+            f"out_dir={out_dir}",
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+            "checkpoint.every_n_steps=2",
+            "optim.warmup_steps=2",
+            *TINY,
+            *overrides,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, prepared_data_dir):
+    out = tmp_path_factory.mktemp("train")
+    result = train(_cfg(prepared_data_dir, out))
+    return out, result
+
+
+def test_a_few_steps_write_the_run_directory(run_dir):
+    out, result = run_dir
+    assert result["global_step"] == 4 and result["bad_batches"] == 0
+    assert result["best_wer"] is not None and result["metrics"]["val/wer"] >= 0
+    assert (out / "config.yaml").is_file()
+    assert list((out / "logs" / "csv").glob("version_0/metrics.csv"))
+    assert list((out / "logs" / "tensorboard").glob("version_0/events.*"))
+    assert not list((out / "checkpoints").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("name", ["last.ckpt", "best.ckpt"])
+def test_whole_checkpoint_loads_as_data(run_dir, name):
+    out, _ = run_dir
+    ckpt = torch.load(out / "checkpoints" / name, map_location="cpu", weights_only=True)
+    assert {"optimizer_states", "lr_schedulers", "callbacks", "loops"} <= set(ckpt)
+    meta = ckpt["asr_kd"]
+    assert meta["role"] == "teacher"
+    assert meta["model_config"]["_target_"] == "asr_kd.models.ConformerCTC"
+    loaded = load_model(out / "checkpoints" / name)
+    assert meta["model_config"]["vocab_size"] == loaded.tokenizer.vocab_size
+    assert not torch.equal(loaded.model.cmvn_std, torch.ones_like(loaded.model.cmvn_std))
+
+
+def test_resume_continues_at_the_same_step_with_optimizer_state(
+    run_dir, tmp_path, prepared_data_dir
+):
+    src, _ = run_dir
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    before = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    result = train(_cfg(prepared_data_dir, out, "resume=true", "trainer.max_steps=6"))
+    assert result["resumed_from"].endswith("last.ckpt")
+    after = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert before["global_step"] == 4 and after["global_step"] == 6
+    # AdamW's per-parameter step count and the scheduler continue rather than restart
+    assert float(after["optimizer_states"][0]["state"][0]["step"]) == 6
+    assert after["lr_schedulers"][0]["last_epoch"] == 6
+    assert (out / "logs" / "csv" / "version_1" / "metrics.csv").is_file()
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_run(run_dir, tmp_path, prepared_data_dir):
+    out, _ = run_dir
+    with pytest.raises(FileExistsError, match="resume=true"):
+        train(_cfg(prepared_data_dir, out))
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(_cfg(prepared_data_dir, tmp_path / "new", "resume=true"))
+
+
+def test_non_finite_losses_are_skipped_and_counted(monkeypatch, tmp_path, prepared_data_dir):
+    real = AsrTask.compute_loss
+    calls = {"n": 0}
+
+    def every_other_nan(self, log_probs, *args):
+        losses = real(self, log_probs, *args)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] % 2 == 1:
+                return losses._replace(loss=losses.loss * float("nan"))
+        return losses
+
+    monkeypatch.setattr(AsrTask, "compute_loss", every_other_nan)
+    result = train(_cfg(prepared_data_dir, tmp_path / "a", "trainer.val_check_interval=4"))
+    # Lightning counts a skipped batch as a step, but the optimizer never saw it
+    assert result["bad_batches"] == 2 and result["global_step"] == 4
+    ckpt = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert float(ckpt["optimizer_states"][0]["state"][0]["step"]) == 2
+    assert ckpt["asr_kd"]["bad_batches"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+
+
+def test_a_run_of_bad_batches_stops_training(monkeypatch, tmp_path, prepared_data_dir):
+    def nan_loss(self, log_probs, *args):
+        nan = log_probs.sum() * float("nan")
+        return DistillLoss(nan, nan.detach(), nan.detach())
+
+    monkeypatch.setattr(AsrTask, "compute_loss", nan_loss)
+    cfg = _cfg(prepared_data_dir, tmp_path / "b", "max_consecutive_bad_batches=3")
+    with pytest.raises(RuntimeError, match="3 consecutive batches with a non-finite loss"):
+        train(cfg)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"a": torch.ones(2)}, path)
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        AtomicCheckpointIO().save_checkpoint({"a": torch.zeros(2)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_two_process_ddp_on_cpu(tmp_path, prepared_data_dir):
+    out = tmp_path / "ddp"
+    cmd = [
+        os.path.join(os.path.dirname(sys.executable), "asr-kd-train"),
+        f"data.dir={prepared_data_dir}",
+        f"out_dir={out}",
+        "trainer=ddp_cpu",
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=3",
+        "checkpoint.every_n_steps=3",
+        *TINY,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Starting with 2 processes" in proc.stderr + proc.stdout
+    assert "distributed_backend=gloo" in proc.stderr + proc.stdout
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 3
