@@ -27,6 +27,7 @@ Usage:
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from collections.abc import Sequence
@@ -185,24 +186,29 @@ class AsrDataModule(L.LightningDataModule):
             torch.tensor(stats["std"], dtype=torch.float32),
         )
 
-    def _cuts(self, subsets: Sequence[str]):
+    def _cuts(self, subsets: Sequence[str]) -> tuple:
+        """``(cuts, number of cuts)``: lazy cuts of ``subsets`` (one line per cut on disk)."""
         from lhotse import CutSet
 
         cut_sets = [load_cuts(self.data_dir, s) for s in subsets]
-        return (
-            cut_sets[0]
-            if len(cut_sets) == 1
-            else CutSet.from_cuts(c for cs in cut_sets for c in cs)
-        )
+        count = 0
+        for subset in subsets:
+            with gzip.open(self.data_dir / f"cuts_{subset}.jsonl.gz", "rt") as f:
+                count += sum(1 for _ in f)
+        if len(cut_sets) == 1:
+            return cut_sets[0], count
+        return CutSet.from_cuts(c for cs in cut_sets for c in cs), count
 
-    def _loader(self, cuts, dataset, shuffle, max_duration, drop_last) -> DataLoader:
+    def _loader(self, cuts_and_count, dataset, shuffle, max_duration, drop_last) -> DataLoader:
         from lhotse.dataset import DynamicBucketingSampler
 
+        cuts, count = cuts_and_count
         rank, world_size = _distributed_rank()
         sampler = DynamicBucketingSampler(
             cuts,
             max_duration=max_duration,
-            num_buckets=self.num_buckets,
+            # lhotse asserts buckets <= cuts: tiny dev sets get fewer buckets.
+            num_buckets=max(1, min(self.num_buckets, count)),
             shuffle=shuffle,
             drop_last=drop_last,
             seed=self.seed,

@@ -83,9 +83,17 @@ def ctc_frames_needed(ids: list[int]) -> int:
 
 
 def _probe(path: str) -> _AudioInfo:
-    """Decode the whole file (a truncated FLAC only fails there), in a worker process."""
+    """Decode the whole file (a truncated FLAC only fails there), in a worker process.
+
+    An empty (0-byte) file counts as zero-length audio: it is what libsndfile writes for a
+    FLAC of no samples.
+    """
+    import os
+
     import soundfile as sf
 
+    if os.path.getsize(path) == 0:
+        return _AudioInfo(0, 0, 1)
     try:
         info = sf.info(path)
         load_audio(path)

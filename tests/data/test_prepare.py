@@ -1,0 +1,207 @@
+"""asr-kd-prepare on a hand-made LibriSpeech-layout corpus with every kind of defect."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from lhotse import CutSet
+
+from asr_kd.config import compose
+from asr_kd.data import prepare
+from asr_kd.data.features import FBANK_DIM, compute_fbank, load_audio
+
+TRAIN, DEV = "train-clean-100", "dev-clean"
+
+
+def _flac(path: Path, seconds: float = 1.5, rate: int = 16000, seed: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    samples = (0.1 * rng.standard_normal(int(seconds * rate))).astype(np.float32)
+    sf.write(path, samples, rate, format="FLAC", subtype="PCM_16")
+
+
+def _chapter(root: Path, subset: str, speaker: str, chapter: str, lines: list[str]) -> Path:
+    folder = root / subset / speaker / chapter
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{speaker}-{chapter}.trans.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus") / "LibriSpeech"
+    a = _chapter(
+        root,
+        TRAIN,
+        "19",
+        "198",
+        [
+            "19-198-0000 IT'S A FINE DAY",
+            "19-198-0001 it\u2019s  a   lower case",
+            "19-198-0002",
+            "19-198-0003 THE AUDIO FILE IS MISSING",
+            "19-198-0004 THIS ONE IS BROKEN",
+        ],
+    )
+    _flac(a / "19-198-0000.flac", seed=1)
+    _flac(a / "19-198-0001.flac", seed=2)
+    _flac(a / "19-198-0002.flac", seed=3)
+    (a / "19-198-0004.flac").write_bytes(b"fLaC" + bytes(range(256)) * 4)  # corrupt
+    b = _chapter(
+        root,
+        TRAIN,
+        "19",
+        "227",
+        [
+            "19-227-0000 RECORDED AT TWENTY TWO KILOHERTZ",
+            "19-227-0001 NUMBERS LIKE 42 ARE NOT WORDS",
+            "19-227-0002 THIS TRANSCRIPT IS FAR TOO LONG FOR SUCH A SHORT CLIP",
+            "19-227-0003 NO SAMPLES",
+        ],
+    )
+    _flac(b / "19-227-0000.flac", rate=22050, seed=4)
+    _flac(b / "19-227-0001.flac", seed=5)
+    _flac(b / "19-227-0002.flac", seconds=0.5, seed=6)
+    sf.write(b / "19-227-0003.flac", np.zeros(0, np.float32), 16000, format="FLAC")
+    _flac(b / "19-227-0009.flac", seed=7)  # audio without a transcript line
+    c = _chapter(root, TRAIN, "26", "495", ["26-495-0000 ANOTHER SPEAKER", "26-495-0001 AND AGAIN"])
+    _flac(c / "26-495-0000.flac", seed=8)
+    _flac(c / "26-495-0001.flac", seed=9)
+    d = _chapter(root, DEV, "84", "121123", ["84-121123-0000 DEV ONE", "84-121123-0001 DEV TWO"])
+    _flac(d / "84-121123-0000.flac", seed=10)
+    _flac(d / "84-121123-0001.flac", seed=11)
+    return root
+
+
+def _prepare(corpus: Path, out: Path, *overrides: str) -> dict:
+    cfg = compose(
+        "prepare",
+        [f"corpus_dir={corpus}", f"out_dir={out}", f"subsets=[{TRAIN},{DEV}]", *overrides],
+    )
+    return prepare.run(cfg)
+
+
+@pytest.fixture(scope="module")
+def prepared(corpus, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("data")
+    return out, _prepare(corpus, out, "tokenizer=char")
+
+
+def test_good_utterances_are_kept_with_normalised_text(prepared):
+    out, report = prepared
+    cuts = CutSet.from_file(out / f"cuts_{TRAIN}.jsonl.gz")
+    texts = {c.id: c.supervisions[0].text for c in cuts}
+    assert texts == {
+        "19-198-0000": "IT'S A FINE DAY",
+        "19-198-0001": "IT'S A LOWER CASE",
+        "19-227-0000": "RECORDED AT TWENTY TWO KILOHERTZ",
+        "26-495-0000": "ANOTHER SPEAKER",
+        "26-495-0001": "AND AGAIN",
+    }
+    assert {c.supervisions[0].speaker for c in cuts} == {"19", "26"}
+    dev = CutSet.from_file(out / f"cuts_{DEV}.jsonl.gz")
+    assert sorted(c.id for c in dev) == ["84-121123-0000", "84-121123-0001"]
+    assert report["train_subsets"] == [TRAIN]
+    assert report["subsets"][TRAIN]["utterances"] == 5
+    assert report["subsets"][DEV] == {
+        "utterances": 2,
+        "speakers": 1,
+        "hours": pytest.approx(3.0 / 3600, abs=1e-4),
+        "skipped": 0,
+        "reasons": {},
+    }
+
+
+def test_every_defect_is_counted_with_its_file(prepared):
+    out, report = prepared
+    reasons = report["subsets"][TRAIN]["reasons"]
+    counts = {reason: entry["count"] for reason, entry in reasons.items()}
+    assert counts == {
+        "empty_transcript": 1,
+        "missing_audio": 1,
+        "outside_alphabet": 1,
+        "resampled": 1,
+        "too_short_for_ctc": 1,
+        "unreadable_audio": 1,
+        "untranscribed_audio": 1,
+        "zero_length_audio": 1,
+    }
+    assert report["subsets"][TRAIN]["skipped"] == 7  # resampled audio is kept
+    examples = {reason: " ".join(entry["examples"]) for reason, entry in reasons.items()}
+    assert "19-198-0002.flac" in examples["empty_transcript"]
+    assert "19-198-0003" in examples["missing_audio"]
+    assert "19-198-0004.flac" in examples["unreadable_audio"]
+    assert (
+        "19-227-0001.flac" in examples["outside_alphabet"]
+        and "'24'" in examples["outside_alphabet"]
+    )
+    assert "19-227-0002" in examples["too_short_for_ctc"]
+    assert "19-227-0003.flac" in examples["zero_length_audio"]
+    assert "19-227-0009.flac" in examples["untranscribed_audio"]
+    assert "22050 Hz" in examples["resampled"]
+    assert json.loads((out / "prepare_report.json").read_text()) == report
+
+
+def test_resampled_audio_has_16k_features_equal_to_compute_fbank(prepared, corpus):
+    out, _ = prepared
+    cuts = CutSet.from_file(out / f"cuts_{TRAIN}.jsonl.gz")
+    cut = cuts.to_eager()["19-227-0000"]
+    assert cut.sampling_rate == 16000 and cut.recording.num_samples == 24000
+    stored = torch.from_numpy(cut.load_features())
+    samples, rate = load_audio(corpus / TRAIN / "19" / "227" / "19-227-0000.flac")
+    assert rate == 22050
+    fresh = compute_fbank(samples, rate)
+    assert stored.shape == fresh.shape == (150, FBANK_DIM)
+    assert torch.allclose(stored, fresh, atol=0.05)  # lilcom compression only
+
+
+def test_tokenizer_and_cmvn_come_from_train(prepared):
+    out, report = prepared
+    assert report["tokenizer"]["kind"] == "char" and report["tokenizer"]["vocab_size"] == 29
+    cmvn = json.loads((out / "cmvn.json").read_text())
+    assert len(cmvn["mean"]) == len(cmvn["std"]) == FBANK_DIM and min(cmvn["std"]) > 0
+    train = CutSet.from_file(out / f"cuts_{TRAIN}.jsonl.gz")
+    assert cmvn["num_frames"] == sum(c.num_frames for c in train)
+    feats = np.concatenate([c.load_features() for c in train])
+    np.testing.assert_allclose(cmvn["mean"], feats.mean(axis=0), rtol=1e-4, atol=1e-4)
+
+
+def test_untranscribed_subset_keeps_empty_text_and_bpe_is_saved(corpus, tmp_path):
+    report = _prepare(
+        corpus,
+        tmp_path,
+        f"untranscribed_subsets=[{DEV}]",
+        "tokenizer=bpe",
+        "tokenizer.vocab_size=40",
+    )
+    dev = CutSet.from_file(tmp_path / f"cuts_{DEV}.jsonl.gz")
+    assert [c.supervisions[0].text for c in dev] == ["", ""]
+    assert report["tokenizer"]["kind"] == "bpe" and report["tokenizer"]["vocab_size"] <= 40
+    assert (tmp_path / "lang" / "bpe.model").is_file()
+
+
+def test_missing_or_empty_subset_is_an_error_naming_the_path(corpus, tmp_path):
+    with pytest.raises(FileNotFoundError, match="test-other"):
+        _prepare(
+            corpus.parent,
+            tmp_path,
+            f"corpus_dir={corpus}",
+            "subsets=[test-other,dev-clean]",
+            "train_subsets=[dev-clean]",
+        )
+    (corpus / "train-other-500").mkdir()
+    with pytest.raises(ValueError, match="train-other-500.* is empty"):
+        _prepare(corpus, tmp_path, "subsets=[train-other-500]")
+    with pytest.raises(ValueError, match="no subset name containing 'train'"):
+        _prepare(corpus, tmp_path, f"subsets=[{DEV}]")
+
+
+def test_ctc_frames_needed_counts_repeats():
+    assert prepare.ctc_frames_needed([5, 5, 6]) == 4
+    assert prepare.ctc_frames_needed([1, 2, 3]) == 3
+    assert prepare.ctc_frames_needed([]) == 0
