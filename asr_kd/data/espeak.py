@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,21 +96,19 @@ class EspeakEngine:
         return 0  # 0 = continue synthesis
 
     def speak(self, requests: Sequence[SpeechRequest]) -> list[np.ndarray]:
-        """Speak each request; returns one ``(N,)`` int16 array per request.
+        """Speak each request in turn; returns one ``(N,)`` int16 array per request.
 
-        Each request runs in its own forked child (see the module docstring): even a second
-        request in the same child is not reproducible across processes.
+        All requests run in one forked child (see the module docstring), so the output depends
+        only on the requests (and their seeds), never on what this process spoke before.
         """
-        return [self._speak_forked(request) for request in requests]
-
-    def _speak_forked(self, request: SpeechRequest) -> np.ndarray:
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: speak, send, exit without running any Python cleanup
             try:
                 os.close(read_fd)
                 try:
-                    payload = b"\x00" + self._speak_here(request)
+                    parts = [self._speak_here(r) for r in requests]
+                    payload = b"\x00" + b"".join(struct.pack("<q", len(p)) + p for p in parts)
                 except Exception as error:  # reported by the parent, with its message
                     payload = b"\x01" + str(error).encode()
                 with os.fdopen(write_fd, "wb") as pipe:
@@ -121,10 +120,15 @@ class EspeakEngine:
             payload = pipe.read()
         _, wait_status = os.waitpid(pid, 0)
         if os.waitstatus_to_exitcode(wait_status) != 0 or not payload:
-            raise RuntimeError(f"eSpeak NG child process died on {request!r}")
+            raise RuntimeError(f"eSpeak NG child process died on {list(requests)!r}")
         if payload[:1] != b"\x00":
             raise RuntimeError(f"eSpeak NG: {payload[1:].decode(errors='replace')}")
-        return np.frombuffer(payload, dtype="<i2", offset=1).copy()
+        arrays, offset = [], 1
+        for _ in requests:
+            (size,) = struct.unpack_from("<q", payload, offset)
+            arrays.append(np.frombuffer(payload, "<i2", size // 2, offset + 8).copy())
+            offset += 8 + size
+        return arrays
 
     def _speak_here(self, request: SpeechRequest) -> bytes:
         if self._lib.espeak_SetVoiceByName(request.voice.encode()) != _EE_OK:
