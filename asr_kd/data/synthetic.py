@@ -58,9 +58,7 @@ SAMPLE_RATE = 16000
 _MARKER = ".asr_kd_synth"  # marks a LibriSpeech dir we wrote, so we may overwrite its subsets
 _WORD = re.compile(r"[a-z']+")
 _INITIAL_SECONDS_PER_UTT = 4.0  # first guess, to size the first batch of work
-_BAR = (
-    "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} s of audio [{elapsed}<{remaining}{postfix}]"
-)
+_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}{postfix}]"
 
 
 @dataclass(frozen=True)
@@ -402,6 +400,8 @@ def synthesize_corpus(out_dir: str | Path, settings: SynthSettings) -> dict:
             bar.set_postfix_str(subset)
             target_s = settings.hours[subset] * 3600
             written[subset] = _synthesize_subset(pool, root, subset, target_s, bar)
+        bar.total = max(bar.total, bar.n)  # the last utterance overshoots the target a little
+        bar.refresh()
     summary = {"root": str(root), "subsets": {}, "total_seconds": 0.0}
     for subset in subsets:
         _write_transcripts(root, written[subset])
