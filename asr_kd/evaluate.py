@@ -272,7 +272,13 @@ def _full_row(cfg: DictConfig, dm, name: str, loaded: LoadedModel, subset: str) 
 
 
 def _stream_row(
-    cfg: DictConfig, dm, name: str, loaded: LoadedModel, subset: str, chunk_ms: float
+    cfg: DictConfig,
+    dm,
+    name: str,
+    loaded: LoadedModel,
+    subset: str,
+    chunk_ms: float,
+    num_utts: int | None,
 ) -> dict:
     """The streaming path at one chunk size: WER and RTF from the same batch-1 pass."""
     chunk_size, mode = _chunk_frames(loaded, name, chunk_ms), f"stream-{chunk_ms:g}ms"
@@ -284,7 +290,7 @@ def _stream_row(
         left_chunks=left_chunks,
         max_utts=None,
         desc=f"{name} {mode}",
-        total=None,
+        total=num_utts,
         **_timing(cfg),
     )
     row = _row(name, subset, mode, streamed, streamed)
@@ -302,7 +308,9 @@ def evaluate_model(cfg: DictConfig, dm, name: str, loaded: LoadedModel, subset: 
     """
     rows = [_full_row(cfg, dm, name, loaded, subset)] if cfg.full_context else []
     if getattr(loaded.model, "streaming", False):
-        rows += [_stream_row(cfg, dm, name, loaded, subset, ms) for ms in cfg.chunk_sizes_ms]
+        num_utts = rows[0]["num_utts"] if rows else None  # progress-bar total
+        for chunk_ms in cfg.chunk_sizes_ms:
+            rows.append(_stream_row(cfg, dm, name, loaded, subset, chunk_ms, num_utts))
     return rows
 
 

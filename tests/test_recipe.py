@@ -125,7 +125,7 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     if not (venv_bin / "asr-kd-synth").exists():
         pytest.skip(f"console scripts not installed beside {sys.executable}")
     env = dict(os.environ, PATH=f"{venv_bin}:{os.environ['PATH']}", EXP=str(tmp_path / "exp"))
-    env.update(HOURS_TRAIN="0.03", HOURS_DEV="0.01", HOURS_TEST="0.01")
+    env.update(HOURS_TRAIN="0.03", HOURS_DEV="0.015", HOURS_TEST="0.015")
     env.update(TEACHER_STEPS="4", STUDENT_STEPS="4", TOPK="4")
     proc = _run(env, *TINY)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
