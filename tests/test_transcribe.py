@@ -20,7 +20,7 @@ SR = 22050
 
 @pytest.fixture(scope="module")
 def audio_files(tmp_path_factory):
-    """1.3 s of a chirp plus noise at 22.05 kHz, as WAV and FLAC; and an unreadable 'FLAC'."""
+    """1.3 s of a chirp plus noise at 22.05 kHz, as WAV, FLAC and MP3; and an unreadable 'FLAC'."""
     root = tmp_path_factory.mktemp("audio")
     t = np.arange(int(1.3 * SR)) / SR
     rng = np.random.default_rng(0)
@@ -28,6 +28,7 @@ def audio_files(tmp_path_factory):
     wav, flac, bad = root / "chirp.wav", root / "chirp.flac", root / "broken.flac"
     sf.write(wav, wave.astype(np.float32), SR)
     sf.write(flac, wave.astype(np.float32), SR)
+    sf.write(root / "chirp.mp3", wave.astype(np.float32), SR)
     bad.write_bytes(b"this is not audio")
     return wav, flac, bad, wave.astype(np.float32)
 
@@ -56,9 +57,10 @@ def test_one_file_prints_just_its_transcript(audio_files, student_ckpt, capsys):
 
 def test_several_files_print_file_tab_text(audio_files, student_ckpt, capsys):
     wav, flac, _, wave = audio_files
-    assert main(["--ckpt", str(student_ckpt), str(wav), str(flac)]) == 0
+    mp3 = wav.with_suffix(".mp3")
+    assert main(["--ckpt", str(student_ckpt), str(wav), str(flac), str(mp3)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split("\t")[0] for line in lines] == [str(wav), str(flac)]
+    assert [line.split("\t")[0] for line in lines] == [str(wav), str(flac), str(mp3)]
     # FLAC is lossless: both files hold the same samples, so the same transcript.
     assert lines[0].split("\t")[1] == lines[1].split("\t")[1]
 
