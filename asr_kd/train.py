@@ -79,6 +79,9 @@ class EpochTimer(Callback):
         self._start = 0.0
         self._val_start = 0.0
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()  # a resumed run starts mid-epoch
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()
 

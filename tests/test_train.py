@@ -9,41 +9,25 @@ import sys
 
 import pytest
 import torch
+from tiny_runs import TINY_RUN, tiny_run
 
 from asr_kd.checkpoint import load_model
-from asr_kd.config import compose
 from asr_kd.distill.losses import DistillLoss
 from asr_kd.task import AsrTask
 from asr_kd.train import AtomicCheckpointIO, train
 
-TINY = [
-    "model.d_model=32",
-    "model.num_layers=1",
-    "model.num_heads=2",
-    "model.ff_dim=64",
-    "model.subsampling_channels=8",
-    "data.num_workers=0",
-    "data.num_buckets=2",  # the tiny dev subset has 4 cuts
-    "data.max_duration=10",  # several batches per epoch
-    "trainer.enable_progress_bar=false",
-    "trainer.log_every_n_steps=1",
-    "trainer.limit_val_batches=1",
-]
-
 
 def _cfg(data_dir, out_dir, *overrides):
-    return compose(
+    """4 steps, dev WER and last.ckpt every 2."""
+    return tiny_run(
         "train",
-        [
-            f"data.dir={data_dir}",
-            f"out_dir={out_dir}",
-            "trainer.max_steps=4",
-            "trainer.val_check_interval=2",
-            "checkpoint.every_n_steps=2",
-            "optim.warmup_steps=2",
-            *TINY,
-            *overrides,
-        ],
+        data_dir,
+        out_dir,
+        "trainer.val_check_interval=2",
+        "checkpoint.every_n_steps=2",
+        "optim.warmup_steps=2",
+        *overrides,
+        steps=4,
     )
 
 
@@ -161,7 +145,7 @@ def test_two_process_ddp_on_cpu(tmp_path, prepared_data_dir):
         "trainer.max_steps=3",
         "trainer.val_check_interval=3",
         "checkpoint.every_n_steps=3",
-        *TINY,
+        *TINY_RUN,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

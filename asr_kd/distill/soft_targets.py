@@ -43,13 +43,13 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from asr_kd.checkpoint import file_sha256, load_model
 from asr_kd.config import CONF_DIR
 from asr_kd.distill.losses import soften_teacher
-from asr_kd.train import build_datamodule, resolve_device
+from asr_kd.train import build_datamodule, resolve_device, save_config
 
 __all__ = [
     "SoftTargetStore",
@@ -62,6 +62,8 @@ __all__ = [
 
 INDEX_NAME = "index.json"
 _MAX_INT16_VOCAB = np.iinfo(np.int16).max + 1
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def bytes_per_frame(k: int) -> int:
@@ -111,6 +113,7 @@ def _atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -289,7 +292,7 @@ def _count_cuts(data_dir: Path, subset: str) -> int | None:
 def dump_targets(cfg: DictConfig) -> dict:
     """Dump the teacher's soft targets for ``cfg.subset`` into ``cfg.out_dir``; return the summary."""
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir)
     device = resolve_device(cfg.device)
     teacher = load_model(cfg.teacher_ckpt)
     vocab = teacher.tokenizer.vocab_size
@@ -339,5 +342,4 @@ run = dump_targets
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="dump_targets")
 def main(cfg: DictConfig) -> None:
     """Console script ``asr-kd-dump-targets``."""
-    summary = dump_targets(cfg)
-    print(json.dumps({**summary, "config": OmegaConf.to_container(cfg, resolve=True)}, indent=1))
+    print(json.dumps(dump_targets(cfg), indent=1))

@@ -3,39 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from tiny_runs import tiny_run
 
 from asr_kd.config import compose
-
-# A ~25 k-parameter Conformer: seconds per step on 2 CPU cores.
-TINY_MODEL = [
-    "model.d_model=32",
-    "model.num_layers=1",
-    "model.num_heads=2",
-    "model.ff_dim=64",
-    "model.subsampling_channels=8",
-    "data.num_workers=0",
-    "data.num_buckets=2",  # the tiny dev subset has 4 cuts
-    "data.max_duration=10",  # several batches per epoch
-]
-QUIET = ["trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
-
-
-def tiny_run(config: str, data_dir, out_dir, *overrides: str):
-    """``compose(config)`` for a few-step run of a tiny model on ``data_dir``."""
-    return compose(
-        config,
-        [
-            f"data.dir={data_dir}",
-            f"out_dir={out_dir}",
-            "trainer.max_steps=3",
-            "trainer.val_check_interval=3",
-            "trainer.limit_val_batches=1",
-            "checkpoint.every_n_steps=3",
-            *TINY_MODEL,
-            *QUIET,
-            *overrides,
-        ],
-    )
 
 
 @pytest.fixture(scope="session")

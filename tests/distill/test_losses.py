@@ -175,3 +175,13 @@ def test_bf16_student_gives_a_finite_fp32_loss():
         delay_window=1,
     )
     assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+
+
+def test_docstring_examples():
+    import doctest
+
+    from asr_kd import task
+    from asr_kd.distill import losses, soft_targets
+
+    for module in (losses, soft_targets, task):
+        assert doctest.testmod(module).failed == 0, module.__name__
