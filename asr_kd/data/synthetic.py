@@ -318,6 +318,9 @@ def _synthesize_subset(
             seconds = written.num_samples / SAMPLE_RATE
             kept.append(written)
             total += seconds
+            # The last utterance of a subset overshoots its target; tqdm drops a total that n
+            # passes (and the bar's format then fails on None), so grow the total instead.
+            progress.total = max(progress.total, progress.n + seconds)
             progress.update(seconds)
     for written in surplus:
         path = root / written.path
