@@ -21,17 +21,27 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import hydra.utils
 import torch
 from torch import nn
 
-__all__ = ["LoadedModel", "atomic_torch_save", "file_sha256", "load_checkpoint", "load_model"]
+__all__ = [
+    "LoadedModel",
+    "atomic_torch_save",
+    "atomic_write",
+    "file_sha256",
+    "load_checkpoint",
+    "load_model",
+]
 
 _MODEL_PREFIX = "model."
+_UMASK = os.umask(0)  # read once at import: os.umask can only be read by setting it
+os.umask(_UMASK)
 
 
 @dataclass
@@ -45,20 +55,30 @@ class LoadedModel:
     path: Path
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same directory, then rename: never a half-written file."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write(file)`` on a temp file beside ``path``, fsync, then rename onto ``path``.
+
+    A reader (or a resumed run after ``kill -9``) sees the old file or the new one, never half
+    of one. The file gets the usual permissions (``mkstemp`` alone would leave it 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`atomic_write`: never a half-written checkpoint."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from asr_kd.checkpoint import file_sha256, load_model
+from asr_kd.checkpoint import atomic_write, file_sha256, load_model
 from asr_kd.config import CONF_DIR
 from asr_kd.distill.losses import soften_teacher
 from asr_kd.train import build_datamodule, resolve_device, save_config
@@ -62,8 +61,6 @@ __all__ = [
 
 INDEX_NAME = "index.json"
 _MAX_INT16_VOCAB = np.iinfo(np.int16).max + 1
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def bytes_per_frame(k: int) -> int:
@@ -105,23 +102,8 @@ def check_fingerprint(found: dict, expected: dict, where: str) -> None:
         )
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temp file beside ``path``, fsync, then rename onto ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1).encode()))
 
 
 class SoftTargetStore:
@@ -226,7 +208,7 @@ class _ShardWriter:
         stem = self.out_dir / f"shard_{self.shard:05d}"
         for suffix, parts in ((".ids.npy", self._ids), (".probs.npy", self._probs)):
             array = np.concatenate(parts)
-            _atomic_write(Path(f"{stem}{suffix}"), lambda f, a=array: np.save(f, a))
+            atomic_write(Path(f"{stem}{suffix}"), lambda f, a=array: np.save(f, a))
         # the .json is the commit marker: written last, so a crash before it leaves no shard
         _write_json(Path(f"{stem}.json"), {"fingerprint": self.fingerprint, "cuts": self._cuts})
         self.shard += 1
