@@ -114,6 +114,7 @@ TINY = [
     "train:model.subsampling_channels=8",
     "train:trainer.val_check_interval=4",
     "train:checkpoint.every_n_steps=4",
+    "train:optim.warmup_steps=1",  # the demo experiment warms up over 200 steps
     "train:trainer.enable_progress_bar=false",
     "eval:rtf.warmup_utts=1",
 ]
