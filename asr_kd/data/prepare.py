@@ -259,11 +259,12 @@ def _cmvn(cut_sets) -> dict:
     return {"mean": mean.tolist(), "std": std.tolist(), "num_frames": int(frames)}
 
 
-def _default_train_subsets(subsets: list[str]) -> list[str]:
-    for subset in subsets:
-        if "train" in subset:
-            return [subset]
-    raise ValueError(f"no subset name containing 'train' in {subsets}: set train_subsets=[...]")
+def _default_train_subsets(subsets: list[str], untranscribed: list[str]) -> list[str]:
+    """Every transcribed subset whose name contains "train" (train-clean-100 + train-clean-360 ...)."""
+    found = [s for s in subsets if "train" in s and s not in untranscribed]
+    if not found:
+        raise ValueError(f"no subset name containing 'train' in {subsets}: set train_subsets=[...]")
+    return found
 
 
 def _train_tokenizer(kind: str, bpe_vocab_size: int, texts: list[str]) -> Tokenizer:
@@ -323,7 +324,11 @@ def prepare(
     """Write the data directory ``out_dir`` from ``corpus_dir``; returns the report (also saved)."""
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     subsets = list(subsets)
-    train_subsets = list(train_subsets) if train_subsets else _default_train_subsets(subsets)
+    train_subsets = (
+        list(train_subsets)
+        if train_subsets
+        else _default_train_subsets(subsets, list(untranscribed_subsets))
+    )
     unknown = [s for s in [*train_subsets, *untranscribed_subsets] if s not in subsets]
     if unknown:
         raise ValueError(f"train/untranscribed subsets {unknown} are not among subsets={subsets}")

@@ -67,7 +67,7 @@ fi
 if in_range 1; then
   log "Stage 1: prepare cuts, features and the tokenizer into $data"
   run_stage 1 prepare "$data/.done" asr-kd-prepare corpus_dir="$corpus/LibriSpeech" \
-    subsets=[train,dev,test] out_dir="$data" tokenizer=char
+    "subsets=[train,dev,test]" out_dir="$data" tokenizer=char
 fi
 
 if in_range 2; then
@@ -78,6 +78,7 @@ fi
 
 if in_range 3; then
   log "Stage 3: dump the teacher's top-$TOPK soft targets at T=$TEMPERATURE"
+  stale_if_newer "$EXP/targets/.done" "$(ckpt_of teacher)"  # a retrained teacher: dump again
   run_stage 3 dump "$EXP/targets/.done" asr-kd-dump-targets teacher_ckpt="$(ckpt_of teacher)" \
     data.dir="$data" subset=train out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE"
 fi
@@ -87,6 +88,8 @@ distil_student() {
   local name=$1 setting=$2 kind=$3 n=$4 kd_args=()
   # The KD settings read the dumped targets: their temperature must be the dump's.
   [ "$setting" = none ] || kd_args=(distill.temperature="$TEMPERATURE")
+  # New soft targets (a retrained teacher) make a finished student stale.
+  stale_if_newer "$EXP/$name/.done" "$EXP/targets/index.json"
   run_stage "$n" "$kind" "$EXP/$name/.done" asr-kd-distill model="$STUDENT_MODEL" \
     teacher_ckpt="$(ckpt_of teacher)" distill="$setting" targets_dir="$EXP/targets" \
     data.dir="$data" out_dir="$EXP/$name" trainer.max_steps="$STUDENT_STEPS" seed="$SEED" \
@@ -107,7 +110,7 @@ fi
 if in_range 6; then
   log "Stage 6: evaluate teacher, student_kd and student_ctc into $EXP/demo"
   stale_if_newer "$EXP/demo/.done" "$(ckpt_of teacher)" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)"
-  run_stage 6 eval "$EXP/demo/.done" asr-kd-evaluate data.dir="$data" subsets=[test] \
+  run_stage 6 eval "$EXP/demo/.done" asr-kd-evaluate data.dir="$data" "subsets=[test]" \
     checkpoints.teacher="$(ckpt_of teacher)" checkpoints.student_kd="$(ckpt_of student_kd)" \
     checkpoints.student_ctc="$(ckpt_of student_ctc)" chunk_sizes_ms="[$CHUNK_MS]" \
     out_dir="$EXP/demo"
@@ -128,7 +131,7 @@ if in_range 7; then
     ckpts+=("+checkpoints.$setting=${ckpt_files[-1]}")
   done
   stale_if_newer "$EXP/kd_compare/report/.done" "${ckpt_files[@]}"
-  run_stage 7 eval "$EXP/kd_compare/report/.done" asr-kd-evaluate data.dir="$data" subsets=[test] \
+  run_stage 7 eval "$EXP/kd_compare/report/.done" asr-kd-evaluate data.dir="$data" "subsets=[test]" \
     "${ckpts[@]}" chunk_sizes_ms="[$CHUNK_MS]" out_dir="$EXP/kd_compare/report"
   cat "$EXP/kd_compare/report/results.md"
 fi

@@ -205,3 +205,16 @@ def test_ctc_frames_needed_counts_repeats():
     assert prepare.ctc_frames_needed([5, 5, 6]) == 4
     assert prepare.ctc_frames_needed([1, 2, 3]) == 3
     assert prepare.ctc_frames_needed([]) == 0
+
+
+def test_every_transcribed_train_subset_feeds_the_tokenizer_by_default():
+    """Regression: only the first "train" subset was used (train-clean-360 silently ignored)."""
+    from asr_kd.data.prepare import _default_train_subsets
+
+    subsets = ["train-clean-100", "train-clean-360", "dev-clean", "train-other-500"]
+    assert _default_train_subsets(subsets, ["train-other-500"]) == [
+        "train-clean-100",
+        "train-clean-360",
+    ]
+    with pytest.raises(ValueError, match="train_subsets"):
+        _default_train_subsets(["dev-clean", "test-clean"], [])
