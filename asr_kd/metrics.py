@@ -80,6 +80,17 @@ def _rates(
     }
 
 
+def _error_rates(kind: str, references: Sequence[str], hypotheses: Sequence[str]) -> dict:
+    """jiwer alignment at ``kind`` ("word" or "char") level -> rates in percent and counts."""
+    _check_pairs(references, hypotheses)
+    process = jiwer.process_words if kind == "word" else jiwer.process_characters
+    out = process(list(references), list(hypotheses))
+    num_ref = out.hits + out.substitutions + out.deletions
+    rates = _rates(kind, num_ref, out.hits, out.substitutions, out.deletions, out.insertions)
+    rates["wer" if kind == "word" else "cer"] = rates["sub"] + rates["del"] + rates["ins"]
+    return rates
+
+
 def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> dict:
     """Corpus-level WER in percent, with sub/del/ins rates (percent of reference words) and counts.
 
@@ -92,12 +103,7 @@ def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> dic
     Returns:
         ``{"wer", "sub", "del", "ins", "ref_words", "hits", "num_sub", "num_del", "num_ins"}``
     """
-    _check_pairs(references, hypotheses)
-    out = jiwer.process_words(list(references), list(hypotheses))
-    num_ref = out.hits + out.substitutions + out.deletions
-    rates = _rates("word", num_ref, out.hits, out.substitutions, out.deletions, out.insertions)
-    rates["wer"] = rates["sub"] + rates["del"] + rates["ins"]
-    return rates
+    return _error_rates("word", references, hypotheses)
 
 
 def char_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> dict:
@@ -109,12 +115,7 @@ def char_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> dic
     Returns:
         ``{"cer", "sub", "del", "ins", "ref_chars", "hits", "num_sub", "num_del", "num_ins"}``
     """
-    _check_pairs(references, hypotheses)
-    out = jiwer.process_characters(list(references), list(hypotheses))
-    num_ref = out.hits + out.substitutions + out.deletions
-    rates = _rates("char", num_ref, out.hits, out.substitutions, out.deletions, out.insertions)
-    rates["cer"] = rates["sub"] + rates["del"] + rates["ins"]
-    return rates
+    return _error_rates("char", references, hypotheses)
 
 
 def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict:
