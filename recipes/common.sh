@@ -89,3 +89,27 @@ stale_if_newer() {
     if [ -f "$marker" ] && [ "$f" -nt "$marker" ]; then rm -f "$marker"; fi
   done
 }
+
+# reset_if_newer DIR FILE: remove DIR when FILE is newer than any of its .done markers. Used for
+# the soft targets: a retrained teacher's targets cannot be appended to the old store (the dump
+# refuses another teacher's shards), so the whole store is dumped again.
+reset_if_newer() {
+  local dir=$1 file=$2 marker
+  for marker in "$dir"/.done*; do
+    if [ -f "$marker" ] && [ "$file" -nt "$marker" ]; then rm -rf "$dir"; return 0; fi
+  done
+}
+
+# distil_student NAME DISTILL KIND STAGE: one student ($STUDENT_MODEL, $STUDENT_STEPS updates)
+# from the cached soft targets in $EXP/targets, plus the recipe's own STUDENT_ARGS (an array).
+# New soft targets (a retrained teacher) make a finished student stale.
+distil_student() {
+  local name=$1 setting=$2 kind=$3 n=$4 kd_args=()
+  # The KD settings read the dumped targets: their temperature must be the dump's.
+  [ "$setting" = none ] || kd_args=(distill.temperature="$TEMPERATURE")
+  stale_if_newer "$EXP/$name/.done" "$EXP/targets/index.json"
+  run_stage "$n" "$kind" "$EXP/$name/.done" asr-kd-distill model="$STUDENT_MODEL" \
+    teacher_ckpt="$(ckpt_of teacher)" distill="$setting" targets_dir="$EXP/targets" \
+    out_dir="$EXP/$name" trainer.max_steps="$STUDENT_STEPS" seed="$SEED" \
+    ${STUDENT_ARGS[@]+"${STUDENT_ARGS[@]}"} ${kd_args[@]+"${kd_args[@]}"}
+}

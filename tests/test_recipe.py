@@ -23,10 +23,10 @@ COMMANDS = [
     "asr-kd-distill",
     "asr-kd-evaluate",
 ]
-# A fake command: records its arguments, creates out_dir and a results.md there.
+# A fake command: records its arguments, creates out_dir with a results.md and an index.json.
 FAKE = """#!/usr/bin/env bash
 echo "$(basename "$0") $*" >> "$CALLS"
-for a in "$@"; do case $a in out_dir=*) mkdir -p "${a#out_dir=}"; echo TABLE > "${a#out_dir=}/results.md";; esac; done
+for a in "$@"; do case $a in out_dir=*) mkdir -p "${a#out_dir=}"; echo TABLE > "${a#out_dir=}/results.md"; echo "{}" > "${a#out_dir=}/index.json";; esac; done
 """
 
 
@@ -146,3 +146,24 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     assert rerun.returncode == 0 and rerun.stdout.count(".done exists, skipping") == 7
     json.loads((tmp_path / "exp" / "demo" / "results.json").read_text())
     shutil.rmtree(tmp_path / "exp" / "synth-corpus", ignore_errors=True)
+
+
+def test_a_retrained_teacher_redoes_its_soft_targets_and_students(fake_env):
+    """Regression: a rerun after retraining the teacher kept the old targets and students."""
+    assert _run(fake_env).returncode == 0
+    _calls(fake_env)
+    exp = Path(fake_env["EXP"])
+    old = (exp / "targets" / ".done").stat().st_mtime
+    for done in exp.glob("*/.done"):
+        os.utime(done, (old, old))
+    ckpt = exp / "teacher" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_text("new teacher")
+    os.utime(ckpt, (old + 10, old + 10))
+    proc = _run(fake_env, "--stage", "3", "--stop-stage", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert [c.split()[0] for c in _calls(fake_env)] == [
+        "asr-kd-dump-targets",
+        "asr-kd-distill",
+        "asr-kd-distill",
+    ]

@@ -104,6 +104,7 @@ fi
 if in_range 3; then
   log "Stage 3: dump the teacher's top-$TOPK soft targets at T=$TEMPERATURE for $train_list"
   # One store for all training subsets: each run appends its shards (cuts keyed by id).
+  reset_if_newer "$EXP/targets" "$(ckpt_of teacher)"  # a retrained teacher: dump again
   for subset in $TRAIN_SUBSETS; do
     run_stage 3 dump "$EXP/targets/.done-$subset" asr-kd-dump-targets \
       teacher_ckpt="$(ckpt_of teacher)" data.dir="$data" subset="$subset" \
@@ -111,15 +112,7 @@ if in_range 3; then
   done
 fi
 
-distil_student() {
-  local name=$1 setting=$2 kind=$3 n=$4 kd_args=()
-  # The KD settings read the dumped targets: their temperature must be the dump's.
-  [ "$setting" = none ] || kd_args=(distill.temperature="$TEMPERATURE")
-  run_stage "$n" "$kind" "$EXP/$name/.done" asr-kd-distill model="$STUDENT_MODEL" trainer="$TRAINER" \
-    teacher_ckpt="$(ckpt_of teacher)" distill="$setting" targets_dir="$EXP/targets" \
-    "${data_args[@]}" out_dir="$EXP/$name" trainer.max_steps="$STUDENT_STEPS" seed="$SEED" \
-    ${kd_args[@]+"${kd_args[@]}"}
-}
+STUDENT_ARGS=(trainer="$TRAINER" "${data_args[@]}")  # for distil_student (common.sh)
 
 if in_range 4; then
   log "Stage 4: distil the student ($STUDENT_MODEL, distill=$DISTILL, $STUDENT_STEPS steps)"

@@ -78,24 +78,12 @@ fi
 
 if in_range 3; then
   log "Stage 3: dump the teacher's top-$TOPK soft targets at T=$TEMPERATURE"
-  stale_if_newer "$EXP/targets/.done" "$(ckpt_of teacher)"  # a retrained teacher: dump again
+  reset_if_newer "$EXP/targets" "$(ckpt_of teacher)"  # a retrained teacher: dump again
   run_stage 3 dump "$EXP/targets/.done" asr-kd-dump-targets teacher_ckpt="$(ckpt_of teacher)" \
     data.dir="$data" subset=train out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE"
 fi
 
-# distil_student NAME DISTILL KIND: one student, $STUDENT_STEPS updates, from the cached targets.
-distil_student() {
-  local name=$1 setting=$2 kind=$3 n=$4 kd_args=()
-  # The KD settings read the dumped targets: their temperature must be the dump's.
-  [ "$setting" = none ] || kd_args=(distill.temperature="$TEMPERATURE")
-  # New soft targets (a retrained teacher) make a finished student stale.
-  stale_if_newer "$EXP/$name/.done" "$EXP/targets/index.json"
-  run_stage "$n" "$kind" "$EXP/$name/.done" asr-kd-distill model="$STUDENT_MODEL" \
-    teacher_ckpt="$(ckpt_of teacher)" distill="$setting" targets_dir="$EXP/targets" \
-    data.dir="$data" out_dir="$EXP/$name" trainer.max_steps="$STUDENT_STEPS" seed="$SEED" \
-    +experiment="$EXPERIMENT" \
-    ${kd_args[@]+"${kd_args[@]}"}
-}
+STUDENT_ARGS=(data.dir="$data" +experiment="$EXPERIMENT")  # for distil_student (common.sh)
 
 if in_range 4; then
   log "Stage 4: distil the student ($STUDENT_MODEL, distill=$DISTILL, $STUDENT_STEPS steps)"
