@@ -10,6 +10,12 @@ For each subset and each checkpoint it decodes
   streaming path, ``init_state`` then ``forward_chunk`` on N ms feature chunks with caches
   (``StreamingGreedyDecoder``), batch size 1, one CPU thread, after warm-up.
 
+``runtime`` picks what runs the batch-1 passes (their RTF, and the WER/CER of every row):
+``torch`` (eager) or ``onnx``: each checkpoint is exported by ``asr_kd.export`` into
+``<out_dir>/onnx/<name>/`` (full-context graph + one chunk-step graph per chunk size), checked
+against torch, and run by ONNX Runtime (``asr_kd.onnx_runtime``) with ``rtf.threads`` intra-op
+threads, so teacher and students are timed in the same runtime. ``rtf_batch`` stays torch.
+
 RTF = processing seconds / audio seconds, where processing covers the model and the greedy
 search on precomputed fbank features (data loading and feature extraction are not timed) and
 audio seconds are fbank frames x 10 ms.
@@ -33,13 +39,14 @@ from __future__ import annotations
 import json
 import os
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import hydra
+import onnxruntime
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -48,6 +55,7 @@ import asr_kd
 from asr_kd.checkpoint import LoadedModel, load_model
 from asr_kd.config import CONF_DIR
 from asr_kd.data.features import FRAME_SHIFT_MS
+from asr_kd.export import FULL_FILE, TOLERANCE, check_export, export_checkpoint, step_file_name
 from asr_kd.metrics import (
     Timer,
     algorithmic_latency_ms,
@@ -58,9 +66,10 @@ from asr_kd.metrics import (
     real_time_factor,
 )
 from asr_kd.models.decode import StreamingGreedyDecoder, greedy_ctc
+from asr_kd.onnx_runtime import OnnxCTC, OnnxStreamingCTC, OnnxStreamingDecoder
 from asr_kd.report import render_markdown, write_report
 
-__all__ = ["Utterance", "evaluate", "main", "run"]
+__all__ = ["Utterance", "evaluate", "main", "run", "utterance_decoder"]
 
 RTF_SCOPE = "model + greedy CTC search on precomputed fbank (feature extraction not timed)"
 
@@ -152,43 +161,63 @@ def _decode_offline_one(loaded: LoadedModel, utt: Utterance) -> str:
     return loaded.tokenizer.decode(ids)
 
 
-def _decode_streaming_one(
-    loaded: LoadedModel, utt: Utterance, chunk_size: int, left_chunks: int
-) -> str:
-    """Feed ``chunk_size * subsampling`` fbank frames at a time, as a live microphone would."""
-    decoder = StreamingGreedyDecoder(loaded.model, loaded.tokenizer, chunk_size, left_chunks)
-    step = chunk_size * loaded.model.subsampling_factor
-    for start in range(0, utt.feats.shape[0], step):
-        decoder.accept(utt.feats[start : start + step].unsqueeze(0))
+def _stream(decoder, feats, step: int) -> str:
+    """Feed ``step`` fbank frames (one chunk) at a time, as a live microphone would."""
+    for start in range(0, feats.shape[0], step):
+        decoder.accept(feats[start : start + step])
     return decoder.finalize()
+
+
+def utterance_decoder(
+    loaded: LoadedModel,
+    chunk_size: int | None,
+    left_chunks: int,
+    runtime: str = "torch",
+    onnx_dir: Path | None = None,
+    threads: int = 1,
+) -> Callable[[Utterance], str]:
+    """``decode(utt) -> text`` at batch size 1: offline if ``chunk_size`` is None, else
+    streaming; ``runtime="onnx"`` runs the graphs that ``asr_kd.export`` wrote to ``onnx_dir``."""
+    step = None if chunk_size is None else chunk_size * loaded.model.subsampling_factor
+    if runtime == "torch":
+        if chunk_size is None:
+            return lambda utt: _decode_offline_one(loaded, utt)
+        return lambda utt: _stream(
+            StreamingGreedyDecoder(loaded.model, loaded.tokenizer, chunk_size, left_chunks),
+            utt.feats.unsqueeze(0),
+            step,
+        )
+    if runtime != "onnx":
+        raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
+    if chunk_size is None:
+        full = OnnxCTC(Path(onnx_dir) / FULL_FILE, threads)
+        return lambda utt: full.transcribe(utt.feats.numpy())
+    graph = OnnxStreamingCTC(Path(onnx_dir) / step_file_name(chunk_size, left_chunks), threads)
+    decoder = OnnxStreamingDecoder(graph, loaded.tokenizer)  # one session, reset per utterance
+
+    def decode(utt: Utterance) -> str:
+        decoder.reset()
+        return _stream(decoder, utt.feats.numpy(), step)
+
+    return decode
 
 
 @torch.inference_mode()
 def decode_one_at_a_time(
-    loaded: LoadedModel,
+    decode: Callable[[Utterance], str],
     utterances: Iterator[Utterance],
     *,
-    chunk_size: int | None,
-    left_chunks: int,
     threads: int,
     warmup_utts: int,
     max_utts: int | None,
     desc: str,
     total: int | None,
 ) -> Decoded:
-    """Batch size 1 on CPU with ``threads`` threads: streaming if ``chunk_size`` else offline.
+    """Batch size 1 on CPU with ``threads`` torch threads, one ``decode(utt)`` per utterance.
 
     The first ``warmup_utts`` utterances are decoded once untimed before their timed run, so
     one-off costs (allocator growth, kernel selection) stay out of the RTF.
     """
-    model = loaded.model.to("cpu")
-    assert not model.training
-
-    def decode(utt: Utterance) -> str:
-        if chunk_size is None:
-            return _decode_offline_one(loaded, utt)
-        return _decode_streaming_one(loaded, utt, chunk_size, left_chunks)
-
     hyps, refs, timer, audio_s = {}, {}, Timer(), 0.0
     with _num_threads(threads), _progress(desc, total) as bar:
         for n, utt in enumerate(utterances):
@@ -250,24 +279,50 @@ def _left_chunks(loaded: LoadedModel, requested: int | None) -> int:
     return int(getattr(loaded.model, "default_left_chunks", -1))
 
 
+def _runtime(cfg: DictConfig, name: str) -> dict:
+    onnx_dir = Path(cfg.out_dir) / "onnx" / name
+    return {"runtime": str(cfg.runtime), "onnx_dir": onnx_dir, "threads": int(cfg.rtf.threads)}
+
+
+def _export_onnx(cfg: DictConfig, models: dict[str, LoadedModel]) -> dict:
+    """runtime=onnx: export every model into ``<out_dir>/onnx/<name>/`` and check it against
+    torch before any decoding; returns ``{name: {graph: max_abs_diff}}`` for the meta."""
+    diffs = {}
+    for name, loaded in models.items():
+        chunk_sizes = []
+        if getattr(loaded.model, "streaming", False):
+            chunk_sizes = [_chunk_frames(loaded, name, ms) for ms in cfg.chunk_sizes_ms]
+        left_chunks = _left_chunks(loaded, cfg.left_chunks)
+        paths = export_checkpoint(
+            loaded, Path(cfg.out_dir) / "onnx" / name, chunk_sizes, left_chunks
+        )
+        diffs[name] = check_export(loaded, paths)
+        bad = {g: d for g, d in diffs[name].items() if d > TOLERANCE}
+        if bad:
+            raise RuntimeError(
+                f"ONNX export of {name} ({loaded.path}) differs from torch by {bad} > {TOLERANCE}"
+            )
+    return diffs
+
+
 def _full_row(cfg: DictConfig, dm, name: str, loaded: LoadedModel, subset: str) -> dict:
     """Full context: WER from batched decoding; RTF from batch size 1 on ``rtf.threads``."""
     batched = decode_full_batched(loaded, _batches(cfg, dm, subset), cfg.device, f"{name} full")
+    max_utts = cfg.rtf.max_utts if cfg.runtime == "torch" else None  # onnx: all, for the WER
     timed = decode_one_at_a_time(
-        loaded,
+        utterance_decoder(loaded, None, -1, **_runtime(cfg, name)),
         _iter_utterances(_batches(cfg, dm, subset)),
-        chunk_size=None,
-        left_chunks=-1,
-        max_utts=cfg.rtf.max_utts,
+        max_utts=max_utts,
         desc=f"{name} full, batch 1",
-        total=len(batched.refs) if cfg.rtf.max_utts is None else None,
+        total=len(batched.refs) if max_utts is None else None,
         **_timing(cfg),
     )
-    row = _row(name, subset, "full", batched, timed)
+    scored = batched if cfg.runtime == "torch" else timed  # WER of the runtime that is timed
+    row = _row(name, subset, "full", scored, timed, runtime=str(cfg.runtime))
     row.update(rtf_batch=batched.rtf, batch_size=1, chunk_ms=None, left_chunks=None)
     row.update(threads=int(cfg.rtf.threads), threads_batch=torch.get_num_threads())
     row.update(_model_figures(loaded, None))
-    _write_hyps(Path(cfg.out_dir), row, batched)
+    _write_hyps(Path(cfg.out_dir), row, scored)
     return row
 
 
@@ -284,16 +339,14 @@ def _stream_row(
     chunk_size, mode = _chunk_frames(loaded, name, chunk_ms), f"stream-{chunk_ms:g}ms"
     left_chunks = _left_chunks(loaded, cfg.left_chunks)
     streamed = decode_one_at_a_time(
-        loaded,
+        utterance_decoder(loaded, chunk_size, left_chunks, **_runtime(cfg, name)),
         _iter_utterances(_batches(cfg, dm, subset)),
-        chunk_size=chunk_size,
-        left_chunks=left_chunks,
         max_utts=None,
         desc=f"{name} {mode}",
         total=num_utts,
         **_timing(cfg),
     )
-    row = _row(name, subset, mode, streamed, streamed)
+    row = _row(name, subset, mode, streamed, streamed, runtime=str(cfg.runtime))
     row.update(rtf_batch=None, batch_size=1, chunk_ms=chunk_ms, left_chunks=left_chunks)
     row.update(threads=int(cfg.rtf.threads), threads_batch=None)
     row.update(_model_figures(loaded, chunk_size, left_chunks))
@@ -339,6 +392,8 @@ def _meta(cfg: DictConfig, checkpoints: dict[str, str]) -> dict:
         "rtf_threads": int(cfg.rtf.threads),
         "rtf_warmup_utts": int(cfg.rtf.warmup_utts),
         "rtf_scope": RTF_SCOPE,
+        "runtime": str(cfg.runtime),
+        "onnxruntime": onnxruntime.__version__ if cfg.runtime == "onnx" else None,
         "data_dir": str(cfg.data.dir),
         "subsets": list(cfg.subsets),
         "chunk_sizes_ms": list(cfg.chunk_sizes_ms),
@@ -373,12 +428,17 @@ def evaluate(cfg: DictConfig) -> dict:
         if getattr(loaded.model, "streaming", False):
             for chunk_ms in cfg.chunk_sizes_ms:
                 _chunk_frames(loaded, name, chunk_ms)
+    if cfg.runtime not in ("torch", "onnx"):
+        raise ValueError(f"runtime must be 'torch' or 'onnx', got {cfg.runtime!r}")
+    onnx_diffs = _export_onnx(cfg, models) if cfg.runtime == "onnx" else None
     dm = AsrDataModule(cfg.data.dir, num_workers=int(cfg.data.num_workers))
     rows = []
     for subset in cfg.subsets:
         for name, loaded in models.items():
             rows += evaluate_model(cfg, dm, name, loaded, subset)
     results = {"rows": rows, "meta": _meta(cfg, checkpoints)}
+    if onnx_diffs is not None:
+        results["meta"]["onnx_max_abs_diff"] = onnx_diffs
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     if cfg.plots:
         write_report(results, out_dir)

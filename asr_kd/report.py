@@ -125,6 +125,12 @@ def _subsets(rows: Sequence[dict]) -> list[str]:
     return list(dict.fromkeys(r["subset"] for r in rows))
 
 
+def _runtime(meta: dict) -> str | None:
+    if meta.get("runtime") == "onnx":
+        return f"ONNX Runtime {meta.get('onnxruntime')} (graphs exported by asr_kd.export)"
+    return "torch eager" if meta.get("runtime") == "torch" else None
+
+
 def _header(meta: dict) -> list[str]:
     lines = ["# asr_kd evaluation", ""]
     facts = [
@@ -132,6 +138,7 @@ def _header(meta: dict) -> list[str]:
         ("Machine", meta.get("machine")),
         ("torch", meta.get("torch")),
         ("asr_kd", meta.get("asr_kd")),
+        ("Runtime of the batch-1 rows (RTF, WER)", _runtime(meta)),
         ("Data", meta.get("data_dir")),
     ]
     lines += [f"- {name}: {value}" for name, value in facts if value]

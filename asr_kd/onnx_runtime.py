@@ -1,0 +1,318 @@
+"""Run the graphs of ``asr_kd.export`` with ONNX Runtime: offline, streaming, greedy CTC.
+
+Everything a runner needs (tokenizer, subsampling, chunk size, cache shapes, CMVN mean, rotary
+frequencies) is in the ONNX file's ``metadata_props["asr_kd"]``; no checkpoint, no torch.
+
+- ``OnnxCTC(path).log_probs(feats)``: a whole utterance through ``full.onnx``.
+- ``OnnxStreamingCTC(path)``: ``accept(feats) -> log_probs`` / ``flush()`` with the semantics of
+  ``ConformerCTC.forward_chunk`` / ``flush``: any number of frames per call, the remainder
+  buffered, the partial last chunk emitted by ``flush`` (padded to a whole chunk inside, its
+  padded frames masked out of attention and dropped from the output).
+- ``OnnxStreamingDecoder``: ``StreamingGreedyDecoder``'s interface (``accept``, ``finalize``,
+  ``reset``, ``text``) on ``OnnxStreamingCTC``.
+
+Per chunk the Python work is a few ``numpy.copyto`` into preallocated staging arrays and one
+``run_with_iobinding``: every input and output is bound once to fixed buffers; the caches live in
+two sets of output buffers used alternately, and the next step's cache inputs are bound to row
+offsets of the previous step's outputs (``K[C:]`` etc.), so nothing is copied or re-bound.
+
+Usage:
+    decoder = OnnxStreamingDecoder(OnnxStreamingCTC("exp/onnx/student_kd/stream-c8-l4.onnx"))
+    for piece in pieces:              # (t, 80) raw fbank, any t
+        print(decoder.accept(piece))
+    text = decoder.finalize()
+    decoder.reset()                   # next utterance: sessions and buffers are reused
+
+    model = OnnxCTC("exp/onnx/teacher/full.onnx", threads=1)
+    text = model.transcribe(feats)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+__all__ = [
+    "OnnxCTC",
+    "OnnxStreamingCTC",
+    "OnnxStreamingDecoder",
+    "greedy_ids",
+    "read_metadata",
+    "session_options",
+]
+
+
+def session_options(threads: int = 1) -> ort.SessionOptions:
+    """CPU options: ``threads`` intra-op threads, sequential execution, all graph optimisations."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
+def _session(path: str | Path, threads: int) -> tuple[ort.InferenceSession, dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX model not found: {path}")
+    sess = ort.InferenceSession(str(path), session_options(threads), ["CPUExecutionProvider"])
+    props = sess.get_modelmeta().custom_metadata_map
+    if "asr_kd" not in props:
+        raise ValueError(f"{path} has no asr_kd metadata: export it with asr-kd-export")
+    return sess, json.loads(props["asr_kd"])
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The ``asr_kd`` metadata dict of an exported graph."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if "asr_kd" not in props:
+        raise ValueError(f"{path} has no asr_kd metadata: export it with asr-kd-export")
+    return json.loads(props["asr_kd"])
+
+
+def _tokenizer(meta: dict):
+    from asr_kd.data.tokenizer import Tokenizer
+
+    return Tokenizer.from_dict(meta["tokenizer"])
+
+
+def _as_frames(feats: Any, input_dim: int) -> np.ndarray:
+    """(t, F) or (1, t, F) numpy or torch -> (t, F) float32 numpy."""
+    feats = np.asarray(feats.numpy() if hasattr(feats, "numpy") else feats, dtype=np.float32)
+    if feats.ndim == 3 and feats.shape[0] == 1:
+        feats = feats[0]
+    if feats.ndim != 2 or feats.shape[1] != input_dim:
+        raise ValueError(
+            f"feats must be (t, {input_dim}) or (1, t, {input_dim}), got {feats.shape}"
+        )
+    return feats
+
+
+def greedy_ids(log_probs: np.ndarray, previous: int = -1, blank_id: int = 0) -> tuple[list, int]:
+    """CTC best path of (T, V) frames following a frame whose argmax was ``previous``
+    -> (token ids, argmax of the last frame).
+
+    >>> greedy_ids(np.log(np.array([[.1, .9], [.2, .8], [.9, .1], [.3, .7]])))
+    ([1, 1], 1)
+    """
+    ids = log_probs.argmax(-1).tolist()
+    out = []
+    for i in ids:
+        if i != previous and i != blank_id:
+            out.append(i)
+        previous = i
+    return out, (ids[-1] if ids else previous)
+
+
+class OnnxCTC:
+    """Full-context graph (``full.onnx``): one utterance at a time.
+
+    Args:
+        path: an ``asr-kd-export`` ``full.onnx``.
+        threads: ORT intra-op threads.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        self.session, self.meta = _session(path, threads)
+        if self.meta.get("kind") != "full":
+            raise ValueError(f"{path} is a {self.meta.get('kind')!r} graph, expected 'full'")
+        self.tokenizer = _tokenizer(self.meta)
+
+    def log_probs(self, feats: Any) -> np.ndarray:
+        """(T, F) raw fbank -> (T // subsampling_factor, V) CTC log-probs."""
+        feats = _as_frames(feats, self.meta["input_dim"])
+        if feats.shape[0] < self.meta["subsampling_factor"]:  # no encoder frame
+            return np.zeros((0, self.meta["vocab_size"]), dtype=np.float32)
+        return self.session.run(None, {"feats": feats})[0]
+
+    def transcribe(self, feats: Any) -> str:
+        ids, _ = greedy_ids(self.log_probs(feats), blank_id=self.tokenizer.blank_id)
+        return self.tokenizer.decode(ids)
+
+
+class OnnxStreamingCTC:
+    """A streaming step graph (``stream-c<C>-l<LC>.onnx``) with its state, for one stream.
+
+    Args:
+        path: an ``asr-kd-export`` step graph.
+        threads: ORT intra-op threads.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        self.session, meta = _session(path, threads)
+        if meta.get("kind") != "step":
+            raise ValueError(f"{path} is a {meta.get('kind')!r} graph, expected 'step'")
+        self.meta = meta
+        self.chunk_size, self.left_chunks = int(meta["chunk_size"]), int(meta["left_chunks"])
+        shapes = {k: tuple(v) for k, v in meta["input_shapes"].items()}
+        self._factor, self._field = meta["subsampling_factor"], meta["receptive_field"]
+        self._window = shapes["feats"][2]  # input frames of one chunk
+        self._cached = shapes["mask"][1] - self.chunk_size
+        self._pad_frame = np.asarray(meta["cmvn_mean"], dtype=np.float32)  # normalises to 0
+        self._inv_freq = np.asarray(meta["inv_freq"], dtype=np.float32)
+        self._repeats = shapes["cos"][1] // self._inv_freq.size
+        f32 = np.float32
+        self._feats = np.zeros(shapes["feats"], f32)
+        self._cos, self._sin = np.zeros(shapes["cos"], f32), np.zeros(shapes["sin"], f32)
+        self._mask = np.zeros(shapes["mask"], f32)
+        self._log_probs = np.zeros((self.chunk_size, meta["vocab_size"]), f32)
+        self._buffer = np.zeros((max(4 * self._window, 1024), meta["input_dim"]), f32)
+        self._table_cos = self._table_sin = np.zeros((0, shapes["cos"][1]), f32)
+        # Two sets of cache-source outputs; step parity p writes set p and reads set 1 - p.
+        self._outputs = [{}, {}]
+        for name in meta["outputs"][1:]:
+            cache = name.replace("_all_", "_cache_")
+            rows = shapes[cache][0] + self.chunk_size + (1 if name.startswith("conv") else 0)
+            for p in (0, 1):
+                self._outputs[p][name] = np.zeros((rows, shapes[cache][1]), f32)
+        self._bindings = [self._bind(p, shapes) for p in (0, 1)]
+        self.reset()
+
+    def _bind(self, p: int, shapes: dict) -> ort.IOBinding:
+        binding = self.session.io_binding()
+
+        def bind(fn, name, array, row_offset=0, shape=None):
+            ptr = array.ctypes.data + row_offset * array.shape[-1] * array.itemsize
+            fn(name, "cpu", 0, np.float32, list(shape or array.shape), ptr)
+
+        for name, array in (("feats", self._feats), ("cos", self._cos), ("sin", self._sin)):
+            bind(binding.bind_input, name, array)
+        bind(binding.bind_input, "mask", self._mask)
+        for name, array in self._outputs[1 - p].items():  # the previous step's outputs, rows [C:]
+            bind(
+                binding.bind_input,
+                name.replace("_all_", "_cache_"),
+                array,
+                self.chunk_size,
+                shapes[name.replace("_all_", "_cache_")],
+            )
+        bind(binding.bind_output, "log_probs", self._log_probs)
+        for name, array in self._outputs[p].items():
+            bind(binding.bind_output, name, array)
+        return binding
+
+    def reset(self) -> None:
+        """Start a new utterance (zero caches, position 0, left-pad frames buffered)."""
+        for outputs in self._outputs:
+            for array in outputs.values():
+                array.fill(0.0)
+        self._parity = 0
+        self.offset = 0
+        left_pad = self.meta["left_pad"]
+        self._buffer[:left_pad] = self._pad_frame
+        self._start, self._end = 0, left_pad
+        self._set_mask(0, self.chunk_size)
+
+    def _set_mask(self, cached: int, valid: int) -> None:
+        """0 where attention may look: the last ``cached`` cache slots, the first ``valid``
+        frames of the chunk; -inf elsewhere."""
+        self._mask.fill(-np.inf)
+        self._mask[0, self._cached - cached : self._cached + valid] = 0.0
+
+    def _append(self, feats: np.ndarray) -> None:
+        n, t = self._end - self._start, feats.shape[0]
+        if self._end + t > self._buffer.shape[0]:  # move the kept frames to the front
+            if n + t > self._buffer.shape[0]:
+                grown = np.zeros((2 * (n + t), self._buffer.shape[1]), np.float32)
+                grown[:n] = self._buffer[self._start : self._end]
+                self._buffer = grown
+            else:
+                self._buffer[:n] = self._buffer[self._start : self._end]
+            self._start, self._end = 0, n
+        self._buffer[self._end : self._end + t] = feats
+        self._end += t
+
+    def _rotary(self) -> None:
+        end = self.offset + self.chunk_size
+        if end > self._table_cos.shape[0]:  # grow the table (long streams)
+            size = max(2 * self._table_cos.shape[0], end, 1024)
+            angles = np.arange(size, dtype=np.float32)[:, None] * self._inv_freq
+            self._table_cos = np.tile(np.cos(angles), (1, self._repeats))
+            self._table_sin = np.tile(np.sin(angles), (1, self._repeats))
+        np.copyto(self._cos, self._table_cos[self.offset : end])
+        np.copyto(self._sin, self._table_sin[self.offset : end])
+
+    def _step(self) -> np.ndarray:
+        """Run the chunk in ``self._feats``; (C, V) log-probs (a view, valid until next step)."""
+        self._rotary()
+        self.session.run_with_iobinding(self._bindings[self._parity])
+        self._parity ^= 1
+        self.offset += self.chunk_size
+        if self.offset <= self._cached:  # the cache fills up during the first left_chunks chunks
+            self._set_mask(self.offset, self.chunk_size)
+        return self._log_probs
+
+    def chunks(self, feats: Any):
+        """Append frames; yield the (C, V) log-probs (a reused view) of each completed chunk."""
+        self._append(_as_frames(feats, self._buffer.shape[1]))
+        hop = self._factor * self.chunk_size
+        while self._end - self._start >= self._window:
+            np.copyto(self._feats[0, 0], self._buffer[self._start : self._start + self._window])
+            self._start += hop
+            yield self._step()
+
+    def accept(self, feats: Any) -> np.ndarray:
+        """Like ``forward_chunk``: (n * C, V) log-probs of the chunks this call completes."""
+        out = [lp.copy() for lp in self.chunks(feats)]
+        return np.concatenate(out) if out else self._log_probs[:0].copy()
+
+    def flush(self) -> np.ndarray:
+        """End of utterance: the partial last chunk's (n < C, V) log-probs; then ``reset()``."""
+        frames = self._end - self._start
+        n = max(0, (frames - self._field) // self._factor + 1)
+        if n == 0:
+            return self._log_probs[:0].copy()
+        self._feats[0, 0] = self._pad_frame  # padding: only feeds frames >= n, masked out
+        self._feats[0, 0, :frames] = self._buffer[self._start : self._end]
+        self._set_mask(min(self.offset, self._cached), n)
+        out = self._step()[:n].copy()
+        self._start = self._end
+        return out
+
+
+class OnnxStreamingDecoder:
+    """``StreamingGreedyDecoder`` on ONNX Runtime: partial transcript per ``accept``.
+
+    Args:
+        model: an ``OnnxStreamingCTC`` (reused across utterances: call ``reset``).
+        tokenizer: ``.decode``/``.blank_id``; the one in the graph's metadata when None.
+    """
+
+    def __init__(self, model: OnnxStreamingCTC, tokenizer: Any = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer or _tokenizer(model.meta)
+        self.reset()
+
+    def reset(self) -> None:
+        self.model.reset()
+        self.token_ids: list[int] = []
+        self._last = -1
+        self._text, self._decoded = "", 0
+
+    def accept(self, feats_chunk: Any) -> str:
+        """Feed (t, F) or (1, t, F) raw fbank frames; return the partial transcript."""
+        for log_probs in self.model.chunks(feats_chunk):
+            self._extend(log_probs)
+        return self.text
+
+    def finalize(self) -> str:
+        """End of utterance: decode the buffered tail and return the final transcript."""
+        self._extend(self.model.flush())
+        return self.text
+
+    @property
+    def text(self) -> str:
+        if self._decoded != len(self.token_ids):  # detokenise only when tokens were added
+            self._text, self._decoded = self.tokenizer.decode(self.token_ids), len(self.token_ids)
+        return self._text
+
+    def _extend(self, log_probs: np.ndarray) -> None:
+        ids, self._last = greedy_ids(log_probs, self._last, self.tokenizer.blank_id)
+        self.token_ids += ids
