@@ -361,6 +361,7 @@ def _count_nodes(path: Path) -> int:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.optimized_model_filepath = str(path.with_suffix(".ort-optimized.onnx"))
+    opts.log_severity_level = 3  # not the warning that the saved graph is machine-specific
     ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     optimized = Path(opts.optimized_model_filepath)
     count = len(onnx.load(str(optimized)).graph.node)
