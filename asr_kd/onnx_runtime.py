@@ -102,13 +102,11 @@ def greedy_ids(log_probs: np.ndarray, previous: int = -1, blank_id: int = 0) -> 
     >>> greedy_ids(np.log(np.array([[.1, .9], [.2, .8], [.9, .1], [.3, .7]])))
     ([1, 1], 1)
     """
-    ids = log_probs.argmax(-1).tolist()
-    out = []
-    for i in ids:
-        if i != previous and i != blank_id:
-            out.append(i)
-        previous = i
-    return out, (ids[-1] if ids else previous)
+    ids = log_probs.argmax(-1)
+    if ids.size == 0:
+        return [], previous
+    before = np.concatenate(([previous], ids[:-1]))
+    return ids[(ids != before) & (ids != blank_id)].tolist(), int(ids[-1])
 
 
 class OnnxCTC:
