@@ -1,6 +1,6 @@
 """Soft targets on disk: the teacher's top-k posteriors per output frame, sharded, fingerprinted.
 
-``asr-kd-dump-targets`` runs a teacher checkpoint over one prepared subset (batched, no grad)
+``asr-kd-dump-targets`` runs a teacher checkpoint over prepared subsets (batched, no grad)
 and stores, per cut and per output frame, the ``k`` most probable token ids (int16) and their
 probabilities (fp16) at ``temperature`` (raw, not renormalised: the loss renormalises, and the
 residual mass stays available for an "other" bucket). Frames of consecutive cuts are
@@ -8,8 +8,11 @@ concatenated into shards:
 
     <out_dir>/shard_00000.ids.npy     (N, k) int16     N = frames in the shard
     <out_dir>/shard_00000.probs.npy   (N, k) float16
-    <out_dir>/shard_00000.json        {"fingerprint": {...}, "cuts": {cut_id: [offset, num_frames]}}
-    <out_dir>/index.json              {"fingerprint": {...}, "cuts": {cut_id: [shard, offset, frames]}, ...}
+    <out_dir>/shard_00000.json        {"fingerprint": {...}, "data": {"subset", "cuts_sha256",
+                                      "data_dir"}, "cuts": {cut_id: [offset, num_frames]}}
+    <out_dir>/index.json              {"fingerprint": {...}, "subsets": {name: {"cuts_sha256",
+                                      "data_dir", "num_cuts", "num_frames"}},
+                                      "cuts": {cut_id: [shard, offset, frames]}, ...}
 
 Storage: ``k * (2 + 2)`` bytes per frame, 32 B at k = 8, against ``V * 4`` B for full fp32
 posteriors (char V = 29: 116 B, 3.6x; BPE-500: 2000 B, 62.5x).
@@ -20,9 +23,17 @@ shards (their batches are not even run through the teacher) and rewrites ``index
 end. The teacher fingerprint (checkpoint SHA-256, tokenizer fingerprint, frame shift, k,
 temperature) is stored with every shard; resuming or loading with another teacher is an error.
 
+One store may hold several subsets (``subset=train``, then ``subset=extra``, or
+``subset=[train,extra]``): each shard records its data identity, the subset name and the SHA-256
+of the decompressed ``cuts_<subset>.jsonl.gz``. Resuming a subset whose cuts file changed since
+(a re-prepared data dir: other features under the same cut ids) is an error, as is resuming into
+a store written before data identities were recorded; another subset appends. Cut ids must be
+unique across the subsets of one store (the store is keyed by cut id).
+
 Usage:
     asr-kd-dump-targets teacher_ckpt=exp/teacher/checkpoints/last.ckpt data.dir=DATA \\
         subset=train out_dir=exp/targets k=8 temperature=2.0
+    asr-kd-dump-targets ... subset=[train,extra]    # two subsets, one store
 
     store = SoftTargetStore("exp/targets")
     store.check_fingerprint(teacher_fingerprint(...))
@@ -33,6 +44,7 @@ Usage:
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -184,10 +196,11 @@ class SoftTargetStore:
 
 
 class _ShardWriter:
-    """Buffers cuts' targets and commits them as numbered shards of about ``shard_frames``."""
+    """Buffers cuts' targets and commits them as numbered shards of about ``shard_frames``;
+    ``header`` (fingerprint and data identity) goes into every shard's ``.json``."""
 
-    def __init__(self, out_dir: Path, fingerprint: dict, first_shard: int, shard_frames: int):
-        self.out_dir, self.fingerprint = out_dir, fingerprint
+    def __init__(self, out_dir: Path, header: dict, first_shard: int, shard_frames: int):
+        self.out_dir, self.header = out_dir, header
         self.shard, self.shard_frames = first_shard, shard_frames
         self._ids: list[np.ndarray] = []
         self._probs: list[np.ndarray] = []
@@ -210,7 +223,7 @@ class _ShardWriter:
             array = np.concatenate(parts)
             atomic_write(Path(f"{stem}{suffix}"), lambda f, a=array: np.save(f, a))
         # the .json is the commit marker: written last, so a crash before it leaves no shard
-        _write_json(Path(f"{stem}.json"), {"fingerprint": self.fingerprint, "cuts": self._cuts})
+        _write_json(Path(f"{stem}.json"), {**self.header, "cuts": self._cuts})
         self.shard += 1
         self._ids, self._probs, self._cuts, self._frames = [], [], {}, 0
 
@@ -226,13 +239,20 @@ def _committed_shards(out_dir: Path) -> dict[int, dict]:
 def _write_index(out_dir: Path, fingerprint: dict, extra: dict) -> dict:
     """Merge the committed shards into ``index.json`` (written atomically); return it."""
     cuts: dict[str, list[int]] = {}
+    subsets: dict[str, dict] = {}
     for shard, meta in sorted(_committed_shards(out_dir).items()):
+        data = meta["data"]
+        entry = subsets.setdefault(data["subset"], {"cuts_sha256": data["cuts_sha256"]})
+        entry["data_dir"] = data["data_dir"]  # the latest (a moved data dir keeps its hash)
         for cut_id, (offset, frames) in meta["cuts"].items():
             cuts[cut_id] = [shard, offset, frames]
+            entry["num_cuts"] = entry.get("num_cuts", 0) + 1
+            entry["num_frames"] = entry.get("num_frames", 0) + frames
     num_frames = sum(frames for _, _, frames in cuts.values())
     index = {
         "fingerprint": fingerprint,
         **extra,
+        "subsets": subsets,
         "num_cuts": len(cuts),
         "num_frames": num_frames,
         "bytes_per_frame": bytes_per_frame(fingerprint["k"]),
@@ -262,17 +282,92 @@ def _teacher_batches(
         yield len(batch["cut_ids"]), records
 
 
-def _count_cuts(data_dir: Path, subset: str) -> int | None:
-    """Cuts in ``cuts_<subset>.jsonl.gz`` (one per line), for the progress bar's total."""
-    path = data_dir / f"cuts_{subset}.jsonl.gz"
-    if not path.is_file():
-        return None
-    with gzip.open(path, "rt") as f:
-        return sum(1 for _ in f)
+def _data_identity(data_dir: Path, subset: str) -> tuple[dict, int]:
+    """``({"subset", "cuts_sha256", "data_dir"}, number of cuts)`` of ``cuts_<subset>.jsonl.gz``.
+
+    The hash is of the decompressed JSON lines: a gzip header carries a timestamp, so hashing the
+    file itself would make a byte-identical re-prepare look like new data.
+    """
+    digest, num_cuts = hashlib.sha256(), 0
+    with gzip.open(data_dir / f"cuts_{subset}.jsonl.gz", "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+            num_cuts += block.count(b"\n")  # one cut per line
+    identity = {"subset": subset, "cuts_sha256": digest.hexdigest(), "data_dir": str(data_dir)}
+    return identity, num_cuts
+
+
+def _resume_state(
+    out_dir: Path, fingerprint: dict, data: dict
+) -> tuple[int, set[str], dict[str, str]]:
+    """(next shard number, cuts of ``data["subset"]`` already committed, cut id -> subset of the
+    other subsets' cuts) after checking the committed shards: another teacher, unknown data (a
+    store written before data identities) or other cuts under this subset's name are errors."""
+    committed = _committed_shards(out_dir)
+    done: set[str] = set()
+    taken: dict[str, str] = {}
+    redo = f"delete {out_dir} to dump again, or use another out_dir"
+    for shard, meta in committed.items():
+        where = out_dir / f"shard_{shard:05d}.json"
+        check_fingerprint(meta["fingerprint"], fingerprint, str(where))
+        stored = meta.get("data")
+        if stored is None:
+            raise ValueError(
+                f"cannot resume subset={data['subset']} into {out_dir}: {where} records no data "
+                "identity (written before asr-kd-dump-targets hashed the cuts), so its targets "
+                f"may come from other features under the same cut ids; {redo} (the store "
+                "still reads fine for distillation)"
+            )
+        if stored["subset"] != data["subset"]:
+            taken.update(dict.fromkeys(meta["cuts"], stored["subset"]))
+        elif stored["cuts_sha256"] != data["cuts_sha256"]:
+            raise ValueError(
+                f"subset {data['subset']!r} in {out_dir} was dumped from other cuts: cuts_sha256 "
+                f"{stored['cuts_sha256']} ({stored['data_dir']}, {where}) != "
+                f"{data['cuts_sha256']} ({data['data_dir']}/cuts_{data['subset']}.jsonl.gz); "
+                f"the data dir was re-prepared since, expected the same cuts; {redo}"
+            )
+        else:
+            done.update(meta["cuts"])
+    return max(committed, default=-1) + 1, done, taken
+
+
+def _dump_subset(cfg: DictConfig, dm, model, fingerprint: dict, subset: str) -> int:
+    """Append ``subset``'s soft targets to the store in ``cfg.out_dir``; return the cuts resumed."""
+    out_dir, k = Path(cfg.out_dir), fingerprint["k"]
+    batches = dm.dataloader(subset, shuffle=False, max_duration=cfg.max_duration)
+    data, total = _data_identity(Path(cfg.data.dir), subset)
+    first_shard, done, taken = _resume_state(out_dir, fingerprint, data)
+    header = {"fingerprint": fingerprint, "data": data}
+    writer = _ShardWriter(out_dir, header, first_shard, cfg.shard_frames)
+    device = next(model.parameters()).device
+    progress = tqdm(total=total, unit="cut", desc=f"dump {subset}")
+    for num_cuts, records in _teacher_batches(model, batches, done, device, k, cfg.temperature):
+        for cut_id, ids, probs in records:
+            if cut_id in taken:
+                raise ValueError(
+                    f"cut {cut_id!r} of subset {subset!r} already has soft targets from subset "
+                    f"{taken[cut_id]!r} in {out_dir}; expected cut ids unique across the "
+                    "subsets of one store"
+                )
+            writer.add(cut_id, ids, probs)
+        progress.update(num_cuts)
+    writer.flush()
+    progress.close()
+    return len(done)
+
+
+def _subset_names(subset: str | Sequence[str]) -> list[str]:
+    """``subset=train`` or ``subset=[train,extra]`` -> the names, in order, without repeats."""
+    names = [subset] if isinstance(subset, str) else [str(s) for s in subset]
+    if not names:
+        raise ValueError("subset=[] names no subset to dump; expected a name or a list of names")
+    return list(dict.fromkeys(names))
 
 
 def dump_targets(cfg: DictConfig) -> dict:
-    """Dump the teacher's soft targets for ``cfg.subset`` into ``cfg.out_dir``; return the summary."""
+    """Dump the teacher's soft targets for ``cfg.subset`` (a name or a list) into ``cfg.out_dir``;
+    return the summary of the whole store."""
     out_dir = Path(cfg.out_dir)
     save_config(cfg, out_dir)
     device = resolve_device(cfg.device)
@@ -295,25 +390,15 @@ def dump_targets(cfg: DictConfig) -> dict:
             f"{dm.tokenizer.vocab_size}) != teacher's ({teacher.tokenizer.fingerprint}, vocab "
             f"{vocab}) in {cfg.teacher_ckpt}"
         )
-    committed = _committed_shards(out_dir)
-    for shard, meta in committed.items():
-        check_fingerprint(meta["fingerprint"], fingerprint, f"{out_dir}/shard_{shard:05d}.json")
-    done = {cut_id for meta in committed.values() for cut_id in meta["cuts"]}
-    writer = _ShardWriter(out_dir, fingerprint, max(committed, default=-1) + 1, cfg.shard_frames)
     model = teacher.model.to(device)
-    batches = dm.dataloader(cfg.subset, shuffle=False, max_duration=cfg.max_duration)
-    total = _count_cuts(Path(cfg.data.dir), cfg.subset)
-    progress = tqdm(total=total, unit="cut", desc=f"dump {cfg.subset}")
-    for num_cuts, records in _teacher_batches(model, batches, done, device, k, cfg.temperature):
-        for cut_id, ids, probs in records:
-            writer.add(cut_id, ids, probs)
-        progress.update(num_cuts)
-    writer.flush()
-    progress.close()
-    extra = {"subset": str(cfg.subset), "data_dir": str(cfg.data.dir), "vocab_size": vocab}
-    index = _write_index(out_dir, fingerprint, extra)
+    resumed = 0
+    for subset in _subset_names(cfg.subset):
+        resumed += _dump_subset(cfg, dm, model, fingerprint, subset)
+        # "subset"/"data_dir" name the latest dump (as before); "subsets" lists every one
+        extra = {"subset": subset, "data_dir": str(cfg.data.dir), "vocab_size": vocab}
+        index = _write_index(out_dir, fingerprint, extra)
     summary = {k_: v for k_, v in index.items() if k_ != "cuts"}
-    summary["resumed_cuts"] = len(done)
+    summary["resumed_cuts"] = resumed
     summary["fp32_bytes_per_frame"] = 4 * vocab
     return summary
 

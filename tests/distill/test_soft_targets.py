@@ -111,3 +111,110 @@ def test_targets_of_another_teacher_are_refused(
 def test_missing_index_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="asr-kd-dump-targets"):
         SoftTargetStore(tmp_path)
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _cuts_lines(data_dir, subset):
+    import gzip
+
+    with gzip.open(data_dir / f"cuts_{subset}.jsonl.gz", "rb") as f:
+        return f.read().splitlines(keepends=True)
+
+
+def _write_cuts(data_dir, subset, lines):
+    import gzip
+
+    with gzip.open(data_dir / f"cuts_{subset}.jsonl.gz", "wb") as f:
+        f.writelines(lines)
+
+
+def _sha256(lines):
+    import hashlib
+
+    return hashlib.sha256(b"".join(lines)).hexdigest()
+
+
+def test_resume_after_the_data_dir_was_re_prepared_is_refused(
+    tmp_path, targets_dir, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    # The bug: the fingerprint named the teacher, not the data, so a resumed dump kept the old
+    # shards of cuts whose features had changed under the same ids and mixed them with new ones.
+    data = _copy(prepared_data_dir, tmp_path / "data")
+    lines = _cuts_lines(data, "train")
+    _write_cuts(data, "train", lines[:-1])  # re-prepared: other cuts under the same subset name
+    out = _copy(targets_dir, tmp_path / "targets")
+    old_sha = json.loads((out / "index.json").read_text())["subsets"]["train"]["cuts_sha256"]
+    assert old_sha == _sha256(lines)
+    with pytest.raises(ValueError, match="re-prepared") as err:
+        dump_targets(dump_targets_config(data, teacher_ckpt, out))
+    message = str(err.value)
+    for part in (str(out), "'train'", old_sha, _sha256(lines[:-1]), f"delete {out}"):
+        assert part in message
+    # the same cuts in a moved (copied) data dir hash the same and resume
+    _write_cuts(data, "train", lines)
+    summary = dump_targets(dump_targets_config(data, teacher_ckpt, out))
+    assert summary["resumed_cuts"] == summary["num_cuts"] == len(lines)
+
+
+def test_a_second_subset_appends_and_both_are_readable(
+    tmp_path, targets_dir, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    train = SoftTargetStore(targets_dir)
+    out = _copy(targets_dir, tmp_path / "targets")
+    summary = dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subset=dev"))
+    dev_lines = _cuts_lines(prepared_data_dir, "dev")
+    assert summary["resumed_cuts"] == 0  # another subset: nothing of it was in the store
+    store = SoftTargetStore(out)
+    assert len(store) == len(train) + len(dev_lines)
+    for cut_id in train._cuts:
+        for a, b in zip(train.get(cut_id), store.get(cut_id), strict=True):
+            assert torch.equal(a, b)
+    dev_ids = [json.loads(line)["id"] for line in dev_lines]
+    assert all(store.get(c)[0].shape[1] == 4 for c in dev_ids)
+    subsets = store.info["subsets"]
+    assert sorted(subsets) == ["dev", "train"]
+    for name in ("train", "dev"):
+        lines = _cuts_lines(prepared_data_dir, name)
+        assert subsets[name]["cuts_sha256"] == _sha256(lines)
+        assert subsets[name]["num_cuts"] == len(lines)
+        assert subsets[name]["data_dir"] == str(prepared_data_dir)
+    assert sum(s["num_frames"] for s in subsets.values()) == store.info["num_frames"]
+    # subset=[train,dev] at once makes the same store; into the appended one it resumes it all
+    both = tmp_path / "both"
+    dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, both, "subset=[train,dev]"))
+    assert SoftTargetStore(both).info["subsets"] == subsets
+    again = dump_targets(
+        dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subset=[train,dev]")
+    )
+    assert again["resumed_cuts"] == len(store)
+
+
+def test_a_cut_id_already_stored_by_another_subset_is_refused(
+    tmp_path, targets_dir, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    data = _copy(prepared_data_dir, tmp_path / "data")
+    _write_cuts(data, "extra", _cuts_lines(data, "train"))  # same cut ids, another name
+    out = _copy(targets_dir, tmp_path / "targets")
+    with pytest.raises(ValueError, match="already has soft targets from subset 'train'"):
+        dump_targets(dump_targets_config(data, teacher_ckpt, out, "subset=extra"))
+
+
+def test_a_store_without_data_identity_reads_but_is_not_resumed(
+    tmp_path, targets_dir, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    out = _copy(targets_dir, tmp_path / "targets")
+    for path in [*out.glob("shard_*.json"), out / "index.json"]:  # as written before the fix
+        meta = json.loads(path.read_text())
+        meta.pop("data", None), meta.pop("subsets", None)
+        path.write_text(json.dumps(meta))
+    store, cut_id = SoftTargetStore(out), next(iter(SoftTargetStore(targets_dir)._cuts))
+    assert torch.equal(store.get(cut_id)[1], SoftTargetStore(targets_dir).get(cut_id)[1])
+    with pytest.raises(ValueError, match="records no data identity") as err:
+        dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subset=dev"))
+    assert f"delete {out}" in str(err.value)
