@@ -262,16 +262,18 @@ class OnnxStreamingCTC:
         return np.concatenate(out) if out else self._log_probs[:0].copy()
 
     def flush(self) -> np.ndarray:
-        """End of utterance: the partial last chunk's (n < C, V) log-probs; then ``reset()``."""
+        """End of utterance: the partial last chunk's (n < C, V) log-probs. The padded step
+        leaves caches that no later chunk may see, so the runner resets itself for the next
+        utterance (unlike torch ``flush``, whose state could be fed on)."""
         frames = self._end - self._start
         n = max(0, (frames - self._field) // self._factor + 1)
-        if n == 0:
-            return self._log_probs[:0].copy()
-        self._feats[0, 0] = self._pad_frame  # padding: only feeds frames >= n, masked out
-        self._feats[0, 0, :frames] = self._buffer[self._start : self._end]
-        self._set_mask(min(self.offset, self._cached), n)
-        out = self._step()[:n].copy()
-        self._start = self._end
+        out = self._log_probs[:0].copy()
+        if n > 0:
+            self._feats[0, 0] = self._pad_frame  # padding: only feeds frames >= n, masked out
+            self._feats[0, 0, :frames] = self._buffer[self._start : self._end]
+            self._set_mask(min(self.offset, self._cached), n)
+            out = self._step()[:n].copy()
+        self.reset()
         return out
 
 

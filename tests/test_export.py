@@ -88,11 +88,11 @@ def test_streaming_graph_matches_forward_chunk_and_flush(
     decoder = OnnxStreamingDecoder(OnnxStreamingCTC(path))
     # 13 frames: 3 encoder frames, shorter than one chunk (flush only); 403 frames: the
     # attention cache fills and slides; odd pieces cut chunks and subsampling windows anywhere.
+    # No reset between utterances: flush() ends one and must leave the runner fresh.
     for frames, piece in ((13, 5), (403, 37), (97, 3), (250, 250)):
         feats = _feats(student, frames, seed=frames + piece)
         pieces = [min(piece, frames - s) for s in range(0, frames, piece)]
         ref = _torch_stream(student, feats, pieces, chunk_size, left_chunks)
-        runner.reset()
         got = [runner.accept(feats[s : s + piece].numpy()) for s in range(0, frames, piece)]
         got = np.concatenate([*got, runner.flush()])
         assert got.shape == ref.shape == (frames // 4, 29)
@@ -136,6 +136,16 @@ def test_export_cli_writes_checked_graphs(tmp_path, make_checkpoint):
         run(compose("export", [f"ckpt={ckpt}", f"out_dir={out}", "tolerance=-1.0"]))
     with pytest.raises(ValueError, match="multiple"):
         run(compose("export", [f"ckpt={ckpt}", f"out_dir={out}", "chunk_sizes_ms=[100]"]))
+
+
+def test_export_rejects_a_nan_difference(tmp_path, make_checkpoint, monkeypatch):
+    """NaN log-probs (a diverged checkpoint) make the diff NaN, and NaN > tol is False."""
+    ckpt = make_checkpoint(tmp_path / "student.ckpt", streaming=True)
+    monkeypatch.setattr(
+        "asr_kd.export.check_export", lambda loaded, paths: dict.fromkeys(paths, float("nan"))
+    )
+    with pytest.raises(RuntimeError, match="nan"):
+        run(compose("export", [f"ckpt={ckpt}", f"out_dir={tmp_path / 'onnx'}"]))
 
 
 def test_evaluate_onnx_runtime_decodes_like_torch(tmp_path, prepared_data_dir, make_checkpoint):

@@ -341,19 +341,18 @@ def _dump_subset(cfg: DictConfig, dm, model, fingerprint: dict, subset: str) -> 
     header = {"fingerprint": fingerprint, "data": data}
     writer = _ShardWriter(out_dir, header, first_shard, cfg.shard_frames)
     device = next(model.parameters()).device
-    progress = tqdm(total=total, unit="cut", desc=f"dump {subset}")
-    for num_cuts, records in _teacher_batches(model, batches, done, device, k, cfg.temperature):
-        for cut_id, ids, probs in records:
-            if cut_id in taken:
-                raise ValueError(
-                    f"cut {cut_id!r} of subset {subset!r} already has soft targets from subset "
-                    f"{taken[cut_id]!r} in {out_dir}; expected cut ids unique across the "
-                    "subsets of one store"
-                )
-            writer.add(cut_id, ids, probs)
-        progress.update(num_cuts)
+    with tqdm(total=total, unit="cut", desc=f"dump {subset}") as progress:
+        for num_cuts, records in _teacher_batches(model, batches, done, device, k, cfg.temperature):
+            for cut_id, ids, probs in records:
+                if cut_id in taken:
+                    raise ValueError(
+                        f"cut {cut_id!r} of subset {subset!r} already has soft targets from "
+                        f"subset {taken[cut_id]!r} in {out_dir}; expected cut ids unique across "
+                        "the subsets of one store"
+                    )
+                writer.add(cut_id, ids, probs)
+            progress.update(num_cuts)
     writer.flush()
-    progress.close()
     return len(done)
 
 
@@ -390,9 +389,12 @@ def dump_targets(cfg: DictConfig) -> dict:
             f"{dm.tokenizer.vocab_size}) != teacher's ({teacher.tokenizer.fingerprint}, vocab "
             f"{vocab}) in {cfg.teacher_ckpt}"
         )
+    names = _subset_names(cfg.subset)
+    for subset in names:  # a missing or re-prepared subset fails now, not after hours of dumping
+        _resume_state(out_dir, fingerprint, _data_identity(Path(cfg.data.dir), subset)[0])
     model = teacher.model.to(device)
     resumed = 0
-    for subset in _subset_names(cfg.subset):
+    for subset in names:
         resumed += _dump_subset(cfg, dm, model, fingerprint, subset)
         # "subset"/"data_dir" name the latest dump (as before); "subsets" lists every one
         extra = {"subset": subset, "data_dir": str(cfg.data.dir), "vocab_size": vocab}

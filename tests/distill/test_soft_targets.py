@@ -218,3 +218,13 @@ def test_a_store_without_data_identity_reads_but_is_not_resumed(
     with pytest.raises(ValueError, match="records no data identity") as err:
         dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subset=dev"))
     assert f"delete {out}" in str(err.value)
+
+
+def test_a_missing_subset_in_a_list_fails_before_any_dump(
+    tmp_path, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    out = tmp_path / "targets"
+    cfg = dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subset=[dev,nosuch]")
+    with pytest.raises(FileNotFoundError, match="nosuch"):
+        dump_targets(cfg)
+    assert not list(out.glob("shard_*"))  # dev was not dumped first
