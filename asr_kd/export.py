@@ -56,7 +56,7 @@ from torch import nn
 
 from asr_kd.checkpoint import LoadedModel, load_model
 from asr_kd.config import CONF_DIR
-from asr_kd.models.conformer import _ROTARY_BASE
+from asr_kd.models.conformer import rotary_frequencies
 
 __all__ = [
     "FULL_FILE",
@@ -217,8 +217,7 @@ class _Graph(nn.Module):
         self.register_buffer("cmvn_mean", model.cmvn_mean.clone())
         self.register_buffer("cmvn_inv_std", 1.0 / model.cmvn_std)
         head_dim = model.d_model // model.num_heads
-        inv_freq = 1.0 / _ROTARY_BASE ** (torch.arange(0, head_dim, 2) / head_dim)
-        self.register_buffer("inv_freq", torch.cat((inv_freq, inv_freq)).float())  # (Dh,)
+        self.register_buffer("inv_freq", rotary_frequencies(head_dim))  # (Dh,)
         self.rotary_repeats = (self.layers[0].q_width + model.d_model) // head_dim
 
     def forward(self, feats, *inputs):
@@ -248,8 +247,6 @@ class _Graph(nn.Module):
 # ---------------------------------------------------------------------------- export
 def _metadata(loaded: LoadedModel, **extra) -> dict:
     model = loaded.model
-    head_dim = model.d_model // model.num_heads
-    inv_freq = 1.0 / _ROTARY_BASE ** (torch.arange(0, head_dim, 2) / head_dim)
     return {
         "tokenizer": loaded.tokenizer.to_dict(),
         "vocab_size": model.vocab_size,
@@ -263,7 +260,7 @@ def _metadata(loaded: LoadedModel, **extra) -> dict:
         "role": loaded.role,
         "checkpoint": str(loaded.path),
         "cmvn_mean": model.cmvn_mean.tolist(),
-        "inv_freq": torch.cat((inv_freq, inv_freq)).tolist(),
+        "inv_freq": rotary_frequencies(model.d_model // model.num_heads).tolist(),
         **extra,
     }
 

@@ -36,11 +36,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from asr_kd.models.decode import GreedyTokenStream, collapse_ids
+
 __all__ = [
     "OnnxCTC",
     "OnnxStreamingCTC",
     "OnnxStreamingDecoder",
-    "greedy_ids",
     "read_metadata",
     "session_options",
 ]
@@ -61,20 +62,21 @@ def _session(path: str | Path, threads: int) -> tuple[ort.InferenceSession, dict
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model not found: {path}")
     sess = ort.InferenceSession(str(path), session_options(threads), ["CPUExecutionProvider"])
-    props = sess.get_modelmeta().custom_metadata_map
+    return sess, _parse_metadata(sess.get_modelmeta().custom_metadata_map, path)
+
+
+def _parse_metadata(props: dict[str, str], path: str | Path) -> dict:
     if "asr_kd" not in props:
         raise ValueError(f"{path} has no asr_kd metadata: export it with asr-kd-export")
-    return sess, json.loads(props["asr_kd"])
+    return json.loads(props["asr_kd"])
 
 
 def read_metadata(path: str | Path) -> dict:
     """The ``asr_kd`` metadata dict of an exported graph."""
     import onnx
 
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    if "asr_kd" not in props:
-        raise ValueError(f"{path} has no asr_kd metadata: export it with asr-kd-export")
-    return json.loads(props["asr_kd"])
+    proto = onnx.load(str(path), load_external_data=False)
+    return _parse_metadata({p.key: p.value for p in proto.metadata_props}, path)
 
 
 def _tokenizer(meta: dict):
@@ -93,20 +95,6 @@ def _as_frames(feats: Any, input_dim: int) -> np.ndarray:
             f"feats must be (t, {input_dim}) or (1, t, {input_dim}), got {feats.shape}"
         )
     return feats
-
-
-def greedy_ids(log_probs: np.ndarray, previous: int = -1, blank_id: int = 0) -> tuple[list, int]:
-    """CTC best path of (T, V) frames following a frame whose argmax was ``previous``
-    -> (token ids, argmax of the last frame).
-
-    >>> greedy_ids(np.log(np.array([[.1, .9], [.2, .8], [.9, .1], [.3, .7]])))
-    ([1, 1], 1)
-    """
-    ids = log_probs.argmax(-1)
-    if ids.size == 0:
-        return [], previous
-    before = np.concatenate(([previous], ids[:-1]))
-    return ids[(ids != before) & (ids != blank_id)].tolist(), int(ids[-1])
 
 
 class OnnxCTC:
@@ -131,8 +119,8 @@ class OnnxCTC:
         return self.session.run(None, {"feats": feats})[0]
 
     def transcribe(self, feats: Any) -> str:
-        ids, _ = greedy_ids(self.log_probs(feats), blank_id=self.tokenizer.blank_id)
-        return self.tokenizer.decode(ids)
+        frame_ids = self.log_probs(feats).argmax(-1)
+        return self.tokenizer.decode(collapse_ids(frame_ids, blank_id=self.tokenizer.blank_id))
 
 
 class OnnxStreamingCTC:
@@ -292,27 +280,23 @@ class OnnxStreamingDecoder:
 
     def reset(self) -> None:
         self.model.reset()
-        self.token_ids: list[int] = []
-        self._last = -1
-        self._text, self._decoded = "", 0
+        self.tokens = GreedyTokenStream(self.tokenizer)
 
     def accept(self, feats_chunk: Any) -> str:
         """Feed (t, F) or (1, t, F) raw fbank frames; return the partial transcript."""
         for log_probs in self.model.chunks(feats_chunk):
-            self._extend(log_probs)
-        return self.text
+            self.tokens.extend(log_probs.argmax(-1))
+        return self.tokens.text
 
     def finalize(self) -> str:
         """End of utterance: decode the buffered tail and return the final transcript."""
-        self._extend(self.model.flush())
-        return self.text
+        self.tokens.extend(self.model.flush().argmax(-1))
+        return self.tokens.text
 
     @property
     def text(self) -> str:
-        if self._decoded != len(self.token_ids):  # detokenise only when tokens were added
-            self._text, self._decoded = self.tokenizer.decode(self.token_ids), len(self.token_ids)
-        return self._text
+        return self.tokens.text
 
-    def _extend(self, log_probs: np.ndarray) -> None:
-        ids, self._last = greedy_ids(log_probs, self._last, self.tokenizer.blank_id)
-        self.token_ids += ids
+    @property
+    def token_ids(self) -> list[int]:
+        return self.tokens.token_ids

@@ -332,11 +332,13 @@ def _resume_state(
     return max(committed, default=-1) + 1, done, taken
 
 
-def _dump_subset(cfg: DictConfig, dm, model, fingerprint: dict, subset: str) -> int:
-    """Append ``subset``'s soft targets to the store in ``cfg.out_dir``; return the cuts resumed."""
-    out_dir, k = Path(cfg.out_dir), fingerprint["k"]
+def _dump_subset(
+    cfg: DictConfig, dm, model, fingerprint: dict, data: dict, total: int | None
+) -> int:
+    """Append the soft targets of subset ``data["subset"]`` (``data``, ``total``: from
+    ``_data_identity``) to the store in ``cfg.out_dir``; return the cuts resumed."""
+    out_dir, k, subset = Path(cfg.out_dir), fingerprint["k"], data["subset"]
     batches = dm.dataloader(subset, shuffle=False, max_duration=cfg.max_duration)
-    data, total = _data_identity(Path(cfg.data.dir), subset)
     first_shard, done, taken = _resume_state(out_dir, fingerprint, data)
     header = {"fingerprint": fingerprint, "data": data}
     writer = _ShardWriter(out_dir, header, first_shard, cfg.shard_frames)
@@ -389,13 +391,15 @@ def dump_targets(cfg: DictConfig) -> dict:
             f"{dm.tokenizer.vocab_size}) != teacher's ({teacher.tokenizer.fingerprint}, vocab "
             f"{vocab}) in {cfg.teacher_ckpt}"
         )
-    names = _subset_names(cfg.subset)
-    for subset in names:  # a missing or re-prepared subset fails now, not after hours of dumping
-        _resume_state(out_dir, fingerprint, _data_identity(Path(cfg.data.dir), subset)[0])
+    # Every subset's identity first: a missing or re-prepared one fails now, not after hours.
+    identities = [_data_identity(Path(cfg.data.dir), s) for s in _subset_names(cfg.subset)]
+    for data, _ in identities:
+        _resume_state(out_dir, fingerprint, data)
     model = teacher.model.to(device)
     resumed = 0
-    for subset in names:
-        resumed += _dump_subset(cfg, dm, model, fingerprint, subset)
+    for data, total in identities:
+        subset = data["subset"]
+        resumed += _dump_subset(cfg, dm, model, fingerprint, data, total)
         # "subset"/"data_dir" name the latest dump (as before); "subsets" lists every one
         extra = {"subset": subset, "data_dir": str(cfg.data.dir), "vocab_size": vocab}
         index = _write_index(out_dir, fingerprint, extra)

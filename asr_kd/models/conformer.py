@@ -17,7 +17,7 @@ from torch import nn
 from asr_kd.models.masks import attention_mask, padding_mask
 from asr_kd.models.subsampling import Conv2dSubsampling
 
-__all__ = ["ConformerCTC", "StreamingState"]
+__all__ = ["ConformerCTC", "StreamingState", "rotary_frequencies"]
 
 # fbank frame shift; the data layer's FRAME_SHIFT_MS (kept here so models import nothing of data).
 _INPUT_FRAME_SHIFT_MS = 10
@@ -53,11 +53,17 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
-def _rotary_table(num_positions: int, head_dim: int, device=None) -> tuple[torch.Tensor, ...]:
-    """(cos, sin), each (num_positions, Dh), half-split layout (GPT-NeoX style)."""
+def rotary_frequencies(head_dim: int, device=None) -> torch.Tensor:
+    """(Dh,) angle per position of each rotary channel, half-split layout (GPT-NeoX style):
+    position p's angles are ``p * rotary_frequencies(Dh)`` (also used by ``asr_kd.export``)."""
     inv_freq = 1.0 / _ROTARY_BASE ** (torch.arange(0, head_dim, 2, device=device) / head_dim)
-    angles = torch.arange(num_positions, device=device, dtype=torch.float32)[:, None] * inv_freq
-    angles = torch.cat((angles, angles), dim=-1)
+    return torch.cat((inv_freq, inv_freq)).float()
+
+
+def _rotary_table(num_positions: int, head_dim: int, device=None) -> tuple[torch.Tensor, ...]:
+    """(cos, sin), each (num_positions, Dh)."""
+    positions = torch.arange(num_positions, device=device, dtype=torch.float32)
+    angles = positions[:, None] * rotary_frequencies(head_dim, device)
     return angles.cos(), angles.sin()
 
 

@@ -14,15 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["StreamingGreedyDecoder", "greedy_ctc"]
-
-
-def _collapse(ids: torch.Tensor, previous: torch.Tensor, blank_id: int) -> torch.Tensor:
-    """Keep mask for CTC collapse: (B, T) ids, (B,) id before frame 0 (-1 = none) -> (B, T)."""
-    shifted = torch.cat((previous[:, None], ids[:, :-1]), dim=1)
-    return (ids != shifted) & (ids != blank_id)
+__all__ = ["GreedyTokenStream", "StreamingGreedyDecoder", "collapse_ids", "greedy_ctc"]
 
 
 def greedy_ctc(
@@ -46,9 +41,58 @@ def greedy_ctc(
     """
     ids = log_probs.argmax(dim=-1)  # (B, T')
     frames = torch.arange(ids.size(1), device=ids.device)
-    keep = _collapse(ids, torch.full_like(ids[:, 0], -1), blank_id)
-    keep &= frames[None, :] < out_lens[:, None].to(ids.device)
+    previous = torch.cat((torch.full_like(ids[:, :1], -1), ids[:, :-1]), dim=1)
+    keep = (
+        (ids != previous) & (ids != blank_id) & (frames[None, :] < out_lens[:, None].to(ids.device))
+    )
     return [row[mask].tolist() for row, mask in zip(ids, keep, strict=True)]
+
+
+def collapse_ids(frame_ids: np.ndarray, previous: int = -1, blank_id: int = 0) -> list[int]:
+    """CTC best path of (T,) per-frame argmax ids following a frame whose id was ``previous``:
+    merge repeats, drop blanks.
+
+    >>> collapse_ids(np.array([1, 1, 0, 1, 2, 2]), previous=1)
+    [1, 2]
+    """
+    before = np.concatenate(([previous], frame_ids[:-1]))
+    return frame_ids[(frame_ids != before) & (frame_ids != blank_id)].tolist()
+
+
+class GreedyTokenStream:
+    """Greedy CTC over the frames of one utterance arriving in pieces: a token repeated across a
+    piece boundary is merged, as offline; the text is detokenised only when tokens were added.
+    Shared by the torch and the ONNX Runtime streaming decoders.
+
+    >>> class Chars:
+    ...     blank_id = 0
+    ...     def decode(self, ids): return "".join("_ab"[i] for i in ids)
+    >>> stream = GreedyTokenStream(Chars())
+    >>> stream.extend(np.array([1, 1])); stream.extend(np.array([1, 0, 2])); stream.text
+    'ab'
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.reset()
+
+    def reset(self) -> None:
+        self.token_ids: list[int] = []
+        self._last = -1
+        self._text, self._decoded = "", 0
+
+    def extend(self, frame_ids: np.ndarray) -> None:
+        """(n,) per-frame argmax ids of the next n frames (n may be 0)."""
+        if frame_ids.size:
+            self.token_ids += collapse_ids(frame_ids, self._last, self.tokenizer.blank_id)
+            self._last = int(frame_ids[-1])
+
+    @property
+    def text(self) -> str:
+        if self._decoded != len(self.token_ids):
+            self._text = self.tokenizer.decode(self.token_ids)
+            self._decoded = len(self.token_ids)
+        return self._text
 
 
 class StreamingGreedyDecoder:
@@ -74,9 +118,7 @@ class StreamingGreedyDecoder:
     def reset(self) -> None:
         """Start a new utterance."""
         self.state = self.model.init_state(1, self.chunk_size, self.left_chunks)
-        ref = self.model.cmvn_mean
-        self._last = torch.full((1,), -1, dtype=torch.long, device=ref.device)
-        self.token_ids: list[int] = []
+        self.tokens = GreedyTokenStream(self.tokenizer)
 
     def accept(self, feats_chunk: torch.Tensor) -> str:
         """Feed (t, F) or (1, t, F) raw fbank frames; return the partial transcript."""
@@ -94,12 +136,11 @@ class StreamingGreedyDecoder:
 
     @property
     def text(self) -> str:
-        return self.tokenizer.decode(self.token_ids)
+        return self.tokens.text
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.tokens.token_ids
 
     def _extend(self, log_probs: torch.Tensor) -> None:
-        if log_probs.size(1) == 0:
-            return
-        ids = log_probs.argmax(dim=-1)  # (1, n)
-        keep = _collapse(ids, self._last, self.tokenizer.blank_id)
-        self.token_ids += ids[keep].tolist()
-        self._last = ids[:, -1]
+        self.tokens.extend(log_probs[0].argmax(dim=-1).cpu().numpy())  # (1, n, V) -> (n,)

@@ -67,3 +67,18 @@ def test_streaming_decoder_final_text_equals_offline(chunk_size, left_chunks, ti
     decoder.reset()  # a new utterance: one big piece, same result
     decoder.accept(feats)
     assert decoder.finalize() == offline
+
+
+def test_docstring_examples_and_the_shared_token_stream():
+    import doctest
+
+    import numpy as np
+
+    from asr_kd.models import decode
+
+    assert doctest.testmod(decode).failed == 0
+    stream = decode.GreedyTokenStream(CharTokenizer())
+    ids = np.array([5, 5, 0, 5, 6, 6, 0, 0, 7])
+    for piece in np.split(ids, [1, 2, 5, 5, 8]):  # a repeat split across pieces, empty pieces
+        stream.extend(piece)
+    assert stream.token_ids == decode.collapse_ids(ids) == [5, 5, 6, 7]
