@@ -1,7 +1,9 @@
-"""asr-kd-transcribe on generated audio at 22.05 kHz (WAV and FLAC), offline and streaming."""
+"""asr-kd-transcribe on generated audio at 22.05 kHz (WAV and FLAC), offline and streaming,
+with a torch checkpoint and with the ONNX graphs asr-kd-export writes."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +14,7 @@ import torch
 
 from asr_kd.checkpoint import load_model
 from asr_kd.data.features import compute_fbank
+from asr_kd.export import export_checkpoint
 from asr_kd.models.decode import greedy_ctc
 from asr_kd.transcribe import main
 
@@ -109,3 +112,120 @@ def test_bad_chunk_and_full_context_streaming_are_refused(
     assert main(["--ckpt", str(teacher), "--streaming", wav]) == 2
     assert "full-context" in capsys.readouterr().err
     assert main(["--ckpt", str(tmp_path / "absent.ckpt"), wav]) == 2
+
+
+# ---------------------------------------------------------------------------- --onnx
+@pytest.fixture(scope="module")
+def onnx_dir(tmp_path_factory, student_ckpt):
+    """``asr-kd-export`` of the student: full.onnx, stream-c4-l2.onnx (160 ms), stream-c8-l2.onnx
+    (320 ms); left_chunks 2 is the student's default."""
+    out = tmp_path_factory.mktemp("onnx")
+    paths = export_checkpoint(load_model(student_ckpt), out, chunk_sizes=[4, 8])
+    assert sorted(p.name for p in paths.values()) == [
+        "full.onnx",
+        "stream-c4-l2.onnx",
+        "stream-c8-l2.onnx",
+    ]
+    return out
+
+
+def _run(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize("graph", ["full.onnx", ""], ids=["file", "directory"])
+def test_onnx_offline_prints_the_checkpoint_transcript(
+    audio_files, student_ckpt, onnx_dir, capsys, graph
+):
+    wav, flac, _, wave = audio_files
+    text, _ = _expected(student_ckpt, wave)
+    assert text, "an all-blank model would make this test vacuous"
+    assert _run(capsys, "--onnx", onnx_dir / graph, wav) == (0, text + "\n", "")
+    code, out, _ = _run(capsys, "--onnx", onnx_dir / graph, wav, flac)
+    assert (code, out) == (0, f"{wav}\t{text}\n{flac}\t{text}\n")
+
+
+@pytest.mark.parametrize(
+    ("graph", "chunk_args"),
+    [
+        ("", ["--chunk-ms", "320"]),
+        ("", ["--chunk-ms", "160"]),
+        ("stream-c8-l2.onnx", []),  # one step graph: --chunk-ms defaults to its chunk
+        ("stream-c4-l2.onnx", ["--chunk-ms", "160", "--left-chunks", "2"]),
+    ],
+    ids=["dir-320", "dir-160", "file-default-chunk", "file-160-left-2"],
+)
+def test_onnx_streaming_prints_what_the_checkpoint_prints(
+    audio_files, student_ckpt, onnx_dir, capsys, graph, chunk_args
+):
+    """Same final transcript on stdout and the same partial lines on stderr, chunk for chunk."""
+    wav, flac, _, _ = audio_files
+    chunk_ms = "320" if not chunk_args else chunk_args[1]
+    torch_run = _run(capsys, "--ckpt", student_ckpt, "--streaming", "--chunk-ms", chunk_ms, wav)
+    assert torch_run[0] == 0 and torch_run[1].strip(), "an all-blank model makes this vacuous"
+    partials = torch_run[2].splitlines()
+    assert len(partials) == (5 if chunk_ms == "320" else 9)  # 1.3 s: one per chunk
+    assert any(line.split("] ", 1)[1] for line in partials[:-1]), "no non-empty early partial"
+    onnx_run = _run(capsys, "--onnx", onnx_dir / graph, "--streaming", *chunk_args, wav)
+    assert onnx_run == torch_run
+    # Several files: the decoder (one ORT session) is reset between them.
+    torch_two = _run(
+        capsys, "--ckpt", student_ckpt, "--streaming", "--chunk-ms", chunk_ms, wav, flac
+    )
+    onnx_two = _run(capsys, "--onnx", onnx_dir / graph, "--streaming", *chunk_args, wav, flac)
+    assert onnx_two == torch_two
+
+
+def test_exactly_one_of_ckpt_and_onnx(audio_files, student_ckpt, onnx_dir, capsys):
+    wav = audio_files[0]
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(wav)])
+    assert exit_info.value.code == 2
+    assert "one of the arguments --ckpt --onnx is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--ckpt", str(student_ckpt), "--onnx", str(onnx_dir), str(wav)])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_onnx_graph_of_the_wrong_kind_is_refused_naming_it(audio_files, onnx_dir, capsys):
+    wav, full, step = audio_files[0], onnx_dir / "full.onnx", onnx_dir / "stream-c8-l2.onnx"
+    code, out, err = _run(capsys, "--onnx", full, "--streaming", wav)
+    assert (code, out) == (2, "") and f"{full} is a full-context graph" in err
+    code, out, err = _run(capsys, "--onnx", step, wav)
+    assert (code, out) == (2, "") and f"{step} is a streaming step graph" in err
+    only_full = onnx_dir.parent / "only_full"
+    only_full.mkdir(exist_ok=True)
+    shutil.copy(full, only_full / "full.onnx")
+    code, _, err = _run(capsys, "--onnx", only_full, "--streaming", wav)
+    assert code == 2 and f"{only_full} holds no streaming step graph" in err
+    only_step = onnx_dir.parent / "only_step"
+    only_step.mkdir(exist_ok=True)
+    shutil.copy(step, only_step / step.name)
+    code, _, err = _run(capsys, "--onnx", only_step, wav)
+    assert code == 2 and f"{only_step} holds no full.onnx" in err
+
+
+def test_onnx_chunk_and_left_chunks_are_fixed_by_the_graph(audio_files, onnx_dir, capsys):
+    wav, step = audio_files[0], onnx_dir / "stream-c8-l2.onnx"
+    code, out, err = _run(capsys, "--onnx", onnx_dir, "--streaming", "--chunk-ms", "640", wav)
+    assert (code, out) == (2, "") and "--chunk-ms 640" in err and str(onnx_dir) in err
+    assert "stream-c4-l2.onnx (160 ms" in err and "stream-c8-l2.onnx (320 ms" in err
+    code, _, err = _run(capsys, "--onnx", step, "--streaming", "--chunk-ms", "160", wav)
+    assert code == 2 and f"--chunk-ms 160 does not match {step}" in err and "320 ms" in err
+    code, _, err = _run(capsys, "--onnx", step, "--streaming", "--left-chunks", "3", wav)
+    assert code == 2 and f"--left-chunks 3 does not match {step}" in err
+    assert "left_chunks 2" in err
+    code, _, err = _run(capsys, "--onnx", onnx_dir, "--streaming", "--left-chunks", "-1", wav)
+    assert code == 2 and "--left-chunks -1" in err
+
+
+def test_unreadable_onnx_graph_is_refused(audio_files, tmp_path, capsys):
+    wav, bad = audio_files[0], tmp_path / "full.onnx"
+    bad.write_bytes(b"not a graph")
+    code, out, err = _run(capsys, "--onnx", bad, wav)
+    assert (code, out) == (2, "") and f"cannot load ONNX graph {bad}" in err
+    code, _, err = _run(capsys, "--onnx", tmp_path / "absent.onnx", "--streaming", wav)
+    assert code == 2 and "absent.onnx" in err
