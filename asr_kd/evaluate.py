@@ -23,6 +23,9 @@ audio seconds are fbank frames x 10 ms.
 Writes into ``out_dir``: ``results.json`` (``{"rows": [...], "meta": {...}}``, one row per
 (model, subset, mode)), ``results.md``, ``wer_vs_latency.png``, ``wer_vs_macs.png``,
 ``hyps/<model>.<subset>.<mode>.tsv`` (cut id, reference, hypothesis) and ``config.yaml``.
+When ``<data.dir>/prepare_report.json`` exists, ``meta["prepare"]`` gives per evaluated subset
+how many cuts ``asr-kd-prepare`` dropped and why (and the subset's heading in ``results.md``
+says so when any were), so a WER over fewer utterances than the corpus holds is visible.
 
 Usage:
     asr-kd-evaluate checkpoints.teacher=exp/teacher/checkpoints/last.ckpt \\
@@ -39,6 +42,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,9 +73,11 @@ from asr_kd.models.decode import StreamingGreedyDecoder, greedy_ctc
 from asr_kd.onnx_runtime import OnnxCTC, OnnxStreamingCTC, OnnxStreamingDecoder
 from asr_kd.report import render_markdown, write_report
 
-__all__ = ["Utterance", "evaluate", "main", "run", "utterance_decoder"]
+__all__ = ["Utterance", "evaluate", "main", "prepare_skips", "run", "utterance_decoder"]
 
 RTF_SCOPE = "model + greedy CTC search on precomputed fbank (feature extraction not timed)"
+PREPARE_REPORT = "prepare_report.json"  # written by asr-kd-prepare into the data dir
+KEPT_REASONS = ("resampled",)  # reported by asr-kd-prepare, but the cut is kept
 
 
 @dataclass
@@ -401,6 +407,39 @@ def _meta(cfg: DictConfig, checkpoints: dict[str, str]) -> dict:
     }
 
 
+def prepare_skips(data_dir: str | Path, subsets) -> dict | None:
+    """What ``asr-kd-prepare`` dropped from each of ``subsets``, from its report in ``data_dir``:
+    ``{"report": path, "subsets": {subset: {"skipped": n, "reasons": {reason: count}}}}``.
+
+    None (and nothing reported) when the data dir has no report; a subset the report does not
+    list is left out. An unreadable report is a warning, not a failed evaluation."""
+    path = Path(data_dir) / PREPARE_REPORT
+    if not path.is_file():
+        return None
+    try:
+        prepared = json.loads(path.read_text())["subsets"]
+        dropped = {
+            subset: {
+                "skipped": int(prepared[subset]["skipped"]),
+                "reasons": {
+                    reason: int(entry["count"])
+                    for reason, entry in prepared[subset]["reasons"].items()
+                    if reason not in KEPT_REASONS
+                },
+            }
+            for subset in subsets
+            if subset in prepared
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        warnings.warn(
+            f"{path} is not an asr-kd-prepare report ({type(err).__name__}: {err}); the results "
+            "will not say how many cuts preparation dropped",
+            stacklevel=2,
+        )
+        return None
+    return {"report": str(path), "subsets": dropped}
+
+
 def _checkpoints(cfg: DictConfig) -> dict[str, str]:
     """Named checkpoints given on the command line; ``null`` entries are unused name slots."""
     given = {str(k): str(v) for k, v in (cfg.checkpoints or {}).items() if v is not None}
@@ -437,6 +476,9 @@ def evaluate(cfg: DictConfig) -> dict:
         for name, loaded in models.items():
             rows += evaluate_model(cfg, dm, name, loaded, subset)
     results = {"rows": rows, "meta": _meta(cfg, checkpoints)}
+    dropped = prepare_skips(cfg.data.dir, cfg.subsets)
+    if dropped is not None:
+        results["meta"]["prepare"] = dropped
     if onnx_diffs is not None:
         results["meta"]["onnx_max_abs_diff"] = onnx_diffs
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -163,6 +163,20 @@ How to read this table:
 """
 
 
+def _subset_heading(subset: str, first: dict, meta: dict) -> str:
+    """``## test (143 utterances, 6.0 min; 2 cut(s) dropped by asr-kd-prepare: too_short 2)``:
+    the size evaluated, and what preparation dropped from the subset (``meta["prepare"]``)."""
+    notes = []
+    if first.get("num_utts") is not None and first.get("audio_s") is not None:
+        notes.append(f"{first['num_utts']} utterances, {first['audio_s'] / 60:.1f} min")
+    dropped = ((meta.get("prepare") or {}).get("subsets") or {}).get(subset) or {}
+    if dropped.get("skipped"):
+        note = f"{dropped['skipped']} cut(s) dropped by asr-kd-prepare"
+        reasons = ", ".join(f"{r} {n}" for r, n in (dropped.get("reasons") or {}).items())
+        notes.append(f"{note}: {reasons}" if reasons else note)
+    return f"## {subset}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def render_markdown(results: dict) -> str:
     """The human-readable report: one table per subset, models x modes."""
     rows, meta = results["rows"], results.get("meta", {})
@@ -176,11 +190,7 @@ def render_markdown(results: dict) -> str:
     lines += [_LEGEND.format(rtf_scope=scope, batch_note=batch_note)]
     for subset in _subsets(rows):
         subset_rows = [r for r in rows if r["subset"] == subset]
-        first = subset_rows[0]
-        size = ""
-        if first.get("num_utts") is not None and first.get("audio_s") is not None:
-            size = f" ({first['num_utts']} utterances, {first['audio_s'] / 60:.1f} min)"
-        lines += [f"## {subset}{size}", ""]
+        lines += [_subset_heading(subset, subset_rows[0], meta), ""]
         lines.append("| " + " | ".join(_COLUMNS) + " |")
         lines.append("|" + "|".join("---" for _ in _COLUMNS) + "|")
         lines += [_table_row(r) for r in subset_rows]

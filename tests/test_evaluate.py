@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+import warnings
 
 import pytest
 import torch
 
 from asr_kd.checkpoint import load_model
 from asr_kd.config import compose
-from asr_kd.evaluate import evaluate
+from asr_kd.evaluate import evaluate, prepare_skips
 from asr_kd.metrics import word_error_rate
 from asr_kd.models.decode import greedy_ctc
 from asr_kd.report import load_results
@@ -124,3 +126,75 @@ def test_bad_requests_are_clear_errors(tmp_path, prepared_data_dir, make_checkpo
     )
     with pytest.raises(FileNotFoundError, match="absent.ckpt"):
         evaluate(cfg)
+
+
+def test_clean_prepare_report_is_recorded_and_not_shouted(evaluated, prepared_data_dir):
+    """The tiny corpus lost nothing at prepare time: meta says 0, the heading says nothing."""
+    cfg, results = evaluated
+    assert results["meta"]["prepare"] == {
+        "report": str(prepared_data_dir / "prepare_report.json"),
+        "subsets": {"test": {"skipped": 0, "reasons": {}}},
+    }
+    assert "dropped by asr-kd-prepare" not in open(f"{cfg.out_dir}/results.md").read()
+
+
+def _copy_with_report(prepared_data_dir, dest, report):
+    """The prepared data dir with another prepare_report.json (None: without one); the cuts
+    point at the original feature files by absolute path."""
+    shutil.copytree(prepared_data_dir, dest, ignore=shutil.ignore_patterns("feats"))
+    (dest / "prepare_report.json").unlink()
+    if report is not None:
+        (dest / "prepare_report.json").write_text(json.dumps(report))
+    return dest
+
+
+def test_cuts_dropped_at_prepare_time_are_reported_per_subset(
+    tmp_path, prepared_data_dir, make_checkpoint
+):
+    report = json.loads((prepared_data_dir / "prepare_report.json").read_text())
+    report["subsets"]["test"]["skipped"] = 3  # resampled audio is kept: not a skip
+    report["subsets"]["test"]["reasons"] = {
+        "empty_transcript": {"count": 1, "examples": ["1-2-0003.flac"]},
+        "resampled": {"count": 4, "examples": ["1-2-0000.flac (22050 Hz)"]},
+        "too_short_for_ctc": {"count": 2, "examples": ["1-2-0001", "1-2-0002"]},
+    }
+    student = make_checkpoint(tmp_path / "student.ckpt", streaming=True)
+    fast = ["runtime=torch", "plots=false", "chunk_sizes_ms=[320]", "rtf.warmup_utts=0"]
+    results = {}
+    for name, prepared in (("skips", report), ("no_report", None)):
+        data_dir = _copy_with_report(prepared_data_dir, tmp_path / f"data_{name}", prepared)
+        overrides = _overrides(data_dir, tmp_path / name, student_kd=student) + fast
+        results[name] = evaluate(compose("evaluate", overrides))
+
+    skips = results["skips"]
+    assert skips["meta"]["prepare"]["subsets"] == {
+        "test": {"skipped": 3, "reasons": {"empty_transcript": 1, "too_short_for_ctc": 2}}
+    }
+    saved = json.loads((tmp_path / "skips" / "results.json").read_text())
+    assert saved["meta"]["prepare"] == skips["meta"]["prepare"]
+    num_utts = skips["rows"][0]["num_utts"]
+    heading = f"## test ({num_utts} utterances, "
+    md = (tmp_path / "skips" / "results.md").read_text().splitlines()
+    assert [line for line in md if line.startswith(heading)][0].endswith(
+        " min; 3 cut(s) dropped by asr-kd-prepare: empty_transcript 1, too_short_for_ctc 2)"
+    )
+    # No report: nothing said, nothing failed; the rows are the same either way.
+    absent = results["no_report"]
+    assert "prepare" not in absent["meta"]
+    assert "by asr-kd-prepare" not in (tmp_path / "no_report" / "results.md").read_text()
+    for a, b in zip(skips["rows"], absent["rows"], strict=True):
+        assert list(a) == list(b) and (a["wer"], a["num_utts"]) == (b["wer"], b["num_utts"])
+
+
+def test_unreadable_prepare_report_warns_and_evaluation_goes_on(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no report is the normal case: not even a warning
+        assert prepare_skips(tmp_path, ["test"]) is None
+    (tmp_path / "prepare_report.json").write_text('{"subsets": ')
+    with pytest.warns(UserWarning, match="prepare_report.json is not an asr-kd-prepare report"):
+        assert prepare_skips(tmp_path, ["test"]) is None
+    (tmp_path / "prepare_report.json").write_text('{"subsets": {"dev": {}}}')
+    assert prepare_skips(tmp_path, ["test"]) == {
+        "report": str(tmp_path / "prepare_report.json"),
+        "subsets": {},
+    }

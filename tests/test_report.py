@@ -83,3 +83,24 @@ def test_missing_keys_and_bad_files_are_named(tmp_path, results):
     with pytest.raises(ValueError, match="results.json is not valid JSON"):
         load_results(path)
     assert main([str(tmp_path / "absent.json")]) == 2
+
+
+def test_subset_heading_says_how_many_cuts_prepare_dropped(results):
+    results["meta"]["prepare"] = {
+        "report": "exp/data/prepare_report.json",
+        "subsets": {
+            "test": {"skipped": 2, "reasons": {"too_short_for_ctc": 2}},
+            "dev": {"skipped": 0, "reasons": {}},
+        },
+    }
+    md = render_markdown(results).splitlines()
+    assert (
+        "## test (10 utterances, 1.5 min; 2 cut(s) dropped by asr-kd-prepare: too_short_for_ctc 2)"
+        in md
+    )
+    assert "## dev (10 utterances, 1.5 min)" in md  # nothing dropped: nothing said
+    for row in results["rows"]:
+        del row["num_utts"]
+    assert "## test (2 cut(s) dropped by asr-kd-prepare: too_short_for_ctc 2)" in (
+        render_markdown(results).splitlines()
+    )
