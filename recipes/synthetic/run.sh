@@ -34,7 +34,7 @@ HOURS_DEV=${HOURS_DEV:-0.05}
 HOURS_TEST=${HOURS_TEST:-0.1}            # test speakers never occur in train
 TEACHER_MODEL=${TEACHER_MODEL:-teacher_small}
 STUDENT_MODEL=${STUDENT_MODEL:-student_tiny}
-TEACHER_STEPS=${TEACHER_STEPS:-1800}     # teacher updates (~0.28 s each on 2 cores)
+TEACHER_STEPS=${TEACHER_STEPS:-1800}     # teacher updates (~0.36 s each on 2 cores)
 STUDENT_STEPS=${STUDENT_STEPS:-2000}     # updates of each student (KD and CTC-only: the same)
 # Peak learning rate of every student (KD, CTC-only, stage 7), over the experiment's 2e-3, which
 # suits the teacher. Dev WER after 2000 updates, KD / CTC-only, measured on the demo corpus:
