@@ -69,7 +69,7 @@ from asr_kd.metrics import (
     model_size_mb,
     real_time_factor,
 )
-from asr_kd.models.decode import StreamingGreedyDecoder, greedy_ctc
+from asr_kd.models.decode import StreamingGreedyDecoder, feed_chunks, greedy_ctc
 from asr_kd.onnx_runtime import OnnxCTC, OnnxStreamingCTC, OnnxStreamingDecoder
 from asr_kd.report import render_markdown, write_report
 
@@ -167,13 +167,6 @@ def _decode_offline_one(loaded: LoadedModel, utt: Utterance) -> str:
     return loaded.tokenizer.decode(ids)
 
 
-def _stream(decoder, feats, step: int) -> str:
-    """Feed ``step`` fbank frames (one chunk) at a time, as a live microphone would."""
-    for start in range(0, feats.shape[0], step):
-        decoder.accept(feats[start : start + step])
-    return decoder.finalize()
-
-
 def utterance_decoder(
     loaded: LoadedModel,
     chunk_size: int | None,
@@ -188,9 +181,9 @@ def utterance_decoder(
     if runtime == "torch":
         if chunk_size is None:
             return lambda utt: _decode_offline_one(loaded, utt)
-        return lambda utt: _stream(
+        return lambda utt: feed_chunks(
             StreamingGreedyDecoder(loaded.model, loaded.tokenizer, chunk_size, left_chunks),
-            utt.feats.unsqueeze(0),
+            utt.feats,
             step,
         )
     if runtime != "onnx":
@@ -203,7 +196,7 @@ def utterance_decoder(
 
     def decode(utt: Utterance) -> str:
         decoder.reset()
-        return _stream(decoder, utt.feats.numpy(), step)
+        return feed_chunks(decoder, utt.feats.numpy(), step)
 
     return decode
 

@@ -47,7 +47,7 @@ from google.protobuf.message import DecodeError
 from asr_kd.checkpoint import LoadedModel, load_model
 from asr_kd.data.features import FRAME_SHIFT_MS, compute_fbank, load_audio
 from asr_kd.export import FULL_FILE
-from asr_kd.models.decode import StreamingGreedyDecoder, greedy_ctc
+from asr_kd.models.decode import StreamingGreedyDecoder, feed_chunks, greedy_ctc
 from asr_kd.onnx_runtime import OnnxCTC, OnnxStreamingCTC, OnnxStreamingDecoder, read_metadata
 
 __all__ = [
@@ -78,14 +78,14 @@ def transcribe_offline(loaded: LoadedModel, feats: torch.Tensor) -> str:
 
 
 def _stream(decoder, feats: torch.Tensor, step: int, on_partial: OnPartial | None) -> str:
-    """Feed ``step`` fbank frames (one chunk) per ``decoder.accept``, as a live microphone would;
-    ``on_partial(seconds_fed, text)`` after every chunk. Torch and ONNX decoders alike."""
-    for start in range(0, feats.shape[0], step):
-        partial = decoder.accept(feats[start : start + step])
-        if on_partial is not None:
-            fed_s = min(start + step, feats.shape[0]) * FRAME_SHIFT_MS / 1000.0
-            on_partial(fed_s, partial)
-    return decoder.finalize()
+    """``feed_chunks`` with ``on_partial(seconds_fed, text)``. Torch and ONNX decoders alike."""
+    report = None
+    if on_partial is not None:
+
+        def report(frames: int, text: str) -> None:
+            on_partial(frames * FRAME_SHIFT_MS / 1000.0, text)
+
+    return feed_chunks(decoder, feats, step, report)
 
 
 @torch.inference_mode()

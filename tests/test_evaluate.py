@@ -198,3 +198,29 @@ def test_unreadable_prepare_report_warns_and_evaluation_goes_on(tmp_path):
         "report": str(tmp_path / "prepare_report.json"),
         "subsets": {},
     }
+
+
+def test_torch_streaming_feeds_the_model_one_chunk_at_a_time(
+    evaluated, prepared_data_dir, monkeypatch
+):
+    """Regression: runtime=torch handed the whole (1, T, F) utterance to one accept() call, so
+    its streaming RTF was not that of a live feed."""
+    import asr_kd.evaluate as ev
+    from asr_kd.data.datamodule import AsrDataModule
+
+    cfg, _ = evaluated
+    loaded = load_model(cfg.checkpoints.student_kd)
+    sizes = []
+    accept = ev.StreamingGreedyDecoder.accept
+
+    def recording_accept(self, feats):
+        sizes.append(feats.shape[-2])
+        return accept(self, feats)
+
+    monkeypatch.setattr(ev.StreamingGreedyDecoder, "accept", recording_accept)
+    decode = ev.utterance_decoder(loaded, 8, loaded.model.default_left_chunks, runtime="torch")
+    batch = next(iter(AsrDataModule(prepared_data_dir, num_workers=0).dataloader("test")))
+    feats = batch["feats"][0, : int(batch["feat_lens"][0])]
+    decode(ev.Utterance("u", "", feats))
+    step = 8 * loaded.model.subsampling_factor
+    assert len(sizes) == -(-feats.shape[0] // step) > 1 and max(sizes) == step

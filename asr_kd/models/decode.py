@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["GreedyTokenStream", "StreamingGreedyDecoder", "collapse_ids", "greedy_ctc"]
+__all__ = [
+    "GreedyTokenStream",
+    "StreamingGreedyDecoder",
+    "collapse_ids",
+    "feed_chunks",
+    "greedy_ctc",
+]
 
 
 def greedy_ctc(
@@ -144,3 +150,16 @@ class StreamingGreedyDecoder:
 
     def _extend(self, log_probs: torch.Tensor) -> None:
         self.tokens.extend(log_probs[0].argmax(dim=-1).cpu().numpy())  # (1, n, V) -> (n,)
+
+
+def feed_chunks(decoder: Any, feats: Any, step: int, on_partial: Any = None) -> str:
+    """Feed ``feats`` (T, F) to a streaming decoder ``step`` frames per ``accept``, as a live
+    microphone would, then ``finalize``; ``on_partial(frames_fed, text)`` after every chunk.
+    Used by evaluation and ``asr-kd-transcribe``, torch and ONNX Runtime decoders alike."""
+    if feats.ndim != 2:
+        raise ValueError(f"feats must be (frames, channels), got shape {tuple(feats.shape)}")
+    for start in range(0, feats.shape[0], step):
+        partial = decoder.accept(feats[start : start + step])
+        if on_partial is not None:
+            on_partial(min(start + step, feats.shape[0]), partial)
+    return decoder.finalize()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from asr_kd.models.decode import StreamingGreedyDecoder, greedy_ctc
+from asr_kd.models.decode import StreamingGreedyDecoder, feed_chunks, greedy_ctc
 
 
 class CharTokenizer:
@@ -82,3 +82,25 @@ def test_docstring_examples_and_the_shared_token_stream():
     for piece in np.split(ids, [1, 2, 5, 5, 8]):  # a repeat split across pieces, empty pieces
         stream.extend(piece)
     assert stream.token_ids == decode.collapse_ids(ids) == [5, 5, 6, 7]
+
+
+class _RecordingDecoder:
+    def __init__(self):
+        self.fed, self.finalized = [], False
+
+    def accept(self, feats):
+        self.fed.append(tuple(feats.shape))
+        return f"p{len(self.fed)}"
+
+    def finalize(self):
+        self.finalized = True
+        return "final"
+
+
+def test_feed_chunks_feeds_one_chunk_per_accept_and_reports_partials():
+    decoder, partials = _RecordingDecoder(), []
+    text = feed_chunks(decoder, torch.zeros(10, 3), 4, lambda n, t: partials.append((n, t)))
+    assert decoder.fed == [(4, 3), (4, 3), (2, 3)] and decoder.finalized and text == "final"
+    assert partials == [(4, "p1"), (8, "p2"), (10, "p3")]
+    with pytest.raises(ValueError, match="frames, channels"):  # (1, T, F) would be one chunk
+        feed_chunks(_RecordingDecoder(), torch.zeros(1, 10, 3), 4)
