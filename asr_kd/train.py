@@ -16,7 +16,8 @@ Run directory (``out_dir``):
 Checkpoints are written atomically (temp file + rename, :class:`AtomicCheckpointIO`) and hold
 only plain types, so the whole file loads with ``torch.load(weights_only=True)``.
 ``resume=true`` continues from ``checkpoints/last.ckpt`` at its global step with its optimizer,
-scheduler and callback states (the data order restarts its epoch). Every key under ``trainer.``
+scheduler and callback states, and mid-epoch at the batch after the last one trained (the data
+module saves its sampler's place). Every key under ``trainer.``
 goes to ``lightning.Trainer`` unchanged.
 
 Usage:

@@ -153,3 +153,35 @@ def test_two_process_ddp_on_cpu(tmp_path, prepared_data_dir):
     assert "distributed_backend=gloo" in proc.stderr + proc.stdout
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3
+
+
+def test_resume_mid_epoch_continues_the_epoch_where_it_stopped(
+    monkeypatch, tmp_path, prepared_data_dir
+):
+    seen: list[list[str]] = []
+    real = AsrTask.training_step
+
+    def recording(self, batch, batch_idx):
+        seen.append(list(batch["cut_ids"]))
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(AsrTask, "training_step", recording)
+    # the tiny train subset makes 6 batches an epoch (the next epoch's numbering after a resume
+    # is Lightning's business, so the comparison stays inside the first epoch)
+    train(tiny_run("train", prepared_data_dir, tmp_path / "whole", steps=6))
+    whole, seen[:] = list(seen), []
+    # stopped mid-epoch after 3 batches (the DataLoader had already drawn the 4th), then resumed
+    train(tiny_run("train", prepared_data_dir, tmp_path / "cut", steps=3))
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "cut", old)
+    train(tiny_run("train", prepared_data_dir, tmp_path / "cut", "resume=true", steps=6))
+    assert seen == whole
+
+    # a checkpoint written before the sampler state was saved restarts the epoch, with a warning
+    ckpt = torch.load(old / "checkpoints" / "last.ckpt", weights_only=True)
+    del ckpt["AsrDataModule"]
+    torch.save(ckpt, old / "checkpoints" / "last.ckpt")
+    seen[:] = []
+    with pytest.warns(UserWarning, match="no sampler state in the checkpoint"):
+        train(tiny_run("train", prepared_data_dir, old, "resume=true", steps=4))
+    assert seen == [whole[0]]

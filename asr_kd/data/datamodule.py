@@ -18,6 +18,10 @@ Speed perturbation (``speed_perturb=True``, training only) changes a cut's audio
 ``perturb_speed`` and computes its fbank on the fly; such a cut's id gains a ``_sp0.9`` style
 suffix, and a batch may then hold up to ``1 / min(speed_factors)`` times ``max_duration``.
 
+The training sampler's place in its epoch is part of every Lightning checkpoint (the
+``state_dict``/``load_state_dict`` hooks), so a run resumed mid-epoch goes on with the batch
+after the last one it trained, as an uninterrupted run would.
+
 Usage:
     dm = AsrDataModule("DATA", max_duration=120.0, num_workers=1)
     dm.tokenizer.vocab_size; mean, std = dm.cmvn
@@ -30,6 +34,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +47,9 @@ from asr_kd.data.features import compute_fbank
 from asr_kd.data.tokenizer import Tokenizer
 
 __all__ = ["AsrDataModule", "AsrDataset", "load_cuts"]
+
+# Sampler settings that must match for a checkpoint's place in the epoch to mean anything.
+_SAMPLER_KEYS = ("max_duration", "seed", "world_size", "shuffle", "drop_last")
 
 
 def _distributed_rank() -> tuple[int, int]:
@@ -173,6 +181,8 @@ class AsrDataModule(L.LightningDataModule):
         self.drop_last = drop_last
         self.seed = seed
         self.tokenizer = Tokenizer.load(self.data_dir / "lang")
+        self._train_sampler = None
+        self._train_sampler_state: dict | None = None  # from a checkpoint, until applied
 
     @property
     def cmvn(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,12 +209,12 @@ class AsrDataModule(L.LightningDataModule):
             return cut_sets[0], count
         return CutSet.from_cuts(c for cs in cut_sets for c in cs), count
 
-    def _loader(self, cuts_and_count, dataset, shuffle, max_duration, drop_last) -> DataLoader:
+    def _sampler(self, cuts_and_count, shuffle, max_duration, drop_last):
         from lhotse.dataset import DynamicBucketingSampler
 
         cuts, count = cuts_and_count
         rank, world_size = _distributed_rank()
-        sampler = DynamicBucketingSampler(
+        return DynamicBucketingSampler(
             cuts,
             max_duration=max_duration,
             # lhotse asserts buckets <= cuts: tiny dev sets get fewer buckets.
@@ -215,6 +225,8 @@ class AsrDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
         )
+
+    def _loader(self, dataset, sampler) -> DataLoader:
         return DataLoader(
             dataset,
             sampler=sampler,
@@ -223,11 +235,27 @@ class AsrDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def _trained_batches(self) -> int:
+        """Batches trained so far in the current epoch (Lightning's count), 0 outside ``fit``."""
+        if self.trainer is None:
+            return 0
+        return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+
     def train_dataloader(self) -> DataLoader:
         factors = self.speed_factors if self.speed_perturb else ()
         dataset = AsrDataset(self.tokenizer, speed_factors=factors, seed=self.seed)
         cuts = self._cuts(self.train_subsets)
-        return self._loader(cuts, dataset, self.shuffle, self.max_duration, self.drop_last)
+        sampler = self._sampler(cuts, self.shuffle, self.max_duration, self.drop_last)
+        state, self._train_sampler_state = self._train_sampler_state, None
+        changed = [k for k in _SAMPLER_KEYS if state and state[k] != getattr(sampler, k)]
+        if state is not None and not changed:
+            sampler.load_state_dict(state)  # fast-forwards to the saved place in the epoch
+        elif self._trained_batches() > 0:
+            why = f"sampler settings {changed} differ from" if changed else "no sampler state in"
+            msg = f"{why} the checkpoint: this epoch restarts from its first batch"
+            warnings.warn(msg, stacklevel=2)
+        self._train_sampler = sampler
+        return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self.dataloader(self.dev_subset)
@@ -241,4 +269,29 @@ class AsrDataModule(L.LightningDataModule):
         """
         dataset = AsrDataset(self.tokenizer)
         duration = self.max_duration if max_duration is None else float(max_duration)
-        return self._loader(self._cuts([subset]), dataset, shuffle, duration, False)
+        return self._loader(dataset, self._sampler(self._cuts([subset]), shuffle, duration, False))
+
+    def state_dict(self) -> dict:
+        """``{"train_sampler": lhotse sampler state}`` for the checkpoint; ``{}`` before training.
+
+        The DataLoader runs the sampler ahead of training (worker prefetch, Lightning's one-batch
+        lookahead), so the saved position is the number of batches actually trained in the epoch,
+        not the sampler's own count: lhotse's ``load_state_dict`` fast-forwards by that number.
+        """
+        if self._train_sampler is None:
+            return {}
+        state = self._train_sampler.state_dict()
+        diagnostics = state["diagnostics"]
+        epoch = diagnostics["current_epoch"]
+        diagnostics["stats_per_epoch"][epoch] = {
+            "epoch": epoch,
+            "kept_batches": self._trained_batches(),
+            "discarded_batches": 0,
+            "kept_cuts": 0,
+            "discarded_cuts": 0,
+        }
+        return {"train_sampler": state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Keep the sampler state of a checkpoint for the next :meth:`train_dataloader`."""
+        self._train_sampler_state = state_dict.get("train_sampler")
