@@ -182,6 +182,59 @@ def test_resume_mid_epoch_continues_the_epoch_where_it_stopped(
     del ckpt["AsrDataModule"]
     torch.save(ckpt, old / "checkpoints" / "last.ckpt")
     seen[:] = []
-    with pytest.warns(UserWarning, match="no sampler state in the checkpoint"):
+    with pytest.warns(UserWarning, match="the checkpoint holds no sampler state"):
         train(tiny_run("train", prepared_data_dir, old, "resume=true", steps=4))
     assert seen == [whole[0]]
+
+    # other buckets make another batch sequence: the epoch restarts, and the warning says why
+    changed = tmp_path / "changed"
+    train(tiny_run("train", prepared_data_dir, changed, steps=3))
+    seen[:] = []
+    with pytest.warns(UserWarning, match=r"num_buckets 2 -> 3\)"):
+        train(
+            tiny_run(
+                "train", prepared_data_dir, changed, "resume=true", "data.num_buckets=3", steps=4
+            )
+        )
+    assert len(seen) == 1 and seen[0] != whole[3]
+
+
+def test_resume_at_an_epoch_boundary_starts_the_next_epoch(
+    monkeypatch, tmp_path, prepared_data_dir
+):
+    """Regression: a checkpoint written after an epoch's last batch fast-forwarded through the
+    whole epoch on resume, so the next epoch trained no batch at all."""
+    seen: list[list[str]] = []
+    real = AsrTask.training_step
+
+    def recording(self, batch, batch_idx):
+        seen.append(list(batch["cut_ids"]))
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(AsrTask, "training_step", recording)
+    train(tiny_run("train", prepared_data_dir, tmp_path / "whole", steps=9))  # 6 batches/epoch
+    whole, seen[:] = list(seen), []
+    train(tiny_run("train", prepared_data_dir, tmp_path / "cut", steps=6))
+    train(tiny_run("train", prepared_data_dir, tmp_path / "cut", "resume=true", steps=9))
+    assert len(seen) == 9 and seen == whole
+
+
+def test_resume_from_a_run_stopped_mid_epoch_by_max_steps_keeps_the_next_epochs_order(
+    monkeypatch, tmp_path, prepared_data_dir
+):
+    """Regression: after resuming from the checkpoint ``fit`` writes when ``max_steps`` stops it
+    mid-epoch, Lightning's epoch count is one ahead, and the next epoch was shuffled as the one
+    after it."""
+    seen: list[list[str]] = []
+    real = AsrTask.training_step
+
+    def recording(self, batch, batch_idx):
+        seen.append(list(batch["cut_ids"]))
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(AsrTask, "training_step", recording)
+    train(tiny_run("train", prepared_data_dir, tmp_path / "whole", steps=9))  # 6 batches/epoch
+    whole, seen[:] = list(seen), []
+    train(tiny_run("train", prepared_data_dir, tmp_path / "cut", steps=3))
+    train(tiny_run("train", prepared_data_dir, tmp_path / "cut", "resume=true", steps=9))
+    assert seen == whole

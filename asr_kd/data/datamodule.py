@@ -182,6 +182,7 @@ class AsrDataModule(L.LightningDataModule):
         self.seed = seed
         self.tokenizer = Tokenizer.load(self.data_dir / "lang")
         self._train_sampler = None
+        self._train_data: dict = {}
         self._train_sampler_state: dict | None = None  # from a checkpoint, until applied
 
     @property
@@ -241,19 +242,56 @@ class AsrDataModule(L.LightningDataModule):
             return 0
         return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.ready)
 
+    def _follow_lightning_epochs(self, sampler) -> None:
+        """Lightning calls ``sampler.set_epoch(n)`` with its own epoch count, which after a
+        resume can be one ahead of the restored sampler's epoch (a checkpoint written when
+        ``max_steps`` stopped ``fit`` mid-epoch counts that epoch as processed). A different
+        number would make lhotse drop the restored position and shuffle the next epoch as the
+        one after it, so Lightning's numbers are shifted onto the sampler's."""
+        if self.trainer is None:
+            return
+        offset = sampler.epoch - int(self.trainer.fit_loop.epoch_progress.current.processed)
+        if offset:
+            set_epoch = sampler.set_epoch
+            sampler.set_epoch = lambda epoch: set_epoch(epoch + offset)
+
+    def _data_identity(self, num_cuts: int) -> dict:
+        """What else fixes the batch sequence: the subsets, their cut count, the buckets."""
+        return {
+            "train_subsets": list(self.train_subsets),
+            "num_cuts": int(num_cuts),
+            "num_buckets": self.num_buckets,
+            "speed_perturb": bool(self.speed_perturb),
+        }
+
+    def _epoch_finished(self) -> bool:
+        """True when the last batch of the current epoch has been trained (Lightning's view)."""
+        if self.trainer is None:
+            return False
+        return bool(self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
     def train_dataloader(self) -> DataLoader:
         factors = self.speed_factors if self.speed_perturb else ()
         dataset = AsrDataset(self.tokenizer, speed_factors=factors, seed=self.seed)
         cuts = self._cuts(self.train_subsets)
         sampler = self._sampler(cuts, self.shuffle, self.max_duration, self.drop_last)
-        state, self._train_sampler_state = self._train_sampler_state, None
-        changed = [k for k in _SAMPLER_KEYS if state and state[k] != getattr(sampler, k)]
+        self._train_data = self._data_identity(cuts[1])
+        saved, self._train_sampler_state = self._train_sampler_state, None
+        state = None if saved is None else saved.get("train_sampler")
+        now = {k: getattr(sampler, k) for k in _SAMPLER_KEYS} | self._train_data
+        then = {} if saved is None else {k: state[k] for k in _SAMPLER_KEYS} | saved.get("data", {})
+        changed = {k: (then.get(k), v) for k, v in now.items() if state and then.get(k) != v}
         if state is not None and not changed:
             sampler.load_state_dict(state)  # fast-forwards to the saved place in the epoch
+            self._follow_lightning_epochs(sampler)
         elif self._trained_batches() > 0:
-            why = f"sampler settings {changed} differ from" if changed else "no sampler state in"
-            msg = f"{why} the checkpoint: this epoch restarts from its first batch"
-            warnings.warn(msg, stacklevel=2)
+            why = "the checkpoint holds no sampler state"
+            if changed:
+                diffs = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+                why = (
+                    f"the training data or sampler settings changed since the checkpoint ({diffs})"
+                )
+            warnings.warn(f"{why}: this epoch restarts from its first batch", stacklevel=2)
         self._train_sampler = sampler
         return self._loader(dataset, sampler)
 
@@ -282,16 +320,21 @@ class AsrDataModule(L.LightningDataModule):
             return {}
         state = self._train_sampler.state_dict()
         diagnostics = state["diagnostics"]
-        epoch = diagnostics["current_epoch"]
+        epoch, trained = diagnostics["current_epoch"], self._trained_batches()
+        if self._epoch_finished():
+            # Saved after the epoch's last batch: resume at the start of the next one. Replaying
+            # a used-up sampler would make the resumed run's next epoch empty.
+            epoch, trained = epoch + 1, 0
+            state["epoch"] = diagnostics["current_epoch"] = epoch
         diagnostics["stats_per_epoch"][epoch] = {
             "epoch": epoch,
-            "kept_batches": self._trained_batches(),
+            "kept_batches": trained,
             "discarded_batches": 0,
             "kept_cuts": 0,
             "discarded_cuts": 0,
         }
-        return {"train_sampler": state}
+        return {"train_sampler": state, "data": self._train_data}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Keep the sampler state of a checkpoint for the next :meth:`train_dataloader`."""
-        self._train_sampler_state = state_dict.get("train_sampler")
+        self._train_sampler_state = state_dict if state_dict.get("train_sampler") else None
