@@ -59,6 +59,7 @@ import asr_kd
 from asr_kd.checkpoint import LoadedModel, load_model
 from asr_kd.config import CONF_DIR
 from asr_kd.data.features import FRAME_SHIFT_MS
+from asr_kd.data.prepare import KEPT_REASONS
 from asr_kd.export import FULL_FILE, TOLERANCE, check_export, export_checkpoint, step_file_name
 from asr_kd.metrics import (
     Timer,
@@ -77,7 +78,6 @@ __all__ = ["Utterance", "evaluate", "main", "prepare_skips", "run", "utterance_d
 
 RTF_SCOPE = "model + greedy CTC search on precomputed fbank (feature extraction not timed)"
 PREPARE_REPORT = "prepare_report.json"  # written by asr-kd-prepare into the data dir
-KEPT_REASONS = ("resampled",)  # reported by asr-kd-prepare, but the cut is kept
 
 
 @dataclass

@@ -40,9 +40,10 @@ from asr_kd.data.features import SAMPLE_RATE, fbank_extractor, load_audio
 from asr_kd.data.librispeech import LibriUtterance, scan_subset
 from asr_kd.data.tokenizer import Tokenizer, normalize_text, outside_alphabet
 
-__all__ = ["ctc_frames_needed", "prepare", "run"]
+__all__ = ["KEPT_REASONS", "ctc_frames_needed", "prepare", "run"]
 
 NUM_EXAMPLES = 5  # file names kept per skip reason in the report
+KEPT_REASONS = ("resampled",)  # reported, but the cut is kept (not counted as skipped)
 
 
 @dataclass(frozen=True)
@@ -370,7 +371,7 @@ def _summary(corpus_dir, out_dir, cut_sets, report: _Report, tokenizer, train_su
             "utterances": len(cuts),
             "speakers": len({c.supervisions[0].speaker for c in cuts}),
             "hours": round(sum(c.duration for c in cuts) / 3600, 4),
-            "skipped": sum(r["count"] for k, r in reasons.items() if k != "resampled"),
+            "skipped": sum(r["count"] for k, r in reasons.items() if k not in KEPT_REASONS),
             "reasons": reasons,
         }
     return {
@@ -396,7 +397,7 @@ def _print_summary(result: dict) -> None:
         )
     for name, row in result["subsets"].items():
         for reason, entry in row["reasons"].items():
-            kept = " (kept)" if reason == "resampled" else ""
+            kept = " (kept)" if reason in KEPT_REASONS else ""
             examples = ", ".join(entry["examples"][:3])
             print(f"  {name}: {reason}{kept} x{entry['count']}: {examples}")
     tok = result["tokenizer"]
