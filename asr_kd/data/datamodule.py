@@ -211,21 +211,18 @@ class AsrDataModule(L.LightningDataModule):
         return CutSet.from_cuts(c for cs in cut_sets for c in cs), count
 
     def _sampler(self, cuts_and_count, shuffle, max_duration, drop_last):
-        from lhotse.dataset import DynamicBucketingSampler
+        from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
 
         cuts, count = cuts_and_count
         rank, world_size = _distributed_rank()
-        return DynamicBucketingSampler(
-            cuts,
-            max_duration=max_duration,
-            # lhotse asserts buckets <= cuts: tiny dev sets get fewer buckets.
-            num_buckets=max(1, min(self.num_buckets, count)),
-            shuffle=shuffle,
-            drop_last=drop_last,
-            seed=self.seed,
-            rank=rank,
-            world_size=world_size,
-        )
+        common = dict(max_duration=max_duration, shuffle=shuffle, drop_last=drop_last)
+        common.update(seed=self.seed, rank=rank, world_size=world_size)
+        # lhotse asserts 1 < buckets <= cuts: tiny subsets get fewer buckets, and one bucket
+        # (num_buckets=1, or a one-cut subset) is plain dynamic batching.
+        buckets = min(self.num_buckets, count)
+        if buckets < 2:
+            return DynamicCutSampler(cuts, **common)
+        return DynamicBucketingSampler(cuts, num_buckets=buckets, **common)
 
     def _loader(self, dataset, sampler) -> DataLoader:
         return DataLoader(

@@ -99,3 +99,17 @@ def test_a_moved_data_dir_still_loads_its_features(prepared_data_dir, tmp_path):
     assert len(loaded) == len(cuts)
     assert all(c.features.storage_path.startswith(str(moved)) for c in loaded)
     assert loaded[0].load_features().shape[1] == FBANK_DIM
+
+
+def test_one_bucket_and_one_cut_subsets_batch_without_bucketing(prepared_data_dir, tmp_path):
+    """Regression: lhotse's bucketing sampler asserts num_buckets > 1, so num_buckets=1, or a
+    subset of a single cut (num_buckets is capped by the cut count), crashed."""
+    dm = AsrDataModule(prepared_data_dir, max_duration=12.0, num_buckets=1, num_workers=0)
+    cuts = {c.id: c for c in load_cuts(prepared_data_dir, "train")}
+    assert sorted(i for b in dm.train_dataloader() for i in b["cut_ids"]) == sorted(cuts)
+    data = tmp_path / "data"
+    shutil.copytree(prepared_data_dir, data)
+    one = next(iter(load_cuts(data, "test")))
+    CutSet.from_cuts([one]).to_file(data / "cuts_test.jsonl.gz")
+    batches = list(AsrDataModule(data, num_workers=0).dataloader("test"))
+    assert [b["cut_ids"] for b in batches] == [[one.id]]
