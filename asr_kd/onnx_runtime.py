@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from asr_kd.models.decode import GreedyTokenStream, collapse_ids
+from asr_kd.models.decode import GreedyDecoderText, GreedyTokenStream, collapse_ids
 
 __all__ = [
     "OnnxCTC",
@@ -265,7 +265,7 @@ class OnnxStreamingCTC:
         return out
 
 
-class OnnxStreamingDecoder:
+class OnnxStreamingDecoder(GreedyDecoderText):
     """``StreamingGreedyDecoder`` on ONNX Runtime: partial transcript per ``accept``.
 
     Args:
@@ -292,11 +292,3 @@ class OnnxStreamingDecoder:
         """End of utterance: decode the buffered tail and return the final transcript."""
         self.tokens.extend(self.model.flush().argmax(-1))
         return self.tokens.text
-
-    @property
-    def text(self) -> str:
-        return self.tokens.text
-
-    @property
-    def token_ids(self) -> list[int]:
-        return self.tokens.token_ids

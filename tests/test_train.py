@@ -155,9 +155,8 @@ def test_two_process_ddp_on_cpu(tmp_path, prepared_data_dir):
     assert ckpt["global_step"] == 3
 
 
-def test_resume_mid_epoch_continues_the_epoch_where_it_stopped(
-    monkeypatch, tmp_path, prepared_data_dir
-):
+def _record_batches(monkeypatch) -> list[list[str]]:
+    """The cut ids of every batch trained from now on, in order (a list that fills up)."""
     seen: list[list[str]] = []
     real = AsrTask.training_step
 
@@ -166,6 +165,24 @@ def test_resume_mid_epoch_continues_the_epoch_where_it_stopped(
         return real(self, batch, batch_idx)
 
     monkeypatch.setattr(AsrTask, "training_step", recording)
+    return seen
+
+
+def _resumed_vs_whole(monkeypatch, tmp_path, data_dir, stop: int, steps: int):
+    """Cut ids per batch of a ``steps``-step run, and of one stopped after ``stop`` steps and
+    resumed to ``steps`` (6 batches per epoch on the tiny corpus)."""
+    seen = _record_batches(monkeypatch)
+    train(tiny_run("train", data_dir, tmp_path / "whole", steps=steps))
+    whole, seen[:] = list(seen), []
+    train(tiny_run("train", data_dir, tmp_path / "cut", steps=stop))
+    train(tiny_run("train", data_dir, tmp_path / "cut", "resume=true", steps=steps))
+    return list(seen), whole
+
+
+def test_resume_mid_epoch_continues_the_epoch_where_it_stopped(
+    monkeypatch, tmp_path, prepared_data_dir
+):
+    seen = _record_batches(monkeypatch)
     # the tiny train subset makes 6 batches an epoch (the next epoch's numbering after a resume
     # is Lightning's business, so the comparison stays inside the first epoch)
     train(tiny_run("train", prepared_data_dir, tmp_path / "whole", steps=6))
@@ -204,18 +221,7 @@ def test_resume_at_an_epoch_boundary_starts_the_next_epoch(
 ):
     """Regression: a checkpoint written after an epoch's last batch fast-forwarded through the
     whole epoch on resume, so the next epoch trained no batch at all."""
-    seen: list[list[str]] = []
-    real = AsrTask.training_step
-
-    def recording(self, batch, batch_idx):
-        seen.append(list(batch["cut_ids"]))
-        return real(self, batch, batch_idx)
-
-    monkeypatch.setattr(AsrTask, "training_step", recording)
-    train(tiny_run("train", prepared_data_dir, tmp_path / "whole", steps=9))  # 6 batches/epoch
-    whole, seen[:] = list(seen), []
-    train(tiny_run("train", prepared_data_dir, tmp_path / "cut", steps=6))
-    train(tiny_run("train", prepared_data_dir, tmp_path / "cut", "resume=true", steps=9))
+    seen, whole = _resumed_vs_whole(monkeypatch, tmp_path, prepared_data_dir, stop=6, steps=9)
     assert len(seen) == 9 and seen == whole
 
 
@@ -225,16 +231,5 @@ def test_resume_from_a_run_stopped_mid_epoch_by_max_steps_keeps_the_next_epochs_
     """Regression: after resuming from the checkpoint ``fit`` writes when ``max_steps`` stops it
     mid-epoch, Lightning's epoch count is one ahead, and the next epoch was shuffled as the one
     after it."""
-    seen: list[list[str]] = []
-    real = AsrTask.training_step
-
-    def recording(self, batch, batch_idx):
-        seen.append(list(batch["cut_ids"]))
-        return real(self, batch, batch_idx)
-
-    monkeypatch.setattr(AsrTask, "training_step", recording)
-    train(tiny_run("train", prepared_data_dir, tmp_path / "whole", steps=9))  # 6 batches/epoch
-    whole, seen[:] = list(seen), []
-    train(tiny_run("train", prepared_data_dir, tmp_path / "cut", steps=3))
-    train(tiny_run("train", prepared_data_dir, tmp_path / "cut", "resume=true", steps=9))
+    seen, whole = _resumed_vs_whole(monkeypatch, tmp_path, prepared_data_dir, stop=3, steps=9)
     assert seen == whole

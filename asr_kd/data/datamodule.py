@@ -252,9 +252,9 @@ class AsrDataModule(L.LightningDataModule):
             set_epoch = sampler.set_epoch
             sampler.set_epoch = lambda epoch: set_epoch(epoch + offset)
 
-    def _data_identity(self, num_cuts: int) -> dict:
-        """What else fixes the batch sequence: the subsets, their cut count, the buckets."""
-        return {
+    def _batch_settings(self, sampler, num_cuts: int) -> dict:
+        """Everything that fixes the training batch sequence: a resume needs all of it unchanged."""
+        return {k: getattr(sampler, k) for k in _SAMPLER_KEYS} | {
             "train_subsets": list(self.train_subsets),
             "num_cuts": int(num_cuts),
             "num_buckets": self.num_buckets,
@@ -272,18 +272,16 @@ class AsrDataModule(L.LightningDataModule):
         dataset = AsrDataset(self.tokenizer, speed_factors=factors, seed=self.seed)
         cuts = self._cuts(self.train_subsets)
         sampler = self._sampler(cuts, self.shuffle, self.max_duration, self.drop_last)
-        self._train_data = self._data_identity(cuts[1])
+        self._train_data = self._batch_settings(sampler, cuts[1])
         saved, self._train_sampler_state = self._train_sampler_state, None
-        state = None if saved is None else saved.get("train_sampler")
-        now = {k: getattr(sampler, k) for k in _SAMPLER_KEYS} | self._train_data
-        then = {} if saved is None else {k: state[k] for k in _SAMPLER_KEYS} | saved.get("data", {})
-        changed = {k: (then.get(k), v) for k, v in now.items() if state and then.get(k) != v}
-        if state is not None and not changed:
-            sampler.load_state_dict(state)  # fast-forwards to the saved place in the epoch
+        before = {} if saved is None else saved.get("data", {})
+        changed = {k: (before.get(k), v) for k, v in self._train_data.items() if before.get(k) != v}
+        if saved is not None and not changed:
+            sampler.load_state_dict(saved["train_sampler"])  # fast-forwards to the saved place
             self._follow_lightning_epochs(sampler)
         elif self._trained_batches() > 0:
             why = "the checkpoint holds no sampler state"
-            if changed:
+            if saved is not None:
                 diffs = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
                 why = (
                     f"the training data or sampler settings changed since the checkpoint ({diffs})"

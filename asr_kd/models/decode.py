@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "GreedyDecoderText",
     "GreedyTokenStream",
     "StreamingGreedyDecoder",
     "collapse_ids",
@@ -101,7 +102,22 @@ class GreedyTokenStream:
         return self._text
 
 
-class StreamingGreedyDecoder:
+class GreedyDecoderText:
+    """``text`` and ``token_ids`` of a streaming decoder's ``self.tokens`` (a
+    ``GreedyTokenStream``): shared by the torch and ONNX Runtime decoders."""
+
+    tokens: GreedyTokenStream
+
+    @property
+    def text(self) -> str:
+        return self.tokens.text
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.tokens.token_ids
+
+
+class StreamingGreedyDecoder(GreedyDecoderText):
     """Streams one utterance through a streaming ``ConformerCTC`` and decodes greedily.
 
     The model state and the last frame's argmax (so a token repeated across a chunk boundary
@@ -139,14 +155,6 @@ class StreamingGreedyDecoder:
         log_probs, self.state = self.model.flush(self.state)
         self._extend(log_probs)
         return self.text
-
-    @property
-    def text(self) -> str:
-        return self.tokens.text
-
-    @property
-    def token_ids(self) -> list[int]:
-        return self.tokens.token_ids
 
     def _extend(self, log_probs: torch.Tensor) -> None:
         self.tokens.extend(log_probs[0].argmax(dim=-1).cpu().numpy())  # (1, n, V) -> (n,)
