@@ -20,6 +20,7 @@ Usage:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -36,6 +37,11 @@ if TYPE_CHECKING:
 __all__ = ["AsrTask", "CachedTargets", "KDConfig", "OnlineTeacher", "OptimConfig", "lr_lambda"]
 
 TeacherTargets = Callable[[dict], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+# With several ranks, lhotse fills the last round of an epoch that has fewer cuts than ranks with
+# copies renamed "<id>_dup<n>" (lhotse.dataset.sampling.base.mark_as_duplicate): same features,
+# so the same soft targets as the original.
+_LHOTSE_DUPLICATE = re.compile(r"(_dup\d+)+$")
 
 
 @dataclass
@@ -124,7 +130,8 @@ class CachedTargets:
         self.store, self.k = store, k
 
     def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        ids, probs, lens = self.store.batch(batch["cut_ids"], self.k)
+        cut_ids = [c if c in self.store else _LHOTSE_DUPLICATE.sub("", c) for c in batch["cut_ids"]]
+        ids, probs, lens = self.store.batch(cut_ids, self.k)
         device = batch["feats"].device
         return ids.to(device), probs.to(device), lens.to(device)
 

@@ -116,3 +116,27 @@ def test_another_tokenizer_is_refused(tmp_path, tiny_config, prepared_data_dir, 
     )  # fmt: skip
     with pytest.raises(ValueError, match=r"teacher vocab 28 != student vocab 29"):
         distill(cfg)
+
+
+def test_cached_targets_serve_the_duplicated_cuts_of_a_distributed_epoch(
+    prepared_data_dir, targets_dir
+):
+    """Regression: with DDP, lhotse pads the last round of an epoch that has fewer cuts than
+    ranks with copies renamed ``<id>_dup<n>``; the cached-targets lookup raised KeyError on
+    them, so a multi-GPU KD run crashed at an epoch's end."""
+    from lhotse import CutSet
+    from lhotse.dataset import DynamicCutSampler
+    from lhotse.dataset.sampling.base import mark_as_duplicate
+    from lhotse.testing.dummies import dummy_cut
+
+    three = CutSet.from_cuts(dummy_cut(i, duration=1.0) for i in range(3))
+    rank1 = DynamicCutSampler(three, max_duration=1.0, world_size=2, rank=1)
+    assert [c.id for b in rank1 for c in b][-1] == mark_as_duplicate(0)("dummy-mono-cut-0002")
+
+    dm = build_datamodule(compose("dump_targets", [f"data.dir={prepared_data_dir}"]).data)
+    batch = next(iter(dm.dataloader("train", shuffle=False, max_duration=200.0)))
+    renamed = [mark_as_duplicate(0)(c) for c in batch["cut_ids"]]
+    renamed[0] = mark_as_duplicate(1)(renamed[0])  # a copy of a copy
+    targets = CachedTargets(SoftTargetStore(targets_dir), k=4)
+    for got, want in zip(targets(dict(batch, cut_ids=renamed)), targets(batch), strict=True):
+        assert torch.equal(got, want)
