@@ -224,8 +224,12 @@ def _manifests(items: list[_Item]):
     )
 
 
-def _compute_features(cuts, out_dir: Path, subset: str, executor: Executor):
-    """Fbank for every cut into ``feats/<subset>``; returns the cuts (sorted by id) with features."""
+def _compute_features(cuts, out_dir: Path, subset: str, executor: Executor, num_jobs: int):
+    """Fbank for every cut into ``feats/<subset>``; returns the cuts (sorted by id) with features.
+
+    lhotse splits the cuts into ``num_jobs`` parts, one storage file each (``feats-<n>.lca``); at
+    least 2, because with 1 it ignores the executor and writes one file instead of the directory.
+    """
     import shutil
 
     from lhotse import CutSet, LilcomChunkyWriter
@@ -236,7 +240,7 @@ def _compute_features(cuts, out_dir: Path, subset: str, executor: Executor):
     with_feats = cuts.compute_and_store_features(
         extractor=fbank_extractor(),
         storage_path=storage,
-        num_jobs=2,
+        num_jobs=max(2, num_jobs),
         executor=executor,
         storage_type=LilcomChunkyWriter,
         progress_bar=False,
@@ -287,6 +291,7 @@ def _prepare_subsets(
     tokenizer_kind,
     bpe_vocab_size,
     ctc_frame_shift_ms,
+    num_jobs,
 ):
     """Validate every subset, train the tokenizer, write manifests and features per subset."""
     items = {
@@ -306,7 +311,7 @@ def _prepare_subsets(
         recordings, supervisions, cuts = _manifests(kept)
         recordings.to_file(out_dir / f"recordings_{subset}.jsonl.gz")
         supervisions.to_file(out_dir / f"supervisions_{subset}.jsonl.gz")
-        cut_sets[subset] = _compute_features(cuts, out_dir, subset, executor)
+        cut_sets[subset] = _compute_features(cuts, out_dir, subset, executor, num_jobs)
         cut_sets[subset].to_file(out_dir / f"cuts_{subset}.jsonl.gz")
     return tokenizer, cut_sets
 
@@ -351,6 +356,7 @@ def prepare(
                 tokenizer_kind,
                 bpe_vocab_size,
                 ctc_frame_shift_ms,
+                num_jobs,
             )
     finally:
         torch.set_num_threads(threads)

@@ -218,3 +218,12 @@ def test_every_transcribed_train_subset_feeds_the_tokenizer_by_default():
     ]
     with pytest.raises(ValueError, match="train_subsets"):
         _default_train_subsets(["dev-clean", "test-clean"], [])
+
+
+def test_num_jobs_splits_the_feature_extraction(corpus, tmp_path):
+    """Regression: fbank extraction, the longest part on LibriSpeech, always ran as 2 jobs
+    whatever ``num_jobs`` said (lhotse writes one storage file per job)."""
+    _prepare(corpus, tmp_path, "tokenizer=char", "num_jobs=3")
+    feats = sorted(p.name for p in (tmp_path / "feats" / TRAIN).iterdir())
+    assert feats == ["feats-0.lca", "feats-1.lca", "feats-2.lca"]
+    assert len(CutSet.from_file(tmp_path / f"cuts_{TRAIN}.jsonl.gz")) == 5
