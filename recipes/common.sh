@@ -34,6 +34,15 @@ parse_args() {
     || die "--stage and --stop-stage take integers, got '$stage' and '$stop_stage'"
 }
 
+# check_stages FIRST LAST: the recipe has stages FIRST..LAST; refuse a range that would run none
+# of them (it used to print "Done" having done nothing).
+check_stages() {
+  [ "$stage" -le "$2" ] && [ "$stop_stage" -ge "$1" ] \
+    || die "no stage in $stage-$stop_stage: this recipe has stages $1-$2"
+  [ "$stage" -le "$stop_stage" ] \
+    || die "--stage $stage is after --stop-stage $stop_stage: nothing to run (one stage: --stage $stage --stop-stage $stage)"
+}
+
 # The "TAG" of an override, or "train" when it has none.
 override_tag() {
   local tag=${1%%:*}

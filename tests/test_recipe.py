@@ -93,6 +93,10 @@ def test_bad_arguments_are_refused(fake_env):
     assert proc.returncode != 0 and "unknown override prefix 'bogus:'" in proc.stderr
     proc = _run(fake_env, "--stage", "two")
     assert proc.returncode != 0 and "integers" in proc.stderr
+    proc = _run(fake_env, "--stage", "7")  # the default --stop-stage is 6
+    assert proc.returncode != 0 and "--stage 7 --stop-stage 7" in proc.stderr
+    proc = _run(fake_env, "--stage", "8", "--stop-stage", "9")
+    assert proc.returncode != 0 and "this recipe has stages 0-7" in proc.stderr
     assert _calls(fake_env) == []
 
 
@@ -167,3 +171,62 @@ def test_a_retrained_teacher_redoes_its_soft_targets_and_students(fake_env):
         "asr-kd-distill",
         "asr-kd-distill",
     ]
+
+
+LIBRI = REPO / "recipes" / "librispeech" / "run.sh"
+LIBRI_SUBSETS = [
+    "train-clean-100",
+    "train-clean-360",
+    "train-other-500",
+    "dev-clean",
+    "dev-other",
+    "test-clean",
+    "test-other",
+]
+
+
+def _libri(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(LIBRI), *args], env=env, capture_output=True, text=True)
+
+
+def _libri_layout(root: Path, subsets: list[str]) -> Path:
+    """Subset folders with one <speaker>/<chapter>/*.trans.txt each (what the recipe checks)."""
+    for subset in subsets:
+        chapter = root / subset / "19" / "198"
+        chapter.mkdir(parents=True)
+        (chapter / "19-198.trans.txt").write_text("19-198-0000 HELLO\n")
+    return root
+
+
+def test_librispeech_recipe_points_to_openslr_when_data_is_missing(fake_env, tmp_path):
+    proc = _libri(fake_env, str(tmp_path / "nowhere"))
+    assert proc.returncode == 2 and "https://www.openslr.org/12" in proc.stderr
+    assert "LibriSpeech directory not found" in proc.stderr
+    corpus = _libri_layout(tmp_path / "LibriSpeech", [s for s in LIBRI_SUBSETS if "360" not in s])
+    proc = _libri(fake_env, str(corpus))
+    assert proc.returncode == 2 and "subset train-clean-360 missing" in proc.stderr
+    assert 'TRAIN_SUBSETS="train-clean-100"' in proc.stderr
+    assert _calls(fake_env) == []
+
+
+def test_librispeech_recipe_runs_its_stages_in_order(fake_env, tmp_path):
+    corpus = _libri_layout(tmp_path / "LibriSpeech", LIBRI_SUBSETS)
+    proc = _libri(fake_env, str(corpus), "kd:distill.alpha=0.7")
+    assert proc.returncode == 0, proc.stderr
+    calls = _calls(fake_env)
+    names = [c.split()[0] for c in calls]
+    assert names == ["asr-kd-prepare", "asr-kd-train"] + ["asr-kd-dump-targets"] * 3 + [
+        "asr-kd-distill",
+        "asr-kd-distill",
+        "asr-kd-evaluate",
+    ]
+    prepare, teacher, *_, kd, ctc, evaluate = calls
+    assert "tokenizer=bpe" in prepare and "tokenizer.vocab_size=500" in prepare
+    assert "model=teacher_large" in teacher and "trainer=multi_gpu" in teacher
+    assert "model=student_small" in kd and "distill=none" in ctc
+    assert "distill.alpha=0.7" in kd and "distill.alpha=0.7" not in ctc
+    steps = [a for a in kd.split() if a.startswith("trainer.max_steps=")]
+    assert steps and steps == [a for a in ctc.split() if a.startswith("trainer.max_steps=")]
+    assert "subsets=[test-clean,test-other,dev-clean,dev-other]" in evaluate
+    proc = _libri(fake_env, str(corpus), "--stage", "7")
+    assert proc.returncode != 0 and "this recipe has stages 1-6" in proc.stderr

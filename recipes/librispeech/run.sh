@@ -66,6 +66,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;; esac
 parse_args "$@"
+check_stages 1 6
 check_overrides prepare teacher dump kd ctc eval
 [ ${#positional[@]} -le 1 ] || die "one LibriSpeech directory expected, got: ${positional[*]}"
 corpus=${positional[0]:-}

@@ -56,6 +56,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;; esac
 parse_args "$@"
+check_stages 0 7
 [ ${#positional[@]} -eq 0 ] || die "unexpected argument '${positional[0]}' (overrides are key=value)"
 check_overrides synth prepare teacher dump kd ctc eval compare
 
