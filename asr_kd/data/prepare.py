@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import warnings
 from collections import defaultdict
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -276,7 +277,15 @@ def _train_tokenizer(kind: str, bpe_vocab_size: int, texts: list[str]) -> Tokeni
     if kind == "char":
         return Tokenizer.char()
     if kind == "bpe":
-        return Tokenizer.train_bpe(texts, vocab_size=bpe_vocab_size)
+        tokenizer = Tokenizer.train_bpe(texts, vocab_size=bpe_vocab_size)
+        if tokenizer.vocab_size < bpe_vocab_size:  # sentencepiece stops when merges run out
+            warnings.warn(
+                f"tokenizer.vocab_size={bpe_vocab_size} asked, but the training text "
+                f"({len(texts)} transcripts) fills only {tokenizer.vocab_size} ids; the models "
+                "use that size. More training text, or a smaller vocab_size, removes this.",
+                stacklevel=2,
+            )
+        return tokenizer
     raise ValueError(f"tokenizer kind {kind!r}; expected char or bpe")
 
 
