@@ -224,6 +224,7 @@ def test_librispeech_recipe_runs_its_stages_in_order(fake_env, tmp_path):
     assert "tokenizer=bpe" in prepare and "tokenizer.vocab_size=500" in prepare
     assert "model=teacher_large" in teacher and "trainer=multi_gpu" in teacher
     assert "model=student_small" in kd and "distill=none" in ctc
+    assert all("optim.warmup_steps=25000" in c for c in (teacher, kd, ctc))
     assert "distill.alpha=0.7" in kd and "distill.alpha=0.7" not in ctc
     steps = [a for a in kd.split() if a.startswith("trainer.max_steps=")]
     assert steps and steps == [a for a in ctc.split() if a.startswith("trainer.max_steps=")]
