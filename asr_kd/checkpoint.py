@@ -95,11 +95,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if "asr_kd" not in ckpt or "state_dict" not in ckpt:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # another file type: UnpicklingError, IndexError, KeyError...
+        raise ValueError(
+            f"cannot read {path} as a torch checkpoint ({type(error).__name__}: {error})"
+        ) from error
+    if not isinstance(ckpt, dict) or "asr_kd" not in ckpt or "state_dict" not in ckpt:
+        found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(
             f"{path} is not an asr_kd checkpoint (expected keys 'state_dict' and 'asr_kd', "
-            f"found {sorted(ckpt)[:8]})"
+            f"found {found})"
         )
     return ckpt
 

@@ -143,6 +143,8 @@ def _torch_decode(args: argparse.Namespace) -> Decode:
     left_chunks = args.left_chunks
     if left_chunks is None:
         left_chunks = int(getattr(loaded.model, "default_left_chunks", -1))
+    if left_chunks < -1:
+        raise _Refused(f"--left-chunks {left_chunks}: must be >= 0, or -1 for unlimited context")
     return lambda feats, on_partial: transcribe_streaming(
         loaded, feats, chunk_ms, left_chunks, on_partial
     )
@@ -264,6 +266,12 @@ def transcribe_file(decode: Decode, path: Path) -> str:
     return decode(feats, show)
 
 
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="asr-kd-transcribe",
@@ -301,7 +309,7 @@ def _parser() -> argparse.ArgumentParser:
         help="attention left context in chunks (-1 unlimited; default: the model's own; with "
         "--onnx it is fixed by the step graph and must match it)",
     )
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (default 1)")
     return p
 
 

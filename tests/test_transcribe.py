@@ -229,3 +229,47 @@ def test_unreadable_onnx_graph_is_refused(audio_files, tmp_path, capsys):
     assert (code, out) == (2, "") and f"cannot load ONNX graph {bad}" in err
     code, _, err = _run(capsys, "--onnx", tmp_path / "absent.onnx", "--streaming", wav)
     assert code == 2 and "absent.onnx" in err
+
+
+def test_audio_that_cannot_be_decoded_is_named_with_a_plain_reason(
+    audio_files, student_ckpt, tmp_path, capsys
+):
+    """Regression: audio under 10 ms failed inside lhotse's fbank with torch's tensor errors, a
+    NaN sample gave an empty transcript and exit status 0, and a missing file or a directory
+    was libsndfile's 'System error.' / 'Format not recognised.'."""
+    wav, _, _, wave = audio_files
+    short, nan = tmp_path / "short.wav", tmp_path / "nan.wav"
+    sf.write(short, wave[: SR // 200], SR)  # 5 ms
+    broken = wave.copy()
+    broken[100] = np.nan
+    sf.write(nan, broken, SR, subtype="FLOAT")
+    bad = [short, nan, tmp_path / "absent.wav", tmp_path]
+    code, out, err = _run(capsys, "--ckpt", student_ckpt, *bad, wav)
+    assert code == 1 and out.startswith(f"{wav}\t") and out.count("\n") == 1
+    reasons = dict(line.split(": ", 1)[1].split(": ", 1) for line in err.splitlines())
+    assert reasons == {
+        f"cannot transcribe {short}": "audio too short: 5.0 ms, fbank needs at least 10 ms",
+        f"cannot transcribe {nan}": f"cannot read audio {nan}: it holds NaN or infinite samples",
+        f"cannot transcribe {tmp_path / 'absent.wav'}": (
+            f"cannot read audio {tmp_path / 'absent.wav'}: no such file"
+        ),
+        f"cannot transcribe {tmp_path}": f"cannot read audio {tmp_path}: is a directory",
+    }
+
+
+def test_a_file_that_is_not_a_checkpoint_and_bad_options_are_refused(
+    audio_files, student_ckpt, capsys
+):
+    """Regression: --ckpt on a non-torch file died with torch.load's IndexError traceback;
+    --left-chunks -5 failed every file (status 1) instead of being refused; --threads 0 was
+    torch's RuntimeError traceback."""
+    wav = audio_files[0]
+    code, out, err = _run(capsys, "--ckpt", wav, wav)
+    assert (code, out) == (2, "")
+    assert f"cannot read {wav} as a torch checkpoint (IndexError" in err
+    code, out, err = _run(capsys, "--ckpt", student_ckpt, "--streaming", "--left-chunks", -5, wav)
+    assert (code, out) == (2, "") and "--left-chunks -5: must be >= 0" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--ckpt", str(student_ckpt), "--threads", "0", str(wav)])
+    assert exit_info.value.code == 2
+    assert "--threads: must be a positive integer" in capsys.readouterr().err

@@ -68,6 +68,11 @@ def compute_fbank(samples: np.ndarray | torch.Tensor, sample_rate: int) -> torch
     if samples.ndim != 1:
         raise ValueError(f"compute_fbank expects mono (N,) samples, got shape {samples.shape}")
     samples = resample(samples, int(sample_rate))
+    if samples.size < SAMPLE_RATE * FRAME_SHIFT_MS // 1000:  # lhotse fails below one frame shift
+        raise ValueError(
+            f"audio too short: {samples.size / SAMPLE_RATE * 1000:.1f} ms, fbank needs at least "
+            f"{FRAME_SHIFT_MS} ms"
+        )
     feats = fbank_extractor().extract(samples, SAMPLE_RATE)
     return torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
 
@@ -75,10 +80,16 @@ def compute_fbank(samples: np.ndarray | torch.Tensor, sample_rate: int) -> torch
 def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """``(samples (N,) float32 mono, sample_rate)``; channels are averaged.
 
-    Raises ``ValueError`` naming the file when it cannot be read or decoded.
+    Raises ``ValueError`` naming the file when it cannot be read or decoded, or when it holds
+    NaN or infinite samples (they would turn every frame of the utterance into NaN).
     """
+    if not Path(path).is_file():  # libsndfile says "System error." / "Format not recognised."
+        why = "is a directory" if Path(path).is_dir() else "no such file"
+        raise ValueError(f"cannot read audio {path}: {why}")
     try:
         samples, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, OSError...
         raise ValueError(f"cannot read audio {path}: {error}") from error
+    if not np.isfinite(samples).all():
+        raise ValueError(f"cannot read audio {path}: it holds NaN or infinite samples")
     return samples.mean(axis=1), int(sample_rate)
