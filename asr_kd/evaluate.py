@@ -52,7 +52,7 @@ from pathlib import Path
 import hydra
 import onnxruntime
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from tqdm import tqdm
 
 import asr_kd
@@ -449,9 +449,15 @@ def _checkpoints(cfg: DictConfig) -> dict[str, str]:
 
 def evaluate(cfg: DictConfig) -> dict:
     """Decode every (checkpoint, subset, mode), write the report, return ``{"rows", "meta"}``."""
-    from asr_kd.data.datamodule import AsrDataModule
+    from asr_kd.data.datamodule import AsrDataModule, load_cuts
 
     checkpoints = _checkpoints(cfg)
+    for key in ("subsets", "chunk_sizes_ms"):  # subsets=test: one subset, not four letters
+        if not isinstance(cfg[key], ListConfig):
+            cfg[key] = [cfg[key]]
+    dm = AsrDataModule(cfg.data.dir, num_workers=int(cfg.data.num_workers))
+    for subset in cfg.subsets:  # a subset that was never prepared fails now, not after the others
+        load_cuts(cfg.data.dir, subset)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -463,7 +469,6 @@ def evaluate(cfg: DictConfig) -> dict:
     if cfg.runtime not in ("torch", "onnx"):
         raise ValueError(f"runtime must be 'torch' or 'onnx', got {cfg.runtime!r}")
     onnx_diffs = _export_onnx(cfg, models) if cfg.runtime == "onnx" else None
-    dm = AsrDataModule(cfg.data.dir, num_workers=int(cfg.data.num_workers))
     rows = []
     for subset in cfg.subsets:
         for name, loaded in models.items():

@@ -224,3 +224,26 @@ def test_torch_streaming_feeds_the_model_one_chunk_at_a_time(
     decode(ev.Utterance("u", "", feats))
     step = 8 * loaded.model.subsampling_factor
     assert len(sizes) == -(-feats.shape[0] // step) > 1 and max(sizes) == step
+
+
+def test_subsets_are_checked_before_any_decoding_and_a_bare_name_is_one_subset(
+    tmp_path, prepared_data_dir, make_checkpoint
+):
+    """Regression: a subset that was never prepared failed only after every model was exported
+    and every earlier subset decoded; ``subsets=test`` was read as the subsets t, e, s, t."""
+    student = make_checkpoint(tmp_path / "student.ckpt", streaming=True)
+    out = tmp_path / "typo"
+    cfg = compose(
+        "evaluate",
+        _overrides(prepared_data_dir, out, student_kd=student) + ["subsets=[test,tset]"],
+    )
+    with pytest.raises(FileNotFoundError, match="no prepared subset 'tset'"):
+        evaluate(cfg)
+    assert not (out / "onnx").exists() and not (out / "hyps").exists()
+    cfg = compose(
+        "evaluate",
+        _overrides(prepared_data_dir, tmp_path / "bare", student_kd=student)
+        + ["subsets=test", "chunk_sizes_ms=320", "runtime=torch", "full_context=false"],
+    )
+    rows = evaluate(cfg)["rows"]
+    assert [(r["subset"], r["mode"]) for r in rows] == [("test", "stream-320ms")]
