@@ -78,10 +78,15 @@ def load_results(path: str | Path) -> dict:
             f'{path}: expected {{"rows": [...], "meta": {{...}}}}, got {results!r:.80}'
         )
     for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: row {i} is not an object: {row!r:.80}")
         missing = [k for k in REQUIRED_KEYS if k not in row]
         if missing:
             raise ValueError(f"{path}: row {i} ({row.get('model')}) lacks keys {missing}")
-    results.setdefault("meta", {})
+    if results.setdefault("meta", {}) is None:
+        results["meta"] = {}
+    if not isinstance(results["meta"], dict):
+        raise ValueError(f'{path}: "meta" is not an object: {results["meta"]!r:.80}')
     return results
 
 

@@ -85,6 +85,20 @@ def test_missing_keys_and_bad_files_are_named(tmp_path, results):
     assert main([str(tmp_path / "absent.json")]) == 2
 
 
+def test_hand_edited_rows_and_meta_of_the_wrong_type(tmp_path, results, capsys):
+    """Regression: a row that is not an object crashed the check itself (AttributeError), and
+    "meta": null crashed the rendering, instead of the check's error and status 2."""
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({**results, "rows": [*results["rows"], ["teacher", 1.0]]}))
+    assert main([str(path)]) == 2
+    assert f"row {len(results['rows'])} is not an object" in capsys.readouterr().err
+    path.write_text(json.dumps({**results, "meta": None}))
+    assert main([str(path)]) == 0
+    path.write_text(json.dumps({**results, "meta": [1]}))
+    assert main([str(path)]) == 2
+    assert '"meta" is not an object' in capsys.readouterr().err
+
+
 def test_subset_heading_says_how_many_cuts_prepare_dropped(results):
     results["meta"]["prepare"] = {
         "report": "exp/data/prepare_report.json",
