@@ -16,9 +16,9 @@ from pathlib import Path
 
 from hydra import compose as _hydra_compose
 from hydra import initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-__all__ = ["CONF_DIR", "compose"]
+__all__ = ["CONF_DIR", "as_list", "compose", "help_header"]
 
 # Top-level ``conf/`` of the source tree; the package is installed editable (``pip install -e``),
 # so this resolves to the checkout the user is working in.
@@ -29,3 +29,34 @@ def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
     """Compose the primary config ``conf/<config_name>.yaml`` with command-line style overrides."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return _hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def as_list(value) -> list:
+    """A list-valued key given as one bare value (``subsets=test``, ``chunk_sizes_ms=320``) as a
+    list of that value; repeated entries dropped, order kept."""
+    values = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    return list(dict.fromkeys(values))
+
+
+def help_header(config_name: str) -> str:
+    """The comment block at the top of ``conf/<config_name>.yaml``, uncommented: the command's
+    ``--help`` header (conf/hydra/help/asr_kd.yaml), so usage is written once, in the config."""
+    lines = []
+    for line in (CONF_DIR / f"{config_name}.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[2:] if line.startswith("# ") else line[1:])
+    return "\n".join(lines) + "\n"
+
+
+def _help_footer(config_name: str) -> str:
+    return (
+        f"Each key is explained beside it in {CONF_DIR / config_name}.yaml and in the group files\n"
+        f"under {CONF_DIR}/<group>/; the README's Commands section has examples.\n"
+        "Powered by Hydra (https://hydra.cc); --hydra-help lists Hydra's own flags.\n"
+    )
+
+
+# Registered on import: every entry point imports CONF_DIR from here before Hydra builds --help.
+OmegaConf.register_new_resolver("asr_kd_help_header", help_header, replace=True)
+OmegaConf.register_new_resolver("asr_kd_help_footer", _help_footer, replace=True)

@@ -52,15 +52,22 @@ from pathlib import Path
 import hydra
 import onnxruntime
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import asr_kd
 from asr_kd.checkpoint import LoadedModel, load_model
-from asr_kd.config import CONF_DIR
+from asr_kd.config import CONF_DIR, as_list
 from asr_kd.data.features import FRAME_SHIFT_MS
 from asr_kd.data.prepare import KEPT_REASONS
-from asr_kd.export import FULL_FILE, TOLERANCE, check_export, export_checkpoint, step_file_name
+from asr_kd.export import (
+    FULL_FILE,
+    TOLERANCE,
+    check_export,
+    chunk_frames,
+    export_checkpoint,
+    step_file_name,
+)
 from asr_kd.metrics import (
     Timer,
     algorithmic_latency_ms,
@@ -76,7 +83,7 @@ from asr_kd.report import render_markdown, write_report
 
 __all__ = ["Utterance", "evaluate", "main", "prepare_skips", "run", "utterance_decoder"]
 
-RTF_SCOPE = "model + greedy CTC search on precomputed fbank (feature extraction not timed)"
+RTF_SCOPE = "model + greedy CTC search on precomputed fbank; feature extraction not timed"
 PREPARE_REPORT = "prepare_report.json"  # written by asr-kd-prepare into the data dir
 
 
@@ -232,17 +239,6 @@ def decode_one_at_a_time(
     return Decoded(hyps, refs, timer.seconds, audio_s)
 
 
-def _chunk_frames(loaded: LoadedModel, name: str, chunk_ms: float) -> int:
-    shift = loaded.model.frame_shift_ms
-    frames = chunk_ms / shift
-    if frames < 1 or frames != int(frames):
-        raise ValueError(
-            f"chunk_sizes_ms entry {chunk_ms} is not a positive multiple of model {name}'s "
-            f"output frame shift {shift} ms ({loaded.path})"
-        )
-    return int(frames)
-
-
 def _model_figures(loaded: LoadedModel, chunk_size: int | None, left_chunks: int = -1) -> dict:
     model = loaded.model
     return {
@@ -290,7 +286,7 @@ def _export_onnx(cfg: DictConfig, models: dict[str, LoadedModel]) -> dict:
     for name, loaded in models.items():
         chunk_sizes = []
         if getattr(loaded.model, "streaming", False):
-            chunk_sizes = [_chunk_frames(loaded, name, ms) for ms in cfg.chunk_sizes_ms]
+            chunk_sizes = [chunk_frames(loaded, ms, name) for ms in cfg.chunk_sizes_ms]
         left_chunks = _left_chunks(loaded, cfg.left_chunks)
         paths = export_checkpoint(
             loaded, Path(cfg.out_dir) / "onnx" / name, chunk_sizes, left_chunks
@@ -335,7 +331,7 @@ def _stream_row(
     num_utts: int | None,
 ) -> dict:
     """The streaming path at one chunk size: WER and RTF from the same batch-1 pass."""
-    chunk_size, mode = _chunk_frames(loaded, name, chunk_ms), f"stream-{chunk_ms:g}ms"
+    chunk_size, mode = chunk_frames(loaded, chunk_ms, name), f"stream-{chunk_ms:g}ms"
     left_chunks = _left_chunks(loaded, cfg.left_chunks)
     streamed = decode_one_at_a_time(
         utterance_decoder(loaded, chunk_size, left_chunks, **_runtime(cfg, name)),
@@ -453,8 +449,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
     checkpoints = _checkpoints(cfg)
     for key in ("subsets", "chunk_sizes_ms"):  # subsets=test: one subset, not four letters
-        if not isinstance(cfg[key], ListConfig):
-            cfg[key] = [cfg[key]]
+        cfg[key] = as_list(cfg[key])
     dm = AsrDataModule(cfg.data.dir, num_workers=int(cfg.data.num_workers))
     for subset in cfg.subsets:  # a subset that was never prepared fails now, not after the others
         load_cuts(cfg.data.dir, subset)
@@ -465,7 +460,7 @@ def evaluate(cfg: DictConfig) -> dict:
     for name, loaded in models.items():  # fail before hours of decoding, not after
         if getattr(loaded.model, "streaming", False):
             for chunk_ms in cfg.chunk_sizes_ms:
-                _chunk_frames(loaded, name, chunk_ms)
+                chunk_frames(loaded, chunk_ms, name)
     if cfg.runtime not in ("torch", "onnx"):
         raise ValueError(f"runtime must be 'torch' or 'onnx', got {cfg.runtime!r}")
     onnx_diffs = _export_onnx(cfg, models) if cfg.runtime == "onnx" else None

@@ -55,7 +55,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from asr_kd.checkpoint import LoadedModel, load_model
-from asr_kd.config import CONF_DIR
+from asr_kd.config import CONF_DIR, as_list
 from asr_kd.models.conformer import rotary_frequencies
 
 __all__ = [
@@ -315,6 +315,30 @@ def _step_shapes(model: nn.Module, chunk_size: int, left_chunks: int) -> dict[st
     return shapes
 
 
+def chunk_frames(loaded: LoadedModel, chunk_ms: float, name: str | None = None) -> int:
+    """A chunk size in ms -> encoder frames; ``ValueError`` unless it is a positive multiple of
+    the model's output frame shift (``name`` labels the model in the message)."""
+    shift = loaded.model.frame_shift_ms
+    frames = chunk_ms / shift
+    if frames < 1 or frames != int(frames):
+        label = f"model {name}'s" if name else "the model's"
+        raise ValueError(
+            f"chunk_sizes_ms entry {chunk_ms} is not a positive multiple of {label} output "
+            f"frame shift {shift} ms ({loaded.path})"
+        )
+    return int(frames)
+
+
+def _check_left_chunks(loaded: LoadedModel, left_chunks: int) -> None:
+    if left_chunks < 0:
+        raise ValueError(
+            f"left_chunks={left_chunks}: the streaming ONNX step needs a finite attention cache "
+            f"(left_chunks >= 0); model {loaded.path} default is "
+            f"{loaded.model.default_left_chunks}. Pass left_chunks=N (or runtime=torch to "
+            "asr-kd-evaluate)"
+        )
+
+
 def export_step(loaded: LoadedModel, path: str | Path, chunk_size: int, left_chunks: int) -> Path:
     """Chunk-step graph of a streaming model with fixed-size caches (see ``_Graph.forward``)."""
     model = loaded.model.eval()
@@ -322,12 +346,7 @@ def export_step(loaded: LoadedModel, path: str | Path, chunk_size: int, left_chu
         raise ValueError(f"{loaded.path}: a full-context model has no streaming step to export")
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0 encoder frames, got {chunk_size}")
-    if left_chunks < 0:
-        raise ValueError(
-            f"left_chunks={left_chunks}: the streaming ONNX step needs a finite attention cache "
-            f"(left_chunks >= 0); model {loaded.path} default is {model.default_left_chunks}. "
-            "Pass left_chunks=N (or runtime=torch to asr-kd-evaluate)"
-        )
+    _check_left_chunks(loaded, left_chunks)
     shapes = _step_shapes(model, chunk_size, left_chunks)
     outputs = ["log_probs"]
     for i in range(len(model.layers)):
@@ -353,9 +372,11 @@ def export_checkpoint(
     """``full.onnx`` and, for a streaming model, one step graph per chunk size (encoder
     frames). ``left_chunks=None``: the model's ``default_left_chunks``. Returns name -> path."""
     out_dir = Path(out_dir)
+    lc = loaded.model.default_left_chunks if left_chunks is None else int(left_chunks)
+    if loaded.model.streaming and chunk_sizes:
+        _check_left_chunks(loaded, lc)  # before any file is written
     paths = {"full": export_full(loaded, out_dir / FULL_FILE)}
     if loaded.model.streaming:
-        lc = loaded.model.default_left_chunks if left_chunks is None else int(left_chunks)
         for c in chunk_sizes:
             paths[f"stream-c{c}"] = export_step(loaded, out_dir / step_file_name(c, lc), c, lc)
     return paths
@@ -418,15 +439,8 @@ def run(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     loaded = load_model(cfg.ckpt)
-    shift = loaded.model.frame_shift_ms
-    chunk_sizes = []
-    for ms in cfg.chunk_sizes_ms if loaded.model.streaming else []:
-        if ms <= 0 or ms % shift:
-            raise ValueError(
-                f"chunk_sizes_ms entry {ms} is not a positive multiple of {cfg.ckpt}'s "
-                f"output frame shift {shift} ms"
-            )
-        chunk_sizes.append(int(ms // shift))
+    chunk_ms = as_list(cfg.chunk_sizes_ms) if loaded.model.streaming else []
+    chunk_sizes = [chunk_frames(loaded, ms) for ms in chunk_ms]
     paths = export_checkpoint(loaded, out_dir, chunk_sizes, cfg.left_chunks)
     diffs = check_export(loaded, paths)
     summary = {

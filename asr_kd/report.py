@@ -83,6 +83,17 @@ def load_results(path: str | Path) -> dict:
         missing = [k for k in REQUIRED_KEYS if k not in row]
         if missing:
             raise ValueError(f"{path}: row {i} ({row.get('model')}) lacks keys {missing}")
+        not_numbers = {
+            k: row[k]
+            for k in (*REQUIRED_KEYS[3:], "rtf_batch")
+            if row.get(k) is not None
+            and (isinstance(row[k], bool) or not isinstance(row[k], (int, float)))
+        }
+        if not_numbers:
+            raise ValueError(
+                f"{path}: row {i} ({row['model']}) has values that are not numbers or null: "
+                f"{not_numbers}"
+            )
     if results.setdefault("meta", {}) is None:
         results["meta"] = {}
     if not isinstance(results["meta"], dict):

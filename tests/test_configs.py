@@ -9,6 +9,8 @@ so a file added by anyone is tested without editing this module. A group whose n
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -124,3 +126,20 @@ def _compose_experiment(group: str, option: str) -> DictConfig:
     pytest.fail(
         f"conf/{group}/{option}.yaml composes with no primary config:\n" + "\n".join(errors)
     )
+
+
+@pytest.mark.parametrize("primary", PRIMARIES)
+def test_help_shows_the_commands_usage_and_where_its_keys_are_explained(primary):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(primary, return_hydra_config=True)
+    header = OmegaConf.to_container(cfg.hydra.help, resolve=True)["header"]
+    command = "asr-kd-" + primary.replace("_", "-")
+    assert header.startswith(f"{command}: ") and "#" not in header.splitlines()[0]
+    assert f"conf/{primary}.yaml" in cfg.hydra.help.footer
+
+
+def test_help_of_an_installed_command():
+    script = Path(sys.executable).parent / "asr-kd-export"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("asr-kd-export: a checkpoint -> ONNX graphs")
+    assert "chunk_sizes_ms:" in out.stdout and "is powered by Hydra" not in out.stdout

@@ -247,3 +247,15 @@ def test_subsets_are_checked_before_any_decoding_and_a_bare_name_is_one_subset(
     )
     rows = evaluate(cfg)["rows"]
     assert [(r["subset"], r["mode"]) for r in rows] == [("test", "stream-320ms")]
+    cfg = compose(  # a repeated entry is one row, not two identical ones
+        "evaluate",
+        _overrides(prepared_data_dir, tmp_path / "twice", student_kd=student)
+        + [
+            "subsets=[test,test]",
+            "chunk_sizes_ms=[320,320]",
+            "runtime=torch",
+            "full_context=false",
+        ],
+    )
+    rows = evaluate(cfg)["rows"]
+    assert [(r["subset"], r["mode"]) for r in rows] == [("test", "stream-320ms")]

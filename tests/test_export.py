@@ -136,6 +136,14 @@ def test_export_cli_writes_checked_graphs(tmp_path, make_checkpoint):
         run(compose("export", [f"ckpt={ckpt}", f"out_dir={out}", "tolerance=-1.0"]))
     with pytest.raises(ValueError, match="multiple"):
         run(compose("export", [f"ckpt={ckpt}", f"out_dir={out}", "chunk_sizes_ms=[100]"]))
+    bare = run(
+        compose("export", [f"ckpt={ckpt}", f"out_dir={tmp_path / 'b'}", "chunk_sizes_ms=160"])
+    )
+    assert set(bare) == {"full", "stream-c4"}  # a bare value is a list of one (was a TypeError)
+    refused = tmp_path / "refused"
+    with pytest.raises(ValueError, match="left_chunks=-1"):
+        run(compose("export", [f"ckpt={ckpt}", f"out_dir={refused}", "left_chunks=-1"]))
+    assert not list(refused.glob("*.onnx"))  # refused before full.onnx was written
 
 
 def test_export_rejects_a_nan_difference(tmp_path, make_checkpoint, monkeypatch):

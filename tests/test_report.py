@@ -97,6 +97,10 @@ def test_hand_edited_rows_and_meta_of_the_wrong_type(tmp_path, results, capsys):
     path.write_text(json.dumps({**results, "meta": [1]}))
     assert main([str(path)]) == 2
     assert '"meta" is not an object' in capsys.readouterr().err
+    row = {**results["rows"][0], "wer": "31.3"}  # a quoted number crashed the rendering
+    path.write_text(json.dumps({**results, "rows": [row]}))
+    assert main([str(path)]) == 2
+    assert "not numbers or null: {'wer': '31.3'}" in capsys.readouterr().err
 
 
 def test_subset_heading_says_how_many_cuts_prepare_dropped(results):
