@@ -76,18 +76,31 @@ overrides_for() {
 in_range() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
 # run_stage N KIND MARKER CMD...: run CMD plus KIND's overrides, then create the MARKER file
-# (a `.done` in the stage's output dir); skip the command when MARKER exists (delete it to redo).
+# (a `.done` in the stage's output dir); skip the command when MARKER exists (delete the directory to redo).
 run_stage() {
   local n=$1 kind=$2 marker=$3 extra=()
   shift 3
   if [ -f "$marker" ]; then
-    log "Stage $n: $marker exists, skipping (delete it to redo)"
+    log "Stage $n: $marker exists, skipping (delete $(dirname "$marker") to redo)"
     return 0
   fi
   mapfile -t extra < <(overrides_for "$kind")
   log "+ $* ${extra[*]+"${extra[*]}"}"
   "$@" ${extra[@]+"${extra[@]}"}
   mkdir -p "$(dirname "$marker")" && touch "$marker"
+}
+
+# train_stage N KIND OUT_DIR CMD...: run_stage for a training command. A run stopped before it
+# wrote OUT_DIR/.done (OUT_DIR/checkpoints/last.ckpt, no marker) is resumed with resume=true,
+# where asr-kd-train would refuse to start over it; delete OUT_DIR to train from scratch.
+train_stage() {
+  local n=$1 kind=$2 dir=$3 resume=()
+  shift 3
+  if [ ! -f "$dir/.done" ] && [ -f "$dir/checkpoints/last.ckpt" ]; then
+    log "Stage $n: resuming the unfinished run in $dir (delete the directory to start over)"
+    resume=(resume=true)
+  fi
+  run_stage "$n" "$kind" "$dir/.done" "$@" ${resume[@]+"${resume[@]}"}
 }
 
 # stale_if_newer MARKER FILE...: delete MARKER when an input (a checkpoint) is newer than it.
@@ -111,13 +124,19 @@ reset_if_newer() {
 
 # distil_student NAME DISTILL KIND STAGE: one student ($STUDENT_MODEL, $STUDENT_STEPS updates)
 # from the cached soft targets in $EXP/targets, plus the recipe's own STUDENT_ARGS (an array).
-# New soft targets (a retrained teacher) make a finished student stale.
+# Soft targets newer than a KD student's last checkpoint (a retrained teacher) make it stale: its
+# directory is removed and it is trained afresh. The CTC-only student does not read them.
 distil_student() {
-  local name=$1 setting=$2 kind=$3 n=$4 kd_args=()
-  # The KD settings read the dumped targets: their temperature must be the dump's.
-  [ "$setting" = none ] || kd_args=(distill.temperature="$TEMPERATURE")
-  stale_if_newer "$EXP/$name/.done" "$EXP/targets/index.json"
-  run_stage "$n" "$kind" "$EXP/$name/.done" asr-kd-distill model="$STUDENT_MODEL" \
+  local name=$1 setting=$2 kind=$3 n=$4 kd_args=() last=$EXP/$1/checkpoints/last.ckpt
+  if [ "$setting" != none ]; then
+    # The KD settings read the dumped targets: their temperature must be the dump's.
+    kd_args=(distill.temperature="$TEMPERATURE")
+    if [ -f "$last" ] && [ "$EXP/targets/index.json" -nt "$last" ]; then
+      log "Stage $n: $EXP/targets is newer than $last: training $name again"
+      rm -rf "${EXP:?}/$name"
+    fi
+  fi
+  train_stage "$n" "$kind" "$EXP/$name" asr-kd-distill model="$STUDENT_MODEL" \
     teacher_ckpt="$(ckpt_of teacher)" distill="$setting" targets_dir="$EXP/targets" \
     out_dir="$EXP/$name" trainer.max_steps="$STUDENT_STEPS" seed="$SEED" \
     ${STUDENT_ARGS[@]+"${STUDENT_ARGS[@]}"} ${kd_args[@]+"${kd_args[@]}"}

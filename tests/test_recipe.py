@@ -152,25 +152,46 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     shutil.rmtree(tmp_path / "exp" / "synth-corpus", ignore_errors=True)
 
 
-def test_a_retrained_teacher_redoes_its_soft_targets_and_students(fake_env):
-    """Regression: a rerun after retraining the teacher kept the old targets and students."""
+def _checkpoint(out_dir: Path, mtime: float) -> Path:
+    ckpt = out_dir / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.write_text("weights")
+    os.utime(ckpt, (mtime, mtime))
+    return ckpt
+
+
+def test_a_retrained_teacher_redoes_its_soft_targets_and_the_kd_student(fake_env):
+    """Regression: a rerun after retraining the teacher kept the old targets and students; then
+    the stale KD student was rerun over its old last.ckpt, which asr-kd-distill refuses."""
     assert _run(fake_env).returncode == 0
     _calls(fake_env)
     exp = Path(fake_env["EXP"])
     old = (exp / "targets" / ".done").stat().st_mtime
     for done in exp.glob("*/.done"):
         os.utime(done, (old, old))
-    ckpt = exp / "teacher" / "checkpoints" / "last.ckpt"
-    ckpt.parent.mkdir(parents=True)
-    ckpt.write_text("new teacher")
-    os.utime(ckpt, (old + 10, old + 10))
+    for student in ("student_kd", "student_ctc"):
+        _checkpoint(exp / student, old)
+    _checkpoint(exp / "teacher", old + 10)  # retrained after the targets were dumped
     proc = _run(fake_env, "--stage", "3", "--stop-stage", "5")
     assert proc.returncode == 0, proc.stderr
-    assert [c.split()[0] for c in _calls(fake_env)] == [
-        "asr-kd-dump-targets",
-        "asr-kd-distill",
-        "asr-kd-distill",
-    ]
+    dump, kd = _calls(fake_env)  # the CTC-only student reads no targets: still done
+    assert dump.startswith("asr-kd-dump-targets") and "distill=frame_kl" in kd
+    assert "resume=true" not in kd and not (exp / "student_kd" / "checkpoints").exists()
+    assert (exp / "student_ctc" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_an_interrupted_training_stage_is_resumed(fake_env):
+    """Regression: a stage stopped before its .done marker was rerun without resume=true, which
+    asr-kd-train refuses over an existing last.ckpt."""
+    exp = Path(fake_env["EXP"])
+    _checkpoint(exp / "teacher", 0.0)
+    proc = _run(fake_env, "--stage", "2", "--stop-stage", "2", "teacher:trainer.max_steps=9")
+    assert proc.returncode == 0, proc.stderr
+    (teacher,) = _calls(fake_env)
+    assert teacher.endswith("resume=true trainer.max_steps=9")  # the user's overrides still last
+    assert "resuming the unfinished run" in proc.stdout
+    assert _run(fake_env, "--stage", "2", "--stop-stage", "2").returncode == 0
+    assert _calls(fake_env) == []  # finished now: skipped
 
 
 LIBRI = REPO / "recipes" / "librispeech" / "run.sh"

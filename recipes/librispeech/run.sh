@@ -101,7 +101,7 @@ fi
 
 if in_range 2; then
   log "Stage 2: train the teacher ($TEACHER_MODEL, trainer=$TRAINER, $TEACHER_STEPS steps)"
-  run_stage 2 teacher "$EXP/teacher/.done" asr-kd-train model="$TEACHER_MODEL" trainer="$TRAINER" \
+  train_stage 2 teacher "$EXP/teacher" asr-kd-train model="$TEACHER_MODEL" trainer="$TRAINER" \
     "${data_args[@]}" out_dir="$EXP/teacher" trainer.max_steps="$TEACHER_STEPS" seed="$SEED" \
     optim.warmup_steps="$WARMUP_STEPS"
 fi

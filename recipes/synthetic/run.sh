@@ -23,7 +23,8 @@
 # `key=value` go to every training stage (2, 4, 5, 7).
 #
 # Each finished stage leaves a `.done` marker in its output directory; a rerun skips it. Delete
-# the marker (or the directory) to redo a stage after changing its settings.
+# the stage's output directory to redo it after changing its settings. A training stage stopped
+# midway (a checkpoints/last.ckpt, no marker) is resumed (resume=true) on the next run.
 set -euo pipefail
 
 # ---- knobs (environment variables override them) --------------------------------------------
@@ -78,7 +79,7 @@ fi
 
 if in_range 2; then
   log "Stage 2: train the teacher ($TEACHER_MODEL, $TEACHER_STEPS steps)"
-  run_stage 2 teacher "$EXP/teacher/.done" asr-kd-train model="$TEACHER_MODEL" data.dir="$data" \
+  train_stage 2 teacher "$EXP/teacher" asr-kd-train model="$TEACHER_MODEL" data.dir="$data" \
     out_dir="$EXP/teacher" trainer.max_steps="$TEACHER_STEPS" seed="$SEED" +experiment="$EXPERIMENT"
 fi
 
