@@ -239,6 +239,10 @@ def decode_one_at_a_time(
     return Decoded(hyps, refs, timer.seconds, audio_s)
 
 
+def _chunk_frames(loaded: LoadedModel, name: str, chunk_ms: float) -> int:
+    return chunk_frames(loaded.model, chunk_ms, source=f"model {name} ({loaded.path})")
+
+
 def _model_figures(loaded: LoadedModel, chunk_size: int | None, left_chunks: int = -1) -> dict:
     model = loaded.model
     return {
@@ -286,7 +290,7 @@ def _export_onnx(cfg: DictConfig, models: dict[str, LoadedModel]) -> dict:
     for name, loaded in models.items():
         chunk_sizes = []
         if getattr(loaded.model, "streaming", False):
-            chunk_sizes = [chunk_frames(loaded, ms, name) for ms in cfg.chunk_sizes_ms]
+            chunk_sizes = [_chunk_frames(loaded, name, ms) for ms in cfg.chunk_sizes_ms]
         left_chunks = _left_chunks(loaded, cfg.left_chunks)
         paths = export_checkpoint(
             loaded, Path(cfg.out_dir) / "onnx" / name, chunk_sizes, left_chunks
@@ -331,7 +335,7 @@ def _stream_row(
     num_utts: int | None,
 ) -> dict:
     """The streaming path at one chunk size: WER and RTF from the same batch-1 pass."""
-    chunk_size, mode = chunk_frames(loaded, chunk_ms, name), f"stream-{chunk_ms:g}ms"
+    chunk_size, mode = _chunk_frames(loaded, name, chunk_ms), f"stream-{chunk_ms:g}ms"
     left_chunks = _left_chunks(loaded, cfg.left_chunks)
     streamed = decode_one_at_a_time(
         utterance_decoder(loaded, chunk_size, left_chunks, **_runtime(cfg, name)),
@@ -445,14 +449,14 @@ def _checkpoints(cfg: DictConfig) -> dict[str, str]:
 
 def evaluate(cfg: DictConfig) -> dict:
     """Decode every (checkpoint, subset, mode), write the report, return ``{"rows", "meta"}``."""
-    from asr_kd.data.datamodule import AsrDataModule, load_cuts
+    from asr_kd.data.datamodule import AsrDataModule, cuts_file
 
     checkpoints = _checkpoints(cfg)
     for key in ("subsets", "chunk_sizes_ms"):  # subsets=test: one subset, not four letters
         cfg[key] = as_list(cfg[key])
     dm = AsrDataModule(cfg.data.dir, num_workers=int(cfg.data.num_workers))
     for subset in cfg.subsets:  # a subset that was never prepared fails now, not after the others
-        load_cuts(cfg.data.dir, subset)
+        cuts_file(cfg.data.dir, subset)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -460,7 +464,7 @@ def evaluate(cfg: DictConfig) -> dict:
     for name, loaded in models.items():  # fail before hours of decoding, not after
         if getattr(loaded.model, "streaming", False):
             for chunk_ms in cfg.chunk_sizes_ms:
-                chunk_frames(loaded, chunk_ms, name)
+                _chunk_frames(loaded, name, chunk_ms)
     if cfg.runtime not in ("torch", "onnx"):
         raise ValueError(f"runtime must be 'torch' or 'onnx', got {cfg.runtime!r}")
     onnx_diffs = _export_onnx(cfg, models) if cfg.runtime == "onnx" else None

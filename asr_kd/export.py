@@ -315,16 +315,18 @@ def _step_shapes(model: nn.Module, chunk_size: int, left_chunks: int) -> dict[st
     return shapes
 
 
-def chunk_frames(loaded: LoadedModel, chunk_ms: float, name: str | None = None) -> int:
+def chunk_frames(
+    model: nn.Module, chunk_ms: float, option: str = "chunk_sizes_ms entry", source: str = ""
+) -> int:
     """A chunk size in ms -> encoder frames; ``ValueError`` unless it is a positive multiple of
-    the model's output frame shift (``name`` labels the model in the message)."""
-    shift = loaded.model.frame_shift_ms
+    the model's output frame shift. ``option`` names the setting, ``source`` the model, in the
+    message. Shared by export, evaluate and transcribe."""
+    shift = model.frame_shift_ms
     frames = chunk_ms / shift
     if frames < 1 or frames != int(frames):
-        label = f"model {name}'s" if name else "the model's"
         raise ValueError(
-            f"chunk_sizes_ms entry {chunk_ms} is not a positive multiple of {label} output "
-            f"frame shift {shift} ms ({loaded.path})"
+            f"{option} {chunk_ms} is not a positive multiple of the output frame shift "
+            f"{shift} ms of {source or 'the model'}"
         )
     return int(frames)
 
@@ -440,7 +442,7 @@ def run(cfg: DictConfig) -> dict:
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     loaded = load_model(cfg.ckpt)
     chunk_ms = as_list(cfg.chunk_sizes_ms) if loaded.model.streaming else []
-    chunk_sizes = [chunk_frames(loaded, ms) for ms in chunk_ms]
+    chunk_sizes = [chunk_frames(loaded.model, ms, source=str(loaded.path)) for ms in chunk_ms]
     paths = export_checkpoint(loaded, out_dir, chunk_sizes, cfg.left_chunks)
     diffs = check_export(loaded, paths)
     summary = {

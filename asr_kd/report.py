@@ -30,10 +30,8 @@ __all__ = [
     "write_report",
 ]
 
-REQUIRED_KEYS = (
-    "model",
-    "subset",
-    "mode",
+# Figures of a row: numbers, or null where a mode has none (the check in load_results).
+_FIGURES = (
     "wer",
     "cer",
     "sub",
@@ -45,6 +43,8 @@ REQUIRED_KEYS = (
     "macs_per_audio_s",
     "model_mb",
 )
+REQUIRED_KEYS = ("model", "subset", "mode", *_FIGURES)
+_NUMBER_KEYS = (*_FIGURES, "rtf_batch")  # rtf_batch is optional
 
 _COLUMNS = (
     "Model",
@@ -85,7 +85,7 @@ def load_results(path: str | Path) -> dict:
             raise ValueError(f"{path}: row {i} ({row.get('model')}) lacks keys {missing}")
         not_numbers = {
             k: row[k]
-            for k in (*REQUIRED_KEYS[3:], "rtf_batch")
+            for k in _NUMBER_KEYS
             if row.get(k) is not None
             and (isinstance(row[k], bool) or not isinstance(row[k], (int, float)))
         }

@@ -46,7 +46,7 @@ from google.protobuf.message import DecodeError
 
 from asr_kd.checkpoint import LoadedModel, load_model
 from asr_kd.data.features import FRAME_SHIFT_MS, compute_fbank, load_audio
-from asr_kd.export import FULL_FILE
+from asr_kd.export import FULL_FILE, chunk_frames
 from asr_kd.models.decode import StreamingGreedyDecoder, feed_chunks, greedy_ctc
 from asr_kd.onnx_runtime import OnnxCTC, OnnxStreamingCTC, OnnxStreamingDecoder, read_metadata
 
@@ -98,7 +98,7 @@ def transcribe_streaming(
 ) -> str:
     """Chunk-by-chunk decoding; ``on_partial(seconds_fed, text)`` is called after every chunk."""
     model = loaded.model
-    chunk_size = _chunk_size(model, chunk_ms)
+    chunk_size = chunk_frames(model, chunk_ms, "--chunk-ms")
     decoder = StreamingGreedyDecoder(model, loaded.tokenizer, chunk_size, left_chunks)
     return _stream(decoder, feats, chunk_size * model.subsampling_factor, on_partial)
 
@@ -110,16 +110,6 @@ def transcribe_onnx_streaming(
     decoder.reset()
     step = decoder.model.chunk_size * decoder.model.meta["subsampling_factor"]
     return _stream(decoder, feats, step, on_partial)
-
-
-def _chunk_size(model, chunk_ms: int) -> int:
-    shift = model.frame_shift_ms
-    if chunk_ms <= 0 or chunk_ms % shift:
-        raise ValueError(
-            f"--chunk-ms {chunk_ms} is not a positive multiple of the model's output frame "
-            f"shift {shift} ms"
-        )
-    return chunk_ms // shift
 
 
 # ---------------------------------------------------------------------------- torch checkpoint
@@ -137,7 +127,7 @@ def _torch_decode(args: argparse.Namespace) -> Decode:
         )
     chunk_ms = DEFAULT_CHUNK_MS if args.chunk_ms is None else args.chunk_ms
     try:
-        _chunk_size(loaded.model, chunk_ms)
+        chunk_frames(loaded.model, chunk_ms, "--chunk-ms", str(args.ckpt))
     except ValueError as err:
         raise _Refused(str(err)) from err
     left_chunks = args.left_chunks

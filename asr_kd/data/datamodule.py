@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from asr_kd.data.features import compute_fbank
 from asr_kd.data.tokenizer import Tokenizer
 
-__all__ = ["AsrDataModule", "AsrDataset", "load_cuts"]
+__all__ = ["AsrDataModule", "AsrDataset", "cuts_file", "load_cuts"]
 
 # Sampler settings that must match for a checkpoint's place in the epoch to mean anything.
 _SAMPLER_KEYS = ("max_duration", "seed", "world_size", "shuffle", "drop_last")
@@ -59,17 +59,24 @@ def _distributed_rank() -> tuple[int, int]:
     return 0, 1
 
 
+def cuts_file(data_dir: str | Path, subset: str) -> Path:
+    """``<data_dir>/cuts_<subset>.jsonl.gz``; ``FileNotFoundError`` listing the prepared subsets
+    when it is missing."""
+    data_dir = Path(data_dir)
+    path = data_dir / f"cuts_{subset}.jsonl.gz"
+    if not path.is_file():
+        found = sorted(p.name[len("cuts_") : -len(".jsonl.gz")] for p in data_dir.glob("cuts_*"))
+        raise FileNotFoundError(f"no prepared subset {subset!r}: {path} missing (found {found})")
+    return path
+
+
 def load_cuts(data_dir: str | Path, subset: str):
     """The ``CutSet`` of one prepared subset; feature paths follow the data dir if it moved."""
     from lhotse import CutSet
     from lhotse.utils import fastcopy
 
     data_dir = Path(data_dir)
-    path = data_dir / f"cuts_{subset}.jsonl.gz"
-    if not path.is_file():
-        found = sorted(p.name[len("cuts_") : -len(".jsonl.gz")] for p in data_dir.glob("cuts_*"))
-        raise FileNotFoundError(f"no prepared subset {subset!r}: {path} missing (found {found})")
-    cuts = CutSet.from_file(path)
+    cuts = CutSet.from_file(cuts_file(data_dir, subset))
     first = next(iter(cuts), None)
     if first is None or not first.has_features or Path(first.features.storage_path).exists():
         return cuts

@@ -58,7 +58,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from asr_kd.checkpoint import atomic_write, file_sha256, load_model
-from asr_kd.config import CONF_DIR
+from asr_kd.config import CONF_DIR, as_list
 from asr_kd.distill.losses import soften_teacher
 from asr_kd.train import build_datamodule, resolve_device, save_config
 
@@ -360,10 +360,10 @@ def _dump_subset(
 
 def _subset_names(subset: str | Sequence[str]) -> list[str]:
     """``subset=train`` or ``subset=[train,extra]`` -> the names, in order, without repeats."""
-    names = [subset] if isinstance(subset, str) else [str(s) for s in subset]
+    names = [str(s) for s in as_list(subset)]
     if not names:
         raise ValueError("subset=[] names no subset to dump; expected a name or a list of names")
-    return list(dict.fromkeys(names))
+    return names
 
 
 def dump_targets(cfg: DictConfig) -> dict:

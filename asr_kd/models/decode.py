@@ -46,13 +46,9 @@ def greedy_ctc(
         >>> greedy_ctc(lp, torch.tensor([4]))   # 1 1 _ 1 | padding
         [[1, 1]]
     """
-    ids = log_probs.argmax(dim=-1)  # (B, T')
-    frames = torch.arange(ids.size(1), device=ids.device)
-    previous = torch.cat((torch.full_like(ids[:, :1], -1), ids[:, :-1]), dim=1)
-    keep = (
-        (ids != previous) & (ids != blank_id) & (frames[None, :] < out_lens[:, None].to(ids.device))
-    )
-    return [row[mask].tolist() for row, mask in zip(ids, keep, strict=True)]
+    ids = log_probs.argmax(dim=-1).cpu().numpy()  # (B, T')
+    lens = out_lens.tolist()
+    return [collapse_ids(row[:n], blank_id=blank_id) for row, n in zip(ids, lens, strict=True)]
 
 
 def collapse_ids(frame_ids: np.ndarray, previous: int = -1, blank_id: int = 0) -> list[int]:
