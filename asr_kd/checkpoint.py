@@ -10,10 +10,11 @@ A checkpoint written by ``asr-kd-train`` or ``asr-kd-distill`` is a Lightning ch
 so a single ``.ckpt`` file is enough to decode (transcribe, evaluate, export). The run's
 resolved ``config.yaml`` is also written beside the ``checkpoints/`` folder.
 
+Rebuilding a model from one: :func:`asr_kd.models.loading.load_model`.
+
 Usage:
-    loaded = load_model("exp/teacher/checkpoints/last.ckpt")
-    log_probs, out_lens = loaded.model(feats, feat_lens)
-    print(loaded.tokenizer.decode(ids))
+    atomic_torch_save(obj, "exp/run/checkpoints/last.ckpt")
+    ckpt = load_checkpoint("exp/run/checkpoints/last.ckpt")   # a dict of tensors and plain data
 """
 
 from __future__ import annotations
@@ -22,37 +23,20 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import hydra.utils
 import torch
-from torch import nn
 
 __all__ = [
-    "LoadedModel",
     "atomic_torch_save",
     "atomic_write",
     "file_sha256",
     "load_checkpoint",
-    "load_model",
 ]
 
-_MODEL_PREFIX = "model."
 _UMASK = os.umask(0)  # read once at import: os.umask can only be read by setting it
 os.umask(_UMASK)
-
-
-@dataclass
-class LoadedModel:
-    """A model rebuilt from a checkpoint, in eval mode, with what is needed to decode."""
-
-    model: nn.Module
-    tokenizer: Any  # asr_kd.data.tokenizer.Tokenizer
-    model_config: dict
-    role: str
-    path: Path
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
@@ -108,26 +92,3 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             f"found {found})"
         )
     return ckpt
-
-
-def load_model(path: str | os.PathLike) -> LoadedModel:
-    """Rebuild the model and tokenizer stored in an asr_kd checkpoint; the model is in eval mode."""
-    from asr_kd.data.tokenizer import Tokenizer
-
-    ckpt = load_checkpoint(path)
-    meta = ckpt["asr_kd"]
-    model = hydra.utils.instantiate(meta["model_config"])
-    state = {
-        k[len(_MODEL_PREFIX) :]: v
-        for k, v in ckpt["state_dict"].items()
-        if k.startswith(_MODEL_PREFIX)
-    }
-    model.load_state_dict(state)
-    model.eval()
-    return LoadedModel(
-        model=model,
-        tokenizer=Tokenizer.from_dict(meta["tokenizer"]),
-        model_config=dict(meta["model_config"]),
-        role=str(meta.get("role", "unknown")),
-        path=Path(path),
-    )

@@ -6,7 +6,7 @@ config from :func:`compose`.
 
 Usage:
     cfg = compose("train", ["model=student_tiny", "data.dir=data/synth"])
-    metrics = asr_kd.train.train(cfg)
+    figures = asr_kd.training.run.train(cfg)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hydra import compose as _hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-__all__ = ["CONF_DIR", "as_list", "compose", "help_header"]
+__all__ = ["CONF_DIR", "as_list", "compose", "help_header", "save_config"]
 
 # Top-level ``conf/`` of the source tree; the package is installed editable (``pip install -e``),
 # so this resolves to the checkout the user is working in.
@@ -29,6 +29,16 @@ def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
     """Compose the primary config ``conf/<config_name>.yaml`` with command-line style overrides."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return _hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def save_config(cfg: DictConfig, out_dir: str | Path) -> Path:
+    """Write the resolved config to ``<out_dir>/config.yaml`` (every command's run directory;
+    evaluate, export and transcribe read a run's settings back from there)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "config.yaml"
+    path.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return path
 
 
 def as_list(value) -> list:

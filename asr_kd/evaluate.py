@@ -49,39 +49,38 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import hydra
 import onnxruntime
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 import asr_kd
-from asr_kd.checkpoint import LoadedModel, load_model
-from asr_kd.config import CONF_DIR, as_list
+from asr_kd.config import as_list, save_config
+from asr_kd.data.datamodule import AsrDataModule, cuts_file
 from asr_kd.data.features import FRAME_SHIFT_MS
 from asr_kd.data.prepare import KEPT_REASONS
-from asr_kd.export import (
+from asr_kd.export.onnx import TOLERANCE, check_export, export_checkpoint
+from asr_kd.inference.decoders import StreamingGreedyDecoder, feed_chunks
+from asr_kd.inference.onnx import (
     FULL_FILE,
-    TOLERANCE,
-    check_export,
-    chunk_frames,
-    export_checkpoint,
+    OnnxCTC,
+    OnnxStreamingCTC,
+    OnnxStreamingDecoder,
     step_file_name,
 )
-from asr_kd.metrics import (
-    Timer,
+from asr_kd.metrics import Timer, error_rates, real_time_factor
+from asr_kd.models.decode import greedy_ctc
+from asr_kd.models.loading import LoadedModel, load_model
+from asr_kd.models.profile import (
     algorithmic_latency_ms,
     count_params,
-    error_rates,
     macs_per_audio_second,
     model_size_mb,
-    real_time_factor,
 )
-from asr_kd.models.decode import StreamingGreedyDecoder, feed_chunks, greedy_ctc
-from asr_kd.onnx_runtime import OnnxCTC, OnnxStreamingCTC, OnnxStreamingDecoder
+from asr_kd.models.streaming import chunk_frames
 from asr_kd.report import render_markdown, write_report
 
-__all__ = ["Utterance", "evaluate", "main", "prepare_skips", "run", "utterance_decoder"]
+__all__ = ["Utterance", "evaluate", "prepare_skips", "summary", "utterance_decoder"]
 
 RTF_SCOPE = "model + greedy CTC search on precomputed fbank; feature extraction not timed"
 PREPARE_REPORT = "prepare_report.json"  # written by asr-kd-prepare into the data dir
@@ -449,8 +448,6 @@ def _checkpoints(cfg: DictConfig) -> dict[str, str]:
 
 def evaluate(cfg: DictConfig) -> dict:
     """Decode every (checkpoint, subset, mode), write the report, return ``{"rows", "meta"}``."""
-    from asr_kd.data.datamodule import AsrDataModule, cuts_file
-
     checkpoints = _checkpoints(cfg)
     for key in ("subsets", "chunk_sizes_ms"):  # subsets=test: one subset, not four letters
         cfg[key] = as_list(cfg[key])
@@ -458,8 +455,7 @@ def evaluate(cfg: DictConfig) -> dict:
     for subset in cfg.subsets:  # a subset that was never prepared fails now, not after the others
         cuts_file(cfg.data.dir, subset)
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    save_config(cfg, out_dir)
     models = {name: load_model(path) for name, path in checkpoints.items()}
     for name, loaded in models.items():  # fail before hours of decoding, not after
         if getattr(loaded.model, "streaming", False):
@@ -486,10 +482,7 @@ def evaluate(cfg: DictConfig) -> dict:
     return results
 
 
-run = evaluate  # the name docs/internals.md gives every entry point's plain function
-
-
-def _summary(results: dict, out_dir: str) -> str:
+def summary(results: dict, out_dir: str) -> str:
     lines = [f"{'model':<14} {'subset':<10} {'mode':<14} {'WER':>7} {'CER':>7} {'RTF':>8}"]
     for r in results["rows"]:
         lines.append(
@@ -498,9 +491,3 @@ def _summary(results: dict, out_dir: str) -> str:
         )
     lines.append(f"report: {out_dir}/results.md, results.json, plots")
     return "\n".join(lines)
-
-
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    results = evaluate(cfg)
-    print(_summary(results, cfg.out_dir))

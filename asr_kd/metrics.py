@@ -1,11 +1,11 @@
-"""The reported figures, in one place: WER/CER, RTF, latency, params, MACs, model size.
+"""The reported error rates and timing: WER/CER (with sub/del/ins) and RTF.
 
 Every figure asr_kd reports carries the same name everywhere (DESIGN.md): ``wer``, ``cer``,
 ``sub``, ``del``, ``ins`` (percent), ``rtf`` (processing seconds / audio seconds),
 ``latency_ms`` (algorithmic), ``params``, ``macs_per_audio_s``, ``model_mb``. Error rates come
-from jiwer 4 (``process_words`` / ``process_characters``); the model introspection lives beside
-the model (``asr_kd.models.profile``) and is re-exported here so evaluation and reports import
-their figures from one module.
+from jiwer 4 (``process_words`` / ``process_characters``) and are computed here (training's dev
+WER uses them too, so this module imports nothing of asr_kd); the model figures are measured
+beside the model, in :mod:`asr_kd.models.profile`.
 
 Substitution, deletion and insertion rates are percentages of the number of *reference* words,
 so ``sub + del + ins == wer`` (up to rounding), as in Kaldi's ``compute-wer`` and sclite.
@@ -26,21 +26,10 @@ from collections.abc import Sequence
 
 import jiwer
 
-from asr_kd.models.profile import (
-    algorithmic_latency_ms,
-    count_params,
-    macs_per_audio_second,
-    model_size_mb,
-)
-
 __all__ = [
     "Timer",
-    "algorithmic_latency_ms",
     "char_error_rate",
-    "count_params",
     "error_rates",
-    "macs_per_audio_second",
-    "model_size_mb",
     "real_time_factor",
     "word_error_rate",
 ]

@@ -55,10 +55,11 @@ def _trainer(node: dict) -> lightning.Trainer:
 
 
 def _distill(node: dict):
-    from asr_kd.task import KDConfig
+    from asr_kd.distill.losses import KDConfig
 
-    assert node.pop("source") in ("none", "cached", "online")
-    return KDConfig(**node)
+    assert node["source"] in ("none", "cached", "online")
+    assert node["k"] is None or int(node["k"]) > 0
+    return KDConfig.from_options(node)
 
 
 def _tokenizer(node: dict):

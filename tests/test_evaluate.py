@@ -10,11 +10,11 @@ import warnings
 import pytest
 import torch
 
-from asr_kd.checkpoint import load_model
 from asr_kd.config import compose
 from asr_kd.evaluate import evaluate, prepare_skips
 from asr_kd.metrics import word_error_rate
 from asr_kd.models.decode import greedy_ctc
+from asr_kd.models.loading import load_model
 from asr_kd.report import load_results
 
 

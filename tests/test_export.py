@@ -10,13 +10,20 @@ import onnx
 import pytest
 import torch
 
-from asr_kd.checkpoint import LoadedModel
 from asr_kd.config import compose
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.evaluate import evaluate
-from asr_kd.export import export_checkpoint, export_full, export_step, run, step_file_name
-from asr_kd.models.decode import StreamingGreedyDecoder, greedy_ctc
-from asr_kd.onnx_runtime import OnnxCTC, OnnxStreamingCTC, OnnxStreamingDecoder, read_metadata
+from asr_kd.export.onnx import export_checkpoint, export_full, export_step, run
+from asr_kd.inference.decoders import StreamingGreedyDecoder
+from asr_kd.inference.onnx import (
+    OnnxCTC,
+    OnnxStreamingCTC,
+    OnnxStreamingDecoder,
+    read_metadata,
+    step_file_name,
+)
+from asr_kd.models.decode import greedy_ctc
+from asr_kd.models.loading import LoadedModel
 
 
 def _loaded(tiny, streaming: bool) -> LoadedModel:
@@ -150,7 +157,7 @@ def test_export_rejects_a_nan_difference(tmp_path, make_checkpoint, monkeypatch)
     """NaN log-probs (a diverged checkpoint) make the diff NaN, and NaN > tol is False."""
     ckpt = make_checkpoint(tmp_path / "student.ckpt", streaming=True)
     monkeypatch.setattr(
-        "asr_kd.export.check_export", lambda loaded, paths: dict.fromkeys(paths, float("nan"))
+        "asr_kd.export.onnx.check_export", lambda loaded, paths: dict.fromkeys(paths, float("nan"))
     )
     with pytest.raises(RuntimeError, match="nan"):
         run(compose("export", [f"ckpt={ckpt}", f"out_dir={tmp_path / 'onnx'}"]))

@@ -11,10 +11,11 @@ import pytest
 import torch
 from tiny_runs import TINY_RUN, tiny_run
 
-from asr_kd.checkpoint import load_model
 from asr_kd.distill.losses import DistillLoss
-from asr_kd.task import AsrTask
-from asr_kd.train import AtomicCheckpointIO, train
+from asr_kd.models.loading import load_model
+from asr_kd.training.builders import AtomicCheckpointIO
+from asr_kd.training.run import train
+from asr_kd.training.task import AsrTask
 
 
 def _cfg(data_dir, out_dir, *overrides):

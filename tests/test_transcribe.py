@@ -12,11 +12,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from asr_kd.checkpoint import load_model
+from asr_kd.cli.transcribe import main
 from asr_kd.data.features import compute_fbank
-from asr_kd.export import export_checkpoint
+from asr_kd.export.onnx import export_checkpoint
 from asr_kd.models.decode import greedy_ctc
-from asr_kd.transcribe import main
+from asr_kd.models.loading import load_model
 
 SR = 22050
 
@@ -88,7 +88,7 @@ def test_unreadable_file_is_named_and_others_still_transcribed(audio_files, stud
         [
             sys.executable,
             "-m",
-            "asr_kd.transcribe",
+            "asr_kd.cli.transcribe",
             "--ckpt",
             str(student_ckpt),
             str(bad),

@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Dataset
 from asr_kd.data.features import compute_fbank
 from asr_kd.data.tokenizer import Tokenizer
 
-__all__ = ["AsrDataModule", "AsrDataset", "cuts_file", "load_cuts"]
+__all__ = ["AsrDataModule", "AsrDataset", "build_datamodule", "cuts_file", "load_cuts"]
 
 # Sampler settings that must match for a checkpoint's place in the epoch to mean anything.
 _SAMPLER_KEYS = ("max_duration", "seed", "world_size", "shuffle", "drop_last")
@@ -340,3 +340,10 @@ class AsrDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         """Keep the sampler state of a checkpoint for the next :meth:`train_dataloader`."""
         self._train_sampler_state = state_dict if state_dict.get("train_sampler") else None
+
+
+def build_datamodule(data_cfg) -> AsrDataModule:
+    """``conf/data/*.yaml`` (``_target_`` AsrDataModule) -> the data module."""
+    import hydra.utils
+
+    return hydra.utils.instantiate(data_cfg)

@@ -31,12 +31,11 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from asr_kd.config import CONF_DIR
+from asr_kd.config import save_config
 from asr_kd.data.features import SAMPLE_RATE, fbank_extractor, load_audio
 from asr_kd.data.librispeech import LibriUtterance, scan_subset
 from asr_kd.data.tokenizer import Tokenizer, normalize_text, outside_alphabet
@@ -425,8 +424,7 @@ def _print_summary(result: dict) -> None:
 def run(cfg: DictConfig) -> dict:
     """``asr-kd-prepare`` on a composed ``conf/prepare.yaml``; returns the report."""
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    save_config(cfg, out_dir)
     result = prepare(
         corpus_dir=cfg.corpus_dir,
         subsets=list(cfg.subsets),
@@ -440,9 +438,3 @@ def run(cfg: DictConfig) -> dict:
     )
     _print_summary(result)
     return result
-
-
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="prepare")
-def main(cfg: DictConfig) -> None:
-    """Console entry point ``asr-kd-prepare`` (see the module docstring for usage)."""
-    run(cfg)

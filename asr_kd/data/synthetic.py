@@ -34,14 +34,13 @@ from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
-import hydra
 import numpy as np
 import soundfile as sf
 import soxr
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from asr_kd.config import CONF_DIR
+from asr_kd.config import save_config
 from asr_kd.data.espeak import EspeakEngine, SpeechRequest, variant_gender
 
 __all__ = [
@@ -448,15 +447,8 @@ def run(cfg: DictConfig) -> dict:
     """Synthesise the corpus described by ``cfg`` (conf/synth.yaml); returns the summary."""
     out_dir = Path(cfg.out_dir)
     settings = settings_from_config(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    save_config(cfg, out_dir)
     summary = synthesize_corpus(out_dir, settings)
     (out_dir / "synth_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _print_summary(summary)
     return summary
-
-
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="synth")
-def main(cfg: DictConfig) -> None:
-    """Console entry point ``asr-kd-synth`` (see the module docstring for usage)."""
-    run(cfg)

@@ -34,16 +34,43 @@ Usage:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["DistillLoss", "ctc_loss", "distill_loss", "kd_loss", "soften_teacher"]
+__all__ = ["DistillLoss", "KDConfig", "ctc_loss", "distill_loss", "kd_loss", "soften_teacher"]
 
 # A probability this small is treated as zero in the "other" bucket (fp16 rounding of the
 # stored top-k probabilities is ~5e-4, so a residual below that carries no information).
 _MIN_OTHER_MASS = 1e-3
+
+
+@dataclass
+class KDConfig:
+    """The knobs of :func:`distill_loss` (``conf/distill/*.yaml``; the group's ``source`` and
+    ``k`` choose the teacher targets, :func:`asr_kd.distill.teachers.build_teacher_targets`)."""
+
+    alpha: float = 0.0  # weight of KD; 1 - alpha goes to CTC
+    temperature: float = 1.0
+    blank_weight: float = 1.0
+    blank_threshold: float = 0.5
+    shift: int = 0
+    delay_window: int = 0
+    renormalize: bool = True
+
+    @classmethod
+    def from_options(cls, options: dict) -> KDConfig:
+        """The loss knobs out of a ``distill`` config group, whose ``source`` and ``k`` choose
+        the teacher targets instead; any other key is a typo and an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names - {"source", "k"})
+        if unknown:
+            raise ValueError(
+                f"unknown distill option(s) {unknown}; expected source, k or one of {sorted(names)}"
+            )
+        return cls(**{key: value for key, value in options.items() if key in names})
 
 
 class DistillLoss(NamedTuple):

@@ -11,9 +11,8 @@ from lhotse import CutSet
 from lhotse.utils import fastcopy
 
 from asr_kd.config import compose
-from asr_kd.data.datamodule import AsrDataModule, load_cuts
+from asr_kd.data.datamodule import AsrDataModule, build_datamodule, load_cuts
 from asr_kd.data.features import FBANK_DIM
-from asr_kd.train import build_datamodule
 
 
 def _check_batch(batch: dict, dm: AsrDataModule, cuts: dict) -> None:

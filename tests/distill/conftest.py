@@ -11,7 +11,7 @@ from asr_kd.config import compose
 @pytest.fixture(scope="session")
 def teacher_ckpt(tmp_path_factory, prepared_data_dir):
     """A tiny full-context teacher trained for 3 steps with asr-kd-train."""
-    from asr_kd.train import train
+    from asr_kd.training.run import train
 
     out = tmp_path_factory.mktemp("teacher")
     result = train(tiny_run("train", prepared_data_dir, out, "model=teacher_small"))
@@ -21,7 +21,7 @@ def teacher_ckpt(tmp_path_factory, prepared_data_dir):
 @pytest.fixture(scope="session")
 def targets_dir(tmp_path_factory, prepared_data_dir, teacher_ckpt):
     """The teacher's top-4 soft targets at T=2 over the train subset, in several small shards."""
-    from asr_kd.distill.soft_targets import dump_targets
+    from asr_kd.distill.dump import dump_targets
 
     out = tmp_path_factory.mktemp("targets")
     dump_targets(dump_config(prepared_data_dir, teacher_ckpt, out))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asr_kd.checkpoint import load_checkpoint, load_model
+from asr_kd.checkpoint import load_checkpoint
 from asr_kd.config import compose
-from asr_kd.distill.cli import distill
+from asr_kd.data.datamodule import build_datamodule
 from asr_kd.distill.losses import distill_loss
-from asr_kd.distill.soft_targets import SoftTargetStore
-from asr_kd.task import CachedTargets, OnlineTeacher
-from asr_kd.train import build_datamodule
+from asr_kd.distill.store import SoftTargetStore
+from asr_kd.distill.teachers import CachedTargets, OnlineTeacher
+from asr_kd.models.loading import load_model
+from asr_kd.training.run import distill
 
 
 def _distill_cfg(tiny_config, data_dir, out_dir, teacher_ckpt, targets_dir, *overrides):

@@ -8,15 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from asr_kd.checkpoint import file_sha256, load_model
+from asr_kd.checkpoint import file_sha256
+from asr_kd.data.datamodule import build_datamodule
 from asr_kd.distill.losses import soften_teacher
-from asr_kd.distill.soft_targets import (
-    SoftTargetStore,
-    bytes_per_frame,
-    dump_targets,
-    teacher_fingerprint,
-)
-from asr_kd.train import build_datamodule
+from asr_kd.distill.dump import dump_targets
+from asr_kd.distill.store import SoftTargetStore, bytes_per_frame, teacher_fingerprint
+from asr_kd.models.loading import load_model
 
 
 def test_bytes_per_frame_at_k8_against_fp32_posteriors():

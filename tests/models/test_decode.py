@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from asr_kd.models.decode import StreamingGreedyDecoder, feed_chunks, greedy_ctc
+from asr_kd.inference.decoders import StreamingGreedyDecoder, feed_chunks
+from asr_kd.models.decode import greedy_ctc
 
 
 class CharTokenizer:
@@ -74,10 +75,12 @@ def test_docstring_examples_and_the_shared_token_stream():
 
     import numpy as np
 
+    from asr_kd.inference import decoders
     from asr_kd.models import decode
 
     assert doctest.testmod(decode).failed == 0
-    stream = decode.GreedyTokenStream(CharTokenizer())
+    assert doctest.testmod(decoders).failed == 0
+    stream = decoders.GreedyTokenStream(CharTokenizer())
     ids = np.array([5, 5, 0, 5, 6, 6, 0, 0, 7])
     for piece in np.split(ids, [1, 2, 5, 5, 8]):  # a repeat split across pieces, empty pieces
         stream.extend(piece)

@@ -1,4 +1,4 @@
-"""Run the graphs of ``asr_kd.export`` with ONNX Runtime: offline, streaming, greedy CTC.
+"""Run the graphs of :mod:`asr_kd.export` with ONNX Runtime: offline, streaming, greedy CTC.
 
 Everything a runner needs (tokenizer, subsampling, chunk size, cache shapes, CMVN mean, rotary
 frequencies) is in the ONNX file's ``metadata_props["asr_kd"]``; no checkpoint, no torch.
@@ -36,15 +36,29 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from asr_kd.models.decode import GreedyDecoderText, GreedyTokenStream, collapse_ids
+from asr_kd.data.tokenizer import Tokenizer
+from asr_kd.inference.decoders import GreedyDecoderText, GreedyTokenStream
+from asr_kd.models.decode import collapse_ids
 
 __all__ = [
+    "FULL_FILE",
+    "STEP_GLOB",
     "OnnxCTC",
     "OnnxStreamingCTC",
     "OnnxStreamingDecoder",
     "read_metadata",
     "session_options",
+    "step_file_name",
 ]
+
+# The file names of an export directory (written by asr_kd.export, read here and by transcribe).
+FULL_FILE = "full.onnx"
+STEP_GLOB = "stream-c*-l*.onnx"
+
+
+def step_file_name(chunk_size: int, left_chunks: int) -> str:
+    """The step graph of ``chunk_size`` encoder frames and ``left_chunks`` cached chunks."""
+    return f"stream-c{chunk_size}-l{left_chunks}.onnx"
 
 
 def session_options(threads: int = 1) -> ort.SessionOptions:
@@ -80,8 +94,6 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def _tokenizer(meta: dict):
-    from asr_kd.data.tokenizer import Tokenizer
-
     return Tokenizer.from_dict(meta["tokenizer"])
 
 

@@ -1,9 +1,8 @@
-"""``asr-kd-train``: train a Conformer CTC model (the teacher, or the CTC-only student baseline).
+"""Builders of a training run: model, trainer (loggers, checkpoints, atomic IO), and ``fit``.
 
-A short list of build steps (STYLE.md rule 3): data module -> model (vocab from the tokenizer,
-CMVN from the training statistics) -> :class:`asr_kd.task.AsrTask` -> Lightning trainer.
-``asr-kd-distill`` reuses every builder here (:func:`build_datamodule`, :func:`build_model`,
-:func:`fit`).
+``asr-kd-train`` and ``asr-kd-distill`` (:mod:`asr_kd.training.run`) are short lists of these
+steps: data module -> model (vocab from the tokenizer, CMVN from the training statistics) ->
+:class:`asr_kd.training.task.AsrTask` -> Lightning trainer -> :func:`fit`.
 
 Run directory (``out_dir``):
 
@@ -17,15 +16,8 @@ Checkpoints are written atomically (temp file + rename, :class:`AtomicCheckpoint
 only plain types, so the whole file loads with ``torch.load(weights_only=True)``.
 ``resume=true`` continues from ``checkpoints/last.ckpt`` at its global step with its optimizer,
 scheduler and callback states, and mid-epoch at the batch after the last one trained (the data
-module saves its sampler's place). Every key under ``trainer.``
-goes to ``lightning.Trainer`` unchanged.
-
-Usage:
-    asr-kd-train model=teacher_small data.dir=DATA out_dir=exp/teacher trainer.max_steps=2000
-    asr-kd-train ... resume=true                         # after an interruption
-    asr-kd-train ... trainer=gpu                         # bf16-mixed on one GPU
-    asr-kd-train ... trainer=multi_gpu trainer.devices=4 trainer.num_nodes=2
-    asr-kd-train ... optim.schedule=cosine optim.lr=2e-3 trainer.accumulate_grad_batches=2
+module saves its sampler's place). Every key under ``trainer.`` goes to ``lightning.Trainer``
+unchanged.
 """
 
 from __future__ import annotations
@@ -37,7 +29,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -45,20 +36,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from asr_kd.checkpoint import atomic_torch_save
-from asr_kd.config import CONF_DIR
-from asr_kd.task import AsrTask, KDConfig, OptimConfig, TeacherTargets
+from asr_kd.config import save_config
+from asr_kd.distill.losses import KDConfig
+from asr_kd.distill.teachers import TeacherTargets
+from asr_kd.training.task import AsrTask, OptimConfig
 
-__all__ = [
-    "AtomicCheckpointIO",
-    "build_datamodule",
-    "build_model",
-    "build_trainer",
-    "fit",
-    "main",
-    "resolve_device",
-    "save_config",
-    "train",
-]
+__all__ = ["AtomicCheckpointIO", "EpochTimer", "build_model", "build_trainer", "fit"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -95,24 +78,6 @@ class EpochTimer(Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.seconds.append(time.perf_counter() - self._start)
         pl_module.log("train/epoch_seconds", self.seconds[-1])
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available else cpu; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def save_config(cfg: DictConfig, out_dir: Path) -> None:
-    """Write the resolved config to ``<out_dir>/config.yaml`` (read back by evaluate/export)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
-
-def build_datamodule(data_cfg: DictConfig):
-    """``conf/data/*.yaml`` (``_target_`` AsrDataModule) -> the data module."""
-    return hydra.utils.instantiate(data_cfg)
 
 
 def build_model(model_cfg: DictConfig, dm) -> tuple[nn.Module, dict]:
@@ -225,21 +190,3 @@ def fit(
         "resumed_from": None if resume_from is None else str(resume_from),
         "metrics": metrics,
     }
-
-
-def train(cfg: DictConfig) -> dict:
-    """Train ``cfg.model`` with CTC on ``cfg.data``; return :func:`fit`'s figures."""
-    L.seed_everything(int(cfg.seed), workers=True)
-    dm = build_datamodule(cfg.data)
-    model, model_config = build_model(cfg.model, dm)
-    return fit(cfg, dm, model, model_config, role=str(cfg.role))
-
-
-run = train
-
-
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> None:
-    """Console script ``asr-kd-train``."""
-    result = train(cfg)
-    print({k: v for k, v in result.items() if k != "metrics"})

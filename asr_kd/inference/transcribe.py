@@ -1,57 +1,43 @@
-"""``asr-kd-transcribe``: audio files -> transcripts on stdout, offline or streaming.
+"""Transcribing audio: files -> fbank -> a torch checkpoint or exported ONNX graphs -> text.
 
-Reads any format soundfile/librosa can (WAV, FLAC, OGG, MP3, ...) at any sample rate; the
-audio is mixed to mono and resampled to 16 kHz by the same fbank extractor that made the
-training features. The model is either a torch checkpoint (``--ckpt``: model config, weights,
-CMVN and tokenizer are all inside it) or graphs written by ``asr-kd-export`` (``--onnx``: run by
-ONNX Runtime, tokenizer and CMVN from the graph's metadata, no checkpoint and no torch model).
-
-``--onnx PATH`` is a graph file or the export directory holding them: ``full.onnx`` decodes
-offline; a step graph ``stream-c<C>-l<LC>.onnx`` decodes ``--streaming``, with its chunk
-(``C`` output frames) and left context fixed at export. Given a directory, ``--streaming`` picks
-the step graph whose chunk is ``--chunk-ms`` (and whose left context is ``--left-chunks`` if
-given); given one step graph, ``--chunk-ms`` defaults to its chunk.
-
-Output: one file prints just its transcript; several print ``<file>\\t<text>`` per line.
-With ``--streaming`` the audio is fed in ``--chunk-ms`` chunks through the model's streaming
-path, and the partial transcript after every chunk goes to stderr as
-``[<file> <seconds>s] <partial text>``, so stdout stays the final transcripts only; torch and
-ONNX Runtime print the same lines.
-A file that cannot be read is reported on stderr, naming it; the others are still transcribed
-and the exit status is 1. A model that cannot be used as asked exits with status 2.
-
-Why argparse, not Hydra: this is a per-file tool whose main argument is a list of paths (shell
-globs work), the model's config is already inside the checkpoint (nothing to compose), and it
-should not create an output directory per call.
+The library half of ``asr-kd-transcribe`` (:mod:`asr_kd.cli.transcribe` parses its arguments):
+offline or streaming decoding of one utterance's features, and choosing the ONNX graph of an
+export directory for the asked chunk and left context.
 
 Usage:
-    asr-kd-transcribe --ckpt exp/student_kd/checkpoints/last.ckpt speech.wav
-    asr-kd-transcribe --ckpt exp/teacher/checkpoints/last.ckpt data/*.flac > transcripts.tsv
-    asr-kd-transcribe --ckpt exp/student_kd/checkpoints/last.ckpt --streaming --chunk-ms 320 \\
-        --left-chunks 4 speech.mp3
-    asr-kd-transcribe --onnx exp/onnx/student_kd speech.wav                  # full.onnx
-    asr-kd-transcribe --onnx exp/onnx/student_kd --streaming --chunk-ms 320 speech.wav
-    asr-kd-transcribe --onnx exp/onnx/student_kd/stream-c8-l4.onnx --streaming speech.wav
+    decode = torch_decode(args)           # or onnx_decode(args); args as asr-kd-transcribe's
+    text = transcribe_file(decode, Path("speech.wav"))
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from google.protobuf.message import DecodeError
 
-from asr_kd.checkpoint import LoadedModel, load_model
 from asr_kd.data.features import FRAME_SHIFT_MS, compute_fbank, load_audio
-from asr_kd.export import FULL_FILE, chunk_frames
-from asr_kd.models.decode import StreamingGreedyDecoder, feed_chunks, greedy_ctc
-from asr_kd.onnx_runtime import OnnxCTC, OnnxStreamingCTC, OnnxStreamingDecoder, read_metadata
+from asr_kd.inference.decoders import StreamingGreedyDecoder, feed_chunks
+from asr_kd.inference.onnx import (
+    FULL_FILE,
+    STEP_GLOB,
+    OnnxCTC,
+    OnnxStreamingCTC,
+    OnnxStreamingDecoder,
+    read_metadata,
+)
+from asr_kd.models.decode import greedy_ctc
+from asr_kd.models.loading import LoadedModel, load_model
+from asr_kd.models.streaming import chunk_frames
 
 __all__ = [
-    "main",
+    "DEFAULT_CHUNK_MS",
+    "Refused",
+    "onnx_decode",
+    "torch_decode",
     "transcribe_file",
     "transcribe_offline",
     "transcribe_onnx_streaming",
@@ -59,13 +45,12 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK_MS = 320
-STEP_GLOB = "stream-c*-l*.onnx"  # asr_kd.export.step_file_name
 
 OnPartial = Callable[[float, str], None]
 Decode = Callable[[torch.Tensor, OnPartial | None], str]  # (feats (T, 80), on_partial) -> text
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """The model cannot be used as asked (exit status 2, before any file is read)."""
 
 
@@ -113,15 +98,15 @@ def transcribe_onnx_streaming(
 
 
 # ---------------------------------------------------------------------------- torch checkpoint
-def _torch_decode(args: argparse.Namespace) -> Decode:
+def torch_decode(args: argparse.Namespace) -> Decode:
     try:
         loaded = load_model(args.ckpt)
     except (OSError, ValueError, RuntimeError, KeyError) as err:
-        raise _Refused(f"cannot load checkpoint {args.ckpt}: {err}") from err
+        raise Refused(f"cannot load checkpoint {args.ckpt}: {err}") from err
     if not args.streaming:
         return lambda feats, on_partial: transcribe_offline(loaded, feats)
     if not getattr(loaded.model, "streaming", False):
-        raise _Refused(
+        raise Refused(
             f"{args.ckpt} holds a full-context model (streaming=False); --streaming needs "
             "a streaming student. Drop --streaming to decode it offline."
         )
@@ -129,12 +114,12 @@ def _torch_decode(args: argparse.Namespace) -> Decode:
     try:
         chunk_frames(loaded.model, chunk_ms, "--chunk-ms", str(args.ckpt))
     except ValueError as err:
-        raise _Refused(str(err)) from err
+        raise Refused(str(err)) from err
     left_chunks = args.left_chunks
     if left_chunks is None:
         left_chunks = int(getattr(loaded.model, "default_left_chunks", -1))
     if left_chunks < -1:
-        raise _Refused(f"--left-chunks {left_chunks}: must be >= 0, or -1 for unlimited context")
+        raise Refused(f"--left-chunks {left_chunks}: must be >= 0, or -1 for unlimited context")
     return lambda feats, on_partial: transcribe_streaming(
         loaded, feats, chunk_ms, left_chunks, on_partial
     )
@@ -143,11 +128,11 @@ def _torch_decode(args: argparse.Namespace) -> Decode:
 # ---------------------------------------------------------------------------- ONNX graphs
 def _graph_meta(path: Path) -> dict:
     if not path.is_file():
-        raise _Refused(f"ONNX graph not found: {path}")
+        raise Refused(f"ONNX graph not found: {path}")
     try:
         return read_metadata(path)
     except (OSError, ValueError, DecodeError) as err:
-        raise _Refused(f"cannot load ONNX graph {path}: {err}") from err
+        raise Refused(f"cannot load ONNX graph {path}: {err}") from err
 
 
 def _chunk_ms(meta: dict) -> int:
@@ -162,19 +147,19 @@ def _full_graph(path: Path) -> Path:
     """``--onnx`` without ``--streaming``: ``full.onnx`` itself or in the directory ``path``."""
     if path.is_dir():
         if not (path / FULL_FILE).is_file():
-            raise _Refused(
+            raise Refused(
                 f"{path} holds no {FULL_FILE} (the offline graph asr-kd-export writes); pass "
                 "--streaming to use its step graphs, or pass a full.onnx"
             )
         path = path / FULL_FILE
     meta = _graph_meta(path)
     if meta.get("kind") == "step":
-        raise _Refused(
+        raise Refused(
             f"{path} is a streaming step graph ({_chunk_ms(meta)} ms chunks): decode it with "
             f"--streaming, or pass {FULL_FILE} (or its directory) to decode offline"
         )
     if meta.get("kind") != "full":
-        raise _Refused(f"{path} is a {meta.get('kind')!r} graph, expected {FULL_FILE}")
+        raise Refused(f"{path} is a {meta.get('kind')!r} graph, expected {FULL_FILE}")
     return path
 
 
@@ -184,14 +169,14 @@ def _step_graph(path: Path, chunk_ms: int | None, left_chunks: int | None) -> Pa
     if path.is_file():
         meta = _graph_meta(path)
         if meta.get("kind") != "step":
-            raise _Refused(
+            raise Refused(
                 f"{path} is a full-context graph: --streaming needs a step graph "
                 "stream-c<C>-l<LC>.onnx (asr-kd-export of a streaming checkpoint with "
                 f"chunk_sizes_ms=[...]) or the directory holding it; drop --streaming to "
                 f"decode {path} offline"
             )
         if chunk_ms is not None and chunk_ms != _chunk_ms(meta):
-            raise _Refused(
+            raise Refused(
                 f"--chunk-ms {chunk_ms} does not match {path}, a step graph of "
                 f"{_chunk_ms(meta)} ms chunks (fixed at export): drop --chunk-ms, or export "
                 f"chunk_sizes_ms=[{chunk_ms}] and pass that graph"
@@ -199,11 +184,11 @@ def _step_graph(path: Path, chunk_ms: int | None, left_chunks: int | None) -> Pa
         _check_left_chunks(path, meta, left_chunks)
         return path
     if not path.is_dir():
-        raise _Refused(f"ONNX graph or directory not found: {path}")
+        raise Refused(f"ONNX graph or directory not found: {path}")
     chunk_ms = DEFAULT_CHUNK_MS if chunk_ms is None else chunk_ms
     steps = {p: _graph_meta(p) for p in sorted(path.glob(STEP_GLOB))}
     if not steps:
-        raise _Refused(
+        raise Refused(
             f"{path} holds no streaming step graph ({STEP_GLOB}): export a streaming "
             "checkpoint with asr-kd-export chunk_sizes_ms=[...], or drop --streaming"
         )
@@ -213,12 +198,12 @@ def _step_graph(path: Path, chunk_ms: int | None, left_chunks: int | None) -> Pa
     available = ", ".join(_describe(p, m) for p, m in steps.items())
     if not found:
         wanted = "" if left_chunks is None else f" and --left-chunks {left_chunks}"
-        raise _Refused(
+        raise Refused(
             f"no step graph in {path} for --chunk-ms {chunk_ms}{wanted}; "
             f"chunk sizes available: {available}"
         )
     if len(found) > 1:
-        raise _Refused(
+        raise Refused(
             f"several step graphs in {path} have {chunk_ms} ms chunks: "
             f"{', '.join(_describe(p, steps[p]) for p in found)}; pick one with --left-chunks"
         )
@@ -227,14 +212,14 @@ def _step_graph(path: Path, chunk_ms: int | None, left_chunks: int | None) -> Pa
 
 def _check_left_chunks(path: Path, meta: dict, left_chunks: int | None) -> None:
     if left_chunks is not None and left_chunks != int(meta["left_chunks"]):
-        raise _Refused(
+        raise Refused(
             f"--left-chunks {left_chunks} does not match {path}, exported with left_chunks "
             f"{meta['left_chunks']} (the step graph's cache size fixes it): drop --left-chunks, "
             f"or export with left_chunks={left_chunks}"
         )
 
 
-def _onnx_decode(args: argparse.Namespace) -> Decode:
+def onnx_decode(args: argparse.Namespace) -> Decode:
     if not args.streaming:
         model = OnnxCTC(_full_graph(args.onnx), args.threads)
         return lambda feats, on_partial: model.transcribe(feats)
@@ -254,74 +239,3 @@ def transcribe_file(decode: Decode, path: Path) -> str:
         print(f"[{path} {seconds:.2f}s] {text}", file=sys.stderr, flush=True)
 
     return decode(feats, show)
-
-
-def _positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return int(text)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="asr-kd-transcribe",
-        description="Transcribe audio files (greedy CTC) with an asr_kd checkpoint (torch) or "
-        "with the ONNX graphs asr-kd-export wrote (ONNX Runtime).",
-    )
-    p.add_argument("files", nargs="+", type=Path, help="audio files (any format, any rate)")
-    model = p.add_mutually_exclusive_group(required=True)
-    model.add_argument(
-        "--ckpt", type=Path, metavar="PATH", help="a .ckpt from asr-kd-train/distill (torch)"
-    )
-    model.add_argument(
-        "--onnx",
-        type=Path,
-        metavar="PATH",
-        help="an asr-kd-export graph (full.onnx offline, stream-c<C>-l<LC>.onnx with "
-        "--streaming) or the directory holding them (ONNX Runtime; no checkpoint needed)",
-    )
-    p.add_argument(
-        "--streaming",
-        action="store_true",
-        help="decode chunk by chunk with caches; partial transcripts go to stderr",
-    )
-    p.add_argument(
-        "--chunk-ms",
-        type=int,
-        default=None,
-        help=f"streaming chunk (default {DEFAULT_CHUNK_MS} ms, or with --onnx a step graph file's "
-        "own chunk; an --onnx directory must hold a step graph of this chunk)",
-    )
-    p.add_argument(
-        "--left-chunks",
-        type=int,
-        default=None,
-        help="attention left context in chunks (-1 unlimited; default: the model's own; with "
-        "--onnx it is fixed by the step graph and must match it)",
-    )
-    p.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (default 1)")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    try:
-        decode = _onnx_decode(args) if args.onnx is not None else _torch_decode(args)
-    except _Refused as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    failed = 0
-    for path in args.files:
-        try:
-            text = transcribe_file(decode, path)
-        except (OSError, ValueError, RuntimeError) as err:
-            failed += 1
-            print(f"error: cannot transcribe {path}: {err}", file=sys.stderr)
-            continue
-        print(text if len(args.files) == 1 else f"{path}\t{text}", flush=True)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

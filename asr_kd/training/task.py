@@ -4,8 +4,10 @@ One task, one ``training_step``: features in, loss out. What differs between the
 and a distillation run is a *teacher targets* object, a plain callable
 ``targets(batch) -> (ids (B, T_t, k), probs (B, T_t, k), lens (B,))``:
 
-- :class:`OnlineTeacher` runs a frozen teacher (eval mode, no grad) on the clean features;
-- :class:`CachedTargets` reads the same numbers from an ``asr-kd-dump-targets`` store by cut id;
+- :class:`asr_kd.distill.teachers.OnlineTeacher` runs a frozen teacher (eval mode, no grad) on
+  the clean features;
+- :class:`asr_kd.distill.teachers.CachedTargets` reads the same numbers from an
+  ``asr-kd-dump-targets`` store by cut id;
 - ``None`` trains with CTC alone.
 
 The teacher is deliberately *not* a submodule: it is not saved in the student's checkpoint, not
@@ -20,28 +22,19 @@ Usage:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
 from torch import nn
 
-from asr_kd.distill.losses import DistillLoss, distill_loss, soften_teacher
+from asr_kd.distill.losses import DistillLoss, KDConfig, distill_loss
+from asr_kd.distill.teachers import TeacherTargets
+from asr_kd.metrics import char_error_rate, word_error_rate
+from asr_kd.models.decode import greedy_ctc
 
-if TYPE_CHECKING:
-    from asr_kd.distill.soft_targets import SoftTargetStore
-
-__all__ = ["AsrTask", "CachedTargets", "KDConfig", "OnlineTeacher", "OptimConfig", "lr_lambda"]
-
-TeacherTargets = Callable[[dict], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-
-# With several ranks, lhotse fills the last round of an epoch that has fewer cuts than ranks with
-# copies renamed "<id>_dup<n>" (lhotse.dataset.sampling.base.mark_as_duplicate): same features,
-# so the same soft targets as the original.
-_LHOTSE_DUPLICATE = re.compile(r"(_dup\d+)+$")
+__all__ = ["AsrTask", "OptimConfig", "lr_lambda"]
 
 
 @dataclass
@@ -56,20 +49,6 @@ class OptimConfig:
     warmup_steps: int = 500
     total_steps: int = -1  # cosine only: decay ends here (usually trainer.max_steps)
     min_lr_ratio: float = 0.01  # cosine only: final lr / peak lr
-
-
-@dataclass
-class KDConfig:
-    """The knobs of :func:`asr_kd.distill.losses.distill_loss` (``conf/distill/*.yaml``)."""
-
-    alpha: float = 0.0  # weight of KD; 1 - alpha goes to CTC
-    temperature: float = 1.0
-    k: int | None = None  # teacher ids kept per frame; None = all (online) / all stored (cached)
-    blank_weight: float = 1.0
-    blank_threshold: float = 0.5
-    shift: int = 0
-    delay_window: int = 0
-    renormalize: bool = True
 
 
 def lr_lambda(
@@ -103,37 +82,6 @@ def lr_lambda(
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
-
-
-class OnlineTeacher:
-    """A frozen teacher run on the (clean) batch: ``(batch) -> (ids, probs, lens)``."""
-
-    def __init__(self, model: nn.Module, temperature: float, k: int | None = None):
-        self.model = model.eval().requires_grad_(False)
-        self.temperature, self.k = temperature, k
-
-    def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        feats = batch["feats"]
-        if next(self.model.parameters()).device != feats.device:
-            self.model.to(feats.device)
-        self.model.eval()
-        with torch.no_grad():
-            log_probs, lens = self.model(feats, batch["feat_lens"])
-        ids, probs = soften_teacher(log_probs, self.temperature, self.k)
-        return ids, probs, lens
-
-
-class CachedTargets:
-    """Soft targets of the batch's cuts from a :class:`SoftTargetStore`, on the batch's device."""
-
-    def __init__(self, store: SoftTargetStore, k: int | None = None):
-        self.store, self.k = store, k
-
-    def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        cut_ids = [c if c in self.store else _LHOTSE_DUPLICATE.sub("", c) for c in batch["cut_ids"]]
-        ids, probs, lens = self.store.batch(cut_ids, self.k)
-        device = batch["feats"].device
-        return ids.to(device), probs.to(device), lens.to(device)
 
 
 class AsrTask(L.LightningModule):
@@ -206,12 +154,9 @@ class AsrTask(L.LightningModule):
                 f"cut {batch['cut_ids'][bad]}: teacher has {int(teacher_lens[bad])} frames, "
                 f"student {int(out_lens[bad])} (expected equal: same features and frame rate)"
             )
-        options = asdict(self.kd)
-        alpha, temperature = options.pop("alpha"), options.pop("temperature")
-        options.pop("k")
         return distill_loss(
             log_probs, out_lens, batch["tokens"], batch["token_lens"], ids, probs,
-            alpha=alpha, temperature=temperature, teacher_lens=teacher_lens, **options,
+            teacher_lens=teacher_lens, **asdict(self.kd),
         )  # fmt: skip
 
     def _skip_bad_batch(self, losses: DistillLoss) -> torch.Tensor | None:
@@ -238,9 +183,6 @@ class AsrTask(L.LightningModule):
 
     # ---------------------------------------------------------------- validation
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        from asr_kd.metrics import char_error_rate, word_error_rate
-        from asr_kd.models.decode import greedy_ctc
-
         log_probs, out_lens = self.model(
             batch["feats"],
             batch["feat_lens"],

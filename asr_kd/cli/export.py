@@ -1,0 +1,23 @@
+"""``asr-kd-export``: a checkpoint -> ONNX graphs, checked against torch (:mod:`asr_kd.export`).
+
+Usage: see ``conf/export.yaml`` or ``asr-kd-export --help``.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from asr_kd.config import CONF_DIR
+from asr_kd.export.onnx import run
+
+__all__ = ["main"]
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
+def main(cfg: DictConfig) -> None:
+    for name, s in run(cfg).items():
+        print(
+            f"{name:<10} {s['path']}  max|ORT - torch| {s['max_abs_diff']:.2e}  "
+            f"nodes {s['nodes']}  {s['mb']:.2f} MB"
+        )

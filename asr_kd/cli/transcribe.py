@@ -1,0 +1,125 @@
+"""``asr-kd-transcribe``: audio files -> transcripts on stdout, offline or streaming.
+
+Reads any format soundfile/librosa can (WAV, FLAC, OGG, MP3, ...) at any sample rate; the
+audio is mixed to mono and resampled to 16 kHz by the same fbank extractor that made the
+training features. The model is either a torch checkpoint (``--ckpt``: model config, weights,
+CMVN and tokenizer are all inside it) or graphs written by ``asr-kd-export`` (``--onnx``: run by
+ONNX Runtime, tokenizer and CMVN from the graph's metadata, no checkpoint and no torch model).
+
+``--onnx PATH`` is a graph file or the export directory holding them: ``full.onnx`` decodes
+offline; a step graph ``stream-c<C>-l<LC>.onnx`` decodes ``--streaming``, with its chunk
+(``C`` output frames) and left context fixed at export. Given a directory, ``--streaming`` picks
+the step graph whose chunk is ``--chunk-ms`` (and whose left context is ``--left-chunks`` if
+given); given one step graph, ``--chunk-ms`` defaults to its chunk.
+
+Output: one file prints just its transcript; several print ``<file>\\t<text>`` per line.
+With ``--streaming`` the audio is fed in ``--chunk-ms`` chunks through the model's streaming
+path, and the partial transcript after every chunk goes to stderr as
+``[<file> <seconds>s] <partial text>``, so stdout stays the final transcripts only; torch and
+ONNX Runtime print the same lines.
+A file that cannot be read is reported on stderr, naming it; the others are still transcribed
+and the exit status is 1. A model that cannot be used as asked exits with status 2.
+
+Why argparse, not Hydra: this is a per-file tool whose main argument is a list of paths (shell
+globs work), the model's config is already inside the checkpoint (nothing to compose), and it
+should not create an output directory per call.
+
+Usage:
+    asr-kd-transcribe --ckpt exp/student_kd/checkpoints/last.ckpt speech.wav
+    asr-kd-transcribe --ckpt exp/teacher/checkpoints/last.ckpt data/*.flac > transcripts.tsv
+    asr-kd-transcribe --ckpt exp/student_kd/checkpoints/last.ckpt --streaming --chunk-ms 320 \\
+        --left-chunks 4 speech.mp3
+    asr-kd-transcribe --onnx exp/onnx/student_kd speech.wav                  # full.onnx
+    asr-kd-transcribe --onnx exp/onnx/student_kd --streaming --chunk-ms 320 speech.wav
+    asr-kd-transcribe --onnx exp/onnx/student_kd/stream-c8-l4.onnx --streaming speech.wav
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from asr_kd.inference.transcribe import (
+    DEFAULT_CHUNK_MS,
+    Refused,
+    onnx_decode,
+    torch_decode,
+    transcribe_file,
+)
+
+__all__ = ["main"]
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="asr-kd-transcribe",
+        description="Transcribe audio files (greedy CTC) with an asr_kd checkpoint (torch) or "
+        "with the ONNX graphs asr-kd-export wrote (ONNX Runtime).",
+    )
+    p.add_argument("files", nargs="+", type=Path, help="audio files (any format, any rate)")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument(
+        "--ckpt", type=Path, metavar="PATH", help="a .ckpt from asr-kd-train/distill (torch)"
+    )
+    model.add_argument(
+        "--onnx",
+        type=Path,
+        metavar="PATH",
+        help="an asr-kd-export graph (full.onnx offline, stream-c<C>-l<LC>.onnx with "
+        "--streaming) or the directory holding them (ONNX Runtime; no checkpoint needed)",
+    )
+    p.add_argument(
+        "--streaming",
+        action="store_true",
+        help="decode chunk by chunk with caches; partial transcripts go to stderr",
+    )
+    p.add_argument(
+        "--chunk-ms",
+        type=int,
+        default=None,
+        help=f"streaming chunk (default {DEFAULT_CHUNK_MS} ms, or with --onnx a step graph file's "
+        "own chunk; an --onnx directory must hold a step graph of this chunk)",
+    )
+    p.add_argument(
+        "--left-chunks",
+        type=int,
+        default=None,
+        help="attention left context in chunks (-1 unlimited; default: the model's own; with "
+        "--onnx it is fixed by the step graph and must match it)",
+    )
+    p.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (default 1)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        decode = onnx_decode(args) if args.onnx is not None else torch_decode(args)
+    except Refused as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in args.files:
+        try:
+            text = transcribe_file(decode, path)
+        except (OSError, ValueError, RuntimeError) as err:
+            failed += 1
+            print(f"error: cannot transcribe {path}: {err}", file=sys.stderr)
+            continue
+        print(text if len(args.files) == 1 else f"{path}\t{text}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The dump of soft targets: a teacher checkpoint over prepared subsets -> a target store.
+
+Runs the teacher batched, without grad, over the cuts of one or more prepared subsets and writes
+its top-k posteriors into the store format of :mod:`asr_kd.distill.store`.
+
+Resumable: a restart skips the cuts of committed shards (their batches are not even run through
+the teacher) and rewrites ``index.json`` at the end. Resuming with another teacher is an error.
+
+One store may hold several subsets (``subset=train``, then ``subset=extra``, or
+``subset=[train,extra]``): each shard records its data identity, the subset name and the SHA-256
+of the decompressed ``cuts_<subset>.jsonl.gz``. Resuming a subset whose cuts file changed since
+(a re-prepared data dir: other features under the same cut ids) is an error, as is resuming into
+a store written before data identities were recorded; another subset appends. Cut ids must be
+unique across the subsets of one store (the store is keyed by cut id).
+
+Usage:
+    asr-kd-dump-targets teacher_ckpt=exp/teacher/checkpoints/last.ckpt data.dir=DATA \\
+        subset=train out_dir=exp/targets k=8 temperature=2.0
+    asr-kd-dump-targets ... subset=[train,extra]    # two subsets, one store
+
+    summary = dump_targets(compose("dump_targets", [...overrides]))
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from asr_kd.checkpoint import file_sha256
+from asr_kd.config import as_list, save_config
+from asr_kd.data.datamodule import build_datamodule
+from asr_kd.distill.losses import soften_teacher
+from asr_kd.distill.store import (
+    MAX_INT16_VOCAB,
+    ShardWriter,
+    check_fingerprint,
+    committed_shards,
+    teacher_fingerprint,
+    write_index,
+)
+from asr_kd.models.loading import load_model, resolve_device
+
+__all__ = ["dump_targets"]
+
+
+def _teacher_batches(
+    model, batches: Iterable[dict], done: set[str], device, k: int, temperature: float
+):
+    """Per batch, yield (cuts in the batch, [(cut_id, ids (T', k) int16, probs (T', k) fp16)])
+    for the cuts not in ``done``; a batch whose cuts are all done is not run."""
+    for batch in batches:
+        todo = [i for i, cut_id in enumerate(batch["cut_ids"]) if cut_id not in done]
+        if not todo:
+            yield len(batch["cut_ids"]), []
+            continue
+        with torch.inference_mode():
+            log_probs, out_lens = model(batch["feats"].to(device), batch["feat_lens"].to(device))
+            ids, probs = soften_teacher(log_probs, temperature, k)
+        ids = ids.to(torch.int16).cpu().numpy()
+        probs = probs.to(torch.float16).cpu().numpy()
+        lens = out_lens.cpu().tolist()
+        records = [(batch["cut_ids"][i], ids[i, : lens[i]], probs[i, : lens[i]]) for i in todo]
+        yield len(batch["cut_ids"]), records
+
+
+def _data_identity(data_dir: Path, subset: str) -> tuple[dict, int]:
+    """``({"subset", "cuts_sha256", "data_dir"}, number of cuts)`` of ``cuts_<subset>.jsonl.gz``.
+
+    The hash is of the decompressed JSON lines: a gzip header carries a timestamp, so hashing the
+    file itself would make a byte-identical re-prepare look like new data.
+    """
+    digest, num_cuts = hashlib.sha256(), 0
+    with gzip.open(data_dir / f"cuts_{subset}.jsonl.gz", "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+            num_cuts += block.count(b"\n")  # one cut per line
+    identity = {"subset": subset, "cuts_sha256": digest.hexdigest(), "data_dir": str(data_dir)}
+    return identity, num_cuts
+
+
+def _resume_state(
+    out_dir: Path, fingerprint: dict, data: dict
+) -> tuple[int, set[str], dict[str, str]]:
+    """(next shard number, cuts of ``data["subset"]`` already committed, cut id -> subset of the
+    other subsets' cuts) after checking the committed shards: another teacher, unknown data (a
+    store written before data identities) or other cuts under this subset's name are errors."""
+    committed = committed_shards(out_dir)
+    done: set[str] = set()
+    taken: dict[str, str] = {}
+    redo = f"delete {out_dir} to dump again, or use another out_dir"
+    for shard, meta in committed.items():
+        where = out_dir / f"shard_{shard:05d}.json"
+        check_fingerprint(meta["fingerprint"], fingerprint, str(where))
+        stored = meta.get("data")
+        if stored is None:
+            raise ValueError(
+                f"cannot resume subset={data['subset']} into {out_dir}: {where} records no data "
+                "identity (written before asr-kd-dump-targets hashed the cuts), so its targets "
+                f"may come from other features under the same cut ids; {redo} (the store "
+                "still reads fine for distillation)"
+            )
+        if stored["subset"] != data["subset"]:
+            taken.update(dict.fromkeys(meta["cuts"], stored["subset"]))
+        elif stored["cuts_sha256"] != data["cuts_sha256"]:
+            raise ValueError(
+                f"subset {data['subset']!r} in {out_dir} was dumped from other cuts: cuts_sha256 "
+                f"{stored['cuts_sha256']} ({stored['data_dir']}, {where}) != "
+                f"{data['cuts_sha256']} ({data['data_dir']}/cuts_{data['subset']}.jsonl.gz); "
+                f"the data dir was re-prepared since, expected the same cuts; {redo}"
+            )
+        else:
+            done.update(meta["cuts"])
+    return max(committed, default=-1) + 1, done, taken
+
+
+def _dump_subset(
+    cfg: DictConfig, dm, model, fingerprint: dict, data: dict, total: int | None
+) -> int:
+    """Append the soft targets of subset ``data["subset"]`` (``data``, ``total``: from
+    ``_data_identity``) to the store in ``cfg.out_dir``; return the cuts resumed."""
+    out_dir, k, subset = Path(cfg.out_dir), fingerprint["k"], data["subset"]
+    batches = dm.dataloader(subset, shuffle=False, max_duration=cfg.max_duration)
+    first_shard, done, taken = _resume_state(out_dir, fingerprint, data)
+    header = {"fingerprint": fingerprint, "data": data}
+    writer = ShardWriter(out_dir, header, first_shard, cfg.shard_frames)
+    device = next(model.parameters()).device
+    with tqdm(total=total, unit="cut", desc=f"dump {subset}") as progress:
+        for num_cuts, records in _teacher_batches(model, batches, done, device, k, cfg.temperature):
+            for cut_id, ids, probs in records:
+                if cut_id in taken:
+                    raise ValueError(
+                        f"cut {cut_id!r} of subset {subset!r} already has soft targets from "
+                        f"subset {taken[cut_id]!r} in {out_dir}; expected cut ids unique across "
+                        "the subsets of one store"
+                    )
+                writer.add(cut_id, ids, probs)
+            progress.update(num_cuts)
+    writer.flush()
+    return len(done)
+
+
+def _subset_names(subset: str | Sequence[str]) -> list[str]:
+    """``subset=train`` or ``subset=[train,extra]`` -> the names, in order, without repeats."""
+    names = [str(s) for s in as_list(subset)]
+    if not names:
+        raise ValueError("subset=[] names no subset to dump; expected a name or a list of names")
+    return names
+
+
+def dump_targets(cfg: DictConfig) -> dict:
+    """Dump the teacher's soft targets for ``cfg.subset`` (a name or a list) into ``cfg.out_dir``;
+    return the summary of the whole store."""
+    out_dir = Path(cfg.out_dir)
+    save_config(cfg, out_dir)
+    device = resolve_device(cfg.device)
+    teacher = load_model(cfg.teacher_ckpt)
+    vocab = teacher.tokenizer.vocab_size
+    if vocab > MAX_INT16_VOCAB:
+        raise ValueError(f"vocab {vocab} does not fit int16 ids (max {MAX_INT16_VOCAB})")
+    k = min(int(cfg.k), vocab)
+    fingerprint = teacher_fingerprint(
+        file_sha256(cfg.teacher_ckpt),
+        teacher.tokenizer.fingerprint,
+        teacher.model.frame_shift_ms,
+        k,
+        float(cfg.temperature),
+    )
+    dm = build_datamodule(cfg.data)
+    if dm.tokenizer.fingerprint != teacher.tokenizer.fingerprint:
+        raise ValueError(
+            f"tokenizer of {cfg.data.dir} ({dm.tokenizer.fingerprint}, vocab "
+            f"{dm.tokenizer.vocab_size}) != teacher's ({teacher.tokenizer.fingerprint}, vocab "
+            f"{vocab}) in {cfg.teacher_ckpt}"
+        )
+    # Every subset's identity first: a missing or re-prepared one fails now, not after hours.
+    identities = [_data_identity(Path(cfg.data.dir), s) for s in _subset_names(cfg.subset)]
+    for data, _ in identities:
+        _resume_state(out_dir, fingerprint, data)
+    model = teacher.model.to(device)
+    resumed = 0
+    for data, total in identities:
+        subset = data["subset"]
+        resumed += _dump_subset(cfg, dm, model, fingerprint, data, total)
+        # "subset"/"data_dir" name the latest dump (as before); "subsets" lists every one
+        extra = {"subset": subset, "data_dir": str(cfg.data.dir), "vocab_size": vocab}
+        index = write_index(out_dir, fingerprint, extra)
+    summary = {k_: v for k_, v in index.items() if k_ != "cuts"}
+    summary["resumed_cuts"] = resumed
+    summary["fp32_bytes_per_frame"] = 4 * vocab
+    return summary

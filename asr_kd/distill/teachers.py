@@ -1,0 +1,153 @@
+"""Where a student's teacher targets come from: an online teacher, or a dumped target store.
+
+A *teacher targets* object is a plain callable ``targets(batch) -> (ids (B, T_t, k), probs
+(B, T_t, k), lens (B,))`` that the training task calls on the clean batch:
+
+- :class:`OnlineTeacher` runs a frozen teacher (eval mode, no grad) on the clean features;
+- :class:`CachedTargets` reads the same numbers from an ``asr-kd-dump-targets`` store by cut id.
+
+The teacher is deliberately *not* a submodule of the task: it is not saved in the student's
+checkpoint, not wrapped by DDP and not switched to train mode by Lightning.
+
+Before step one the teacher and the student must agree (:func:`check_compatible`): same
+tokenizer (fingerprint), same output frame rate, and cached targets must carry the configured
+teacher's fingerprint (checkpoint hash, tokenizer, frame shift, k, temperature). Each mismatch is
+an error naming both values.
+
+Usage:
+    targets = build_teacher_targets(cfg, student, tokenizer, KDConfig(alpha=0.5, temperature=2))
+    ids, probs, lens = targets(batch)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from asr_kd.checkpoint import file_sha256
+from asr_kd.distill.losses import KDConfig, soften_teacher
+from asr_kd.distill.store import SoftTargetStore, teacher_fingerprint
+from asr_kd.models.loading import LoadedModel, load_model
+
+__all__ = [
+    "SOURCES",
+    "CachedTargets",
+    "OnlineTeacher",
+    "TeacherTargets",
+    "build_teacher_targets",
+    "check_compatible",
+]
+
+TeacherTargets = Callable[[dict], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+# With several ranks, lhotse fills the last round of an epoch that has fewer cuts than ranks with
+# copies renamed "<id>_dup<n>" (lhotse.dataset.sampling.base.mark_as_duplicate): same features,
+# so the same soft targets as the original.
+_LHOTSE_DUPLICATE = re.compile(r"(_dup\d+)+$")
+
+
+class OnlineTeacher:
+    """A frozen teacher run on the (clean) batch: ``(batch) -> (ids, probs, lens)``."""
+
+    def __init__(self, model: nn.Module, temperature: float, k: int | None = None):
+        self.model = model.eval().requires_grad_(False)
+        self.temperature, self.k = temperature, k
+
+    def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feats = batch["feats"]
+        if next(self.model.parameters()).device != feats.device:
+            self.model.to(feats.device)
+        self.model.eval()
+        with torch.no_grad():
+            log_probs, lens = self.model(feats, batch["feat_lens"])
+        ids, probs = soften_teacher(log_probs, self.temperature, self.k)
+        return ids, probs, lens
+
+
+class CachedTargets:
+    """Soft targets of the batch's cuts from a :class:`SoftTargetStore`, on the batch's device."""
+
+    def __init__(self, store: SoftTargetStore, k: int | None = None):
+        self.store, self.k = store, k
+
+    def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cut_ids = [c if c in self.store else _LHOTSE_DUPLICATE.sub("", c) for c in batch["cut_ids"]]
+        ids, probs, lens = self.store.batch(cut_ids, self.k)
+        device = batch["feats"].device
+        return ids.to(device), probs.to(device), lens.to(device)
+
+
+SOURCES = ("none", "cached", "online")
+
+
+def check_compatible(
+    teacher: LoadedModel, student: nn.Module, student_tokenizer, data_dir: str
+) -> None:
+    """Raise ``ValueError`` unless teacher and student share the tokenizer and the frame rate."""
+    t_tok, s_tok = teacher.tokenizer, student_tokenizer
+    if t_tok.fingerprint != s_tok.fingerprint:
+        raise ValueError(
+            f"teacher vocab {t_tok.vocab_size} != student vocab {s_tok.vocab_size} or another "
+            f"tokenizer (teacher {t_tok.kind} tokenizer {t_tok.fingerprint} in {teacher.path} vs "
+            f"student {s_tok.kind} tokenizer {s_tok.fingerprint} in {data_dir}/lang); "
+            "expected identical tokenizers"
+        )
+    t_shift, s_shift = teacher.model.frame_shift_ms, student.frame_shift_ms
+    if t_shift != s_shift:
+        raise ValueError(
+            f"teacher frame shift {t_shift} ms (subsampling {teacher.model.subsampling_factor}, "
+            f"{teacher.path}) != student frame shift {s_shift} ms (subsampling "
+            f"{student.subsampling_factor}); expected equal output frame rates"
+        )
+
+
+def _cached_targets(
+    cfg: DictConfig, teacher: LoadedModel, temperature: float, k: int | None
+) -> CachedTargets:
+    if cfg.targets_dir is None:
+        raise ValueError("distill.source=cached needs targets_dir=<out_dir of asr-kd-dump-targets>")
+    if cfg.data.get("speed_perturb", False):
+        raise ValueError(
+            "distill.source=cached needs data.speed_perturb=false: the soft targets were "
+            "dumped from unperturbed features, and a speed-perturbed cut has other frames "
+            "(and another cut id); use distill.source=online to distil with speed perturbation"
+        )
+    store = SoftTargetStore(cfg.targets_dir)
+    expected = teacher_fingerprint(
+        file_sha256(teacher.path),
+        teacher.tokenizer.fingerprint,
+        teacher.model.frame_shift_ms,
+        store.k,  # any stored k serves a distill.k <= it (checked below)
+        temperature,
+    )
+    store.check_fingerprint(expected)
+    if k is not None and k > store.k:
+        raise ValueError(
+            f"distill.k={k} > k={store.k} stored in {Path(cfg.targets_dir) / 'index.json'}; "
+            "expected distill.k <= the dump's k (or null)"
+        )
+    return CachedTargets(store, k)
+
+
+def build_teacher_targets(
+    cfg: DictConfig, student: nn.Module, tokenizer, kd: KDConfig
+) -> TeacherTargets | None:
+    """The teacher-targets callable for ``cfg.distill.source`` (``cfg.distill.k`` ids per frame)
+    after the compatibility checks; None for CTC alone."""
+    source, k = cfg.distill.source, cfg.distill.get("k")
+    if source not in SOURCES:
+        raise ValueError(f"distill.source={source!r}, expected one of {SOURCES}")
+    if source == "none" or kd.alpha == 0.0:
+        return None
+    if cfg.teacher_ckpt is None:
+        raise ValueError(f"distill.source={source} needs teacher_ckpt=<teacher checkpoint>")
+    teacher = load_model(cfg.teacher_ckpt)
+    check_compatible(teacher, student, tokenizer, str(cfg.data.dir))
+    if source == "cached":
+        return _cached_targets(cfg, teacher, kd.temperature, k)
+    return OnlineTeacher(teacher.model, kd.temperature, k)

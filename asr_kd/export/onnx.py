@@ -1,0 +1,260 @@
+"""``asr-kd-export``: a checkpoint -> ONNX graphs for ONNX Runtime (full context and streaming).
+
+Two graphs per model, both batch 1 on 2-D ``(frames, channels)`` tensors, CMVN inside:
+
+- ``full.onnx`` (any model): raw fbank ``feats (T, F)`` -> CTC log-probs ``(T // factor, V)``,
+  dynamic ``T >= factor``; the same function as ``ConformerCTC.forward`` with full context.
+- ``stream-c<C>-l<LC>.onnx`` (streaming models, one per chunk size): one chunk step of
+  ``forward_chunk`` with fixed-size caches: ``C`` encoder frames, attention over the last
+  ``Tc = LC * C`` cached frames plus the chunk (an additive mask hides the empty slots).
+
+The graphs are not a trace of ``ConformerCTC``: they run its weights refolded for ONNX
+(:mod:`asr_kd.models.fold`, which says why and how).
+
+Metadata for the runner (:mod:`asr_kd.inference.onnx`) is a JSON string in the model's
+``metadata_props["asr_kd"]``: tokenizer, frame shift, subsampling, chunk size, left chunks, input
+and cache names and shapes, CMVN mean (the raw value of a left-pad frame), rotary frequencies.
+
+Usage:
+    asr-kd-export ckpt=exp/student_kd/checkpoints/last.ckpt out_dir=exp/onnx/student_kd \\
+        chunk_sizes_ms=[320] left_chunks=null       # null = the model's default_left_chunks
+
+    # from Python: paths = export_checkpoint(load_model(ckpt), out_dir, chunk_sizes=[8])
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from asr_kd.config import as_list, save_config
+from asr_kd.inference.onnx import FULL_FILE, OnnxCTC, OnnxStreamingCTC, step_file_name
+from asr_kd.models.conformer import rotary_frequencies
+from asr_kd.models.fold import FoldedGraph
+from asr_kd.models.loading import LoadedModel, load_model
+from asr_kd.models.streaming import chunk_frames
+
+__all__ = [
+    "FULL_FILE",
+    "TOLERANCE",
+    "check_export",
+    "export_checkpoint",
+    "export_full",
+    "export_step",
+    "run",
+    "step_file_name",
+]
+
+OPSET = 17
+TOLERANCE = 1e-3  # max |ORT - torch| log-prob difference accepted (measured: ~1e-5)
+METADATA_KEY = "asr_kd"
+
+
+# ---------------------------------------------------------------------------- export
+def _metadata(loaded: LoadedModel, **extra) -> dict:
+    model = loaded.model
+    return {
+        "tokenizer": loaded.tokenizer.to_dict(),
+        "vocab_size": model.vocab_size,
+        "input_dim": model.input_dim,
+        "frame_shift_ms": model.frame_shift_ms,
+        "input_frame_shift_ms": model.frame_shift_ms // model.subsampling_factor,
+        "subsampling_factor": model.subsampling_factor,
+        "receptive_field": model.subsampling.receptive_field,
+        "left_pad": model.subsampling.left_pad,
+        "streaming": bool(model.streaming),
+        "role": loaded.role,
+        "checkpoint": str(loaded.path),
+        "cmvn_mean": model.cmvn_mean.tolist(),
+        "inv_freq": rotary_frequencies(model.d_model // model.num_heads).tolist(),
+        **extra,
+    }
+
+
+def _save(graph: nn.Module, args: tuple, path: Path, names: dict, meta: dict) -> Path:
+    """torch.onnx.export (TorchScript exporter: no dynamo, fixed opset) + metadata.
+
+    ``graph`` must already be in eval mode: the exporter restores the wrapper's training flag
+    recursively afterwards, so a fresh (training-mode) wrapper would leave the wrapped model in
+    training mode (dropout, BatchNorm batch statistics). That, not the graph, made a first
+    teacher export look 14 nats off torch.
+    """
+    if graph.training:
+        raise ValueError("export a module in eval mode (see _save's docstring)")
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about python ints: intended constants
+        torch.onnx.export(graph, args, buf, dynamo=False, opset_version=OPSET, **names)
+    proto = onnx.load_from_string(buf.getvalue())
+    onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(meta)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+    return path
+
+
+def export_full(loaded: LoadedModel, path: str | Path) -> Path:
+    """Full-context graph: ``feats (T, F)`` raw fbank -> ``log_probs (T // factor, V)``."""
+    model = loaded.model.eval()
+    meta = _metadata(loaded, kind="full", inputs=["feats"], outputs=["log_probs"])
+    names = {
+        "input_names": ["feats"],
+        "output_names": ["log_probs"],
+        "dynamic_axes": {"feats": {0: "frames"}, "log_probs": {0: "out_frames"}},
+    }
+    feats = torch.randn(8 * model.subsampling_factor + 3, model.input_dim)
+    return _save(FoldedGraph(model).eval(), (feats,), Path(path), names, meta)
+
+
+def _step_shapes(model: nn.Module, chunk_size: int, left_chunks: int) -> dict[str, list[int]]:
+    sub, d = model.subsampling, model.d_model
+    cached = left_chunks * chunk_size
+    width = (model.num_heads + 1) * d  # per-head query copies + keys
+    shapes = {
+        "feats": [1, 1, sub.factor * (chunk_size - 1) + sub.receptive_field, model.input_dim],
+        "cos": [chunk_size, width],
+        "sin": [chunk_size, width],
+        "mask": [1, cached + chunk_size],
+    }
+    for i, layer in enumerate(model.layers):
+        shapes.update({f"k_cache_{i}": [cached, d], f"v_cache_{i}": [cached, d]})
+        shapes[f"conv_cache_{i}"] = [layer.conv.context, d]
+    return shapes
+
+
+def _check_left_chunks(loaded: LoadedModel, left_chunks: int) -> None:
+    if left_chunks < 0:
+        raise ValueError(
+            f"left_chunks={left_chunks}: the streaming ONNX step needs a finite attention cache "
+            f"(left_chunks >= 0); model {loaded.path} default is "
+            f"{loaded.model.default_left_chunks}. Pass left_chunks=N (or runtime=torch to "
+            "asr-kd-evaluate)"
+        )
+
+
+def export_step(loaded: LoadedModel, path: str | Path, chunk_size: int, left_chunks: int) -> Path:
+    """Chunk-step graph of a streaming model with fixed-size caches (see ``_Graph.forward``)."""
+    model = loaded.model.eval()
+    if not model.streaming:
+        raise ValueError(f"{loaded.path}: a full-context model has no streaming step to export")
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be > 0 encoder frames, got {chunk_size}")
+    _check_left_chunks(loaded, left_chunks)
+    shapes = _step_shapes(model, chunk_size, left_chunks)
+    outputs = ["log_probs"]
+    for i in range(len(model.layers)):
+        outputs += [f"k_all_{i}", f"v_all_{i}", f"conv_all_{i}"]
+    meta = _metadata(
+        loaded,
+        kind="step",
+        chunk_size=chunk_size,
+        left_chunks=left_chunks,
+        num_layers=len(model.layers),
+        input_shapes=shapes,
+        inputs=list(shapes),
+        outputs=outputs,
+    )
+    args = tuple(torch.zeros(shape) for shape in shapes.values())
+    names = {"input_names": list(shapes), "output_names": outputs}
+    return _save(FoldedGraph(model, chunk_size).eval(), args, Path(path), names, meta)
+
+
+def export_checkpoint(
+    loaded: LoadedModel, out_dir: str | Path, chunk_sizes=(), left_chunks: int | None = None
+) -> dict[str, Path]:
+    """``full.onnx`` and, for a streaming model, one step graph per chunk size (encoder
+    frames). ``left_chunks=None``: the model's ``default_left_chunks``. Returns name -> path."""
+    out_dir = Path(out_dir)
+    lc = loaded.model.default_left_chunks if left_chunks is None else int(left_chunks)
+    if loaded.model.streaming and chunk_sizes:
+        _check_left_chunks(loaded, lc)  # before any file is written
+    paths = {"full": export_full(loaded, out_dir / FULL_FILE)}
+    if loaded.model.streaming:
+        for c in chunk_sizes:
+            paths[f"stream-c{c}"] = export_step(loaded, out_dir / step_file_name(c, lc), c, lc)
+    return paths
+
+
+# ---------------------------------------------------------------------------- check
+def _count_nodes(path: Path) -> int:
+    """Nodes after ONNX Runtime's own graph optimisation (what it executes)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(path.with_suffix(".ort-optimized.onnx"))
+    opts.log_severity_level = 3  # not the warning that the saved graph is machine-specific
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    optimized = Path(opts.optimized_model_filepath)
+    count = len(onnx.load(str(optimized)).graph.node)
+    optimized.unlink()
+    return count
+
+
+@torch.inference_mode()
+def check_export(loaded: LoadedModel, paths: dict[str, Path], frames: int = 403, seed: int = 0):
+    """ORT vs torch on one random utterance (``frames`` or more: enough for every step graph's
+    attention cache to fill and slide): max abs log-prob diff per graph (NaN if either is NaN)."""
+    model = loaded.model.eval()
+    runners = {name: OnnxStreamingCTC(path) for name, path in paths.items() if name != "full"}
+    for runner in runners.values():  # long enough for the attention cache to slide
+        span = runner.chunk_size * (runner.left_chunks + 2) * model.subsampling_factor
+        frames = max(frames, span + model.subsampling.receptive_field)
+    gen = torch.Generator().manual_seed(seed)
+    feats = model.cmvn_mean + model.cmvn_std * torch.randn(frames, model.input_dim, generator=gen)
+    diffs = {}
+    for name, path in paths.items():
+        if name == "full":
+            ref, _ = model(feats[None], torch.tensor([frames]))
+            got = OnnxCTC(path).log_probs(feats.numpy())
+        else:
+            runner = runners[name]
+            state = model.init_state(1, runner.chunk_size, runner.left_chunks)
+            parts, pieces = [], []
+            for start in range(0, frames, 37):  # odd-sized pieces, as a live feed
+                lp, state = model.forward_chunk(feats[None, start : start + 37], state)
+                parts.append(lp[0])
+                pieces.append(runner.accept(feats[start : start + 37].numpy()))
+            parts.append(model.flush(state)[0][0])
+            pieces.append(runner.flush())
+            ref, got = torch.cat(parts)[None], np.concatenate(pieces)
+        if got.shape != tuple(ref.shape[1:]):
+            raise AssertionError(f"{path}: ORT output {got.shape} != torch {tuple(ref.shape[1:])}")
+        diffs[name] = float(np.abs(got - ref[0].numpy()).max())
+    return diffs
+
+
+def run(cfg: DictConfig) -> dict:
+    """Export ``cfg.ckpt`` into ``cfg.out_dir``, check it against torch, return a summary."""
+    out_dir = Path(cfg.out_dir)
+    save_config(cfg, out_dir)
+    loaded = load_model(cfg.ckpt)
+    chunk_ms = as_list(cfg.chunk_sizes_ms) if loaded.model.streaming else []
+    chunk_sizes = [chunk_frames(loaded.model, ms, source=str(loaded.path)) for ms in chunk_ms]
+    paths = export_checkpoint(loaded, out_dir, chunk_sizes, cfg.left_chunks)
+    diffs = check_export(loaded, paths)
+    summary = {
+        name: {
+            "path": str(path),
+            "max_abs_diff": diffs[name],
+            "nodes": _count_nodes(path),
+            "mb": round(path.stat().st_size / 2**20, 3),
+        }
+        for name, path in paths.items()
+    }
+    (out_dir / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
+    bad = {
+        k: v["max_abs_diff"] for k, v in summary.items() if not v["max_abs_diff"] <= cfg.tolerance
+    }
+    if bad:
+        raise RuntimeError(
+            f"ONNX export of {cfg.ckpt} differs from torch by {bad} > tolerance {cfg.tolerance}"
+        )
+    return summary

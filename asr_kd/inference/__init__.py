@@ -1,0 +1,1 @@
+"""Decoders: torch and ONNX Runtime, offline and streaming, and transcribing audio files."""

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, the run builders, resume state, and the two runs."""

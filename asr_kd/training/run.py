@@ -1,0 +1,42 @@
+"""The two training runs, as plain functions of a composed config (the commands call these).
+
+- :func:`train`: a Conformer CTC model with CTC alone: the teacher (``asr-kd-train``).
+- :func:`distill`: a student with CTC + KD from a teacher's targets (``asr-kd-distill``). With
+  ``distill=none`` it is the CTC-only student baseline: the one way to train that baseline, since
+  it shares every setting (model, optimiser, schedule, updates, data) with the KD student's run
+  and differs only in the teacher.
+
+Usage:
+    figures = train(compose("train", ["model=teacher_small", "data.dir=DATA"]))
+    figures = distill(compose("distill", ["teacher_ckpt=...", "targets_dir=...", ...]))
+"""
+
+from __future__ import annotations
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from asr_kd.data.datamodule import build_datamodule
+from asr_kd.distill.losses import KDConfig
+from asr_kd.distill.teachers import build_teacher_targets
+from asr_kd.training.builders import build_model, fit
+
+__all__ = ["distill", "train"]
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train ``cfg.model`` with CTC on ``cfg.data``; return :func:`fit`'s figures."""
+    L.seed_everything(int(cfg.seed), workers=True)
+    dm = build_datamodule(cfg.data)
+    model, model_config = build_model(cfg.model, dm)
+    return fit(cfg, dm, model, model_config, role=str(cfg.role))
+
+
+def distill(cfg: DictConfig) -> dict:
+    """Distil ``cfg.model`` from the teacher per ``cfg.distill``; return the run's figures."""
+    L.seed_everything(int(cfg.seed), workers=True)
+    dm = build_datamodule(cfg.data)
+    model, model_config = build_model(cfg.model, dm)
+    kd = KDConfig.from_options(OmegaConf.to_container(cfg.distill, resolve=True))
+    targets = build_teacher_targets(cfg, model, dm.tokenizer, kd)
+    return fit(cfg, dm, model, model_config, role=str(cfg.role), kd=kd, targets=targets)
