@@ -113,7 +113,9 @@ def test_no_import_cycles():
 def test_the_checker_sees_lazy_imports_and_wrong_directions(tmp_path):
     """The rule itself: a function-level import of a later layer and of a command are caught."""
     source = tmp_path / "probe.py"
-    source.write_text("def f():\n    from asr_kd.training.task import AsrTask\n    import asr_kd.cli.train\n")
+    source.write_text(
+        "def f():\n    from asr_kd.training.task import AsrTask\n    import asr_kd.cli.train\n"
+    )
     found = _imports(source, "asr_kd.data.probe")
     assert {"asr_kd.training.task", "asr_kd.cli.train"} <= found
     assert _layer("asr_kd.training.task") > _layer("asr_kd.data.probe")

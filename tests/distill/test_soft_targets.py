@@ -10,8 +10,8 @@ import torch
 
 from asr_kd.checkpoint import file_sha256
 from asr_kd.data.datamodule import build_datamodule
-from asr_kd.distill.losses import soften_teacher
 from asr_kd.distill.dump import dump_targets
+from asr_kd.distill.losses import soften_teacher
 from asr_kd.distill.store import SoftTargetStore, bytes_per_frame, teacher_fingerprint
 from asr_kd.models.loading import load_model
 
