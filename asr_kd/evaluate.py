@@ -270,13 +270,6 @@ def _write_hyps(out_dir: Path, row: dict, decoded: Decoded) -> None:
     path.write_text("cut_id\treference\thypothesis\n" + "\n".join(lines) + "\n")
 
 
-def _left_chunks(loaded: LoadedModel, requested: int | None) -> int:
-    """``null`` in the config: the model's ``default_left_chunks`` (what it was trained with)."""
-    if requested is not None:
-        return int(requested)
-    return int(getattr(loaded.model, "default_left_chunks", -1))
-
-
 def _runtime(cfg: DictConfig, name: str) -> dict:
     onnx_dir = Path(cfg.out_dir) / "onnx" / name
     return {"runtime": str(cfg.runtime), "onnx_dir": onnx_dir, "threads": int(cfg.rtf.threads)}
@@ -290,7 +283,7 @@ def _export_onnx(cfg: DictConfig, models: dict[str, LoadedModel]) -> dict:
         chunk_sizes = []
         if getattr(loaded.model, "streaming", False):
             chunk_sizes = [_chunk_frames(loaded, name, ms) for ms in cfg.chunk_sizes_ms]
-        left_chunks = _left_chunks(loaded, cfg.left_chunks)
+        left_chunks = loaded.model.resolve_left_chunks(cfg.left_chunks)
         paths = export_checkpoint(
             loaded, Path(cfg.out_dir) / "onnx" / name, chunk_sizes, left_chunks
         )
@@ -335,7 +328,7 @@ def _stream_row(
 ) -> dict:
     """The streaming path at one chunk size: WER and RTF from the same batch-1 pass."""
     chunk_size, mode = _chunk_frames(loaded, name, chunk_ms), f"stream-{chunk_ms:g}ms"
-    left_chunks = _left_chunks(loaded, cfg.left_chunks)
+    left_chunks = loaded.model.resolve_left_chunks(cfg.left_chunks)
     streamed = decode_one_at_a_time(
         utterance_decoder(loaded, chunk_size, left_chunks, **_runtime(cfg, name)),
         _iter_utterances(_batches(cfg, dm, subset)),

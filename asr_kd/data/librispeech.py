@@ -9,7 +9,6 @@ line without audio, audio without a transcript line) are returned per reason, ne
 missing or empty subset directory is an error naming the path.
 
 Usage:
-    subsets = list_subsets("LibriSpeech")                  # ["dev-clean", "train-clean-100"]
     scan = scan_subset("LibriSpeech", "dev-clean")
     scan.utterances[0].utt_id, scan.utterances[0].audio_path, scan.problems["missing_audio"]
 """
@@ -24,7 +23,6 @@ __all__ = [
     "AUDIO_SUFFIXES",
     "LibriUtterance",
     "SubsetScan",
-    "list_subsets",
     "read_transcripts",
     "scan_subset",
 ]
@@ -52,18 +50,6 @@ class SubsetScan:
     subset: str
     utterances: list[LibriUtterance] = field(default_factory=list)
     problems: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-
-
-def list_subsets(corpus_dir: str | Path) -> list[str]:
-    """Names of the subdirectories of ``corpus_dir`` laid out as subsets (speaker/chapter/files)."""
-    corpus_dir = Path(corpus_dir)
-    if not corpus_dir.is_dir():
-        raise FileNotFoundError(f"corpus directory {corpus_dir} does not exist")
-    return sorted(
-        d.name
-        for d in corpus_dir.iterdir()
-        if d.is_dir() and any(True for _ in d.glob("*/*/*.trans.txt"))
-    )
 
 
 def read_transcripts(path: Path) -> list[tuple[str, str]]:

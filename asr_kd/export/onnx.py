@@ -172,7 +172,7 @@ def export_checkpoint(
     """``full.onnx`` and, for a streaming model, one step graph per chunk size (encoder
     frames). ``left_chunks=None``: the model's ``default_left_chunks``. Returns name -> path."""
     out_dir = Path(out_dir)
-    lc = loaded.model.default_left_chunks if left_chunks is None else int(left_chunks)
+    lc = loaded.model.resolve_left_chunks(left_chunks)
     if loaded.model.streaming and chunk_sizes:
         _check_left_chunks(loaded, lc)  # before any file is written
     paths = {"full": export_full(loaded, out_dir / FULL_FILE)}

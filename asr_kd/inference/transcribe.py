@@ -115,9 +115,7 @@ def torch_decode(args: argparse.Namespace) -> Decode:
         chunk_frames(loaded.model, chunk_ms, "--chunk-ms", str(args.ckpt))
     except ValueError as err:
         raise Refused(str(err)) from err
-    left_chunks = args.left_chunks
-    if left_chunks is None:
-        left_chunks = int(getattr(loaded.model, "default_left_chunks", -1))
+    left_chunks = loaded.model.resolve_left_chunks(args.left_chunks)
     if left_chunks < -1:
         raise Refused(f"--left-chunks {left_chunks}: must be >= 0, or -1 for unlimited context")
     return lambda feats, on_partial: transcribe_streaming(

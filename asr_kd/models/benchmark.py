@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = _load(args.model)
-    left = model.default_left_chunks if args.left_chunks is None else args.left_chunks
+    left = model.resolve_left_chunks(args.left_chunks)
     chunk_ms = args.chunk_size * model.frame_shift_ms
     print(
         f"{args.model}: chunk {args.chunk_size} frames = {chunk_ms} ms, left_chunks {left}, "

@@ -285,9 +285,10 @@ class ConformerCTC(nn.Module):
         """One draw (uniform, torch RNG) from ``train_chunk_sizes``: dynamic chunk training."""
         return self.train_chunk_sizes[int(torch.randint(len(self.train_chunk_sizes), ()))]
 
-    def output_lengths(self, feat_lens: torch.Tensor) -> torch.Tensor:
-        """(B,) encoder frames T' for (B,) input frames T: ``T // subsampling_factor``."""
-        return torch.div(feat_lens, self.subsampling_factor, rounding_mode="floor")
+    def resolve_left_chunks(self, requested: int | None = None) -> int:
+        """The left context to use: ``requested``, or when None (``left_chunks=null`` in a
+        config, no ``--left-chunks``) the ``default_left_chunks`` the model was trained with."""
+        return self.default_left_chunks if requested is None else int(requested)
 
     def forward(
         self,

@@ -67,7 +67,7 @@ def macs_per_audio_second(
             if chunk_size is None or not model.streaming:
                 model(feats, torch.tensor([num_frames], device=ref.device))
             else:
-                left = model.default_left_chunks if left_chunks is None else left_chunks
+                left = model.resolve_left_chunks(left_chunks)
                 state = model.init_state(1, chunk_size, left)
                 _, state = model.forward_chunk(feats, state)
                 model.flush(state)
