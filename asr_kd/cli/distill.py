@@ -18,3 +18,7 @@ __all__ = ["main"]
 def main(cfg: DictConfig) -> None:
     result = distill(cfg)
     print({k: v for k, v in result.items() if k != "metrics"})
+
+
+if __name__ == "__main__":
+    main()

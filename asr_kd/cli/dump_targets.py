@@ -19,3 +19,7 @@ __all__ = ["main"]
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="dump_targets")
 def main(cfg: DictConfig) -> None:
     print(json.dumps(dump_targets(cfg), indent=1))
+
+
+if __name__ == "__main__":
+    main()

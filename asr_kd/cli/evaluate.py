@@ -18,3 +18,7 @@ __all__ = ["main"]
 def main(cfg: DictConfig) -> None:
     results = evaluate(cfg)
     print(summary(results, cfg.out_dir))
+
+
+if __name__ == "__main__":
+    main()

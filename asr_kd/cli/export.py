@@ -21,3 +21,7 @@ def main(cfg: DictConfig) -> None:
             f"{name:<10} {s['path']}  max|ORT - torch| {s['max_abs_diff']:.2e}  "
             f"nodes {s['nodes']}  {s['mb']:.2f} MB"
         )
+
+
+if __name__ == "__main__":
+    main()

@@ -17,3 +17,7 @@ __all__ = ["main"]
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="prepare")
 def main(cfg: DictConfig) -> None:
     prepare.run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -21,3 +21,7 @@ __all__ = ["main"]
 def main(cfg: DictConfig) -> None:
     result = train(cfg)
     print({k: v for k, v in result.items() if k != "metrics"})
+
+
+if __name__ == "__main__":
+    main()
