@@ -20,9 +20,25 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 __all__ = ["CONF_DIR", "as_list", "compose", "help_header", "save_config"]
 
-# Top-level ``conf/`` of the source tree; the package is installed editable (``pip install -e``),
-# so this resolves to the checkout the user is working in.
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def _find_conf_dir(package: Path) -> Path:
+    """The configs: the repository's top-level ``conf/``, which the wheel ships as the package
+    data of ``asr_kd.conf`` (setup.py). So they lie inside the package when it is installed
+    from a wheel (``pip install .``: ``site-packages/asr_kd/conf``), and beside it in a checkout
+    (``pip install -e .``, or the checkout on ``PYTHONPATH``)."""
+    candidates = (package / "conf", package.parent / "conf")
+    for conf_dir in candidates:
+        if (conf_dir / "train.yaml").is_file():
+            return conf_dir
+    raise FileNotFoundError(
+        f"asr_kd's configs are missing: no train.yaml in {candidates[0]} (installed package) "
+        f"or {candidates[1]} (checkout); reinstall asr_kd from its repository"
+    )
+
+
+# Every command's primary config dir (``@hydra.main(config_path=str(CONF_DIR))``), and the one
+# place its location is worked out.
+CONF_DIR = _find_conf_dir(Path(__file__).resolve().parent)
 
 
 def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:

@@ -144,3 +144,23 @@ def test_help_of_an_installed_command():
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("asr-kd-export: a checkpoint -> ONNX graphs")
     assert "chunk_sizes_ms:" in out.stdout and "is powered by Hydra" not in out.stdout
+
+
+def test_conf_dir_inside_an_installed_package_else_beside_the_package_in_a_checkout(tmp_path):
+    from asr_kd.config import _find_conf_dir
+
+    def tree(*files: str) -> None:
+        for f in files:
+            (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / f).touch()
+
+    # A wheel: site-packages/asr_kd/conf, even where another package left a site-packages/conf.
+    tree("site/asr_kd/__init__.py", "site/asr_kd/conf/train.yaml", "site/conf/train.yaml")
+    assert _find_conf_dir(tmp_path / "site/asr_kd") == tmp_path / "site/asr_kd/conf"
+    # A checkout (editable install or PYTHONPATH): conf/ beside asr_kd/.
+    tree("repo/asr_kd/__init__.py", "repo/conf/train.yaml")
+    assert _find_conf_dir(tmp_path / "repo/asr_kd") == tmp_path / "repo/conf"
+    # Neither (a wheel built without its configs): said before Hydra's own error.
+    tree("bare/asr_kd/__init__.py")
+    with pytest.raises(FileNotFoundError, match="configs are missing"):
+        _find_conf_dir(tmp_path / "bare/asr_kd")

@@ -24,12 +24,12 @@ import argparse
 import math
 import statistics
 import time
-from pathlib import Path
 
 import hydra.utils
 import torch
 from omegaconf import OmegaConf
 
+from asr_kd.config import CONF_DIR
 from asr_kd.models.profile import count_params, macs_per_audio_second
 
 __all__ = [
@@ -41,7 +41,7 @@ __all__ = [
     "synthetic_fbank",
 ]
 
-CONF_MODEL = Path(__file__).resolve().parents[2] / "conf" / "model"
+CONF_MODEL = CONF_DIR / "model"
 _FRAMES_PER_SECOND = 100  # 10 ms fbank
 
 

@@ -1,17 +1,17 @@
 """ConformerCTC: shapes, padding, exact chunk-wise streaming, causality, dynamic chunks."""
 
 import warnings
-from pathlib import Path
 
 import hydra.utils
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from asr_kd.config import CONF_DIR
 from asr_kd.models import ConformerCTC
 from asr_kd.models.benchmark import synthetic_fbank
 
-CONF_MODEL = Path(__file__).resolve().parents[2] / "conf" / "model"
+CONF_MODEL = CONF_DIR / "model"
 TOL = 1e-4
 
 

@@ -1,12 +1,11 @@
 """Introspection: params, MACs per audio second (checked against a hand count), latency, size."""
 
-from pathlib import Path
-
 import hydra.utils
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from asr_kd.config import CONF_DIR
 from asr_kd.models import ConformerCTC
 from asr_kd.models.profile import (
     algorithmic_latency_ms,
@@ -15,7 +14,7 @@ from asr_kd.models.profile import (
     model_size_mb,
 )
 
-CONF_MODEL = Path(__file__).resolve().parents[2] / "conf" / "model"
+CONF_MODEL = CONF_DIR / "model"
 
 
 def model_with(num_layers, streaming=True, **kw):
