@@ -12,8 +12,10 @@ The graphs are not a trace of ``ConformerCTC``: they run its weights refolded fo
 (:mod:`asr_kd.models.fold`, which says why and how).
 
 Metadata for the runner (:mod:`asr_kd.inference.onnx`) is a JSON string in the model's
-``metadata_props["asr_kd"]``: tokenizer, frame shift, subsampling, chunk size, left chunks, input
-and cache names and shapes, CMVN mean (the raw value of a left-pad frame), rotary frequencies.
+``metadata_props["asr_kd"]``: tokenizer, frame shift, subsampling, CMVN mean (the raw value of a
+left-pad frame), rotary frequencies, and for a step graph its ``StepSpec``
+(:mod:`asr_kd.models.streaming`: chunk size, left chunks, input and cache names and shapes),
+from which the runner rebuilds the same spec.
 
 Usage:
     asr-kd-export ckpt=exp/student_kd/checkpoints/last.ckpt out_dir=exp/onnx/student_kd \\
@@ -60,6 +62,8 @@ METADATA_KEY = "asr_kd"
 
 # ---------------------------------------------------------------------------- export
 def _metadata(loaded: LoadedModel, **extra) -> dict:
+    """The graph's ``metadata_props["asr_kd"]``: the model's, then ``extra`` (a step graph's
+    ``StepSpec.to_metadata()``, which repeats some of the model's keys with the same values)."""
     model = loaded.model
     return {
         "tokenizer": loaded.tokenizer.to_dict(),
@@ -113,22 +117,6 @@ def export_full(loaded: LoadedModel, path: str | Path) -> Path:
     return _save(FoldedGraph(model).eval(), (feats,), Path(path), names, meta)
 
 
-def _step_shapes(model: nn.Module, chunk_size: int, left_chunks: int) -> dict[str, list[int]]:
-    sub, d = model.subsampling, model.d_model
-    cached = left_chunks * chunk_size
-    width = (model.num_heads + 1) * d  # per-head query copies + keys
-    shapes = {
-        "feats": [1, 1, sub.factor * (chunk_size - 1) + sub.receptive_field, model.input_dim],
-        "cos": [chunk_size, width],
-        "sin": [chunk_size, width],
-        "mask": [1, cached + chunk_size],
-    }
-    for i, layer in enumerate(model.layers):
-        shapes.update({f"k_cache_{i}": [cached, d], f"v_cache_{i}": [cached, d]})
-        shapes[f"conv_cache_{i}"] = [layer.conv.context, d]
-    return shapes
-
-
 def _check_left_chunks(loaded: LoadedModel, left_chunks: int) -> None:
     if left_chunks < 0:
         raise ValueError(
@@ -140,30 +128,19 @@ def _check_left_chunks(loaded: LoadedModel, left_chunks: int) -> None:
 
 
 def export_step(loaded: LoadedModel, path: str | Path, chunk_size: int, left_chunks: int) -> Path:
-    """Chunk-step graph of a streaming model with fixed-size caches (see ``_Graph.forward``)."""
+    """Chunk-step graph of a streaming model with fixed-size caches: the inputs and outputs of
+    ``model.step_spec(chunk_size, left_chunks)`` (:mod:`asr_kd.models.streaming`)."""
     model = loaded.model.eval()
     if not model.streaming:
         raise ValueError(f"{loaded.path}: a full-context model has no streaming step to export")
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0 encoder frames, got {chunk_size}")
     _check_left_chunks(loaded, left_chunks)
-    shapes = _step_shapes(model, chunk_size, left_chunks)
-    outputs = ["log_probs"]
-    for i in range(len(model.layers)):
-        outputs += [f"k_all_{i}", f"v_all_{i}", f"conv_all_{i}"]
-    meta = _metadata(
-        loaded,
-        kind="step",
-        chunk_size=chunk_size,
-        left_chunks=left_chunks,
-        num_layers=len(model.layers),
-        input_shapes=shapes,
-        inputs=list(shapes),
-        outputs=outputs,
-    )
-    args = tuple(torch.zeros(shape) for shape in shapes.values())
-    names = {"input_names": list(shapes), "output_names": outputs}
-    return _save(FoldedGraph(model, chunk_size).eval(), args, Path(path), names, meta)
+    spec = model.step_spec(chunk_size, left_chunks)
+    meta = _metadata(loaded, kind="step", **spec.to_metadata())
+    args = tuple(torch.zeros(shape) for shape in spec.input_shapes.values())
+    names = {"input_names": list(spec.input_shapes), "output_names": list(spec.output_shapes)}
+    return _save(FoldedGraph(model, spec).eval(), args, Path(path), names, meta)
 
 
 def export_checkpoint(

@@ -1,7 +1,9 @@
 """Run the graphs of :mod:`asr_kd.export` with ONNX Runtime: offline, streaming, greedy CTC.
 
-Everything a runner needs (tokenizer, subsampling, chunk size, cache shapes, CMVN mean, rotary
-frequencies) is in the ONNX file's ``metadata_props["asr_kd"]``; no checkpoint, no torch.
+Everything a runner needs (tokenizer, CMVN mean, and for a step graph its
+:class:`~asr_kd.models.streaming.StepSpec`: subsampling, chunk size, cache names and shapes,
+rotary frequencies) is in the ONNX file's ``metadata_props["asr_kd"]``; no checkpoint, no torch
+arithmetic.
 
 - ``OnnxCTC(path).log_probs(feats)``: a whole utterance through ``full.onnx``.
 - ``OnnxStreamingCTC(path)``: ``accept(feats) -> log_probs`` / ``flush()`` with the semantics of
@@ -13,8 +15,9 @@ frequencies) is in the ONNX file's ``metadata_props["asr_kd"]``; no checkpoint, 
 
 Per chunk the Python work is a few ``numpy.copyto`` into preallocated staging arrays and one
 ``run_with_iobinding``: every input and output is bound once to fixed buffers; the caches live in
-two sets of output buffers used alternately, and the next step's cache inputs are bound to row
-offsets of the previous step's outputs (``K[C:]`` etc.), so nothing is copied or re-bound.
+two sets of output buffers used alternately, and each cache input is bound to its
+``CacheSpec.source``, the previous step's output, at row offset ``CacheSpec.start`` (``K[C:]``
+etc.), so nothing is copied or re-bound.
 
 Usage:
     decoder = OnnxStreamingDecoder(OnnxStreamingCTC("exp/onnx/student_kd/stream-c8-l4.onnx"))
@@ -37,8 +40,10 @@ import numpy as np
 import onnxruntime as ort
 
 from asr_kd.data.tokenizer import Tokenizer
+from asr_kd.errors import BadFileError
 from asr_kd.inference.decoders import GreedyDecoderText, GreedyTokenStream
 from asr_kd.models.decode import collapse_ids
+from asr_kd.models.streaming import StepSpec
 
 __all__ = [
     "FULL_FILE",
@@ -91,6 +96,19 @@ def read_metadata(path: str | Path) -> dict:
 
     proto = onnx.load(str(path), load_external_data=False)
     return _parse_metadata({p.key: p.value for p in proto.metadata_props}, path)
+
+
+def _check_graph(session: ort.InferenceSession, spec: StepSpec, path: str | Path) -> None:
+    """The graph's inputs and outputs are those its metadata's step spec names, in order."""
+    for what, found, expected in (
+        ("inputs", [i.name for i in session.get_inputs()], list(spec.input_shapes)),
+        ("outputs", [o.name for o in session.get_outputs()], list(spec.output_shapes)),
+    ):
+        if found != expected:
+            raise BadFileError(
+                f"{path}: graph {what} {found} != {expected} named by its metadata; export it "
+                "again with asr-kd-export"
+            )
 
 
 def _tokenizer(meta: dict):
@@ -148,32 +166,27 @@ class OnnxStreamingCTC:
         if meta.get("kind") != "step":
             raise ValueError(f"{path} is a {meta.get('kind')!r} graph, expected 'step'")
         self.meta = meta
-        self.chunk_size, self.left_chunks = int(meta["chunk_size"]), int(meta["left_chunks"])
-        shapes = {k: tuple(v) for k, v in meta["input_shapes"].items()}
-        self._factor, self._field = meta["subsampling_factor"], meta["receptive_field"]
-        self._window = shapes["feats"][2]  # input frames of one chunk
-        self._cached = shapes["mask"][1] - self.chunk_size
+        self.spec = spec = StepSpec.from_metadata(meta, str(path))
+        _check_graph(self.session, spec, path)
+        self.chunk_size, self.left_chunks = spec.chunk_size, spec.left_chunks
+        self._cached = spec.cached_frames
         self._pad_frame = np.asarray(meta["cmvn_mean"], dtype=np.float32)  # normalises to 0
-        self._inv_freq = np.asarray(meta["inv_freq"], dtype=np.float32)
-        self._repeats = shapes["cos"][1] // self._inv_freq.size
-        f32 = np.float32
+        shapes, f32 = spec.input_shapes, np.float32
         self._feats = np.zeros(shapes["feats"], f32)
         self._cos, self._sin = np.zeros(shapes["cos"], f32), np.zeros(shapes["sin"], f32)
         self._mask = np.zeros(shapes["mask"], f32)
-        self._log_probs = np.zeros((self.chunk_size, meta["vocab_size"]), f32)
-        self._buffer = np.zeros((max(4 * self._window, 1024), meta["input_dim"]), f32)
-        self._table_cos = self._table_sin = np.zeros((0, shapes["cos"][1]), f32)
+        self._log_probs = np.zeros(spec.output_shapes["log_probs"], f32)
+        self._buffer = np.zeros((max(4 * spec.window, 1024), spec.input_dim), f32)
+        self._table_cos = self._table_sin = np.zeros((0, spec.rotary_width), f32)
         # Two sets of cache-source outputs; step parity p writes set p and reads set 1 - p.
-        self._outputs = [{}, {}]
-        for name in meta["outputs"][1:]:
-            cache = name.replace("_all_", "_cache_")
-            rows = shapes[cache][0] + self.chunk_size + (1 if name.startswith("conv") else 0)
-            for p in (0, 1):
-                self._outputs[p][name] = np.zeros((rows, shapes[cache][1]), f32)
-        self._bindings = [self._bind(p, shapes) for p in (0, 1)]
+        self._outputs = [
+            {c.source: np.zeros((c.source_rows, c.width), f32) for c in spec.caches}
+            for _ in range(2)
+        ]
+        self._bindings = [self._bind(p) for p in (0, 1)]
         self.reset()
 
-    def _bind(self, p: int, shapes: dict) -> ort.IOBinding:
+    def _bind(self, p: int) -> ort.IOBinding:
         binding = self.session.io_binding()
 
         def bind(fn, name, array, row_offset=0, shape=None):
@@ -183,14 +196,9 @@ class OnnxStreamingCTC:
         for name, array in (("feats", self._feats), ("cos", self._cos), ("sin", self._sin)):
             bind(binding.bind_input, name, array)
         bind(binding.bind_input, "mask", self._mask)
-        for name, array in self._outputs[1 - p].items():  # the previous step's outputs, rows [C:]
-            bind(
-                binding.bind_input,
-                name.replace("_all_", "_cache_"),
-                array,
-                self.chunk_size,
-                shapes[name.replace("_all_", "_cache_")],
-            )
+        for c in self.spec.caches:  # the previous step's outputs, rows [start : start + rows]
+            source = self._outputs[1 - p][c.source]
+            bind(binding.bind_input, c.name, source, c.start, (c.rows, c.width))
         bind(binding.bind_output, "log_probs", self._log_probs)
         for name, array in self._outputs[p].items():
             bind(binding.bind_output, name, array)
@@ -203,7 +211,7 @@ class OnnxStreamingCTC:
                 array.fill(0.0)
         self._parity = 0
         self.offset = 0
-        left_pad = self.meta["left_pad"]
+        left_pad = self.spec.left_pad
         self._buffer[:left_pad] = self._pad_frame
         self._start, self._end = 0, left_pad
         self._set_mask(0, self.chunk_size)
@@ -231,9 +239,7 @@ class OnnxStreamingCTC:
         end = self.offset + self.chunk_size
         if end > self._table_cos.shape[0]:  # grow the table (long streams)
             size = max(2 * self._table_cos.shape[0], end, 1024)
-            angles = np.arange(size, dtype=np.float32)[:, None] * self._inv_freq
-            self._table_cos = np.tile(np.cos(angles), (1, self._repeats))
-            self._table_sin = np.tile(np.sin(angles), (1, self._repeats))
+            self._table_cos, self._table_sin = self.spec.rotary_table(size)
         np.copyto(self._cos, self._table_cos[self.offset : end])
         np.copyto(self._sin, self._table_sin[self.offset : end])
 
@@ -249,10 +255,10 @@ class OnnxStreamingCTC:
 
     def chunks(self, feats: Any):
         """Append frames; yield the (C, V) log-probs (a reused view) of each completed chunk."""
-        self._append(_as_frames(feats, self._buffer.shape[1]))
-        hop = self._factor * self.chunk_size
-        while self._end - self._start >= self._window:
-            np.copyto(self._feats[0, 0], self._buffer[self._start : self._start + self._window])
+        self._append(_as_frames(feats, self.spec.input_dim))
+        window, hop = self.spec.window, self.spec.hop
+        while self._end - self._start >= window:
+            np.copyto(self._feats[0, 0], self._buffer[self._start : self._start + window])
             self._start += hop
             yield self._step()
 
@@ -266,7 +272,7 @@ class OnnxStreamingCTC:
         leaves caches that no later chunk may see, so the runner resets itself for the next
         utterance (unlike torch ``flush``, whose state could be fed on)."""
         frames = self._end - self._start
-        n = max(0, (frames - self._field) // self._factor + 1)
+        n = self.spec.output_frames(frames)
         out = self._log_probs[:0].copy()
         if n > 0:
             self._feats[0, 0] = self._pad_frame  # padding: only feeds frames >= n, masked out

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr_kd.models.masks import attention_mask, padding_mask
+from asr_kd.models.streaming import StepSpec, check_chunk_args
 from asr_kd.models.subsampling import Conv2dSubsampling
 
 __all__ = ["ConformerCTC", "StreamingState", "rotary_frequencies"]
@@ -30,22 +31,30 @@ class StreamingState:
     """What ``forward_chunk`` carries between calls: explicit tensors, as WeNet's ``forward_chunk``.
 
     Attributes:
-        chunk_size: encoder frames per chunk.
-        left_chunks: chunks of attention left context, -1 = unlimited.
+        spec: the step's settings (``ConformerCTC.step_spec``): ``chunk_size`` (encoder frames
+            per chunk) and ``left_chunks`` (chunks of attention left context, -1 = unlimited)
+            among them, also readable as ``state.chunk_size`` and ``state.left_chunks``.
         offset: encoder frames emitted so far (the rotary position of the next frame).
         input_buffer: (B, n, F) normalised input frames not yet consumed by subsampling; starts
             as the subsampling's ``left_pad`` zero frames, like the full forward's padding.
         att_cache: (L, B, H, Tc, 2*Dh) rotated keys and values of the last Tc frames per layer;
-            Tc <= left_chunks * chunk_size, so per-chunk cost does not grow with the audio.
+            Tc <= spec.cached_frames, so per-chunk cost does not grow with the audio.
         cnn_cache: (L, B, D, K-1) inputs of each causal depthwise conv for its last K-1 frames.
     """
 
-    chunk_size: int
-    left_chunks: int
+    spec: StepSpec
     offset: int
     input_buffer: torch.Tensor
     att_cache: torch.Tensor
     cnn_cache: torch.Tensor
+
+    @property
+    def chunk_size(self) -> int:
+        return self.spec.chunk_size
+
+    @property
+    def left_chunks(self) -> int:
+        return self.spec.left_chunks
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +64,8 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 def rotary_frequencies(head_dim: int, device=None) -> torch.Tensor:
     """(Dh,) angle per position of each rotary channel, half-split layout (GPT-NeoX style):
-    position p's angles are ``p * rotary_frequencies(Dh)`` (also used by ``asr_kd.export``)."""
+    position p's angles are ``p * rotary_frequencies(Dh)``; a ``StepSpec``'s ``inv_freq``, so
+    also the exported graphs' and the ONNX runner's rotary tables."""
     inv_freq = 1.0 / _ROTARY_BASE ** (torch.arange(0, head_dim, 2, device=device) / head_dim)
     return torch.cat((inv_freq, inv_freq)).float()
 
@@ -67,15 +77,28 @@ def _rotary_table(num_positions: int, head_dim: int, device=None) -> tuple[torch
     return angles.cos(), angles.sin()
 
 
-def _feed_forward(d_model: int, ff_dim: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(
-        nn.LayerNorm(d_model),
-        nn.Linear(d_model, ff_dim),
-        nn.SiLU(),
-        nn.Dropout(dropout),
-        nn.Linear(ff_dim, d_model),
-        nn.Dropout(dropout),
-    )
+class _FeedForward(nn.Sequential):
+    """Pre-norm feed-forward: LayerNorm, Linear, SiLU, Dropout, Linear, Dropout.
+
+    An ``nn.Sequential``, so the checkpoint keys stay ``ff1.0.weight``, ``ff1.1.weight``,
+    ``ff1.4.weight``...; the properties name its parts for readers such as the ONNX fold.
+    """
+
+    def __init__(self, d_model: int, ff_dim: int, dropout: float) -> None:
+        super().__init__(
+            nn.LayerNorm(d_model),
+            nn.Linear(d_model, ff_dim),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(ff_dim, d_model),
+            nn.Dropout(dropout),
+        )
+
+    norm = property(lambda self: self[0], doc="LayerNorm(D)")
+    linear1 = property(lambda self: self[1], doc="Linear D -> ff_dim, then SiLU, dropout1")
+    dropout1 = property(lambda self: self[3])
+    linear2 = property(lambda self: self[4], doc="Linear ff_dim -> D, then dropout2")
+    dropout2 = property(lambda self: self[5])
 
 
 class _SelfAttention(nn.Module):
@@ -158,10 +181,10 @@ class _ConformerLayer(nn.Module):
 
     def __init__(self, d_model, num_heads, ff_dim, kernel_size, dropout, causal, conv_norm):
         super().__init__()
-        self.ff1 = _feed_forward(d_model, ff_dim, dropout)
+        self.ff1 = _FeedForward(d_model, ff_dim, dropout)
         self.attn = _SelfAttention(d_model, num_heads, dropout)
         self.conv = _ConvModule(d_model, kernel_size, dropout, causal, conv_norm)
-        self.ff2 = _feed_forward(d_model, ff_dim, dropout)
+        self.ff2 = _FeedForward(d_model, ff_dim, dropout)
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, x, cos, sin, att_mask=None, pad_mask=None, att_cache=None, cnn_cache=None):
@@ -325,6 +348,30 @@ class ConformerCTC(nn.Module):
             x, _, _ = layer(x, cos, sin, att_mask, pad_mask)
         return self.ctc(x).log_softmax(dim=-1), lens
 
+    def step_spec(self, chunk_size: int = 8, left_chunks: int = -1) -> StepSpec:
+        """The streaming step at ``chunk_size`` encoder frames and ``left_chunks`` chunks of
+        left context (-1 = unlimited): what ``forward_chunk``, the exported step graph and its
+        runner share (``asr_kd.models.streaming``)."""
+        if not self.streaming:
+            raise ValueError(
+                "init_state / step_spec: this ConformerCTC is full-context (streaming=False): "
+                "it has no streaming step"
+            )
+        return StepSpec(
+            chunk_size=int(chunk_size),
+            left_chunks=int(left_chunks),
+            subsampling_factor=self.subsampling.factor,
+            receptive_field=self.subsampling.receptive_field,
+            left_pad=self.subsampling.left_pad,
+            input_dim=self.input_dim,
+            vocab_size=self.vocab_size,
+            d_model=self.d_model,
+            num_heads=self.num_heads,
+            num_layers=len(self.layers),
+            conv_context=self.layers[0].conv.context,
+            inv_freq=tuple(rotary_frequencies(self.d_model // self.num_heads).tolist()),
+        )
+
     def init_state(
         self, batch_size: int = 1, chunk_size: int = 8, left_chunks: int = -1
     ) -> StreamingState:
@@ -334,19 +381,14 @@ class ConformerCTC(nn.Module):
             chunk_size: encoder frames per chunk (8 at 40 ms frames = 320 ms).
             left_chunks: attention left context in chunks, -1 = unlimited (grows with the audio).
         """
-        if not self.streaming:
-            raise ValueError("init_state: this ConformerCTC is full-context (streaming=False)")
-        self._check_chunk_args(chunk_size, left_chunks)
-        d, num_layers, ref = self.d_model, len(self.layers), self.cmvn_mean
+        spec = self.step_spec(chunk_size, left_chunks)
+        layers, ref = spec.num_layers, self.cmvn_mean
         return StreamingState(
-            chunk_size=int(chunk_size),
-            left_chunks=int(left_chunks),
+            spec=spec,
             offset=0,
-            input_buffer=ref.new_zeros(batch_size, self.subsampling.left_pad, self.input_dim),
-            att_cache=ref.new_zeros(
-                num_layers, batch_size, self.num_heads, 0, 2 * d // self.num_heads
-            ),
-            cnn_cache=ref.new_zeros(num_layers, batch_size, d, self.layers[0].conv.context),
+            input_buffer=ref.new_zeros(batch_size, spec.left_pad, spec.input_dim),
+            att_cache=ref.new_zeros(layers, batch_size, spec.num_heads, 0, 2 * spec.head_dim),
+            cnn_cache=ref.new_zeros(layers, batch_size, spec.d_model, spec.conv_context),
         )
 
     @torch.inference_mode()
@@ -365,14 +407,14 @@ class ConformerCTC(nn.Module):
             emits them at the end of the utterance.
         """
         x = torch.cat((state.input_buffer, self._normalize(feats_chunk)), dim=1)
-        n = self.subsampling.num_outputs(x.size(1))
+        n = state.spec.output_frames(x.size(1))
         return self._stream(x, n - n % state.chunk_size, state)
 
     @torch.inference_mode()
     def flush(self, state: StreamingState) -> tuple[torch.Tensor, StreamingState]:
         """End of utterance: emit the last, partial chunk (B, n < chunk_size, V) and the state."""
         x = state.input_buffer
-        return self._stream(x, self.subsampling.num_outputs(x.size(1)), state)
+        return self._stream(x, state.spec.output_frames(x.size(1)), state)
 
     # ----------------------------------------------------------------- helpers
     def _normalize(self, feats: torch.Tensor) -> torch.Tensor:
@@ -381,10 +423,7 @@ class ConformerCTC(nn.Module):
         return (feats - self.cmvn_mean) / self.cmvn_std
 
     def _check_chunk_args(self, chunk_size: int | None, left_chunks: int) -> int | None:
-        if chunk_size is not None and chunk_size <= 0:
-            raise ValueError(f"chunk_size must be > 0 encoder frames or None, got {chunk_size}")
-        if left_chunks < -1:
-            raise ValueError(f"left_chunks must be >= 0 or -1 (unlimited), got {left_chunks}")
+        check_chunk_args(chunk_size, left_chunks)
         if chunk_size is not None and not self.streaming:
             warnings.warn(
                 f"chunk_size={chunk_size} ignored: full-context ConformerCTC (streaming=False)",
@@ -411,9 +450,9 @@ class ConformerCTC(nn.Module):
         if n == 0:
             empty = x.new_zeros(x.size(0), 0, self.vocab_size)
             return empty, replace(state, input_buffer=x)
-        sub = self.subsampling
-        enc = sub.forward_valid(x[:, : sub.factor * (n - 1) + sub.receptive_field])
-        state = replace(state, input_buffer=x[:, sub.factor * n :])
+        spec = state.spec
+        enc = self.subsampling.forward_valid(x[:, : spec.input_frames(n)])
+        state = replace(state, input_buffer=x[:, spec.subsampling_factor * n :])
         outs = []
         for start in range(0, n, state.chunk_size):
             out, state = self._encode_chunk(enc[:, start : start + state.chunk_size], state)
@@ -424,13 +463,13 @@ class ConformerCTC(nn.Module):
         """One chunk (B, c, D) through all layers with the caches -> (B, c, V), new state."""
         c = x.size(1)
         cos, sin = self._rotary(state.offset, c)
-        keep = state.left_chunks * state.chunk_size  # cache frames the next chunk may see
+        keep = state.spec.cached_frames  # cache frames the next chunk may see; None: all
         kvs, cnns = [], []
         for i, layer in enumerate(self.layers):
             x, kv, cnn = layer(
                 x, cos, sin, att_cache=state.att_cache[i], cnn_cache=state.cnn_cache[i]
             )
-            kvs.append(kv if keep < 0 else kv[:, :, max(0, kv.size(2) - keep) :])
+            kvs.append(kv if keep is None else kv[:, :, max(0, kv.size(2) - keep) :])
             cnns.append(cnn)
         new_state = replace(
             state,

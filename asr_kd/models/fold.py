@@ -10,7 +10,8 @@ ms for this one (README, "Export to ONNX"); per-head reshape attention (142 node
 - each ``nn.Linear`` is one ``Gemm`` on ``(T, D)``; the FFN half-step ``0.5`` is in the weights;
 - rotary positions: ``rotate_half(x W^T) = x (R W)^T`` for a signed row permutation ``R``, so
   one ``Gemm`` yields ``q, k, rot(q), rot(k), v`` and rotation is ``qk * cos + rot(qk) * sin``;
-  ``cos``/``sin`` are graph inputs in the step graph (the runner slices a table at the offset);
+  ``cos``/``sin`` are graph inputs in the step graph (the runner slices
+  ``StepSpec.rotary_table`` at the offset);
 - step attention with all heads in one matrix: the queries' ``Gemm`` writes one copy of ``q``
   per head, zeroed outside that head's columns, so ``(T*H, D) @ K^T`` gives every head's scores
   in one ``Gemm`` (mask added as its ``C`` input), and the output projection's weights, repeated
@@ -19,9 +20,14 @@ ms for this one (README, "Export to ONNX"); per-head reshape attention (142 node
   ``ReduceSum``; its bias rides on an extra constant tap of ones;
 - BatchNorm (full-context teachers) is folded into the depthwise conv.
 
+The step graph's inputs and outputs (names, shapes, which output feeds which cache) are those of
+its :class:`asr_kd.models.streaming.StepSpec`; the fold reads the model's parts by name
+(``layer.ff1.linear2``, ``layer.attn.qkv``, ``layer.conv.depthwise``...).
+
 Usage:
     graph = FoldedGraph(model).eval()                 # full context: feats (T, F) -> log-probs
-    step = FoldedGraph(model, chunk_size=8).eval()    # one chunk step with fixed-size caches
+    spec = model.step_spec(chunk_size=8, left_chunks=4)
+    step = FoldedGraph(model, spec).eval()            # one chunk step with fixed-size caches
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr_kd.models.conformer import rotary_frequencies
+from asr_kd.models.streaming import StepSpec
 
 __all__ = ["FoldedGraph"]
 
@@ -72,12 +79,12 @@ class _GraphLayer(nn.Module):
         d = attn.proj.out_features
         dh = d // num_heads
         self.step, self.d, self.num_heads, self.head_dim = step, d, num_heads, dh
-        self.ff1_norm, self.ff2_norm = layer.ff1[0], layer.ff2[0]
-        self.ff1_in, self.ff2_in = layer.ff1[1], layer.ff2[1]
+        self.ff1_norm, self.ff2_norm = layer.ff1.norm, layer.ff2.norm
+        self.ff1_in, self.ff2_in = layer.ff1.linear1, layer.ff2.linear1
         self.attn_norm, self.conv_norm_in, self.conv_in = attn.norm, conv.norm_in, conv.pointwise_in
         self.conv_out, self.final_norm = conv.pointwise_out, layer.norm
         with torch.no_grad():
-            for name, linear in (("ff1_out", layer.ff1[4]), ("ff2_out", layer.ff2[4])):
+            for name, linear in (("ff1_out", layer.ff1.linear2), ("ff2_out", layer.ff2.linear2)):
                 self.register_buffer(f"{name}_w", 0.5 * linear.weight)
                 self.register_buffer(f"{name}_b", 0.5 * linear.bias)
             w, b = attn.qkv.weight, attn.qkv.bias
@@ -118,8 +125,9 @@ class _GraphLayer(nn.Module):
         return x + F.linear(F.silu(lin(norm(x))), w, b)
 
     def forward(self, x, cos, sin, mask=None, k_cache=None, v_cache=None, conv_cache=None):
-        """x (T, D); cos, sin (T, q_width + D) -> x, then in the step graph the caches' sources
-        K (Tc + T, D), V (Tc + T, D), conv rows (K - 1 + T + 1, D)."""
+        """x (T, D); cos, sin (T, q_width + D) -> x and the caches' sources by kind (the
+        ``CacheSpec.kind``; step graph only, else {}): "k" K (Tc + T, D), "v" V (Tc + T, D),
+        "conv" conv rows (K - 1 + T + 1, D)."""
         d, h = self.d, self.num_heads
         x = self._ff(x, self.ff1_norm, self.ff1_in, self.ff1_out_w, self.ff1_out_b)
         qk, qk_rot, v = F.linear(self.attn_norm(x), self.qkv_w, self.qkv_b).split(
@@ -147,7 +155,7 @@ class _GraphLayer(nn.Module):
             y = self.conv_norm(y)
         x = x + self.conv_out(F.silu(y))
         x = self.final_norm(self._ff(x, self.ff2_norm, self.ff2_in, self.ff2_out_w, self.ff2_out_b))
-        return (x, k, v, rows) if self.step else (x,)
+        return x, ({"k": k, "v": v, "conv": rows} if self.step else {})
 
     def set_chunk(self, chunk_size: int) -> None:
         """Tap rows of the step graph: output t reads rows t..t+K-1, then the ones row."""
@@ -157,44 +165,51 @@ class _GraphLayer(nn.Module):
 
 
 class FoldedGraph(nn.Module):
-    """The whole model for export: full context (``chunk_size=None``) or one chunk step."""
+    """The whole model for export: full context (``spec=None``) or the step of ``spec``
+    (``model.step_spec(chunk_size, left_chunks)``, ``left_chunks >= 0``)."""
 
-    def __init__(self, model: nn.Module, chunk_size: int | None = None) -> None:
+    def __init__(self, model: nn.Module, spec: StepSpec | None = None) -> None:
         super().__init__()
-        self.step = chunk_size is not None
+        self.spec, self.step = spec, spec is not None
+        if self.step and spec != model.step_spec(spec.chunk_size, spec.left_chunks):
+            raise ValueError(f"FoldedGraph: {spec} is not a step spec of this model")
         self.subsampling = model.subsampling
         self.ctc = model.ctc
         self.layers = nn.ModuleList(
             _GraphLayer(layer, model.num_heads, self.step) for layer in model.layers
         )
+        head_dim = model.d_model // model.num_heads
+        self.rotary_repeats = (self.layers[0].q_width + model.d_model) // head_dim
         if self.step:
             for layer in self.layers:
-                layer.set_chunk(chunk_size)
+                layer.set_chunk(spec.chunk_size)
+            if self.rotary_repeats != spec.rotary_repeats:  # the fold's query copies
+                raise AssertionError(f"rotary tiles {self.rotary_repeats} != {spec}")
         self.register_buffer("cmvn_mean", model.cmvn_mean.clone())
         self.register_buffer("cmvn_inv_std", 1.0 / model.cmvn_std)
-        head_dim = model.d_model // model.num_heads
         self.register_buffer("inv_freq", rotary_frequencies(head_dim))  # (Dh,)
-        self.rotary_repeats = (self.layers[0].q_width + model.d_model) // head_dim
 
     def forward(self, feats, *inputs):
         """Full: feats (T, F) -> log_probs (T // factor, V).
-        Step: feats (1, 1, n_in, F) raw, cos, sin (C, W), mask (1, Tc + C), then per layer
-        k_cache (Tc, D), v_cache (Tc, D), conv_cache (K-1, D) -> log_probs (C, V), then per
-        layer K, V (Tc + C, D) and conv rows (K - 1 + C + 1, D): the runner's next caches are
-        their rows [C:], [C:] and [C : C + K - 1]."""
+        Step: the inputs of ``spec.input_shapes`` in order (feats (1, 1, window, F) raw, cos,
+        sin, mask, then ``spec.caches``) -> the outputs of ``spec.output_shapes`` in order
+        (log_probs (C, V), then each cache's source)."""
         sub = self.subsampling
         x = (feats - self.cmvn_mean) * self.cmvn_inv_std
         if self.step:
             cos, sin, mask, *caches = inputs
+            caches = dict(zip((c.name for c in self.spec.caches), caches, strict=True))
         else:
             x = F.pad(x[None, None], (0, 0, sub.left_pad, 0))
             pos = torch.arange(feats.shape[0] // sub.factor, dtype=torch.float32)
             angles = (pos[:, None] * self.inv_freq).repeat(1, self.rotary_repeats)
-            cos, sin, mask, caches = angles.cos(), angles.sin(), None, []
+            cos, sin, mask, caches = angles.cos(), angles.sin(), None, {}
         x = sub.conv(x)  # (1, C, T', F')
         x = sub.out(x.permute(0, 2, 1, 3).reshape(-1, sub.out.in_features))  # (T', D)
-        new_caches = []
+        specs = self.spec.caches if self.step else ()
+        sources = {}
         for i, layer in enumerate(self.layers):
-            x, *new = layer(x, cos, sin, mask, *caches[3 * i : 3 * i + 3])
-            new_caches += new
-        return (self.ctc(x).log_softmax(-1), *new_caches)
+            mine = {f"{c.kind}_cache": caches[c.name] for c in specs if c.layer == i}
+            x, new = layer(x, cos, sin, mask, **mine)
+            sources.update({(i, kind): source for kind, source in new.items()})
+        return (self.ctc(x).log_softmax(-1), *(sources[c.layer, c.kind] for c in specs))

@@ -220,3 +220,49 @@ def test_model_configs_instantiate(name):
     assert model.vocab_size == 29 and model.frame_shift_ms == 40
     assert model.streaming == name.startswith("student")
     assert all(c is None or isinstance(c, int) for c in model.train_chunk_sizes)
+
+
+# The keys of a one-layer model's state_dict as the code before the named ``_FeedForward``
+# wrote them (commit 1ee5956): every checkpoint made so far has these, so they must not change.
+ONE_LAYER_KEYS = [
+    "cmvn_mean",
+    "cmvn_std",
+    *(f"subsampling.{p}.{t}" for p in ("conv.0", "conv.2", "out") for t in ("weight", "bias")),
+    *(
+        f"layers.0.{part}.{t}"
+        for part in (
+            *("ff1.0", "ff1.1", "ff1.4", "attn.norm", "attn.qkv", "attn.proj"),
+            *("conv.norm_in", "conv.pointwise_in", "conv.depthwise", "conv.norm_dw"),
+            *("conv.pointwise_out", "ff2.0", "ff2.1", "ff2.4", "norm"),
+        )
+        for t in ("weight", "bias")
+    ),
+    "ctc.weight",
+    "ctc.bias",
+]
+BATCH_NORM_STATS = ["running_mean", "running_var", "num_batches_tracked"]
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_state_dict_keys_are_those_of_existing_checkpoints(tiny, streaming):
+    model = tiny(streaming, num_layers=1, conv_norm="layer_norm" if streaming else "batch_norm")
+    expected = list(ONE_LAYER_KEYS)
+    if not streaming:
+        at = expected.index("layers.0.conv.norm_dw.bias") + 1
+        expected[at:at] = [f"layers.0.conv.norm_dw.{s}" for s in BATCH_NORM_STATS]
+    assert list(model.state_dict()) == expected
+    two = tiny(streaming, num_layers=2, conv_norm="layer_norm" if streaming else "batch_norm")
+    layer_keys = [k for k in expected if k.startswith("layers.0.")]
+    assert [k for k in two.state_dict() if k.startswith("layers.1.")] == [
+        k.replace("layers.0.", "layers.1.") for k in layer_keys
+    ]
+
+
+def test_feed_forward_parts_are_named_and_are_the_checkpoint_entries(tiny):
+    """The ONNX fold reads ``ff1.linear2`` etc.: the names must be the modules at 0, 1, 4."""
+    ff = tiny().layers[0].ff1
+    children = dict(ff.named_children())
+    assert (ff.norm, ff.linear1, ff.dropout1, ff.linear2, ff.dropout2) == tuple(
+        children[i] for i in "01345"
+    )
+    assert isinstance(ff.norm, torch.nn.LayerNorm) and ff.linear2.out_features == 32
