@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"    for contrast, unlimited left context: ratio {unlimited['ratio']:.2f}")
         rtf = streaming_rtf(model, args.chunk_size, left)
     macs = macs_per_audio_second(model, args.chunk_size, left)
-    d_model, ff_dim = model.d_model, model.layers[0].ff1[1].out_features
+    d_model, ff_dim = model.d_model, model.layers[0].ff1.linear1.out_features
     rate = gemm_macs_per_second(args.chunk_size, d_model, ff_dim)
     peak = gemm_macs_per_second(256, 256, 256, repeats=50)
     floor = macs / rate
