@@ -58,6 +58,7 @@ import torch
 from omegaconf import OmegaConf
 
 from asr_kd.checkpoint import atomic_write, file_sha256
+from asr_kd.config import as_list
 from asr_kd.errors import BadFileError, MissingFileError
 
 __all__ = [
@@ -95,7 +96,9 @@ def bytes_per_frame(k: int) -> int:
 
 
 def shard_stem(shard: int) -> str:
-    """>>> shard_stem(3)
+    """The file-name stem of shard number ``shard`` (``.ids.npy``, ``.probs.npy``, ``.json``).
+
+    >>> shard_stem(3)
     'shard_00003'
     """
     return f"shard_{shard:05d}"
@@ -165,7 +168,7 @@ def _array_problem(path: Path, k: int, frames: int | None) -> str | None:
         array = np.load(path, mmap_mode="r")
     except FileNotFoundError:
         return f"{path.name} is missing"
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError) as error:  # EOFError: an empty file
         return f"{path.name} does not load ({error})"
     suffix = path.name[len(shard_stem(0)) :]
     if array.dtype != _DTYPES[suffix] or array.ndim != 2 or array.shape[1] != k:
@@ -234,16 +237,20 @@ def _read_json(path: Path) -> dict | None:
 
 
 def redump_hint(
-    targets_dir: Path, subsets: Iterable[str] = (), fixes: str = "it recomputes damaged shards"
+    targets_dir: Path,
+    subsets: Iterable[str] = (),
+    fixes: str = "it recomputes damaged shards",
+    index: dict | None = None,
 ) -> str:
     """``re-run asr-kd-dump-targets teacher_ckpt=... data.dir=... subset=... out_dir=... k=...
     temperature=... (fixes)``: the resumed dump that repairs the store, with the settings recorded
-    in its ``index.json`` (else its saved ``config.yaml``); generic words for what neither has."""
-    index = _read_json(targets_dir / INDEX_NAME) or {}
+    in its ``index`` (None: read from ``index.json``), else in its saved ``config.yaml``; generic
+    words for what neither has."""
+    index = (_read_json(targets_dir / INDEX_NAME) if index is None else index) or {}
     saved = _saved_dump_config(targets_dir)
     fingerprint = index.get("fingerprint") or {}
     names = sorted(set(subsets)) or list(index.get("subsets") or [])
-    names = names or [str(s) for s in _as_list(saved.get("subset"))]
+    names = names or [str(s) for s in as_list(saved.get("subset")) if s is not None]
     known = index.get("subsets") or {}
     saved_dir = (saved.get("data") or {}).get("dir") or index.get("data_dir")
     by_dir: dict[str, list[str]] = {}
@@ -261,20 +268,14 @@ def redump_hint(
         )
     commands = [
         f"asr-kd-dump-targets teacher_ckpt={settings['teacher_ckpt']} data.dir={data_dir} "
-        f"subset={names[0] if len(names) == 1 else '[' + ','.join(names) + ']'} "
+        f"subset={group[0] if len(group) == 1 else '[' + ','.join(group) + ']'} "
         f"out_dir={targets_dir} k={settings['k']} temperature={settings['temperature']}"
-        for data_dir, names in by_dir.items()
+        for data_dir, group in by_dir.items()
     ]
     return f"re-run {' and '.join(commands)} ({fixes})"
 
 
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _raise_damage(targets_dir: Path, damage: Sequence[Damage]) -> None:
+def _raise_damage(targets_dir: Path, damage: Sequence[Damage], index: dict) -> None:
     """Raise one error naming every bad file and the repair; MissingFileError if all are absent."""
     if not damage:
         return
@@ -283,7 +284,7 @@ def _raise_damage(targets_dir: Path, damage: Sequence[Damage]) -> None:
     subsets = [d.subset for d in damage if d.subset is not None]
     raise error(
         f"soft targets in {targets_dir} are damaged: {'; '.join(shown)}; "
-        + redump_hint(targets_dir, subsets)
+        + redump_hint(targets_dir, subsets, index=index)
     )
 
 
@@ -327,7 +328,7 @@ class SoftTargetStore:
         # shard stem -> {"subset", "files": {name: {"bytes", "sha256"}}}; None: an old index
         self._layout: dict[str, dict] | None = index.get("shards")
         self._shards: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        _raise_damage(self.dir, self._damage(checksum=False))
+        _raise_damage(self.dir, self._damage(checksum=False), self.info)
         layout = self._layout or {}
         if self._layout is None or any(self._unrecorded(s, e) for s, e in layout.items()):
             warnings.warn(
@@ -373,7 +374,7 @@ class SoftTargetStore:
         for shard in unrecorded:
             subset = (layout.get(shard_stem(shard)) or {}).get("subset")
             damage += _check_arrays(self.dir, shard_stem(shard), subset, self.k, frames[shard])
-        _raise_damage(self.dir, damage)
+        _raise_damage(self.dir, damage, self.info)
         files = [self.dir / n for e in layout.values() for n in e["files"]]
         files += [self.dir / f"{shard_stem(s)}{x}" for s in unrecorded for x in ARRAY_SUFFIXES]
         return {
