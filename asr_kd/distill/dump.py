@@ -5,6 +5,15 @@ its top-k posteriors into the store format of :mod:`asr_kd.distill.store`.
 
 Resumable: a restart skips the cuts of committed shards (their batches are not even run through
 the teacher) and rewrites ``index.json`` at the end. Resuming with another teacher is an error.
+A restart trusts no shard blindly: every committed shard of the subsets it dumps must match the
+size and SHA-256 its ``.json`` records (a shard from before those were recorded: its arrays must
+load), and an unreadable ``.json`` commits nothing; a shard that fails is removed and its cuts
+are dumped again (into a new shard number; the index lists only what is on disk). So the repair
+of a damaged store is the same command again, which is what opening one says.
+
+``verify=true`` only checks an existing store: every shard file's size and SHA-256 against
+``index.json`` (:meth:`SoftTargetStore.verify`), then exits; it needs no ``teacher_ckpt`` and
+dumps nothing. A damaged store raises ``BadFileError`` naming each bad file and the repair.
 
 One store may hold several subsets (``subset=train``, then ``subset=extra``, or
 ``subset=[train,extra]``): each shard records its data identity, the subset name and the SHA-256
@@ -17,6 +26,7 @@ Usage:
     asr-kd-dump-targets teacher_ckpt=exp/teacher/checkpoints/last.ckpt data.dir=DATA \\
         subset=train out_dir=exp/targets k=8 temperature=2.0
     asr-kd-dump-targets ... subset=[train,extra]    # two subsets, one store
+    asr-kd-dump-targets out_dir=exp/targets verify=true   # check every checksum, dump nothing
 
     summary = dump_targets(compose("dump_targets", [...overrides]))
 """
@@ -25,6 +35,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -39,14 +50,21 @@ from asr_kd.distill.losses import soften_teacher
 from asr_kd.distill.store import (
     MAX_INT16_VOCAB,
     ShardWriter,
+    SoftTargetStore,
     check_fingerprint,
     committed_shards,
+    remove_shard,
+    shard_markers,
+    shard_problems,
+    shard_stem,
     teacher_fingerprint,
     write_index,
 )
 from asr_kd.models.loading import load_model, resolve_device
 
 __all__ = ["dump_targets"]
+
+log = logging.getLogger(__name__)
 
 
 def _teacher_batches(
@@ -119,6 +137,43 @@ def _resume_state(
     return max(committed, default=-1) + 1, done, taken
 
 
+def _drop_unreadable_markers(out_dir: Path) -> list[str]:
+    """Remove the shards whose ``.json`` does not parse (a marker cut short commits nothing);
+    return their names. Their cuts are dumped again when their subset is."""
+    dropped = []
+    for shard, (meta, _) in shard_markers(out_dir).items():
+        if meta is None:
+            log.warning(
+                "%s: %s.json is unreadable (truncated?), so the shard is not committed: removed, "
+                "its cuts are dumped again",
+                out_dir,
+                shard_stem(shard),
+            )
+            remove_shard(out_dir, shard)
+            dropped.append(shard_stem(shard))
+    return dropped
+
+
+def _drop_damaged_shards(out_dir: Path, subsets: set[str]) -> list[str]:
+    """Remove the committed shards of ``subsets`` whose arrays fail their size or SHA-256 (or, from
+    before those were recorded, do not load); return their names. Their cuts are dumped again."""
+    dropped = []
+    for shard, meta in committed_shards(out_dir).items():
+        if (meta.get("data") or {}).get("subset") not in subsets:
+            continue  # another subset's shards are checked when that subset is resumed
+        damage = shard_problems(out_dir, shard, meta, checksum=True)
+        if damage:
+            log.warning(
+                "%s: %s is damaged (%s): removed, its cuts are dumped again",
+                out_dir,
+                shard_stem(shard),
+                ", ".join(d.text for d in damage),
+            )
+            remove_shard(out_dir, shard)
+            dropped.append(shard_stem(shard))
+    return dropped
+
+
 def _dump_subset(
     cfg: DictConfig, dm, model, fingerprint: dict, data: dict, total: int | None
 ) -> int:
@@ -157,6 +212,8 @@ def dump_targets(cfg: DictConfig) -> dict:
     """Dump the teacher's soft targets for ``cfg.subset`` (a name or a list) into ``cfg.out_dir``;
     return the summary of the whole store."""
     out_dir = Path(cfg.out_dir)
+    if cfg.get("verify", False):
+        return SoftTargetStore(out_dir).verify()
     save_config(cfg, out_dir)
     device = resolve_device(cfg.device)
     teacher = load_model(cfg.teacher_ckpt)
@@ -180,8 +237,10 @@ def dump_targets(cfg: DictConfig) -> dict:
         )
     # Every subset's identity first: a missing or re-prepared one fails now, not after hours.
     identities = [_data_identity(Path(cfg.data.dir), s) for s in _subset_names(cfg.subset)]
+    removed = _drop_unreadable_markers(out_dir) if out_dir.is_dir() else []
     for data, _ in identities:
         _resume_state(out_dir, fingerprint, data)
+    removed += _drop_damaged_shards(out_dir, {data["subset"] for data, _ in identities})
     model = teacher.model.to(device)
     resumed = 0
     for data, total in identities:
@@ -189,8 +248,11 @@ def dump_targets(cfg: DictConfig) -> dict:
         resumed += _dump_subset(cfg, dm, model, fingerprint, data, total)
         # "subset"/"data_dir" name the latest dump (as before); "subsets" lists every one
         extra = {"subset": subset, "data_dir": str(cfg.data.dir), "vocab_size": vocab}
+        extra["teacher_ckpt"] = str(cfg.teacher_ckpt)  # for the repair command of a damaged store
         index = write_index(out_dir, fingerprint, extra)
-    summary = {k_: v for k_, v in index.items() if k_ != "cuts"}
+    summary = {k_: v for k_, v in index.items() if k_ not in ("cuts", "shards")}
+    summary["num_shards"] = len(index["shards"])
     summary["resumed_cuts"] = resumed
+    summary["removed_shards"] = removed  # damaged: their cuts were dumped again
     summary["fp32_bytes_per_frame"] = 4 * vocab
     return summary

@@ -209,6 +209,7 @@ def test_a_store_without_data_identity_reads_but_is_not_resumed(
     for path in [*out.glob("shard_*.json"), out / "index.json"]:  # as written before the fix
         meta = json.loads(path.read_text())
         meta.pop("data", None), meta.pop("subsets", None)
+        meta.pop("files", None), meta.pop("shards", None)  # nor were sizes and checksums
         path.write_text(json.dumps(meta))
     store, cut_id = SoftTargetStore(out), next(iter(SoftTargetStore(targets_dir)._cuts))
     assert torch.equal(store.get(cut_id)[1], SoftTargetStore(targets_dir).get(cut_id)[1])
