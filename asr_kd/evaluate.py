@@ -13,8 +13,10 @@ For each subset and each checkpoint it decodes
 ``runtime`` picks what runs the batch-1 passes (their RTF, and the WER/CER of every row):
 ``torch`` (eager) or ``onnx``: each checkpoint is exported by ``asr_kd.export`` into
 ``<out_dir>/onnx/<name>/`` (full-context graph + one chunk-step graph per chunk size), checked
-against torch, and run by ONNX Runtime (``asr_kd.onnx_runtime``) with ``rtf.threads`` intra-op
-threads, so teacher and students are timed in the same runtime. ``rtf_batch`` stays torch.
+against torch, and run by ONNX Runtime with ``rtf.threads`` intra-op threads, so teacher and
+students are timed in the same runtime. ``rtf_batch`` stays torch. Both runtimes decode through
+``asr_kd.inference.factory.make_decoder``, as ``asr-kd-transcribe`` does, and are timed by
+``asr_kd.inference.timing``.
 
 RTF = processing seconds / audio seconds, where processing covers the model and the greedy
 search on precomputed fbank features (data loading and feature extraction are not timed) and
@@ -43,33 +45,28 @@ import json
 import os
 import platform
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import onnxruntime
 import torch
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 import asr_kd
 from asr_kd.config import as_list, save_config
 from asr_kd.data.datamodule import AsrDataModule, cuts_file
-from asr_kd.data.features import FRAME_SHIFT_MS
 from asr_kd.data.prepare import KEPT_REASONS
+from asr_kd.errors import ConfigError
 from asr_kd.export.onnx import TOLERANCE, check_export, export_checkpoint
-from asr_kd.inference.decoders import StreamingGreedyDecoder, feed_chunks
-from asr_kd.inference.onnx import (
-    FULL_FILE,
-    OnnxCTC,
-    OnnxStreamingCTC,
-    OnnxStreamingDecoder,
-    step_file_name,
+from asr_kd.inference.factory import RUNTIMES, Decoder, make_decoder
+from asr_kd.inference.timing import (
+    Decoded,
+    decode_full_batched,
+    decode_one_at_a_time,
+    utterances,
 )
-from asr_kd.metrics import Timer, error_rates, real_time_factor
-from asr_kd.models.decode import greedy_ctc
+from asr_kd.metrics import error_rates
 from asr_kd.models.loading import LoadedModel, load_model
 from asr_kd.models.profile import (
     algorithmic_latency_ms,
@@ -80,47 +77,10 @@ from asr_kd.models.profile import (
 from asr_kd.models.streaming import chunk_frames
 from asr_kd.report import render_markdown, write_report
 
-__all__ = ["Utterance", "evaluate", "prepare_skips", "summary", "utterance_decoder"]
+__all__ = ["evaluate", "prepare_skips", "summary"]
 
 RTF_SCOPE = "model + greedy CTC search on precomputed fbank; feature extraction not timed"
 PREPARE_REPORT = "prepare_report.json"  # written by asr-kd-prepare into the data dir
-
-
-@dataclass
-class Utterance:
-    """One test utterance: raw fbank ``feats`` (T, 80) and its normalised reference text."""
-
-    cut_id: str
-    text: str
-    feats: torch.Tensor
-
-    @property
-    def audio_s(self) -> float:
-        return self.feats.shape[0] * FRAME_SHIFT_MS / 1000.0
-
-
-@dataclass
-class Decoded:
-    """Hypotheses of one decoding pass, keyed by cut id, with the timing that produced them."""
-
-    hyps: dict[str, str]
-    refs: dict[str, str]
-    seconds: float
-    audio_s: float
-
-    @property
-    def rtf(self) -> float:
-        return real_time_factor(self.seconds, self.audio_s)
-
-
-@contextmanager
-def _num_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _batches(cfg: DictConfig, dm, subset: str) -> Iterator[dict]:
@@ -131,111 +91,28 @@ def _timing(cfg: DictConfig) -> dict:
     return {"threads": int(cfg.rtf.threads), "warmup_utts": int(cfg.rtf.warmup_utts)}
 
 
-def _iter_utterances(batches: Iterator[dict]) -> Iterator[Utterance]:
-    for batch in batches:
-        for i, cut_id in enumerate(batch["cut_ids"]):
-            feats = batch["feats"][i, : int(batch["feat_lens"][i])]
-            yield Utterance(cut_id, batch["texts"][i], feats)
+def _onnx_dir(cfg: DictConfig, name: str) -> Path:
+    return Path(cfg.out_dir) / "onnx" / name
 
 
-def _progress(desc: str, total: int | None):
-    return tqdm(desc=desc, total=total, unit="utt", dynamic_ncols=True, leave=False)
-
-
-@torch.inference_mode()
-def decode_full_batched(loaded: LoadedModel, batches, device: str, desc: str) -> Decoded:
-    """Full-context greedy CTC over batches; the timer covers forward + search on ``device``."""
-    model = loaded.model.to(device)
-    hyps, refs, timer, audio_s = {}, {}, Timer(), 0.0
-    with _progress(desc, None) as bar:
-        for n, batch in enumerate(batches):
-            feats, feat_lens = batch["feats"].to(device), batch["feat_lens"].to(device)
-            if n == 0:  # warm-up, untimed: allocator growth and kernel choice are one-off costs
-                model(feats, feat_lens)
-            with timer:
-                log_probs, out_lens = model(feats, feat_lens)
-                ids = greedy_ctc(log_probs, out_lens, blank_id=loaded.tokenizer.blank_id)
-                if device != "cpu":
-                    torch.cuda.synchronize()
-            for cut_id, text, seq in zip(batch["cut_ids"], batch["texts"], ids, strict=True):
-                hyps[cut_id], refs[cut_id] = loaded.tokenizer.decode(seq), text
-            audio_s += float(batch["feat_lens"].sum()) * FRAME_SHIFT_MS / 1000.0
-            bar.update(len(batch["cut_ids"]))
-    loaded.model.to("cpu")
-    return Decoded(hyps, refs, timer.seconds, audio_s)
-
-
-def _decode_offline_one(loaded: LoadedModel, utt: Utterance) -> str:
-    feats = utt.feats.unsqueeze(0)
-    feat_lens = torch.tensor([feats.shape[1]])
-    log_probs, out_lens = loaded.model(feats, feat_lens)
-    ids = greedy_ctc(log_probs, out_lens, blank_id=loaded.tokenizer.blank_id)[0]
-    return loaded.tokenizer.decode(ids)
-
-
-def utterance_decoder(
+def _decoder(
+    cfg: DictConfig,
+    name: str,
     loaded: LoadedModel,
-    chunk_size: int | None,
-    left_chunks: int,
-    runtime: str = "torch",
-    onnx_dir: Path | None = None,
-    threads: int = 1,
-) -> Callable[[Utterance], str]:
-    """``decode(utt) -> text`` at batch size 1: offline if ``chunk_size`` is None, else
-    streaming; ``runtime="onnx"`` runs the graphs that ``asr_kd.export`` wrote to ``onnx_dir``."""
-    step = None if chunk_size is None else chunk_size * loaded.model.subsampling_factor
-    if runtime == "torch":
-        if chunk_size is None:
-            return lambda utt: _decode_offline_one(loaded, utt)
-        return lambda utt: feed_chunks(
-            StreamingGreedyDecoder(loaded.model, loaded.tokenizer, chunk_size, left_chunks),
-            utt.feats,
-            step,
-        )
-    if runtime != "onnx":
-        raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
-    if chunk_size is None:
-        full = OnnxCTC(Path(onnx_dir) / FULL_FILE, threads)
-        return lambda utt: full.transcribe(utt.feats.numpy())
-    graph = OnnxStreamingCTC(Path(onnx_dir) / step_file_name(chunk_size, left_chunks), threads)
-    decoder = OnnxStreamingDecoder(graph, loaded.tokenizer)  # one session, reset per utterance
-
-    def decode(utt: Utterance) -> str:
-        decoder.reset()
-        return feed_chunks(decoder, utt.feats.numpy(), step)
-
-    return decode
-
-
-@torch.inference_mode()
-def decode_one_at_a_time(
-    decode: Callable[[Utterance], str],
-    utterances: Iterator[Utterance],
-    *,
-    threads: int,
-    warmup_utts: int,
-    max_utts: int | None,
-    desc: str,
-    total: int | None,
-) -> Decoded:
-    """Batch size 1 on CPU with ``threads`` torch threads, one ``decode(utt)`` per utterance.
-
-    The first ``warmup_utts`` utterances are decoded once untimed before their timed run, so
-    one-off costs (allocator growth, kernel selection) stay out of the RTF.
-    """
-    hyps, refs, timer, audio_s = {}, {}, Timer(), 0.0
-    with _num_threads(threads), _progress(desc, total) as bar:
-        for n, utt in enumerate(utterances):
-            if max_utts is not None and n >= max_utts:
-                break
-            if n < warmup_utts:
-                decode(utt)
-            with timer:
-                hyps[utt.cut_id] = decode(utt)
-            refs[utt.cut_id] = utt.text
-            audio_s += utt.audio_s
-            bar.update(1)
-    return Decoded(hyps, refs, timer.seconds, audio_s)
+    chunk_size: int | None = None,
+    left_chunks: int | None = None,
+) -> Decoder:
+    """The batch-1 decoder of model ``name`` in ``cfg.runtime`` (offline if ``chunk_size`` is
+    None): the checkpoint (torch), or the graphs ``_export_onnx`` wrote to
+    ``<out_dir>/onnx/<name>/`` (onnx)."""
+    return make_decoder(
+        str(cfg.runtime),
+        loaded=loaded,
+        onnx=_onnx_dir(cfg, name),
+        chunk_size=chunk_size,
+        left_chunks=left_chunks,
+        threads=int(cfg.rtf.threads),
+    )
 
 
 def _chunk_frames(loaded: LoadedModel, name: str, chunk_ms: float) -> int:
@@ -270,11 +147,6 @@ def _write_hyps(out_dir: Path, row: dict, decoded: Decoded) -> None:
     path.write_text("cut_id\treference\thypothesis\n" + "\n".join(lines) + "\n")
 
 
-def _runtime(cfg: DictConfig, name: str) -> dict:
-    onnx_dir = Path(cfg.out_dir) / "onnx" / name
-    return {"runtime": str(cfg.runtime), "onnx_dir": onnx_dir, "threads": int(cfg.rtf.threads)}
-
-
 def _export_onnx(cfg: DictConfig, models: dict[str, LoadedModel]) -> dict:
     """runtime=onnx: export every model into ``<out_dir>/onnx/<name>/`` and check it against
     torch before any decoding; returns ``{name: {graph: max_abs_diff}}`` for the meta."""
@@ -284,9 +156,7 @@ def _export_onnx(cfg: DictConfig, models: dict[str, LoadedModel]) -> dict:
         if getattr(loaded.model, "streaming", False):
             chunk_sizes = [_chunk_frames(loaded, name, ms) for ms in cfg.chunk_sizes_ms]
         left_chunks = loaded.model.resolve_left_chunks(cfg.left_chunks)
-        paths = export_checkpoint(
-            loaded, Path(cfg.out_dir) / "onnx" / name, chunk_sizes, left_chunks
-        )
+        paths = export_checkpoint(loaded, _onnx_dir(cfg, name), chunk_sizes, left_chunks)
         diffs[name] = check_export(loaded, paths)
         bad = {g: d for g, d in diffs[name].items() if not d <= TOLERANCE}  # NaN is bad too
         if bad:
@@ -301,8 +171,8 @@ def _full_row(cfg: DictConfig, dm, name: str, loaded: LoadedModel, subset: str) 
     batched = decode_full_batched(loaded, _batches(cfg, dm, subset), cfg.device, f"{name} full")
     max_utts = cfg.rtf.max_utts if cfg.runtime == "torch" else None  # onnx: all, for the WER
     timed = decode_one_at_a_time(
-        utterance_decoder(loaded, None, -1, **_runtime(cfg, name)),
-        _iter_utterances(_batches(cfg, dm, subset)),
+        _decoder(cfg, name, loaded),
+        utterances(_batches(cfg, dm, subset)),
         max_utts=max_utts,
         desc=f"{name} full, batch 1",
         total=len(batched.refs) if max_utts is None else None,
@@ -330,8 +200,8 @@ def _stream_row(
     chunk_size, mode = _chunk_frames(loaded, name, chunk_ms), f"stream-{chunk_ms:g}ms"
     left_chunks = loaded.model.resolve_left_chunks(cfg.left_chunks)
     streamed = decode_one_at_a_time(
-        utterance_decoder(loaded, chunk_size, left_chunks, **_runtime(cfg, name)),
-        _iter_utterances(_batches(cfg, dm, subset)),
+        _decoder(cfg, name, loaded, chunk_size, left_chunks),
+        utterances(_batches(cfg, dm, subset)),
         max_utts=None,
         desc=f"{name} {mode}",
         total=num_utts,
@@ -450,12 +320,7 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.out_dir)
     save_config(cfg, out_dir)
     models = {name: load_model(path) for name, path in checkpoints.items()}
-    for name, loaded in models.items():  # fail before hours of decoding, not after
-        if getattr(loaded.model, "streaming", False):
-            for chunk_ms in cfg.chunk_sizes_ms:
-                _chunk_frames(loaded, name, chunk_ms)
-    if cfg.runtime not in ("torch", "onnx"):
-        raise ValueError(f"runtime must be 'torch' or 'onnx', got {cfg.runtime!r}")
+    _check_requests(cfg, models)
     onnx_diffs = _export_onnx(cfg, models) if cfg.runtime == "onnx" else None
     rows = []
     for subset in cfg.subsets:
@@ -467,12 +332,27 @@ def evaluate(cfg: DictConfig) -> dict:
         results["meta"]["prepare"] = dropped
     if onnx_diffs is not None:
         results["meta"]["onnx_max_abs_diff"] = onnx_diffs
+    _write_results(results, out_dir, plots=bool(cfg.plots))
+    return results
+
+
+def _check_requests(cfg: DictConfig, models: dict[str, LoadedModel]) -> None:
+    """Every chunk size fits every streaming model, and the runtime exists: fail before hours
+    of decoding, not after."""
+    for name, loaded in models.items():
+        if getattr(loaded.model, "streaming", False):
+            for chunk_ms in cfg.chunk_sizes_ms:
+                _chunk_frames(loaded, name, chunk_ms)
+    if cfg.runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be 'torch' or 'onnx', got {cfg.runtime!r}")
+
+
+def _write_results(results: dict, out_dir: Path, plots: bool) -> None:
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    if cfg.plots:
+    if plots:
         write_report(results, out_dir)
     else:
         (out_dir / "results.md").write_text(render_markdown(results))
-    return results
 
 
 def summary(results: dict, out_dir: str) -> str:

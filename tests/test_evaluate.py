@@ -200,30 +200,76 @@ def test_unreadable_prepare_report_warns_and_evaluation_goes_on(tmp_path):
     }
 
 
-def test_torch_streaming_feeds_the_model_one_chunk_at_a_time(
-    evaluated, prepared_data_dir, monkeypatch
-):
-    """Regression: runtime=torch handed the whole (1, T, F) utterance to one accept() call, so
-    its streaming RTF was not that of a live feed."""
-    import asr_kd.evaluate as ev
-    from asr_kd.data.datamodule import AsrDataModule
+@pytest.fixture(scope="module")
+def evaluated_torch(tmp_path_factory, evaluated, prepared_data_dir):
+    """runtime=torch on the student of ``evaluated`` (320 ms chunks), recording the frames of
+    every streaming ``accept`` call."""
+    from asr_kd.inference.decoders import StreamingGreedyDecoder
 
     cfg, _ = evaluated
-    loaded = load_model(cfg.checkpoints.student_kd)
-    sizes = []
-    accept = ev.StreamingGreedyDecoder.accept
+    out = tmp_path_factory.mktemp("evaluate_torch")
+    overrides = _overrides(prepared_data_dir, out, student_kd=cfg.checkpoints.student_kd)
+    overrides += ["runtime=torch", "chunk_sizes_ms=[320]", "plots=false"]
+    sizes, accept = [], StreamingGreedyDecoder.accept
 
     def recording_accept(self, feats):
         sizes.append(feats.shape[-2])
         return accept(self, feats)
 
-    monkeypatch.setattr(ev.StreamingGreedyDecoder, "accept", recording_accept)
-    decode = ev.utterance_decoder(loaded, 8, loaded.model.default_left_chunks, runtime="torch")
-    batch = next(iter(AsrDataModule(prepared_data_dir, num_workers=0).dataloader("test")))
-    feats = batch["feats"][0, : int(batch["feat_lens"][0])]
-    decode(ev.Utterance("u", "", feats))
-    step = 8 * loaded.model.subsampling_factor
-    assert len(sizes) == -(-feats.shape[0] // step) > 1 and max(sizes) == step
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(StreamingGreedyDecoder, "accept", recording_accept)
+        cfg_torch = compose("evaluate", overrides)
+        return cfg_torch, evaluate(cfg_torch), sizes
+
+
+def test_torch_streaming_feeds_the_model_one_chunk_at_a_time(evaluated_torch, prepared_data_dir):
+    """Regression: runtime=torch handed the whole (1, T, F) utterance to one accept() call, so
+    its streaming RTF was not that of a live feed."""
+    from asr_kd.data.datamodule import AsrDataModule
+    from asr_kd.inference.timing import utterances
+
+    cfg, _, sizes = evaluated_torch
+    step = 8 * 4  # 320 ms chunks = 8 encoder frames of 4 fbank frames
+    batches = AsrDataModule(prepared_data_dir, num_workers=0).dataloader(
+        "test", shuffle=False, max_duration=float(cfg.data.max_duration)
+    )
+    frames = [utt.feats.shape[0] for utt in utterances(batches)]
+    frames.insert(0, frames[0])  # rtf.warmup_utts=1: the first one is decoded twice
+    assert max(sizes) == step and max(frames) > step
+    assert len(sizes) == sum(-(-n // step) for n in frames)  # ceil(frames / step) each
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+@pytest.mark.parametrize("mode", ["full", "stream-320ms"])
+def test_evaluate_and_transcribe_give_the_same_text_through_the_factory(
+    evaluated, evaluated_torch, prepared_data_dir, runtime, mode
+):
+    """The hypotheses asr-kd-evaluate wrote are what asr-kd-transcribe's decoder makes of the
+    same utterances, same checkpoint (torch) or same export directory (onnx)."""
+    from argparse import Namespace
+    from pathlib import Path
+
+    from asr_kd.data.datamodule import AsrDataModule
+    from asr_kd.inference.timing import utterances
+    from asr_kd.inference.transcribe import onnx_decode, torch_decode
+
+    cfg = evaluated[0] if runtime == "onnx" else evaluated_torch[0]
+    hyps = _read_hyps(f"{cfg.out_dir}/hyps/student_kd.test.{mode}.tsv")
+    streaming = mode != "full"
+    args = Namespace(
+        ckpt=Path(cfg.checkpoints.student_kd) if runtime == "torch" else None,
+        onnx=Path(cfg.out_dir) / "onnx" / "student_kd" if runtime == "onnx" else None,
+        streaming=streaming,
+        chunk_ms=320 if streaming else None,
+        left_chunks=None,
+        threads=1,
+    )
+    decoder = torch_decode(args) if runtime == "torch" else onnx_decode(args)
+    assert (decoder.runtime, decoder.streaming) == (runtime, streaming)
+    batches = AsrDataModule(prepared_data_dir, num_workers=0).dataloader("test", shuffle=False)
+    texts = {utt.cut_id: decoder(utt.feats) for utt in utterances(batches)}
+    assert any(texts.values()), "an all-blank model would make this test vacuous"
+    assert texts == {k: h["hypothesis"] or "" for k, h in hyps.items()}
 
 
 def test_subsets_are_checked_before_any_decoding_and_a_bare_name_is_one_subset(

@@ -273,3 +273,31 @@ def test_a_file_that_is_not_a_checkpoint_and_bad_options_are_refused(
         main(["--ckpt", str(student_ckpt), "--threads", "0", str(wav)])
     assert exit_info.value.code == 2
     assert "--threads: must be a positive integer" in capsys.readouterr().err
+
+
+def test_refusals_are_user_errors_of_the_fitting_kind(audio_files, onnx_dir, tmp_path):
+    """A command shows an ``asr_kd.errors.UserError`` as one ``error:`` line (status 2): a
+    missing file is a MissingFileError, an unreadable one a BadFileError, a request the model
+    or graph cannot serve a ConfigError (``Refused``), all before any audio is read."""
+    from argparse import Namespace
+
+    from asr_kd.errors import BadFileError, ConfigError, MissingFileError
+    from asr_kd.inference.transcribe import Refused, onnx_decode, torch_decode
+
+    def args(**given):
+        defaults = dict(ckpt=None, onnx=None, streaming=False, chunk_ms=None, left_chunks=None)
+        return Namespace(**{**defaults, "threads": 1, **given})
+
+    with pytest.raises(MissingFileError, match="absent.ckpt"):
+        torch_decode(args(ckpt=tmp_path / "absent.ckpt"))
+    with pytest.raises(BadFileError, match="as a torch checkpoint"):
+        torch_decode(args(ckpt=audio_files[0]))
+    bad = tmp_path / "full.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(BadFileError, match="cannot load ONNX graph"):
+        onnx_decode(args(onnx=bad))
+    with pytest.raises(MissingFileError, match="absent.onnx"):
+        onnx_decode(args(onnx=tmp_path / "absent.onnx", streaming=True))
+    with pytest.raises(Refused, match="--chunk-ms 640"):
+        onnx_decode(args(onnx=onnx_dir, streaming=True, chunk_ms=640))
+    assert issubclass(Refused, ConfigError)

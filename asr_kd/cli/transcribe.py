@@ -43,13 +43,8 @@ from pathlib import Path
 
 import torch
 
-from asr_kd.inference.transcribe import (
-    DEFAULT_CHUNK_MS,
-    Refused,
-    onnx_decode,
-    torch_decode,
-    transcribe_file,
-)
+from asr_kd.errors import UserError
+from asr_kd.inference.transcribe import DEFAULT_CHUNK_MS, onnx_decode, torch_decode, transcribe_file
 
 __all__ = ["main"]
 
@@ -105,14 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        decode = onnx_decode(args) if args.onnx is not None else torch_decode(args)
-    except Refused as err:
+        decoder = onnx_decode(args) if args.onnx is not None else torch_decode(args)
+    except UserError as err:  # the model cannot be used as asked: before any file is read
         print(f"error: {err}", file=sys.stderr)
         return 2
     failed = 0
     for path in args.files:
         try:
-            text = transcribe_file(decode, path)
+            text = transcribe_file(decoder, path)
         except (OSError, ValueError, RuntimeError) as err:
             failed += 1
             print(f"error: cannot transcribe {path}: {err}", file=sys.stderr)

@@ -38,7 +38,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from asr_kd.config import as_list, save_config
-from asr_kd.inference.onnx import FULL_FILE, OnnxCTC, OnnxStreamingCTC, step_file_name
+from asr_kd.inference.factory import open_graph
+from asr_kd.inference.onnx import FULL_FILE, session_options, step_file_name
 from asr_kd.models.conformer import rotary_frequencies
 from asr_kd.models.fold import FoldedGraph
 from asr_kd.models.loading import LoadedModel, load_model
@@ -161,11 +162,11 @@ def export_checkpoint(
 
 # ---------------------------------------------------------------------------- check
 def _count_nodes(path: Path) -> int:
-    """Nodes after ONNX Runtime's own graph optimisation (what it executes)."""
+    """Nodes after ONNX Runtime's own graph optimisation with the runners' session options
+    (what they execute)."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts = session_options()
     opts.optimized_model_filepath = str(path.with_suffix(".ort-optimized.onnx"))
     opts.log_severity_level = 3  # not the warning that the saved graph is machine-specific
     ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -175,33 +176,42 @@ def _count_nodes(path: Path) -> int:
     return count
 
 
+def _streamed(model: nn.Module, runner, feats: torch.Tensor, piece: int = 37):
+    """``feats`` (T, F) through torch ``forward_chunk`` + ``flush`` and through the step graph's
+    runner (``accept`` + ``flush``), in the same odd-sized pieces, as a live feed cuts them:
+    ``(1, T', V)`` torch log-probs and ``(T', V)`` ORT log-probs."""
+    state = model.init_state(1, runner.chunk_size, runner.left_chunks)
+    parts, pieces = [], []
+    for start in range(0, feats.shape[0], piece):
+        lp, state = model.forward_chunk(feats[None, start : start + piece], state)
+        parts.append(lp[0])
+        pieces.append(runner.accept(feats[start : start + piece].numpy()))
+    parts.append(model.flush(state)[0][0])
+    pieces.append(runner.flush())
+    return torch.cat(parts)[None], np.concatenate(pieces)
+
+
 @torch.inference_mode()
 def check_export(loaded: LoadedModel, paths: dict[str, Path], frames: int = 403, seed: int = 0):
     """ORT vs torch on one random utterance (``frames`` or more: enough for every step graph's
-    attention cache to fill and slide): max abs log-prob diff per graph (NaN if either is NaN)."""
+    attention cache to fill and slide): max abs log-prob diff per graph (NaN if either is NaN).
+    ``paths``: name -> graph, as ``export_checkpoint`` returns (``"full"``: ``full.onnx``)."""
     model = loaded.model.eval()
-    runners = {name: OnnxStreamingCTC(path) for name, path in paths.items() if name != "full"}
-    for runner in runners.values():  # long enough for the attention cache to slide
-        span = runner.chunk_size * (runner.left_chunks + 2) * model.subsampling_factor
-        frames = max(frames, span + model.subsampling.receptive_field)
+    runners = {name: open_graph(path, streaming=name != "full") for name, path in paths.items()}
+    for name, runner in runners.items():  # long enough for the attention cache to slide
+        if name != "full":
+            span = runner.chunk_size * (runner.left_chunks + 2) * model.subsampling_factor
+            frames = max(frames, span + model.subsampling.receptive_field)
     gen = torch.Generator().manual_seed(seed)
     feats = model.cmvn_mean + model.cmvn_std * torch.randn(frames, model.input_dim, generator=gen)
     diffs = {}
-    for name, path in paths.items():
+    for name, runner in runners.items():
+        path = paths[name]
         if name == "full":
             ref, _ = model(feats[None], torch.tensor([frames]))
-            got = OnnxCTC(path).log_probs(feats.numpy())
+            got = runner.log_probs(feats.numpy())
         else:
-            runner = runners[name]
-            state = model.init_state(1, runner.chunk_size, runner.left_chunks)
-            parts, pieces = [], []
-            for start in range(0, frames, 37):  # odd-sized pieces, as a live feed
-                lp, state = model.forward_chunk(feats[None, start : start + 37], state)
-                parts.append(lp[0])
-                pieces.append(runner.accept(feats[start : start + 37].numpy()))
-            parts.append(model.flush(state)[0][0])
-            pieces.append(runner.flush())
-            ref, got = torch.cat(parts)[None], np.concatenate(pieces)
+            ref, got = _streamed(model, runner, feats)
         if got.shape != tuple(ref.shape[1:]):
             raise AssertionError(f"{path}: ORT output {got.shape} != torch {tuple(ref.shape[1:])}")
         diffs[name] = float(np.abs(got - ref[0].numpy()).max())

@@ -1,7 +1,9 @@
-"""Streaming greedy CTC decoders with a partial transcript per chunk (torch; the ONNX Runtime
-one is :class:`asr_kd.inference.onnx.OnnxStreamingDecoder`), and feeding audio in chunks.
+"""Greedy CTC decoders in torch: offline (:func:`decode_offline`) and streaming with a partial
+transcript per chunk (the ONNX Runtime one is :class:`asr_kd.inference.onnx.OnnxStreamingDecoder`),
+and feeding audio in chunks. :mod:`asr_kd.inference.factory` builds them (``make_decoder``).
 
 Usage:
+    text = decode_offline(model, tokenizer, feats)   # (T, 80) raw fbank, full context
     decoder = StreamingGreedyDecoder(model, tokenizer, chunk_size=8, left_chunks=4)
     for piece in pieces:                  # (t, 80) or (1, t, 80) raw fbank, any t
         print(decoder.accept(piece))      # partial transcript so far
@@ -15,9 +17,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from asr_kd.models.decode import collapse_ids
+from asr_kd.models.decode import collapse_ids, greedy_ctc
 
-__all__ = ["GreedyDecoderText", "GreedyTokenStream", "StreamingGreedyDecoder", "feed_chunks"]
+__all__ = [
+    "GreedyDecoderText",
+    "GreedyTokenStream",
+    "StreamingGreedyDecoder",
+    "decode_offline",
+    "feed_chunks",
+]
+
+
+@torch.inference_mode()
+def decode_offline(model: Any, tokenizer: Any, feats: Any) -> str:
+    """Full-context greedy CTC of one utterance at batch size 1: raw fbank ``feats`` (T, F)
+    (torch or numpy) -> text, through the model's eager ``forward``."""
+    feats = torch.as_tensor(feats)
+    log_probs, out_lens = model(feats.unsqueeze(0), torch.tensor([feats.shape[0]]))
+    ids = greedy_ctc(log_probs, out_lens, blank_id=tokenizer.blank_id)[0]
+    return tokenizer.decode(ids)
 
 
 class GreedyTokenStream:

@@ -1,35 +1,29 @@
 """Transcribing audio: files -> fbank -> a torch checkpoint or exported ONNX graphs -> text.
 
 The library half of ``asr-kd-transcribe`` (:mod:`asr_kd.cli.transcribe` parses its arguments):
-offline or streaming decoding of one utterance's features, and choosing the ONNX graph of an
-export directory for the asked chunk and left context.
+its options -> a decoder of :func:`asr_kd.inference.factory.make_decoder`, the same one
+``asr-kd-evaluate`` decodes with (torch or ONNX Runtime, offline or streaming); choosing the ONNX
+graph of an export directory for the asked chunk and left context; refusing what the model cannot
+do, before any audio file is read (:class:`Refused`, ``MissingFileError``, ``BadFileError``: the
+command prints them as one ``error:`` line and exits with status 2).
 
 Usage:
-    decode = torch_decode(args)           # or onnx_decode(args); args as asr-kd-transcribe's
-    text = transcribe_file(decode, Path("speech.wav"))
+    decoder = torch_decode(args)          # or onnx_decode(args); args as asr-kd-transcribe's
+    text = transcribe_file(decoder, Path("speech.wav"))
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from google.protobuf.message import DecodeError
 
 from asr_kd.data.features import FRAME_SHIFT_MS, compute_fbank, load_audio
-from asr_kd.inference.decoders import StreamingGreedyDecoder, feed_chunks
-from asr_kd.inference.onnx import (
-    FULL_FILE,
-    STEP_GLOB,
-    OnnxCTC,
-    OnnxStreamingCTC,
-    OnnxStreamingDecoder,
-    read_metadata,
-)
-from asr_kd.models.decode import greedy_ctc
+from asr_kd.errors import BadFileError, ConfigError, MissingFileError
+from asr_kd.inference.factory import Decoder, make_decoder
+from asr_kd.inference.onnx import FULL_FILE, STEP_GLOB, read_metadata
 from asr_kd.models.loading import LoadedModel, load_model
 from asr_kd.models.streaming import chunk_frames
 
@@ -39,72 +33,31 @@ __all__ = [
     "onnx_decode",
     "torch_decode",
     "transcribe_file",
-    "transcribe_offline",
-    "transcribe_onnx_streaming",
-    "transcribe_streaming",
 ]
 
 DEFAULT_CHUNK_MS = 320
 
-OnPartial = Callable[[float, str], None]
-Decode = Callable[[torch.Tensor, OnPartial | None], str]  # (feats (T, 80), on_partial) -> text
 
-
-class Refused(Exception):
+class Refused(ConfigError):
     """The model cannot be used as asked (exit status 2, before any file is read)."""
 
 
-@torch.inference_mode()
-def transcribe_offline(loaded: LoadedModel, feats: torch.Tensor) -> str:
-    """Full-context greedy CTC of one utterance; ``feats`` (T, 80) raw fbank."""
-    log_probs, out_lens = loaded.model(feats.unsqueeze(0), torch.tensor([feats.shape[0]]))
-    ids = greedy_ctc(log_probs, out_lens, blank_id=loaded.tokenizer.blank_id)[0]
-    return loaded.tokenizer.decode(ids)
-
-
-def _stream(decoder, feats: torch.Tensor, step: int, on_partial: OnPartial | None) -> str:
-    """``feed_chunks`` with ``on_partial(seconds_fed, text)``. Torch and ONNX decoders alike."""
-    report = None
-    if on_partial is not None:
-
-        def report(frames: int, text: str) -> None:
-            on_partial(frames * FRAME_SHIFT_MS / 1000.0, text)
-
-    return feed_chunks(decoder, feats, step, report)
-
-
-@torch.inference_mode()
-def transcribe_streaming(
-    loaded: LoadedModel,
-    feats: torch.Tensor,
-    chunk_ms: int,
-    left_chunks: int,
-    on_partial: OnPartial | None = None,
-) -> str:
-    """Chunk-by-chunk decoding; ``on_partial(seconds_fed, text)`` is called after every chunk."""
-    model = loaded.model
-    chunk_size = chunk_frames(model, chunk_ms, "--chunk-ms")
-    decoder = StreamingGreedyDecoder(model, loaded.tokenizer, chunk_size, left_chunks)
-    return _stream(decoder, feats, chunk_size * model.subsampling_factor, on_partial)
-
-
-def transcribe_onnx_streaming(
-    decoder: OnnxStreamingDecoder, feats: torch.Tensor, on_partial: OnPartial | None = None
-) -> str:
-    """``transcribe_streaming`` through an ONNX step graph (its chunk and left context)."""
-    decoder.reset()
-    step = decoder.model.chunk_size * decoder.model.meta["subsampling_factor"]
-    return _stream(decoder, feats, step, on_partial)
-
-
 # ---------------------------------------------------------------------------- torch checkpoint
-def torch_decode(args: argparse.Namespace) -> Decode:
+def _load(ckpt: Path) -> LoadedModel:
     try:
-        loaded = load_model(args.ckpt)
+        return load_model(ckpt)
+    except FileNotFoundError as err:
+        raise MissingFileError(f"cannot load checkpoint {ckpt}: {err}") from err
     except (OSError, ValueError, RuntimeError, KeyError) as err:
-        raise Refused(f"cannot load checkpoint {args.ckpt}: {err}") from err
+        raise BadFileError(f"cannot load checkpoint {ckpt}: {err}") from err
+
+
+def torch_decode(args: argparse.Namespace) -> Decoder:
+    """``--ckpt``: offline, or ``--streaming`` in ``--chunk-ms`` chunks (default 320) with
+    ``--left-chunks`` of attention context (default: the model's own)."""
+    loaded = _load(args.ckpt)
     if not args.streaming:
-        return lambda feats, on_partial: transcribe_offline(loaded, feats)
+        return make_decoder("torch", loaded=loaded)
     if not getattr(loaded.model, "streaming", False):
         raise Refused(
             f"{args.ckpt} holds a full-context model (streaming=False); --streaming needs "
@@ -112,25 +65,23 @@ def torch_decode(args: argparse.Namespace) -> Decode:
         )
     chunk_ms = DEFAULT_CHUNK_MS if args.chunk_ms is None else args.chunk_ms
     try:
-        chunk_frames(loaded.model, chunk_ms, "--chunk-ms", str(args.ckpt))
+        chunk_size = chunk_frames(loaded.model, chunk_ms, "--chunk-ms", str(args.ckpt))
     except ValueError as err:
         raise Refused(str(err)) from err
     left_chunks = loaded.model.resolve_left_chunks(args.left_chunks)
     if left_chunks < -1:
         raise Refused(f"--left-chunks {left_chunks}: must be >= 0, or -1 for unlimited context")
-    return lambda feats, on_partial: transcribe_streaming(
-        loaded, feats, chunk_ms, left_chunks, on_partial
-    )
+    return make_decoder("torch", loaded=loaded, chunk_size=chunk_size, left_chunks=left_chunks)
 
 
 # ---------------------------------------------------------------------------- ONNX graphs
 def _graph_meta(path: Path) -> dict:
     if not path.is_file():
-        raise Refused(f"ONNX graph not found: {path}")
+        raise MissingFileError(f"ONNX graph not found: {path}")
     try:
         return read_metadata(path)
     except (OSError, ValueError, DecodeError) as err:
-        raise Refused(f"cannot load ONNX graph {path}: {err}") from err
+        raise BadFileError(f"cannot load ONNX graph {path}: {err}") from err
 
 
 def _chunk_ms(meta: dict) -> int:
@@ -161,9 +112,10 @@ def _full_graph(path: Path) -> Path:
     return path
 
 
-def _step_graph(path: Path, chunk_ms: int | None, left_chunks: int | None) -> Path:
+def _step_graph(path: Path, chunk_ms: int | None, left_chunks: int | None) -> tuple[Path, dict]:
     """``--onnx --streaming``: the step graph ``path``, or the one in directory ``path`` with
-    ``chunk_ms`` (default 320) and, if given, ``left_chunks``. The graph fixes both."""
+    ``chunk_ms`` (default 320) and, if given, ``left_chunks``, and its metadata. The graph
+    fixes both."""
     if path.is_file():
         meta = _graph_meta(path)
         if meta.get("kind") != "step":
@@ -180,9 +132,9 @@ def _step_graph(path: Path, chunk_ms: int | None, left_chunks: int | None) -> Pa
                 f"chunk_sizes_ms=[{chunk_ms}] and pass that graph"
             )
         _check_left_chunks(path, meta, left_chunks)
-        return path
+        return path, meta
     if not path.is_dir():
-        raise Refused(f"ONNX graph or directory not found: {path}")
+        raise MissingFileError(f"ONNX graph or directory not found: {path}")
     chunk_ms = DEFAULT_CHUNK_MS if chunk_ms is None else chunk_ms
     steps = {p: _graph_meta(p) for p in sorted(path.glob(STEP_GLOB))}
     if not steps:
@@ -205,7 +157,7 @@ def _step_graph(path: Path, chunk_ms: int | None, left_chunks: int | None) -> Pa
             f"several step graphs in {path} have {chunk_ms} ms chunks: "
             f"{', '.join(_describe(p, steps[p]) for p in found)}; pick one with --left-chunks"
         )
-    return found[0]
+    return found[0], steps[found[0]]
 
 
 def _check_left_chunks(path: Path, meta: dict, left_chunks: int | None) -> None:
@@ -217,23 +169,27 @@ def _check_left_chunks(path: Path, meta: dict, left_chunks: int | None) -> None:
         )
 
 
-def onnx_decode(args: argparse.Namespace) -> Decode:
+def onnx_decode(args: argparse.Namespace) -> Decoder:
+    """``--onnx``: ``full.onnx`` offline, or ``--streaming`` with a step graph (its chunk and left
+    context), ONNX Runtime on ``--threads`` threads; one session for every file."""
     if not args.streaming:
-        model = OnnxCTC(_full_graph(args.onnx), args.threads)
-        return lambda feats, on_partial: model.transcribe(feats)
-    graph = _step_graph(args.onnx, args.chunk_ms, args.left_chunks)
-    decoder = OnnxStreamingDecoder(OnnxStreamingCTC(graph, args.threads))  # reset per file
-    return lambda feats, on_partial: transcribe_onnx_streaming(decoder, feats, on_partial)
+        return make_decoder("onnx", onnx=_full_graph(args.onnx), threads=args.threads)
+    graph, meta = _step_graph(args.onnx, args.chunk_ms, args.left_chunks)
+    chunk_size = int(meta["chunk_size"])
+    return make_decoder("onnx", onnx=graph, chunk_size=chunk_size, threads=args.threads)
 
 
 # ---------------------------------------------------------------------------- command line
-def transcribe_file(decode: Decode, path: Path) -> str:
+def transcribe_file(decoder: Decoder, path: Path) -> str:
     """Read, extract fbank (resampled to 16 kHz) and decode one file; partial transcripts (if
-    ``decode`` streams) go to stderr. Raises ValueError if the file is unreadable."""
+    ``decoder`` streams) go to stderr as ``[<file> <seconds fed>s] <text>``. Raises ValueError
+    if the file is unreadable."""
     samples, sample_rate = load_audio(path)
     feats = compute_fbank(samples, sample_rate)
 
-    def show(seconds: float, text: str) -> None:
-        print(f"[{path} {seconds:.2f}s] {text}", file=sys.stderr, flush=True)
+    def show(frames: int, text: str) -> None:
+        print(
+            f"[{path} {frames * FRAME_SHIFT_MS / 1000.0:.2f}s] {text}", file=sys.stderr, flush=True
+        )
 
-    return decode(feats, show)
+    return decoder(feats, show)

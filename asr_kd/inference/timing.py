@@ -1,0 +1,137 @@
+"""Timed decoding passes over a test set: hypotheses, references and the RTF that produced them.
+
+- :func:`decode_full_batched`: full-context greedy CTC over padded batches (torch, any device).
+- :func:`decode_one_at_a_time`: one :class:`~asr_kd.inference.factory.Decoder` call per
+  utterance, batch size 1 on CPU with a fixed torch thread count, after warm-up.
+
+The timers cover the model and the greedy search on precomputed fbank (data loading and
+feature extraction are outside them); audio seconds are fbank frames x 10 ms.
+
+Usage:
+    batches = dm.dataloader("test", shuffle=False)          # AsrDataModule batches
+    batched = decode_full_batched(loaded, batches, "cpu", "teacher full")
+    timed = decode_one_at_a_time(make_decoder("torch", loaded=loaded), utterances(batches),
+                                 threads=1, warmup_utts=2, max_utts=None, desc="teacher", total=None)
+    print(timed.rtf, timed.hyps["1-2-0000"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from asr_kd.data.features import FRAME_SHIFT_MS
+from asr_kd.metrics import Timer, real_time_factor
+from asr_kd.models.decode import greedy_ctc
+from asr_kd.models.loading import LoadedModel
+
+__all__ = ["Decoded", "Utterance", "decode_full_batched", "decode_one_at_a_time", "utterances"]
+
+
+@dataclass
+class Utterance:
+    """One test utterance: raw fbank ``feats`` (T, 80) and its normalised reference text."""
+
+    cut_id: str
+    text: str
+    feats: torch.Tensor
+
+    @property
+    def audio_s(self) -> float:
+        return self.feats.shape[0] * FRAME_SHIFT_MS / 1000.0
+
+
+@dataclass
+class Decoded:
+    """Hypotheses of one decoding pass, keyed by cut id, with the timing that produced them."""
+
+    hyps: dict[str, str]
+    refs: dict[str, str]
+    seconds: float
+    audio_s: float
+
+    @property
+    def rtf(self) -> float:
+        return real_time_factor(self.seconds, self.audio_s)
+
+
+def utterances(batches: Iterable[dict]) -> Iterator[Utterance]:
+    """The utterances of ``AsrDataModule`` batches (``feats`` (B, T, F), ``feat_lens`` (B,),
+    ``cut_ids``, ``texts``), padding cut off, in batch order."""
+    for batch in batches:
+        for i, cut_id in enumerate(batch["cut_ids"]):
+            feats = batch["feats"][i, : int(batch["feat_lens"][i])]
+            yield Utterance(cut_id, batch["texts"][i], feats)
+
+
+@contextmanager
+def _num_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _progress(desc: str, total: int | None):
+    return tqdm(desc=desc, total=total, unit="utt", dynamic_ncols=True, leave=False)
+
+
+@torch.inference_mode()
+def decode_full_batched(loaded: LoadedModel, batches, device: str, desc: str) -> Decoded:
+    """Full-context greedy CTC over batches; the timer covers forward + search on ``device``."""
+    model = loaded.model.to(device)
+    hyps, refs, timer, audio_s = {}, {}, Timer(), 0.0
+    with _progress(desc, None) as bar:
+        for n, batch in enumerate(batches):
+            feats, feat_lens = batch["feats"].to(device), batch["feat_lens"].to(device)
+            if n == 0:  # warm-up, untimed: allocator growth and kernel choice are one-off costs
+                model(feats, feat_lens)
+            with timer:
+                log_probs, out_lens = model(feats, feat_lens)
+                ids = greedy_ctc(log_probs, out_lens, blank_id=loaded.tokenizer.blank_id)
+                if device != "cpu":
+                    torch.cuda.synchronize()
+            for cut_id, text, seq in zip(batch["cut_ids"], batch["texts"], ids, strict=True):
+                hyps[cut_id], refs[cut_id] = loaded.tokenizer.decode(seq), text
+            audio_s += float(batch["feat_lens"].sum()) * FRAME_SHIFT_MS / 1000.0
+            bar.update(len(batch["cut_ids"]))
+    loaded.model.to("cpu")
+    return Decoded(hyps, refs, timer.seconds, audio_s)
+
+
+@torch.inference_mode()
+def decode_one_at_a_time(
+    decode: Callable[[torch.Tensor], str],
+    utts: Iterable[Utterance],
+    *,
+    threads: int,
+    warmup_utts: int,
+    max_utts: int | None,
+    desc: str,
+    total: int | None,
+) -> Decoded:
+    """Batch size 1 on CPU with ``threads`` torch threads, one ``decode(utt.feats)`` per
+    utterance (a :class:`~asr_kd.inference.factory.Decoder`), the first ``max_utts`` (None: all).
+
+    The first ``warmup_utts`` utterances are decoded once untimed before their timed run, so
+    one-off costs (allocator growth, kernel selection) stay out of the RTF.
+    """
+    hyps, refs, timer, audio_s = {}, {}, Timer(), 0.0
+    with _num_threads(threads), _progress(desc, total) as bar:
+        for n, utt in enumerate(utts):
+            if max_utts is not None and n >= max_utts:
+                break
+            if n < warmup_utts:
+                decode(utt.feats)
+            with timer:
+                hyps[utt.cut_id] = decode(utt.feats)
+            refs[utt.cut_id] = utt.text
+            audio_s += utt.audio_s
+            bar.update(1)
+    return Decoded(hyps, refs, timer.seconds, audio_s)
