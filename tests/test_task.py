@@ -1,0 +1,160 @@
+"""AsrTask's training step wiring: who sees which features, which knobs reach the loss.
+
+A stub teacher (records the features it was given, returns fixed top-k targets) and a
+SpecAugment spy (records its input, returns a fixed, recognisable masking) stand in for the
+online teacher and the real augmentation; the loss of ``training_step`` is compared with a
+direct :func:`asr_kd.distill.losses.distill_loss` call on the student's own forward pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from asr_kd.data.tokenizer import Tokenizer
+from asr_kd.distill.losses import distill_loss
+from asr_kd.task import AsrTask, KDConfig, OptimConfig
+
+# Every knob away from its default, so that one dropped on the way to the loss shows.
+KNOBS = KDConfig(
+    alpha=0.6,
+    temperature=2.5,
+    k=3,
+    blank_weight=0.3,
+    blank_threshold=0.4,
+    shift=1,
+    delay_window=2,
+    renormalize=False,
+)
+CHUNK, LEFT_CHUNKS = 2, 1  # the student's only training chunk size, and its left context
+
+
+class StubTeacher:
+    """``targets(batch)``: records the features it saw, returns fixed (ids, probs, lens)."""
+
+    def __init__(self, ids, probs, lens):
+        self.targets, self.seen = (ids, probs, lens), []
+
+    def __call__(self, batch):
+        self.seen.append(batch["feats"].clone())
+        return self.targets
+
+
+class SpecAugmentSpy(nn.Module):
+    """Records ``(feats, feat_lens)`` and returns a copy with frames 3..5 set to 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, feats, feat_lens):
+        self.calls.append((feats.clone(), feat_lens.clone()))
+        out = feats.clone()
+        out[:, 3:6] = 0.0
+        return out
+
+
+def _teacher_targets(frames: int, gen: torch.Generator, vocab: int = 11):
+    """Top-k teacher targets at the temperature in which a third of the frames say blank with
+    0.8 and another third with 0.45 (between ``KNOBS.blank_threshold`` and the default 0.5)."""
+    probs = torch.softmax(2 * torch.randn(2, frames, vocab, generator=gen), -1)
+    probs[..., 0] = 0.0
+    probs = probs / probs.sum(-1, keepdim=True)
+    blank = torch.zeros(vocab)
+    blank[0] = 1.0
+    probs[:, 0::3] = 0.2 * probs[:, 0::3] + 0.8 * blank
+    probs[:, 1::3] = 0.55 * probs[:, 1::3] + 0.45 * blank
+    top, ids = probs.topk(KNOBS.k, dim=-1)
+    return ids, top
+
+
+@pytest.fixture
+def setup(tiny, one_thread):
+    """(task, batch, stub teacher, spy, student) with a teacher of the student's frame count."""
+    student = tiny(train_chunk_sizes=[CHUNK], default_left_chunks=LEFT_CHUNKS)
+    gen = torch.Generator().manual_seed(3)
+    feat_lens = torch.tensor([48, 33])
+    batch = {
+        "feats": torch.randn(2, 48, 80, generator=gen),
+        "feat_lens": feat_lens,
+        "tokens": torch.tensor([[1, 2, 3], [4, 5, 0]]),
+        "token_lens": torch.tensor([3, 2]),
+        "cut_ids": ["cut-a", "cut-b"],
+        "texts": ["A B C", "D E"],
+    }
+    teacher_lens = student.output_lengths(feat_lens)
+    ids, probs = _teacher_targets(int(teacher_lens.max()), gen)
+    stub = StubTeacher(ids, probs, teacher_lens)
+    spy = SpecAugmentSpy()
+    task = AsrTask(
+        student,
+        {"_target_": "asr_kd.models.ConformerCTC"},
+        Tokenizer.char(),
+        role="student",
+        optim=OptimConfig(),
+        kd=KNOBS,
+        targets=stub,
+        spec_augment=spy,
+    )
+    task.log_dict = lambda *args, **kwargs: None  # no trainer attached: logging is not tested
+    return task, batch, stub, spy, student
+
+
+def _direct_loss(student, feats, batch, targets, **knobs):
+    """The loss the configured knobs give, computed without AsrTask (``knobs`` override)."""
+    with torch.no_grad():
+        log_probs, out_lens = student(feats, batch["feat_lens"], CHUNK, LEFT_CHUNKS)
+    options = {**dataclasses.asdict(KNOBS), **knobs}
+    options.pop("k")
+    ids, probs, teacher_lens = targets
+    return distill_loss(
+        log_probs, out_lens, batch["tokens"], batch["token_lens"], ids, probs,
+        teacher_lens=teacher_lens, **options,
+    ).loss.item()  # fmt: skip
+
+
+def test_teacher_sees_clean_features_and_student_the_spec_augmented_ones(setup):
+    task, batch, stub, spy, student = setup
+    clean = batch["feats"].clone()
+    with torch.no_grad():
+        loss = task.training_step(batch, 0).item()
+    assert len(stub.seen) == 1 and torch.equal(stub.seen[0], clean)  # teacher: clean
+    assert len(spy.calls) == 1
+    seen_by_spy, lens_given = spy.calls[0]
+    assert torch.equal(seen_by_spy, clean) and torch.equal(lens_given, batch["feat_lens"])
+    augmented = spy(clean, batch["feat_lens"])
+    # the student's loss is the one of the augmented features, not of the clean ones
+    assert loss == pytest.approx(_direct_loss(student, augmented, batch, stub.targets), rel=1e-5)
+    assert loss != pytest.approx(_direct_loss(student, clean, batch, stub.targets), rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    "knob",
+    ["alpha", "temperature", "blank_weight", "blank_threshold", "shift", "delay_window",
+     "renormalize"],
+)  # fmt: skip
+def test_every_configured_knob_reaches_the_loss(setup, knob):
+    """The training loss equals distill_loss with all the configured knobs, and not the one
+    with ``knob`` at its default (so a knob dropped on the way would fail here)."""
+    task, batch, stub, spy, student = setup
+    with torch.no_grad():
+        loss = task.training_step(batch, 0).item()
+    augmented = spy.calls[0][0].clone()
+    augmented[:, 3:6] = 0.0
+    assert loss == pytest.approx(_direct_loss(student, augmented, batch, stub.targets), rel=1e-5)
+    default = getattr(KDConfig(), knob)
+    if knob == "alpha":  # alpha 0 is plain CTC: compare with another mix instead
+        default = 0.5
+    other = _direct_loss(student, augmented, batch, stub.targets, **{knob: default})
+    assert loss != pytest.approx(other, rel=1e-4), f"{knob} makes no difference here"
+
+
+def test_a_teacher_with_another_frame_count_is_refused(setup):
+    task, batch, stub, _, _ = setup
+    ids, probs, lens = stub.targets
+    stub.targets = (ids, probs, lens - torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"cut cut-b: teacher has 7 frames, student 8"):
+        task.training_step(batch, 0)
