@@ -158,3 +158,77 @@ def test_a_teacher_with_another_frame_count_is_refused(setup):
     stub.targets = (ids, probs, lens - torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"cut cut-b: teacher has 7 frames, student 8"):
         task.training_step(batch, 0)
+
+
+class ScriptedModel(nn.Module):
+    """Stands in for the model at validation: returns the next queued (log_probs, out_lens)."""
+
+    streaming, default_left_chunks = False, -1
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs = list(outputs)
+
+    def forward(self, feats, feat_lens, chunk_size=None, left_chunks=-1):
+        return self.outputs.pop(0)
+
+
+def _emitting(tokenizer: Tokenizer, texts: list[str], frames: int = 40):
+    """(log_probs, out_lens) whose greedy CTC decoding is ``texts``: each token then a blank."""
+    log_probs = torch.full((len(texts), frames, tokenizer.vocab_size), -30.0)
+    log_probs[..., tokenizer.blank_id] = 0.0
+    for b, text in enumerate(texts):
+        for i, token in enumerate(tokenizer.encode(text) if text else []):
+            log_probs[b, 2 * i] = -30.0
+            log_probs[b, 2 * i, token] = 0.0
+    return log_probs, torch.full((len(texts),), frames)
+
+
+def _val_batch(tokenizer: Tokenizer, refs: list[str]) -> dict:
+    ids = [tokenizer.encode(r) if r else [] for r in refs]
+    tokens = torch.zeros(len(refs), max(1, *map(len, ids)), dtype=torch.int64)
+    for b, seq in enumerate(ids):
+        tokens[b, : len(seq)] = torch.tensor(seq, dtype=torch.int64)
+    return {
+        "feats": torch.zeros(len(refs), 160, 80),
+        "feat_lens": torch.full((len(refs),), 160),
+        "tokens": tokens,
+        "token_lens": torch.tensor([len(s) for s in ids]),
+        "cut_ids": [f"cut-{i}" for i in range(len(refs))],
+        "texts": refs,
+    }
+
+
+def test_dev_wer_is_corpus_level_over_the_batches_and_restarts_each_validation():
+    """val/wer = (sub + del + ins) / reference words over every batch of one validation; cuts
+    without a transcript are left out; the next validation starts from zero."""
+    import types
+
+    from asr_kd.metrics import char_error_rate
+
+    tok = Tokenizer.char()
+    epochs = [  # per validation: batches of (references, hypotheses)
+        [
+            (["THE CAT SAT", "A B"], ["THE BAT SAT DOWN", "A"]),  # 1 sub 1 ins / 3, 1 del / 2
+            (["", "ON THE MAT"], ["NOISE", "ON THE MAT"]),  # no transcript: not scored
+        ],
+        [(["A B C D"], ["A X C D"])],  # 1 sub / 4
+    ]
+    outputs = [_emitting(tok, hyps) for epoch in epochs for _, hyps in epoch]
+    task = AsrTask(ScriptedModel(outputs), {}, tok, role="teacher", optim=OptimConfig())
+    logged = []
+    task.log = lambda name, value, **kwargs: logged.append((name, float(value)))
+    task.trainer = types.SimpleNamespace(strategy=types.SimpleNamespace(reduce=lambda x, **_: x))
+    figures = []
+    for epoch in epochs:
+        logged.clear()
+        for i, (refs, _) in enumerate(epoch):
+            task.validation_step(_val_batch(tok, refs), i)
+        task.on_validation_epoch_end()
+        figures.append({name: value for name, value in logged if name in ("val/wer", "val/cer")})
+    refs = ["THE CAT SAT", "A B", "ON THE MAT"]
+    hyps = ["THE BAT SAT DOWN", "A", "ON THE MAT"]
+    assert figures[0]["val/wer"] == pytest.approx(100 * 3 / 8)  # not the mean per batch
+    assert figures[0]["val/cer"] == pytest.approx(char_error_rate(refs, hyps)["cer"])
+    assert figures[1]["val/wer"] == pytest.approx(25.0)
+    assert figures[1]["val/cer"] == pytest.approx(char_error_rate(["A B C D"], ["A X C D"])["cer"])
