@@ -85,9 +85,11 @@ def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> dic
 
     Words are whitespace-separated tokens; repeated and surrounding spaces are ignored.
 
-    >>> r = word_error_rate(["A B C D"], ["A X C D E"])
-    >>> round(r["wer"], 2), r["num_sub"], r["num_del"], r["num_ins"], r["ref_words"]
-    (50.0, 1, 0, 1, 4)
+    >>> r = word_error_rate(["A B C D E F G"], ["X B D F G H I J"])  # A->X; C, E lost; H I J added
+    >>> r["num_sub"], r["num_del"], r["num_ins"], r["ref_words"]
+    (1, 2, 3, 7)
+    >>> [round(r[key], 2) for key in ("sub", "del", "ins", "wer")]
+    [14.29, 28.57, 42.86, 85.71]
 
     Returns:
         ``{"wer", "sub", "del", "ins", "ref_words", "hits", "num_sub", "num_del", "num_ins"}``

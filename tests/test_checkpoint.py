@@ -30,3 +30,62 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
         atomic_write(path, broken)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["index.json"]
+
+
+MARKER_NAME = "payload_ran"
+
+
+def _touch_marker(path: str) -> str:
+    """What the pickled payload calls when it is unpickled: leaves a file behind."""
+    open(path, "w").close()
+    return "ran"
+
+
+class _Payload:
+    """Unpickles by calling ``_touch_marker``: a checkpoint that runs code when loaded."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (_touch_marker, (self.marker,))
+
+
+class _CustomObject:
+    """A plain custom class: not code on its own, but not data either."""
+
+    def __init__(self):
+        self.value = 3
+
+
+def _asr_kd_checkpoint_with(extra) -> dict:
+    meta = {"model_config": {"_target_": "asr_kd.models.ConformerCTC"}, "role": "teacher"}
+    return {"state_dict": {"model.w": torch.ones(2)}, "asr_kd": {**meta, "extra": extra}}
+
+
+@pytest.mark.parametrize("loader", ["load_checkpoint", "load_model"])
+def test_a_checkpoint_whose_pickle_runs_code_is_refused_without_running_it(tmp_path, loader):
+    from asr_kd import checkpoint
+
+    marker = tmp_path / MARKER_NAME
+    path = tmp_path / "evil.ckpt"
+    torch.save(_asr_kd_checkpoint_with(_Payload(str(marker))), path)
+    with pytest.raises(ValueError, match=r"cannot read .*evil\.ckpt as a torch checkpoint"):
+        getattr(checkpoint, loader)(path)
+    assert not marker.exists()
+    # the payload is real: an unrestricted load runs it
+    assert torch.load(path, weights_only=False)["asr_kd"]["extra"] == "ran"
+    assert marker.exists()
+
+
+def test_a_checkpoint_carrying_a_custom_object_is_refused(tmp_path):
+    from asr_kd.checkpoint import load_checkpoint
+
+    path = tmp_path / "custom.ckpt"
+    torch.save(_asr_kd_checkpoint_with(_CustomObject()), path)
+    with pytest.raises(ValueError, match=r"cannot read .*custom\.ckpt as a torch checkpoint"):
+        load_checkpoint(path)
+    # the same contents as plain data read fine
+    path = tmp_path / "plain.ckpt"
+    torch.save(_asr_kd_checkpoint_with({"value": 3}), path)
+    assert load_checkpoint(path)["asr_kd"]["extra"] == {"value": 3}

@@ -8,6 +8,7 @@ so a file added by anyone is tested without editing this module. A group whose n
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import subprocess
 import sys
@@ -113,8 +114,91 @@ def test_option_composes_and_instantiates(group, option, request):
         nodes = {k: v for k, v in cfg.items() if k in hosts and OmegaConf.is_dict(v)}
     for name, node in nodes.items():
         plain = OmegaConf.to_container(node, resolve=True)
+        expected = dict(plain)
         built = _build(name, plain, lambda: request.getfixturevalue("prepared_data_dir"))
-        assert built is not None
+        _assert_built_as_configured(name, expected, built)
+
+
+# Keys whose value lightning.Trainer exposes under the same name.
+_TRAINER_ATTRIBUTES = (
+    "precision",
+    "max_steps",
+    "max_epochs",
+    "val_check_interval",
+    "check_val_every_n_epoch",
+    "limit_val_batches",
+    "num_sanity_val_steps",
+    "gradient_clip_val",
+    "accumulate_grad_batches",
+    "log_every_n_steps",
+)
+
+
+def _assert_built_as_configured(group: str, node: dict, built: object) -> None:
+    """The built object carries the node's values (not only: it was built)."""
+    from asr_kd.data.datamodule import AsrDataModule
+    from asr_kd.data.tokenizer import Tokenizer
+    from asr_kd.distill.losses import KDConfig
+    from asr_kd.models import ConformerCTC
+
+    checked = {}
+    if group == "model":
+        assert isinstance(built, ConformerCTC)
+        checked = {
+            key: getattr(built, key)
+            for key in (
+                "vocab_size",
+                "input_dim",
+                "d_model",
+                "num_heads",
+                "subsampling_factor",
+                "streaming",
+                "train_chunk_sizes",
+                "default_left_chunks",
+            )
+        }
+        layer = built.layers[0]
+        checked["num_layers"] = len(built.layers)
+        checked["dropout"] = built.input_dropout.p
+        checked["conv_kernel_size"] = layer.conv.depthwise.kernel_size[0]
+        checked["conv_norm"] = "batch_norm" if layer.conv.batch_norm else "layer_norm"
+        ff_dim, channels = layer.ff1[1].out_features, built.subsampling.conv[0].out_channels
+        # null in the yaml: the model's defaults, 4 * d_model and d_model
+        nulls = {"ff_dim": 4 * built.d_model, "subsampling_channels": built.d_model}
+        for key, value in (("ff_dim", ff_dim), ("subsampling_channels", channels)):
+            checked[key] = None if node.get(key) is None and value == nulls[key] else value
+    elif group == "distill":
+        assert isinstance(built, KDConfig)
+        checked = dataclasses.asdict(built)
+        assert set(node) == {"source", *checked}, "every key of the node is a KDConfig field"
+    elif group == "trainer":
+        assert isinstance(built, lightning.Trainer)
+        checked = {key: getattr(built, key) for key in _TRAINER_ATTRIBUTES if key in node}
+        assert "max_steps" in checked and "precision" in checked
+    elif group == "tokenizer":
+        assert isinstance(built, Tokenizer)
+        checked = {"kind": built.kind}
+        if "vocab_size" in node:
+            checked["vocab_size"] = built.vocab_size
+    elif group == "data":
+        assert isinstance(built, AsrDataModule)
+        checked = {
+            "train_subset": built.train_subsets[0],
+            "dev_subset": built.dev_subset,
+            "max_duration": built.max_duration,
+            "num_buckets": built.num_buckets,
+            "num_workers": built.num_workers,
+            "speed_perturb": built.speed_perturb,
+            "speed_factors": list(built.speed_factors),
+            "shuffle": built.shuffle,
+            "drop_last": built.drop_last,
+            "seed": built.seed,
+        }
+    else:
+        pytest.fail(f"conf/{group}/: no check of what it builds in tests/test_configs.py")
+    checked = {key: value for key, value in checked.items() if key in node}
+    assert checked, f"conf/{group}/: none of its keys was checked"
+    assert checked == {key: node[key] for key in checked}
 
 
 def _compose_experiment(group: str, option: str) -> DictConfig:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import types
 import warnings
 
 import pytest
 import torch
+from lhotse import CutSet
 
 from asr_kd.config import compose
 from asr_kd.evaluate import evaluate, prepare_skips
-from asr_kd.metrics import word_error_rate
+from asr_kd.metrics import error_rates
 from asr_kd.models.decode import greedy_ctc
 from asr_kd.models.loading import load_model
 from asr_kd.report import load_results
@@ -59,10 +61,13 @@ def test_rows_per_model_and_mode_with_the_reported_figures(evaluated):
     assert teacher["latency_ms"] is None and stream["latency_ms"] == 320.0
     assert (stream["chunk_ms"], stream["batch_size"], stream["threads"]) == (320, 1, 1)
     assert student_full["params"] < teacher["params"]
+    test_cuts = CutSet.from_file(cfg.data.dir + "/cuts_test.jsonl.gz")
+    audio_s = sum(c.duration for c in test_cuts)
     for row in results["rows"]:
-        assert row["num_utts"] > 0 and row["audio_s"] > 0
-        assert 0 < row["rtf"] < 10 and row["macs_per_audio_s"] > 0 and row["model_mb"] > 0
-        assert row["wer"] == pytest.approx(row["sub"] + row["del"] + row["ins"])
+        assert row["num_utts"] == len(test_cuts)
+        # the seconds of audio decoded (10 ms feature frames: within a frame per cut)
+        assert row["audio_s"] == pytest.approx(audio_s, abs=0.01 * len(test_cuts))
+        assert row["rtf"] > 0 and row["macs_per_audio_s"] > 0 and row["model_mb"] > 0
     assert teacher["rtf_batch"] > 0 and stream["rtf_batch"] is None
     meta = results["meta"]
     assert meta["torch"] == torch.__version__ and meta["rtf_threads"] == 1
@@ -80,14 +85,45 @@ def test_report_files_are_written_and_parseable(evaluated):
     assert "checkpoints" in open(f"{out}/config.yaml").read()
 
 
-def test_row_wer_is_the_wer_of_its_hypotheses_file(evaluated):
+def test_row_figures_are_those_of_its_hypotheses_file(evaluated):
+    """wer, cer, sub, del and ins of a row: the error rates of the hypotheses it wrote."""
     cfg, results = evaluated
     for row in results["rows"]:
         hyps = _read_hyps(f"{cfg.out_dir}/hyps/{row['model']}.test.{row['mode']}.tsv")
         assert len(hyps) == row["num_utts"]
         refs = [h["reference"] for h in hyps.values()]
-        wer = word_error_rate(refs, [h["hypothesis"] or "" for h in hyps.values()])["wer"]
-        assert wer == pytest.approx(row["wer"])
+        rates = error_rates(refs, [h["hypothesis"] or "" for h in hyps.values()])
+        for key in ("wer", "cer", "sub", "del", "ins"):
+            assert row[key] == pytest.approx(rates[key]), key
+    # the rows have unequal sub, del and ins (else swapped figures would go unnoticed here)
+    assert any(len({r["sub"], r["del"], r["ins"]}) == 3 for r in results["rows"])
+
+
+def test_rtf_is_timed_decoding_over_audio_seconds_with_the_warm_up_untimed(monkeypatch):
+    """decode_one_at_a_time on a fake clock: each decode costs 0.25 s per second of audio, the
+    first (the warm-up) 5 s more; RTF = 0.25 exactly, over 1 + 2 + 3 s of audio."""
+    import asr_kd.metrics as metrics
+    from asr_kd.evaluate import Utterance, decode_one_at_a_time
+
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(metrics, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    calls = []
+
+    def decode(utt):
+        clock.now += 0.25 * utt.audio_s + (5.0 if not calls else 0.0)
+        calls.append(utt.cut_id)
+        return utt.text.lower()
+
+    utts = [Utterance(f"u{i}", f"TEXT {i}", torch.zeros(100 * i, 80)) for i in (1, 2, 3)]
+    decoded = decode_one_at_a_time(
+        decode, iter(utts), threads=1, warmup_utts=1, max_utts=None, desc="t", total=3
+    )
+    assert calls == ["u1", "u1", "u2", "u3"]  # the first one twice: warm-up, then timed
+    assert decoded.audio_s == pytest.approx(6.0)
+    assert decoded.seconds == pytest.approx(1.5)
+    assert decoded.rtf == pytest.approx(0.25)
+    assert decoded.hyps == {"u1": "text 1", "u2": "text 2", "u3": "text 3"}
+    assert decoded.refs == {"u1": "TEXT 1", "u2": "TEXT 2", "u3": "TEXT 3"}
 
 
 def test_streaming_rows_decode_through_the_chunk_path(evaluated, prepared_data_dir):

@@ -27,6 +27,32 @@ def test_wer_matches_hand_count_with_sub_del_ins():
     assert r["ins"] == pytest.approx(100 / 6)
 
 
+@pytest.mark.parametrize(
+    ("ref", "hyp", "counts"),
+    [
+        # ONE, TWO -> TOO (sub), THREE lost, FOUR, FIVE lost, SIX, SEVEN, + EIGHT NINE TEN
+        (
+            "ONE TWO THREE FOUR FIVE SIX SEVEN",
+            "ONE TOO FOUR SIX SEVEN EIGHT NINE TEN",
+            (1, 2, 3, 7),
+        ),
+        # A, B -> X (sub), C lost, D, E, + F G
+        ("A B C D E", "A X D E F G", (1, 1, 2, 5)),
+    ],
+)
+def test_substitutions_deletions_and_insertions_are_counted_apart(ref, hyp, counts):
+    """Unequal hand counts (each has a single optimal alignment): the hand case above has
+    sub == del == ins, so swapping two of them would go unnoticed there."""
+    num_sub, num_del, num_ins, num_ref = counts
+    r = word_error_rate([ref], [hyp])
+    assert (r["num_sub"], r["num_del"], r["num_ins"], r["ref_words"]) == counts
+    assert r["hits"] == num_ref - num_sub - num_del
+    assert r["sub"] == pytest.approx(100 * num_sub / num_ref)
+    assert r["del"] == pytest.approx(100 * num_del / num_ref)
+    assert r["ins"] == pytest.approx(100 * num_ins / num_ref)
+    assert r["wer"] == pytest.approx(100 * (num_sub + num_del + num_ins) / num_ref)
+
+
 def test_wer_is_corpus_level_not_mean_of_utterances():
     # utt 1: 1 sub in 1 word (100 %); utt 2: 0 errors in 3 words. Corpus: 1 / 4 = 25 %, not 50 %.
     r = word_error_rate(["A", "B C D"], ["X", "B C D"])
@@ -47,10 +73,18 @@ def test_cer_counts_characters_including_spaces():
 
 
 def test_error_rates_uses_the_reported_names():
-    r = error_rates(["THE CAT SAT"], ["THE BAT SAT DOWN"])
-    assert {"wer", "cer", "sub", "del", "ins"} <= set(r)
-    assert r["wer"] == pytest.approx(r["sub"] + r["del"] + r["ins"])
-    assert r["wer"] == pytest.approx(200 / 3)
+    # word level: THE -> A (sub), CAT, SAT lost, ON, THE lost, RED, MAT, + IS NOW UP
+    ref, hyp = "THE CAT SAT ON THE RED MAT", "A CAT ON RED MAT IS NOW UP"
+    r = error_rates([ref], [hyp])
+    assert (r["num_sub"], r["num_del"], r["num_ins"], r["ref_words"]) == (1, 2, 3, 7)
+    assert r["sub"] == pytest.approx(100 / 7)
+    assert r["del"] == pytest.approx(200 / 7)
+    assert r["ins"] == pytest.approx(300 / 7)
+    assert r["wer"] == pytest.approx(600 / 7)
+    # character level: its own alignment over the 26 characters (spaces included)
+    assert r["ref_chars"] == len(ref) == 26
+    assert r["cer"] == pytest.approx(char_error_rate([ref], [hyp])["cer"])
+    assert r["cer"] != pytest.approx(r["wer"])
 
 
 def test_mismatched_or_empty_inputs_are_clear_errors():

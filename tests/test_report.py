@@ -122,3 +122,21 @@ def test_subset_heading_says_how_many_cuts_prepare_dropped(results):
     assert "## test (2 cut(s) dropped by asr-kd-prepare: too_short_for_ctc 2)" in (
         render_markdown(results).splitlines()
     )
+
+
+def test_sub_del_ins_columns_show_their_own_figures(results):
+    """Each of Sub/Del/Ins under its own header, with unequal values (the fixture's del == ins
+    would hide two swapped columns)."""
+    row = {**results["rows"][0], "wer": 12.0, "sub": 6.5, "del": 4.25, "ins": 1.25}
+    md = render_markdown({**results, "rows": [row]}).splitlines()
+    header = next(line for line in md if line.startswith("| Model |"))
+    table_row = next(line for line in md if line.startswith("| teacher | full |"))
+    names = [c.strip() for c in header.strip("|").split("|")]
+    cells = [c.strip() for c in table_row.strip("|").split("|")]
+    by_name = dict(zip(names, cells, strict=True))
+    assert (by_name["WER %"], by_name["Sub %"], by_name["Del %"], by_name["Ins %"]) == (
+        "12.00",
+        "6.50",
+        "4.25",
+        "1.25",
+    )

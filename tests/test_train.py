@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
@@ -42,11 +43,69 @@ def run_dir(tmp_path_factory, prepared_data_dir):
 def test_a_few_steps_write_the_run_directory(run_dir):
     out, result = run_dir
     assert result["global_step"] == 4 and result["bad_batches"] == 0
-    assert result["best_wer"] is not None and result["metrics"]["val/wer"] >= 0
+    assert 0 <= result["metrics"]["val/wer"] == pytest.approx(_logged_dev(out)[4])
     assert (out / "config.yaml").is_file()
     assert list((out / "logs" / "csv").glob("version_0/metrics.csv"))
     assert list((out / "logs" / "tensorboard").glob("version_0/events.*"))
     assert not list((out / "checkpoints").glob("*.tmp"))
+
+
+def _logged_dev(out, key: str = "val/wer") -> dict[int, float]:
+    """global step -> ``key`` as logged in the CSV metrics of the run's first version."""
+    with open(out / "logs" / "csv" / "version_0" / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get(key)]
+    return {int(r["step"]) + 1: float(r[key]) for r in rows}  # the CSV step counts from 0
+
+
+def test_best_checkpoint_decodes_the_dev_batch_at_its_logged_wer_and_cer(
+    run_dir, prepared_data_dir
+):
+    """best.ckpt holds the weights of the validation with the lowest val/wer, that WER is
+    ``best_wer``, and decoding the dev batch validated (limit_val_batches=1) with a checkpoint
+    gives the WER and CER logged at its step (a 4-step model scores WER 100, so the CER is the
+    figure that tells a miscounted validation here)."""
+    from asr_kd.data.datamodule import build_datamodule
+    from asr_kd.metrics import char_error_rate, word_error_rate
+    from asr_kd.models.decode import greedy_ctc
+
+    out, result = run_dir
+    wers, cers = _logged_dev(out), _logged_dev(out, "val/cer")
+    assert sorted(wers) == sorted(cers) == [2, 4]  # val_check_interval=2 over 4 steps
+    assert result["best_wer"] == pytest.approx(min(wers.values()))
+    assert result["best_ckpt"] == str(out / "checkpoints" / "best.ckpt")
+    best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert wers[best["global_step"]] == pytest.approx(min(wers.values()))
+    batch = next(iter(build_datamodule(_cfg(prepared_data_dir, out).data).val_dataloader()))
+    # best.ckpt at its step; last.ckpt (written after the last validation) at step 4
+    for name, step in (("best.ckpt", best["global_step"]), ("last.ckpt", 4)):
+        loaded = load_model(out / "checkpoints" / name)
+        with torch.no_grad():
+            log_probs, lens = loaded.model(batch["feats"], batch["feat_lens"])
+        hyps = [loaded.tokenizer.decode(ids) for ids in greedy_ctc(log_probs, lens)]
+        assert word_error_rate(batch["texts"], hyps)["wer"] == pytest.approx(wers[step]), name
+        assert char_error_rate(batch["texts"], hyps)["cer"] == pytest.approx(cers[step]), name
+
+
+def test_best_checkpoint_follows_the_lowest_dev_wer_not_the_first_or_last(
+    monkeypatch, tmp_path, prepared_data_dir
+):
+    """Dev WERs scripted 60, 40, 50 at steps 2, 4, 6 (a 4-step model scores 100 every time, which
+    would hide a best.ckpt kept at the first or last validation, or at the highest WER)."""
+    scripted = [60.0, 40.0, 50.0]
+
+    def scripted_wer(self):
+        self._val_counts.zero_()
+        self.log("val/wer", scripted.pop(0), prog_bar=True)
+
+    monkeypatch.setattr(AsrTask, "on_validation_epoch_end", scripted_wer)
+    out = tmp_path / "run"
+    result = train(_cfg(prepared_data_dir, out, "trainer.max_steps=6"))
+    assert scripted == [] and result["global_step"] == 6
+    assert result["best_wer"] == pytest.approx(40.0)
+    assert result["best_ckpt"] == str(out / "checkpoints" / "best.ckpt")
+    best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert best["global_step"] == 4
+    assert load_model(out / "checkpoints" / "best.ckpt").role == "teacher"
 
 
 @pytest.mark.parametrize("name", ["last.ckpt", "best.ckpt"])

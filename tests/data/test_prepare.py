@@ -228,3 +228,44 @@ def test_num_jobs_splits_the_feature_extraction(corpus, tmp_path):
     feats = sorted(p.name for p in (tmp_path / "feats" / TRAIN).iterdir())
     assert feats == ["feats-0.lca", "feats-1.lca", "feats-2.lca"]
     assert len(CutSet.from_file(tmp_path / f"cuts_{TRAIN}.jsonl.gz")) == 5
+
+
+def test_stereo_audio_is_skipped_as_not_mono_and_the_ctc_length_boundary_is_exact(tmp_path):
+    """``not_mono`` for a 2-channel file; ``too_short_for_ctc`` keeps a clip whose 40 ms output
+    frames are exactly what its text needs and drops the one a sample shorter.
+
+    "ALL" needs 4 frames (A, L, blank, L): 160 ms = 2560 samples gives 4, 2559 samples 3.
+    """
+    root = tmp_path / "LibriSpeech"
+    folder = _chapter(
+        root,
+        TRAIN,
+        "7",
+        "70",
+        [
+            "7-70-0000 A GOOD ONE",
+            "7-70-0001 RECORDED IN STEREO",
+            "7-70-0002 ALL",
+            "7-70-0003 ALL",
+        ],
+    )
+    _flac(folder / "7-70-0000.flac", seed=20)
+    rng = np.random.default_rng(21)
+    stereo = (0.1 * rng.standard_normal((24000, 2))).astype(np.float32)
+    sf.write(folder / "7-70-0001.flac", stereo, 16000, format="FLAC", subtype="PCM_16")
+    _flac(folder / "7-70-0002.flac", seconds=2560 / 16000, seed=22)
+    _flac(folder / "7-70-0003.flac", seconds=2559 / 16000, seed=23)
+    assert sf.info(folder / "7-70-0001.flac").channels == 2
+    assert sf.info(folder / "7-70-0002.flac").frames == 2560
+    assert sf.info(folder / "7-70-0003.flac").frames == 2559
+
+    out = tmp_path / "data"
+    report = _prepare(root, out, f"subsets=[{TRAIN}]", "tokenizer=char", "ctc_frame_shift_ms=40")
+    cuts = CutSet.from_file(out / f"cuts_{TRAIN}.jsonl.gz")
+    assert sorted(c.id for c in cuts) == ["7-70-0000", "7-70-0002"]
+    reasons = report["subsets"][TRAIN]["reasons"]
+    assert reasons == {
+        "not_mono": {"count": 1, "examples": [f"{TRAIN}/7/70/7-70-0001.flac (2 channels)"]},
+        "too_short_for_ctc": {"count": 1, "examples": ["7-70-0003 (3 frames < 4 needed)"]},
+    }
+    assert report["subsets"][TRAIN]["skipped"] == 2

@@ -141,3 +141,33 @@ def test_cached_targets_serve_the_duplicated_cuts_of_a_distributed_epoch(
     targets = CachedTargets(SoftTargetStore(targets_dir), k=4)
     for got, want in zip(targets(dict(batch, cut_ids=renamed)), targets(batch), strict=True):
         assert torch.equal(got, want)
+
+
+def test_cached_targets_from_another_teacher_are_refused(
+    tmp_path, tiny_config, prepared_data_dir, teacher_ckpt, targets_dir
+):
+    """Targets dumped by teacher A, ``teacher_ckpt`` naming teacher B: same tokenizer, frame
+    rate, k and temperature, other weights. Only the checkpoint hash tells them apart, so an
+    expected hash read from the store itself would let B's student learn A's posteriors."""
+    from asr_kd.checkpoint import atomic_torch_save, file_sha256
+
+    ckpt = torch.load(teacher_ckpt, weights_only=True)
+    name = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point())
+    ckpt["state_dict"][name] = ckpt["state_dict"][name] + 0.01  # another teacher
+    other = tmp_path / "teacher_b.ckpt"
+    atomic_torch_save(ckpt, other)
+    load_model(other)  # a valid teacher checkpoint in its own right
+    sha_a, sha_b = file_sha256(teacher_ckpt), file_sha256(other)
+    assert SoftTargetStore(targets_dir).fingerprint["checkpoint_sha256"] == sha_a != sha_b
+    cfg = _distill_cfg(
+        tiny_config, prepared_data_dir, tmp_path / "run", other, targets_dir,
+        "distill.source=cached", "distill.k=4", "distill.temperature=2.0",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="made by another teacher") as err:
+        distill(cfg)
+    assert f"checkpoint_sha256: '{sha_a}' (targets) != '{sha_b}' (configured teacher)" in str(
+        err.value
+    )
+    for same in ("tokenizer", "frame_shift_ms", "k:", "temperature"):
+        assert same not in str(err.value)  # only the checkpoint differs
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -129,6 +129,43 @@ def test_padding_frames_are_excluded_and_get_no_gradient():
     assert padded.grad[:, 4:].abs().max() == 0
 
 
+@pytest.mark.parametrize(
+    ("shift", "delay_window", "renormalize"), [(2, 0, True), (1, 1, False), (3, 0, False)]
+)
+def test_padded_frames_do_not_change_the_kd_loss_with_a_shift(shift, delay_window, renormalize):
+    """A padded batch scores as its utterances alone, weighted by their matched frames.
+
+    With ``shift`` > 0 the student's padding frames ``len .. len + shift - 1`` still have a
+    valid teacher frame ``t - shift`` in range: only the student's own length mask keeps them
+    out (``shift=0`` elsewhere hides that).
+    """
+    vocab, k, temperature = 6, 3, 2.0
+    lens = [9, 5, 7]
+    frames = max(lens) + 2
+    options = dict(shift=shift, delay_window=delay_window, renormalize=renormalize)
+    gen = torch.Generator().manual_seed(12)
+    alone, padded_student = [], torch.empty(len(lens), frames, vocab)
+    padded_ids = torch.empty(len(lens), frames, k, dtype=torch.int64)
+    padded_probs = torch.empty(len(lens), frames, k)
+    for b, n in enumerate(lens):
+        student = torch.log_softmax(3 * torch.randn(1, n, vocab, generator=gen), -1)
+        teacher = torch.log_softmax(3 * torch.randn(1, n, vocab, generator=gen), -1)
+        ids, probs = soften_teacher(teacher, temperature, k)
+        loss = kd_loss(student, ids, probs, torch.tensor([n]), temperature, **options)
+        alone.append((loss.item(), n - shift))  # frames t >= shift have a teacher frame
+        # padding: a confident student and teacher that disagree (a large KL if counted)
+        junk = torch.full((1, frames - n, vocab), -20.0)
+        junk[..., b % vocab] = 0.0
+        padded_student[b] = torch.cat([student, junk], 1)[0]
+        padded_ids[b] = torch.cat([ids, torch.full((1, frames - n, k), 5)], 1)[0]
+        padded_probs[b] = torch.cat([probs, torch.full((1, frames - n, k), 1.0 / k)], 1)[0]
+    got = kd_loss(
+        padded_student, padded_ids, padded_probs, torch.tensor(lens), temperature, **options
+    )
+    expected = sum(loss * n for loss, n in alone) / sum(n for _, n in alone)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_ctc_is_per_frame_and_cuts_without_text_get_kd_only():
     lp = _log_probs(2, 8, 5, seed=7).requires_grad_(True)
     tokens = torch.tensor([[1, 2, 3], [4, 4, 0]])
