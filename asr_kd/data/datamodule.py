@@ -1,6 +1,6 @@
 """Batches of precomputed fbank features and token ids from a prepared data directory.
 
-``AsrDataModule`` reads ``DATA/cuts_<subset>.jsonl.gz`` (written by ``asr-kd-prepare``) and
+``AsrDataModule`` reads the cuts of a prepared data dir (:class:`asr_kd.data.layout.DataDir`) and
 serves duration-bucketed dynamic batches (lhotse ``DynamicBucketingSampler``: at most
 ``max_duration`` seconds of audio per batch), sharded by the ``torch.distributed`` rank when a
 process group is initialised (so Lightning runs with ``use_distributed_sampler=False``).
@@ -31,7 +31,6 @@ Usage:
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 import warnings
@@ -44,9 +43,11 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from asr_kd.data.features import compute_fbank
+from asr_kd.data.layout import DataDir
 from asr_kd.data.tokenizer import Tokenizer
+from asr_kd.errors import MissingFileError
 
-__all__ = ["AsrDataModule", "AsrDataset", "build_datamodule", "cuts_file", "load_cuts"]
+__all__ = ["AsrDataModule", "AsrDataset", "build_datamodule", "load_cuts"]
 
 # Sampler settings that must match for a checkpoint's place in the epoch to mean anything.
 _SAMPLER_KEYS = ("max_duration", "seed", "world_size", "shuffle", "drop_last")
@@ -59,24 +60,15 @@ def _distributed_rank() -> tuple[int, int]:
     return 0, 1
 
 
-def cuts_file(data_dir: str | Path, subset: str) -> Path:
-    """``<data_dir>/cuts_<subset>.jsonl.gz``; ``FileNotFoundError`` listing the prepared subsets
-    when it is missing."""
-    data_dir = Path(data_dir)
-    path = data_dir / f"cuts_{subset}.jsonl.gz"
-    if not path.is_file():
-        found = sorted(p.name[len("cuts_") : -len(".jsonl.gz")] for p in data_dir.glob("cuts_*"))
-        raise FileNotFoundError(f"no prepared subset {subset!r}: {path} missing (found {found})")
-    return path
-
-
 def load_cuts(data_dir: str | Path, subset: str):
-    """The ``CutSet`` of one prepared subset; feature paths follow the data dir if it moved."""
+    """The ``CutSet`` of one prepared subset; feature paths follow the data dir if it moved.
+
+    ``MissingFileError`` (listing the prepared subsets) when ``subset`` was not prepared."""
     from lhotse import CutSet
     from lhotse.utils import fastcopy
 
-    data_dir = Path(data_dir)
-    cuts = CutSet.from_file(cuts_file(data_dir, subset))
+    data = DataDir(data_dir)
+    cuts = CutSet.from_file(data.prepared_cuts(subset))
     first = next(iter(cuts), None)
     if first is None or not first.has_features or Path(first.features.storage_path).exists():
         return cuts
@@ -84,7 +76,7 @@ def load_cuts(data_dir: str | Path, subset: str):
     # The data dir was moved or copied: features live in <data_dir>/feats/<subset>/.
     def relocate(cut):
         name = Path(cut.features.storage_path).name
-        features = fastcopy(cut.features, storage_path=str(data_dir / "feats" / subset / name))
+        features = fastcopy(cut.features, storage_path=str(data.feats(subset) / name))
         return fastcopy(cut, features=features)
 
     return CutSet.from_cuts(relocate(c) for c in cuts)
@@ -173,9 +165,8 @@ class AsrDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.data_dir = Path(dir)
-        if not self.data_dir.is_dir():
-            raise FileNotFoundError(f"data dir {self.data_dir} does not exist: run asr-kd-prepare")
+        self.layout = DataDir.existing(dir)
+        self.data_dir = self.layout.root
         subsets = [train_subset] if isinstance(train_subset, str) else list(train_subset)
         self.train_subsets = subsets
         self.dev_subset = dev_subset
@@ -187,7 +178,7 @@ class AsrDataModule(L.LightningDataModule):
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
-        self.tokenizer = Tokenizer.load(self.data_dir / "lang")
+        self.tokenizer = Tokenizer.load(self.layout.lang)
         self._train_sampler = None
         self._train_data: dict = {}
         self._train_sampler_state: dict | None = None  # from a checkpoint, until applied
@@ -195,9 +186,9 @@ class AsrDataModule(L.LightningDataModule):
     @property
     def cmvn(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean (80,), std (80,))`` float32 over the training frames, from ``cmvn.json``."""
-        path = self.data_dir / "cmvn.json"
+        path = self.layout.cmvn
         if not path.is_file():
-            raise FileNotFoundError(f"no CMVN statistics at {path}: run asr-kd-prepare")
+            raise MissingFileError(f"no CMVN statistics at {path}: run asr-kd-prepare")
         stats = json.loads(path.read_text())
         return (
             torch.tensor(stats["mean"], dtype=torch.float32),
@@ -209,10 +200,7 @@ class AsrDataModule(L.LightningDataModule):
         from lhotse import CutSet
 
         cut_sets = [load_cuts(self.data_dir, s) for s in subsets]
-        count = 0
-        for subset in subsets:
-            with gzip.open(self.data_dir / f"cuts_{subset}.jsonl.gz", "rt") as f:
-                count += sum(1 for _ in f)
+        count = sum(self.layout.num_cuts(s) for s in subsets)
         if len(cut_sets) == 1:
             return cut_sets[0], count
         return CutSet.from_cuts(c for cs in cut_sets for c in cs), count
