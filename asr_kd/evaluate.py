@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import warnings
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -55,8 +54,8 @@ from omegaconf import DictConfig
 
 import asr_kd
 from asr_kd.config import as_list, save_config
-from asr_kd.data.datamodule import AsrDataModule, cuts_file
-from asr_kd.data.prepare import KEPT_REASONS
+from asr_kd.data.datamodule import AsrDataModule
+from asr_kd.data.prepare import prepare_skips
 from asr_kd.errors import ConfigError
 from asr_kd.export.onnx import TOLERANCE, check_export, export_checkpoint
 from asr_kd.inference.factory import RUNTIMES, Decoder, make_decoder
@@ -77,10 +76,9 @@ from asr_kd.models.profile import (
 from asr_kd.models.streaming import chunk_frames
 from asr_kd.report import render_markdown, write_report
 
-__all__ = ["evaluate", "prepare_skips", "summary"]
+__all__ = ["evaluate", "summary"]
 
 RTF_SCOPE = "model + greedy CTC search on precomputed fbank; feature extraction not timed"
-PREPARE_REPORT = "prepare_report.json"  # written by asr-kd-prepare into the data dir
 
 
 def _batches(cfg: DictConfig, dm, subset: str) -> Iterator[dict]:
@@ -262,39 +260,6 @@ def _meta(cfg: DictConfig, checkpoints: dict[str, str]) -> dict:
     }
 
 
-def prepare_skips(data_dir: str | Path, subsets) -> dict | None:
-    """What ``asr-kd-prepare`` dropped from each of ``subsets``, from its report in ``data_dir``:
-    ``{"report": path, "subsets": {subset: {"skipped": n, "reasons": {reason: count}}}}``.
-
-    None (and nothing reported) when the data dir has no report; a subset the report does not
-    list is left out. An unreadable report is a warning, not a failed evaluation."""
-    path = Path(data_dir) / PREPARE_REPORT
-    if not path.is_file():
-        return None
-    try:
-        prepared = json.loads(path.read_text())["subsets"]
-        dropped = {
-            subset: {
-                "skipped": int(prepared[subset]["skipped"]),
-                "reasons": {
-                    reason: int(entry["count"])
-                    for reason, entry in prepared[subset]["reasons"].items()
-                    if reason not in KEPT_REASONS
-                },
-            }
-            for subset in subsets
-            if subset in prepared
-        }
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        warnings.warn(
-            f"{path} is not an asr-kd-prepare report ({type(err).__name__}: {err}); the results "
-            "will not say how many cuts preparation dropped",
-            stacklevel=2,
-        )
-        return None
-    return {"report": str(path), "subsets": dropped}
-
-
 def _checkpoints(cfg: DictConfig) -> dict[str, str]:
     """Named checkpoints given on the command line; ``null`` entries are unused name slots."""
     given = {str(k): str(v) for k, v in (cfg.checkpoints or {}).items() if v is not None}
@@ -316,7 +281,7 @@ def evaluate(cfg: DictConfig) -> dict:
         cfg[key] = as_list(cfg[key])
     dm = AsrDataModule(cfg.data.dir, num_workers=int(cfg.data.num_workers))
     for subset in cfg.subsets:  # a subset that was never prepared fails now, not after the others
-        cuts_file(cfg.data.dir, subset)
+        dm.layout.prepared_cuts(subset)
     out_dir = Path(cfg.out_dir)
     save_config(cfg, out_dir)
     models = {name: load_model(path) for name, path in checkpoints.items()}

@@ -13,7 +13,8 @@ import torch
 from lhotse import CutSet
 
 from asr_kd.config import compose
-from asr_kd.evaluate import evaluate, prepare_skips
+from asr_kd.data.prepare import prepare_skips
+from asr_kd.evaluate import evaluate
 from asr_kd.metrics import error_rates
 from asr_kd.models.decode import greedy_ctc
 from asr_kd.models.loading import load_model
@@ -103,22 +104,23 @@ def test_rtf_is_timed_decoding_over_audio_seconds_with_the_warm_up_untimed(monke
     """decode_one_at_a_time on a fake clock: each decode costs 0.25 s per second of audio, the
     first (the warm-up) 5 s more; RTF = 0.25 exactly, over 1 + 2 + 3 s of audio."""
     import asr_kd.metrics as metrics
-    from asr_kd.evaluate import Utterance, decode_one_at_a_time
+    from asr_kd.inference.timing import Utterance, decode_one_at_a_time
 
     clock = types.SimpleNamespace(now=0.0)
     monkeypatch.setattr(metrics, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
     calls = []
 
-    def decode(utt):
-        clock.now += 0.25 * utt.audio_s + (5.0 if not calls else 0.0)
-        calls.append(utt.cut_id)
-        return utt.text.lower()
+    def decode(feats):  # a Decoder: the utterance's features (T, 80) -> text
+        seconds = feats.shape[0] / 100
+        clock.now += 0.25 * seconds + (5.0 if not calls else 0.0)
+        calls.append(seconds)
+        return f"text {seconds:g}"
 
     utts = [Utterance(f"u{i}", f"TEXT {i}", torch.zeros(100 * i, 80)) for i in (1, 2, 3)]
     decoded = decode_one_at_a_time(
         decode, iter(utts), threads=1, warmup_utts=1, max_utts=None, desc="t", total=3
     )
-    assert calls == ["u1", "u1", "u2", "u3"]  # the first one twice: warm-up, then timed
+    assert calls == [1, 1, 2, 3]  # the first one twice: warm-up, then timed
     assert decoded.audio_s == pytest.approx(6.0)
     assert decoded.seconds == pytest.approx(1.5)
     assert decoded.rtf == pytest.approx(0.25)

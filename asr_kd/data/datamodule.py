@@ -1,6 +1,6 @@
 """Batches of precomputed fbank features and token ids from a prepared data directory.
 
-``AsrDataModule`` reads ``DATA/cuts_<subset>.jsonl.gz`` (written by ``asr-kd-prepare``) and
+``AsrDataModule`` reads the cuts of a prepared data dir (:class:`asr_kd.data.layout.DataDir`) and
 serves duration-bucketed dynamic batches (lhotse ``DynamicBucketingSampler``: at most
 ``max_duration`` seconds of audio per batch), sharded by the ``torch.distributed`` rank when a
 process group is initialised (so Lightning runs with ``use_distributed_sampler=False``).
@@ -19,8 +19,9 @@ Speed perturbation (``speed_perturb=True``, training only) changes a cut's audio
 suffix, and a batch may then hold up to ``1 / min(speed_factors)`` times ``max_duration``.
 
 The training sampler's place in its epoch is part of every Lightning checkpoint (the
-``state_dict``/``load_state_dict`` hooks), so a run resumed mid-epoch goes on with the batch
-after the last one it trained, as an uninterrupted run would.
+``state_dict``/``load_state_dict`` hooks; :class:`asr_kd.data.sampling.ResumableSampler` counts
+the batches trained), so a run resumed mid-epoch goes on with the batch after the last one it
+trained, with the shuffles of an uninterrupted run.
 
 Usage:
     dm = AsrDataModule("DATA", max_duration=120.0, num_workers=1)
@@ -31,7 +32,6 @@ Usage:
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 import warnings
@@ -44,9 +44,12 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from asr_kd.data.features import compute_fbank
+from asr_kd.data.layout import DataDir
+from asr_kd.data.sampling import ResumableSampler
 from asr_kd.data.tokenizer import Tokenizer
+from asr_kd.errors import MissingFileError
 
-__all__ = ["AsrDataModule", "AsrDataset", "build_datamodule", "cuts_file", "load_cuts"]
+__all__ = ["AsrDataModule", "AsrDataset", "build_datamodule", "load_cuts"]
 
 # Sampler settings that must match for a checkpoint's place in the epoch to mean anything.
 _SAMPLER_KEYS = ("max_duration", "seed", "world_size", "shuffle", "drop_last")
@@ -59,24 +62,15 @@ def _distributed_rank() -> tuple[int, int]:
     return 0, 1
 
 
-def cuts_file(data_dir: str | Path, subset: str) -> Path:
-    """``<data_dir>/cuts_<subset>.jsonl.gz``; ``FileNotFoundError`` listing the prepared subsets
-    when it is missing."""
-    data_dir = Path(data_dir)
-    path = data_dir / f"cuts_{subset}.jsonl.gz"
-    if not path.is_file():
-        found = sorted(p.name[len("cuts_") : -len(".jsonl.gz")] for p in data_dir.glob("cuts_*"))
-        raise FileNotFoundError(f"no prepared subset {subset!r}: {path} missing (found {found})")
-    return path
-
-
 def load_cuts(data_dir: str | Path, subset: str):
-    """The ``CutSet`` of one prepared subset; feature paths follow the data dir if it moved."""
+    """The ``CutSet`` of one prepared subset; feature paths follow the data dir if it moved.
+
+    ``MissingFileError`` (listing the prepared subsets) when ``subset`` was not prepared."""
     from lhotse import CutSet
     from lhotse.utils import fastcopy
 
-    data_dir = Path(data_dir)
-    cuts = CutSet.from_file(cuts_file(data_dir, subset))
+    data = DataDir(data_dir)
+    cuts = CutSet.from_file(data.prepared_cuts(subset))
     first = next(iter(cuts), None)
     if first is None or not first.has_features or Path(first.features.storage_path).exists():
         return cuts
@@ -84,7 +78,7 @@ def load_cuts(data_dir: str | Path, subset: str):
     # The data dir was moved or copied: features live in <data_dir>/feats/<subset>/.
     def relocate(cut):
         name = Path(cut.features.storage_path).name
-        features = fastcopy(cut.features, storage_path=str(data_dir / "feats" / subset / name))
+        features = fastcopy(cut.features, storage_path=str(data.feats(subset) / name))
         return fastcopy(cut, features=features)
 
     return CutSet.from_cuts(relocate(c) for c in cuts)
@@ -173,9 +167,8 @@ class AsrDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.data_dir = Path(dir)
-        if not self.data_dir.is_dir():
-            raise FileNotFoundError(f"data dir {self.data_dir} does not exist: run asr-kd-prepare")
+        self.layout = DataDir.existing(dir)
+        self.data_dir = self.layout.root
         subsets = [train_subset] if isinstance(train_subset, str) else list(train_subset)
         self.train_subsets = subsets
         self.dev_subset = dev_subset
@@ -187,17 +180,16 @@ class AsrDataModule(L.LightningDataModule):
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
-        self.tokenizer = Tokenizer.load(self.data_dir / "lang")
-        self._train_sampler = None
-        self._train_data: dict = {}
+        self.tokenizer = Tokenizer.load(self.layout.lang)
+        self._train_sampler: ResumableSampler | None = None
         self._train_sampler_state: dict | None = None  # from a checkpoint, until applied
 
     @property
     def cmvn(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean (80,), std (80,))`` float32 over the training frames, from ``cmvn.json``."""
-        path = self.data_dir / "cmvn.json"
+        path = self.layout.cmvn
         if not path.is_file():
-            raise FileNotFoundError(f"no CMVN statistics at {path}: run asr-kd-prepare")
+            raise MissingFileError(f"no CMVN statistics at {path}: run asr-kd-prepare")
         stats = json.loads(path.read_text())
         return (
             torch.tensor(stats["mean"], dtype=torch.float32),
@@ -209,10 +201,7 @@ class AsrDataModule(L.LightningDataModule):
         from lhotse import CutSet
 
         cut_sets = [load_cuts(self.data_dir, s) for s in subsets]
-        count = 0
-        for subset in subsets:
-            with gzip.open(self.data_dir / f"cuts_{subset}.jsonl.gz", "rt") as f:
-                count += sum(1 for _ in f)
+        count = sum(self.layout.num_cuts(s) for s in subsets)
         if len(cut_sets) == 1:
             return cut_sets[0], count
         return CutSet.from_cuts(c for cs in cut_sets for c in cs), count
@@ -240,25 +229,6 @@ class AsrDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
-    def _trained_batches(self) -> int:
-        """Batches trained so far in the current epoch (Lightning's count), 0 outside ``fit``."""
-        if self.trainer is None:
-            return 0
-        return int(self.trainer.fit_loop.epoch_loop.batch_progress.current.ready)
-
-    def _follow_lightning_epochs(self, sampler) -> None:
-        """Lightning calls ``sampler.set_epoch(n)`` with its own epoch count, which after a
-        resume can be one ahead of the restored sampler's epoch (a checkpoint written when
-        ``max_steps`` stopped ``fit`` mid-epoch counts that epoch as processed). A different
-        number would make lhotse drop the restored position and shuffle the next epoch as the
-        one after it, so Lightning's numbers are shifted onto the sampler's."""
-        if self.trainer is None:
-            return
-        offset = sampler.epoch - int(self.trainer.fit_loop.epoch_progress.current.processed)
-        if offset:
-            set_epoch = sampler.set_epoch
-            sampler.set_epoch = lambda epoch: set_epoch(epoch + offset)
-
     def _batch_settings(self, sampler, num_cuts: int) -> dict:
         """Everything that fixes the training batch sequence: a resume needs all of it unchanged."""
         return {k: getattr(sampler, k) for k in _SAMPLER_KEYS} | {
@@ -268,34 +238,30 @@ class AsrDataModule(L.LightningDataModule):
             "speed_perturb": bool(self.speed_perturb),
         }
 
-    def _epoch_finished(self) -> bool:
-        """True when the last batch of the current epoch has been trained (Lightning's view)."""
-        if self.trainer is None:
-            return False
-        return bool(self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
-
     def train_dataloader(self) -> DataLoader:
         factors = self.speed_factors if self.speed_perturb else ()
         dataset = AsrDataset(self.tokenizer, speed_factors=factors, seed=self.seed)
         cuts = self._cuts(self.train_subsets)
-        sampler = self._sampler(cuts, self.shuffle, self.max_duration, self.drop_last)
-        self._train_data = self._batch_settings(sampler, cuts[1])
+        lhotse_sampler = self._sampler(cuts, self.shuffle, self.max_duration, self.drop_last)
+        sampler = ResumableSampler(lhotse_sampler, self._batch_settings(lhotse_sampler, cuts[1]))
         saved, self._train_sampler_state = self._train_sampler_state, None
-        before = {} if saved is None else saved.get("data", {})
-        changed = {k: (before.get(k), v) for k, v in self._train_data.items() if before.get(k) != v}
-        if saved is not None and not changed:
-            sampler.load_state_dict(saved["train_sampler"])  # fast-forwards to the saved place
-            self._follow_lightning_epochs(sampler)
-        elif self._trained_batches() > 0:
-            why = "the checkpoint holds no sampler state"
-            if saved is not None:
-                diffs = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
-                why = (
-                    f"the training data or sampler settings changed since the checkpoint ({diffs})"
-                )
-            warnings.warn(f"{why}: this epoch restarts from its first batch", stacklevel=2)
+        if saved is not None:
+            sampler.load_state_dict(saved)  # fast-forwards to the saved place (or warns)
+        elif self._train_sampler is None and self.trainer is not None and self.trainer.ckpt_path:
+            warnings.warn(
+                f"the checkpoint holds no sampler state ({self.trainer.ckpt_path}): this epoch "
+                "restarts from its first batch",
+                stacklevel=2,
+            )
         self._train_sampler = sampler
         return self._loader(dataset, sampler)
+
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Lightning's hook, called once per batch right before its step: counts the training
+        batches for the sampler's saved place."""
+        if self._train_sampler is not None and self.trainer is not None and self.trainer.training:
+            self._train_sampler.batch_trained()
+        return batch
 
     def val_dataloader(self) -> DataLoader:
         return self.dataloader(self.dev_subset)
@@ -312,30 +278,10 @@ class AsrDataModule(L.LightningDataModule):
         return self._loader(dataset, self._sampler(self._cuts([subset]), shuffle, duration, False))
 
     def state_dict(self) -> dict:
-        """``{"train_sampler": lhotse sampler state}`` for the checkpoint; ``{}`` before training.
-
-        The DataLoader runs the sampler ahead of training (worker prefetch, Lightning's one-batch
-        lookahead), so the saved position is the number of batches actually trained in the epoch,
-        not the sampler's own count: lhotse's ``load_state_dict`` fast-forwards by that number.
-        """
-        if self._train_sampler is None:
-            return {}
-        state = self._train_sampler.state_dict()
-        diagnostics = state["diagnostics"]
-        epoch, trained = diagnostics["current_epoch"], self._trained_batches()
-        if self._epoch_finished():
-            # Saved after the epoch's last batch: resume at the start of the next one. Replaying
-            # a used-up sampler would make the resumed run's next epoch empty.
-            epoch, trained = epoch + 1, 0
-            state["epoch"] = diagnostics["current_epoch"] = epoch
-        diagnostics["stats_per_epoch"][epoch] = {
-            "epoch": epoch,
-            "kept_batches": trained,
-            "discarded_batches": 0,
-            "kept_cuts": 0,
-            "discarded_cuts": 0,
-        }
-        return {"train_sampler": state, "data": self._train_data}
+        """``{"train_sampler": lhotse sampler state, "data": batch settings}`` for the checkpoint
+        (:meth:`ResumableSampler.state_dict`: the place after the last *trained* batch, not the
+        sampler's own, which runs ahead of training); ``{}`` before training."""
+        return {} if self._train_sampler is None else self._train_sampler.state_dict()
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Keep the sampler state of a checkpoint for the next :meth:`train_dataloader`."""

@@ -1,6 +1,7 @@
 """asr-kd-prepare: a LibriSpeech-layout corpus -> lhotse manifests, fbank features, tokenizer, CMVN.
 
-Writes the data directory described in docs/internals.md:
+Writes the data directory described in docs/internals.md (every path from
+:class:`asr_kd.data.layout.DataDir`):
 
     DATA/recordings_<subset>.jsonl.gz  supervisions_<subset>.jsonl.gz  cuts_<subset>.jsonl.gz
     DATA/feats/<subset>/               80-dim fbank (lhotse LilcomChunkyWriter)
@@ -27,6 +28,7 @@ import json
 import multiprocessing
 import warnings
 from collections import defaultdict
+from collections.abc import Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +39,11 @@ from omegaconf import DictConfig
 
 from asr_kd.config import save_config
 from asr_kd.data.features import SAMPLE_RATE, fbank_extractor, load_audio
+from asr_kd.data.layout import DataDir
 from asr_kd.data.librispeech import LibriUtterance, scan_subset
 from asr_kd.data.tokenizer import Tokenizer, normalize_text, outside_alphabet
 
-__all__ = ["KEPT_REASONS", "ctc_frames_needed", "prepare", "run"]
+__all__ = ["KEPT_REASONS", "ctc_frames_needed", "prepare", "prepare_skips", "run"]
 
 NUM_EXAMPLES = 5  # file names kept per skip reason in the report
 KEPT_REASONS = ("resampled",)  # reported, but the cut is kept (not counted as skipped)
@@ -224,7 +227,7 @@ def _manifests(items: list[_Item]):
     )
 
 
-def _compute_features(cuts, out_dir: Path, subset: str, executor: Executor, num_jobs: int):
+def _compute_features(cuts, data: DataDir, subset: str, executor: Executor, num_jobs: int):
     """Fbank for every cut into ``feats/<subset>``; returns the cuts (sorted by id) with features.
 
     lhotse splits the cuts into ``num_jobs`` parts, one storage file each (``feats-<n>.lca``); at
@@ -234,7 +237,7 @@ def _compute_features(cuts, out_dir: Path, subset: str, executor: Executor, num_
 
     from lhotse import CutSet, LilcomChunkyWriter
 
-    storage = out_dir.resolve() / "feats" / subset
+    storage = DataDir(data.root.resolve()).feats(subset)
     if storage.exists():
         shutil.rmtree(storage)
     with_feats = cuts.compute_and_store_features(
@@ -291,7 +294,7 @@ def _train_tokenizer(kind: str, bpe_vocab_size: int, texts: list[str]) -> Tokeni
 def _prepare_subsets(
     corpus_dir,
     subsets,
-    out_dir,
+    data: DataDir,
     executor,
     report,
     train_subsets,
@@ -308,7 +311,7 @@ def _prepare_subsets(
     }
     train_texts = [i.text for s in train_subsets for i in items[s] if i.text]
     tokenizer = _train_tokenizer(tokenizer_kind, bpe_vocab_size, train_texts)
-    tokenizer.save(out_dir / "lang")
+    tokenizer.save(data.lang)
     cut_sets = {}
     for subset in subsets:
         kept = _drop_too_short(subset, items[subset], tokenizer, ctc_frame_shift_ms, report)
@@ -317,10 +320,10 @@ def _prepare_subsets(
                 f"{corpus_dir / subset}: no usable utterance left: {report.for_subset(subset)}"
             )
         recordings, supervisions, cuts = _manifests(kept)
-        recordings.to_file(out_dir / f"recordings_{subset}.jsonl.gz")
-        supervisions.to_file(out_dir / f"supervisions_{subset}.jsonl.gz")
-        cut_sets[subset] = _compute_features(cuts, out_dir, subset, executor, num_jobs)
-        cut_sets[subset].to_file(out_dir / f"cuts_{subset}.jsonl.gz")
+        recordings.to_file(data.recordings(subset))
+        supervisions.to_file(data.supervisions(subset))
+        cut_sets[subset] = _compute_features(cuts, data, subset, executor, num_jobs)
+        cut_sets[subset].to_file(data.cuts(subset))
     return tokenizer, cut_sets
 
 
@@ -347,6 +350,7 @@ def prepare(
     if unknown:
         raise ValueError(f"train/untranscribed subsets {unknown} are not among subsets={subsets}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    data = DataDir(out_dir)
     report = _Report()
     context = multiprocessing.get_context("spawn")  # workers import torch cleanly, no fork of it
     threads = torch.get_num_threads()
@@ -356,7 +360,7 @@ def prepare(
             tokenizer, cut_sets = _prepare_subsets(
                 corpus_dir,
                 subsets,
-                out_dir,
+                data,
                 pool,
                 report,
                 train_subsets,
@@ -370,11 +374,45 @@ def prepare(
         torch.set_num_threads(threads)
 
     cmvn = _cmvn(cut_sets[s] for s in train_subsets)
-    (out_dir / "cmvn.json").write_text(json.dumps(cmvn) + "\n")
+    data.cmvn.write_text(json.dumps(cmvn) + "\n")
     result = _summary(corpus_dir, out_dir, cut_sets, report, tokenizer, train_subsets)
     result["untranscribed_subsets"] = list(untranscribed_subsets)
-    (out_dir / "prepare_report.json").write_text(json.dumps(result, indent=2) + "\n")
+    data.report.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def prepare_skips(data_dir: str | Path, subsets: Iterable[str]) -> dict | None:
+    """What :func:`prepare` dropped from each of ``subsets``, from its report in ``data_dir``:
+    ``{"report": path, "subsets": {subset: {"skipped": n, "reasons": {reason: count}}}}``.
+
+    None (and nothing reported) when the data dir has no report; a subset the report does not
+    list is left out; reasons of kept cuts (:data:`KEPT_REASONS`) are left out. An unreadable
+    report is a warning, not an error: it only annotates results (asr-kd-evaluate)."""
+    path = DataDir(data_dir).report
+    if not path.is_file():
+        return None
+    try:
+        prepared = json.loads(path.read_text())["subsets"]
+        dropped = {
+            subset: {
+                "skipped": int(prepared[subset]["skipped"]),
+                "reasons": {
+                    reason: int(entry["count"])
+                    for reason, entry in prepared[subset]["reasons"].items()
+                    if reason not in KEPT_REASONS
+                },
+            }
+            for subset in subsets
+            if subset in prepared
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        warnings.warn(
+            f"{path} is not an asr-kd-prepare report ({type(err).__name__}: {err}); the results "
+            "will not say how many cuts preparation dropped",
+            stacklevel=2,
+        )
+        return None
+    return {"report": str(path), "subsets": dropped}
 
 
 def _summary(corpus_dir, out_dir, cut_sets, report: _Report, tokenizer, train_subsets) -> dict:

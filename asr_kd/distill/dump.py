@@ -46,6 +46,7 @@ from tqdm import tqdm
 from asr_kd.checkpoint import file_sha256
 from asr_kd.config import as_list, save_config
 from asr_kd.data.datamodule import build_datamodule
+from asr_kd.data.layout import DataDir
 from asr_kd.distill.losses import soften_teacher
 from asr_kd.distill.store import (
     MAX_INT16_VOCAB,
@@ -94,7 +95,7 @@ def _data_identity(data_dir: Path, subset: str) -> tuple[dict, int]:
     file itself would make a byte-identical re-prepare look like new data.
     """
     digest, num_cuts = hashlib.sha256(), 0
-    with gzip.open(data_dir / f"cuts_{subset}.jsonl.gz", "rb") as f:
+    with gzip.open(DataDir(data_dir).prepared_cuts(subset), "rb") as f:
         while block := f.read(1 << 20):
             digest.update(block)
             num_cuts += block.count(b"\n")  # one cut per line

@@ -1,0 +1,106 @@
+"""The layout of a prepared data directory: every path under it comes from :class:`DataDir`.
+
+``asr-kd-prepare`` writes, and the data module, the target dump and evaluate read (docs/internals.md):
+
+    DATA/cuts_<subset>.jsonl.gz          lhotse CutSet with features (one subset = one such file)
+    DATA/recordings_<subset>.jsonl.gz    DATA/supervisions_<subset>.jsonl.gz
+    DATA/feats/<subset>/                 fbank storage of the subset's cuts
+    DATA/lang/                           the tokenizer (Tokenizer.save / Tokenizer.load)
+    DATA/cmvn.json                       mean/std per fbank bin over the train subsets
+    DATA/prepare_report.json             counts and skips per subset (read by
+                                         :func:`asr_kd.data.prepare.prepare_skips`)
+    DATA/config.yaml                     the resolved prepare config (asr_kd.config.save_config)
+
+Usage:
+    data = DataDir("DATA")               # names only; nothing is checked
+    data = DataDir.existing("DATA")      # MissingFileError when DATA is not a directory
+    data.cuts("train"); data.feats("train"); data.lang; data.cmvn; data.report
+    data.num_cuts("train")               # lines of the cuts file
+    data.subsets()                       # ['dev', 'test', 'train']: subsets with a cuts file
+    data.prepared_cuts("test")           # the cuts file, or MissingFileError naming the others
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+from asr_kd.errors import MissingFileError
+
+__all__ = ["DataDir"]
+
+_MANIFEST = "{kind}_{subset}.jsonl.gz"  # lhotse manifests, one JSON line per item
+
+
+class DataDir:
+    """The paths of one data directory written by ``asr-kd-prepare`` (``data.dir`` in configs)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def existing(cls, root: str | Path) -> DataDir:
+        """``DataDir(root)``; :class:`MissingFileError` when ``root`` is not a directory."""
+        if not Path(root).is_dir():
+            raise MissingFileError(
+                f"data dir {root} does not exist: run asr-kd-prepare out_dir={root} first, "
+                "or point data.dir at a prepared data dir"
+            )
+        return cls(root)
+
+    def __repr__(self) -> str:
+        return f"DataDir({str(self.root)!r})"
+
+    def _manifest(self, kind: str, subset: str) -> Path:
+        return self.root / _MANIFEST.format(kind=kind, subset=subset)
+
+    def cuts(self, subset: str) -> Path:
+        """``cuts_<subset>.jsonl.gz``: the subset's lhotse cuts (one JSON line per cut)."""
+        return self._manifest("cuts", subset)
+
+    def num_cuts(self, subset: str) -> int:
+        """Cuts in :meth:`cuts` (counted by line, nothing parsed)."""
+        with gzip.open(self.cuts(subset), "rb") as f:
+            return sum(1 for _ in f)
+
+    def recordings(self, subset: str) -> Path:
+        return self._manifest("recordings", subset)
+
+    def supervisions(self, subset: str) -> Path:
+        return self._manifest("supervisions", subset)
+
+    def feats(self, subset: str) -> Path:
+        """``feats/<subset>/``: where prepare stores the subset's fbank features."""
+        return self.root / "feats" / subset
+
+    @property
+    def lang(self) -> Path:
+        """``lang/``: the tokenizer's directory (``Tokenizer.load(data.lang)``)."""
+        return self.root / "lang"
+
+    @property
+    def cmvn(self) -> Path:
+        """``cmvn.json``: ``{"mean": [80], "std": [80], "num_frames": n}``."""
+        return self.root / "cmvn.json"
+
+    @property
+    def report(self) -> Path:
+        """``prepare_report.json``: what prepare kept and dropped, per subset."""
+        return self.root / "prepare_report.json"
+
+    def subsets(self) -> list[str]:
+        """The prepared subsets (those with a cuts file), sorted."""
+        head, _, tail = self.cuts("*").name.partition("*")
+        names = (p.name for p in self.root.glob(head + "*" + tail))
+        return sorted(n[len(head) : len(n) - len(tail)] for n in names)
+
+    def prepared_cuts(self, subset: str) -> Path:
+        """:meth:`cuts` of a prepared ``subset``; :class:`MissingFileError` listing the prepared
+        ones when it is not."""
+        path = self.cuts(subset)
+        if not path.is_file():
+            raise MissingFileError(
+                f"no prepared subset {subset!r}: {path} missing (found {self.subsets()}); "
+                f"prepare it (asr-kd-prepare subsets=[...,{subset}]) or pick one of those"
+            )
+        return path
