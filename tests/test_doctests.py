@@ -19,6 +19,7 @@ import asr_kd
 PACKAGE_DIR = Path(asr_kd.__file__).parent
 
 MODULES_WITH_EXAMPLES = [
+    "asr_kd.data.librispeech",
     "asr_kd.data.prepare",
     "asr_kd.data.tokenizer",
     "asr_kd.distill.losses",

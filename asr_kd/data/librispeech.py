@@ -25,6 +25,7 @@ __all__ = [
     "SubsetScan",
     "read_transcripts",
     "scan_subset",
+    "subset_table",
 ]
 
 AUDIO_SUFFIXES = (".flac", ".wav")
@@ -115,3 +116,30 @@ def scan_subset(corpus_dir: str | Path, subset: str, transcribed: bool = True) -
         )
     scan.utterances.sort(key=lambda u: u.utt_id)
     return scan
+
+
+def subset_table(
+    rows: dict[str, dict], columns: list[tuple[str, str]], headings: dict[str, str] | None = None
+) -> str:
+    """A per-subset summary table: one line per subset, one right-aligned column per
+    ``(key, format)``, headed by the key or ``headings[key]``.
+
+    >>> print(subset_table({"dev": {"hours": 0.25, "utterances": 7}}, [("utterances", "d"),
+    ...                    ("hours", ".3f")]))
+    subset             utterances    hours
+    dev                         7    0.250
+    """
+    headings = headings or {}
+    widths = [max(9, len(headings.get(key, key)) + 1) for key, _ in columns]
+    lines = [
+        "subset".ljust(18)
+        + "".join(
+            headings.get(key, key).rjust(w) for (key, _), w in zip(columns, widths, strict=True)
+        )
+    ]
+    for name, row in rows.items():
+        cells = (
+            format(row[key], fmt).rjust(w) for (key, fmt), w in zip(columns, widths, strict=True)
+        )
+        lines.append(name.ljust(18) + "".join(cells))
+    return "\n".join(lines)

@@ -40,7 +40,7 @@ from omegaconf import DictConfig
 from asr_kd.config import save_config
 from asr_kd.data.features import SAMPLE_RATE, fbank_extractor, load_audio
 from asr_kd.data.layout import DataDir
-from asr_kd.data.librispeech import LibriUtterance, scan_subset
+from asr_kd.data.librispeech import LibriUtterance, scan_subset, subset_table
 from asr_kd.data.tokenizer import Tokenizer, normalize_text, outside_alphabet
 
 __all__ = ["KEPT_REASONS", "ctc_frames_needed", "prepare", "prepare_skips", "run"]
@@ -291,38 +291,42 @@ def _train_tokenizer(kind: str, bpe_vocab_size: int, texts: list[str]) -> Tokeni
     raise ValueError(f"tokenizer kind {kind!r}; expected char or bpe")
 
 
-def _prepare_subsets(
-    corpus_dir,
-    subsets,
-    data: DataDir,
-    executor,
-    report,
-    train_subsets,
-    untranscribed_subsets,
-    tokenizer_kind,
-    bpe_vocab_size,
-    ctc_frame_shift_ms,
-    num_jobs,
-):
+@dataclass(frozen=True)
+class _Plan:
+    """What :func:`prepare` was asked to do, checked before any work starts."""
+
+    corpus_dir: Path
+    subsets: list[str]
+    train_subsets: list[str]  # tokenizer and CMVN come from these
+    untranscribed_subsets: list[str]  # cuts with text "" (audio for KD only)
+    tokenizer_kind: str
+    bpe_vocab_size: int
+    ctc_frame_shift_ms: float
+    num_jobs: int
+
+
+def _prepare_subsets(plan: _Plan, data: DataDir, executor, report):
     """Validate every subset, train the tokenizer, write manifests and features per subset."""
     items = {
-        s: _validate_subset(corpus_dir, s, s not in untranscribed_subsets, executor, report)
-        for s in subsets
+        s: _validate_subset(
+            plan.corpus_dir, s, s not in plan.untranscribed_subsets, executor, report
+        )
+        for s in plan.subsets
     }
-    train_texts = [i.text for s in train_subsets for i in items[s] if i.text]
-    tokenizer = _train_tokenizer(tokenizer_kind, bpe_vocab_size, train_texts)
+    train_texts = [i.text for s in plan.train_subsets for i in items[s] if i.text]
+    tokenizer = _train_tokenizer(plan.tokenizer_kind, plan.bpe_vocab_size, train_texts)
     tokenizer.save(data.lang)
     cut_sets = {}
-    for subset in subsets:
-        kept = _drop_too_short(subset, items[subset], tokenizer, ctc_frame_shift_ms, report)
+    for subset in plan.subsets:
+        kept = _drop_too_short(subset, items[subset], tokenizer, plan.ctc_frame_shift_ms, report)
         if not kept:
             raise ValueError(
-                f"{corpus_dir / subset}: no usable utterance left: {report.for_subset(subset)}"
+                f"{plan.corpus_dir / subset}: no usable utterance left: {report.for_subset(subset)}"
             )
         recordings, supervisions, cuts = _manifests(kept)
         recordings.to_file(data.recordings(subset))
         supervisions.to_file(data.supervisions(subset))
-        cut_sets[subset] = _compute_features(cuts, data, subset, executor, num_jobs)
+        cut_sets[subset] = _compute_features(cuts, data, subset, executor, plan.num_jobs)
         cut_sets[subset].to_file(data.cuts(subset))
     return tokenizer, cut_sets
 
@@ -349,6 +353,10 @@ def prepare(
     unknown = [s for s in [*train_subsets, *untranscribed_subsets] if s not in subsets]
     if unknown:
         raise ValueError(f"train/untranscribed subsets {unknown} are not among subsets={subsets}")
+    plan = _Plan(
+        corpus_dir, subsets, train_subsets, list(untranscribed_subsets), tokenizer_kind,
+        int(bpe_vocab_size), float(ctc_frame_shift_ms), int(num_jobs),
+    )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     data = DataDir(out_dir)
     report = _Report()
@@ -356,20 +364,10 @@ def prepare(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the work is in the workers (and lhotse warns otherwise)
     try:
-        with ProcessPoolExecutor(num_jobs, mp_context=context, initializer=_init_worker) as pool:
-            tokenizer, cut_sets = _prepare_subsets(
-                corpus_dir,
-                subsets,
-                data,
-                pool,
-                report,
-                train_subsets,
-                untranscribed_subsets,
-                tokenizer_kind,
-                bpe_vocab_size,
-                ctc_frame_shift_ms,
-                num_jobs,
-            )
+        with ProcessPoolExecutor(
+            plan.num_jobs, mp_context=context, initializer=_init_worker
+        ) as pool:
+            tokenizer, cut_sets = _prepare_subsets(plan, data, pool, report)
     finally:
         torch.set_num_threads(threads)
 
@@ -441,12 +439,8 @@ def _summary(corpus_dir, out_dir, cut_sets, report: _Report, tokenizer, train_su
 
 def _print_summary(result: dict) -> None:
     print(f"\nasr-kd-prepare: {result['corpus_dir']} -> {result['out_dir']}")
-    print(f"{'subset':<18}{'utterances':>11}{'speakers':>9}{'hours':>9}{'skipped':>9}")
-    for name, row in result["subsets"].items():
-        print(
-            f"{name:<18}{row['utterances']:>11}{row['speakers']:>9}"
-            f"{row['hours']:>9.3f}{row['skipped']:>9}"
-        )
+    columns = [("utterances", "d"), ("speakers", "d"), ("hours", ".3f"), ("skipped", "d")]
+    print(subset_table(result["subsets"], columns))
     for name, row in result["subsets"].items():
         for reason, entry in row["reasons"].items():
             kept = " (kept)" if reason in KEPT_REASONS else ""

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from asr_kd.config import save_config
 from asr_kd.data.espeak import EspeakEngine, SpeechRequest, variant_gender
+from asr_kd.data.librispeech import subset_table
 
 __all__ = [
     "SAMPLE_RATE",
@@ -422,12 +423,8 @@ def synthesize_corpus(out_dir: str | Path, settings: SynthSettings) -> dict:
 
 def _print_summary(summary: dict) -> None:
     print(f"\nasr-kd-synth: {summary['root']}")
-    print(f"{'subset':<18}{'speakers':>9}{'utterances':>11}{'hours':>9}{'target':>9}")
-    for name, row in summary["subsets"].items():
-        print(
-            f"{name:<18}{row['speakers']:>9}{row['utterances']:>11}"
-            f"{row['hours']:>9.3f}{row['target_hours']:>9.3f}"
-        )
+    columns = [("speakers", "d"), ("utterances", "d"), ("hours", ".3f"), ("target_hours", ".3f")]
+    print(subset_table(summary["subsets"], columns, {"target_hours": "target"}))
     total = summary["total_seconds"]
     print(
         f"total written audio: {total:.1f} s ({total / 3600:.3f} h), checked against FLAC headers"
