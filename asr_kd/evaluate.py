@@ -59,6 +59,7 @@ from asr_kd.config import as_list, save_config
 from asr_kd.data.datamodule import AsrDataModule, cuts_file
 from asr_kd.data.features import FRAME_SHIFT_MS
 from asr_kd.data.prepare import KEPT_REASONS
+from asr_kd.errors import ConfigError, MissingFileError
 from asr_kd.export.onnx import TOLERANCE, check_export, export_checkpoint
 from asr_kd.inference.decoders import StreamingGreedyDecoder, feed_chunks
 from asr_kd.inference.onnx import (
@@ -193,7 +194,7 @@ def utterance_decoder(
             step,
         )
     if runtime != "onnx":
-        raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
+        raise ConfigError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
     if chunk_size is None:
         full = OnnxCTC(Path(onnx_dir) / FULL_FILE, threads)
         return lambda utt: full.transcribe(utt.feats.numpy())
@@ -429,13 +430,13 @@ def _checkpoints(cfg: DictConfig) -> dict[str, str]:
     """Named checkpoints given on the command line; ``null`` entries are unused name slots."""
     given = {str(k): str(v) for k, v in (cfg.checkpoints or {}).items() if v is not None}
     if not given:
-        raise ValueError(
+        raise ConfigError(
             "no checkpoints to evaluate: pass checkpoints.teacher=PATH, checkpoints.student_kd=PATH,"
             " checkpoints.student_ctc=PATH or +checkpoints.<name>=PATH"
         )
     missing = {k: v for k, v in given.items() if not Path(v).is_file()}
     if missing:
-        raise FileNotFoundError(f"checkpoint files not found: {missing}")
+        raise MissingFileError(f"checkpoint files not found: {missing}")
     return given
 
 
@@ -455,7 +456,7 @@ def evaluate(cfg: DictConfig) -> dict:
             for chunk_ms in cfg.chunk_sizes_ms:
                 _chunk_frames(loaded, name, chunk_ms)
     if cfg.runtime not in ("torch", "onnx"):
-        raise ValueError(f"runtime must be 'torch' or 'onnx', got {cfg.runtime!r}")
+        raise ConfigError(f"runtime must be 'torch' or 'onnx', got {cfg.runtime!r}")
     onnx_diffs = _export_onnx(cfg, models) if cfg.runtime == "onnx" else None
     rows = []
     for subset in cfg.subsets:

@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from asr_kd.data.features import compute_fbank
 from asr_kd.data.tokenizer import Tokenizer
+from asr_kd.errors import MissingFileError
 
 __all__ = ["AsrDataModule", "AsrDataset", "build_datamodule", "cuts_file", "load_cuts"]
 
@@ -66,7 +67,7 @@ def cuts_file(data_dir: str | Path, subset: str) -> Path:
     path = data_dir / f"cuts_{subset}.jsonl.gz"
     if not path.is_file():
         found = sorted(p.name[len("cuts_") : -len(".jsonl.gz")] for p in data_dir.glob("cuts_*"))
-        raise FileNotFoundError(f"no prepared subset {subset!r}: {path} missing (found {found})")
+        raise MissingFileError(f"no prepared subset {subset!r}: {path} missing (found {found})")
     return path
 
 
@@ -175,7 +176,7 @@ class AsrDataModule(L.LightningDataModule):
         super().__init__()
         self.data_dir = Path(dir)
         if not self.data_dir.is_dir():
-            raise FileNotFoundError(f"data dir {self.data_dir} does not exist: run asr-kd-prepare")
+            raise MissingFileError(f"data dir {self.data_dir} does not exist: run asr-kd-prepare")
         subsets = [train_subset] if isinstance(train_subset, str) else list(train_subset)
         self.train_subsets = subsets
         self.dev_subset = dev_subset
@@ -197,7 +198,7 @@ class AsrDataModule(L.LightningDataModule):
         """``(mean (80,), std (80,))`` float32 over the training frames, from ``cmvn.json``."""
         path = self.data_dir / "cmvn.json"
         if not path.is_file():
-            raise FileNotFoundError(f"no CMVN statistics at {path}: run asr-kd-prepare")
+            raise MissingFileError(f"no CMVN statistics at {path}: run asr-kd-prepare")
         stats = json.loads(path.read_text())
         return (
             torch.tensor(stats["mean"], dtype=torch.float32),

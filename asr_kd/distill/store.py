@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from asr_kd.checkpoint import atomic_write
+from asr_kd.errors import ConfigError, MissingFileError
 
 __all__ = [
     "INDEX_NAME",
@@ -92,7 +93,7 @@ def check_fingerprint(found: dict, expected: dict, where: str) -> None:
         if found.get(key) != expected.get(key)
     ]
     if diffs:
-        raise ValueError(
+        raise ConfigError(
             f"soft targets in {where} were made by another teacher: " + "; ".join(diffs)
         )
 
@@ -112,7 +113,7 @@ class SoftTargetStore:
         self.dir = Path(targets_dir)
         index_path = self.dir / INDEX_NAME
         if not index_path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no soft targets at {index_path} (expected the out_dir of a finished "
                 "asr-kd-dump-targets run)"
             )
@@ -167,7 +168,7 @@ class SoftTargetStore:
         """
         k = self.k if k is None else int(k)
         if k > self.k:
-            raise ValueError(f"distill.k={k} > k={self.k} stored in {self.dir / INDEX_NAME}")
+            raise ConfigError(f"distill.k={k} > k={self.k} stored in {self.dir / INDEX_NAME}")
         pairs = [self.get(c) for c in cut_ids]
         lens = torch.tensor([len(ids) for ids, _ in pairs], dtype=torch.int64)
         ids = torch.zeros(len(pairs), int(lens.max()), k, dtype=torch.int64)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from asr_kd.errors import ConfigError
+
 __all__ = ["chunk_frames"]
 
 
@@ -20,7 +22,7 @@ def chunk_frames(
     shift = model.frame_shift_ms
     frames = chunk_ms / shift
     if frames < 1 or frames != int(frames):
-        raise ValueError(
+        raise ConfigError(
             f"{option} {chunk_ms} is not a positive multiple of the output frame shift "
             f"{shift} ms of {source or 'the model'}"
         )
