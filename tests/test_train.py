@@ -172,6 +172,12 @@ def test_two_process_ddp_on_cpu(tmp_path, prepared_data_dir):
     assert "distributed_backend=gloo" in proc.stderr + proc.stdout
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3
+    # Regression: train.log (Hydra's job log) was empty; now the command line, Lightning's
+    # messages and the figures the command prints
+    log = (out / "train.log").read_text()
+    assert f"asr-kd-train data.dir={prepared_data_dir} out_dir={out} trainer=ddp_cpu" in log
+    assert "`Trainer.fit` stopped: `max_steps=3` reached." in log
+    assert "{'global_step': 3, 'epochs': " in log and "{'global_step': 3, " in proc.stdout
 
 
 def _record_batches(monkeypatch) -> list[list[str]]:
