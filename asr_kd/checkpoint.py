@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
+
+from asr_kd.errors import BadFileError, MissingFileError
 
 __all__ = [
     "atomic_torch_save",
@@ -75,20 +79,60 @@ def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint as data (``weights_only=True``); a clear error if it is missing or foreign."""
+    """Read a checkpoint as data (``weights_only=True``); a clear error if it is missing or foreign.
+
+    Raises:
+        MissingFileError: no such file (naming the checkpoints beside it, and last.ckpt when
+            best.ckpt was asked for before any validation wrote it).
+        BadFileError: not a torch file, a pickle that carries objects or code (refused unread:
+            a checkpoint is data), or a torch file that is not an asr_kd checkpoint.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}{_beside(path)}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # another file type: UnpicklingError, IndexError, KeyError...
-        raise ValueError(
-            f"cannot read {path} as a torch checkpoint ({type(error).__name__}: {error})"
-        ) from error
+        raise _unreadable(path, error) from None  # torch's text would advise weights_only=False
     if not isinstance(ckpt, dict) or "asr_kd" not in ckpt or "state_dict" not in ckpt:
         found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(
+        raise BadFileError(
             f"{path} is not an asr_kd checkpoint (expected keys 'state_dict' and 'asr_kd', "
             f"found {found})"
         )
     return ckpt
+
+
+def _beside(path: Path) -> str:
+    """The rest of a checkpoint-not-found message: what the folder holds instead."""
+    hint = ""
+    if path.name == "best.ckpt":
+        hint = (
+            "; best.ckpt (lowest dev WER) appears only once a validation has run (every "
+            "trainer.val_check_interval steps); last.ckpt is written every "
+            f"checkpoint.every_n_steps and at the end: use {path.with_name('last.ckpt')}"
+        )
+    if path.parent.is_dir():
+        found = sorted(p.name for p in path.parent.glob("*.ckpt"))
+        hint += f"; {path.parent} holds {', '.join(found) if found else 'no .ckpt file'}"
+    return hint
+
+
+def _unreadable(path: Path, error: Exception) -> BadFileError:
+    """The error for a file ``torch.load(weights_only=True)`` refused, in asr_kd's words."""
+    text = str(error)
+    # torch names the global it refused ("GLOBAL builtins.print"), or an object it will not
+    # build ("... allowlisted via add_safe_globals"); other refusals are not a pickle of ours
+    if isinstance(error, pickle.UnpicklingError) and ("GLOBAL" in text or "allowlisted" in text):
+        asks = re.search(r"GLOBAL (\S+)", text)
+        return BadFileError(
+            f"cannot read {path} as a torch checkpoint: it holds objects that are not tensors or "
+            "plain data (a checkpoint is data; asr_kd loads only tensors, dicts, lists, numbers "
+            f"and strings{f'; this one asks for {asks[1]}' if asks else ''}); re-save it with "
+            "asr_kd or give the right file"
+        )
+    why = text.strip().splitlines()[0] if text.strip() and "weights_only" not in text else ""
+    return BadFileError(
+        f"cannot read {path} as a torch checkpoint ({type(error).__name__}"
+        f"{': ' + why if why else ''}); expected a .ckpt written by asr-kd-train or asr-kd-distill"
+    )

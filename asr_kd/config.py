@@ -18,7 +18,15 @@ from hydra import compose as _hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-__all__ = ["CONF_DIR", "as_list", "compose", "help_header", "save_config"]
+__all__ = [
+    "CONF_DIR",
+    "as_list",
+    "command_name",
+    "compose",
+    "help_groups",
+    "help_header",
+    "save_config",
+]
 
 
 def _find_conf_dir(package: Path) -> Path:
@@ -75,14 +83,61 @@ def help_header(config_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def command_name(config_name: str) -> str:
+    """The console script of a primary config: ``dump_targets`` -> ``asr-kd-dump-targets``."""
+    return "asr-kd-" + config_name.replace("_", "-")
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _adds_to(path: Path, cfg: DictConfig) -> bool:
+    """A ``# @package _global_`` option (an experiment) whose every top-level key is in ``cfg``:
+    one that ``+group=option`` can add to this command's config."""
+    if not path.read_text().startswith("# @package _global_"):
+        return False
+    return set(OmegaConf.load(path)) <= set(cfg)
+
+
+def help_groups(*, _root_: DictConfig) -> str:
+    """The ``== Configuration groups ==`` section of ``--help``: only the groups this command's
+    config has (``hydra.runtime.choices``; its choice in brackets), the ``+group`` presets that
+    fit it, and an example built from them, so no example names a group the command rejects."""
+    prog = command_name(_root_.hydra.job.config_name)
+    chosen = {g: c for g, c in _root_.hydra.runtime.choices.items() if not g.startswith("hydra")}
+    lines, example = [], []
+    for group, choice in sorted(chosen.items()):
+        options = _options(group)
+        lines.append(f"{group} [{choice}]: {', '.join(options)}")
+        other = next((o for o in options if o != choice), None)
+        if other is not None:
+            example.append(f"{group}={other}")
+    for group in sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir()):
+        if group == "hydra" or group in chosen:
+            continue
+        fits = [o for o in _options(group) if _adds_to(CONF_DIR / group / f"{o}.yaml", _root_)]
+        if fits:
+            lines.append(f"+{group} (adds a preset; none by default): {', '.join(fits)}")
+            example.append(f"+{group}={fits[0]}")
+    if not lines:
+        return f"{prog} has no config groups: set the keys of the config below (key=value)"
+    head = "Pick one option per group (group=option; [the one in use])"
+    head += f", e.g. {' '.join(example)}" if example else ""
+    return head + "\n\n" + "\n".join(lines)
+
+
 def _help_footer(config_name: str) -> str:
     return (
         f"Each key is explained beside it in {CONF_DIR / config_name}.yaml and in the group files\n"
         f"under {CONF_DIR}/<group>/; the README's Commands section has examples.\n"
+        "A mistake (a bad override, a missing file) prints one `error:` line and exits with status\n"
+        "2; HYDRA_FULL_ERROR=1 prints its traceback instead.\n"
         "Powered by Hydra (https://hydra.cc); --hydra-help lists Hydra's own flags.\n"
     )
 
 
 # Registered on import: every entry point imports CONF_DIR from here before Hydra builds --help.
 OmegaConf.register_new_resolver("asr_kd_help_header", help_header, replace=True)
+OmegaConf.register_new_resolver("asr_kd_help_groups", help_groups, replace=True)
 OmegaConf.register_new_resolver("asr_kd_help_footer", _help_footer, replace=True)

@@ -13,7 +13,7 @@ Usage:
 
 from __future__ import annotations
 
-__all__ = ["BadFileError", "ConfigError", "MissingFileError", "UserError"]
+__all__ = ["BadFileError", "ConfigError", "MissingFileError", "OutputExistsError", "UserError"]
 
 
 class UserError(Exception):
@@ -30,3 +30,8 @@ class MissingFileError(UserError, FileNotFoundError):
 
 class BadFileError(UserError, ValueError):
     """A file is there but unusable (truncated, foreign, holds code): names it and the fix."""
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """What a run would write is already there (a finished run, another corpus): names it and
+    the way on (``resume=true``, another ``out_dir``)."""

@@ -264,13 +264,13 @@ def _checkpoints(cfg: DictConfig) -> dict[str, str]:
     """Named checkpoints given on the command line; ``null`` entries are unused name slots."""
     given = {str(k): str(v) for k, v in (cfg.checkpoints or {}).items() if v is not None}
     if not given:
-        raise ValueError(
+        raise ConfigError(
             "no checkpoints to evaluate: pass checkpoints.teacher=PATH, checkpoints.student_kd=PATH,"
             " checkpoints.student_ctc=PATH or +checkpoints.<name>=PATH"
         )
     missing = {k: v for k, v in given.items() if not Path(v).is_file()}
     if missing:
-        raise FileNotFoundError(f"checkpoint files not found: {missing}")
+        raise MissingFileError(f"checkpoint files not found: {missing}")
     return given
 
 

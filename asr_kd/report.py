@@ -21,6 +21,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from asr_kd.errors import BadFileError, MissingFileError
+
 __all__ = [
     "REQUIRED_KEYS",
     "load_results",
@@ -67,22 +69,22 @@ def load_results(path: str | Path) -> dict:
     """Read and check a results.json: ``{"rows": [...], "meta": {...}}`` with the reported keys."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"results file not found: {path}")
+        raise MissingFileError(f"results file not found: {path}")
     try:
         results = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+        raise BadFileError(f"{path} is not valid JSON: {err}") from err
     rows = results.get("rows") if isinstance(results, dict) else None
     if not isinstance(rows, list):
-        raise ValueError(
+        raise BadFileError(
             f'{path}: expected {{"rows": [...], "meta": {{...}}}}, got {results!r:.80}'
         )
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise ValueError(f"{path}: row {i} is not an object: {row!r:.80}")
+            raise BadFileError(f"{path}: row {i} is not an object: {row!r:.80}")
         missing = [k for k in REQUIRED_KEYS if k not in row]
         if missing:
-            raise ValueError(f"{path}: row {i} ({row.get('model')}) lacks keys {missing}")
+            raise BadFileError(f"{path}: row {i} ({row.get('model')}) lacks keys {missing}")
         not_numbers = {
             k: row[k]
             for k in _NUMBER_KEYS
@@ -90,14 +92,14 @@ def load_results(path: str | Path) -> dict:
             and (isinstance(row[k], bool) or not isinstance(row[k], (int, float)))
         }
         if not_numbers:
-            raise ValueError(
+            raise BadFileError(
                 f"{path}: row {i} ({row['model']}) has values that are not numbers or null: "
                 f"{not_numbers}"
             )
     if results.setdefault("meta", {}) is None:
         results["meta"] = {}
     if not isinstance(results["meta"], dict):
-        raise ValueError(f'{path}: "meta" is not an object: {results["meta"]!r:.80}')
+        raise BadFileError(f'{path}: "meta" is not an object: {results["meta"]!r:.80}')
     return results
 
 

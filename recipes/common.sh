@@ -10,7 +10,7 @@
 # A ':' after the '=' belongs to the value (out_dir=/a:b has no prefix).
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') $*"; }
-die() { echo "error: $*" >&2; exit 1; }
+die() { echo "error: $*" >&2; exit 2; }  # a usage error: one line, status 2 (as the commands)
 
 stage=${stage:-0}
 stop_stage=${stop_stage:-100}
@@ -21,8 +21,10 @@ positional=()
 parse_args() {
   while [ $# -gt 0 ]; do
     case "$1" in
-      --stage) stage=$2; shift 2 ;;
-      --stop-stage) stop_stage=$2; shift 2 ;;
+      --stage|--stop-stage)
+        [ $# -ge 2 ] && [[ "$2" != -* ]] || die "$1 needs a value: $1 N"
+        if [ "$1" = --stage ]; then stage=$2; else stop_stage=$2; fi
+        shift 2 ;;
       --stage=*) stage=${1#*=}; shift ;;
       --stop-stage=*) stop_stage=${1#*=}; shift ;;
       --*) die "unknown option '$1' (expected --stage N, --stop-stage M, key=value overrides)" ;;
@@ -71,6 +73,17 @@ overrides_for() {
       *) if [ "$tag" = "$kind" ]; then echo "$arg"; fi ;;
     esac
   done
+}
+
+# override_value KIND KEY DEFAULT: the value of KEY in KIND's stages: the last KEY=... among the
+# overrides meant for KIND (they come after the recipe's own arguments, so they win), else DEFAULT.
+# For the stage log lines, which must show what the command really gets.
+override_value() {
+  local value=$3 arg
+  while IFS= read -r arg; do
+    if [[ "$arg" == "$2="* ]]; then value=${arg#*=}; fi
+  done < <(overrides_for "$1")
+  echo "$value"
 }
 
 in_range() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }

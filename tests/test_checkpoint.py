@@ -89,3 +89,38 @@ def test_a_checkpoint_carrying_a_custom_object_is_refused(tmp_path):
     path = tmp_path / "plain.ckpt"
     torch.save(_asr_kd_checkpoint_with({"value": 3}), path)
     assert load_checkpoint(path)["asr_kd"]["extra"] == {"value": 3}
+
+
+def test_a_missing_best_ckpt_names_last_ckpt(tmp_path):
+    """Regression: the README distilled from ``best.ckpt``, which exists only once a validation
+    has run; the error said ``checkpoint not found`` and nothing of ``last.ckpt``."""
+    from asr_kd.checkpoint import load_checkpoint
+    from asr_kd.errors import MissingFileError
+
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    with pytest.raises(MissingFileError) as err:
+        load_checkpoint(tmp_path / "best.ckpt")
+    assert str(err.value).startswith(f"checkpoint not found: {tmp_path / 'best.ckpt'}; best.ckpt")
+    assert f"use {tmp_path / 'last.ckpt'}; {tmp_path} holds last.ckpt" in str(err.value)
+    assert "trainer.val_check_interval" in str(err.value)
+
+
+def test_a_refused_pickle_is_told_in_asr_kd_words(tmp_path):
+    """Regression: the refusal carried torch's advice to load with ``weights_only=False``."""
+    from asr_kd.checkpoint import load_checkpoint
+    from asr_kd.errors import BadFileError
+
+    path = tmp_path / "code.ckpt"
+    torch.save({"state_dict": {}, "asr_kd": {"extra": print}}, path)  # a global: code, not data
+    with pytest.raises(BadFileError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert message == (
+        f"cannot read {path} as a torch checkpoint: it holds objects that are not tensors or "
+        "plain data (a checkpoint is data; asr_kd loads only tensors, dicts, lists, numbers and "
+        "strings; this one asks for print); re-save it with asr_kd or give the right file"
+    )
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no torch text
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(BadFileError, match=r"as a torch checkpoint \(.*\); expected a \.ckpt"):
+        load_checkpoint(path)

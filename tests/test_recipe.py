@@ -100,6 +100,55 @@ def test_bad_arguments_are_refused(fake_env):
     assert _calls(fake_env) == []
 
 
+def test_an_option_without_its_value_is_refused_in_one_line(fake_env):
+    """Regression: ``run.sh --stage`` died with ``$2: unbound variable`` (set -u), status 1."""
+    for args in (["--stage"], ["--stop-stage"], ["--stage", "--stop-stage", "3"]):
+        proc = _run(fake_env, *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert proc.stderr == f"error: {args[0]} needs a value: {args[0]} N\n"
+    assert _calls(fake_env) == []
+
+
+def _arg(call: str, key: str) -> str:
+    (value,) = [a.split("=", 1)[1] for a in call.split() if a.startswith(key + "=")]
+    return value
+
+
+def test_a_smoke_run_warms_up_over_a_tenth_of_its_few_updates(fake_env):
+    """Regression: ``TEACHER_STEPS=5 STUDENT_STEPS=5`` died at stage 2, as the demo experiment
+    warms up over 200 updates and cosine decay needs more updates than that. Unset, WARMUP_STEPS
+    is the experiment's 200 for the demo's long stages; set, it is used as is."""
+    assert _run(dict(fake_env, TEACHER_STEPS="5", STUDENT_STEPS="40")).returncode == 0
+    _, _, teacher, _, kd, ctc, _ = _calls(fake_env)
+    assert [_arg(c, "optim.warmup_steps") for c in (teacher, kd, ctc)] == ["1", "4", "4"]
+    shutil.rmtree(fake_env["EXP"])
+    assert _run(fake_env).returncode == 0  # the demo: 1800 and 2000 updates
+    _, _, teacher, _, kd, ctc, _ = _calls(fake_env)
+    assert [_arg(c, "optim.warmup_steps") for c in (teacher, kd, ctc)] == ["200"] * 3
+    assert [_arg(c, "trainer.max_steps") for c in (teacher, kd, ctc)] == ["1800", "2000", "2000"]
+    shutil.rmtree(fake_env["EXP"])
+    assert _run(dict(fake_env, TEACHER_STEPS="5", WARMUP_STEPS="50")).returncode == 0
+    _, _, teacher, _, kd, ctc, _ = _calls(fake_env)
+    assert [_arg(c, "optim.warmup_steps") for c in (teacher, kd, ctc)] == ["50"] * 3
+
+
+def test_stage_log_shows_the_overrides_in_effect(fake_env):
+    """Regression: stage 4 logged ``lr 8e-3`` (STUDENT_LR) under ``students:optim.lr=2e-3``."""
+    proc = _run(
+        fake_env, "--stage", "2", "--stop-stage", "5", "students:optim.lr=2e-3",
+        "kd:trainer.max_steps=300", "teacher:trainer.max_steps=100",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    logged = {
+        line.split("Stage ")[1][0]: line for line in proc.stdout.splitlines() if "Stage " in line
+    }
+    assert "(teacher_small, 100 steps, warm-up 10)" in logged["2"]
+    assert "(student_tiny, distill=frame_kl, 300 steps, warm-up 200, lr 2e-3)" in logged["4"]
+    assert "(2000 steps, warm-up 200, lr 2e-3, the baseline)" in logged["5"]
+    _, _, kd, ctc = _calls(fake_env)
+    assert kd.endswith("optim.lr=2e-3 trainer.max_steps=300") and ctc.endswith("optim.lr=2e-3")
+
+
 def test_kd_comparison_stage_distils_each_setting_and_reports_once(fake_env):
     env = dict(fake_env, COMPARE_DISTILL="none frame_kl")
     proc = _run(env, "--stage", "7", "--stop-stage", "7", "compare:optim.lr=1e-3")

@@ -13,6 +13,7 @@ import torch
 from tiny_runs import TINY_RUN, tiny_run
 
 from asr_kd.distill.losses import DistillLoss
+from asr_kd.errors import ConfigError
 from asr_kd.models.loading import load_model
 from asr_kd.training.builders import AtomicCheckpointIO
 from asr_kd.training.run import train
@@ -195,6 +196,23 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
+def test_a_cosine_schedule_shorter_than_its_warmup_is_refused_before_any_output(
+    tmp_path, prepared_data_dir
+):
+    """Regression: ``TEACHER_STEPS=5`` (the demo's 200 warm-up steps, cosine decay) failed in
+    ``configure_optimizers``, after config.yaml and logs/ were written, and the hint named
+    trainer.max_steps only."""
+    overrides = ("optim.schedule=cosine", "optim.warmup_steps=200")
+    with pytest.raises(
+        ConfigError,
+        match=r"^optim\.schedule=cosine needs optim\.total_steps \(5, -1 = trainer\.max_steps\) > "
+        r"optim\.warmup_steps \(200\); lower optim\.warmup_steps below 5 or raise "
+        r"trainer\.max_steps above 200$",
+    ):
+        train(tiny_run("train", prepared_data_dir, tmp_path / "run", *overrides, steps=5))
+    assert not (tmp_path / "run").exists()
+
+
 def test_two_process_ddp_on_cpu(tmp_path, prepared_data_dir):
     out = tmp_path / "ddp"
     cmd = [
@@ -213,6 +231,12 @@ def test_two_process_ddp_on_cpu(tmp_path, prepared_data_dir):
     assert "distributed_backend=gloo" in proc.stderr + proc.stdout
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3
+    # Regression: train.log (Hydra's job log) was empty; now the command line, Lightning's
+    # messages and the figures the command prints
+    log = (out / "train.log").read_text()
+    assert f"asr-kd-train data.dir={prepared_data_dir} out_dir={out} trainer=ddp_cpu" in log
+    assert "`Trainer.fit` stopped: `max_steps=3` reached." in log
+    assert "{'global_step': 3, 'epochs': " in log and "{'global_step': 3, " in proc.stdout
 
 
 def _record_batches(monkeypatch) -> list[list[str]]:

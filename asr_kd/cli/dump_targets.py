@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import json
 
-import hydra
 from omegaconf import DictConfig
 
-from asr_kd.config import CONF_DIR
+from asr_kd.cli._command import hydra_command, report
 from asr_kd.distill.dump import dump_targets
 
 __all__ = ["main"]
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="dump_targets")
+@hydra_command("dump_targets")
 def main(cfg: DictConfig) -> None:
-    print(json.dumps(dump_targets(cfg), indent=1))
+    report(json.dumps(dump_targets(cfg), indent=1))
 
 
 if __name__ == "__main__":

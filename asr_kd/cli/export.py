@@ -5,19 +5,18 @@ Usage: see ``conf/export.yaml`` or ``asr-kd-export --help``.
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from asr_kd.config import CONF_DIR
+from asr_kd.cli._command import hydra_command, report
 from asr_kd.export.onnx import run
 
 __all__ = ["main"]
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="export")
+@hydra_command("export")
 def main(cfg: DictConfig) -> None:
     for name, s in run(cfg).items():
-        print(
+        report(
             f"{name:<10} {s['path']}  max|ORT - torch| {s['max_abs_diff']:.2e}  "
             f"nodes {s['nodes']}  {s['mb']:.2f} MB"
         )

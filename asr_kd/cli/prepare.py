@@ -5,18 +5,20 @@ Usage: see ``conf/prepare.yaml`` or ``asr-kd-prepare --help``.
 
 from __future__ import annotations
 
-import hydra
+import json
+
 from omegaconf import DictConfig
 
-from asr_kd.config import CONF_DIR
+from asr_kd.cli._command import hydra_command, run_log
 from asr_kd.data import prepare
 
 __all__ = ["main"]
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="prepare")
+@hydra_command("prepare")
 def main(cfg: DictConfig) -> None:
-    prepare.run(cfg)
+    result = prepare.run(cfg)  # prints its table
+    run_log.info("report: %s", json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -5,18 +5,20 @@ Usage: see ``conf/synth.yaml`` or ``asr-kd-synth --help``.
 
 from __future__ import annotations
 
-import hydra
+import json
+
 from omegaconf import DictConfig
 
-from asr_kd.config import CONF_DIR
+from asr_kd.cli._command import hydra_command, run_log
 from asr_kd.data import synthetic
 
 __all__ = ["main"]
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="synth")
+@hydra_command("synth")
 def main(cfg: DictConfig) -> None:
-    synthetic.run(cfg)
+    summary = synthetic.run(cfg)  # prints its table
+    run_log.info("summary: %s", json.dumps(summary))
 
 
 if __name__ == "__main__":

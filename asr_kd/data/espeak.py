@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from asr_kd.errors import ConfigError
+
 __all__ = ["EspeakEngine", "SpeechRequest", "variant_gender"]
 
 # speak_lib.h constants.
@@ -132,7 +134,7 @@ class EspeakEngine:
 
     def _speak_here(self, request: SpeechRequest) -> bytes:
         if self._lib.espeak_SetVoiceByName(request.voice.encode()) != _EE_OK:
-            raise ValueError(f"unknown eSpeak NG voice {request.voice!r}")
+            raise ConfigError(f"unknown eSpeak NG voice {request.voice!r}")
         self._lib.espeak_SetParameter(_ESPEAK_RATE, int(request.rate), 0)
         self._lib.espeak_SetParameter(_ESPEAK_PITCH, int(request.pitch), 0)
         # Breath noise draws from libc rand(), whose state a process inherits from whatever

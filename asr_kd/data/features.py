@@ -19,6 +19,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from asr_kd.errors import BadFileError
+
 __all__ = [
     "FBANK_DIM",
     "FRAME_SHIFT_MS",
@@ -85,11 +87,11 @@ def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """
     if not Path(path).is_file():  # libsndfile says "System error." / "Format not recognised."
         why = "is a directory" if Path(path).is_dir() else "no such file"
-        raise ValueError(f"cannot read audio {path}: {why}")
+        raise BadFileError(f"cannot read audio {path}: {why}")
     try:
         samples, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, OSError...
-        raise ValueError(f"cannot read audio {path}: {error}") from error
+        raise BadFileError(f"cannot read audio {path}: {error}") from error
     if not np.isfinite(samples).all():
-        raise ValueError(f"cannot read audio {path}: it holds NaN or infinite samples")
+        raise BadFileError(f"cannot read audio {path}: it holds NaN or infinite samples")
     return samples.mean(axis=1), int(sample_rate)

@@ -19,6 +19,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asr_kd.errors import BadFileError, MissingFileError
+
 __all__ = [
     "AUDIO_SUFFIXES",
     "LibriUtterance",
@@ -87,7 +89,7 @@ def scan_subset(corpus_dir: str | Path, subset: str, transcribed: bool = True) -
     """
     subset_dir = Path(corpus_dir) / subset
     if not subset_dir.is_dir():
-        raise FileNotFoundError(f"subset directory {subset_dir} does not exist")
+        raise MissingFileError(f"subset directory {subset_dir} does not exist")
     scan = SubsetScan(subset)
     for chapter_dir in _chapter_dirs(subset_dir):
         speaker, chapter = chapter_dir.parent.name, chapter_dir.name
@@ -110,7 +112,7 @@ def scan_subset(corpus_dir: str | Path, subset: str, transcribed: bool = True) -
                 str(audio[utt_id].relative_to(Path(corpus_dir)))
             )
     if not scan.utterances and not scan.problems:
-        raise ValueError(
+        raise BadFileError(
             f"subset directory {subset_dir} is empty: expected <speaker>/<chapter>/ folders with "
             "audio and .trans.txt files"
         )

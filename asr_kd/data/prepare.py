@@ -42,6 +42,7 @@ from asr_kd.data.features import SAMPLE_RATE, fbank_extractor, load_audio
 from asr_kd.data.layout import DataDir
 from asr_kd.data.librispeech import LibriUtterance, scan_subset, subset_table
 from asr_kd.data.tokenizer import Tokenizer, normalize_text, outside_alphabet
+from asr_kd.errors import BadFileError, ConfigError
 
 __all__ = ["KEPT_REASONS", "ctc_frames_needed", "prepare", "prepare_skips", "run"]
 
@@ -261,7 +262,7 @@ def _cmvn(cut_sets) -> dict:
             total_sq += (feats**2).sum(axis=0)
             frames += feats.shape[0]
     if frames == 0:
-        raise ValueError("no training frames left for CMVN: every train utterance was dropped")
+        raise BadFileError("no training frames left for CMVN: every train utterance was dropped")
     mean = total / frames
     std = np.sqrt(np.maximum(total_sq / frames - mean**2, 1e-10))
     return {"mean": mean.tolist(), "std": std.tolist(), "num_frames": int(frames)}
@@ -271,7 +272,9 @@ def _default_train_subsets(subsets: list[str], untranscribed: list[str]) -> list
     """Every transcribed subset whose name contains "train" (train-clean-100 + train-clean-360 ...)."""
     found = [s for s in subsets if "train" in s and s not in untranscribed]
     if not found:
-        raise ValueError(f"no subset name containing 'train' in {subsets}: set train_subsets=[...]")
+        raise ConfigError(
+            f"no subset name containing 'train' in {subsets}: set train_subsets=[...]"
+        )
     return found
 
 
@@ -288,7 +291,7 @@ def _train_tokenizer(kind: str, bpe_vocab_size: int, texts: list[str]) -> Tokeni
                 stacklevel=2,
             )
         return tokenizer
-    raise ValueError(f"tokenizer kind {kind!r}; expected char or bpe")
+    raise ConfigError(f"tokenizer kind {kind!r}; expected char or bpe")
 
 
 @dataclass(frozen=True)
@@ -320,7 +323,7 @@ def _prepare_subsets(plan: _Plan, data: DataDir, executor, report):
     for subset in plan.subsets:
         kept = _drop_too_short(subset, items[subset], tokenizer, plan.ctc_frame_shift_ms, report)
         if not kept:
-            raise ValueError(
+            raise BadFileError(
                 f"{plan.corpus_dir / subset}: no usable utterance left: {report.for_subset(subset)}"
             )
         recordings, supervisions, cuts = _manifests(kept)
@@ -352,7 +355,7 @@ def prepare(
     )
     unknown = [s for s in [*train_subsets, *untranscribed_subsets] if s not in subsets]
     if unknown:
-        raise ValueError(f"train/untranscribed subsets {unknown} are not among subsets={subsets}")
+        raise ConfigError(f"train/untranscribed subsets {unknown} are not among subsets={subsets}")
     plan = _Plan(
         corpus_dir, subsets, train_subsets, list(untranscribed_subsets), tokenizer_kind,
         int(bpe_vocab_size), float(ctc_frame_shift_ms), int(num_jobs),

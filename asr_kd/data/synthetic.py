@@ -43,6 +43,7 @@ from tqdm import tqdm
 from asr_kd.config import save_config
 from asr_kd.data.espeak import EspeakEngine, SpeechRequest, variant_gender
 from asr_kd.data.librispeech import subset_table
+from asr_kd.errors import ConfigError, OutputExistsError
 
 __all__ = [
     "SAMPLE_RATE",
@@ -87,12 +88,16 @@ class SynthSettings:
     def __post_init__(self) -> None:
         missing = [s for s in self.hours if self.hours[s] > 0 and s not in self.speakers]
         if missing:
-            raise ValueError(f"no speaker count for subsets {missing}: set speakers.<subset>=N")
+            raise ConfigError(f"no speaker count for subsets {missing}: set speakers.<subset>=N")
         unknown = set(self.noise_types) - {"white", "pink", "babble"}
         if unknown:
-            raise ValueError(f"unknown noise_types {sorted(unknown)}; expected white, pink, babble")
+            raise ConfigError(
+                f"unknown noise_types {sorted(unknown)}; expected white, pink, babble"
+            )
         if not 1 <= self.words_per_utt[0] <= self.words_per_utt[1]:
-            raise ValueError(f"words_per_utt {self.words_per_utt} must be [min, max] with min >= 1")
+            raise ConfigError(
+                f"words_per_utt {self.words_per_utt} must be [min, max] with min >= 1"
+            )
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ def build_vocabulary(vocab_size: int, freq_power: float = 1.0) -> tuple[list[str
     # Single letters other than "a" and "i" are tokeniser debris ("s", "t" from "it's").
     words = [w for w in words if len(w) > 1 or w in ("a", "i")][:vocab_size]
     if len(words) < vocab_size:
-        raise ValueError(f"wordfreq has only {len(words)} usable words, vocab_size={vocab_size}")
+        raise ConfigError(f"wordfreq has only {len(words)} usable words, vocab_size={vocab_size}")
     freqs = np.array([word_frequency(w, "en") for w in words], dtype=np.float64) ** freq_power
     return words, freqs / freqs.sum()
 
@@ -150,7 +155,7 @@ def assign_speakers(settings: SynthSettings) -> dict[str, list[Speaker]]:
     order = np.random.default_rng([settings.seed, 0x5EED]).permutation(len(pool))
     wanted = {s: settings.speakers[s] for s, h in settings.hours.items() if h > 0}
     if sum(wanted.values()) > len(pool):
-        raise ValueError(
+        raise ConfigError(
             f"{sum(wanted.values())} speakers wanted {wanted}, but accents x variants x pitches x "
             f"rates gives only {len(pool)}"
         )
@@ -361,7 +366,7 @@ def _prepare_root(root: Path, subsets: Sequence[str]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     existing = [root / s for s in subsets if (root / s).exists()]
     if existing and not (root / _MARKER).exists():
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{existing[0]} exists and {root} was not written by asr-kd-synth (no {_MARKER}); "
             "refusing to overwrite it: choose another out_dir"
         )

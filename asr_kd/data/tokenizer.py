@@ -23,6 +23,8 @@ import string
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from asr_kd.errors import ConfigError, MissingFileError
+
 __all__ = ["ALPHABET", "BLANK", "SPACE", "Tokenizer", "normalize_text", "outside_alphabet"]
 
 ALPHABET = frozenset(string.ascii_uppercase + "' ")
@@ -56,7 +58,7 @@ class Tokenizer:
 
     def __init__(self, kind: str, symbols: Sequence[str], bpe_model: bytes | None = None):
         if kind not in ("char", "bpe"):
-            raise ValueError(f"tokenizer kind {kind!r}; expected 'char' or 'bpe'")
+            raise ConfigError(f"tokenizer kind {kind!r}; expected 'char' or 'bpe'")
         if symbols[0] != BLANK:
             raise ValueError(f"symbol 0 is {symbols[0]!r}; the CTC blank {BLANK!r} must be id 0")
         self.kind = kind
@@ -87,7 +89,7 @@ class Tokenizer:
 
         texts = [t for t in texts if t]
         if not texts:
-            raise ValueError("cannot train a BPE tokenizer on no text")
+            raise ConfigError("cannot train a BPE tokenizer on no text")
         model = io.BytesIO()
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(texts),
@@ -166,7 +168,7 @@ class Tokenizer:
     def load(cls, lang_dir: str | Path) -> Tokenizer:
         path = Path(lang_dir) / "tokenizer.json"
         if not path.is_file():
-            raise FileNotFoundError(f"no tokenizer at {path}: run asr-kd-prepare first")
+            raise MissingFileError(f"no tokenizer at {path}: run asr-kd-prepare first")
         return cls.from_dict(json.loads(path.read_text()))
 
     def __eq__(self, other: object) -> bool:

@@ -61,6 +61,7 @@ from asr_kd.distill.store import (
     teacher_fingerprint,
     write_index,
 )
+from asr_kd.errors import BadFileError, ConfigError
 from asr_kd.models.loading import load_model, resolve_device
 
 __all__ = ["dump_targets"]
@@ -118,7 +119,7 @@ def _resume_state(
         check_fingerprint(meta["fingerprint"], fingerprint, str(where))
         stored = meta.get("data")
         if stored is None:
-            raise ValueError(
+            raise BadFileError(
                 f"cannot resume subset={data['subset']} into {out_dir}: {where} records no data "
                 "identity (written before asr-kd-dump-targets hashed the cuts), so its targets "
                 f"may come from other features under the same cut ids; {redo} (the store "
@@ -127,7 +128,7 @@ def _resume_state(
         if stored["subset"] != data["subset"]:
             taken.update(dict.fromkeys(meta["cuts"], stored["subset"]))
         elif stored["cuts_sha256"] != data["cuts_sha256"]:
-            raise ValueError(
+            raise BadFileError(
                 f"subset {data['subset']!r} in {out_dir} was dumped from other cuts: cuts_sha256 "
                 f"{stored['cuts_sha256']} ({stored['data_dir']}, {where}) != "
                 f"{data['cuts_sha256']} ({data['data_dir']}/cuts_{data['subset']}.jsonl.gz); "
@@ -190,7 +191,7 @@ def _dump_subset(
         for num_cuts, records in _teacher_batches(model, batches, done, device, k, cfg.temperature):
             for cut_id, ids, probs in records:
                 if cut_id in taken:
-                    raise ValueError(
+                    raise ConfigError(
                         f"cut {cut_id!r} of subset {subset!r} already has soft targets from "
                         f"subset {taken[cut_id]!r} in {out_dir}; expected cut ids unique across "
                         "the subsets of one store"
@@ -205,7 +206,7 @@ def _subset_names(subset: str | Sequence[str]) -> list[str]:
     """``subset=train`` or ``subset=[train,extra]`` -> the names, in order, without repeats."""
     names = [str(s) for s in as_list(subset)]
     if not names:
-        raise ValueError("subset=[] names no subset to dump; expected a name or a list of names")
+        raise ConfigError("subset=[] names no subset to dump; expected a name or a list of names")
     return names
 
 
@@ -220,7 +221,7 @@ def dump_targets(cfg: DictConfig) -> dict:
     teacher = load_model(cfg.teacher_ckpt)
     vocab = teacher.tokenizer.vocab_size
     if vocab > MAX_INT16_VOCAB:
-        raise ValueError(f"vocab {vocab} does not fit int16 ids (max {MAX_INT16_VOCAB})")
+        raise ConfigError(f"vocab {vocab} does not fit int16 ids (max {MAX_INT16_VOCAB})")
     k = min(int(cfg.k), vocab)
     fingerprint = teacher_fingerprint(
         file_sha256(cfg.teacher_ckpt),
@@ -231,7 +232,7 @@ def dump_targets(cfg: DictConfig) -> dict:
     )
     dm = build_datamodule(cfg.data)
     if dm.tokenizer.fingerprint != teacher.tokenizer.fingerprint:
-        raise ValueError(
+        raise ConfigError(
             f"tokenizer of {cfg.data.dir} ({dm.tokenizer.fingerprint}, vocab "
             f"{dm.tokenizer.vocab_size}) != teacher's ({teacher.tokenizer.fingerprint}, vocab "
             f"{vocab}) in {cfg.teacher_ckpt}"

@@ -40,6 +40,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from asr_kd.errors import ConfigError
+
 __all__ = ["DistillLoss", "KDConfig", "ctc_loss", "distill_loss", "kd_loss", "soften_teacher"]
 
 # A probability this small is treated as zero in the "other" bucket (fp16 rounding of the
@@ -67,7 +69,7 @@ class KDConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - names - {"source", "k"})
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown distill option(s) {unknown}; expected source, k or one of {sorted(names)}"
             )
         return cls(**{key: value for key, value in options.items() if key in names})

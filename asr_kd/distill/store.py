@@ -59,7 +59,7 @@ from omegaconf import OmegaConf
 
 from asr_kd.checkpoint import atomic_write, file_sha256
 from asr_kd.config import as_list
-from asr_kd.errors import BadFileError, MissingFileError
+from asr_kd.errors import BadFileError, ConfigError, MissingFileError
 
 __all__ = [
     "ARRAY_SUFFIXES",
@@ -129,7 +129,7 @@ def check_fingerprint(found: dict, expected: dict, where: str) -> None:
         if found.get(key) != expected.get(key)
     ]
     if diffs:
-        raise ValueError(
+        raise ConfigError(
             f"soft targets in {where} were made by another teacher: " + "; ".join(diffs)
         )
 
@@ -423,7 +423,7 @@ class SoftTargetStore:
         """
         k = self.k if k is None else int(k)
         if k > self.k:
-            raise ValueError(f"distill.k={k} > k={self.k} stored in {self.dir / INDEX_NAME}")
+            raise ConfigError(f"distill.k={k} > k={self.k} stored in {self.dir / INDEX_NAME}")
         pairs = [self.get(c) for c in cut_ids]
         lens = torch.tensor([len(ids) for ids, _ in pairs], dtype=torch.int64)
         ids = torch.zeros(len(pairs), int(lens.max()), k, dtype=torch.int64)

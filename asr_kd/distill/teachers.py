@@ -32,6 +32,7 @@ from torch import nn
 from asr_kd.checkpoint import file_sha256
 from asr_kd.distill.losses import KDConfig, soften_teacher
 from asr_kd.distill.store import SoftTargetStore, teacher_fingerprint
+from asr_kd.errors import ConfigError
 from asr_kd.models.loading import LoadedModel, load_model
 
 __all__ = [
@@ -88,21 +89,24 @@ SOURCES = ("none", "cached", "online")
 def check_compatible(
     teacher: LoadedModel, student: nn.Module, student_tokenizer, data_dir: str
 ) -> None:
-    """Raise ``ValueError`` unless teacher and student share the tokenizer and the frame rate."""
+    """Raise :class:`ConfigError` (a ``ValueError``) unless teacher and student share the
+    tokenizer and the frame rate."""
     t_tok, s_tok = teacher.tokenizer, student_tokenizer
     if t_tok.fingerprint != s_tok.fingerprint:
-        raise ValueError(
+        raise ConfigError(
             f"teacher vocab {t_tok.vocab_size} != student vocab {s_tok.vocab_size} or another "
             f"tokenizer (teacher {t_tok.kind} tokenizer {t_tok.fingerprint} in {teacher.path} vs "
             f"student {s_tok.kind} tokenizer {s_tok.fingerprint} in {data_dir}/lang); "
-            "expected identical tokenizers"
+            "expected identical tokenizers: give a teacher trained on this data dir (or on one "
+            "prepared with the same tokenizer), or set data.dir to the teacher's"
         )
     t_shift, s_shift = teacher.model.frame_shift_ms, student.frame_shift_ms
     if t_shift != s_shift:
-        raise ValueError(
+        raise ConfigError(
             f"teacher frame shift {t_shift} ms (subsampling {teacher.model.subsampling_factor}, "
             f"{teacher.path}) != student frame shift {s_shift} ms (subsampling "
-            f"{student.subsampling_factor}); expected equal output frame rates"
+            f"{student.subsampling_factor}); expected equal output frame rates: set "
+            f"model.subsampling_factor={teacher.model.subsampling_factor}"
         )
 
 
@@ -110,9 +114,11 @@ def _cached_targets(
     cfg: DictConfig, teacher: LoadedModel, temperature: float, k: int | None
 ) -> CachedTargets:
     if cfg.targets_dir is None:
-        raise ValueError("distill.source=cached needs targets_dir=<out_dir of asr-kd-dump-targets>")
+        raise ConfigError(
+            "distill.source=cached needs targets_dir=<out_dir of asr-kd-dump-targets>"
+        )
     if cfg.data.get("speed_perturb", False):
-        raise ValueError(
+        raise ConfigError(
             "distill.source=cached needs data.speed_perturb=false: the soft targets were "
             "dumped from unperturbed features, and a speed-perturbed cut has other frames "
             "(and another cut id); use distill.source=online to distil with speed perturbation"
@@ -125,9 +131,20 @@ def _cached_targets(
         store.k,  # any stored k serves a distill.k <= it (checked below)
         temperature,
     )
+    differs = {
+        key
+        for key in {*store.fingerprint, *expected}
+        if store.fingerprint.get(key) != expected.get(key)
+    }
+    if differs == {"temperature"}:  # the same teacher's targets: a setting, not another teacher
+        raise ConfigError(
+            f"distill.temperature={temperature} but the soft targets in {cfg.targets_dir} were "
+            f"dumped at temperature {store.temperature}; set distill.temperature="
+            f"{store.temperature} or dump again with temperature={temperature}"
+        )
     store.check_fingerprint(expected)
     if k is not None and k > store.k:
-        raise ValueError(
+        raise ConfigError(
             f"distill.k={k} > k={store.k} stored in {Path(cfg.targets_dir) / 'index.json'}; "
             "expected distill.k <= the dump's k (or null)"
         )
@@ -141,11 +158,11 @@ def build_teacher_targets(
     after the compatibility checks; None for CTC alone."""
     source, k = cfg.distill.source, cfg.distill.get("k")
     if source not in SOURCES:
-        raise ValueError(f"distill.source={source!r}, expected one of {SOURCES}")
+        raise ConfigError(f"distill.source={source!r}, expected one of {SOURCES}")
     if source == "none" or kd.alpha == 0.0:
         return None
     if cfg.teacher_ckpt is None:
-        raise ValueError(f"distill.source={source} needs teacher_ckpt=<teacher checkpoint>")
+        raise ConfigError(f"distill.source={source} needs teacher_ckpt=<teacher checkpoint>")
     teacher = load_model(cfg.teacher_ckpt)
     check_compatible(teacher, student, tokenizer, str(cfg.data.dir))
     if source == "cached":

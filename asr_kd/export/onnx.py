@@ -38,8 +38,13 @@ from omegaconf import DictConfig
 from torch import nn
 
 from asr_kd.config import as_list, save_config
+from asr_kd.errors import ConfigError
 from asr_kd.inference.factory import open_graph
-from asr_kd.inference.onnx import FULL_FILE, session_options, step_file_name
+from asr_kd.inference.onnx import (
+    FULL_FILE,
+    session_options,
+    step_file_name,
+)
 from asr_kd.models.conformer import rotary_frequencies
 from asr_kd.models.fold import FoldedGraph
 from asr_kd.models.loading import LoadedModel, load_model
@@ -120,7 +125,7 @@ def export_full(loaded: LoadedModel, path: str | Path) -> Path:
 
 def _check_left_chunks(loaded: LoadedModel, left_chunks: int) -> None:
     if left_chunks < 0:
-        raise ValueError(
+        raise ConfigError(
             f"left_chunks={left_chunks}: the streaming ONNX step needs a finite attention cache "
             f"(left_chunks >= 0); model {loaded.path} default is "
             f"{loaded.model.default_left_chunks}. Pass left_chunks=N (or runtime=torch to "
@@ -133,9 +138,9 @@ def export_step(loaded: LoadedModel, path: str | Path, chunk_size: int, left_chu
     ``model.step_spec(chunk_size, left_chunks)`` (:mod:`asr_kd.models.streaming`)."""
     model = loaded.model.eval()
     if not model.streaming:
-        raise ValueError(f"{loaded.path}: a full-context model has no streaming step to export")
+        raise ConfigError(f"{loaded.path}: a full-context model has no streaming step to export")
     if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be > 0 encoder frames, got {chunk_size}")
+        raise ConfigError(f"chunk_size must be > 0 encoder frames, got {chunk_size}")
     _check_left_chunks(loaded, left_chunks)
     spec = model.step_spec(chunk_size, left_chunks)
     meta = _metadata(loaded, kind="step", **spec.to_metadata())

@@ -40,7 +40,7 @@ import numpy as np
 import onnxruntime as ort
 
 from asr_kd.data.tokenizer import Tokenizer
-from asr_kd.errors import BadFileError
+from asr_kd.errors import BadFileError, MissingFileError
 from asr_kd.inference.decoders import GreedyDecoderText, GreedyTokenStream
 from asr_kd.models.decode import collapse_ids
 from asr_kd.models.streaming import StepSpec
@@ -79,14 +79,14 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
 def _session(path: str | Path, threads: int) -> tuple[ort.InferenceSession, dict]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"ONNX model not found: {path}")
+        raise MissingFileError(f"ONNX model not found: {path}")
     sess = ort.InferenceSession(str(path), session_options(threads), ["CPUExecutionProvider"])
     return sess, _parse_metadata(sess.get_modelmeta().custom_metadata_map, path)
 
 
 def _parse_metadata(props: dict[str, str], path: str | Path) -> dict:
     if "asr_kd" not in props:
-        raise ValueError(f"{path} has no asr_kd metadata: export it with asr-kd-export")
+        raise BadFileError(f"{path} has no asr_kd metadata: export it with asr-kd-export")
     return json.loads(props["asr_kd"])
 
 
@@ -138,7 +138,7 @@ class OnnxCTC:
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         self.session, self.meta = _session(path, threads)
         if self.meta.get("kind") != "full":
-            raise ValueError(f"{path} is a {self.meta.get('kind')!r} graph, expected 'full'")
+            raise BadFileError(f"{path} is a {self.meta.get('kind')!r} graph, expected 'full'")
         self.tokenizer = _tokenizer(self.meta)
 
     def log_probs(self, feats: Any) -> np.ndarray:
@@ -164,7 +164,7 @@ class OnnxStreamingCTC:
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         self.session, meta = _session(path, threads)
         if meta.get("kind") != "step":
-            raise ValueError(f"{path} is a {meta.get('kind')!r} graph, expected 'step'")
+            raise BadFileError(f"{path} is a {meta.get('kind')!r} graph, expected 'step'")
         self.meta = meta
         self.spec = spec = StepSpec.from_metadata(meta, str(path))
         _check_graph(self.session, spec, path)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asr_kd.errors import ConfigError
 from asr_kd.models.masks import attention_mask, padding_mask
 from asr_kd.models.streaming import StepSpec, check_chunk_args
 from asr_kd.models.subsampling import Conv2dSubsampling
@@ -482,23 +483,23 @@ class ConformerCTC(nn.Module):
 
 def _check_config(d_model, num_heads, kernel_size, streaming, chunk_sizes, conv_norm) -> None:
     if d_model % num_heads or (d_model // num_heads) % 2:
-        raise ValueError(
+        raise ConfigError(
             f"d_model {d_model} / num_heads {num_heads} must be an even integer (rotary halves)"
         )
     if conv_norm not in ("layer_norm", "batch_norm"):
-        raise ValueError(f"conv_norm must be 'layer_norm' or 'batch_norm', got {conv_norm!r}")
+        raise ConfigError(f"conv_norm must be 'layer_norm' or 'batch_norm', got {conv_norm!r}")
     if streaming and conv_norm == "batch_norm":
-        raise ValueError(
+        raise ConfigError(
             "streaming=True needs conv_norm='layer_norm' (batch statistics see the future)"
         )
     if not streaming and kernel_size % 2 == 0:
-        raise ValueError(f"conv_kernel_size {kernel_size} must be odd for a full-context model")
+        raise ConfigError(f"conv_kernel_size {kernel_size} must be odd for a full-context model")
     if not chunk_sizes or any(c is not None and int(c) <= 0 for c in chunk_sizes):
-        raise ValueError(
+        raise ConfigError(
             f"train_chunk_sizes must be a non-empty list of ints > 0 or None, got {chunk_sizes}"
         )
     if not streaming and any(c is not None for c in chunk_sizes):
-        raise ValueError(
+        raise ConfigError(
             f"train_chunk_sizes {chunk_sizes} given to a full-context model (streaming=False): "
             "use [null] or set streaming: true"
         )

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from asr_kd.errors import ConfigError
+
 __all__ = ["attention_mask", "chunk_attention_mask", "padding_mask"]
 
 
@@ -69,9 +71,9 @@ def chunk_attention_mask(
                 [1, 1, 1]], dtype=torch.int32)
     """
     if chunk_size <= 0:
-        raise ValueError(f"chunk_size must be > 0 encoder frames, got {chunk_size}")
+        raise ConfigError(f"chunk_size must be > 0 encoder frames, got {chunk_size}")
     if left_chunks < -1:
-        raise ValueError(f"left_chunks must be >= 0 or -1 (unlimited), got {left_chunks}")
+        raise ConfigError(f"left_chunks must be >= 0 or -1 (unlimited), got {left_chunks}")
     chunk = torch.arange(num_frames, device=device) // chunk_size
     query, key = chunk[:, None], chunk[None, :]
     mask = key <= query

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from asr_kd.errors import BadFileError
+from asr_kd.errors import BadFileError, ConfigError
 
 __all__ = ["CacheSpec", "StepSpec", "check_chunk_args", "chunk_frames"]
 
@@ -47,7 +47,7 @@ def chunk_frames(
     shift = model.frame_shift_ms
     frames = chunk_ms / shift
     if frames < 1 or frames != int(frames):
-        raise ValueError(
+        raise ConfigError(
             f"{option} {chunk_ms} is not a positive multiple of the output frame shift "
             f"{shift} ms of {source or 'the model'}"
         )
@@ -55,11 +55,11 @@ def chunk_frames(
 
 
 def check_chunk_args(chunk_size: int | None, left_chunks: int) -> None:
-    """``ValueError`` unless ``chunk_size`` is None or > 0 and ``left_chunks`` >= -1."""
+    """``ConfigError`` unless ``chunk_size`` is None or > 0 and ``left_chunks`` >= -1."""
     if chunk_size is not None and chunk_size <= 0:
-        raise ValueError(f"chunk_size must be > 0 encoder frames or None, got {chunk_size}")
+        raise ConfigError(f"chunk_size must be > 0 encoder frames or None, got {chunk_size}")
     if left_chunks < -1:
-        raise ValueError(f"left_chunks must be >= 0 or -1 (unlimited), got {left_chunks}")
+        raise ConfigError(f"left_chunks must be >= 0 or -1 (unlimited), got {left_chunks}")
 
 
 @dataclass(frozen=True)

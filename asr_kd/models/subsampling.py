@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from asr_kd.errors import ConfigError
+
 __all__ = ["Conv2dSubsampling"]
 
 # (kernel, stride) per conv layer along time (the same along frequency), as in WeNet.
@@ -42,7 +44,7 @@ class Conv2dSubsampling(nn.Module):
     def __init__(self, input_dim: int, d_model: int, factor: int = 4, channels: int = 64) -> None:
         super().__init__()
         if factor not in _LAYERS:
-            raise ValueError(f"subsampling_factor must be one of {sorted(_LAYERS)}, got {factor}")
+            raise ConfigError(f"subsampling_factor must be one of {sorted(_LAYERS)}, got {factor}")
         layers: list[nn.Module] = []
         in_ch, freq, stride_prod, field = 1, input_dim, 1, 1
         for kernel, stride in _LAYERS[factor]:
@@ -51,7 +53,7 @@ class Conv2dSubsampling(nn.Module):
             field += (kernel - 1) * stride_prod
             stride_prod *= stride
         if freq < 1:
-            raise ValueError(f"input_dim {input_dim} too small for subsampling x{factor}")
+            raise ConfigError(f"input_dim {input_dim} too small for subsampling x{factor}")
         self.conv = nn.Sequential(*layers)
         self.out = nn.Linear(channels * freq, d_model)
         self.factor = factor

@@ -39,7 +39,8 @@ from asr_kd.checkpoint import atomic_torch_save
 from asr_kd.config import save_config
 from asr_kd.distill.losses import KDConfig
 from asr_kd.distill.teachers import TeacherTargets
-from asr_kd.training.task import AsrTask, OptimConfig
+from asr_kd.errors import MissingFileError, OutputExistsError
+from asr_kd.training.task import AsrTask, OptimConfig, lr_lambda
 
 __all__ = ["AtomicCheckpointIO", "EpochTimer", "build_model", "build_trainer", "fit"]
 
@@ -132,9 +133,9 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> tuple[L.Trainer, EpochTimer
 def _resume_path(cfg: DictConfig, out_dir: Path) -> Path | None:
     last = out_dir / "checkpoints" / "last.ckpt"
     if cfg.resume and not last.is_file():
-        raise FileNotFoundError(f"resume=true but {last} does not exist (nothing to resume)")
+        raise MissingFileError(f"resume=true but {last} does not exist (nothing to resume)")
     if not cfg.resume and last.is_file():
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{last} exists: pass resume=true to continue that run, or choose another out_dir"
         )
     return last if cfg.resume else None
@@ -155,6 +156,7 @@ def fit(
     optim = OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))
     if optim.total_steps < 0:
         optim.total_steps = int(cfg.trainer.get("max_steps", -1))
+    lr_lambda(optim.schedule, optim.warmup_steps, optim.total_steps)  # refused before any output
     spec_augment = hydra.utils.instantiate(cfg.spec_augment) if cfg.spec_augment else None
     task = AsrTask(
         model,

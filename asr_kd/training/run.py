@@ -26,7 +26,8 @@ __all__ = ["distill", "train"]
 
 def train(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` with CTC on ``cfg.data``; return :func:`fit`'s figures."""
-    L.seed_everything(int(cfg.seed), workers=True)
+    # verbose=False: no "Seed set to" line on stderr, where a refused run prints one error line
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_datamodule(cfg.data)
     model, model_config = build_model(cfg.model, dm)
     return fit(cfg, dm, model, model_config, role=str(cfg.role))
@@ -34,7 +35,7 @@ def train(cfg: DictConfig) -> dict:
 
 def distill(cfg: DictConfig) -> dict:
     """Distil ``cfg.model`` from the teacher per ``cfg.distill``; return the run's figures."""
-    L.seed_everything(int(cfg.seed), workers=True)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_datamodule(cfg.data)
     model, model_config = build_model(cfg.model, dm)
     kd = KDConfig.from_options(OmegaConf.to_container(cfg.distill, resolve=True))

@@ -31,6 +31,7 @@ from torch import nn
 
 from asr_kd.distill.losses import DistillLoss, KDConfig, distill_loss
 from asr_kd.distill.teachers import TeacherTargets
+from asr_kd.errors import ConfigError
 from asr_kd.metrics import char_error_rate, word_error_rate
 from asr_kd.models.decode import greedy_ctc
 
@@ -64,11 +65,13 @@ def lr_lambda(
     [0.5, 1.0, 0.5, 0.0]
     """
     if schedule not in ("noam", "cosine", "constant"):
-        raise ValueError(f"optim.schedule={schedule!r}, expected noam, cosine or constant")
+        raise ConfigError(f"optim.schedule={schedule!r}, expected noam, cosine or constant")
     if schedule == "cosine" and total_steps <= warmup_steps:
-        raise ValueError(
-            f"optim.schedule=cosine needs optim.total_steps ({total_steps}) > "
-            f"optim.warmup_steps ({warmup_steps}); set trainer.max_steps"
+        raise ConfigError(
+            f"optim.schedule=cosine needs optim.total_steps ({total_steps}, -1 = "
+            f"trainer.max_steps) > optim.warmup_steps ({warmup_steps}); lower "
+            f"optim.warmup_steps below {total_steps} or raise trainer.max_steps above "
+            f"{warmup_steps}"
         )
     warmup = max(1, warmup_steps)
 

@@ -37,6 +37,12 @@ TEACHER_MODEL=${TEACHER_MODEL:-teacher_small}
 STUDENT_MODEL=${STUDENT_MODEL:-student_tiny}
 TEACHER_STEPS=${TEACHER_STEPS:-1800}     # teacher updates (~0.36 s each on 2 cores)
 STUDENT_STEPS=${STUDENT_STEPS:-2000}     # updates of each student (KD and CTC-only: the same)
+# Learning-rate warm-up updates of every training stage (cosine decay after it): the demo
+# experiment's 200. Left unset, a stage of no more than 200 updates (a smoke run:
+# TEACHER_STEPS=5 STUDENT_STEPS=5) warms up over a tenth of them instead, as cosine decay needs
+# more updates than warm-up; set, it is used as is.
+warmup_given=${WARMUP_STEPS:+yes}
+WARMUP_STEPS=${WARMUP_STEPS:-200}
 # Peak learning rate of every student (KD, CTC-only, stage 7), over the experiment's 2e-3, which
 # suits the teacher. Dev WER after 2000 updates, KD / CTC-only, measured on the demo corpus:
 # 2e-3 43.8/47.8, 4e-3 34.2/39.6, 6e-3 31.7/37.4, 8e-3 28.8/35.4, 1.2e-2 33.7/57.8 (CTC unstable).
@@ -64,6 +70,21 @@ check_overrides synth prepare teacher dump kd ctc eval compare
 corpus=$EXP/synth-corpus
 data=$EXP/data
 ckpt_of() { echo "$EXP/$1/checkpoints/$CKPT"; }
+# warmup_for STEPS: optim.warmup_steps of a stage of STEPS updates (see WARMUP_STEPS).
+warmup_for() {
+  if [ -n "$warmup_given" ] || [ "$1" -gt "$WARMUP_STEPS" ]; then echo "$WARMUP_STEPS"
+  else echo $(($1 >= 20 ? $1 / 10 : 1)); fi
+}
+# student_args KIND: STUDENT_ARGS (read by distil_student, common.sh) of a kd, ctc or compare
+# stage, and its log words: the updates, warm-up and lr that stage's command really gets.
+student_args() {
+  local steps warmup
+  steps=$(override_value "$1" trainer.max_steps "$STUDENT_STEPS")
+  warmup=$(warmup_for "$steps")
+  STUDENT_ARGS=(data.dir="$data" +experiment="$EXPERIMENT" optim.lr="$STUDENT_LR"
+    optim.warmup_steps="$warmup")
+  student_words="$steps steps, warm-up $(override_value "$1" optim.warmup_steps "$warmup"), lr $(override_value "$1" optim.lr "$STUDENT_LR")"
+}
 
 if in_range 0; then
   log "Stage 0: synthesize the corpus (${HOURS_TRAIN} h train) into $corpus"
@@ -78,9 +99,12 @@ if in_range 1; then
 fi
 
 if in_range 2; then
-  log "Stage 2: train the teacher ($TEACHER_MODEL, $TEACHER_STEPS steps)"
+  steps=$(override_value teacher trainer.max_steps "$TEACHER_STEPS")
+  warmup=$(warmup_for "$steps")
+  log "Stage 2: train the teacher ($TEACHER_MODEL, $steps steps, warm-up $(override_value teacher optim.warmup_steps "$warmup"))"
   train_stage 2 teacher "$EXP/teacher" asr-kd-train model="$TEACHER_MODEL" data.dir="$data" \
-    out_dir="$EXP/teacher" trainer.max_steps="$TEACHER_STEPS" seed="$SEED" +experiment="$EXPERIMENT"
+    out_dir="$EXP/teacher" trainer.max_steps="$TEACHER_STEPS" seed="$SEED" +experiment="$EXPERIMENT" \
+    optim.warmup_steps="$warmup"
 fi
 
 if in_range 3; then
@@ -90,16 +114,15 @@ if in_range 3; then
     data.dir="$data" subset=train out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE"
 fi
 
-# for distil_student (common.sh); the same for every student
-STUDENT_ARGS=(data.dir="$data" +experiment="$EXPERIMENT" optim.lr="$STUDENT_LR")
-
 if in_range 4; then
-  log "Stage 4: distil the student ($STUDENT_MODEL, distill=$DISTILL, $STUDENT_STEPS steps, lr $STUDENT_LR)"
+  student_args kd
+  log "Stage 4: distil the student ($STUDENT_MODEL, distill=$DISTILL, $student_words)"
   distil_student student_kd "$DISTILL" kd 4
 fi
 
 if in_range 5; then
-  log "Stage 5: train the same student with CTC only ($STUDENT_STEPS steps, lr $STUDENT_LR, the baseline)"
+  student_args ctc
+  log "Stage 5: train the same student with CTC only ($student_words, the baseline)"
   distil_student student_ctc none ctc 5
 fi
 
@@ -119,7 +142,8 @@ if in_range 7; then
     for f in "$CONF_DIR"/distill/*.yaml; do [ -f "$f" ] && settings+=("$(basename "$f" .yaml)"); done
   fi
   [ ${#settings[@]} -gt 0 ] || die "no distill settings: COMPARE_DISTILL is empty and $CONF_DIR/distill has no .yaml"
-  log "Stage 7: KD comparison, one $STUDENT_MODEL per distill setting: ${settings[*]}"
+  student_args compare
+  log "Stage 7: KD comparison, one $STUDENT_MODEL per distill setting ($student_words): ${settings[*]}"
   ckpts=() ckpt_files=()
   for setting in "${settings[@]}"; do
     distil_student "kd_compare/$setting" "$setting" compare 7

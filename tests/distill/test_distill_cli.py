@@ -11,6 +11,7 @@ from asr_kd.data.datamodule import build_datamodule
 from asr_kd.distill.losses import distill_loss
 from asr_kd.distill.store import SoftTargetStore
 from asr_kd.distill.teachers import CachedTargets, OnlineTeacher
+from asr_kd.errors import ConfigError
 from asr_kd.models.loading import load_model
 from asr_kd.training.run import distill
 
@@ -92,8 +93,13 @@ def test_incompatible_teacher_or_targets_are_refused_before_step_one(
     # another frame rate: student subsampling 6 (60 ms) vs the teacher's 4 (40 ms)
     with pytest.raises(ValueError, match=r"teacher frame shift 40 ms .* student frame shift 60"):
         distill(cfg("model.subsampling_factor=6", "distill.source=online"))
-    # targets made at another temperature than the configured one
-    with pytest.raises(ValueError, match=r"temperature: 2\.0 \(targets\) != 1\.0"):
+    # targets made at another temperature than the configured one: a setting to match, not
+    # "made by another teacher" (regression: it said so)
+    with pytest.raises(
+        ConfigError,
+        match=r"^distill\.temperature=1\.0 but the soft targets in \S+ were dumped at "
+        r"temperature 2\.0; set distill\.temperature=2\.0 or dump again with temperature=1\.0$",
+    ):
         distill(cfg("distill.temperature=1.0"))
     with pytest.raises(ValueError, match="distill.k=8 > k=4"):
         distill(cfg("distill.k=8"))
