@@ -56,7 +56,7 @@ import asr_kd
 from asr_kd.config import as_list, save_config
 from asr_kd.data.datamodule import AsrDataModule
 from asr_kd.data.prepare import prepare_skips
-from asr_kd.errors import ConfigError
+from asr_kd.errors import ConfigError, MissingFileError
 from asr_kd.export.onnx import TOLERANCE, check_export, export_checkpoint
 from asr_kd.inference.factory import RUNTIMES, Decoder, make_decoder
 from asr_kd.inference.timing import (
