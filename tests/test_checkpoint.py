@@ -66,12 +66,14 @@ def _asr_kd_checkpoint_with(extra) -> dict:
 @pytest.mark.parametrize("loader", ["load_checkpoint", "load_model"])
 def test_a_checkpoint_whose_pickle_runs_code_is_refused_without_running_it(tmp_path, loader):
     from asr_kd import checkpoint
+    from asr_kd.models import loading
 
     marker = tmp_path / MARKER_NAME
     path = tmp_path / "evil.ckpt"
     torch.save(_asr_kd_checkpoint_with(_Payload(str(marker))), path)
+    load = checkpoint.load_checkpoint if loader == "load_checkpoint" else loading.load_model
     with pytest.raises(ValueError, match=r"cannot read .*evil\.ckpt as a torch checkpoint"):
-        getattr(checkpoint, loader)(path)
+        load(path)
     assert not marker.exists()
     # the payload is real: an unrestricted load runs it
     assert torch.load(path, weights_only=False)["asr_kd"]["extra"] == "ran"

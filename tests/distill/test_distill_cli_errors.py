@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-import pytest
 import torch
 from console import one_error_line, only_hydra_leftovers, run_console
 from tiny_runs import TINY_RUN
@@ -30,7 +29,6 @@ def test_a_teacher_of_another_vocabulary_is_one_line(tmp_path, prepared_data_dir
     assert not run.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="needs the store integrity branch")
 def test_a_truncated_soft_target_shard_is_one_line(
     tmp_path, prepared_data_dir, teacher_ckpt, targets_dir
 ):
