@@ -131,8 +131,8 @@ def _help_footer(config_name: str) -> str:
     return (
         f"Each key is explained beside it in {CONF_DIR / config_name}.yaml and in the group files\n"
         f"under {CONF_DIR}/<group>/; the README's Commands section has examples.\n"
-        "A mistake (a bad override, a missing file) prints one `error:` line and exits with status\n"
-        "2; HYDRA_FULL_ERROR=1 prints its traceback instead.\n"
+        "A mistake (a bad override, a missing file) prints one `error:` line, exit status 2;\n"
+        "HYDRA_FULL_ERROR=1 prints its traceback instead.\n"
         "Powered by Hydra (https://hydra.cc); --hydra-help lists Hydra's own flags.\n"
     )
 

@@ -167,7 +167,6 @@ TINY = [
     "train:model.subsampling_channels=8",
     "train:trainer.val_check_interval=4",
     "train:checkpoint.every_n_steps=4",
-    "train:optim.warmup_steps=1",  # the demo experiment warms up over 200 steps
     "train:trainer.enable_progress_bar=false",
     "eval:rtf.warmup_utts=1",
 ]
@@ -180,7 +179,7 @@ def test_synthetic_recipe_end_to_end(tmp_path):
         pytest.skip(f"console scripts not installed beside {sys.executable}")
     env = dict(os.environ, PATH=f"{venv_bin}:{os.environ['PATH']}", EXP=str(tmp_path / "exp"))
     env.update(HOURS_TRAIN="0.03", HOURS_DEV="0.015", HOURS_TEST="0.015")
-    env.update(TEACHER_STEPS="4", STUDENT_STEPS="4", TOPK="4")
+    env.update(TEACHER_STEPS="4", STUDENT_STEPS="4", TOPK="4")  # warm-up capped by the recipe
     proc = _run(env, *TINY)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = load_results(tmp_path / "exp" / "demo" / "results.json")
@@ -281,8 +280,9 @@ def test_librispeech_recipe_points_to_openslr_when_data_is_missing(fake_env, tmp
 
 def test_librispeech_recipe_runs_its_stages_in_order(fake_env, tmp_path):
     corpus = _libri_layout(tmp_path / "LibriSpeech", LIBRI_SUBSETS)
-    proc = _libri(fake_env, str(corpus), "kd:distill.alpha=0.7")
+    proc = _libri(fake_env, str(corpus), "kd:distill.alpha=0.7", "students:trainer.max_steps=7")
     assert proc.returncode == 0, proc.stderr
+    assert "(student_small, distill=frame_kl, 7 steps, warm-up 25000)" in proc.stdout
     calls = _calls(fake_env)
     names = [c.split()[0] for c in calls]
     assert names == ["asr-kd-prepare", "asr-kd-train"] + ["asr-kd-dump-targets"] * 3 + [

@@ -100,7 +100,7 @@ if in_range 1; then
 fi
 
 if in_range 2; then
-  log "Stage 2: train the teacher ($TEACHER_MODEL, trainer=$TRAINER, $TEACHER_STEPS steps)"
+  log "Stage 2: train the teacher ($TEACHER_MODEL, trainer=$TRAINER, $(override_value teacher trainer.max_steps "$TEACHER_STEPS") steps, warm-up $(override_value teacher optim.warmup_steps "$WARMUP_STEPS"))"
   train_stage 2 teacher "$EXP/teacher" asr-kd-train model="$TEACHER_MODEL" trainer="$TRAINER" \
     "${data_args[@]}" out_dir="$EXP/teacher" trainer.max_steps="$TEACHER_STEPS" seed="$SEED" \
     optim.warmup_steps="$WARMUP_STEPS"
@@ -120,12 +120,12 @@ fi
 STUDENT_ARGS=(trainer="$TRAINER" "${data_args[@]}" optim.warmup_steps="$WARMUP_STEPS")  # for distil_student (common.sh)
 
 if in_range 4; then
-  log "Stage 4: distil the student ($STUDENT_MODEL, distill=$DISTILL, $STUDENT_STEPS steps)"
+  log "Stage 4: distil the student ($STUDENT_MODEL, distill=$DISTILL, $(override_value kd trainer.max_steps "$STUDENT_STEPS") steps, warm-up $(override_value kd optim.warmup_steps "$WARMUP_STEPS"))"
   distil_student student_kd "$DISTILL" kd 4
 fi
 
 if in_range 5; then
-  log "Stage 5: train the same student with CTC only ($STUDENT_STEPS steps, the baseline)"
+  log "Stage 5: train the same student with CTC only ($(override_value ctc trainer.max_steps "$STUDENT_STEPS") steps, warm-up $(override_value ctc optim.warmup_steps "$WARMUP_STEPS"), the baseline)"
   distil_student student_ctc none ctc 5
 fi
 
