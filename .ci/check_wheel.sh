@@ -118,7 +118,7 @@ for f in cuts_train.jsonl.gz cuts_dev.jsonl.gz cuts_test.jsonl.gz cmvn.json; do
     [[ -f $tmp/data/$f ]] || { cat corpus.txt >&2; fail "asr-kd-prepare wrote no $f"; }
 done
 echo "asr-kd-synth + asr-kd-prepare of a tiny corpus: ok"
-expect help-train.txt "^model: (.*, )?my_model(,|$)" "--config-dir my_conf: no model/my_model"
+expect help-train.txt "^model (\[my_model\]: |.*: (.*, )?my_model(,|$))" "--config-dir my_conf: no model/my_model"
 expect help-train.txt "^  d_model: 96$" "--config-dir: my_conf/model/my_model.yaml not composed"
 expect help-train.txt "^  streaming: true$" "--config-dir: my_model's defaults list unused"
 echo "asr-kd-train --config-dir my_conf model=my_model: ok"
