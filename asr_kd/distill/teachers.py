@@ -1,7 +1,9 @@
 """Where a student's teacher targets come from: an online teacher, or a dumped target store.
 
-A *teacher targets* object is a plain callable ``targets(batch) -> (ids (B, T_t, k), probs
-(B, T_t, k), lens (B,))`` that the training task calls on the clean batch:
+A *teacher targets* object is a plain callable ``targets(batch) -> TeacherOutput(ids (B, T_t,
+k), probs (B, T_t, k), lens (B,), hidden)`` that the training task calls on the clean batch
+(``hidden``: the teacher's chosen layer outputs for hidden-state distillation, or None; a plain
+3-tuple ``(ids, probs, lens)`` is accepted too):
 
 - :class:`OnlineTeacher` runs a frozen teacher (eval mode, no grad) on the clean features;
 - :class:`CachedTargets` reads the same numbers from an ``asr-kd-dump-targets`` store by cut id.
@@ -16,7 +18,7 @@ an error naming both values.
 
 Usage:
     targets = build_teacher_targets(cfg, student, tokenizer, KDConfig(alpha=0.5, temperature=2))
-    ids, probs, lens = targets(batch)
+    ids, probs, lens, hidden = targets(batch)
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from omegaconf import DictConfig
@@ -39,12 +42,28 @@ __all__ = [
     "SOURCES",
     "CachedTargets",
     "OnlineTeacher",
+    "TeacherOutput",
     "TeacherTargets",
     "build_teacher_targets",
     "check_compatible",
 ]
 
-TeacherTargets = Callable[[dict], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+class TeacherOutput(NamedTuple):
+    """What a teacher gives the student for one batch.
+
+    ids, probs: (B, T_t, k) top-k ids (int64; None when dense, k = V) and probabilities at the
+    distillation temperature; lens: (B,) valid teacher frames; hidden: None, or a tuple of
+    (B, T_t, D_t) teacher layer outputs (hidden-state distillation), in the configured order.
+    """
+
+    ids: torch.Tensor | None
+    probs: torch.Tensor
+    lens: torch.Tensor
+    hidden: tuple[torch.Tensor, ...] | None = None
+
+
+TeacherTargets = Callable[[dict], TeacherOutput]
 
 # With several ranks, lhotse fills the last round of an epoch that has fewer cuts than ranks with
 # copies renamed "<id>_dup<n>" (lhotse.dataset.sampling.base.mark_as_duplicate): same features,
@@ -59,7 +78,7 @@ class OnlineTeacher:
         self.model = model.eval().requires_grad_(False)
         self.temperature, self.k = temperature, k
 
-    def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(self, batch: dict) -> TeacherOutput:
         feats = batch["feats"]
         if next(self.model.parameters()).device != feats.device:
             self.model.to(feats.device)
@@ -67,7 +86,7 @@ class OnlineTeacher:
         with torch.no_grad():
             log_probs, lens = self.model(feats, batch["feat_lens"])
         ids, probs = soften_teacher(log_probs, self.temperature, self.k)
-        return ids, probs, lens
+        return TeacherOutput(ids, probs, lens)
 
 
 class CachedTargets:
@@ -76,11 +95,11 @@ class CachedTargets:
     def __init__(self, store: SoftTargetStore, k: int | None = None):
         self.store, self.k = store, k
 
-    def __call__(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(self, batch: dict) -> TeacherOutput:
         cut_ids = [c if c in self.store else _LHOTSE_DUPLICATE.sub("", c) for c in batch["cut_ids"]]
         ids, probs, lens = self.store.batch(cut_ids, self.k)
         device = batch["feats"].device
-        return ids.to(device), probs.to(device), lens.to(device)
+        return TeacherOutput(ids.to(device), probs.to(device), lens.to(device))
 
 
 SOURCES = ("none", "cached", "online")

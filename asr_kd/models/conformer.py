@@ -320,7 +320,8 @@ class ConformerCTC(nn.Module):
         feat_lens: torch.Tensor,
         chunk_size: int | None = None,
         left_chunks: int = -1,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return_hidden: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
         """Encode a padded batch.
 
         Args:
@@ -329,25 +330,33 @@ class ConformerCTC(nn.Module):
             chunk_size: chunk attention in encoder frames; None = full context. Ignored, with a
                 warning, by a full-context model (its convolutions look ahead anyway).
             left_chunks: chunks of left context, -1 = unlimited.
+            return_hidden: also return every Conformer layer's output (for hidden-state
+                distillation and intermediate CTC heads; the same computation either way).
 
         Returns:
             log_probs: (B, T', V) CTC log-probabilities (log_softmax); frames >= out_lens are
-                padding. out_lens: (B,) ``feat_lens // subsampling_factor``.
+                padding. out_lens: (B,) ``feat_lens // subsampling_factor``. With
+                ``return_hidden``, a third item: a tuple of ``num_layers`` tensors (B, T', D),
+                layer 1's output first (padding frames hold whatever the layer computed).
         """
         chunk_size = self._check_chunk_args(chunk_size, left_chunks)
         x, lens = self.subsampling(self._normalize(feats), feat_lens)
         x = self.input_dropout(x)
         t = x.size(1)
         if t == 0:  # every utterance shorter than one encoder frame
-            return x.new_zeros(x.size(0), 0, self.vocab_size), lens
+            empty = x.new_zeros(x.size(0), 0, self.vocab_size), lens
+            return (*empty, (x,) * len(self.layers)) if return_hidden else empty
         att_mask = pad_mask = None
         if chunk_size is not None or bool((lens != t).any()):
             att_mask = attention_mask(lens, t, chunk_size, left_chunks).unsqueeze(1)
             pad_mask = padding_mask(lens, t)
         cos, sin = self._rotary(0, t)
+        hidden = []
         for layer in self.layers:
             x, _, _ = layer(x, cos, sin, att_mask, pad_mask)
-        return self.ctc(x).log_softmax(dim=-1), lens
+            hidden.append(x)
+        log_probs = self.ctc(x).log_softmax(dim=-1)
+        return (log_probs, lens, tuple(hidden)) if return_hidden else (log_probs, lens)
 
     def step_spec(self, chunk_size: int = 8, left_chunks: int = -1) -> StepSpec:
         """The streaming step at ``chunk_size`` encoder frames and ``left_chunks`` chunks of

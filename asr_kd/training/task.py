@@ -2,7 +2,8 @@
 
 One task, one ``training_step``: features in, loss out. What differs between the teacher run
 and a distillation run is a *teacher targets* object, a plain callable
-``targets(batch) -> (ids (B, T_t, k), probs (B, T_t, k), lens (B,))``:
+``targets(batch) -> TeacherOutput(ids (B, T_t, k), probs (B, T_t, k), lens (B,), hidden)``
+(:class:`asr_kd.distill.teachers.TeacherOutput`):
 
 - :class:`asr_kd.distill.teachers.OnlineTeacher` runs a frozen teacher (eval mode, no grad) on
   the clean features;
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from asr_kd.distill.losses import DistillLoss, KDConfig, distill_loss
-from asr_kd.distill.teachers import TeacherTargets
+from asr_kd.distill.teachers import TeacherOutput, TeacherTargets
 from asr_kd.errors import ConfigError
 from asr_kd.metrics import char_error_rate, word_error_rate
 from asr_kd.models.decode import greedy_ctc
@@ -150,7 +151,7 @@ class AsrTask(L.LightningModule):
         """The configured loss of one batch; ``teacher`` is ``targets(batch)`` or None."""
         if teacher is None:
             return distill_loss(log_probs, out_lens, batch["tokens"], batch["token_lens"])
-        ids, probs, teacher_lens = teacher
+        ids, probs, teacher_lens, _hidden = TeacherOutput(*teacher)  # a 3-tuple works too
         if not torch.equal(teacher_lens.to(out_lens.device), out_lens):
             bad = int((teacher_lens.to(out_lens.device) != out_lens).nonzero()[0, 0])
             raise ValueError(

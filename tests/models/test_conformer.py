@@ -39,6 +39,19 @@ def test_shapes_and_lengths_with_padding(factor, tiny):
     assert model.frame_shift_ms == 10 * factor
 
 
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_return_hidden_gives_each_layer_output_and_the_same_log_probs(chunk_size, tiny):
+    model = tiny(streaming=chunk_size is not None).eval()
+    feats, lens = torch.randn(2, 64, 80), torch.tensor([64, 40])
+    log_probs, out_lens = model(feats, lens, chunk_size=chunk_size)
+    again, again_lens, hidden = model(feats, lens, chunk_size=chunk_size, return_hidden=True)
+    assert torch.equal(again, log_probs) and torch.equal(again_lens, out_lens)
+    assert len(hidden) == len(model.layers)
+    assert all(h.shape == (2, 16, model.d_model) for h in hidden)
+    assert torch.equal(model.ctc(hidden[-1]).log_softmax(-1), log_probs)  # the last layer's
+    assert not torch.equal(hidden[0], hidden[-1])
+
+
 @pytest.mark.parametrize("streaming", [False, True])
 def test_inputs_shorter_than_one_encoder_frame(streaming, tiny):
     """Regression: T < subsampling factor used to crash in the attention reshape."""
