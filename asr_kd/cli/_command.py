@@ -1,6 +1,7 @@
 """The wrapper of every Hydra command: a user error is one line and status 2, never a traceback.
 
-``@hydra_command("train")`` turns ``main(cfg)`` into the console script's entry point:
+``main = hydra_command("train", train, show=run_summary)`` is the console script's entry point
+calling the library function ``train(cfg)``:
 
 - **Config errors before the run** (an unknown group or key, an option a group lacks, an
   override that does not parse, a ``???`` key left unset): until the run starts the wrapper sets
@@ -18,14 +19,12 @@
   command line, Lightning's messages, the outcome (:func:`report`) and the error line.
 
 Usage (asr_kd/cli/train.py):
-    @hydra_command("train")
-    def main(cfg: DictConfig) -> None:
-        report(str(train(cfg)))
+    main = hydra_command("train", train, show=run_summary)
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
 import os
 import re
@@ -50,7 +49,15 @@ from omegaconf.errors import OmegaConfBaseException
 from asr_kd.config import CONF_DIR, command_name
 from asr_kd.errors import ConfigError, UserError
 
-__all__ = ["EXIT_USER_ERROR", "check_config", "config_error", "hydra_command", "report", "run_log"]
+__all__ = [
+    "EXIT_USER_ERROR",
+    "check_config",
+    "config_error",
+    "hydra_command",
+    "report",
+    "run_log",
+    "run_summary",
+]
 
 EXIT_USER_ERROR = 2
 _FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra's switch: raise errors instead of printing them
@@ -268,27 +275,42 @@ class _Invocation:
                 logger.removeHandler(handler)
 
 
-def hydra_command(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], None]]:
-    """Decorator: ``main(cfg)`` -> the entry point of ``asr-kd-<config_name>`` (``@hydra.main``
-    on ``conf/<config_name>.yaml``, errors as described in the module docstring)."""
+def hydra_command(
+    config_name: str,
+    run: Callable[[DictConfig], Any],
+    show: Callable[[Any, DictConfig], str] | None = None,
+) -> Callable[[], None]:
+    """The entry point of ``asr-kd-<config_name>``: ``@hydra.main`` on ``conf/<config_name>.yaml``
+    calling the library function ``run(cfg)``, errors as described in the module docstring.
+
+    ``show(result, cfg)`` is the text the command reports (stdout and the run log); None for a
+    command that prints its own table, whose result then goes to the run log as JSON.
+    Hydra names the job, and its ``<job>.log``, after ``asr_kd.cli.<config_name>``.
+    """
     prog = command_name(config_name)
 
-    def decorate(main: Callable[[DictConfig], Any]) -> Callable[[], None]:
-        @functools.wraps(main)
-        def entry_point() -> None:
-            call = _Invocation(prog)
+    def main(cfg: DictConfig) -> None:
+        result = run(cfg)
+        if show is None:
+            run_log.info("result: %s", json.dumps(result))
+        else:
+            report(show(result, cfg))
 
-            # wraps: Hydra names the job (and its <job>.log) after ``main``'s module
-            @functools.wraps(main)
-            def task(cfg: DictConfig) -> Any:
-                return call.run(main, cfg)
+    def entry_point() -> None:
+        call = _Invocation(prog)
 
-            call(
-                hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(
-                    task
-                )
-            )
+        def task(cfg: DictConfig) -> Any:
+            return call.run(main, cfg)
 
-        return entry_point
+        task.__module__ = f"{__package__}.{config_name}"  # the job's name: <config_name>
+        call(
+            hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)
+        )
 
-    return decorate
+    entry_point.__doc__ = f"``{prog}``: see conf/{config_name}.yaml or ``{prog} --help``."
+    return entry_point
+
+
+def run_summary(result: dict, cfg: DictConfig | None = None) -> str:
+    """A training run's result as a command reports it: every key but the metrics history."""
+    return str({k: v for k, v in result.items() if k != "metrics"})

@@ -5,19 +5,12 @@ Usage: see ``conf/distill.yaml`` or ``asr-kd-distill --help``.
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
-
-from asr_kd.cli._command import hydra_command, report
+from asr_kd.cli._command import hydra_command, run_summary
 from asr_kd.training.run import distill
 
 __all__ = ["main"]
 
-
-@hydra_command("distill")
-def main(cfg: DictConfig) -> None:
-    result = distill(cfg)
-    report(str({k: v for k, v in result.items() if k != "metrics"}))
-
+main = hydra_command("distill", distill, show=run_summary)
 
 if __name__ == "__main__":
     main()

@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import json
 
-from omegaconf import DictConfig
-
-from asr_kd.cli._command import hydra_command, report
+from asr_kd.cli._command import hydra_command
 from asr_kd.distill.dump import dump_targets
 
 __all__ = ["main"]
 
-
-@hydra_command("dump_targets")
-def main(cfg: DictConfig) -> None:
-    report(json.dumps(dump_targets(cfg), indent=1))
-
+main = hydra_command(
+    "dump_targets", dump_targets, show=lambda result, _: json.dumps(result, indent=1)
+)
 
 if __name__ == "__main__":
     main()

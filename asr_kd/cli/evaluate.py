@@ -5,19 +5,12 @@ Usage: see ``conf/evaluate.yaml`` or ``asr-kd-evaluate --help``.
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
-
-from asr_kd.cli._command import hydra_command, report
+from asr_kd.cli._command import hydra_command
 from asr_kd.evaluate import evaluate, summary
 
 __all__ = ["main"]
 
-
-@hydra_command("evaluate")
-def main(cfg: DictConfig) -> None:
-    results = evaluate(cfg)
-    report(summary(results, cfg.out_dir))
-
+main = hydra_command("evaluate", evaluate, show=lambda results, cfg: summary(results, cfg.out_dir))
 
 if __name__ == "__main__":
     main()

@@ -8,19 +8,12 @@ Usage: see ``conf/train.yaml`` or ``asr-kd-train --help``.
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
-
-from asr_kd.cli._command import hydra_command, report
+from asr_kd.cli._command import hydra_command, run_summary
 from asr_kd.training.run import train
 
 __all__ = ["main"]
 
-
-@hydra_command("train")
-def main(cfg: DictConfig) -> None:
-    result = train(cfg)
-    report(str({k: v for k, v in result.items() if k != "metrics"}))
-
+main = hydra_command("train", train, show=run_summary)
 
 if __name__ == "__main__":
     main()

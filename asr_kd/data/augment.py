@@ -14,6 +14,8 @@ Usage:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -39,6 +41,7 @@ def _band_mask(
     return inside.any(dim=1)
 
 
+@dataclass(eq=False, repr=False)  # the config keys are the fields; nn.Module keeps its repr
 class SpecAugment(nn.Module):
     """Frequency and time masking of a padded batch.
 
@@ -51,20 +54,14 @@ class SpecAugment(nn.Module):
         p: probability that an utterance is augmented at all.
     """
 
-    def __init__(
-        self,
-        num_freq_masks: int = 2,
-        freq_mask_width: int = 27,
-        num_time_masks: int = 4,
-        time_mask_ratio: float = 0.05,
-        p: float = 1.0,
-    ) -> None:
-        super().__init__()
-        self.num_freq_masks = num_freq_masks
-        self.freq_mask_width = freq_mask_width
-        self.num_time_masks = num_time_masks
-        self.time_mask_ratio = time_mask_ratio
-        self.p = p
+    num_freq_masks: int = 2
+    freq_mask_width: int = 27
+    num_time_masks: int = 4
+    time_mask_ratio: float = 0.05
+    p: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__init__()  # nn.Module's state (train/eval); the fields are plain attributes
 
     def forward(
         self,

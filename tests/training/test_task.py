@@ -20,14 +20,9 @@ from asr_kd.training.task import AsrTask, OptimConfig
 
 # Every knob away from its default, so that one dropped on the way to the loss shows.
 KNOBS = KDConfig(
-    alpha=0.6,
-    temperature=2.5,
-    blank_weight=0.3,
-    blank_threshold=0.4,
-    shift=1,
-    delay_window=2,
-    renormalize=False,
-)
+    alpha=0.6, temperature=2.5, blank_weight=0.3, blank_threshold=0.4,
+    shift=1, delay_window=2, renormalize=False,
+)  # fmt: skip
 TOP_K = 3  # teacher ids per frame (the targets' k; the loss takes whatever k it is given)
 CHUNK, LEFT_CHUNKS = 2, 1  # the student's only training chunk size, and its left context
 
