@@ -20,6 +20,7 @@ from which the runner rebuilds the same spec.
 Usage:
     asr-kd-export ckpt=exp/student_kd/checkpoints/last.ckpt out_dir=exp/onnx/student_kd \\
         chunk_sizes_ms=[320] left_chunks=null       # null = the model's default_left_chunks
+    asr-kd-export format=sherpa-onnx ckpt=... out_dir=exp/sherpa/student_kd   # asr_kd.export.sherpa
 
     # from Python: paths = export_checkpoint(load_model(ckpt), out_dir, chunk_sizes=[8])
 """
@@ -51,6 +52,7 @@ from asr_kd.models.loading import LoadedModel, load_model
 from asr_kd.models.streaming import chunk_frames
 
 __all__ = [
+    "FORMATS",
     "FULL_FILE",
     "TOLERANCE",
     "check_export",
@@ -64,6 +66,7 @@ __all__ = [
 OPSET = 17
 TOLERANCE = 1e-3  # max |ORT - torch| log-prob difference accepted (measured: ~1e-5)
 METADATA_KEY = "asr_kd"
+FORMATS = ("asr_kd", "sherpa-onnx")  # ours (asr_kd.inference.onnx) | sherpa_onnx.OnlineRecognizer
 
 
 # ---------------------------------------------------------------------------- export
@@ -226,12 +229,19 @@ def check_export(loaded: LoadedModel, paths: dict[str, Path], frames: int = 403,
 def run(cfg: DictConfig) -> dict:
     """Export ``cfg.ckpt`` into ``cfg.out_dir``, check it against torch, return a summary."""
     out_dir = Path(cfg.out_dir)
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"format must be one of {FORMATS}, got {cfg.format!r}")
     save_config(cfg, out_dir)
     loaded = load_model(cfg.ckpt)
     chunk_ms = as_list(cfg.chunk_sizes_ms) if loaded.model.streaming else []
     chunk_sizes = [chunk_frames(loaded.model, ms, source=str(loaded.path)) for ms in chunk_ms]
-    paths = export_checkpoint(loaded, out_dir, chunk_sizes, cfg.left_chunks)
-    diffs = check_export(loaded, paths)
+    if cfg.format == "sherpa-onnx":
+        from asr_kd.export.sherpa import export_checked
+
+        paths, diffs = export_checked(loaded, out_dir, chunk_sizes, cfg.left_chunks)
+    else:
+        paths = export_checkpoint(loaded, out_dir, chunk_sizes, cfg.left_chunks)
+        diffs = check_export(loaded, paths)
     summary = {
         name: {
             "path": str(path),

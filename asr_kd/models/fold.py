@@ -194,14 +194,19 @@ class FoldedGraph(nn.Module):
         Step: the inputs of ``spec.input_shapes`` in order (feats (1, 1, window, F) raw, cos,
         sin, mask, then ``spec.caches``) -> the outputs of ``spec.output_shapes`` in order
         (log_probs (C, V), then each cache's source)."""
+        return self.encode((feats - self.cmvn_mean) * self.cmvn_inv_std, *inputs)
+
+    def encode(self, x, *inputs):
+        """``forward`` after CMVN: ``x`` is the normalised ``feats`` (a left-pad frame is 0).
+        The sherpa-onnx graph (:mod:`asr_kd.export.sherpa`) normalises its own input and calls
+        this."""
         sub = self.subsampling
-        x = (feats - self.cmvn_mean) * self.cmvn_inv_std
         if self.step:
             cos, sin, mask, *caches = inputs
             caches = dict(zip((c.name for c in self.spec.caches), caches, strict=True))
         else:
+            pos = torch.arange(x.shape[0] // sub.factor, dtype=torch.float32)
             x = F.pad(x[None, None], (0, 0, sub.left_pad, 0))
-            pos = torch.arange(feats.shape[0] // sub.factor, dtype=torch.float32)
             angles = (pos[:, None] * self.inv_freq).repeat(1, self.rotary_repeats)
             cos, sin, mask, caches = angles.cos(), angles.sin(), None, {}
         x = sub.conv(x)  # (1, C, T', F')
