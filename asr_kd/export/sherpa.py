@@ -142,7 +142,9 @@ class SherpaStepGraph(nn.Module):
             self.register_buffer(
                 "inv_freq", torch.tensor(spec.inv_freq).repeat(spec.rotary_repeats)
             )
-            self.register_buffer("positions", torch.arange(chunk_size, dtype=torch.float32))
+            self.register_buffer(
+                "positions", torch.arange(chunk_size, dtype=torch.float32)[:, None]
+            )
         spare = self._cnn_floats() - self.conv_floats - self.stash_floats
         self.register_buffer("spare", torch.zeros(spare))
 
@@ -152,29 +154,46 @@ class SherpaStepGraph(nn.Module):
 
     def forward(self, x, offset, required_cache_size, att_cache, cnn_cache, att_mask):
         spec, d = self.spec, self.spec.d_model
-        xn = (torch.maximum(x[0], self.floor) - self.mean) * self.folded.cmvn_inv_std  # (hop, F)
+        xn = (torch.maximum(x, self.floor) - self.mean) * self.folded.cmvn_inv_std  # (1, hop, F)
         conv_flat, stash, _ = cnn_cache.reshape(-1).split(
             [self.conv_floats, self.stash_floats, self.spare.numel()]
         )
-        window = torch.cat((stash.reshape(self.left_pad, -1), xn))[None, None]
-        pos = (offset - required_cache_size).to(torch.float32) + self.positions  # (C,)
-        angles = pos[:, None] * self.inv_freq
-        mask = torch.where(att_mask.reshape(1, -1), 0.0, float("-inf"))
-        att = att_cache.reshape(-1, d).split(spec.cached_frames)  # (Tc, D) each
-        conv = conv_flat.reshape(-1, d).split(spec.conv_context)  # (K-1, D) each
-        given = dict(zip((c.name for c in self.att), att, strict=True))
-        given.update(zip((c.name for c in self.conv), conv, strict=True))
-        log_probs, *sources = self.folded.encode(
-            window, angles.cos(), angles.sin(), mask, *(given[c.name] for c in self.caches)
+        window = torch.cat((stash.reshape(1, self.left_pad, -1), xn), 1).reshape(
+            spec.input_shapes["feats"]
         )
-        new = {
-            c.name: s[c.start : c.start + c.rows] for c, s in zip(self.caches, sources, strict=True)
-        }
-        r_att = torch.cat([new[c.name] for c in self.att]).reshape(att_cache.shape)
-        conv_rows = torch.cat([new[c.name] for c in self.conv]).reshape(-1)
-        carried = xn[spec.hop - self.left_pad :].reshape(-1)
+        pos = (offset - required_cache_size).to(torch.float32) + self.positions  # (C, 1)
+        angles = pos * self.inv_freq
+        mask = torch.where(att_mask.reshape(1, -1), 0.0, float("-inf"))
+        given = self._blocks(att_cache.reshape(-1, d), self.att)
+        given.update(self._blocks(conv_flat.reshape(-1, d), self.conv))
+        log_probs, sources = self.folded.encode_layers(
+            window, angles.cos(), angles.sin(), mask, given
+        )
+        r_att = torch.cat(self._next(self.att, given, sources)).reshape(att_cache.shape)
+        conv_rows = torch.cat(self._next(self.conv, given, sources)).reshape(-1)
+        carried = xn[0, spec.hop - self.left_pad :].reshape(-1)
         r_cnn = torch.cat((conv_rows, carried, self.spare)).reshape(cnn_cache.shape)
         return log_probs[None], r_att, r_cnn
+
+    def _blocks(self, flat, caches) -> dict:
+        """``flat`` (the caches' rows one after another, D) -> per cache name, its rows as the
+        block the chunk pushes out and the block it keeps (one block when it keeps none): the
+        layers concatenate blocks, and the next cache is the kept block and the chunk's rows,
+        so the graph slices nothing (each slice is an ONNX node, ~1 us)."""
+        c = self.spec.chunk_size
+        sizes = [(c, r.rows - c) if r.rows > c else (r.rows,) for r in caches]
+        blocks = iter(flat.split([n for pair in sizes for n in pair]))
+        return {
+            r.name: tuple(next(blocks) for _ in pair) for r, pair in zip(caches, sizes, strict=True)
+        }
+
+    def _next(self, caches, given: dict, sources: dict) -> list:
+        """Per cache, rows ``[C : C + rows]`` of its source ``[cache; chunk rows]`` as blocks."""
+        c, out = self.spec.chunk_size, []
+        for r in caches:
+            new = sources[r.layer, f"{r.kind}_new"]  # (C, D)
+            out += [given[r.name][1], new] if r.rows > c else [new[c - r.rows :]]
+        return out
 
     def example_inputs(self) -> tuple[torch.Tensor, ...]:
         """Zero inputs of the graph's shapes (sherpa-onnx's first step, up to ``x``)."""
