@@ -27,9 +27,7 @@ Usage:
 
 from __future__ import annotations
 
-import io
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +38,13 @@ from torch import nn
 
 from asr_kd.config import as_list, save_config
 from asr_kd.errors import ConfigError
+from asr_kd.export.graph import METADATA_KEY, OPSET, _metadata, _save  # noqa: F401 (re-exported)
 from asr_kd.inference.factory import open_graph
 from asr_kd.inference.onnx import (
     FULL_FILE,
     session_options,
     step_file_name,
 )
-from asr_kd.models.conformer import rotary_frequencies
 from asr_kd.models.fold import FoldedGraph
 from asr_kd.models.loading import LoadedModel, load_model
 from asr_kd.models.streaming import chunk_frames
@@ -63,56 +61,11 @@ __all__ = [
     "step_file_name",
 ]
 
-OPSET = 17
 TOLERANCE = 1e-3  # max |ORT - torch| log-prob difference accepted (measured: ~1e-5)
-METADATA_KEY = "asr_kd"
 FORMATS = ("asr_kd", "sherpa-onnx")  # ours (asr_kd.inference.onnx) | sherpa_onnx.OnlineRecognizer
 
 
 # ---------------------------------------------------------------------------- export
-def _metadata(loaded: LoadedModel, **extra) -> dict:
-    """The graph's ``metadata_props["asr_kd"]``: the model's, then ``extra`` (a step graph's
-    ``StepSpec.to_metadata()``, which repeats some of the model's keys with the same values)."""
-    model = loaded.model
-    return {
-        "tokenizer": loaded.tokenizer.to_dict(),
-        "vocab_size": model.vocab_size,
-        "input_dim": model.input_dim,
-        "frame_shift_ms": model.frame_shift_ms,
-        "input_frame_shift_ms": model.frame_shift_ms // model.subsampling_factor,
-        "subsampling_factor": model.subsampling_factor,
-        "receptive_field": model.subsampling.receptive_field,
-        "left_pad": model.subsampling.left_pad,
-        "streaming": bool(model.streaming),
-        "role": loaded.role,
-        "checkpoint": str(loaded.path),
-        "cmvn_mean": model.cmvn_mean.tolist(),
-        "inv_freq": rotary_frequencies(model.d_model // model.num_heads).tolist(),
-        **extra,
-    }
-
-
-def _save(graph: nn.Module, args: tuple, path: Path, names: dict, meta: dict) -> Path:
-    """torch.onnx.export (TorchScript exporter: no dynamo, fixed opset) + metadata.
-
-    ``graph`` must already be in eval mode: the exporter restores the wrapper's training flag
-    recursively afterwards, so a fresh (training-mode) wrapper would leave the wrapped model in
-    training mode (dropout, BatchNorm batch statistics). That, not the graph, made a first
-    teacher export look 14 nats off torch.
-    """
-    if graph.training:
-        raise ValueError("export a module in eval mode (see _save's docstring)")
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about python ints: intended constants
-        torch.onnx.export(graph, args, buf, dynamo=False, opset_version=OPSET, **names)
-    proto = onnx.load_from_string(buf.getvalue())
-    onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(meta)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(path))
-    return path
-
-
 def export_full(loaded: LoadedModel, path: str | Path) -> Path:
     """Full-context graph: ``feats (T, F)`` raw fbank -> ``log_probs (T // factor, V)``."""
     model = loaded.model.eval()

@@ -63,7 +63,7 @@ import torch
 from torch import nn
 
 from asr_kd.errors import ConfigError
-from asr_kd.export.onnx import METADATA_KEY, _metadata, _save
+from asr_kd.export.graph import METADATA_KEY, _metadata, _save
 from asr_kd.models.fold import FoldedGraph
 from asr_kd.models.loading import LoadedModel
 from asr_kd.models.streaming import StepSpec
