@@ -18,6 +18,14 @@ students are timed in the same runtime. ``rtf_batch`` stays torch. Both runtimes
 ``asr_kd.inference.factory.make_decoder``, as ``asr-kd-transcribe`` does, and are timed by
 ``asr_kd.inference.timing``.
 
+``sherpa-onnx`` in ``runtime`` (``runtime=sherpa-onnx`` or a list, ``runtime=[onnx,sherpa-onnx]``)
+adds, per streaming model and chunk size, a row ``stream-<N>ms-sherpa-onnx``: the model exported
+by ``asr_kd.export.sherpa`` into ``<out_dir>/sherpa/<name>/c<C>-l<LC>/`` (checked against torch)
+and decoded by ``sherpa_onnx.OnlineRecognizer`` (:mod:`asr_kd.inference.sherpa`) from the cut's
+audio, on ``rtf.threads`` threads. Its RTF covers what sherpa-onnx does (fbank from audio, model,
+greedy search), the other rows' do not cover the fbank. The other rows come from the other
+runtime in the list (``onnx`` when sherpa-onnx is the only one).
+
 RTF = processing seconds / audio seconds, where processing covers the model and the greedy
 search on precomputed fbank features (data loading and feature extraction are not timed) and
 audio seconds are fbank frames x 10 ms.
@@ -48,13 +56,15 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import onnxruntime
 import torch
 from omegaconf import DictConfig
 
 import asr_kd
 from asr_kd.config import as_list, save_config
-from asr_kd.data.datamodule import AsrDataModule
+from asr_kd.data.datamodule import AsrDataModule, load_cuts
+from asr_kd.data.features import SAMPLE_RATE, resample
 from asr_kd.data.prepare import prepare_skips
 from asr_kd.errors import ConfigError, MissingFileError
 from asr_kd.export.onnx import TOLERANCE, check_export, export_checkpoint
@@ -65,7 +75,7 @@ from asr_kd.inference.timing import (
     decode_one_at_a_time,
     utterances,
 )
-from asr_kd.metrics import error_rates
+from asr_kd.metrics import Timer, error_rates
 from asr_kd.models.loading import LoadedModel, load_model
 from asr_kd.models.profile import (
     algorithmic_latency_ms,
@@ -79,6 +89,8 @@ from asr_kd.report import render_markdown, write_report
 __all__ = ["evaluate", "summary"]
 
 RTF_SCOPE = "model + greedy CTC search on precomputed fbank; feature extraction not timed"
+SHERPA = "sherpa-onnx"
+SHERPA_RTF_SCOPE = "sherpa-onnx: fbank from audio + model + greedy CTC search (C++)"
 
 
 def _batches(cfg: DictConfig, dm, subset: str) -> Iterator[dict]:
@@ -213,6 +225,76 @@ def _stream_row(
     return row
 
 
+def _sherpa_dir(cfg: DictConfig, name: str, chunk_size: int, left_chunks: int) -> Path:
+    return Path(cfg.out_dir) / "sherpa" / name / f"c{chunk_size}-l{left_chunks}"
+
+
+def _streaming_models(models: dict[str, LoadedModel]) -> dict[str, LoadedModel]:
+    return {k: v for k, v in models.items() if getattr(v.model, "streaming", False)}
+
+
+def _export_sherpa(cfg: DictConfig, models: dict[str, LoadedModel]) -> dict:
+    """runtime has sherpa-onnx: export every streaming model at every chunk size and check it
+    against torch; ``{name: {"c<C>-l<LC>": max_abs_diff}}`` for the meta."""
+    from asr_kd.export.sherpa import check_sherpa, export_sherpa
+
+    diffs = {}
+    for name, loaded in _streaming_models(models).items():
+        left_chunks = loaded.model.resolve_left_chunks(cfg.left_chunks)
+        for chunk_ms in cfg.chunk_sizes_ms:
+            chunk_size = _chunk_frames(loaded, name, chunk_ms)
+            out = _sherpa_dir(cfg, name, chunk_size, left_chunks)
+            diff = check_sherpa(
+                loaded, export_sherpa(loaded, out, chunk_size, left_chunks)["model"]
+            )
+            diffs.setdefault(name, {})[out.name] = diff
+            if not diff <= TOLERANCE:
+                raise RuntimeError(
+                    f"sherpa-onnx export of {name} ({loaded.path}) differs from torch by {diff} "
+                    f"> {TOLERANCE}"
+                )
+    return diffs
+
+
+def _audio(cut) -> np.ndarray:
+    samples = cut.load_audio()[0]
+    return resample(samples.astype("float32"), int(cut.sampling_rate), SAMPLE_RATE)
+
+
+def _sherpa_row(
+    cfg: DictConfig, dm, name: str, loaded: LoadedModel, subset: str, chunk_ms: float
+) -> dict:
+    """sherpa-onnx's streaming recognizer from each cut's audio: WER and RTF (fbank included)
+    from the same batch-1 pass; audio seconds as the other rows count them (fbank frames)."""
+    from asr_kd.inference.sherpa import SherpaStreamingDecoder
+
+    chunk_size = _chunk_frames(loaded, name, chunk_ms)
+    left_chunks = loaded.model.resolve_left_chunks(cfg.left_chunks)
+    decode = SherpaStreamingDecoder(
+        _sherpa_dir(cfg, name, chunk_size, left_chunks), threads=int(cfg.rtf.threads)
+    )
+    cuts = {cut.id: cut for cut in load_cuts(cfg.data.dir, subset)}
+    hyps, refs, timer, audio_s, fbank_s = {}, {}, Timer(), 0.0, 0.0
+    for n, utt in enumerate(utterances(_batches(cfg, dm, subset))):
+        samples = _audio(cuts[utt.cut_id])
+        if n < int(cfg.rtf.warmup_utts):
+            decode(samples)
+        fbank_before = decode.fbank_seconds
+        with timer:
+            hyps[utt.cut_id] = decode(samples)
+        fbank_s += decode.fbank_seconds - fbank_before
+        refs[utt.cut_id], audio_s = utt.text, audio_s + utt.audio_s
+    decoded = Decoded(hyps, refs, timer.seconds, audio_s)
+    mode = f"stream-{chunk_ms:g}ms-{SHERPA}"
+    row = _row(name, subset, mode, decoded, decoded, runtime=SHERPA, rtf_scope=SHERPA_RTF_SCOPE)
+    row["rtf_without_fbank"] = (timer.seconds - fbank_s) / audio_s  # the other rows' scope
+    row.update(rtf_batch=None, batch_size=1, chunk_ms=chunk_ms, left_chunks=left_chunks)
+    row.update(threads=int(cfg.rtf.threads), threads_batch=None)
+    row.update(_model_figures(loaded, chunk_size, left_chunks))
+    _write_hyps(Path(cfg.out_dir), row, decoded)
+    return row
+
+
 def evaluate_model(cfg: DictConfig, dm, name: str, loaded: LoadedModel, subset: str) -> list[dict]:
     """All rows of one model on one subset: ``full`` and one ``stream-<N>ms`` per chunk size.
 
@@ -285,13 +367,25 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.out_dir)
     save_config(cfg, out_dir)
     models = {name: load_model(path) for name, path in checkpoints.items()}
-    _check_requests(cfg, models)
+    runtimes = _check_requests(cfg, models)
+    cfg.runtime = runtimes[0]  # the full rows' and the plain stream rows' (config.yaml has all)
     onnx_diffs = _export_onnx(cfg, models) if cfg.runtime == "onnx" else None
+    sherpa_diffs = _export_sherpa(cfg, models) if SHERPA in runtimes else None
     rows = []
     for subset in cfg.subsets:
         for name, loaded in models.items():
             rows += evaluate_model(cfg, dm, name, loaded, subset)
+            if sherpa_diffs is not None and name in _streaming_models(models):
+                rows += [
+                    _sherpa_row(cfg, dm, name, loaded, subset, ms) for ms in cfg.chunk_sizes_ms
+                ]
     results = {"rows": rows, "meta": _meta(cfg, checkpoints)}
+    results["meta"]["runtimes"] = runtimes
+    if sherpa_diffs is not None:
+        import sherpa_onnx
+
+        results["meta"]["sherpa_onnx"] = sherpa_onnx.__version__
+        results["meta"]["sherpa_max_abs_diff"] = sherpa_diffs
     dropped = prepare_skips(cfg.data.dir, cfg.subsets)
     if dropped is not None:
         results["meta"]["prepare"] = dropped
@@ -301,15 +395,22 @@ def evaluate(cfg: DictConfig) -> dict:
     return results
 
 
-def _check_requests(cfg: DictConfig, models: dict[str, LoadedModel]) -> None:
-    """Every chunk size fits every streaming model, and the runtime exists: fail before hours
-    of decoding, not after."""
+def _check_requests(cfg: DictConfig, models: dict[str, LoadedModel]) -> list[str]:
+    """Every chunk size fits every streaming model, and the runtimes exist: fail before hours
+    of decoding, not after. Returns the runtimes, the one of the full rows first (torch or
+    onnx; onnx when sherpa-onnx is the only one given), then sherpa-onnx if asked for."""
     for name, loaded in models.items():
         if getattr(loaded.model, "streaming", False):
             for chunk_ms in cfg.chunk_sizes_ms:
                 _chunk_frames(loaded, name, chunk_ms)
-    if cfg.runtime not in RUNTIMES:
-        raise ConfigError(f"runtime must be 'torch' or 'onnx', got {cfg.runtime!r}")
+    asked = [str(r) for r in as_list(cfg.runtime)]
+    base = [r for r in asked if r != SHERPA]
+    if any(r not in RUNTIMES for r in base) or len(base) > 1 or not asked:
+        raise ConfigError(
+            f"runtime must be 'torch', 'onnx' or 'sherpa-onnx', or a list of one of torch/onnx "
+            f"and sherpa-onnx (runtime=[onnx,sherpa-onnx]), got {asked}"
+        )
+    return (base or ["onnx"]) + ([SHERPA] if SHERPA in asked else [])
 
 
 def _write_results(results: dict, out_dir: Path, plots: bool) -> None:

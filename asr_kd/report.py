@@ -46,7 +46,7 @@ _FIGURES = (
     "model_mb",
 )
 REQUIRED_KEYS = ("model", "subset", "mode", *_FIGURES)
-_NUMBER_KEYS = (*_FIGURES, "rtf_batch")  # rtf_batch is optional
+_NUMBER_KEYS = (*_FIGURES, "rtf_batch", "rtf_without_fbank")  # the last two are optional
 
 _COLUMNS = (
     "Model",
@@ -145,8 +145,15 @@ def _subsets(rows: Sequence[dict]) -> list[str]:
 
 def _runtime(meta: dict) -> str | None:
     if meta.get("runtime") == "onnx":
-        return f"ONNX Runtime {meta.get('onnxruntime')} (graphs exported by asr_kd.export)"
-    return "torch eager" if meta.get("runtime") == "torch" else None
+        text = f"ONNX Runtime {meta.get('onnxruntime')} (graphs exported by asr_kd.export)"
+    else:
+        text = "torch eager" if meta.get("runtime") == "torch" else None
+    if text and meta.get("sherpa_onnx"):  # rows stream-<N>ms-sherpa-onnx (asr_kd.evaluate)
+        text += (
+            f"; rows `*-sherpa-onnx`: sherpa-onnx {meta['sherpa_onnx']} "
+            "(`OnlineRecognizer.from_wenet_ctc`, from the audio: their RTF includes the fbank)"
+        )
+    return text
 
 
 def _header(meta: dict) -> list[str]:
@@ -195,6 +202,18 @@ def _subset_heading(subset: str, first: dict, meta: dict) -> str:
     return f"## {subset}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
+def _fbank_notes(rows: Sequence[dict]) -> list[str]:
+    """sherpa-onnx rows time the fbank too: their RTF without it, the other rows' scope."""
+    notes = [
+        f"- `{r['model']}` `{r['mode']}`: RTF {_num(r['rtf'], '.4f')} of which the fbank "
+        f"{_num(r['rtf'] - r['rtf_without_fbank'], '.4f')}; without it "
+        f"{_num(r['rtf_without_fbank'], '.4f')} (the scope of the other rows)"
+        for r in rows
+        if r.get("rtf_without_fbank") is not None and r.get("rtf") is not None
+    ]
+    return notes + [""] if notes else []
+
+
 def render_markdown(results: dict) -> str:
     """The human-readable report: one table per subset, models x modes."""
     rows, meta = results["rows"], results.get("meta", {})
@@ -213,6 +232,7 @@ def render_markdown(results: dict) -> str:
         lines.append("|" + "|".join("---" for _ in _COLUMNS) + "|")
         lines += [_table_row(r) for r in subset_rows]
         lines.append("")
+        lines += _fbank_notes(subset_rows)
     return "\n".join(lines)
 
 

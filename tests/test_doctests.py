@@ -24,6 +24,7 @@ MODULES_WITH_EXAMPLES = [
     "asr_kd.data.tokenizer",
     "asr_kd.distill.losses",
     "asr_kd.distill.store",
+    "asr_kd.export.sherpa",
     "asr_kd.inference.decoders",
     "asr_kd.inference.factory",
     "asr_kd.metrics",

@@ -20,15 +20,14 @@ from which the runner rebuilds the same spec.
 Usage:
     asr-kd-export ckpt=exp/student_kd/checkpoints/last.ckpt out_dir=exp/onnx/student_kd \\
         chunk_sizes_ms=[320] left_chunks=null       # null = the model's default_left_chunks
+    asr-kd-export format=sherpa-onnx ckpt=... out_dir=exp/sherpa/student_kd   # asr_kd.export.sherpa
 
     # from Python: paths = export_checkpoint(load_model(ckpt), out_dir, chunk_sizes=[8])
 """
 
 from __future__ import annotations
 
-import io
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,18 +38,19 @@ from torch import nn
 
 from asr_kd.config import as_list, save_config
 from asr_kd.errors import ConfigError
+from asr_kd.export.graph import METADATA_KEY, OPSET, _metadata, _save  # noqa: F401 (re-exported)
 from asr_kd.inference.factory import open_graph
 from asr_kd.inference.onnx import (
     FULL_FILE,
     session_options,
     step_file_name,
 )
-from asr_kd.models.conformer import rotary_frequencies
 from asr_kd.models.fold import FoldedGraph
 from asr_kd.models.loading import LoadedModel, load_model
 from asr_kd.models.streaming import chunk_frames
 
 __all__ = [
+    "FORMATS",
     "FULL_FILE",
     "TOLERANCE",
     "check_export",
@@ -61,55 +61,11 @@ __all__ = [
     "step_file_name",
 ]
 
-OPSET = 17
 TOLERANCE = 1e-3  # max |ORT - torch| log-prob difference accepted (measured: ~1e-5)
-METADATA_KEY = "asr_kd"
+FORMATS = ("asr_kd", "sherpa-onnx")  # ours (asr_kd.inference.onnx) | sherpa_onnx.OnlineRecognizer
 
 
 # ---------------------------------------------------------------------------- export
-def _metadata(loaded: LoadedModel, **extra) -> dict:
-    """The graph's ``metadata_props["asr_kd"]``: the model's, then ``extra`` (a step graph's
-    ``StepSpec.to_metadata()``, which repeats some of the model's keys with the same values)."""
-    model = loaded.model
-    return {
-        "tokenizer": loaded.tokenizer.to_dict(),
-        "vocab_size": model.vocab_size,
-        "input_dim": model.input_dim,
-        "frame_shift_ms": model.frame_shift_ms,
-        "input_frame_shift_ms": model.frame_shift_ms // model.subsampling_factor,
-        "subsampling_factor": model.subsampling_factor,
-        "receptive_field": model.subsampling.receptive_field,
-        "left_pad": model.subsampling.left_pad,
-        "streaming": bool(model.streaming),
-        "role": loaded.role,
-        "checkpoint": str(loaded.path),
-        "cmvn_mean": model.cmvn_mean.tolist(),
-        "inv_freq": rotary_frequencies(model.d_model // model.num_heads).tolist(),
-        **extra,
-    }
-
-
-def _save(graph: nn.Module, args: tuple, path: Path, names: dict, meta: dict) -> Path:
-    """torch.onnx.export (TorchScript exporter: no dynamo, fixed opset) + metadata.
-
-    ``graph`` must already be in eval mode: the exporter restores the wrapper's training flag
-    recursively afterwards, so a fresh (training-mode) wrapper would leave the wrapped model in
-    training mode (dropout, BatchNorm batch statistics). That, not the graph, made a first
-    teacher export look 14 nats off torch.
-    """
-    if graph.training:
-        raise ValueError("export a module in eval mode (see _save's docstring)")
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about python ints: intended constants
-        torch.onnx.export(graph, args, buf, dynamo=False, opset_version=OPSET, **names)
-    proto = onnx.load_from_string(buf.getvalue())
-    onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(meta)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(path))
-    return path
-
-
 def export_full(loaded: LoadedModel, path: str | Path) -> Path:
     """Full-context graph: ``feats (T, F)`` raw fbank -> ``log_probs (T // factor, V)``."""
     model = loaded.model.eval()
@@ -226,12 +182,19 @@ def check_export(loaded: LoadedModel, paths: dict[str, Path], frames: int = 403,
 def run(cfg: DictConfig) -> dict:
     """Export ``cfg.ckpt`` into ``cfg.out_dir``, check it against torch, return a summary."""
     out_dir = Path(cfg.out_dir)
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"format must be one of {FORMATS}, got {cfg.format!r}")
     save_config(cfg, out_dir)
     loaded = load_model(cfg.ckpt)
     chunk_ms = as_list(cfg.chunk_sizes_ms) if loaded.model.streaming else []
     chunk_sizes = [chunk_frames(loaded.model, ms, source=str(loaded.path)) for ms in chunk_ms]
-    paths = export_checkpoint(loaded, out_dir, chunk_sizes, cfg.left_chunks)
-    diffs = check_export(loaded, paths)
+    if cfg.format == "sherpa-onnx":
+        from asr_kd.export.sherpa import export_checked
+
+        paths, diffs = export_checked(loaded, out_dir, chunk_sizes, cfg.left_chunks)
+    else:
+        paths = export_checkpoint(loaded, out_dir, chunk_sizes, cfg.left_chunks)
+        diffs = check_export(loaded, paths)
     summary = {
         name: {
             "path": str(path),

@@ -57,6 +57,11 @@ def _rotation(d_model: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     return perm, torch.where(first, -1.0, 1.0)
 
 
+def _parts(cache) -> tuple:
+    """A cache tensor, or a tuple of its row blocks, as a tuple of blocks."""
+    return tuple(cache) if isinstance(cache, (tuple, list)) else (cache,)
+
+
 def _per_head_copies(w: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(D, ...) rows -> (H*D, ...): copy h keeps only head h's rows, the others are zero."""
     d = w.size(0)
@@ -127,7 +132,9 @@ class _GraphLayer(nn.Module):
     def forward(self, x, cos, sin, mask=None, k_cache=None, v_cache=None, conv_cache=None):
         """x (T, D); cos, sin (T, q_width + D) -> x and the caches' sources by kind (the
         ``CacheSpec.kind``; step graph only, else {}): "k" K (Tc + T, D), "v" V (Tc + T, D),
-        "conv" conv rows (K - 1 + T + 1, D)."""
+        "conv" conv rows (K - 1 + T + 1, D), and the chunk's own rows of each, "k_new",
+        "v_new" (T, D) and "conv_new" (T, D). A cache may come as a tuple of row blocks (the
+        sherpa-onnx graph splits its caches so that it needs no slice of these outputs)."""
         d, h = self.d, self.num_heads
         x = self._ff(x, self.ff1_norm, self.ff1_in, self.ff1_out_w, self.ff1_out_b)
         qk, qk_rot, v = F.linear(self.attn_norm(x), self.qkv_w, self.qkv_b).split(
@@ -135,7 +142,8 @@ class _GraphLayer(nn.Module):
         )
         q, k = (qk * cos + qk_rot * sin).split([self.q_width, d], dim=1)
         if self.step:
-            k, v = torch.cat((k_cache, k)), torch.cat((v_cache, v))
+            new = {"k_new": k, "v_new": v}
+            k, v = torch.cat((*_parts(k_cache), k)), torch.cat((*_parts(v_cache), v))
             scores = torch.addmm(mask, q.reshape(-1, d), k.t())  # (T*H, Tc + T)
             att = (scores.softmax(-1) @ v).reshape(-1, h * d)  # head h's copy in block h
         else:
@@ -146,7 +154,8 @@ class _GraphLayer(nn.Module):
         x = x + F.linear(att, self.proj_w, self.proj_b)
         y = F.glu(self.conv_in(self.conv_norm_in(x)), dim=-1)  # (T, D)
         if self.step:
-            rows = torch.cat((conv_cache, y, self.ones))  # (K-1+T+1, D)
+            new["conv_new"] = y
+            rows = torch.cat((*_parts(conv_cache), y, self.ones))  # (K-1+T+1, D)
             y = (rows[self.tap_index] * self.taps_w).sum(1)  # (T, K+1, D) -> (T, D)
         else:
             pad = (self.kernel - 1, 0) if self.causal else ((self.kernel - 1) // 2,) * 2
@@ -155,7 +164,7 @@ class _GraphLayer(nn.Module):
             y = self.conv_norm(y)
         x = x + self.conv_out(F.silu(y))
         x = self.final_norm(self._ff(x, self.ff2_norm, self.ff2_in, self.ff2_out_w, self.ff2_out_b))
-        return x, ({"k": k, "v": v, "conv": rows} if self.step else {})
+        return x, ({"k": k, "v": v, "conv": rows, **new} if self.step else {})
 
     def set_chunk(self, chunk_size: int) -> None:
         """Tap rows of the step graph: output t reads rows t..t+K-1, then the ones row."""
@@ -194,16 +203,30 @@ class FoldedGraph(nn.Module):
         Step: the inputs of ``spec.input_shapes`` in order (feats (1, 1, window, F) raw, cos,
         sin, mask, then ``spec.caches``) -> the outputs of ``spec.output_shapes`` in order
         (log_probs (C, V), then each cache's source)."""
+        return self.encode((feats - self.cmvn_mean) * self.cmvn_inv_std, *inputs)
+
+    def encode(self, x, *inputs):
+        """``forward`` after CMVN: ``x`` is the normalised ``feats`` (a left-pad frame is 0).
+        The sherpa-onnx graph (:mod:`asr_kd.export.sherpa`) normalises its own input and calls
+        ``encode_layers``."""
         sub = self.subsampling
-        x = (feats - self.cmvn_mean) * self.cmvn_inv_std
         if self.step:
             cos, sin, mask, *caches = inputs
             caches = dict(zip((c.name for c in self.spec.caches), caches, strict=True))
         else:
+            pos = torch.arange(x.shape[0] // sub.factor, dtype=torch.float32)
             x = F.pad(x[None, None], (0, 0, sub.left_pad, 0))
-            pos = torch.arange(feats.shape[0] // sub.factor, dtype=torch.float32)
             angles = (pos[:, None] * self.inv_freq).repeat(1, self.rotary_repeats)
             cos, sin, mask, caches = angles.cos(), angles.sin(), None, {}
+        log_probs, sources = self.encode_layers(x, cos, sin, mask, caches)
+        specs = self.spec.caches if self.step else ()
+        return (log_probs, *(sources[c.layer, c.kind] for c in specs))
+
+    def encode_layers(self, x, cos, sin, mask, caches: dict):
+        """Subsampling, layers, CTC head: ``x`` (1, 1, frames, F) normalised (left pad
+        included), ``caches`` by ``CacheSpec.name`` (step graph; {} in full context) ->
+        ``(log_probs (T', V), {(layer, kind): tensor})``, the kinds of ``_GraphLayer.forward``."""
+        sub = self.subsampling
         x = sub.conv(x)  # (1, C, T', F')
         x = sub.out(x.permute(0, 2, 1, 3).reshape(-1, sub.out.in_features))  # (T', D)
         specs = self.spec.caches if self.step else ()
@@ -212,4 +235,4 @@ class FoldedGraph(nn.Module):
             mine = {f"{c.kind}_cache": caches[c.name] for c in specs if c.layer == i}
             x, new = layer(x, cos, sin, mask, **mine)
             sources.update({(i, kind): source for kind, source in new.items()})
-        return (self.ctc(x).log_softmax(-1), *(sources[c.layer, c.kind] for c in specs))
+        return self.ctc(x).log_softmax(-1), sources

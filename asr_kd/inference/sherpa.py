@@ -1,0 +1,129 @@
+"""Decode audio with sherpa-onnx's streaming recognizer on an ``asr-kd-export format=sherpa-onnx``
+directory (``model.onnx``, ``tokens.txt``; :mod:`asr_kd.export.sherpa` describes the format).
+
+sherpa-onnx computes the fbank itself, so a decoder takes audio, not features. It is fed as a
+live source would feed it: one chunk's worth of samples (``C * factor * 10 ms``) per
+``accept_waveform``, each ready chunk decoded at once. sherpa-onnx only runs whole chunks, so at
+the end of an utterance the decoder appends ``hop + 2`` frames of silence (``tail_samples``)
+before ``input_finished``: the chunk holding the last speech frames runs, where our runner's
+``flush`` runs it padded and masked.
+
+Usage:
+    decode = SherpaStreamingDecoder("exp/sherpa/student_kd", threads=1)
+    text = decode(samples)               # (N,) float32 in [-1, 1] at 16 kHz
+    text = decode(samples, on_partial=lambda n, partial: print(n, partial))
+    decode.fbank_seconds                 # of all calls so far: the time in accept_waveform
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from asr_kd.errors import BadFileError, ConfigError, MissingFileError
+
+__all__ = ["SherpaStreamingDecoder", "read_layout"]
+
+_KEYS = ("chunk_size", "num_left_chunks", "subsampling_factor", "vocab_size")
+SAMPLE_RATE = 16000
+FRAME_SAMPLES = 160  # 10 ms at 16 kHz
+
+
+def read_layout(model: str | Path) -> dict[str, int]:
+    """The integer sherpa-onnx metadata of an exported ``model.onnx`` (``chunk_size``,
+    ``num_left_chunks``, ``subsampling_factor``, ``vocab_size``)."""
+    import onnx
+
+    model = Path(model)
+    if not model.is_file():
+        raise MissingFileError(
+            f"sherpa-onnx model not found: {model} (asr-kd-export format=sherpa-onnx writes it)"
+        )
+    meta = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
+    missing = [k for k in _KEYS if k not in meta]
+    if missing:
+        raise BadFileError(
+            f"{model} lacks sherpa-onnx metadata {missing}: export it with asr-kd-export "
+            "format=sherpa-onnx"
+        )
+    return {k: int(meta[k]) for k in _KEYS}
+
+
+class SherpaStreamingDecoder:
+    """``sherpa_onnx.OnlineRecognizer.from_wenet_ctc`` on one export directory, greedy CTC.
+
+    Args:
+        model_dir: holds ``model.onnx`` and ``tokens.txt`` (asr-kd-export format=sherpa-onnx).
+        threads: sherpa-onnx's ONNX Runtime threads.
+    """
+
+    runtime = "sherpa-onnx"
+
+    def __init__(self, model_dir: str | Path, threads: int = 1) -> None:
+        import sherpa_onnx
+
+        model_dir = Path(model_dir)
+        layout = read_layout(model_dir / "model.onnx")
+        tokens = model_dir / "tokens.txt"
+        if not tokens.is_file():
+            raise MissingFileError(f"{tokens} not found: export {model_dir} again")
+        self.fbank_seconds = 0.0  # in accept_waveform (sherpa-onnx computes the fbank there)
+        self.chunk_size, self.left_chunks = layout["chunk_size"], layout["num_left_chunks"]
+        hop = self.chunk_size * layout["subsampling_factor"]
+        self.piece_samples = hop * FRAME_SAMPLES
+        self.tail_samples = (hop + 2) * FRAME_SAMPLES
+        self.recognizer = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
+            tokens=str(tokens),
+            model=str(model_dir / "model.onnx"),
+            chunk_size=self.chunk_size,
+            num_left_chunks=self.left_chunks,
+            num_threads=int(threads),
+            sample_rate=SAMPLE_RATE,
+            feature_dim=80,
+        )
+
+    def _text(self, stream) -> str:
+        """From the tokens: sherpa-onnx 2.0.1's result text drops a leading ``'`` (measured:
+        tokens ``["'", "X"]``, text ``"X"``); ``▁`` is a space in its symbol table already."""
+        text = "".join(self.recognizer.tokens(stream)).replace("\u2581", " ")
+        return " ".join(text.split())
+
+    def _accept(self, stream, sample_rate: int, samples: np.ndarray) -> None:
+        start = time.perf_counter()
+        stream.accept_waveform(sample_rate, samples)
+        self.fbank_seconds += time.perf_counter() - start
+
+    def _decode_ready(self, stream) -> None:
+        while self.recognizer.is_ready(stream):
+            self.recognizer.decode_stream(stream)
+
+    def __call__(
+        self,
+        samples: np.ndarray,
+        sample_rate: int = SAMPLE_RATE,
+        on_partial: Callable[[int, str], None] | None = None,
+        pieces: Iterable[int] | None = None,
+    ) -> str:
+        """One utterance, ``samples (N,)`` float in [-1, 1] -> text. ``pieces``: sizes (in
+        samples) to feed it in, cycled (default one chunk's worth); ``on_partial(samples fed,
+        partial text)`` after each piece."""
+        if sample_rate != SAMPLE_RATE:
+            raise ConfigError(f"sample_rate {sample_rate} != {SAMPLE_RATE}: resample first")
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        sizes = list(pieces or [self.piece_samples])
+        stream = self.recognizer.create_stream()
+        start, i = 0, 0
+        while start < samples.size:
+            end = start + sizes[i % len(sizes)]
+            self._accept(stream, sample_rate, samples[start:end])
+            self._decode_ready(stream)
+            start, i = end, i + 1
+            if on_partial is not None:
+                on_partial(min(start, samples.size), self._text(stream))
+        self._accept(stream, sample_rate, np.zeros(self.tail_samples, np.float32))
+        stream.input_finished()
+        self._decode_ready(stream)
+        return self._text(stream)

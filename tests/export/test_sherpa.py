@@ -1,0 +1,171 @@
+"""``asr-kd-export format=sherpa-onnx``: sherpa-onnx's own recognizer gives our runner's text."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from asr_kd.config import compose
+from asr_kd.data.datamodule import load_cuts
+from asr_kd.data.features import compute_fbank, load_audio
+from asr_kd.data.tokenizer import Tokenizer
+from asr_kd.errors import ConfigError
+from asr_kd.evaluate import evaluate
+from asr_kd.export.onnx import export_step, run
+from asr_kd.export.sherpa import LOG_SCALE, check_sherpa, export_sherpa
+from asr_kd.inference.onnx import OnnxStreamingCTC
+from asr_kd.inference.sherpa import SherpaStreamingDecoder
+from asr_kd.models.decode import collapse_ids
+from asr_kd.models.loading import LoadedModel
+
+sherpa_onnx = pytest.importorskip("sherpa_onnx")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CHUNK, LEFT = 4, 2
+
+
+@pytest.fixture
+def student(tiny, prepared_data_dir) -> LoadedModel:
+    """A tiny random streaming model (2 layers, K 5) with the prepared data's CMVN, so that
+    fbank of real audio lands where it expects it; char vocabulary."""
+    cmvn = json.loads((prepared_data_dir / "cmvn.json").read_text())
+    model = tiny(True, vocab_size=29, default_left_chunks=LEFT)
+    model.set_cmvn(torch.tensor(cmvn["mean"]), torch.tensor(cmvn["std"]))
+    return LoadedModel(model, Tokenizer.char(), {}, "student", Path("<tiny student>"))
+
+
+@pytest.fixture
+def utterances(tiny_corpus_dir) -> list[np.ndarray]:
+    """A handful of synthetic utterances (16 kHz samples)."""
+    paths = sorted(tiny_corpus_dir.rglob("*.flac"))[:5]
+    return [load_audio(p)[0] for p in paths]
+
+
+def _ours(runner: OnnxStreamingCTC, tokenizer, samples: np.ndarray, tail: int) -> str:
+    """Our ORT runner's text on our fbank of the audio plus sherpa-onnx's silent tail, over the
+    chunks sherpa-onnx runs: those with more frames than their hop after their start."""
+    feats = compute_fbank(np.concatenate([samples, np.zeros(tail, np.float32)]), 16000).numpy()
+    hop = runner.spec.hop
+    chunks = math.ceil(feats.shape[0] / hop) - 1
+    runner.reset()
+    log_probs = runner.accept(feats)[: chunks * runner.chunk_size]
+    return tokenizer.decode(collapse_ids(log_probs.argmax(-1), blank_id=tokenizer.blank_id))
+
+
+def test_sherpa_graph_run_as_sherpa_runs_it_matches_forward_chunk(tmp_path, student):
+    paths = export_sherpa(student, tmp_path, CHUNK, LEFT)
+    assert check_sherpa(student, paths["model"]) < 1e-4
+
+
+def test_sherpa_recognizer_gives_our_runners_transcripts(tmp_path, student, utterances):
+    paths = export_sherpa(student, tmp_path / "sherpa", CHUNK, LEFT)
+    runner = OnnxStreamingCTC(export_step(student, tmp_path / "step.onnx", CHUNK, LEFT))
+    decode = SherpaStreamingDecoder(tmp_path / "sherpa", threads=1)
+    assert paths["model"].parent == tmp_path / "sherpa"
+    texts = [decode(samples) for samples in utterances]
+    ours = [_ours(runner, student.tokenizer, s, decode.tail_samples) for s in utterances]
+    assert texts == ours and sum(map(len, texts)) > 20  # a random model says a lot
+    odd = [decode(s, pieces=[1237, 161, 4099, 3]) for s in utterances]  # as a live feed cuts it
+    assert odd == texts
+    partials = []
+    decode(utterances[0], on_partial=lambda n, text: partials.append((n, text)))
+    assert partials[-1][0] == utterances[0].size and texts[0].startswith(partials[-1][1])
+
+
+def test_sherpa_metadata_and_tokens(tmp_path, student):
+    paths = export_sherpa(student, tmp_path, CHUNK, LEFT)
+    meta = {p.key: p.value for p in onnx.load(str(paths["model"])).metadata_props}
+    spec = student.model.step_spec(CHUNK, LEFT)
+    expected = {
+        "head": 2,
+        "num_blocks": 2,
+        "output_size": 32,
+        "cnn_module_kernel": 5 + 4,  # 3 left-pad frames * 80 bins in 4 columns of 2 x 32
+        "right_context": 3,
+        "subsampling_factor": 4,
+        "vocab_size": 29,
+        "chunk_size": CHUNK,
+        "num_left_chunks": LEFT,
+    }
+    assert {k: int(meta[k]) for k in expected} == expected
+    assert meta["model_type"] == "wenet_ctc" and json.loads(meta["asr_kd"])["kind"] == "sherpa-onnx"
+    model = onnx.load(str(paths["model"]))
+    assert [i.name for i in model.graph.input] == [
+        "x",
+        "offset",
+        "required_cache_size",
+        "att_cache",
+        "cnn_cache",
+        "att_mask",
+    ]
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, spec.hop, 80]  # (C - 1) * 4 + right_context + 1 frames per step
+    lines = paths["tokens"].read_text(encoding="utf-8").splitlines()
+    assert lines[:3] == ["<blk> 0", "▁ 1", "' 2"] and lines[-1] == "Z 28" and len(lines) == 29
+    assert LOG_SCALE == pytest.approx(20.7944, abs=1e-4)  # 2 ln 32768
+
+
+def test_sherpa_export_refuses_what_the_format_cannot_hold(tmp_path, student, tiny):
+    with pytest.raises(ConfigError, match="num_left_chunks >= 1"):
+        export_sherpa(student, tmp_path, CHUNK, 0)
+    teacher = LoadedModel(tiny(False, vocab_size=29), Tokenizer.char(), {}, "t", Path("<t>"))
+    with pytest.raises(ConfigError, match="full-context"):
+        export_sherpa(teacher, tmp_path, CHUNK, LEFT)
+
+
+def test_export_cli_format_sherpa_onnx(tmp_path, make_checkpoint):
+    ckpt = make_checkpoint(tmp_path / "student.ckpt", streaming=True)
+    out = tmp_path / "sherpa"
+    args = [f"ckpt={ckpt}", f"out_dir={out}", "format=sherpa-onnx", "chunk_sizes_ms=[160]"]
+    summary = run(compose("export", args))
+    assert set(summary) == {"sherpa-onnx"} and summary["sherpa-onnx"]["max_abs_diff"] < 1e-4
+    assert (out / "model.onnx").is_file() and (out / "tokens.txt").is_file()
+    assert not list(out.glob("stream-*.onnx")) and not (out / "full.onnx").exists()
+    with pytest.raises(ConfigError, match="one chunk size"):
+        run(compose("export", [*args[:3], "chunk_sizes_ms=[160,320]"]))
+    with pytest.raises(ConfigError, match="format must be one of"):
+        run(compose("export", [*args[:2], "format=tflite"]))
+
+
+def test_evaluate_sherpa_rows_beside_the_onnx_ones(tmp_path, prepared_data_dir, make_checkpoint):
+    teacher = make_checkpoint(tmp_path / "teacher.ckpt", streaming=False)
+    student = make_checkpoint(tmp_path / "student.ckpt", streaming=True)
+    overrides = [
+        f"data.dir={prepared_data_dir}",
+        f"out_dir={tmp_path / 'eval'}",
+        "subsets=[test]",
+        "chunk_sizes_ms=[160]",
+        "rtf.warmup_utts=0",
+        "plots=false",
+        f"checkpoints.teacher={teacher}",
+        f"checkpoints.student_kd={student}",
+        "runtime=[onnx,sherpa-onnx]",
+    ]
+    results = evaluate(compose("evaluate", overrides))
+    rows = results["rows"]
+    assert [(r["model"], r["mode"], r["runtime"]) for r in rows] == [
+        ("teacher", "full", "onnx"),
+        ("student_kd", "full", "onnx"),
+        ("student_kd", "stream-160ms", "onnx"),
+        ("student_kd", "stream-160ms-sherpa-onnx", "sherpa-onnx"),
+    ]
+    sherpa_row = rows[-1]
+    assert sherpa_row["num_utts"] == rows[2]["num_utts"] and sherpa_row["audio_s"] > 0
+    assert 0 < sherpa_row["rtf_without_fbank"] < sherpa_row["rtf"]
+    hyps = (tmp_path / "eval" / "hyps" / "student_kd.test.stream-160ms-sherpa-onnx.tsv").read_text()
+    decode = SherpaStreamingDecoder(tmp_path / "eval" / "sherpa" / "student_kd" / "c4-l2")
+    cut_id, _, hyp = hyps.splitlines()[1].split("\t")
+    cut = next(c for c in load_cuts(prepared_data_dir, "test") if c.id == cut_id)
+    assert decode(cut.load_audio()[0]) == hyp
+    assert results["meta"]["runtimes"] == ["onnx", "sherpa-onnx"]
+    assert max(results["meta"]["sherpa_max_abs_diff"]["student_kd"].values()) < 1e-4
+    md = (tmp_path / "eval" / "results.md").read_text()
+    assert "sherpa-onnx" in md and "without it" in md
+    with pytest.raises(ConfigError, match="runtime must be"):
+        evaluate(compose("evaluate", [*overrides[:-1], "runtime=[torch,onnx]"]))
