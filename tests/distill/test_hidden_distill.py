@@ -22,37 +22,22 @@ from asr_kd.export.onnx import export_checkpoint
 from asr_kd.models.loading import load_model
 from asr_kd.training.run import distill
 
-
-def _dump_cfg(data_dir, teacher_ckpt, out_dir, compress="none", *overrides):
-    return compose(
-        "dump_targets",
-        [
-            f"teacher_ckpt={teacher_ckpt}",
-            f"data.dir={data_dir}",
-            f"out_dir={out_dir}",
-            "subset=train",
-            "k=4",
-            "temperature=2.0",
-            "shard_frames=100",
-            "device=cpu",
-            "hidden_layers=[1]",  # the tiny teacher has one layer
-            f"hidden_compress={compress}",
-            *overrides,
-        ],
-    )
+_HIDDEN = ("hidden_layers=[1]",)  # the tiny teacher has one layer
+_MADE: dict[str, tuple] = {}  # compress -> (out_dir, summary): each dump made once per session
 
 
-@pytest.fixture(scope="module")
-def hidden_dirs(tmp_path_factory, prepared_data_dir, teacher_ckpt):
-    """``compress -> (out_dir, summary)`` of dumps with teacher layer 1, made once each."""
-    made = {}
+@pytest.fixture
+def hidden_dirs(tmp_path_factory, prepared_data_dir, teacher_ckpt, dump_targets_config):
+    """``compress -> (out_dir, summary)`` of the dump with teacher layer 1 under that codec."""
 
     def get(compress: str):
-        if compress not in made:
+        if compress not in _MADE:
             out = tmp_path_factory.mktemp(f"hidden_{compress}")
-            summary = dump_targets(_dump_cfg(prepared_data_dir, teacher_ckpt, out, compress))
-            made[compress] = (out, summary)
-        return made[compress]
+            cfg = dump_targets_config(
+                prepared_data_dir, teacher_ckpt, out, *_HIDDEN, f"hidden_compress={compress}"
+            )
+            _MADE[compress] = (out, dump_targets(cfg))
+        return _MADE[compress]
 
     return get
 
@@ -111,7 +96,7 @@ def test_compressed_layers_decode_within_their_bound(
 
 
 def test_a_resumed_dump_keeps_its_codec_and_redoes_a_lost_shard(
-    tmp_path, hidden_dirs, prepared_data_dir, teacher_ckpt
+    tmp_path, hidden_dirs, prepared_data_dir, teacher_ckpt, dump_targets_config
 ):
     src, _ = hidden_dirs("pca8")
     out = tmp_path / "t"
@@ -119,7 +104,10 @@ def test_a_resumed_dump_keeps_its_codec_and_redoes_a_lost_shard(
     codec = (out / "hidden_codec1.pca8.npy").read_bytes()
     (out / "shard_00001.hidden1.npy").write_bytes(b"x")  # damaged
     # another fit size: a codec fitted again would differ from the one the shards were coded with
-    cfg = _dump_cfg(prepared_data_dir, teacher_ckpt, out, "pca8", "hidden_fit_frames=40")
+    cfg = dump_targets_config(
+        prepared_data_dir, teacher_ckpt, out, *_HIDDEN, "hidden_compress=pca8",
+        "hidden_fit_frames=40",
+    )  # fmt: skip
     summary = dump_targets(cfg)
     assert summary["removed_shards"] == ["shard_00001"] and summary["resumed_cuts"] > 0
     assert (out / "hidden_codec1.pca8.npy").read_bytes() == codec  # not fitted again
@@ -129,15 +117,19 @@ def test_a_resumed_dump_keeps_its_codec_and_redoes_a_lost_shard(
 
 
 def test_another_codec_or_layer_set_is_another_fingerprint(
-    tmp_path, hidden_dirs, prepared_data_dir, teacher_ckpt
+    tmp_path, hidden_dirs, prepared_data_dir, teacher_ckpt, dump_targets_config
 ):
     src, _ = hidden_dirs("none")
     out = tmp_path / "t"
     shutil.copytree(src, out)
     with pytest.raises(ConfigError, match=r"hidden_compress: 'none' \(targets\) != 'int8'"):
-        dump_targets(_dump_cfg(prepared_data_dir, teacher_ckpt, out, "int8"))
+        dump_targets(
+            dump_targets_config(
+                prepared_data_dir, teacher_ckpt, out, *_HIDDEN, "hidden_compress=int8"
+            )
+        )
     with pytest.raises(ConfigError, match=r"hidden_layers: \[1\] \(targets\) != None"):
-        dump_targets(_dump_cfg(prepared_data_dir, teacher_ckpt, out, "none", "hidden_layers=null"))
+        dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out))
 
 
 def _hidden_run(tiny_config, data_dir, out_dir, teacher_ckpt, targets_dir, *overrides, steps=3):
@@ -174,9 +166,10 @@ def test_a_few_steps_of_distill_hidden_then_resume(
     proj = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("kd_modules.hidden.")}
     assert set(proj) == {"kd_modules.hidden.proj.0.weight", "kd_modules.hidden.proj.0.bias"}
     assert proj["kd_modules.hidden.proj.0.weight"].shape == (32, 32)
-    model_params = sum(1 for k in ckpt["state_dict"] if k.startswith("model.") and "cmvn" not in k)
-    optimised = len(ckpt["optimizer_states"][0]["param_groups"][0]["params"])
-    assert optimised == model_params + 2  # the projection is trained
+    optimizer = ckpt["optimizer_states"][0]
+    model_params = len(list(load_model(tmp_path / "checkpoints" / "last.ckpt").model.parameters()))
+    assert len(optimizer["param_groups"][0]["params"]) == model_params + 2  # + the projection
+    assert optimizer["state"][model_params]["exp_avg"].shape == (32, 32)  # and it is trained
     resumed = distill(_hidden_run(*args, f"distill.source={source}", "resume=true", steps=5))
     assert resumed["global_step"] == 5 and resumed["resumed_from"]
     after = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
