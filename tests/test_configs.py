@@ -170,9 +170,9 @@ def _assert_built_as_configured(group: str, node: dict, built: object) -> None:
     elif group == "distill":
         assert isinstance(built, KDConfig)
         checked = dataclasses.asdict(built)
-        assert set(node) == {"source", "k", *checked}, (
-            "every loss key of the node is a KDConfig field"
-        )
+        # source, k and the layer pairs choose the teacher targets (build_teacher_targets)
+        targets = {"source", "k", "student_layers", "teacher_layers"}
+        assert set(node) == {*targets, *checked}, "every loss key of the node is a KDConfig field"
     elif group == "trainer":
         assert isinstance(built, lightning.Trainer)
         checked = {key: getattr(built, key) for key in _TRAINER_ATTRIBUTES if key in node}

@@ -180,6 +180,7 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     env = dict(os.environ, PATH=f"{venv_bin}:{os.environ['PATH']}", EXP=str(tmp_path / "exp"))
     env.update(HOURS_TRAIN="0.03", HOURS_DEV="0.015", HOURS_TEST="0.015")
     env.update(TEACHER_STEPS="4", STUDENT_STEPS="4", TOPK="4")  # warm-up capped by the recipe
+    env.update(HIDDEN_LAYERS="[1]")  # TINY's teacher has one layer (the default [2,4,6]: six)
     proc = _run(env, *TINY)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = load_results(tmp_path / "exp" / "demo" / "results.json")

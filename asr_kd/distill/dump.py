@@ -37,8 +37,10 @@ import gzip
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
@@ -47,14 +49,26 @@ from asr_kd.checkpoint import file_sha256
 from asr_kd.config import as_list, save_config
 from asr_kd.data.datamodule import build_datamodule
 from asr_kd.data.layout import DataDir
+from asr_kd.distill.hidden import (
+    CodecStats,
+    check_layers,
+    codec_bytes_per_frame,
+    encode,
+    fit_codec,
+    parse_compress,
+)
 from asr_kd.distill.losses import soften_teacher
 from asr_kd.distill.store import (
     MAX_INT16_VOCAB,
     ShardWriter,
     SoftTargetStore,
+    bytes_per_frame,
     check_fingerprint,
+    codec_name,
     committed_shards,
+    hidden_suffix,
     remove_shard,
+    save_array,
     shard_markers,
     shard_problems,
     shard_stem,
@@ -69,24 +83,115 @@ __all__ = ["dump_targets"]
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class HiddenDump:
+    """The teacher layers a dump stores (1-based, sorted, unique), their codec
+    (``hidden_compress``) and its fitted parameters per layer (:func:`fit_codec`)."""
+
+    layers: tuple[int, ...]
+    compress: str
+    params: dict[int, np.ndarray]
+
+    def encode(self, layer_outputs: Sequence[torch.Tensor], i: int, frames: int) -> dict:
+        """Cut ``i``'s stored arrays by file suffix, from every teacher layer's (B, T', D)."""
+        return {
+            hidden_suffix(layer): encode(
+                self.compress,
+                self.params[layer],
+                layer_outputs[layer - 1][i, :frames].float().cpu().numpy(),
+            )
+            for layer in self.layers
+        }
+
+
+def _run_teacher(model, feats, feat_lens, hidden: bool):
+    """(log_probs, out_lens, every layer's output or None), without grad."""
+    with torch.inference_mode():
+        if hidden:
+            return model(feats, feat_lens, return_hidden=True)
+        return (*model(feats, feat_lens), None)
+
+
 def _teacher_batches(
-    model, batches: Iterable[dict], done: set[str], device, k: int, temperature: float
+    model,
+    batches: Iterable[dict],
+    done: set[str],
+    device,
+    k: int,
+    temperature: float,
+    hidden: HiddenDump | None = None,
 ):
-    """Per batch, yield (cuts in the batch, [(cut_id, ids (T', k) int16, probs (T', k) fp16)])
-    for the cuts not in ``done``; a batch whose cuts are all done is not run."""
+    """Per batch, yield (cuts in the batch, [(cut_id, ids (T', k) int16, probs (T', k) fp16,
+    {suffix: stored teacher layer (T', C)})]) for the cuts not in ``done``; a batch whose cuts
+    are all done is not run."""
     for batch in batches:
         todo = [i for i, cut_id in enumerate(batch["cut_ids"]) if cut_id not in done]
         if not todo:
             yield len(batch["cut_ids"]), []
             continue
+        feats, feat_lens = batch["feats"].to(device), batch["feat_lens"].to(device)
+        log_probs, out_lens, layers = _run_teacher(model, feats, feat_lens, hidden is not None)
         with torch.inference_mode():
-            log_probs, out_lens = model(batch["feats"].to(device), batch["feat_lens"].to(device))
             ids, probs = soften_teacher(log_probs, temperature, k)
         ids = ids.to(torch.int16).cpu().numpy()
         probs = probs.to(torch.float16).cpu().numpy()
         lens = out_lens.cpu().tolist()
-        records = [(batch["cut_ids"][i], ids[i, : lens[i]], probs[i, : lens[i]]) for i in todo]
+        records = [
+            (
+                batch["cut_ids"][i],
+                ids[i, : lens[i]],
+                probs[i, : lens[i]],
+                hidden.encode(layers, i, lens[i]) if hidden is not None else None,
+            )
+            for i in todo
+        ]
         yield len(batch["cut_ids"]), records
+
+
+def _fit_stats(cfg: DictConfig, dm, model, layers: Sequence[int]) -> dict[int, CodecStats]:
+    """Statistics of the teacher's ``layers`` over the first ``hidden_fit_frames`` valid frames
+    of subset ``hidden_fit_subset`` (in the dump's own order)."""
+    device = next(model.parameters()).device
+    stats = {layer: CodecStats(int(model.d_model)) for layer in layers}
+    batches = dm.dataloader(cfg.hidden_fit_subset, shuffle=False, max_duration=cfg.max_duration)
+    for batch in tqdm(batches, unit="batch", desc=f"fit {cfg.hidden_compress}"):
+        feats, feat_lens = batch["feats"].to(device), batch["feat_lens"].to(device)
+        _, out_lens, outputs = _run_teacher(model, feats, feat_lens, hidden=True)
+        valid = torch.arange(outputs[0].shape[1], device=device)[None] < out_lens[:, None]
+        for layer in layers:
+            stats[layer].update(outputs[layer - 1][valid].float().cpu().numpy())
+        if stats[layers[0]].count >= int(cfg.hidden_fit_frames):
+            break
+    return stats
+
+
+def _hidden_codecs(cfg: DictConfig, dm, model, layers: tuple[int, ...]) -> tuple[dict, dict]:
+    """(codec parameters per layer, their files' records): read from ``out_dir`` when a
+    previous run of this dump wrote them (a resume keeps its codec), else fitted and written."""
+    out_dir, spec = Path(cfg.out_dir), str(cfg.hidden_compress)
+    paths = {layer: out_dir / codec_name(layer, spec) for layer in layers}
+    if all(path.is_file() for path in paths.values()):
+        params = {layer: np.load(path) for layer, path in paths.items()}
+        records = {path.name: {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+                   for path in paths.values()}  # fmt: skip
+        return params, records
+    if parse_compress(spec)[0] == "none":
+        params = {layer: fit_codec(spec, CodecStats(int(model.d_model))) for layer in layers}
+    else:
+        stats = _fit_stats(cfg, dm, model, layers)
+        params = {layer: fit_codec(spec, stats[layer]) for layer in layers}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = {paths[layer].name: save_array(paths[layer], params[layer]) for layer in layers}
+    return params, records
+
+
+def _hidden_layers(cfg: DictConfig, model) -> tuple[int, ...]:
+    """``hidden_layers`` checked against the teacher's layers: sorted, unique; () for null."""
+    layers = cfg.get("hidden_layers")
+    if not layers:
+        return ()
+    checked = check_layers("hidden_layers", list(layers), len(model.layers), "teacher")
+    return tuple(sorted(set(checked)))
 
 
 def _data_identity(data_dir: Path, subset: str) -> tuple[dict, int]:
@@ -105,11 +210,12 @@ def _data_identity(data_dir: Path, subset: str) -> tuple[dict, int]:
 
 
 def _resume_state(
-    out_dir: Path, fingerprint: dict, data: dict
+    out_dir: Path, fingerprint: dict, data: dict, codec: dict | None = None
 ) -> tuple[int, set[str], dict[str, str]]:
     """(next shard number, cuts of ``data["subset"]`` already committed, cut id -> subset of the
-    other subsets' cuts) after checking the committed shards: another teacher, unknown data (a
-    store written before data identities) or other cuts under this subset's name are errors."""
+    other subsets' cuts) after checking the committed shards: another teacher, another codec of
+    the stored teacher layers (``codec``: file name -> SHA-256), unknown data (a store written
+    before data identities) or other cuts under this subset's name are errors."""
     committed = committed_shards(out_dir)
     done: set[str] = set()
     taken: dict[str, str] = {}
@@ -117,6 +223,12 @@ def _resume_state(
     for shard, meta in committed.items():
         where = out_dir / f"shard_{shard:05d}.json"
         check_fingerprint(meta["fingerprint"], fingerprint, str(where))
+        if codec is not None and (meta.get("codec_sha256") or {}) != codec:
+            raise BadFileError(
+                f"cannot resume into {out_dir}: {where} was encoded with other hidden-layer "
+                f"codec files ({meta.get('codec_sha256')}) than those in {out_dir} ({codec}); "
+                f"{redo}"
+            )
         stored = meta.get("data")
         if stored is None:
             raise BadFileError(
@@ -177,26 +289,37 @@ def _drop_damaged_shards(out_dir: Path, subsets: set[str]) -> list[str]:
 
 
 def _dump_subset(
-    cfg: DictConfig, dm, model, fingerprint: dict, data: dict, total: int | None
+    cfg: DictConfig,
+    dm,
+    model,
+    fingerprint: dict,
+    data: dict,
+    total: int | None,
+    hidden: tuple[HiddenDump, dict] | None = None,
 ) -> int:
     """Append the soft targets of subset ``data["subset"]`` (``data``, ``total``: from
-    ``_data_identity``) to the store in ``cfg.out_dir``; return the cuts resumed."""
+    ``_data_identity``; ``hidden``: the layers to store and their codec files' SHA-256) to the
+    store in ``cfg.out_dir``; return the cuts resumed."""
     out_dir, k, subset = Path(cfg.out_dir), fingerprint["k"], data["subset"]
+    spec, codec = hidden if hidden is not None else (None, {})
     batches = dm.dataloader(subset, shuffle=False, max_duration=cfg.max_duration)
-    first_shard, done, taken = _resume_state(out_dir, fingerprint, data)
+    first_shard, done, taken = _resume_state(out_dir, fingerprint, data, codec)
     header = {"fingerprint": fingerprint, "data": data}
+    if codec:
+        header["codec_sha256"] = codec
     writer = ShardWriter(out_dir, header, first_shard, cfg.shard_frames)
     device = next(model.parameters()).device
+    runs = _teacher_batches(model, batches, done, device, k, cfg.temperature, spec)
     with tqdm(total=total, unit="cut", desc=f"dump {subset}") as progress:
-        for num_cuts, records in _teacher_batches(model, batches, done, device, k, cfg.temperature):
-            for cut_id, ids, probs in records:
+        for num_cuts, records in runs:
+            for cut_id, ids, probs, extra in records:
                 if cut_id in taken:
                     raise ConfigError(
                         f"cut {cut_id!r} of subset {subset!r} already has soft targets from "
                         f"subset {taken[cut_id]!r} in {out_dir}; expected cut ids unique across "
                         "the subsets of one store"
                     )
-                writer.add(cut_id, ids, probs)
+                writer.add(cut_id, ids, probs, extra)
             progress.update(num_cuts)
     writer.flush()
     return len(done)
@@ -210,12 +333,27 @@ def _subset_names(subset: str | Sequence[str]) -> list[str]:
     return names
 
 
+def _hidden_index(spec: HiddenDump, records: dict, dim: int) -> dict:
+    """The ``index.json`` entry of the stored teacher layers, with bytes per frame."""
+    return {
+        "layers": list(spec.layers),
+        "compress": spec.compress,
+        "dims": {str(layer): dim for layer in spec.layers},
+        "codec_files": records,
+        "raw_bytes_per_frame": len(spec.layers) * codec_bytes_per_frame("none", dim),
+        "bytes_per_frame": len(spec.layers) * codec_bytes_per_frame(spec.compress, dim),
+    }
+
+
 def dump_targets(cfg: DictConfig) -> dict:
-    """Dump the teacher's soft targets for ``cfg.subset`` (a name or a list) into ``cfg.out_dir``;
+    """Dump the teacher's soft targets for ``cfg.subset`` (a name or a list) into ``cfg.out_dir``
+    (with ``cfg.hidden_layers``, also those teacher layers, coded per ``cfg.hidden_compress``);
     return the summary of the whole store."""
     out_dir = Path(cfg.out_dir)
     if cfg.get("verify", False):
         return SoftTargetStore(out_dir).verify()
+    compress = str(cfg.get("hidden_compress", "none"))
+    parse_compress(compress)  # a bad spec fails before any output
     save_config(cfg, out_dir)
     device = resolve_device(cfg.device)
     teacher = load_model(cfg.teacher_ckpt)
@@ -223,12 +361,15 @@ def dump_targets(cfg: DictConfig) -> dict:
     if vocab > MAX_INT16_VOCAB:
         raise ConfigError(f"vocab {vocab} does not fit int16 ids (max {MAX_INT16_VOCAB})")
     k = min(int(cfg.k), vocab)
+    layers = _hidden_layers(cfg, teacher.model)
     fingerprint = teacher_fingerprint(
         file_sha256(cfg.teacher_ckpt),
         teacher.tokenizer.fingerprint,
         teacher.model.frame_shift_ms,
         k,
         float(cfg.temperature),
+        layers,
+        compress,
     )
     dm = build_datamodule(cfg.data)
     if dm.tokenizer.fingerprint != teacher.tokenizer.fingerprint:
@@ -241,20 +382,43 @@ def dump_targets(cfg: DictConfig) -> dict:
     identities = [_data_identity(Path(cfg.data.dir), s) for s in _subset_names(cfg.subset)]
     removed = _drop_unreadable_markers(out_dir) if out_dir.is_dir() else []
     for data, _ in identities:
-        _resume_state(out_dir, fingerprint, data)
+        _resume_state(out_dir, fingerprint, data)  # the codec is checked per subset below
     removed += _drop_damaged_shards(out_dir, {data["subset"] for data, _ in identities})
     model = teacher.model.to(device)
+    hidden, extra = None, {}
+    if layers:
+        params, records = _hidden_codecs(cfg, dm, model, layers)
+        spec = HiddenDump(layers, compress, params)
+        hidden = (spec, {name: r["sha256"] for name, r in records.items()})
+        extra["hidden"] = _hidden_index(spec, records, int(model.d_model))
     resumed = 0
     for data, total in identities:
         subset = data["subset"]
-        resumed += _dump_subset(cfg, dm, model, fingerprint, data, total)
+        resumed += _dump_subset(cfg, dm, model, fingerprint, data, total, hidden)
         # "subset"/"data_dir" name the latest dump (as before); "subsets" lists every one
-        extra = {"subset": subset, "data_dir": str(cfg.data.dir), "vocab_size": vocab}
+        extra.update(subset=subset, data_dir=str(cfg.data.dir), vocab_size=vocab)
         extra["teacher_ckpt"] = str(cfg.teacher_ckpt)  # for the repair command of a damaged store
         index = write_index(out_dir, fingerprint, extra)
+    return _summary(index, resumed, removed, vocab)
+
+
+def _summary(index: dict, resumed: int, removed: list[str], vocab: int) -> dict:
+    """What the dump prints: the index without the per-cut and per-shard tables, and bytes."""
     summary = {k_: v for k_, v in index.items() if k_ not in ("cuts", "shards")}
     summary["num_shards"] = len(index["shards"])
     summary["resumed_cuts"] = resumed
     summary["removed_shards"] = removed  # damaged: their cuts were dumped again
     summary["fp32_bytes_per_frame"] = 4 * vocab
+    hidden = index.get("hidden")
+    if hidden:
+        log.info(
+            "bytes per frame: top-%d posteriors %d, teacher layers %s raw (fp16) %d, stored "
+            "(%s) %d",
+            index["fingerprint"]["k"],
+            bytes_per_frame(index["fingerprint"]["k"]),
+            hidden["layers"],
+            hidden["raw_bytes_per_frame"],
+            hidden["compress"],
+            hidden["bytes_per_frame"],
+        )
     return summary

@@ -25,6 +25,17 @@ Streaming students emit later than full-context teachers. ``shift=d`` matches st
 teacher frames ``t-d-w .. t-d``, the one with the smallest KL (vectorised with one gather).
 Student frames with no teacher frame in range (``t < d``) are left out of the KD average.
 
+Hidden-state distillation (DistilHuBERT, Chang et al., arXiv 2110.01900; TutorNet, arXiv
+2008.00671): student layer outputs, each passed through a learned ``Linear(D_s -> D_t)``, are
+pulled towards teacher layer outputs normalised by a parameter-free LayerNorm (the teacher's
+scale differs from layer to layer; the student should not have to learn it):
+
+    loss = (1 - alpha) * CTC + alpha * T^2 * KL + hidden_weight * hidden
+
+``hidden`` is ``L1 - log sigmoid(cos)`` per frame (``hidden_loss="l1_cos"``, DistilHuBERT's
+lambda = 1) or the mean squared error (``"mse"``), averaged over valid frames, then over the
+layer pairs.
+
 Usage:
     ids, probs = soften_teacher(teacher_log_probs, temperature=2.0, k=8)
     out = distill_loss(student_log_probs, out_lens, tokens, token_lens, ids, probs,
@@ -34,6 +45,7 @@ Usage:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
@@ -42,7 +54,21 @@ import torch.nn.functional as F
 
 from asr_kd.errors import ConfigError
 
-__all__ = ["DistillLoss", "KDConfig", "ctc_loss", "distill_loss", "kd_loss", "soften_teacher"]
+__all__ = [
+    "HIDDEN_LOSSES",
+    "DistillLoss",
+    "KDConfig",
+    "ctc_loss",
+    "distill_loss",
+    "hidden_state_loss",
+    "kd_loss",
+    "soften_teacher",
+]
+
+HIDDEN_LOSSES = ("l1_cos", "mse")
+# Keys of a distill config group that choose the teacher targets (and the layer pairs of
+# hidden-state KD), not the loss: read by asr_kd.distill.teachers.build_teacher_targets.
+_TARGET_KEYS = {"source", "k", "student_layers", "teacher_layers"}
 
 # A probability this small is treated as zero in the "other" bucket (fp16 rounding of the
 # stored top-k probabilities is ~5e-4, so a residual below that carries no information).
@@ -61,26 +87,43 @@ class KDConfig:
     shift: int = 0
     delay_window: int = 0
     renormalize: bool = True
+    hidden_weight: float = 0.0  # weight of hidden-state KD (0: off)
+    hidden_loss: str = "l1_cos"  # l1_cos (DistilHuBERT) | mse
+
+    def __post_init__(self) -> None:
+        if self.hidden_loss not in HIDDEN_LOSSES:
+            raise ConfigError(
+                f"distill.hidden_loss={self.hidden_loss!r}, expected one of {HIDDEN_LOSSES}"
+            )
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether any term needs teacher targets (frame KL or hidden states)."""
+        return self.alpha != 0.0 or self.hidden_weight != 0.0
 
     @classmethod
     def from_options(cls, options: dict) -> KDConfig:
-        """The loss knobs out of a ``distill`` config group, whose ``source`` and ``k`` choose
-        the teacher targets instead; any other key is a typo and an error."""
+        """The loss knobs out of a ``distill`` config group, whose ``source``, ``k``,
+        ``student_layers`` and ``teacher_layers`` choose the teacher targets instead; any other
+        key is a typo and an error."""
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names - {"source", "k"})
+        unknown = sorted(set(options) - names - _TARGET_KEYS)
         if unknown:
             raise ConfigError(
-                f"unknown distill option(s) {unknown}; expected source, k or one of {sorted(names)}"
+                f"unknown distill option(s) {unknown}; expected one of "
+                f"{sorted(_TARGET_KEYS)} or {sorted(names)}"
             )
         return cls(**{key: value for key, value in options.items() if key in names})
 
 
 class DistillLoss(NamedTuple):
-    """The total loss and its two parts (each a scalar tensor; ``kd`` is 0 without a teacher)."""
+    """The total loss and its parts (scalar tensors; ``kd`` and ``hidden`` are 0 when off;
+    ``hidden`` None from code that predates it)."""
 
     loss: torch.Tensor
     ctc: torch.Tensor
     kd: torch.Tensor
+    hidden: torch.Tensor | None = None
 
 
 def _frame_mask(lens: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -250,6 +293,52 @@ def kd_loss(
     return temperature**2 * (weight * best_kl).sum() / frames
 
 
+def hidden_state_loss(
+    student_hidden: Sequence[torch.Tensor],
+    teacher_hidden: Sequence[torch.Tensor],
+    out_lens: torch.Tensor,
+    kind: str = "l1_cos",
+) -> torch.Tensor:
+    """Hidden-state distance, averaged over valid frames and then over layer pairs.
+
+    The teacher side goes through a LayerNorm without weight or bias; the student side is used
+    as given (already projected to ``D_t`` by the training task's learned linear layers).
+
+    Args:
+        student_hidden: P tensors (B, T, D_t), projected student layer outputs.
+        teacher_hidden: P tensors (B, T, D_t), the paired teacher layer outputs (raw).
+        out_lens: (B,) valid frames; padding frames are left out.
+        kind: "l1_cos" (mean |s - t| over D_t minus log sigmoid(cos(s, t))) or "mse" (mean
+            squared error over D_t).
+    Returns:
+        scalar tensor.
+
+    >>> t = torch.randn(2, 5, 8)
+    >>> s = F.layer_norm(t, (8,))
+    >>> float(hidden_state_loss([s], [t], torch.tensor([5, 3]), "mse")) < 1e-10
+    True
+    """
+    if kind not in HIDDEN_LOSSES:
+        raise ConfigError(f"distill.hidden_loss={kind!r}, expected one of {HIDDEN_LOSSES}")
+    if len(student_hidden) != len(teacher_hidden) or not student_hidden:
+        raise ValueError(
+            f"{len(student_hidden)} student vs {len(teacher_hidden)} teacher hidden states; "
+            "expected the same number (> 0) of layer pairs"
+        )
+    mask = _frame_mask(out_lens, student_hidden[0].shape[1])  # (B, T)
+    frames = mask.sum().clamp(min=1)
+    total = student_hidden[0].new_zeros((), dtype=torch.float32)
+    for s, t in zip(student_hidden, teacher_hidden, strict=True):
+        s = s.float()
+        t = F.layer_norm(t.float(), (t.shape[-1],))  # no weight, no bias
+        if kind == "mse":
+            per_frame = (s - t).pow(2).mean(-1)
+        else:
+            per_frame = (s - t).abs().mean(-1) - F.logsigmoid(F.cosine_similarity(s, t, dim=-1))
+        total = total + torch.where(mask, per_frame, torch.zeros_like(per_frame)).sum() / frames
+    return total / len(student_hidden)
+
+
 def distill_loss(
     student_log_probs: torch.Tensor,
     out_lens: torch.Tensor,
@@ -260,29 +349,46 @@ def distill_loss(
     alpha: float = 0.0,
     temperature: float = 1.0,
     blank_id: int = 0,
+    student_hidden: Sequence[torch.Tensor] | None = None,
+    teacher_hidden: Sequence[torch.Tensor] | None = None,
+    hidden_weight: float = 0.0,
+    hidden_loss: str = "l1_cos",
     **kd_options,
 ) -> DistillLoss:
-    """``(1 - alpha) * CTC + alpha * KD``; cuts with ``token_lens == 0`` get the KD term only.
+    """``(1 - alpha) * CTC + alpha * KD + hidden_weight * hidden``; cuts with
+    ``token_lens == 0`` get no CTC term.
 
     Args:
         student_log_probs: (B, T, V); out_lens (B,); tokens (B, U); token_lens (B,).
         teacher_ids, teacher_probs: (B, T_t, k) as for :func:`kd_loss`; ``teacher_probs`` None
-            (or ``alpha == 0``) gives plain CTC.
+            (or ``alpha == 0``) leaves out the KD term.
+        student_hidden, teacher_hidden: P tensors (B, T, D_t) each, as for
+            :func:`hidden_state_loss` (``hidden_loss`` is its ``kind``); None or
+            ``hidden_weight == 0`` leaves out the hidden term.
         kd_options: ``blank_weight``, ``blank_threshold``, ``shift``, ``delay_window``,
             ``teacher_lens``, ``renormalize`` passed to :func:`kd_loss`.
     Returns:
-        DistillLoss(loss, ctc, kd), scalar tensors.
+        DistillLoss(loss, ctc, kd, hidden), scalar tensors.
     """
     ctc = ctc_loss(student_log_probs, out_lens, tokens, token_lens, blank_id=blank_id)
-    if teacher_probs is None or alpha == 0.0:
-        return DistillLoss(ctc, ctc.detach(), torch.zeros_like(ctc))
-    kd = kd_loss(
-        student_log_probs,
-        teacher_ids,
-        teacher_probs,
-        out_lens,
-        temperature,
-        blank_id=blank_id,
-        **kd_options,
-    )
-    return DistillLoss((1.0 - alpha) * ctc + alpha * kd, ctc.detach(), kd.detach())
+    zero = torch.zeros_like(ctc)
+    use_kd = teacher_probs is not None and alpha != 0.0
+    use_hidden = teacher_hidden is not None and student_hidden is not None and hidden_weight != 0
+    if not use_kd and not use_hidden:
+        return DistillLoss(ctc, ctc.detach(), zero, zero)
+    total, kd, hidden = ctc, zero, zero
+    if use_kd:
+        kd = kd_loss(
+            student_log_probs,
+            teacher_ids,
+            teacher_probs,
+            out_lens,
+            temperature,
+            blank_id=blank_id,
+            **kd_options,
+        )
+        total = (1.0 - alpha) * ctc + alpha * kd
+    if use_hidden:
+        hidden = hidden_state_loss(student_hidden, teacher_hidden, out_lens, hidden_loss)
+        total = total + hidden_weight * hidden
+    return DistillLoss(total, ctc.detach(), kd.detach(), hidden.detach())

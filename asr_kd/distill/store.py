@@ -59,6 +59,7 @@ from omegaconf import OmegaConf
 
 from asr_kd.checkpoint import atomic_write, file_sha256
 from asr_kd.config import as_list
+from asr_kd.distill.hidden import decode
 from asr_kd.errors import BadFileError, ConfigError, MissingFileError
 
 __all__ = [
@@ -70,6 +71,9 @@ __all__ = [
     "SoftTargetStore",
     "bytes_per_frame",
     "check_fingerprint",
+    "codec_name",
+    "hidden_suffix",
+    "save_array",
     "committed_shards",
     "redump_hint",
     "remove_shard",
@@ -110,15 +114,41 @@ def teacher_fingerprint(
     frame_shift_ms: float,
     k: int,
     temperature: float,
+    hidden_layers: Sequence[int] = (),
+    hidden_compress: str = "none",
 ) -> dict:
-    """The identity of a set of soft targets: which teacher, which tokens, which frames, which k/T."""
-    return {
+    """The identity of a set of soft targets: which teacher, which tokens, which frames, which
+    k/T, and (only when some are stored) which teacher layers under which compression."""
+    fingerprint = {
         "checkpoint_sha256": str(checkpoint_sha256),
         "tokenizer": str(tokenizer_fingerprint),
         "frame_shift_ms": float(frame_shift_ms),
         "k": int(k),
         "temperature": float(temperature),
     }
+    if hidden_layers:
+        fingerprint["hidden_layers"] = [int(x) for x in hidden_layers]
+        fingerprint["hidden_compress"] = str(hidden_compress)
+    return fingerprint
+
+
+def hidden_suffix(layer: int) -> str:
+    """The file suffix of teacher layer ``layer``'s array in a shard.
+
+    >>> hidden_suffix(4)
+    '.hidden4.npy'
+    """
+    return f".hidden{int(layer)}.npy"
+
+
+def codec_name(layer: int, compress: str) -> str:
+    """The file (in the store's directory) holding layer ``layer``'s ``compress`` parameters
+    (named by the codec too: a dump restarted with another codec never reads the old one).
+
+    >>> codec_name(4, "pca16")
+    'hidden_codec4.pca16.npy'
+    """
+    return f"hidden_codec{int(layer)}.{compress}.npy"
 
 
 def check_fingerprint(found: dict, expected: dict, where: str) -> None:
@@ -266,10 +296,17 @@ def redump_hint(
             f"re-run asr-kd-dump-targets with the dump's teacher_ckpt, data.dir, subset, k and "
             f"temperature and out_dir={targets_dir} ({fixes})"
         )
+    layers = fingerprint.get("hidden_layers")
+    hidden = (
+        f" hidden_layers=[{','.join(map(str, layers))}] "
+        f"hidden_compress={fingerprint.get('hidden_compress', 'none')}"
+        if layers
+        else ""
+    )
     commands = [
         f"asr-kd-dump-targets teacher_ckpt={settings['teacher_ckpt']} data.dir={data_dir} "
         f"subset={group[0] if len(group) == 1 else '[' + ','.join(group) + ']'} "
-        f"out_dir={targets_dir} k={settings['k']} temperature={settings['temperature']}"
+        f"out_dir={targets_dir} k={settings['k']} temperature={settings['temperature']}{hidden}"
         for data_dir, group in by_dir.items()
     ]
     return f"re-run {' and '.join(commands)} ({fixes})"
@@ -328,6 +365,12 @@ class SoftTargetStore:
         # shard stem -> {"subset", "files": {name: {"bytes", "sha256"}}}; None: an old index
         self._layout: dict[str, dict] | None = index.get("shards")
         self._shards: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # stored teacher layers (hidden-state KD): {"dims": {layer: D}, "codec_files": {...}}
+        self.hidden_layers: tuple[int, ...] = tuple(self.fingerprint.get("hidden_layers", ()))
+        self.hidden_compress: str = str(self.fingerprint.get("hidden_compress", "none"))
+        self._hidden: dict = index.get("hidden") or {}
+        self._hidden_arrays: dict[tuple[int, int], np.ndarray] = {}
+        self._codecs: dict[int, torch.Tensor] = {}
         _raise_damage(self.dir, self._damage(checksum=False), self.info)
         layout = self._layout or {}
         if self._layout is None or any(self._unrecorded(s, e) for s, e in layout.items()):
@@ -356,7 +399,8 @@ class SoftTargetStore:
         for entry in (self._layout or {}).values():
             files, subset = entry["files"], entry.get("subset")
             damage += _check_files(self.dir, files, subset, checksum, INDEX_NAME)
-        return damage
+        codec_files = self._hidden.get("codec_files") or {}
+        return damage + _check_files(self.dir, codec_files, None, checksum, INDEX_NAME)
 
     def verify(self) -> dict:
         """Read every shard file: sizes and SHA-256 against ``index.json``; arrays of shards from
@@ -399,14 +443,18 @@ class SoftTargetStore:
             )
         return self._shards[shard]
 
-    def get(self, cut_id: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """One cut's targets: ids (T', k) int64 and probs (T', k) float32."""
+    def _entry(self, cut_id: str) -> list[int]:
+        """``[shard, offset, frames]`` of a cut; KeyError naming the store if it has none."""
         if cut_id not in self._cuts:
             raise KeyError(
                 f"cut {cut_id!r} has no soft targets in {self.dir} ({len(self)} cuts dumped; "
                 "expected the same subset the dump ran over)"
             )
-        shard, offset, frames = self._cuts[cut_id]
+        return self._cuts[cut_id]
+
+    def get(self, cut_id: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One cut's targets: ids (T', k) int64 and probs (T', k) float32."""
+        shard, offset, frames = self._entry(cut_id)
         ids, probs = self._shard(shard)
         return (
             torch.from_numpy(ids[offset : offset + frames].astype(np.int64)),
@@ -433,6 +481,40 @@ class SoftTargetStore:
             probs[b, : lens[b]] = cut_probs_b[:, :k]
         return ids, probs, lens
 
+    def hidden_dim(self, layer: int) -> int:
+        """The width D_t of stored teacher layer ``layer`` (KeyError if it is not stored)."""
+        if int(layer) not in self.hidden_layers:
+            raise KeyError(f"teacher layer {layer} is not stored in {self.dir}")
+        return int(self._hidden["dims"][str(int(layer))])
+
+    def _codec(self, layer: int) -> torch.Tensor:
+        if layer not in self._codecs:
+            self._codecs[layer] = torch.from_numpy(
+                np.load(self.dir / codec_name(layer, self.hidden_compress))
+            )
+        return self._codecs[layer]
+
+    def _hidden_array(self, shard: int, layer: int) -> np.ndarray:
+        if (shard, layer) not in self._hidden_arrays:
+            path = self.dir / f"{shard_stem(shard)}{hidden_suffix(layer)}"
+            self._hidden_arrays[shard, layer] = np.load(path, mmap_mode="r")
+        return self._hidden_arrays[shard, layer]
+
+    def hidden(self, cut_ids: Sequence[str], layers: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        """Zero-padded stored teacher layers of several cuts, decompressed: one (B, T', D_t)
+        float32 tensor per entry of ``layers`` (padding frames hold the codec's zero code)."""
+        entries = [self._entry(c) for c in cut_ids]
+        longest = max((frames for _, _, frames in entries), default=0)
+        out = []
+        for layer in layers:
+            self.hidden_dim(layer)  # stored?
+            parts = [self._hidden_array(s, layer)[o : o + f] for s, o, f in entries]
+            codes = np.zeros((len(parts), longest, parts[0].shape[1]), dtype=parts[0].dtype)
+            for b, part in enumerate(parts):
+                codes[b, : len(part)] = part
+            out.append(decode(self.hidden_compress, self._codec(layer), torch.from_numpy(codes)))
+        return tuple(out)
+
 
 class _Tally:
     """A write-through file wrapper counting and hashing the bytes ``np.save`` writes, so a shard's
@@ -450,7 +532,7 @@ class _Tally:
         return {"bytes": self.bytes, "sha256": self.digest.hexdigest()}
 
 
-def _save_array(path: Path, array: np.ndarray) -> dict:
+def save_array(path: Path, array: np.ndarray) -> dict:
     """``np.save`` through :func:`atomic_write`; return the file's ``{"bytes", "sha256"}``."""
     tallies: list[_Tally] = []
 
@@ -465,20 +547,27 @@ def _save_array(path: Path, array: np.ndarray) -> dict:
 class ShardWriter:
     """Buffers cuts' targets and commits them as numbered shards of about ``shard_frames``;
     ``header`` (fingerprint and data identity) goes into every shard's ``.json``, with the size
-    and SHA-256 of each array file."""
+    and SHA-256 of each array file. ``extra``: per cut, more arrays (T', ...) by file suffix
+    (the stored teacher layers, :func:`hidden_suffix`), the same suffixes for every cut."""
 
     def __init__(self, out_dir: Path, header: dict, first_shard: int, shard_frames: int):
         self.out_dir, self.header = out_dir, header
         self.shard, self.shard_frames = first_shard, shard_frames
-        self._ids: list[np.ndarray] = []
-        self._probs: list[np.ndarray] = []
+        self._parts: dict[str, list[np.ndarray]] = {}
         self._cuts: dict[str, list[int]] = {}
         self._frames = 0
 
-    def add(self, cut_id: str, ids: np.ndarray, probs: np.ndarray) -> None:
+    def add(
+        self,
+        cut_id: str,
+        ids: np.ndarray,
+        probs: np.ndarray,
+        extra: dict[str, np.ndarray] | None = None,
+    ) -> None:
         self._cuts[cut_id] = [self._frames, len(ids)]
-        self._ids.append(ids)
-        self._probs.append(probs)
+        arrays = {ARRAY_SUFFIXES[0]: ids, ARRAY_SUFFIXES[1]: probs, **(extra or {})}
+        for suffix, array in arrays.items():
+            self._parts.setdefault(suffix, []).append(array)
         self._frames += len(ids)
         if self._frames >= self.shard_frames:
             self.flush()
@@ -488,15 +577,15 @@ class ShardWriter:
             return
         stem = shard_stem(self.shard)
         files = {
-            f"{stem}{suffix}": _save_array(self.out_dir / f"{stem}{suffix}", np.concatenate(parts))
-            for suffix, parts in zip(ARRAY_SUFFIXES, (self._ids, self._probs), strict=True)
+            f"{stem}{suffix}": save_array(self.out_dir / f"{stem}{suffix}", np.concatenate(parts))
+            for suffix, parts in self._parts.items()
         }
         # the .json is the commit marker: written last, so a crash before it leaves no shard
         _write_json(
             self.out_dir / f"{stem}.json", {**self.header, "files": files, "cuts": self._cuts}
         )
         self.shard += 1
-        self._ids, self._probs, self._cuts, self._frames = [], [], {}, 0
+        self._parts, self._cuts, self._frames = {}, {}, 0
 
 
 def shard_markers(out_dir: Path) -> dict[int, tuple[dict | None, dict]]:

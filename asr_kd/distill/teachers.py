@@ -19,12 +19,13 @@ an error naming both values.
 Usage:
     targets = build_teacher_targets(cfg, student, tokenizer, KDConfig(alpha=0.5, temperature=2))
     ids, probs, lens, hidden = targets(batch)
+    targets.hidden_pairs        # ((student layer, teacher layer), ...) of hidden-state KD, or ()
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,6 +34,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from asr_kd.checkpoint import file_sha256
+from asr_kd.distill.hidden import layer_map
 from asr_kd.distill.losses import KDConfig, soften_teacher
 from asr_kd.distill.store import SoftTargetStore, teacher_fingerprint
 from asr_kd.errors import ConfigError
@@ -46,6 +48,7 @@ __all__ = [
     "TeacherTargets",
     "build_teacher_targets",
     "check_compatible",
+    "hidden_pairs",
 ]
 
 
@@ -72,34 +75,60 @@ _LHOTSE_DUPLICATE = re.compile(r"(_dup\d+)+$")
 
 
 class OnlineTeacher:
-    """A frozen teacher run on the (clean) batch: ``(batch) -> (ids, probs, lens)``."""
+    """A frozen teacher run on the (clean) batch: ``(batch) -> TeacherOutput``.
 
-    def __init__(self, model: nn.Module, temperature: float, k: int | None = None):
+    Args:
+        hidden_layers: 1-based teacher layers whose outputs go into ``TeacherOutput.hidden``,
+            in this order (repeats allowed); () = no hidden states (``hidden`` None).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        temperature: float,
+        k: int | None = None,
+        hidden_layers: Sequence[int] = (),
+    ):
         self.model = model.eval().requires_grad_(False)
         self.temperature, self.k = temperature, k
+        self.hidden_layers = tuple(int(x) for x in hidden_layers)
+        self.hidden_dims = (int(model.d_model),) * len(self.hidden_layers)
 
     def __call__(self, batch: dict) -> TeacherOutput:
         feats = batch["feats"]
         if next(self.model.parameters()).device != feats.device:
             self.model.to(feats.device)
         self.model.eval()
+        hidden = None
         with torch.no_grad():
-            log_probs, lens = self.model(feats, batch["feat_lens"])
+            if self.hidden_layers:
+                log_probs, lens, layers = self.model(feats, batch["feat_lens"], return_hidden=True)
+                hidden = tuple(layers[i - 1] for i in self.hidden_layers)
+            else:
+                log_probs, lens = self.model(feats, batch["feat_lens"])
         ids, probs = soften_teacher(log_probs, self.temperature, self.k)
-        return TeacherOutput(ids, probs, lens)
+        return TeacherOutput(ids, probs, lens, hidden)
 
 
 class CachedTargets:
-    """Soft targets of the batch's cuts from a :class:`SoftTargetStore`, on the batch's device."""
+    """Soft targets of the batch's cuts from a :class:`SoftTargetStore`, on the batch's device;
+    with ``hidden_layers``, also those stored teacher layers (decompressed, float32)."""
 
-    def __init__(self, store: SoftTargetStore, k: int | None = None):
+    def __init__(
+        self, store: SoftTargetStore, k: int | None = None, hidden_layers: Sequence[int] = ()
+    ):
         self.store, self.k = store, k
+        self.hidden_layers = tuple(int(x) for x in hidden_layers)
+        self.hidden_dims = tuple(store.hidden_dim(layer) for layer in self.hidden_layers)
 
     def __call__(self, batch: dict) -> TeacherOutput:
         cut_ids = [c if c in self.store else _LHOTSE_DUPLICATE.sub("", c) for c in batch["cut_ids"]]
         ids, probs, lens = self.store.batch(cut_ids, self.k)
         device = batch["feats"].device
-        return TeacherOutput(ids.to(device), probs.to(device), lens.to(device))
+        hidden = None
+        if self.hidden_layers:
+            hidden = tuple(h.to(device) for h in self.store.hidden(cut_ids, self.hidden_layers))
+        return TeacherOutput(ids.to(device), probs.to(device), lens.to(device), hidden)
 
 
 SOURCES = ("none", "cached", "online")
@@ -130,7 +159,11 @@ def check_compatible(
 
 
 def _cached_targets(
-    cfg: DictConfig, teacher: LoadedModel, temperature: float, k: int | None
+    cfg: DictConfig,
+    teacher: LoadedModel,
+    temperature: float,
+    k: int | None,
+    hidden_layers: Sequence[int] = (),
 ) -> CachedTargets:
     if cfg.targets_dir is None:
         raise ConfigError(
@@ -149,6 +182,8 @@ def _cached_targets(
         teacher.model.frame_shift_ms,
         store.k,  # any stored k serves a distill.k <= it (checked below)
         temperature,
+        store.hidden_layers,  # the stored layers and codec: checked against the request below
+        store.hidden_compress,
     )
     differs = {
         key
@@ -167,7 +202,16 @@ def _cached_targets(
             f"distill.k={k} > k={store.k} stored in {Path(cfg.targets_dir) / 'index.json'}; "
             "expected distill.k <= the dump's k (or null)"
         )
-    return CachedTargets(store, k)
+    missing = sorted(set(hidden_layers) - set(store.hidden_layers))
+    if missing:
+        wanted = sorted(set(hidden_layers))
+        raise ConfigError(
+            f"hidden-state distillation needs teacher layers {wanted} but the targets in "
+            f"{cfg.targets_dir} hold {list(store.hidden_layers) or 'no hidden layers'} (missing "
+            f"{missing}); dump them with asr-kd-dump-targets ... hidden_layers=[{','.join(map(str, wanted))}] "
+            "into a new out_dir, or set distill.teacher_layers to stored layers"
+        )
+    return CachedTargets(store, k, hidden_layers)
 
 
 def build_teacher_targets(
@@ -178,12 +222,33 @@ def build_teacher_targets(
     source, k = cfg.distill.source, cfg.distill.get("k")
     if source not in SOURCES:
         raise ConfigError(f"distill.source={source!r}, expected one of {SOURCES}")
-    if source == "none" or kd.alpha == 0.0:
+    if source == "none" or not kd.uses_teacher:
         return None
     if cfg.teacher_ckpt is None:
         raise ConfigError(f"distill.source={source} needs teacher_ckpt=<teacher checkpoint>")
     teacher = load_model(cfg.teacher_ckpt)
     check_compatible(teacher, student, tokenizer, str(cfg.data.dir))
+    pairs = hidden_pairs(cfg.distill, student, teacher.model) if kd.hidden_weight else ()
+    teacher_layers = [t for _, t in pairs]
     if source == "cached":
-        return _cached_targets(cfg, teacher, kd.temperature, k)
-    return OnlineTeacher(teacher.model, kd.temperature, k)
+        targets = _cached_targets(cfg, teacher, kd.temperature, k, teacher_layers)
+    else:
+        targets = OnlineTeacher(teacher.model, kd.temperature, k, teacher_layers)
+    targets.hidden_pairs = pairs
+    return targets
+
+
+def hidden_pairs(
+    distill_cfg, student: nn.Module, teacher: nn.Module
+) -> tuple[tuple[int, int], ...]:
+    """The (student layer, teacher layer) pairs of ``distill.student_layers`` /
+    ``distill.teacher_layers`` (null: the default of :func:`asr_kd.distill.hidden.layer_map`)."""
+    student_layers, teacher_layers = (
+        distill_cfg.get(key) for key in ("student_layers", "teacher_layers")
+    )
+    return layer_map(
+        len(student.layers),
+        len(teacher.layers),
+        None if student_layers is None else list(student_layers),
+        None if teacher_layers is None else list(teacher_layers),
+    )

@@ -149,8 +149,10 @@ def fit(
     role: str,
     kd: KDConfig | None = None,
     targets: TeacherTargets | None = None,
+    kd_modules: dict[str, nn.Module] | None = None,
 ) -> dict:
-    """Build the task and the trainer, fit (or resume), save ``last.ckpt``; return the figures."""
+    """Build the task and the trainer, fit (or resume), save ``last.ckpt``; return the figures.
+    ``kd_modules``: training-only modules (:class:`AsrTask`), saved for resume, never exported."""
     out_dir = Path(cfg.out_dir)
     resume_from = _resume_path(cfg, out_dir)
     optim = OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))
@@ -169,6 +171,7 @@ def fit(
         spec_augment=spec_augment,
         max_consecutive_bad_batches=int(cfg.max_consecutive_bad_batches),
         val_chunk_size=cfg.get("val_chunk_size"),
+        kd_modules=kd_modules,
     )
     trainer, timer = build_trainer(cfg, out_dir)
     if trainer.is_global_zero:

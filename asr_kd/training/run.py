@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from asr_kd.data.datamodule import build_datamodule
+from asr_kd.distill.hidden import HiddenProjection
 from asr_kd.distill.losses import KDConfig
 from asr_kd.distill.teachers import build_teacher_targets
 from asr_kd.training.builders import build_model, fit
@@ -40,4 +42,18 @@ def distill(cfg: DictConfig) -> dict:
     model, model_config = build_model(cfg.model, dm)
     kd = KDConfig.from_options(OmegaConf.to_container(cfg.distill, resolve=True))
     targets = build_teacher_targets(cfg, model, dm.tokenizer, kd)
-    return fit(cfg, dm, model, model_config, role=str(cfg.role), kd=kd, targets=targets)
+    kd_modules = _kd_modules(model, targets)
+    return fit(
+        cfg, dm, model, model_config, role=str(cfg.role), kd=kd, targets=targets,
+        kd_modules=kd_modules,
+    )  # fmt: skip
+
+
+def _kd_modules(model, targets) -> dict[str, nn.Module]:
+    """The training-only modules the targets call for: ``"hidden"``, one projection per layer
+    pair of hidden-state KD (``targets.hidden_pairs``)."""
+    pairs = getattr(targets, "hidden_pairs", ())
+    if not pairs:
+        return {}
+    students = [s for s, _ in pairs]
+    return {"hidden": HiddenProjection(students, int(model.d_model), targets.hidden_dims)}

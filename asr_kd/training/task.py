@@ -14,6 +14,11 @@ and a distillation run is a *teacher targets* object, a plain callable
 The teacher is deliberately *not* a submodule: it is not saved in the student's checkpoint, not
 wrapped by DDP and not switched to train mode by Lightning.
 
+Modules that exist only for training live in ``task.kd_modules`` (an ``nn.ModuleDict``: key
+``"hidden"``, the :class:`asr_kd.distill.hidden.HiddenProjection` of hidden-state KD), beside
+``task.model`` and not under it: they are optimised and saved in Lightning checkpoints (resume),
+while :func:`asr_kd.models.loading.load_model` (``model.`` keys) and every export drop them.
+
 Usage:
     task = AsrTask(model, model_config, tokenizer, role="student", optim=OptimConfig(),
                    kd=KDConfig(alpha=0.5, temperature=2.0), targets=CachedTargets(store))
@@ -101,6 +106,8 @@ class AsrTask(L.LightningModule):
         max_consecutive_bad_batches: this many non-finite losses in a row stop training.
         val_chunk_size: chunk size (encoder frames) for the dev WER of a streaming model;
             None = full context.
+        kd_modules: training-only modules by name (``"hidden"``: the projections of
+            hidden-state KD, used when the teacher gives hidden states); None = none.
     """
 
     def __init__(
@@ -115,9 +122,11 @@ class AsrTask(L.LightningModule):
         spec_augment: nn.Module | None = None,
         max_consecutive_bad_batches: int = 20,
         val_chunk_size: int | None = None,
+        kd_modules: nn.ModuleDict | dict | None = None,
     ):
         super().__init__()
         self.model, self.spec_augment = model, spec_augment
+        self.kd_modules = nn.ModuleDict(kd_modules or {})
         self.model_config, self.tokenizer, self.role = model_config, tokenizer, role
         self.optim, self.kd = optim, kd if kd is not None else KDConfig()
         self.targets = targets
@@ -133,34 +142,45 @@ class AsrTask(L.LightningModule):
         if self.spec_augment is not None:
             feats = self.spec_augment(feats, feat_lens)
         chunk_size = self.model.sample_chunk_size()  # dynamic chunk training; None = full
-        log_probs, out_lens = self.model(
-            feats, feat_lens, chunk_size=chunk_size, left_chunks=self.model.default_left_chunks
-        )
-        losses = self.compute_loss(log_probs, out_lens, batch, teacher)
+        log_probs, out_lens, *hidden = self.model(
+            feats, feat_lens, chunk_size=chunk_size, left_chunks=self.model.default_left_chunks,
+            return_hidden="hidden" in self.kd_modules,
+        )  # fmt: skip
+        losses = self.compute_loss(log_probs, out_lens, batch, teacher, *hidden)
         if not torch.isfinite(losses.loss):
             return self._skip_bad_batch(losses)
         self.consecutive_bad_batches = 0
-        self.log_dict(
-            {"train/loss": losses.loss, "train/ctc": losses.ctc, "train/kd": losses.kd},
-            prog_bar=True,
-            batch_size=feats.size(0),
-        )
+        logged = {"train/loss": losses.loss, "train/ctc": losses.ctc, "train/kd": losses.kd}
+        if "hidden" in self.kd_modules and losses.hidden is not None:
+            logged["train/hidden"] = losses.hidden
+        self.log_dict(logged, prog_bar=True, batch_size=feats.size(0))
         return losses.loss
 
-    def compute_loss(self, log_probs, out_lens, batch: dict, teacher) -> DistillLoss:
-        """The configured loss of one batch; ``teacher`` is ``targets(batch)`` or None."""
+    def compute_loss(
+        self, log_probs, out_lens, batch: dict, teacher, student_hidden=None
+    ) -> DistillLoss:
+        """The configured loss of one batch; ``teacher`` is ``targets(batch)`` or None;
+        ``student_hidden``: every student layer's output (B, T', D_s), for hidden-state KD."""
         if teacher is None:
             return distill_loss(log_probs, out_lens, batch["tokens"], batch["token_lens"])
-        ids, probs, teacher_lens, _hidden = TeacherOutput(*teacher)  # a 3-tuple works too
+        ids, probs, teacher_lens, teacher_hidden = TeacherOutput(*teacher)  # a 3-tuple works too
         if not torch.equal(teacher_lens.to(out_lens.device), out_lens):
             bad = int((teacher_lens.to(out_lens.device) != out_lens).nonzero()[0, 0])
             raise ValueError(
                 f"cut {batch['cut_ids'][bad]}: teacher has {int(teacher_lens[bad])} frames, "
                 f"student {int(out_lens[bad])} (expected equal: same features and frame rate)"
             )
+        projected = None
+        if (
+            teacher_hidden is not None
+            and student_hidden is not None
+            and "hidden" in self.kd_modules
+        ):
+            projected = self.kd_modules["hidden"](student_hidden)
         return distill_loss(
             log_probs, out_lens, batch["tokens"], batch["token_lens"], ids, probs,
-            teacher_lens=teacher_lens, **asdict(self.kd),
+            teacher_lens=teacher_lens, student_hidden=projected, teacher_hidden=teacher_hidden,
+            **asdict(self.kd),
         )  # fmt: skip
 
     def _skip_bad_batch(self, losses: DistillLoss) -> torch.Tensor | None:
@@ -183,7 +203,8 @@ class AsrTask(L.LightningModule):
             )
         if self.trainer.world_size == 1:
             return None
-        return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
+        params = [*self.model.parameters(), *self.kd_modules.parameters()]
+        return sum(p.sum() for p in params if p.requires_grad) * 0.0
 
     # ---------------------------------------------------------------- validation
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -219,7 +240,7 @@ class AsrTask(L.LightningModule):
     def configure_optimizers(self):
         opt = self.optim
         optimizer = torch.optim.AdamW(
-            self.model.parameters(),
+            [*self.model.parameters(), *self.kd_modules.parameters()],  # kd_modules: training only
             lr=opt.lr,
             betas=tuple(opt.betas),
             eps=opt.eps,

@@ -52,6 +52,10 @@ EXPERIMENT=${EXPERIMENT:-demo_synthetic} # conf/experiment/: batch size, lr sche
 DISTILL=${DISTILL:-frame_kl}             # conf/distill/<name> for the KD student
 TOPK=${TOPK:-8}                          # soft targets kept per frame
 TEMPERATURE=${TEMPERATURE:-2.0}          # softmax temperature of the stored soft targets
+# Teacher layers stored beside the soft targets for distill=hidden (stage 7 reads them from the
+# same store); [2,4,6] = teacher_small's layers paired with student_tiny's 3. Empty: none stored.
+HIDDEN_LAYERS=${HIDDEN_LAYERS-[2,4,6]}
+HIDDEN_COMPRESS=${HIDDEN_COMPRESS:-none}  # none (fp16) | int8 | pca<N> (see asr-kd-dump-targets --help)
 CHUNK_MS=${CHUNK_MS:-320}                # streaming chunk(s) evaluated, e.g. "160,320,640"
 CKPT=${CKPT:-last.ckpt}                  # last.ckpt: the students compared at equal updates
 COMPARE_DISTILL=${COMPARE_DISTILL:-}     # stage 7 settings; empty = every conf/distill/*.yaml
@@ -111,7 +115,8 @@ if in_range 3; then
   log "Stage 3: dump the teacher's top-$TOPK soft targets at T=$TEMPERATURE"
   reset_if_newer "$EXP/targets" "$(ckpt_of teacher)"  # a retrained teacher: dump again
   run_stage 3 dump "$EXP/targets/.done" asr-kd-dump-targets teacher_ckpt="$(ckpt_of teacher)" \
-    data.dir="$data" subset=train out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE"
+    data.dir="$data" subset=train out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE" \
+    ${HIDDEN_LAYERS:+"hidden_layers=$HIDDEN_LAYERS" hidden_compress="$HIDDEN_COMPRESS"}
 fi
 
 if in_range 4; then
