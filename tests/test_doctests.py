@@ -22,6 +22,7 @@ MODULES_WITH_EXAMPLES = [
     "asr_kd.data.librispeech",
     "asr_kd.data.prepare",
     "asr_kd.data.tokenizer",
+    "asr_kd.distill.inter_ctc",
     "asr_kd.distill.losses",
     "asr_kd.distill.store",
     "asr_kd.inference.decoders",

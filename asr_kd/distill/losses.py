@@ -43,7 +43,7 @@ Usage:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
 import torch
@@ -56,6 +56,9 @@ __all__ = ["DistillLoss", "KDConfig", "ctc_loss", "distill_loss", "kd_loss", "so
 # A probability this small is treated as zero in the "other" bucket (fp16 rounding of the
 # stored top-k probabilities is ~5e-4, so a residual below that carries no information).
 _MIN_OTHER_MASS = 1e-3
+
+# KDConfig fields for training-only modules (AsrTask.kd_modules), not arguments of distill_loss.
+_AUXILIARY_FIELDS = ("inter_layers", "inter_weight")
 
 
 @dataclass
@@ -70,6 +73,15 @@ class KDConfig:
     shift: int = 0
     delay_window: int = 0
     renormalize: bool = True
+    # distill=inter_ctc (asr_kd/distill/inter_ctc.py): auxiliary CTC heads on these 1-based
+    # student layers (None = the middle one), weight of their loss (0 = no heads)
+    inter_layers: list[int] | None = None
+    inter_weight: float = 0.0
+
+    def loss_options(self) -> dict:
+        """The knobs :func:`distill_loss` takes (the final layer's CTC + frame KD), without the
+        auxiliary-module settings (``inter_*``) that the training task reads itself."""
+        return {k: v for k, v in asdict(self).items() if k not in _AUXILIARY_FIELDS}
 
     @classmethod
     def from_options(cls, options: dict) -> KDConfig:
