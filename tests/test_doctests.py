@@ -23,6 +23,7 @@ MODULES_WITH_EXAMPLES = [
     "asr_kd.data.prepare",
     "asr_kd.data.tokenizer",
     "asr_kd.distill.hidden",
+    "asr_kd.distill.inter_ctc",
     "asr_kd.distill.losses",
     "asr_kd.distill.store",
     "asr_kd.export.sherpa",

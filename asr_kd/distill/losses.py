@@ -21,9 +21,17 @@ its own residual mass ``1 - sum(top-k)`` in the "other" bucket, which makes the 
 KL between the two coarsened distributions (zero when student = teacher, for any k).
 
 Streaming students emit later than full-context teachers. ``shift=d`` matches student frame
-``t`` with teacher frame ``t - d``; ``delay_window=w`` lets each student frame pick, among
-teacher frames ``t-d-w .. t-d``, the one with the smallest KL (vectorised with one gather).
-Student frames with no teacher frame in range (``t < d``) are left out of the KD average.
+``t`` with teacher frame ``t - d``; ``delay_window=w`` lets each *utterance* take the lag among
+``d .. d+w`` whose mean KL over its frames is smallest (candidates built with one gather). Student
+frames with no teacher frame in range (``t < lag``) are left out of the KD average.
+
+Why per utterance, not per frame: a peaky CTC teacher is blank on most frames, so with a
+per-frame minimum over ``t-d-w .. t-d`` almost every student frame finds a blank candidate and an
+all-blank student scores (near) zero: the old rule collapsed the demo student to 97 % dev WER. A
+soft-min over the candidates does not help either: a spike frame's soft-min is still lowest for a
+student that says blank there. With one lag per utterance every teacher frame is matched by some
+student frame (save the last ``lag`` ones), so skipping a spike costs its full KL; a student that
+reproduces the teacher with any constant lag in the window still scores zero.
 
 Hidden-state distillation (DistilHuBERT, Chang et al., arXiv 2110.01900; TutorNet, arXiv
 2008.00671): student layer outputs, each passed through a learned ``Linear(D_s -> D_t)``, are
@@ -45,8 +53,9 @@ Usage:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
 import torch
@@ -74,6 +83,9 @@ _TARGET_KEYS = {"source", "k", "student_layers", "teacher_layers"}
 # stored top-k probabilities is ~5e-4, so a residual below that carries no information).
 _MIN_OTHER_MASS = 1e-3
 
+# KDConfig fields for training-only modules (AsrTask.kd_modules), not arguments of distill_loss.
+_AUXILIARY_FIELDS = ("inter_layers", "inter_weight")
+
 
 @dataclass
 class KDConfig:
@@ -89,6 +101,10 @@ class KDConfig:
     renormalize: bool = True
     hidden_weight: float = 0.0  # weight of hidden-state KD (0: off)
     hidden_loss: str = "l1_cos"  # l1_cos (DistilHuBERT) | mse
+    # distill=inter_ctc (asr_kd/distill/inter_ctc.py): auxiliary CTC heads on these 1-based
+    # student layers (None = the middle one), weight of their loss (0 = no heads)
+    inter_layers: list[int] | None = None
+    inter_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.hidden_loss not in HIDDEN_LOSSES:
@@ -100,6 +116,11 @@ class KDConfig:
     def uses_teacher(self) -> bool:
         """Whether any term needs teacher targets (frame KL or hidden states)."""
         return self.alpha != 0.0 or self.hidden_weight != 0.0
+
+    def loss_options(self) -> dict:
+        """The knobs :func:`distill_loss` takes (the final layer's CTC + frame KD), without the
+        auxiliary-module settings (``inter_*``) that the training task reads itself."""
+        return {k: v for k, v in asdict(self).items() if k not in _AUXILIARY_FIELDS}
 
     @classmethod
     def from_options(cls, options: dict) -> KDConfig:
@@ -240,6 +261,30 @@ def _frame_kl(
     return kl, p
 
 
+def _utterance_lag(
+    kl: torch.Tensor, teacher_blank: torch.Tensor, valid: torch.Tensor, blank_weight: float
+) -> torch.Tensor:
+    """Index of each utterance's best lag (smallest weighted mean KL), spread over its frames.
+
+    Args:
+        kl: (B, T, W) KL per candidate; teacher_blank: (B, T, W) bool, the candidate is a
+            blank frame (weighted by ``blank_weight``); valid: (B, T, W) bool.
+    Returns:
+        (B, T) int64, the same candidate index on every frame of an utterance.
+
+    >>> kl = torch.tensor([[[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]]])  # lag 1: mean 1/3 < 1
+    >>> ok = torch.ones(1, 3, 2, dtype=torch.bool)
+    >>> _utterance_lag(kl, torch.zeros_like(ok), ok, 1.0).tolist()
+    [[1, 1, 1]]
+    """
+    weight = torch.where(teacher_blank, blank_weight, 1.0) * valid
+    total = (weight * torch.where(valid, kl, torch.zeros_like(kl))).sum(1)  # (B, W)
+    count = valid.sum(1)  # (B, W)
+    mean = torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.inf))
+    best = mean.detach().argmin(-1)  # (B,); a lag is chosen, not learned
+    return best.unsqueeze(-1).expand(-1, kl.shape[1])
+
+
 def kd_loss(
     student_log_probs: torch.Tensor,
     teacher_ids: torch.Tensor | None,
@@ -263,8 +308,9 @@ def kd_loss(
         out_lens: (B,) valid student frames; ``teacher_lens`` (B,) defaults to ``out_lens``.
         blank_weight: weight of frames whose (renormalised) teacher blank probability exceeds
             ``blank_threshold``; < 1 keeps the peaky teacher's blank frames from dominating.
-        shift, delay_window: student frame t is compared with teacher frames
-            ``t-shift-delay_window .. t-shift`` and takes the smallest KL.
+        shift, delay_window: each utterance's student frame t is compared with teacher frame
+            ``t - lag``, one lag in ``shift .. shift+delay_window`` per utterance: the one
+            with the smallest (weighted) mean KL.
         renormalize: see the module docstring (top-k "other" bucket).
     Returns:
         scalar tensor.
@@ -279,13 +325,14 @@ def kd_loss(
     if teacher_ids is not None:
         ids, _ = _teacher_candidates(teacher_ids, teacher_lens, num_frames, shift, delay_window)
     kl, p = _frame_kl(student_t, ids, probs, renormalize)  # (B, T, W)
-    kl = kl.masked_fill(~valid, float("inf"))
-    best_kl, best = kl.min(dim=-1)  # (B, T)
-    matched = valid.any(-1) & _frame_mask(out_lens, num_frames)
+    valid = valid & _frame_mask(out_lens, num_frames).unsqueeze(-1)
     if ids is None:
         p_blank = p[..., blank_id]
     else:
         p_blank = (p * (ids == blank_id)).sum(-1)  # (B, T, W)
+    best = _utterance_lag(kl, p_blank > blank_threshold, valid, blank_weight)  # (B, T)
+    best_kl = kl.gather(-1, best.unsqueeze(-1)).squeeze(-1)
+    matched = valid.gather(-1, best.unsqueeze(-1)).squeeze(-1)
     p_blank = p_blank.gather(-1, best.unsqueeze(-1)).squeeze(-1)
     weight = torch.where(p_blank > blank_threshold, blank_weight, 1.0) * matched
     best_kl = torch.where(matched, best_kl, torch.zeros_like(best_kl))

@@ -11,6 +11,12 @@ and a distillation run is a *teacher targets* object, a plain callable
   ``asr-kd-dump-targets`` store by cut id;
 - ``None`` trains with CTC alone.
 
+Training-only modules (``kd_modules``, an ``nn.ModuleDict`` beside ``model``, not inside it):
+``"inter_ctc"``, the auxiliary CTC heads of ``distill=inter_ctc``
+(:mod:`asr_kd.distill.inter_ctc`). They are optimised with the model and saved in Lightning
+checkpoints (a resume restores them), and left out by ``load_model`` and every export, which read
+``model.`` keys only.
+
 The teacher is deliberately *not* a submodule: it is not saved in the student's checkpoint, not
 wrapped by DDP and not switched to train mode by Lightning.
 
@@ -29,12 +35,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import lightning as L
 import torch
 from torch import nn
 
+from asr_kd.distill.inter_ctc import InterCTCHeads, inter_ctc_loss, resolve_inter_layers
 from asr_kd.distill.losses import DistillLoss, KDConfig, distill_loss
 from asr_kd.distill.teachers import TeacherOutput, TeacherTargets
 from asr_kd.errors import ConfigError
@@ -134,6 +141,9 @@ class AsrTask(L.LightningModule):
         self.val_chunk_size = val_chunk_size
         self.bad_batches, self.consecutive_bad_batches = 0, 0
         self._val_counts = torch.zeros(4, dtype=torch.float64)  # word errs, words, char errs, chars
+        self.kd_modules = nn.ModuleDict()  # training only: never under self.model
+        if self.kd.inter_weight > 0:
+            self.kd_modules["inter_ctc"] = _inter_ctc_heads(self.kd, model)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
@@ -144,16 +154,21 @@ class AsrTask(L.LightningModule):
         chunk_size = self.model.sample_chunk_size()  # dynamic chunk training; None = full
         log_probs, out_lens, *hidden = self.model(
             feats, feat_lens, chunk_size=chunk_size, left_chunks=self.model.default_left_chunks,
-            return_hidden="hidden" in self.kd_modules,
+            return_hidden=len(self.kd_modules) > 0,
         )  # fmt: skip
         losses = self.compute_loss(log_probs, out_lens, batch, teacher, *hidden)
+        figures = {"train/loss": losses.loss, "train/ctc": losses.ctc, "train/kd": losses.kd}
+        if "hidden" in self.kd_modules and losses.hidden is not None:
+            figures["train/hidden"] = losses.hidden
+        if "inter_ctc" in self.kd_modules:
+            losses, figures["train/inter_ctc"] = self._add_inter_ctc(
+                losses, hidden[0], out_lens, batch, teacher
+            )
+            figures["train/loss"] = losses.loss
         if not torch.isfinite(losses.loss):
             return self._skip_bad_batch(losses)
         self.consecutive_bad_batches = 0
-        logged = {"train/loss": losses.loss, "train/ctc": losses.ctc, "train/kd": losses.kd}
-        if "hidden" in self.kd_modules and losses.hidden is not None:
-            logged["train/hidden"] = losses.hidden
-        self.log_dict(logged, prog_bar=True, batch_size=feats.size(0))
+        self.log_dict(figures, prog_bar=True, batch_size=feats.size(0))
         return losses.loss
 
     def compute_loss(
@@ -180,8 +195,26 @@ class AsrTask(L.LightningModule):
         return distill_loss(
             log_probs, out_lens, batch["tokens"], batch["token_lens"], ids, probs,
             teacher_lens=teacher_lens, student_hidden=projected, teacher_hidden=teacher_hidden,
-            **asdict(self.kd),
+            **self.kd.loss_options(),
         )  # fmt: skip
+
+    def _add_inter_ctc(
+        self, losses: DistillLoss, hidden: tuple, out_lens, batch: dict, teacher
+    ) -> tuple[DistillLoss, torch.Tensor]:
+        """``(1 - w) * losses.loss + w * (heads' mean loss)``, and that head loss (detached).
+
+        ``hidden``: every student layer's (B, T, D) output; the heads get the final layer's
+        mix (CTC, plus KD with the same knobs when ``teacher`` is given).
+        """
+        log_probs = self.kd_modules["inter_ctc"](hidden)
+        options = {}
+        if teacher is not None:
+            ids, probs, teacher_lens, _hidden = TeacherOutput(*teacher)
+            options = dict(teacher_ids=ids, teacher_probs=probs, teacher_lens=teacher_lens,
+                           **self.kd.loss_options())  # fmt: skip
+        aux = inter_ctc_loss(log_probs, out_lens, batch["tokens"], batch["token_lens"], **options)
+        w = self.kd.inter_weight
+        return losses._replace(loss=(1.0 - w) * losses.loss + w * aux), aux.detach()
 
     def _skip_bad_batch(self, losses: DistillLoss) -> torch.Tensor | None:
         """Count a non-finite loss and skip its batch (raise after too many in a row).
@@ -263,3 +296,9 @@ class AsrTask(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.bad_batches = int(checkpoint.get("asr_kd", {}).get("bad_batches", 0))
+
+
+def _inter_ctc_heads(kd: KDConfig, model: nn.Module) -> InterCTCHeads:
+    """The auxiliary CTC heads of ``distill=inter_ctc`` for ``model``'s layers (checked)."""
+    layers = resolve_inter_layers(kd.inter_layers, num_layers=len(model.layers))
+    return InterCTCHeads(layers, d_model=model.d_model, vocab_size=model.vocab_size)

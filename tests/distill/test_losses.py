@@ -73,35 +73,77 @@ def test_shift_matches_student_frame_t_with_teacher_frame_t_minus_d():
     assert kd_loss(student, ids, probs, lens, 1.0, shift=0).item() > 0.1
 
 
-def test_delay_window_takes_the_best_teacher_frame():
+def test_delay_window_takes_each_utterances_best_lag():
     frames, vocab, window = 12, 5, 2
     teacher = _log_probs(2, frames, vocab, seed=3)
     student = _log_probs(2, frames, vocab, seed=4)
     ids, probs = soften_teacher(teacher, 2.0, k=3)
     lens = torch.tensor([12, 9])
     got = kd_loss(student, ids, probs, lens, 2.0, shift=1, delay_window=window)
-    # reference: explicit loops over frames and candidate lags
+    # reference: explicit loops over utterances, lags and frames
     p = probs / probs.sum(-1, keepdim=True)
     log_q = torch.log_softmax(student / 2.0, -1)
     total, count = 0.0, 0
     for b in range(2):
-        for t in range(int(lens[b])):
+        per_lag = []
+        for lag in range(1, 2 + window):
             kls = [
-                (p[b, s] * (p[b, s].log() - log_q[b, t, ids[b, s]])).sum().item()
-                for s in range(t - 1 - window, t)
-                if 0 <= s < int(lens[b])
+                (p[b, t - lag] * (p[b, t - lag].log() - log_q[b, t, ids[b, t - lag]])).sum().item()
+                for t in range(lag, int(lens[b]))
             ]
-            if kls:
-                total, count = total + min(kls), count + 1
+            per_lag.append((sum(kls) / len(kls), sum(kls), len(kls)))
+        _, kl_sum, n = min(per_lag)
+        total, count = total + kl_sum, count + n
     assert got.item() == pytest.approx(4 * total / count, rel=1e-5)
-    # a student that copies the teacher with per-frame delays of 0..window frames scores 0
-    delays = torch.tensor([0, 2, 1, 0, 2, 2, 1, 0, 1, 2, 0, 1])
-    src = (torch.arange(frames) - delays).clamp(min=0)
-    copied = teacher[:, src]
+    # a student that copies the teacher with a constant delay of 0..window frames scores 0
+    shifts = [(torch.arange(frames) - d).clamp(min=0) for d in (2, 1)]
+    copied = torch.stack([teacher[b, src] for b, src in enumerate(shifts)])
     ids, probs = soften_teacher(teacher, 2.0)
     lens = torch.tensor([frames, frames])
     assert kd_loss(copied, ids, probs, lens, 2.0, delay_window=window).item() < 1e-5
     assert kd_loss(copied, ids, probs, lens, 2.0, delay_window=0).item() > 0.05
+
+
+def _spiky_teacher(frames: int = 16, spikes=(2, 6, 10)) -> torch.Tensor:
+    """(1, frames, 3) CTC-like log-probs: blank (0.98) except token 1 or 2 (0.96) at ``spikes``."""
+    probs = torch.tensor([0.98, 0.01, 0.01]).repeat(1, frames, 1)
+    for i, t in enumerate(spikes):
+        probs[0, t] = (
+            torch.tensor([0.02, 0.96, 0.02]) if i % 2 == 0 else torch.tensor([0.02, 0.02, 0.96])
+        )
+    return probs.log()
+
+
+def test_delay_window_regression_an_all_blank_student_scores_worse_than_a_lagged_one():
+    """The per-frame minimum over t-3 .. t gave an all-blank student KD 0 (every window holds a
+    blank teacher frame), no more than a student reproducing the spikes 2 frames late: the demo
+    student collapsed to blank (97 % dev WER)."""
+    teacher = _spiky_teacher()
+    ids, probs = soften_teacher(teacher, 2.0)
+    lens = torch.tensor([16])
+    all_blank = teacher[:, :1].expand(1, 16, 3)  # the teacher's own blank frame, everywhere
+    lagged = teacher[:, (torch.arange(16) - 2).clamp(min=0)]
+    blank_kd = kd_loss(all_blank, ids, probs, lens, 2.0, delay_window=3)
+    lagged_kd = kd_loss(lagged, ids, probs, lens, 2.0, delay_window=3)
+    assert lagged_kd.item() < 1e-5
+    assert blank_kd.item() > 0.1
+
+
+def test_delay_window_regression_kd_alone_does_not_keep_a_blank_student_blank():
+    """A few hundred steps of KD alone from a blank-leaning start (as a CTC student begins):
+    the old per-frame minimum had gradient ~0 there and the student stayed blank."""
+    teacher = _spiky_teacher()
+    ids, probs = soften_teacher(teacher, 2.0)
+    logits = torch.tensor([4.0, 0.0, 0.0]).repeat(1, 16, 1).requires_grad_(True)
+    optimizer = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(200):
+        loss = kd_loss(torch.log_softmax(logits, -1), ids, probs, torch.tensor([16]), 2.0,
+                       delay_window=3)  # fmt: skip
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    emitted = [int(v) for v in logits[0].argmax(-1) if v != 0]
+    assert emitted and emitted[0] == 1 and 2 in emitted
 
 
 def test_blank_weight_scales_frames_where_the_teacher_says_blank():
@@ -152,7 +194,14 @@ def test_padded_frames_do_not_change_the_kd_loss_with_a_shift(shift, delay_windo
         teacher = torch.log_softmax(3 * torch.randn(1, n, vocab, generator=gen), -1)
         ids, probs = soften_teacher(teacher, temperature, k)
         loss = kd_loss(student, ids, probs, torch.tensor([n]), temperature, **options)
-        alone.append((loss.item(), n - shift))  # frames t >= shift have a teacher frame
+        # the utterance's lag: the best fixed shift in the window; frames t >= lag are matched
+        per_lag = [
+            kd_loss(student, ids, probs, torch.tensor([n]), temperature, shift=lag,
+                    renormalize=renormalize).item()
+            for lag in range(shift, shift + delay_window + 1)
+        ]  # fmt: skip
+        assert loss.item() == pytest.approx(min(per_lag), rel=1e-6)
+        alone.append((loss.item(), n - shift - per_lag.index(min(per_lag))))
         # padding: a confident student and teacher that disagree (a large KL if counted)
         junk = torch.full((1, frames - n, vocab), -20.0)
         junk[..., b % vocab] = 0.0

@@ -8,8 +8,6 @@ direct :func:`asr_kd.distill.losses.distill_loss` call on the student's own forw
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from torch import nn
@@ -102,7 +100,7 @@ def _direct_loss(student, feats, batch, targets, **knobs):
     """The loss the configured knobs give, computed without AsrTask (``knobs`` override)."""
     with torch.no_grad():
         log_probs, out_lens = student(feats, batch["feat_lens"], CHUNK, LEFT_CHUNKS)
-    options = {**dataclasses.asdict(KNOBS), **knobs}
+    options = {**KNOBS.loss_options(), **knobs}
     ids, probs, teacher_lens = targets
     return distill_loss(
         log_probs, out_lens, batch["tokens"], batch["token_lens"], ids, probs,
