@@ -91,7 +91,8 @@ def init_weights_from(
             f"init_from={path}: its tokenizer ({theirs.kind}, vocab {theirs.vocab_size}, "
             f"{theirs.fingerprint}) != this run's ({tokenizer.kind}, vocab "
             f"{tokenizer.vocab_size}, {tokenizer.fingerprint}); expected the same tokenizer: "
-            "prepare the data with the checkpoint's tokenizer"
+            "data prepared with the checkpoint's (tokenizer=char is the same for every corpus; "
+            "a BPE is trained on each data dir's train text)"
         )
     state, ours = _model_state(ckpt), model.state_dict()
     problem = next(filter(None, (_mismatch(n, state, ours) for n in sorted({*state, *ours}))), "")
