@@ -245,8 +245,8 @@ def fit(
     :func:`asr_kd.models.loading.init_weights_from`); the optimizer, schedule and step count
     start afresh."""
     out_dir = Path(cfg.out_dir)
+    init_from = _init_from(cfg)  # before _resume_path: the conflict, not "nothing to resume"
     resume_from = _resume_path(cfg, out_dir)
-    init_from = _init_from(cfg)
     averager = build_averager(cfg)
     task = _build_task(cfg, dm, model, model_config, role, kd, targets)
     if init_from is not None:

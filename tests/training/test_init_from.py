@@ -107,6 +107,10 @@ def test_another_tokenizer_is_a_one_line_error(tmp_path, prepared_data_dir, sour
 
 def test_init_from_with_resume_is_an_error(tmp_path, prepared_data_dir, source):
     out = tmp_path / "run"
+    both = (f"init_from={source}", "resume=true")
+    match = rf"^init_from={source} with resume=true: a resumed run"
+    with pytest.raises(ConfigError, match=match):  # no run to resume yet: still this error
+        train(tiny_run("train", prepared_data_dir, out, *both))
     train(tiny_run("train", prepared_data_dir, out, steps=2))
-    with pytest.raises(ConfigError, match=rf"^init_from={source} with resume=true: a resumed run"):
-        train(tiny_run("train", prepared_data_dir, out, f"init_from={source}", "resume=true"))
+    with pytest.raises(ConfigError, match=match):
+        train(tiny_run("train", prepared_data_dir, out, *both))
