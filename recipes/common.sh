@@ -135,6 +135,20 @@ reset_if_newer() {
   done
 }
 
+# set_averaging: check AVG (checkpoints averaged per training stage, 0 = off) and AVG_EVERY, then
+# set avg_args (the averaging options every training stage gets; none when AVG=0) and CKPT when
+# unset (averaged.ckpt with AVG > 0, else last.ckpt), the checkpoint dumped and evaluated.
+set_averaging() {
+  case $AVG in ''|*[!0-9]*) die "AVG=$AVG: expected how many checkpoints to average (0 = off)" ;; esac
+  case $AVG_EVERY in ''|*[!0-9]*|0) die "AVG_EVERY=$AVG_EVERY: expected a positive number of updates" ;; esac
+  avg_args=()
+  if [ "$AVG" -gt 0 ]; then
+    avg_args=(average.last_n="$AVG" average.every_n_steps="$AVG_EVERY")
+    CKPT=${CKPT:-averaged.ckpt}
+  fi
+  CKPT=${CKPT:-last.ckpt}
+}
+
 # distil_student NAME DISTILL KIND STAGE: one student ($STUDENT_MODEL, $STUDENT_STEPS updates)
 # from the cached soft targets in $EXP/targets, plus the recipe's own STUDENT_ARGS (an array).
 # Soft targets newer than a KD student's last checkpoint (a retrained teacher) make it stale: its

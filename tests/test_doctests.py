@@ -35,6 +35,7 @@ MODULES_WITH_EXAMPLES = [
     "asr_kd.models.fold",
     "asr_kd.models.masks",
     "asr_kd.models.streaming",
+    "asr_kd.training.averaging",
     "asr_kd.training.task",
 ]
 

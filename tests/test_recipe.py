@@ -302,3 +302,35 @@ def test_librispeech_recipe_runs_its_stages_in_order(fake_env, tmp_path):
     assert "subsets=[test-clean,test-other,dev-clean,dev-other]" in evaluate
     proc = _libri(fake_env, str(corpus), "--stage", "7")
     assert proc.returncode != 0 and "this recipe has stages 1-6" in proc.stderr
+
+
+def test_avg_averages_every_training_stage_alike_and_the_averaged_checkpoints_are_used(fake_env):
+    assert _run(fake_env).returncode == 0  # AVG unset: no averaging, last.ckpt everywhere
+    calls = _calls(fake_env)
+    assert not any("average." in c or "averaged.ckpt" in c for c in calls)
+    shutil.rmtree(fake_env["EXP"])
+    assert _run(dict(fake_env, AVG="5")).returncode == 0
+    _, _, teacher, dump, kd, ctc, evaluate = _calls(fake_env)
+    for call in (teacher, kd, ctc):  # the fair-comparison rule: the same averaging for all three
+        assert (_arg(call, "average.last_n"), _arg(call, "average.every_n_steps")) == ("5", "100")
+    assert _arg(dump, "teacher_ckpt").endswith("/teacher/checkpoints/averaged.ckpt")
+    for name in ("teacher", "student_kd", "student_ctc"):
+        assert _arg(evaluate, f"checkpoints.{name}").endswith(f"/{name}/checkpoints/averaged.ckpt")
+    shutil.rmtree(fake_env["EXP"])
+    assert _run(dict(fake_env, AVG="5", CKPT="last.ckpt")).returncode == 0  # CKPT still wins
+    assert "averaged.ckpt" not in _calls(fake_env)[-1]
+    proc = _run(dict(fake_env, AVG="five"))
+    assert proc.returncode == 2 and proc.stderr == (
+        "error: AVG=five: expected how many checkpoints to average (0 = off)\n"
+    )
+    assert _calls(fake_env) == []
+
+
+def test_librispeech_recipe_averages_the_teacher_and_both_students_alike(fake_env, tmp_path):
+    corpus = _libri_layout(tmp_path / "LibriSpeech", LIBRI_SUBSETS)
+    assert _libri(dict(fake_env, AVG="10"), str(corpus)).returncode == 0
+    _, teacher, dump, *_, kd, ctc, evaluate = _calls(fake_env)
+    for call in (teacher, kd, ctc):
+        assert (_arg(call, "average.last_n"), _arg(call, "average.every_n_steps")) == ("10", "5000")
+    assert _arg(dump, "teacher_ckpt").endswith("averaged.ckpt")
+    assert _arg(evaluate, "checkpoints.student_ctc").endswith("averaged.ckpt")

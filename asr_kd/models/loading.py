@@ -4,6 +4,7 @@ Usage:
     loaded = load_model("exp/teacher/checkpoints/last.ckpt")
     log_probs, out_lens = loaded.model(feats, feat_lens)
     print(loaded.tokenizer.decode(ids))
+    init_weights_from(model, tokenizer, "exp/student_kd/checkpoints/last.ckpt", model_config)
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from torch import nn
 
 from asr_kd.checkpoint import load_checkpoint
 from asr_kd.data.tokenizer import Tokenizer
+from asr_kd.errors import ConfigError
 
-__all__ = ["LoadedModel", "load_model", "resolve_device"]
+__all__ = ["LoadedModel", "init_weights_from", "load_model", "resolve_device"]
 
 _MODEL_PREFIX = "model."
 
@@ -41,12 +43,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     ckpt = load_checkpoint(path)
     meta = ckpt["asr_kd"]
     model = hydra.utils.instantiate(meta["model_config"])
-    state = {
-        k[len(_MODEL_PREFIX) :]: v
-        for k, v in ckpt["state_dict"].items()
-        if k.startswith(_MODEL_PREFIX)
-    }
-    model.load_state_dict(state)
+    model.load_state_dict(_model_state(ckpt))
     model.eval()
     return LoadedModel(
         model=model,
@@ -54,6 +51,83 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         model_config=dict(meta["model_config"]),
         role=str(meta.get("role", "unknown")),
         path=Path(path),
+    )
+
+
+def _model_state(ckpt: dict) -> dict:
+    """The model's entries of a checkpoint's ``state_dict`` (the ``model.`` prefix removed)."""
+    return {
+        k[len(_MODEL_PREFIX) :]: v
+        for k, v in ckpt["state_dict"].items()
+        if k.startswith(_MODEL_PREFIX)
+    }
+
+
+def init_weights_from(
+    model: nn.Module, tokenizer: Tokenizer, path: str | os.PathLike, model_config: dict
+) -> dict:
+    """Load the model weights of checkpoint ``path`` into ``model`` (``init_from=``).
+
+    Every state entry is taken from the checkpoint, the CMVN buffers included: its weights
+    were learnt on features normalised that way. Only weights: no optimizer, schedule or step.
+
+    Args:
+        model: the run's freshly built model. tokenizer: the run's (data dir's) tokenizer.
+        path: an asr_kd checkpoint (read with ``weights_only=True``).
+        model_config: the run's model config (named in the error when shapes differ).
+
+    Returns:
+        the checkpoint's ``asr_kd`` metadata.
+
+    Raises:
+        ConfigError: another tokenizer, or a state entry missing, unexpected or of another
+            shape (naming the entry, both shapes, the file and the model options that differ).
+    """
+    ckpt = load_checkpoint(path)
+    meta = ckpt["asr_kd"]
+    theirs = Tokenizer.from_dict(meta["tokenizer"])
+    if theirs.fingerprint != tokenizer.fingerprint:
+        raise ConfigError(
+            f"init_from={path}: its tokenizer ({theirs.kind}, vocab {theirs.vocab_size}, "
+            f"{theirs.fingerprint}) != this run's ({tokenizer.kind}, vocab "
+            f"{tokenizer.vocab_size}, {tokenizer.fingerprint}); expected the same tokenizer: "
+            "data prepared with the checkpoint's (tokenizer=char is the same for every corpus; "
+            "a BPE is trained on each data dir's train text)"
+        )
+    state, ours = _model_state(ckpt), model.state_dict()
+    problem = next(filter(None, (_mismatch(n, state, ours) for n in sorted({*state, *ours}))), "")
+    if problem:
+        differ = _config_differences(meta.get("model_config", {}), model_config)
+        raise ConfigError(
+            f"init_from={path}: parameter {problem}; expected the same model config"
+            f"{f' (checkpoint vs this run: {differ})' if differ else ''}: set model.* as the "
+            "checkpoint's or choose a checkpoint of this model"
+        )
+    model.load_state_dict(state)
+    return meta
+
+
+def _mismatch(name: str, theirs: dict, ours: dict) -> str:
+    """What is wrong with state entry ``name`` (checkpoint ``theirs``, run ``ours``); "" if fine."""
+    if name not in theirs:
+        return f"{name} {tuple(ours[name].shape)} of this run's model is not in the checkpoint"
+    if name not in ours:
+        return f"{name} {tuple(theirs[name].shape)} of the checkpoint is not in this run's model"
+    if theirs[name].shape != ours[name].shape:
+        return (
+            f"{name} has shape {tuple(theirs[name].shape)} in the checkpoint, "
+            f"{tuple(ours[name].shape)} in this run's model"
+        )
+    return ""
+
+
+def _config_differences(theirs: dict, ours: dict) -> str:
+    """``d_model 64 vs 128, num_layers 3 vs 4``: the model options that differ."""
+    keys = sorted({*theirs, *ours}, key=str)
+    return ", ".join(
+        f"{key} {theirs.get(key)} vs {ours.get(key)}"
+        for key in keys
+        if theirs.get(key) != ours.get(key)
     )
 
 

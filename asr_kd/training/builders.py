@@ -10,14 +10,19 @@ Run directory (``out_dir``):
     checkpoints/last.ckpt          every ``checkpoint.every_n_steps`` and at the end
     checkpoints/best.ckpt          lowest dev WER (``val/wer``), checked every
                                    ``trainer.val_check_interval`` steps
+    checkpoints/averaged.ckpt      with ``average.last_n=N``: the mean weights of the last N
+                                   snapshots, ``average.every_n_steps`` apart (weights only;
+                                   :mod:`asr_kd.training.averaging`)
     logs/csv/version_N/metrics.csv, logs/tensorboard/version_N/   one version per (re)start
 
 Checkpoints are written atomically (temp file + rename, :class:`AtomicCheckpointIO`) and hold
 only plain types, so the whole file loads with ``torch.load(weights_only=True)``.
 ``resume=true`` continues from ``checkpoints/last.ckpt`` at its global step with its optimizer,
 scheduler and callback states, and mid-epoch at the batch after the last one trained (the data
-module saves its sampler's place). Every key under ``trainer.`` goes to ``lightning.Trainer``
-unchanged.
+module saves its sampler's place). ``init_from=CKPT`` is not a resume: a new run whose model
+starts from that checkpoint's weights (same model config, same tokenizer), with a fresh
+optimizer, schedule and step count (fine-tuning). Every key under ``trainer.`` goes to
+``lightning.Trainer`` unchanged.
 """
 
 from __future__ import annotations
@@ -39,10 +44,22 @@ from asr_kd.checkpoint import atomic_torch_save
 from asr_kd.config import save_config
 from asr_kd.distill.losses import KDConfig
 from asr_kd.distill.teachers import TeacherTargets
-from asr_kd.errors import MissingFileError, OutputExistsError
+from asr_kd.errors import ConfigError, MissingFileError, OutputExistsError
+from asr_kd.models.loading import init_weights_from
+from asr_kd.training.averaging import WeightAverager
 from asr_kd.training.task import AsrTask, OptimConfig, lr_lambda
 
-__all__ = ["AtomicCheckpointIO", "EpochTimer", "build_model", "build_trainer", "fit"]
+__all__ = [
+    "AVERAGED_CKPT",
+    "AtomicCheckpointIO",
+    "EpochTimer",
+    "build_averager",
+    "build_model",
+    "build_trainer",
+    "fit",
+]
+
+AVERAGED_CKPT = "averaged.ckpt"  # beside last.ckpt and best.ckpt
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -96,8 +113,27 @@ def build_model(model_cfg: DictConfig, dm) -> tuple[nn.Module, dict]:
     return model, model_config
 
 
-def build_trainer(cfg: DictConfig, out_dir: Path) -> tuple[L.Trainer, EpochTimer]:
-    """``lightning.Trainer(**cfg.trainer)`` with our loggers, checkpoints and atomic IO."""
+def build_averager(cfg: DictConfig) -> WeightAverager | None:
+    """The ``average.`` options as a :class:`WeightAverager`; None when ``average.last_n=0``.
+
+    Raises:
+        ConfigError: a negative count, ``every_n_steps < 1``, or ``last_n * every_n_steps``
+            over ``trainer.max_steps`` (checked before the run writes anything).
+    """
+    options = cfg.get("average") or {}
+    last_n = int(options.get("last_n", 0))
+    if last_n == 0:
+        return None
+    return WeightAverager(
+        last_n, int(options.get("every_n_steps", 1)), int(cfg.trainer.get("max_steps", -1))
+    )
+
+
+def build_trainer(
+    cfg: DictConfig, out_dir: Path, callbacks: list[Callback] | tuple = ()
+) -> tuple[L.Trainer, EpochTimer]:
+    """``lightning.Trainer(**cfg.trainer)`` with our loggers, checkpoints, atomic IO, and
+    ``callbacks`` besides."""
     ckpt_dir = out_dir / "checkpoints"
     last = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -124,7 +160,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path) -> tuple[L.Trainer, EpochTimer
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=out_dir,
         logger=loggers,
-        callbacks=[last, best, timer],
+        callbacks=[last, best, timer, *callbacks],
         plugins=[AtomicCheckpointIO()],
     )
     return trainer, timer
@@ -141,26 +177,29 @@ def _resume_path(cfg: DictConfig, out_dir: Path) -> Path | None:
     return last if cfg.resume else None
 
 
-def fit(
-    cfg: DictConfig,
-    dm,
-    model: nn.Module,
-    model_config: dict,
-    role: str,
-    kd: KDConfig | None = None,
-    targets: TeacherTargets | None = None,
-    kd_modules: dict[str, nn.Module] | None = None,
-) -> dict:
-    """Build the task and the trainer, fit (or resume), save ``last.ckpt``; return the figures.
-    ``kd_modules``: training-only modules (:class:`AsrTask`), saved for resume, never exported."""
-    out_dir = Path(cfg.out_dir)
-    resume_from = _resume_path(cfg, out_dir)
+def _init_from(cfg: DictConfig) -> Path | None:
+    """``init_from``'s checkpoint, refused together with ``resume=true``."""
+    init_from = cfg.get("init_from")
+    if not init_from:
+        return None
+    if cfg.resume:
+        raise ConfigError(
+            f"init_from={init_from} with resume=true: a resumed run continues from "
+            f"{Path(cfg.out_dir) / 'checkpoints' / 'last.ckpt'}, which already holds its weights; "
+            "drop init_from to resume that run, or drop resume=true (and use a new out_dir) to start "
+            "a new run from the checkpoint's weights"
+        )
+    return Path(init_from)
+
+
+def _build_task(cfg, dm, model, model_config, role, kd, targets, kd_modules) -> AsrTask:
+    """The :class:`AsrTask` of ``cfg`` (optimiser, SpecAugment, bad batches, dev chunk)."""
     optim = OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True))
     if optim.total_steps < 0:
         optim.total_steps = int(cfg.trainer.get("max_steps", -1))
     lr_lambda(optim.schedule, optim.warmup_steps, optim.total_steps)  # refused before any output
     spec_augment = hydra.utils.instantiate(cfg.spec_augment) if cfg.spec_augment else None
-    task = AsrTask(
+    return AsrTask(
         model,
         model_config,
         dm.tokenizer,
@@ -173,7 +212,49 @@ def fit(
         val_chunk_size=cfg.get("val_chunk_size"),
         kd_modules=kd_modules,
     )
-    trainer, timer = build_trainer(cfg, out_dir)
+
+
+def _save_averaged(trainer: L.Trainer, task: AsrTask, averager, path: Path) -> str | None:
+    """Write ``averaged.ckpt``: ``last.ckpt``'s format with the averaged weights, weights only
+    (no optimizer: it is a model to decode or to ``init_from``, not a run to resume)."""
+    if averager is None or not averager.complete:
+        return None
+    final = {name: value.clone() for name, value in task.model.state_dict().items()}
+    task.model.load_state_dict(averager.averaged_state(task.model))
+    task.averaged_steps = list(averager.steps)
+    try:
+        trainer.save_checkpoint(path, weights_only=True)
+    finally:
+        task.model.load_state_dict(final)
+        task.averaged_steps = None
+    return str(path)
+
+
+def fit(
+    cfg: DictConfig,
+    dm,
+    model: nn.Module,
+    model_config: dict,
+    role: str,
+    kd: KDConfig | None = None,
+    targets: TeacherTargets | None = None,
+    kd_modules: dict[str, nn.Module] | None = None,
+) -> dict:
+    """Build the task and the trainer, fit (or resume), save ``last.ckpt`` (and
+    ``averaged.ckpt`` with ``average.last_n``); return the figures. ``kd_modules``:
+    training-only modules (:class:`AsrTask`), saved for resume, never exported.
+
+    ``init_from=CKPT`` first loads that checkpoint's model weights into ``model`` (see
+    :func:`asr_kd.models.loading.init_weights_from`); the optimizer, schedule and step count
+    start afresh."""
+    out_dir = Path(cfg.out_dir)
+    init_from = _init_from(cfg)  # before _resume_path: the conflict, not "nothing to resume"
+    resume_from = _resume_path(cfg, out_dir)
+    averager = build_averager(cfg)
+    task = _build_task(cfg, dm, model, model_config, role, kd, targets, kd_modules)
+    if init_from is not None:
+        init_weights_from(model, dm.tokenizer, init_from, model_config)
+    trainer, timer = build_trainer(cfg, out_dir, [averager] if averager else [])
     if trainer.is_global_zero:
         save_config(cfg, out_dir)
     start = time.perf_counter()
@@ -181,6 +262,7 @@ def fit(
     fit_seconds = time.perf_counter() - start
     last = out_dir / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(last, weights_only=False)  # full state
+    averaged = _save_averaged(trainer, task, averager, out_dir / "checkpoints" / AVERAGED_CKPT)
     best = trainer.checkpoint_callbacks[1]
     metrics = {key: float(v) for key, v in trainer.callback_metrics.items()}
     return {
@@ -192,6 +274,9 @@ def fit(
         "best_wer": None if best.best_model_score is None else float(best.best_model_score),
         "best_ckpt": best.best_model_path or None,
         "last_ckpt": str(last),
+        "averaged_ckpt": averaged,
+        "averaged_steps": list(averager.steps) if averaged else None,
         "resumed_from": None if resume_from is None else str(resume_from),
+        "init_from": None if init_from is None else str(init_from),
         "metrics": metrics,
     }

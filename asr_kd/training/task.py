@@ -140,6 +140,7 @@ class AsrTask(L.LightningModule):
         self.max_consecutive_bad_batches = max_consecutive_bad_batches
         self.val_chunk_size = val_chunk_size
         self.bad_batches, self.consecutive_bad_batches = 0, 0
+        self.averaged_steps: list[int] | None = None  # set while averaged.ckpt is written
         self._val_counts = torch.zeros(4, dtype=torch.float64)  # word errs, words, char errs, chars
         self.kd_modules = nn.ModuleDict()  # training only: never under self.model
         if self.kd.inter_weight > 0:
@@ -293,6 +294,8 @@ class AsrTask(L.LightningModule):
             "role": self.role,
             "bad_batches": self.bad_batches,
         }
+        if self.averaged_steps is not None:  # the steps whose weights this checkpoint averages
+            checkpoint["asr_kd"]["averaged_steps"] = list(self.averaged_steps)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.bad_batches = int(checkpoint.get("asr_kd", {}).get("bad_batches", 0))

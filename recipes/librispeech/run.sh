@@ -12,6 +12,7 @@
 #   bash recipes/librispeech/run.sh /data/LibriSpeech
 #   bash recipes/librispeech/run.sh /data/LibriSpeech --stage 4 --stop-stage 6
 #   TRAINER=gpu TRAIN_SUBSETS="train-clean-100" bash recipes/librispeech/run.sh /data/LibriSpeech
+#   AVG=10 bash recipes/librispeech/run.sh /data/LibriSpeech   # average each model's last 10 checkpoints
 #   bash recipes/librispeech/run.sh /data/LibriSpeech train:trainer.devices=4 eval:device=cuda
 #
 # The directory is the one holding the subset folders (train-clean-100/, dev-clean/, ...), as
@@ -39,7 +40,14 @@ DISTILL=${DISTILL:-frame_kl}
 TOPK=${TOPK:-8}
 TEMPERATURE=${TEMPERATURE:-2.0}
 CHUNK_MS=${CHUNK_MS:-"160,320,640,1280"}
-CKPT=${CKPT:-last.ckpt}
+# Checkpoint averaging (icefall's --avg), the same for the teacher and both students: AVG=N
+# writes checkpoints/averaged.ckpt, the mean weights of the last N snapshots AVG_EVERY updates
+# apart (the last at the final update). 0 = off. icefall averages the last few epochs' weights;
+# 5000 updates is a guess, not measured here.
+AVG=${AVG:-0}
+AVG_EVERY=${AVG_EVERY:-5000}
+# The checkpoint dumped and evaluated; unset: averaged.ckpt with AVG > 0, else last.ckpt.
+CKPT=${CKPT:-}
 stage=1
 stop_stage=6
 
@@ -71,6 +79,7 @@ case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;; e
 parse_args "$@"
 check_stages 1 6
 check_overrides prepare teacher dump kd ctc eval
+set_averaging  # avg_args and CKPT from AVG, AVG_EVERY (common.sh)
 [ ${#positional[@]} -le 1 ] || die "one LibriSpeech directory expected, got: ${positional[*]}"
 corpus=${positional[0]:-}
 
@@ -103,7 +112,7 @@ if in_range 2; then
   log "Stage 2: train the teacher ($TEACHER_MODEL, trainer=$TRAINER, $(override_value teacher trainer.max_steps "$TEACHER_STEPS") steps, warm-up $(override_value teacher optim.warmup_steps "$WARMUP_STEPS"))"
   train_stage 2 teacher "$EXP/teacher" asr-kd-train model="$TEACHER_MODEL" trainer="$TRAINER" \
     "${data_args[@]}" out_dir="$EXP/teacher" trainer.max_steps="$TEACHER_STEPS" seed="$SEED" \
-    optim.warmup_steps="$WARMUP_STEPS"
+    optim.warmup_steps="$WARMUP_STEPS" ${avg_args[@]+"${avg_args[@]}"}
 fi
 
 if in_range 3; then
@@ -117,7 +126,8 @@ if in_range 3; then
   done
 fi
 
-STUDENT_ARGS=(trainer="$TRAINER" "${data_args[@]}" optim.warmup_steps="$WARMUP_STEPS")  # for distil_student (common.sh)
+STUDENT_ARGS=(trainer="$TRAINER" "${data_args[@]}" optim.warmup_steps="$WARMUP_STEPS"
+  ${avg_args[@]+"${avg_args[@]}"})  # for distil_student (common.sh)
 
 if in_range 4; then
   log "Stage 4: distil the student ($STUDENT_MODEL, distill=$DISTILL, $(override_value kd trainer.max_steps "$STUDENT_STEPS") steps, warm-up $(override_value kd optim.warmup_steps "$WARMUP_STEPS"))"

@@ -15,6 +15,7 @@
 #   bash recipes/synthetic/run.sh --stage 2 --stop-stage 2 # one stage
 #   bash recipes/synthetic/run.sh --stage 7 --stop-stage 7 # the KD comparison table
 #   TEACHER_STEPS=4000 bash recipes/synthetic/run.sh       # the knobs below are env variables
+#   AVG=5 bash recipes/synthetic/run.sh                    # average the last 5 checkpoints of each model
 #   bash recipes/synthetic/run.sh teacher:model.d_model=192 students:optim.lr=2e-3 trainer.accelerator=cpu
 #
 # Extra arguments are Hydra overrides. `TAG:key=value` goes to one kind of stage, where TAG is
@@ -57,7 +58,14 @@ TEMPERATURE=${TEMPERATURE:-2.0}          # softmax temperature of the stored sof
 HIDDEN_LAYERS=${HIDDEN_LAYERS-[2,4,6]}
 HIDDEN_COMPRESS=${HIDDEN_COMPRESS:-none}  # none (fp16) | int8 | pca<N> (see asr-kd-dump-targets --help)
 CHUNK_MS=${CHUNK_MS:-320}                # streaming chunk(s) evaluated, e.g. "160,320,640"
-CKPT=${CKPT:-last.ckpt}                  # last.ckpt: the students compared at equal updates
+# Checkpoint averaging (icefall's --avg), the same for the teacher and every student: AVG=N
+# writes checkpoints/averaged.ckpt, the mean weights of the last N snapshots AVG_EVERY updates
+# apart (the last at the final update). 0 = off.
+AVG=${AVG:-0}
+AVG_EVERY=${AVG_EVERY:-100}
+# The checkpoint of every model that is dumped and evaluated; unset: averaged.ckpt with AVG > 0,
+# else last.ckpt (the students are compared at equal updates either way).
+CKPT=${CKPT:-}
 COMPARE_DISTILL=${COMPARE_DISTILL:-}     # stage 7 settings; empty = every conf/distill/*.yaml
 stage=0
 stop_stage=6                             # stage 7 (KD comparison) runs only when asked for
@@ -70,6 +78,7 @@ parse_args "$@"
 check_stages 0 7
 [ ${#positional[@]} -eq 0 ] || die "unexpected argument '${positional[0]}' (overrides are key=value)"
 check_overrides synth prepare teacher dump kd ctc eval compare
+set_averaging  # avg_args and CKPT from AVG, AVG_EVERY (common.sh)
 
 corpus=$EXP/synth-corpus
 data=$EXP/data
@@ -86,7 +95,7 @@ student_args() {
   steps=$(override_value "$1" trainer.max_steps "$STUDENT_STEPS")
   warmup=$(warmup_for "$steps")
   STUDENT_ARGS=(data.dir="$data" +experiment="$EXPERIMENT" optim.lr="$STUDENT_LR"
-    optim.warmup_steps="$warmup")
+    optim.warmup_steps="$warmup" ${avg_args[@]+"${avg_args[@]}"})
   student_words="$steps steps, warm-up $(override_value "$1" optim.warmup_steps "$warmup"), lr $(override_value "$1" optim.lr "$STUDENT_LR")"
 }
 
@@ -108,7 +117,7 @@ if in_range 2; then
   log "Stage 2: train the teacher ($TEACHER_MODEL, $steps steps, warm-up $(override_value teacher optim.warmup_steps "$warmup"))"
   train_stage 2 teacher "$EXP/teacher" asr-kd-train model="$TEACHER_MODEL" data.dir="$data" \
     out_dir="$EXP/teacher" trainer.max_steps="$TEACHER_STEPS" seed="$SEED" +experiment="$EXPERIMENT" \
-    optim.warmup_steps="$warmup"
+    optim.warmup_steps="$warmup" ${avg_args[@]+"${avg_args[@]}"}
 fi
 
 if in_range 3; then
