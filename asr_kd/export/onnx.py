@@ -21,7 +21,13 @@ Usage:
     asr-kd-export ckpt=exp/student_kd/checkpoints/last.ckpt out_dir=exp/onnx/student_kd \\
         chunk_sizes_ms=[320] left_chunks=null       # null = the model's default_left_chunks
 
+    asr-kd-export ckpt=... out_dir=exp/onnx/student_kd quantize=int8   # + exp/onnx/student_kd/int8/
+
     # from Python: paths = export_checkpoint(load_model(ckpt), out_dir, chunk_sizes=[8])
+
+``quantize=int8`` also writes the int8 graphs (:mod:`asr_kd.export.quantize`) into
+``<out_dir>/int8/`` under the same names, checked against torch with
+``quantize.INT8_TOLERANCE`` (``int8_tolerance``) instead of the fp32 ``tolerance``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from torch import nn
 
 from asr_kd.config import as_list, save_config
 from asr_kd.errors import ConfigError
+from asr_kd.export.quantize import check_quantize, quantize_dir
 from asr_kd.inference.factory import open_graph
 from asr_kd.inference.onnx import (
     FULL_FILE,
@@ -57,6 +64,7 @@ __all__ = [
     "export_checkpoint",
     "export_full",
     "export_step",
+    "quantize_export",
     "run",
     "step_file_name",
 ]
@@ -223,17 +231,9 @@ def check_export(loaded: LoadedModel, paths: dict[str, Path], frames: int = 403,
     return diffs
 
 
-def run(cfg: DictConfig) -> dict:
-    """Export ``cfg.ckpt`` into ``cfg.out_dir``, check it against torch, return a summary."""
-    out_dir = Path(cfg.out_dir)
-    save_config(cfg, out_dir)
-    loaded = load_model(cfg.ckpt)
-    chunk_ms = as_list(cfg.chunk_sizes_ms) if loaded.model.streaming else []
-    chunk_sizes = [chunk_frames(loaded.model, ms, source=str(loaded.path)) for ms in chunk_ms]
-    paths = export_checkpoint(loaded, out_dir, chunk_sizes, cfg.left_chunks)
-    diffs = check_export(loaded, paths)
-    summary = {
-        name: {
+def _summary(paths: dict[str, Path], diffs: dict[str, float], suffix: str = "") -> dict:
+    return {
+        name + suffix: {
             "path": str(path),
             "max_abs_diff": diffs[name],
             "nodes": _count_nodes(path),
@@ -241,12 +241,38 @@ def run(cfg: DictConfig) -> dict:
         }
         for name, path in paths.items()
     }
-    (out_dir / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
-    bad = {
-        k: v["max_abs_diff"] for k, v in summary.items() if not v["max_abs_diff"] <= cfg.tolerance
-    }
-    if bad:
-        raise RuntimeError(
-            f"ONNX export of {cfg.ckpt} differs from torch by {bad} > tolerance {cfg.tolerance}"
-        )
-    return summary
+
+
+def _check_tolerance(ckpt, summary: dict, tolerance: float, what: str = "ONNX export") -> None:
+    bad = {k: v["max_abs_diff"] for k, v in summary.items() if not v["max_abs_diff"] <= tolerance}
+    if bad:  # NaN is bad too
+        raise RuntimeError(f"{what} of {ckpt} differs from torch by {bad} > tolerance {tolerance}")
+
+
+def quantize_export(loaded: LoadedModel, paths: dict[str, Path], out_dir: Path) -> dict:
+    """int8 copies of the graphs ``paths`` (name -> fp32 graph in ``out_dir``), in
+    ``out_dir/int8``, and their max log-prob difference to torch: ``({name: int8 path},
+    {name: diff})``."""
+    int8 = quantize_dir(out_dir)
+    int8_paths = {name: int8[path.name] for name, path in paths.items()}
+    return int8_paths, check_export(loaded, int8_paths)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Export ``cfg.ckpt`` into ``cfg.out_dir`` (and its int8 copy with ``quantize=int8``),
+    check it against torch, return a summary (name -> path, diff, nodes, MB)."""
+    out_dir = Path(cfg.out_dir)
+    quantize = check_quantize(str(cfg.get("quantize", "none")))
+    save_config(cfg, out_dir)
+    loaded = load_model(cfg.ckpt)
+    chunk_ms = as_list(cfg.chunk_sizes_ms) if loaded.model.streaming else []
+    chunk_sizes = [chunk_frames(loaded.model, ms, source=str(loaded.path)) for ms in chunk_ms]
+    paths = export_checkpoint(loaded, out_dir, chunk_sizes, cfg.left_chunks)
+    summary = _summary(paths, check_export(loaded, paths))
+    int8_summary = {}
+    if quantize == "int8":
+        int8_summary = _summary(*quantize_export(loaded, paths, out_dir), suffix=" int8")
+    (out_dir / "export.json").write_text(json.dumps({**summary, **int8_summary}, indent=2) + "\n")
+    _check_tolerance(cfg.ckpt, summary, cfg.tolerance)
+    _check_tolerance(cfg.ckpt, int8_summary, cfg.int8_tolerance, "int8 export")
+    return {**summary, **int8_summary}
