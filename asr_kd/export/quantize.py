@@ -58,9 +58,10 @@ __all__ = [
 
 QUANTIZE = ("none", "int8")  # asr-kd-export quantize=..., asr-kd-evaluate quantize=[...]
 INT8_DIR = "int8"  # <export dir>/int8/: the int8 graphs under the fp32 graphs' names
-# max |ORT int8 - torch| log-prob accepted (over every frame and token of a random utterance,
-# so set by the least likely tokens); measured 0.1-0.4 on the demo student and the test models
-INT8_TOLERANCE = 1.0
+# max |ORT int8 - torch| log-prob accepted over every frame and token of check_export's random
+# utterance (so set by the least likely tokens; the fp32 graphs: 1e-3). Measured: demo
+# student_kd 0.90 (full) / 0.71 (320 ms step), teacher_small 0.17, the tests' tiny models 0.02
+INT8_TOLERANCE = 2.0
 _NOT_COPIED = {"export.json", "config.yaml"}  # they describe the fp32 export (and logs)
 
 
