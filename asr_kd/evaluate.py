@@ -82,7 +82,7 @@ from asr_kd.models.profile import (
     model_size_mb,
 )
 from asr_kd.models.streaming import chunk_frames
-from asr_kd.report import render_markdown, write_report
+from asr_kd.report import render_markdown, row_label, write_report
 
 __all__ = ["evaluate", "summary"]
 
@@ -379,10 +379,10 @@ def _write_results(results: dict, out_dir: Path, plots: bool) -> None:
 
 
 def summary(results: dict, out_dir: str) -> str:
-    lines = [f"{'model':<14} {'subset':<10} {'mode':<14} {'WER':>7} {'CER':>7} {'RTF':>8}"]
+    lines = [f"{'model':<18} {'subset':<10} {'mode':<14} {'WER':>7} {'CER':>7} {'RTF':>8}"]
     for r in results["rows"]:
         lines.append(
-            f"{r['model']:<14} {r['subset']:<10} {r['mode']:<14} "
+            f"{row_label(r):<18} {r['subset']:<10} {r['mode']:<14} "
             f"{r['wer']:>7.2f} {r['cer']:>7.2f} {r['rtf']:>8.4f}"
         )
     lines.append(f"report: {out_dir}/results.md, results.json, plots")
