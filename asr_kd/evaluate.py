@@ -14,7 +14,11 @@ For each subset and each checkpoint it decodes
 ``torch`` (eager) or ``onnx``: each checkpoint is exported by ``asr_kd.export`` into
 ``<out_dir>/onnx/<name>/`` (full-context graph + one chunk-step graph per chunk size), checked
 against torch, and run by ONNX Runtime with ``rtf.threads`` intra-op threads, so teacher and
-students are timed in the same runtime. ``rtf_batch`` stays torch. Both runtimes decode through
+students are timed in the same runtime. ``rtf_batch`` stays torch. ``quantize=[none,int8]``
+(runtime=onnx) adds an int8 row beside each row (``"quantize": "int8"``): the graphs quantised
+by :mod:`asr_kd.export.quantize` into ``<out_dir>/onnx/<name>/int8/``, checked against torch
+with ``INT8_TOLERANCE``; ``graph_mb`` is the size of the graph file that ran. Both runtimes
+decode through
 ``asr_kd.inference.factory.make_decoder``, as ``asr-kd-transcribe`` does, and are timed by
 ``asr_kd.inference.timing``.
 
@@ -28,11 +32,14 @@ runtime in the list (``onnx`` when sherpa-onnx is the only one).
 
 RTF = processing seconds / audio seconds, where processing covers the model and the greedy
 search on precomputed fbank features (data loading and feature extraction are not timed) and
-audio seconds are fbank frames x 10 ms.
+audio seconds are fbank frames x 10 ms. The same timed spans give the cost per audio hour:
+``cpu_s_per_audio_h`` (this process's CPU seconds, all threads, at ``rtf.threads``) and
+``joules_per_audio_h`` (RAPL CPU-package energy, whole machine) where the machine exposes
+readable RAPL counters, else null with ``energy_note`` "n/a (no RAPL)"; never an estimate.
 
 Writes into ``out_dir``: ``results.json`` (``{"rows": [...], "meta": {...}}``, one row per
-(model, subset, mode)), ``results.md``, ``wer_vs_latency.png``, ``wer_vs_macs.png``,
-``hyps/<model>.<subset>.<mode>.tsv`` (cut id, reference, hypothesis) and ``config.yaml``.
+(model, subset, mode)), ``results.md``, ``wer_vs_latency.png``, ``wer_vs_macs.png``, ``wer_vs_cpu.png``,
+``hyps/<model>.<subset>.<mode>[-int8].tsv`` (cut id, reference, hypothesis) and ``config.yaml``.
 When ``<data.dir>/prepare_report.json`` exists, ``meta["prepare"]`` gives per evaluated subset
 how many cuts ``asr-kd-prepare`` dropped and why (and the subset's heading in ``results.md``
 says so when any were), so a WER over fewer utterances than the corpus holds is visible.
@@ -67,15 +74,16 @@ from asr_kd.data.datamodule import AsrDataModule, load_cuts
 from asr_kd.data.features import SAMPLE_RATE, resample
 from asr_kd.data.prepare import prepare_skips
 from asr_kd.errors import ConfigError, MissingFileError
-from asr_kd.export.onnx import TOLERANCE, check_export, export_checkpoint
-from asr_kd.inference.factory import RUNTIMES, Decoder, make_decoder
+from asr_kd.export.onnx import TOLERANCE, check_export, export_checkpoint, quantize_export
+from asr_kd.export.quantize import INT8_DIR, INT8_TOLERANCE, check_quantize
+from asr_kd.inference.factory import RUNTIMES, Decoder, graph_path, make_decoder
 from asr_kd.inference.timing import (
     Decoded,
     decode_full_batched,
     decode_one_at_a_time,
     utterances,
 )
-from asr_kd.metrics import Timer, error_rates
+from asr_kd.metrics import RaplCounters, Timer, error_rates
 from asr_kd.models.loading import LoadedModel, load_model
 from asr_kd.models.profile import (
     algorithmic_latency_ms,
@@ -84,13 +92,17 @@ from asr_kd.models.profile import (
     model_size_mb,
 )
 from asr_kd.models.streaming import chunk_frames
-from asr_kd.report import render_markdown, write_report
+from asr_kd.report import render_markdown, row_label, write_report
 
 __all__ = ["evaluate", "summary"]
 
 RTF_SCOPE = "model + greedy CTC search on precomputed fbank; feature extraction not timed"
 SHERPA = "sherpa-onnx"
 SHERPA_RTF_SCOPE = "sherpa-onnx: fbank from audio + model + greedy CTC search (C++)"
+COST_SCOPE = (
+    "process CPU time (time.process_time, all threads) and RAPL CPU-package energy (whole "
+    "machine) over the same timed spans as the RTF, per hour of audio"
+)
 
 
 def _batches(cfg: DictConfig, dm, subset: str) -> Iterator[dict]:
@@ -101,8 +113,10 @@ def _timing(cfg: DictConfig) -> dict:
     return {"threads": int(cfg.rtf.threads), "warmup_utts": int(cfg.rtf.warmup_utts)}
 
 
-def _onnx_dir(cfg: DictConfig, name: str) -> Path:
-    return Path(cfg.out_dir) / "onnx" / name
+def _onnx_dir(cfg: DictConfig, name: str, quantize: str = "none") -> Path:
+    """``<out_dir>/onnx/<name>/``, its ``int8/`` for ``quantize="int8"``."""
+    fp32 = Path(cfg.out_dir) / "onnx" / name
+    return fp32 / INT8_DIR if quantize == "int8" else fp32
 
 
 def _decoder(
@@ -111,14 +125,15 @@ def _decoder(
     loaded: LoadedModel,
     chunk_size: int | None = None,
     left_chunks: int | None = None,
+    quantize: str = "none",
 ) -> Decoder:
     """The batch-1 decoder of model ``name`` in ``cfg.runtime`` (offline if ``chunk_size`` is
     None): the checkpoint (torch), or the graphs ``_export_onnx`` wrote to
-    ``<out_dir>/onnx/<name>/`` (onnx)."""
+    ``<out_dir>/onnx/<name>/`` (onnx; ``int8/`` in it for ``quantize="int8"``)."""
     return make_decoder(
         str(cfg.runtime),
         loaded=loaded,
-        onnx=_onnx_dir(cfg, name),
+        onnx=_onnx_dir(cfg, name, quantize),
         chunk_size=chunk_size,
         left_chunks=left_chunks,
         threads=int(cfg.rtf.threads),
@@ -139,6 +154,14 @@ def _model_figures(loaded: LoadedModel, chunk_size: int | None, left_chunks: int
     }
 
 
+def _graph_mb(cfg: DictConfig, name: str, quantize: str, chunk_size, left_chunks) -> float | None:
+    """MB of the ONNX graph file that decodes a row; None for runtime=torch."""
+    if cfg.runtime != "onnx":
+        return None
+    path = graph_path(_onnx_dir(cfg, name, quantize), chunk_size, left_chunks)
+    return round(path.stat().st_size / 2**20, 3)
+
+
 def _row(name: str, subset: str, mode: str, scored: Decoded, timed: Decoded, **extra) -> dict:
     refs = [scored.refs[k] for k in sorted(scored.refs)]
     hyps = [scored.hyps[k] for k in sorted(scored.refs)]
@@ -146,20 +169,32 @@ def _row(name: str, subset: str, mode: str, scored: Decoded, timed: Decoded, **e
     row = {"model": name, "subset": subset, "mode": mode}
     row.update({k: rates[k] for k in ("wer", "cer", "sub", "del", "ins")})
     row.update(rtf=timed.rtf, **extra)
+    row.update(cpu_s_per_audio_h=timed.cpu_s_per_audio_h)
+    row.update(joules_per_audio_h=timed.joules_per_audio_h, energy_note=timed.energy_note)
     row.update(num_utts=len(refs), audio_s=round(scored.audio_s, 3), ref_words=rates["ref_words"])
     return row
 
 
 def _write_hyps(out_dir: Path, row: dict, decoded: Decoded) -> None:
-    path = out_dir / "hyps" / f"{row['model']}.{row['subset']}.{row['mode']}.tsv"
+    tag = "-int8" if row.get("quantize") == "int8" else ""
+    path = out_dir / "hyps" / f"{row['model']}.{row['subset']}.{row['mode']}{tag}.tsv"
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"{k}\t{decoded.refs[k]}\t{decoded.hyps[k]}" for k in sorted(decoded.refs)]
     path.write_text("cut_id\treference\thypothesis\n" + "\n".join(lines) + "\n")
 
 
+def _check_diffs(name: str, loaded: LoadedModel, diffs: dict, tolerance: float) -> None:
+    bad = {g: d for g, d in diffs.items() if not d <= tolerance}  # NaN is bad too
+    if bad:
+        raise RuntimeError(
+            f"ONNX export of {name} ({loaded.path}) differs from torch by {bad} > {tolerance}"
+        )
+
+
 def _export_onnx(cfg: DictConfig, models: dict[str, LoadedModel]) -> dict:
-    """runtime=onnx: export every model into ``<out_dir>/onnx/<name>/`` and check it against
-    torch before any decoding; returns ``{name: {graph: max_abs_diff}}`` for the meta."""
+    """runtime=onnx: export every model into ``<out_dir>/onnx/<name>/`` (and its int8 copy into
+    ``int8/`` when ``quantize`` lists it) and check it against torch before any decoding;
+    returns ``{name: {graph: max_abs_diff}}`` (int8 graphs: ``"<graph> int8"``) for the meta."""
     diffs = {}
     for name, loaded in models.items():
         chunk_sizes = []
@@ -168,31 +203,38 @@ def _export_onnx(cfg: DictConfig, models: dict[str, LoadedModel]) -> dict:
         left_chunks = loaded.model.resolve_left_chunks(cfg.left_chunks)
         paths = export_checkpoint(loaded, _onnx_dir(cfg, name), chunk_sizes, left_chunks)
         diffs[name] = check_export(loaded, paths)
-        bad = {g: d for g, d in diffs[name].items() if not d <= TOLERANCE}  # NaN is bad too
-        if bad:
-            raise RuntimeError(
-                f"ONNX export of {name} ({loaded.path}) differs from torch by {bad} > {TOLERANCE}"
-            )
+        _check_diffs(name, loaded, diffs[name], TOLERANCE)
+        if "int8" in cfg.quantize:
+            _, int8 = quantize_export(loaded, paths, _onnx_dir(cfg, name))
+            _check_diffs(name, loaded, int8, INT8_TOLERANCE)
+            diffs[name].update({f"{g} int8": d for g, d in int8.items()})
     return diffs
 
 
-def _full_row(cfg: DictConfig, dm, name: str, loaded: LoadedModel, subset: str) -> dict:
-    """Full context: WER from batched decoding; RTF from batch size 1 on ``rtf.threads``."""
-    batched = decode_full_batched(loaded, _batches(cfg, dm, subset), cfg.device, f"{name} full")
+def _full_row(
+    cfg: DictConfig, dm, name: str, loaded: LoadedModel, subset: str, quantize: str = "none"
+) -> dict:
+    """Full context: WER from batched decoding; RTF from batch size 1 on ``rtf.threads``.
+    int8 (onnx only): WER and RTF of the int8 graph; no batched (torch fp32) pass."""
+    int8, tag = quantize == "int8", " int8" if quantize == "int8" else ""
+    batched = None
+    if not int8:
+        batched = decode_full_batched(loaded, _batches(cfg, dm, subset), cfg.device, f"{name} full")
     max_utts = cfg.rtf.max_utts if cfg.runtime == "torch" else None  # onnx: all, for the WER
     timed = decode_one_at_a_time(
-        _decoder(cfg, name, loaded),
+        _decoder(cfg, name, loaded, quantize=quantize),
         utterances(_batches(cfg, dm, subset)),
         max_utts=max_utts,
-        desc=f"{name} full, batch 1",
-        total=len(batched.refs) if max_utts is None else None,
+        desc=f"{name} full{tag}, batch 1",
+        total=len(batched.refs) if batched is not None and max_utts is None else None,
         **_timing(cfg),
     )
     scored = batched if cfg.runtime == "torch" else timed  # WER of the runtime that is timed
-    row = _row(name, subset, "full", scored, timed, runtime=str(cfg.runtime))
-    row.update(rtf_batch=batched.rtf, batch_size=1, chunk_ms=None, left_chunks=None)
-    row.update(threads=int(cfg.rtf.threads), threads_batch=torch.get_num_threads())
-    row.update(_model_figures(loaded, None))
+    row = _row(name, subset, "full", scored, timed, runtime=str(cfg.runtime), quantize=quantize)
+    row.update(rtf_batch=None if int8 else batched.rtf, batch_size=1, chunk_ms=None)
+    row.update(left_chunks=None, threads=int(cfg.rtf.threads))
+    row.update(threads_batch=None if int8 else torch.get_num_threads())
+    row.update(_model_figures(loaded, None), graph_mb=_graph_mb(cfg, name, quantize, None, None))
     _write_hyps(Path(cfg.out_dir), row, scored)
     return row
 
@@ -205,22 +247,24 @@ def _stream_row(
     subset: str,
     chunk_ms: float,
     num_utts: int | None,
+    quantize: str = "none",
 ) -> dict:
     """The streaming path at one chunk size: WER and RTF from the same batch-1 pass."""
     chunk_size, mode = _chunk_frames(loaded, name, chunk_ms), f"stream-{chunk_ms:g}ms"
     left_chunks = loaded.model.resolve_left_chunks(cfg.left_chunks)
     streamed = decode_one_at_a_time(
-        _decoder(cfg, name, loaded, chunk_size, left_chunks),
+        _decoder(cfg, name, loaded, chunk_size, left_chunks, quantize),
         utterances(_batches(cfg, dm, subset)),
         max_utts=None,
-        desc=f"{name} {mode}",
+        desc=f"{name} {mode}" + (" int8" if quantize == "int8" else ""),
         total=num_utts,
         **_timing(cfg),
     )
-    row = _row(name, subset, mode, streamed, streamed, runtime=str(cfg.runtime))
+    row = _row(name, subset, mode, streamed, streamed, runtime=str(cfg.runtime), quantize=quantize)
     row.update(rtf_batch=None, batch_size=1, chunk_ms=chunk_ms, left_chunks=left_chunks)
     row.update(threads=int(cfg.rtf.threads), threads_batch=None)
     row.update(_model_figures(loaded, chunk_size, left_chunks))
+    row.update(graph_mb=_graph_mb(cfg, name, quantize, chunk_size, left_chunks))
     _write_hyps(Path(cfg.out_dir), row, streamed)
     return row
 
@@ -274,7 +318,7 @@ def _sherpa_row(
         _sherpa_dir(cfg, name, chunk_size, left_chunks), threads=int(cfg.rtf.threads)
     )
     cuts = {cut.id: cut for cut in load_cuts(cfg.data.dir, subset)}
-    hyps, refs, timer, audio_s, fbank_s = {}, {}, Timer(), 0.0, 0.0
+    hyps, refs, timer, audio_s, fbank_s = {}, {}, Timer(energy=RaplCounters()), 0.0, 0.0
     for n, utt in enumerate(utterances(_batches(cfg, dm, subset))):
         samples = _audio(cuts[utt.cut_id])
         if n < int(cfg.rtf.warmup_utts):
@@ -284,7 +328,7 @@ def _sherpa_row(
             hyps[utt.cut_id] = decode(samples)
         fbank_s += decode.fbank_seconds - fbank_before
         refs[utt.cut_id], audio_s = utt.text, audio_s + utt.audio_s
-    decoded = Decoded(hyps, refs, timer.seconds, audio_s)
+    decoded = Decoded.timed_by(timer, hyps, refs, audio_s)  # CPU s, joules: sherpa-onnx's too
     mode = f"stream-{chunk_ms:g}ms-{SHERPA}"
     row = _row(name, subset, mode, decoded, decoded, runtime=SHERPA, rtf_scope=SHERPA_RTF_SCOPE)
     row["rtf_without_fbank"] = (timer.seconds - fbank_s) / audio_s  # the other rows' scope
@@ -296,15 +340,20 @@ def _sherpa_row(
 
 
 def evaluate_model(cfg: DictConfig, dm, name: str, loaded: LoadedModel, subset: str) -> list[dict]:
-    """All rows of one model on one subset: ``full`` and one ``stream-<N>ms`` per chunk size.
+    """All rows of one model on one subset: ``full`` and one ``stream-<N>ms`` per chunk size,
+    each once per ``quantize`` entry (fp32 ``none``, then ``int8``), side by side.
 
     Full-context-only models (``model.streaming`` false, e.g. the teacher) get ``full`` only.
     """
-    rows = [_full_row(cfg, dm, name, loaded, subset)] if cfg.full_context else []
+    quantize = list(cfg.quantize)
+    rows = []
+    if cfg.full_context:
+        rows += [_full_row(cfg, dm, name, loaded, subset, q) for q in quantize]
     if getattr(loaded.model, "streaming", False):
         num_utts = rows[0]["num_utts"] if rows else None  # progress-bar total
         for chunk_ms in cfg.chunk_sizes_ms:
-            rows.append(_stream_row(cfg, dm, name, loaded, subset, chunk_ms, num_utts))
+            for q in quantize:
+                rows.append(_stream_row(cfg, dm, name, loaded, subset, chunk_ms, num_utts, q))
     return rows
 
 
@@ -333,6 +382,8 @@ def _meta(cfg: DictConfig, checkpoints: dict[str, str]) -> dict:
         "rtf_threads": int(cfg.rtf.threads),
         "rtf_warmup_utts": int(cfg.rtf.warmup_utts),
         "rtf_scope": RTF_SCOPE,
+        "cost_scope": COST_SCOPE,
+        "quantize": list(cfg.quantize),
         "runtime": str(cfg.runtime),
         "onnxruntime": onnxruntime.__version__ if cfg.runtime == "onnx" else None,
         "data_dir": str(cfg.data.dir),
@@ -359,7 +410,7 @@ def _checkpoints(cfg: DictConfig) -> dict[str, str]:
 def evaluate(cfg: DictConfig) -> dict:
     """Decode every (checkpoint, subset, mode), write the report, return ``{"rows", "meta"}``."""
     checkpoints = _checkpoints(cfg)
-    for key in ("subsets", "chunk_sizes_ms"):  # subsets=test: one subset, not four letters
+    for key in ("subsets", "chunk_sizes_ms", "quantize"):  # subsets=test: not four letters
         cfg[key] = as_list(cfg[key])
     dm = AsrDataModule(cfg.data.dir, num_workers=int(cfg.data.num_workers))
     for subset in cfg.subsets:  # a subset that was never prepared fails now, not after the others
@@ -410,7 +461,15 @@ def _check_requests(cfg: DictConfig, models: dict[str, LoadedModel]) -> list[str
             f"runtime must be 'torch', 'onnx' or 'sherpa-onnx', or a list of one of torch/onnx "
             f"and sherpa-onnx (runtime=[onnx,sherpa-onnx]), got {asked}"
         )
-    return (base or ["onnx"]) + ([SHERPA] if SHERPA in asked else [])
+    runtimes = (base or ["onnx"]) + ([SHERPA] if SHERPA in asked else [])
+    for q in cfg.quantize:
+        check_quantize(str(q), "quantize entry")
+    if "int8" in cfg.quantize and runtimes[0] != "onnx":
+        raise ConfigError(
+            f"quantize={list(cfg.quantize)} needs runtime=onnx (int8 graphs run in ONNX Runtime), "
+            f"got runtime={asked}: pass runtime=onnx or quantize=[none]"
+        )
+    return runtimes
 
 
 def _write_results(results: dict, out_dir: Path, plots: bool) -> None:
@@ -422,10 +481,10 @@ def _write_results(results: dict, out_dir: Path, plots: bool) -> None:
 
 
 def summary(results: dict, out_dir: str) -> str:
-    lines = [f"{'model':<14} {'subset':<10} {'mode':<14} {'WER':>7} {'CER':>7} {'RTF':>8}"]
+    lines = [f"{'model':<18} {'subset':<10} {'mode':<14} {'WER':>7} {'CER':>7} {'RTF':>8}"]
     for r in results["rows"]:
         lines.append(
-            f"{r['model']:<14} {r['subset']:<10} {r['mode']:<14} "
+            f"{row_label(r):<18} {r['subset']:<10} {r['mode']:<14} "
             f"{r['wer']:>7.2f} {r['cer']:>7.2f} {r['rtf']:>8.4f}"
         )
     lines.append(f"report: {out_dir}/results.md, results.json, plots")

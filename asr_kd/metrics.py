@@ -1,4 +1,4 @@
-"""The reported error rates and timing: WER/CER (with sub/del/ins) and RTF.
+"""The reported error rates, timing and cost: WER/CER (with sub/del/ins), RTF, CPU and energy.
 
 Every figure asr_kd reports carries the same name everywhere (DESIGN.md): ``wer``, ``cer``,
 ``sub``, ``del``, ``ins`` (percent), ``rtf`` (processing seconds / audio seconds),
@@ -17,19 +17,29 @@ Usage:
     with timer:
         model(feats, feat_lens)
     real_time_factor(timer.seconds, audio_seconds)
+    per_audio_hour(timer.cpu_seconds, audio_seconds)  # CPU-seconds per audio hour
+
+    timer = Timer(energy=RaplCounters())              # + RAPL package energy, where readable
+    ...
+    timer.joules, timer.energy_note                   # None, "n/a (no RAPL)" on most machines
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import jiwer
 
 __all__ = [
+    "POWERCAP_ROOT",
+    "RaplCounters",
     "Timer",
     "char_error_rate",
     "error_rates",
+    "per_audio_hour",
     "real_time_factor",
     "word_error_rate",
 ]
@@ -145,32 +155,128 @@ def real_time_factor(processing_seconds: float, audio_seconds: float) -> float:
     return processing_seconds / audio_seconds
 
 
+def per_audio_hour(seconds: float, audio_seconds: float) -> float:
+    """A cost over ``audio_seconds`` of audio, scaled to one hour of audio (CPU-seconds, joules).
+
+    >>> per_audio_hour(0.5, 10.0)
+    180.0
+    """
+    if audio_seconds <= 0:
+        raise ValueError(
+            f"audio_seconds must be > 0 to scale a cost per audio hour, got {audio_seconds}"
+        )
+    return seconds * 3600.0 / audio_seconds
+
+
+POWERCAP_ROOT = Path("/sys/class/powercap")
+_PACKAGE_DOMAIN = re.compile(r"intel-rapl:\d+$")  # intel-rapl:0, not its subdomains :0:0
+
+
+class RaplCounters:
+    """Intel RAPL energy counters of every CPU package (``<root>/intel-rapl:<N>/energy_uj``).
+
+    Package domains only: their subdomains (``intel-rapl:0:0`` core, ...) are parts of them, and
+    ``intel-rapl-mmio`` repeats a package. The counters measure the whole machine, not one
+    process. ``read()`` gives µJ per domain, or None with ``note`` saying why: ``"n/a (no
+    RAPL)"`` (no domain: VMs, containers, non-Intel), ``"n/a (RAPL not readable)"`` (since Linux
+    5.10 ``energy_uj`` is root-only). :meth:`joules` turns two reads into joules, handling a
+    counter that wrapped around ``max_energy_range_uj`` (once; it takes minutes at full power).
+
+    >>> RaplCounters(root="/nonexistent").read() is None
+    True
+    """
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        root = Path(POWERCAP_ROOT if root is None else root)
+        self.domains = sorted(p for p in root.glob("intel-rapl:*") if _PACKAGE_DOMAIN.match(p.name))
+        self.note = None if self.domains else "n/a (no RAPL)"
+        self._ranges: dict[Path, int] | None = None
+
+    def _value(self, path: Path) -> int | None:
+        try:
+            return int(path.read_text())
+        except PermissionError:
+            self.note = "n/a (RAPL not readable)"
+        except (OSError, ValueError):
+            self.note = "n/a (RAPL counter unreadable)"
+        return None
+
+    def read(self) -> dict[Path, int] | None:
+        """µJ per package domain now, or None (``note`` says why)."""
+        if self.note is not None:
+            return None
+        if self._ranges is None:
+            ranges = {d: self._value(d / "max_energy_range_uj") for d in self.domains}
+            if self.note is not None:
+                return None
+            self._ranges = ranges
+        values = {d: self._value(d / "energy_uj") for d in self.domains}
+        return None if self.note is not None else values
+
+    def joules(self, start: dict[Path, int], end: dict[Path, int]) -> float:
+        """Energy between two :meth:`read` results, summed over packages (wrap-around aware)."""
+        total = 0
+        for domain, before in start.items():
+            delta = end[domain] - before
+            if delta < 0:  # the counter passed max_energy_range_uj and restarted at 0
+                delta += self._ranges[domain] + 1
+            total += delta
+        return total / 1e6
+
+
 class Timer:
-    """Wall-clock stopwatch that accumulates over several ``with`` blocks (``perf_counter``).
+    """Stopwatch that accumulates over several ``with`` blocks: wall-clock ``seconds``
+    (``perf_counter``), ``cpu_seconds`` of this process, all its threads (``process_time``), and
+    with ``energy`` (:class:`RaplCounters`) ``joules`` of the CPU packages, or None and
+    ``energy_note`` saying why ("n/a (no RAPL)").
 
     Time only the work being measured (model and search), not data loading, by entering the
-    timer around the compute of each utterance or chunk.
+    timer around the compute of each utterance or chunk. The counters are read outside the timed
+    span.
 
     >>> t = Timer()
     >>> with t:
     ...     _ = sum(range(1000))
-    >>> t.seconds > 0 and t.calls == 1
+    >>> t.seconds > 0 and t.cpu_seconds >= 0 and t.calls == 1
     True
     """
 
-    def __init__(self) -> None:
+    def __init__(self, energy: RaplCounters | None = None) -> None:
         self.seconds = 0.0
+        self.cpu_seconds = 0.0
         self.calls = 0
-        self._start: float | None = None
+        self.energy = energy
+        self._joules = 0.0
+        self._start: tuple[float, float] | None = None
+        self._energy_start: dict | None = None
+
+    @property
+    def joules(self) -> float | None:
+        """CPU package energy over the timed blocks, None where RAPL is absent or unreadable."""
+        ok = self.energy is not None and self.energy.note is None
+        return self._joules if ok else None
+
+    @property
+    def energy_note(self) -> str | None:
+        return "n/a (not measured)" if self.energy is None else self.energy.note
 
     def __enter__(self) -> Timer:
         if self._start is not None:
             raise RuntimeError("Timer is already running: blocks cannot be nested")
-        self._start = time.perf_counter()
+        if self.energy is not None:
+            self._energy_start = self.energy.read()
+        self._start = (time.perf_counter(), time.process_time())
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         assert self._start is not None
-        self.seconds += time.perf_counter() - self._start
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.seconds += wall - self._start[0]
+        self.cpu_seconds += cpu - self._start[1]
         self.calls += 1
         self._start = None
+        if self._energy_start is not None:
+            end = self.energy.read()
+            if end is not None:
+                self._joules += self.energy.joules(self._energy_start, end)
+            self._energy_start = None

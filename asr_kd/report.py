@@ -1,4 +1,4 @@
-"""results.json -> results.md (a table a person reads) and plots (WER vs latency, WER vs MACs).
+"""results.json -> results.md (a table a person reads) and plots (WER vs latency, MACs, CPU).
 
 ``asr-kd-evaluate`` calls :func:`write_report` at the end of a run; the module also re-renders
 an existing ``results.json`` (after editing it, or with a newer asr_kd):
@@ -9,7 +9,7 @@ Usage:
 
     results = load_results("exp/demo/results.json")
     print(render_markdown(results))
-    write_report(results, "exp/demo")     # results.md, wer_vs_latency.png, wer_vs_macs.png
+    write_report(results, "exp/demo")     # results.md, wer_vs_{latency,macs,cpu}.png
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ from asr_kd.errors import BadFileError, MissingFileError
 __all__ = [
     "REQUIRED_KEYS",
     "load_results",
+    "plot_wer_vs_cpu",
     "plot_wer_vs_latency",
     "plot_wer_vs_macs",
     "render_markdown",
+    "row_label",
     "write_report",
 ]
 
@@ -46,7 +48,11 @@ _FIGURES = (
     "model_mb",
 )
 REQUIRED_KEYS = ("model", "subset", "mode", *_FIGURES)
-_NUMBER_KEYS = (*_FIGURES, "rtf_batch", "rtf_without_fbank")  # the last two are optional
+# optional: results.json files older than them lack the cost and graph-size figures
+_NUMBER_KEYS = (
+    *_FIGURES, "rtf_batch", "rtf_without_fbank", "cpu_s_per_audio_h", "joules_per_audio_h",
+    "graph_mb",
+)  # fmt: skip
 
 _COLUMNS = (
     "Model",
@@ -62,6 +68,9 @@ _COLUMNS = (
     "Params",
     "MACs / audio s",
     "MB",
+    "Graph MB",
+    "CPU s / audio h",
+    "J / audio h",
 )
 
 
@@ -119,10 +128,22 @@ def _si(value: float | None) -> str:
     return f"{value:.0f}"
 
 
+def row_label(row: dict) -> str:
+    """The model as rows and plots name it: ``student_kd``, ``student_kd (int8)``."""
+    return f"{row['model']} (int8)" if row.get("quantize") == "int8" else row["model"]
+
+
+def _energy(row: dict) -> str:
+    """Joules per audio hour, or why there is none ("n/a (no RAPL)")."""
+    if row.get("joules_per_audio_h") is not None:
+        return _num(row["joules_per_audio_h"], ".0f")
+    return row.get("energy_note") or "-"
+
+
 def _table_row(row: dict) -> str:
     latency = "full utt." if row["latency_ms"] is None else _num(row["latency_ms"], ".0f")
     cells = (
-        row["model"],
+        row_label(row),
         row["mode"],
         _num(row["wer"], ".2f"),
         _num(row["cer"], ".2f"),
@@ -135,6 +156,9 @@ def _table_row(row: dict) -> str:
         _si(row["params"]),
         _si(row["macs_per_audio_s"]),
         _num(row["model_mb"], ".2f"),
+        _num(row.get("graph_mb"), ".2f"),
+        _num(row.get("cpu_s_per_audio_h"), ".2f"),
+        _energy(row),
     )
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -184,7 +208,13 @@ How to read this table:
   full-context teacher and a streaming student are compared at the same thread count.
 - RTF batched: full-context decoding in batches{batch_note}.
 - Latency: algorithmic latency (chunk + right context); a full-context model waits for the
-  end of the utterance. Params, MACs per second of audio and size (MB) describe the model.
+  end of the utterance. Params, MACs per second of audio and size (MB, fp32 parameters)
+  describe the model; Graph MB is the size of the ONNX file that decoded the row (int8 rows:
+  the ORT-quantised graph, `(int8)` after the model name).
+- Cost per audio hour, over the RTF's timed spans: CPU s = CPU-seconds of the decoding process
+  (all its threads) per hour of audio; J = joules of the CPU packages (RAPL, the whole
+  machine) per hour of audio, "n/a (no RAPL)" where the machine exposes no readable RAPL
+  counters (virtual machines, containers, non-Intel CPUs): no estimate stands in for it.
 """
 
 
@@ -263,8 +293,8 @@ def plot_wer_vs_latency(rows: Sequence[dict], path: str | Path) -> Path:
     for ax, subset in zip(axes, subsets, strict=True):
         subset_rows = [r for r in rows if r["subset"] == subset]
         xs, full_x = _latency_x(subset_rows)
-        for model in dict.fromkeys(r["model"] for r in subset_rows):
-            points = sorted((xs[id(r)], r["wer"]) for r in subset_rows if r["model"] == model)
+        for model in dict.fromkeys(row_label(r) for r in subset_rows):
+            points = sorted((xs[id(r)], r["wer"]) for r in subset_rows if row_label(r) == model)
             ax.plot(*zip(*points, strict=True), marker="o", label=model)
         ticks = sorted({x for x in xs.values() if x != full_x})
         ax.set_xticks(ticks + [full_x], [f"{t:g}" for t in ticks] + ["full"])
@@ -276,25 +306,26 @@ def plot_wer_vs_latency(rows: Sequence[dict], path: str | Path) -> Path:
     return Path(path)
 
 
-def plot_wer_vs_macs(rows: Sequence[dict], path: str | Path) -> Path:
-    """WER against compute (MACs per second of audio, log scale): colour = model, marker = mode."""
+def _plot_wer_vs(rows: Sequence[dict], key: str, xlabel: str, path: str | Path) -> Path:
+    """WER against ``row[key]`` (log scale; rows without it are left out): colour = model,
+    marker = mode, one panel per subset."""
     subsets = _subsets(rows)
     plt, fig, axes = _figure(len(subsets))
-    models = list(dict.fromkeys(r["model"] for r in rows))
+    models = list(dict.fromkeys(row_label(r) for r in rows))
     modes = list(dict.fromkeys(r["mode"] for r in rows))
     markers = "os^Dv<>Pp*"
     for ax, subset in zip(axes, subsets, strict=True):
-        for r in (r for r in rows if r["subset"] == subset):
+        for r in (r for r in rows if r["subset"] == subset and r.get(key) is not None):
             ax.scatter(
-                r["macs_per_audio_s"],
+                r[key],
                 r["wer"],
-                color=f"C{models.index(r['model']) % 10}",
+                color=f"C{models.index(row_label(r)) % 10}",
                 marker=markers[modes.index(r["mode"]) % len(markers)],
-                label=f"{r['model']} ({r['mode']})",
+                label=f"{row_label(r)} ({r['mode']})",
                 s=48,
             )
         ax.set_xscale("log")
-        ax.set(title=subset, xlabel="MACs per second of audio", ylabel="WER (%)")
+        ax.set(title=subset, xlabel=xlabel, ylabel="WER (%)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
@@ -302,8 +333,19 @@ def plot_wer_vs_macs(rows: Sequence[dict], path: str | Path) -> Path:
     return Path(path)
 
 
+def plot_wer_vs_macs(rows: Sequence[dict], path: str | Path) -> Path:
+    """WER against compute (MACs per second of audio, log scale): colour = model, marker = mode."""
+    return _plot_wer_vs(rows, "macs_per_audio_s", "MACs per second of audio", path)
+
+
+def plot_wer_vs_cpu(rows: Sequence[dict], path: str | Path) -> Path:
+    """WER against cost (CPU-seconds per audio hour, log scale): colour = model, marker = mode."""
+    return _plot_wer_vs(rows, "cpu_s_per_audio_h", "CPU-seconds per audio hour", path)
+
+
 def write_report(results: dict, out_dir: str | Path) -> list[Path]:
-    """Write results.md, wer_vs_latency.png and wer_vs_macs.png into ``out_dir``."""
+    """Write results.md, wer_vs_latency.png, wer_vs_macs.png and (when the rows have the cost
+    figure) wer_vs_cpu.png into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "results.md"
@@ -312,6 +354,8 @@ def write_report(results: dict, out_dir: str | Path) -> list[Path]:
     if results["rows"]:
         written.append(plot_wer_vs_latency(results["rows"], out_dir / "wer_vs_latency.png"))
         written.append(plot_wer_vs_macs(results["rows"], out_dir / "wer_vs_macs.png"))
+    if any(r.get("cpu_s_per_audio_h") is not None for r in results["rows"]):
+        written.append(plot_wer_vs_cpu(results["rows"], out_dir / "wer_vs_cpu.png"))
     return written
 
 

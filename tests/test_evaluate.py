@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import types
 import warnings
@@ -15,6 +16,7 @@ from lhotse import CutSet
 from asr_kd.config import compose
 from asr_kd.data.prepare import prepare_skips
 from asr_kd.evaluate import evaluate
+from asr_kd.export.quantize import INT8_TOLERANCE
 from asr_kd.metrics import error_rates
 from asr_kd.models.decode import greedy_ctc
 from asr_kd.models.loading import load_model
@@ -46,7 +48,11 @@ def evaluated(tmp_path_factory, prepared_data_dir, make_checkpoint):
     cfg = compose(
         "evaluate", _overrides(prepared_data_dir, root / "out", teacher=teacher, student_kd=student)
     )
-    return cfg, evaluate(cfg)
+    with (
+        pytest.MonkeyPatch.context() as patch
+    ):  # no RAPL, as on our machines (metrics tests fake one)
+        patch.setattr("asr_kd.metrics.POWERCAP_ROOT", root / "no-powercap")
+        return cfg, evaluate(cfg)
 
 
 def test_rows_per_model_and_mode_with_the_reported_figures(evaluated):
@@ -73,6 +79,53 @@ def test_rows_per_model_and_mode_with_the_reported_figures(evaluated):
     meta = results["meta"]
     assert meta["torch"] == torch.__version__ and meta["rtf_threads"] == 1
     assert set(meta["checkpoints"]) == {"teacher", "student_kd"}
+
+
+def test_every_row_has_its_cost_per_audio_hour_and_no_energy_estimate(evaluated):
+    cfg, results = evaluated
+    for row in results["rows"]:
+        assert row["cpu_s_per_audio_h"] > 0, row["mode"]
+        assert row["joules_per_audio_h"] is None and row["energy_note"] == "n/a (no RAPL)"
+        assert row["quantize"] == "none" and 0 < row["graph_mb"]
+    md = open(f"{cfg.out_dir}/results.md").read()
+    assert "CPU s / audio h" in md and "J / audio h" in md
+    assert md.count("n/a (no RAPL) |") == len(results["rows"])
+    assert open(f"{cfg.out_dir}/wer_vs_cpu.png", "rb").read(4) == b"\x89PNG"
+
+
+@pytest.fixture(scope="module")
+def evaluated_int8(tmp_path_factory, evaluated, prepared_data_dir):
+    """quantize=[none,int8] on the student of ``evaluated`` (320 ms chunks)."""
+    cfg, _ = evaluated
+    out = tmp_path_factory.mktemp("evaluate_int8")
+    overrides = _overrides(prepared_data_dir, out, student_kd=cfg.checkpoints.student_kd)
+    cfg_int8 = compose("evaluate", [*overrides, "chunk_sizes_ms=[320]", "quantize=[none,int8]"])
+    return cfg_int8, evaluate(cfg_int8)
+
+
+def test_int8_rows_beside_fp32_rows(evaluated_int8):
+    cfg, results = evaluated_int8
+    rows = results["rows"]
+    assert [(r["mode"], r["quantize"]) for r in rows] == [
+        ("full", "none"),
+        ("full", "int8"),
+        ("stream-320ms", "none"),
+        ("stream-320ms", "int8"),
+    ]
+    for fp32, int8 in (rows[:2], rows[2:]):
+        assert int8["graph_mb"] < 0.6 * fp32["graph_mb"] and int8["model_mb"] == fp32["model_mb"]
+        assert int8["rtf"] > 0 and int8["cpu_s_per_audio_h"] > 0 and int8["rtf_batch"] is None
+        hyps = _read_hyps(f"{cfg.out_dir}/hyps/student_kd.test.{int8['mode']}-int8.tsv")
+        refs = [h["reference"] for h in hyps.values()]
+        rates = error_rates(refs, [h["hypothesis"] or "" for h in hyps.values()])
+        assert int8["wer"] == pytest.approx(rates["wer"])
+    onnx_dir = f"{cfg.out_dir}/onnx/student_kd/int8"
+    assert sorted(os.listdir(onnx_dir)) == ["full.onnx", "stream-c8-l2.onnx"]
+    diffs = results["meta"]["onnx_max_abs_diff"]["student_kd"]
+    assert set(diffs) == {"full", "stream-c8", "full int8", "stream-c8 int8"}
+    assert diffs["full"] < 1e-3 < diffs["full int8"] <= INT8_TOLERANCE
+    md = open(f"{cfg.out_dir}/results.md").read()
+    assert "| student_kd (int8) | stream-320ms |" in md and "| student_kd | stream-320ms |" in md
 
 
 def test_report_files_are_written_and_parseable(evaluated):
@@ -106,13 +159,17 @@ def test_rtf_is_timed_decoding_over_audio_seconds_with_the_warm_up_untimed(monke
     import asr_kd.metrics as metrics
     from asr_kd.inference.timing import Utterance, decode_one_at_a_time
 
-    clock = types.SimpleNamespace(now=0.0)
-    monkeypatch.setattr(metrics, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    clock = types.SimpleNamespace(now=0.0, cpu=0.0)
+    fake_time = types.SimpleNamespace(
+        perf_counter=lambda: clock.now, process_time=lambda: clock.cpu
+    )
+    monkeypatch.setattr(metrics, "time", fake_time)
     calls = []
 
     def decode(feats):  # a Decoder: the utterance's features (T, 80) -> text
         seconds = feats.shape[0] / 100
         clock.now += 0.25 * seconds + (5.0 if not calls else 0.0)
+        clock.cpu += 0.2 * seconds + (5.0 if not calls else 0.0)
         calls.append(seconds)
         return f"text {seconds:g}"
 
@@ -124,8 +181,38 @@ def test_rtf_is_timed_decoding_over_audio_seconds_with_the_warm_up_untimed(monke
     assert decoded.audio_s == pytest.approx(6.0)
     assert decoded.seconds == pytest.approx(1.5)
     assert decoded.rtf == pytest.approx(0.25)
+    assert decoded.cpu_s_per_audio_h == pytest.approx(0.2 * 3600)
     assert decoded.hyps == {"u1": "text 1", "u2": "text 2", "u3": "text 3"}
     assert decoded.refs == {"u1": "TEXT 1", "u2": "TEXT 2", "u3": "TEXT 3"}
+
+
+def test_joules_per_audio_hour_from_a_powercap_tree_with_wrap_around(tmp_path, monkeypatch):
+    """decode_one_at_a_time on a fake RAPL package counter (max 10 J): each decode costs 2 J
+    per second of audio, the warm-up 50 J more (untimed); the counter wraps on the way."""
+    import asr_kd.metrics as metrics
+    from asr_kd.inference.timing import Utterance, decode_one_at_a_time
+
+    package = tmp_path / "intel-rapl:0"
+    package.mkdir()
+    (package / "max_energy_range_uj").write_text("10000000\n")
+    counter = types.SimpleNamespace(uj=9_000_000)
+    (package / "energy_uj").write_text(f"{counter.uj}\n")
+    monkeypatch.setattr(metrics, "POWERCAP_ROOT", tmp_path)
+    warmed = []
+
+    def decode(feats):
+        joules = 2.0 * feats.shape[0] / 100 + (50.0 if not warmed else 0.0)
+        warmed.append(True)
+        counter.uj = (counter.uj + round(joules * 1e6)) % 10_000_001
+        (package / "energy_uj").write_text(f"{counter.uj}\n")
+        return "text"
+
+    utts = [Utterance(f"u{i}", "TEXT", torch.zeros(100 * i, 80)) for i in (1, 2, 3)]
+    decoded = decode_one_at_a_time(
+        decode, iter(utts), threads=1, warmup_utts=1, max_utts=None, desc="t", total=3
+    )
+    assert decoded.joules == pytest.approx(12.0) and decoded.energy_note is None
+    assert decoded.joules_per_audio_h == pytest.approx(2.0 * 3600)
 
 
 def test_streaming_rows_decode_through_the_chunk_path(evaluated, prepared_data_dir):
@@ -163,6 +250,19 @@ def test_bad_requests_are_clear_errors(tmp_path, prepared_data_dir, make_checkpo
         "evaluate", _overrides(prepared_data_dir, tmp_path / "c", teacher=tmp_path / "absent.ckpt")
     )
     with pytest.raises(FileNotFoundError, match="absent.ckpt"):
+        evaluate(cfg)
+    cfg = compose(
+        "evaluate",
+        _overrides(prepared_data_dir, tmp_path / "d", student_kd=student)
+        + ["runtime=torch", "quantize=[none,int8]"],
+    )
+    with pytest.raises(ValueError, match="needs runtime=onnx"):
+        evaluate(cfg)
+    cfg = compose(
+        "evaluate",
+        _overrides(prepared_data_dir, tmp_path / "e", student_kd=student) + ["quantize=[fp16]"],
+    )
+    with pytest.raises(ValueError, match="quantize entry='fp16'"):
         evaluate(cfg)
 
 

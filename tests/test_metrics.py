@@ -7,9 +7,11 @@ import time
 import pytest
 
 from asr_kd.metrics import (
+    RaplCounters,
     Timer,
     char_error_rate,
     error_rates,
+    per_audio_hour,
     real_time_factor,
     word_error_rate,
 )
@@ -103,3 +105,61 @@ def test_rtf_and_timer():
         with t:
             time.sleep(0.01)
     assert t.calls == 2 and 0.02 <= t.seconds < 0.5
+
+
+def test_timer_counts_process_cpu_seconds():
+    t = Timer()
+    with t:
+        time.sleep(0.05)  # wall time, next to no CPU
+    with t:
+        sum(i * i for i in range(300_000))
+    assert 0 < t.cpu_seconds < t.seconds
+    assert t.joules is None and t.energy_note == "n/a (not measured)"
+    assert per_audio_hour(t.cpu_seconds, 3600.0) == pytest.approx(t.cpu_seconds)
+
+
+def _powercap(root, packages):
+    """A fake /sys/class/powercap: ``{"intel-rapl:0": (energy_uj, max_energy_range_uj)}``,
+    plus a subdomain and an mmio copy that must not be counted."""
+    for name, (energy, top) in packages.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        (root / name / "energy_uj").write_text(f"{energy}\n")
+        (root / name / "max_energy_range_uj").write_text(f"{top}\n")
+    for extra in ("intel-rapl:0:0", "intel-rapl-mmio:0"):
+        (root / extra).mkdir(exist_ok=True)
+        (root / extra / "energy_uj").write_text("123456789\n")
+        (root / extra / "max_energy_range_uj").write_text("999999999\n")
+    return root
+
+
+def test_rapl_joules_over_timed_blocks_with_wrap_around(tmp_path):
+    root = _powercap(tmp_path, {"intel-rapl:0": (1_000_000, 10_000_000), "intel-rapl:1": (5, 99)})
+    rapl = RaplCounters(root)
+    assert [d.name for d in rapl.domains] == ["intel-rapl:0", "intel-rapl:1"]
+    t = Timer(energy=rapl)
+    with t:  # package 0 +2.5 J; package 1 wraps: 5 -> 99 (top) -> 0 -> 3: 94 + 1 + 3 = 98 µJ
+        _powercap(root, {"intel-rapl:0": (3_500_000, 10_000_000), "intel-rapl:1": (3, 99)})
+    assert t.joules == pytest.approx(2.5 + 98e-6) and t.energy_note is None
+    with t:  # package 0 wraps: 3.5 J -> 10 J (top) -> 0 -> 0.5 J: 7 J + 1 µJ
+        _powercap(root, {"intel-rapl:0": (500_000, 10_000_000), "intel-rapl:1": (3, 99)})
+    assert t.joules == pytest.approx(2.5 + 98e-6 + 7.0 + 1e-6)
+
+
+def test_rapl_absent_or_unreadable_says_na_never_a_number(tmp_path, monkeypatch):
+    t = Timer(energy=RaplCounters(tmp_path / "no-powercap"))
+    with t:
+        pass
+    assert t.joules is None and t.energy_note == "n/a (no RAPL)"
+    root = _powercap(tmp_path / "pc", {"intel-rapl:0": (1, 100)})
+    read_text = type(root).read_text
+
+    def root_only(path, *args, **kwargs):  # Linux >= 5.10: energy_uj is 0400 root
+        if path.name == "energy_uj":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(type(root), "read_text", root_only)
+    t = Timer(energy=RaplCounters(root))
+    with t:
+        pass
+    assert t.joules is None and t.energy_note == "n/a (RAPL not readable)"

@@ -140,3 +140,33 @@ def test_sub_del_ins_columns_show_their_own_figures(results):
         "4.25",
         "1.25",
     )
+
+
+def test_cost_columns_int8_label_and_wer_vs_cpu_plot(tmp_path, results):
+    """CPU-seconds per audio hour in every row; joules where measured, else the reason."""
+    for i, row in enumerate(results["rows"]):
+        row.update(cpu_s_per_audio_h=40.0 + i, joules_per_audio_h=None, energy_note="n/a (no RAPL)")
+    int8 = dict(results["rows"][2], quantize="int8", graph_mb=0.46, cpu_s_per_audio_h=30.5)
+    int8.update(joules_per_audio_h=1234.4, energy_note=None)
+    results["rows"].insert(3, int8)
+    md = render_markdown(results)
+    header = next(line for line in md.splitlines() if line.startswith("| Model |"))
+    assert header.rstrip(" |").endswith("MB | Graph MB | CPU s / audio h | J / audio h")
+    test_table = md.split("## dev")[0]
+    fp32_line, int8_line = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in test_table.splitlines()
+        if line.startswith("| student_kd") and "stream-320ms" in line
+    ]
+    assert fp32_line[0] == "student_kd" and fp32_line[-3:] == ["-", "42.00", "n/a (no RAPL)"]
+    assert int8_line[0] == "student_kd (int8)" and int8_line[-3:] == ["0.46", "30.50", "1234"]
+    written = sorted(p.name for p in write_report(results, tmp_path))
+    assert written == ["results.md", "wer_vs_cpu.png", "wer_vs_latency.png", "wer_vs_macs.png"]
+    assert (tmp_path / "wer_vs_cpu.png").read_bytes()[:4] == b"\x89PNG"
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    assert load_results(path)["rows"][3]["quantize"] == "int8"
+    results["rows"][0]["cpu_s_per_audio_h"] = "fast"
+    path.write_text(json.dumps(results))
+    with pytest.raises(ValueError, match="cpu_s_per_audio_h"):
+        load_results(path)

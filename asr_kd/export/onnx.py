@@ -22,7 +22,13 @@ Usage:
         chunk_sizes_ms=[320] left_chunks=null       # null = the model's default_left_chunks
     asr-kd-export format=sherpa-onnx ckpt=... out_dir=exp/sherpa/student_kd   # asr_kd.export.sherpa
 
+    asr-kd-export ckpt=... out_dir=exp/onnx/student_kd quantize=int8   # + exp/onnx/student_kd/int8/
+
     # from Python: paths = export_checkpoint(load_model(ckpt), out_dir, chunk_sizes=[8])
+
+``quantize=int8`` also writes the int8 graphs (:mod:`asr_kd.export.quantize`) into
+``<out_dir>/int8/`` under the same names, checked against torch with
+``quantize.INT8_TOLERANCE`` (``int8_tolerance``) instead of the fp32 ``tolerance``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from torch import nn
 from asr_kd.config import as_list, save_config
 from asr_kd.errors import ConfigError
 from asr_kd.export.graph import METADATA_KEY, OPSET, _metadata, _save  # noqa: F401 (re-exported)
+from asr_kd.export.quantize import check_quantize, quantize_dir
 from asr_kd.inference.factory import open_graph
 from asr_kd.inference.onnx import (
     FULL_FILE,
@@ -57,6 +64,7 @@ __all__ = [
     "export_checkpoint",
     "export_full",
     "export_step",
+    "quantize_export",
     "run",
     "step_file_name",
 ]
@@ -179,11 +187,49 @@ def check_export(loaded: LoadedModel, paths: dict[str, Path], frames: int = 403,
     return diffs
 
 
+def _summary(paths: dict[str, Path], diffs: dict[str, float], suffix: str = "") -> dict:
+    return {
+        name + suffix: {
+            "path": str(path),
+            "max_abs_diff": diffs[name],
+            "nodes": _count_nodes(path),
+            "mb": round(path.stat().st_size / 2**20, 3),
+        }
+        for name, path in paths.items()
+    }
+
+
+def _check_tolerance(ckpt, summary: dict, tolerance: float, what: str = "ONNX export") -> None:
+    bad = {k: v["max_abs_diff"] for k, v in summary.items() if not v["max_abs_diff"] <= tolerance}
+    if bad:  # NaN is bad too
+        raise RuntimeError(f"{what} of {ckpt} differs from torch by {bad} > tolerance {tolerance}")
+
+
+def quantize_export(
+    loaded: LoadedModel, paths: dict[str, Path], out_dir: Path, check=check_export
+) -> tuple:
+    """int8 copies of the graphs ``paths`` (name -> fp32 graph in ``out_dir``), in
+    ``out_dir/int8``, and their max log-prob difference to torch by ``check(loaded, paths)``:
+    ``({name: int8 path}, {name: diff})``."""
+    int8 = quantize_dir(out_dir)
+    int8_paths = {name: int8[path.name] for name, path in paths.items()}
+    return int8_paths, check(loaded, int8_paths)
+
+
+def _check_sherpa_paths(loaded: LoadedModel, paths: dict[str, Path]) -> dict[str, float]:
+    from asr_kd.export.sherpa import check_sherpa
+
+    return {name: check_sherpa(loaded, path) for name, path in paths.items()}
+
+
 def run(cfg: DictConfig) -> dict:
-    """Export ``cfg.ckpt`` into ``cfg.out_dir``, check it against torch, return a summary."""
+    """Export ``cfg.ckpt`` into ``cfg.out_dir`` in ``cfg.format`` (and its int8 copy with
+    ``quantize=int8``), check it against torch, return a summary (name -> path, diff, nodes,
+    MB)."""
     out_dir = Path(cfg.out_dir)
     if cfg.format not in FORMATS:
         raise ConfigError(f"format must be one of {FORMATS}, got {cfg.format!r}")
+    quantize = check_quantize(str(cfg.get("quantize", "none")))
     save_config(cfg, out_dir)
     loaded = load_model(cfg.ckpt)
     chunk_ms = as_list(cfg.chunk_sizes_ms) if loaded.model.streaming else []
@@ -192,24 +238,15 @@ def run(cfg: DictConfig) -> dict:
         from asr_kd.export.sherpa import export_checked
 
         paths, diffs = export_checked(loaded, out_dir, chunk_sizes, cfg.left_chunks)
+        check = _check_sherpa_paths
     else:
         paths = export_checkpoint(loaded, out_dir, chunk_sizes, cfg.left_chunks)
-        diffs = check_export(loaded, paths)
-    summary = {
-        name: {
-            "path": str(path),
-            "max_abs_diff": diffs[name],
-            "nodes": _count_nodes(path),
-            "mb": round(path.stat().st_size / 2**20, 3),
-        }
-        for name, path in paths.items()
-    }
-    (out_dir / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
-    bad = {
-        k: v["max_abs_diff"] for k, v in summary.items() if not v["max_abs_diff"] <= cfg.tolerance
-    }
-    if bad:
-        raise RuntimeError(
-            f"ONNX export of {cfg.ckpt} differs from torch by {bad} > tolerance {cfg.tolerance}"
-        )
-    return summary
+        diffs, check = check_export(loaded, paths), check_export
+    summary = _summary(paths, diffs)
+    int8_summary = {}
+    if quantize == "int8":
+        int8_summary = _summary(*quantize_export(loaded, paths, out_dir, check), suffix=" int8")
+    (out_dir / "export.json").write_text(json.dumps({**summary, **int8_summary}, indent=2) + "\n")
+    _check_tolerance(cfg.ckpt, summary, cfg.tolerance)
+    _check_tolerance(cfg.ckpt, int8_summary, cfg.int8_tolerance, "int8 export")
+    return {**summary, **int8_summary}

@@ -5,14 +5,17 @@
   utterance, batch size 1 on CPU with a fixed torch thread count, after warm-up.
 
 The timers cover the model and the greedy search on precomputed fbank (data loading and
-feature extraction are outside them); audio seconds are fbank frames x 10 ms.
+feature extraction are outside them); audio seconds are fbank frames x 10 ms. Besides wall-clock
+seconds (RTF) they count this process's CPU seconds (all threads) and, where the machine exposes
+readable RAPL counters, the CPU packages' joules (:class:`asr_kd.metrics.RaplCounters`):
+``Decoded.cpu_s_per_audio_h`` and ``joules_per_audio_h`` (None, ``energy_note`` "n/a (no RAPL)").
 
 Usage:
     batches = dm.dataloader("test", shuffle=False)          # AsrDataModule batches
     batched = decode_full_batched(loaded, batches, "cpu", "teacher full")
     timed = decode_one_at_a_time(make_decoder("torch", loaded=loaded), utterances(batches),
                                  threads=1, warmup_utts=2, max_utts=None, desc="teacher", total=None)
-    print(timed.rtf, timed.hyps["1-2-0000"])
+    print(timed.rtf, timed.cpu_s_per_audio_h, timed.hyps["1-2-0000"])
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from asr_kd.data.features import FRAME_SHIFT_MS
-from asr_kd.metrics import Timer, real_time_factor
+from asr_kd.metrics import RaplCounters, Timer, per_audio_hour, real_time_factor
 from asr_kd.models.decode import greedy_ctc
 from asr_kd.models.loading import LoadedModel
 
@@ -47,16 +50,36 @@ class Utterance:
 
 @dataclass
 class Decoded:
-    """Hypotheses of one decoding pass, keyed by cut id, with the timing that produced them."""
+    """Hypotheses of one decoding pass, keyed by cut id, with the timing that produced them:
+    wall ``seconds``, process ``cpu_seconds``, CPU-package ``joules`` (None: ``energy_note``)."""
 
     hyps: dict[str, str]
     refs: dict[str, str]
     seconds: float
     audio_s: float
+    cpu_seconds: float | None = None
+    joules: float | None = None
+    energy_note: str | None = None
+
+    @classmethod
+    def timed_by(cls, timer: Timer, hyps: dict, refs: dict, audio_s: float) -> Decoded:
+        return cls(
+            hyps, refs, timer.seconds, audio_s, timer.cpu_seconds, timer.joules, timer.energy_note
+        )
 
     @property
     def rtf(self) -> float:
         return real_time_factor(self.seconds, self.audio_s)
+
+    @property
+    def cpu_s_per_audio_h(self) -> float | None:
+        """Process CPU-seconds (all threads) per hour of audio."""
+        return None if self.cpu_seconds is None else per_audio_hour(self.cpu_seconds, self.audio_s)
+
+    @property
+    def joules_per_audio_h(self) -> float | None:
+        """CPU-package joules per hour of audio (whole machine), None without RAPL."""
+        return None if self.joules is None else per_audio_hour(self.joules, self.audio_s)
 
 
 def utterances(batches: Iterable[dict]) -> Iterator[Utterance]:
@@ -102,7 +125,7 @@ def decode_full_batched(loaded: LoadedModel, batches, device: str, desc: str) ->
             audio_s += float(batch["feat_lens"].sum()) * FRAME_SHIFT_MS / 1000.0
             bar.update(len(batch["cut_ids"]))
     loaded.model.to("cpu")
-    return Decoded(hyps, refs, timer.seconds, audio_s)
+    return Decoded.timed_by(timer, hyps, refs, audio_s)
 
 
 @torch.inference_mode()
@@ -120,9 +143,10 @@ def decode_one_at_a_time(
     utterance (a :class:`~asr_kd.inference.factory.Decoder`), the first ``max_utts`` (None: all).
 
     The first ``warmup_utts`` utterances are decoded once untimed before their timed run, so
-    one-off costs (allocator growth, kernel selection) stay out of the RTF.
+    one-off costs (allocator growth, kernel selection) stay out of the RTF. The same timed
+    spans give CPU seconds and, where RAPL is readable, joules (``Decoded``).
     """
-    hyps, refs, timer, audio_s = {}, {}, Timer(), 0.0
+    hyps, refs, timer, audio_s = {}, {}, Timer(energy=RaplCounters()), 0.0
     with _num_threads(threads), _progress(desc, total) as bar:
         for n, utt in enumerate(utts):
             if max_utts is not None and n >= max_utts:
@@ -134,4 +158,4 @@ def decode_one_at_a_time(
             refs[utt.cut_id] = utt.text
             audio_s += utt.audio_s
             bar.update(1)
-    return Decoded(hyps, refs, timer.seconds, audio_s)
+    return Decoded.timed_by(timer, hyps, refs, audio_s)
