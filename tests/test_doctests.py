@@ -23,6 +23,7 @@ MODULES_WITH_EXAMPLES = [
     "asr_kd.data.prepare",
     "asr_kd.data.tokenizer",
     "asr_kd.distill.losses",
+    "asr_kd.distill.pseudo",
     "asr_kd.distill.store",
     "asr_kd.inference.decoders",
     "asr_kd.inference.factory",

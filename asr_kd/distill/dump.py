@@ -11,6 +11,12 @@ load), and an unreadable ``.json`` commits nothing; a shard that fails is remove
 are dumped again (into a new shard number; the index lists only what is on disk). So the repair
 of a damaged store is the same command again, which is what opening one says.
 
+``pseudo_labels=true`` also writes the teacher's greedy transcript of every cut, with a
+confidence, into the store (:mod:`asr_kd.distill.pseudo`: the format and the confidence's
+definition); the summary then counts, per subset, the labelled cuts and how many a
+``distill.pseudo_min_confidence`` of 0.5 ... 0.95 would keep. Resuming with labels over shards
+dumped without them removes those shards of the subsets it dumps and dumps their cuts again.
+
 ``verify=true`` only checks an existing store: every shard file's size and SHA-256 against
 ``index.json`` (:meth:`SoftTargetStore.verify`), then exits; it needs no ``teacher_ckpt`` and
 dumps nothing. A damaged store raises ``BadFileError`` naming each bad file and the repair.
@@ -26,6 +32,7 @@ Usage:
     asr-kd-dump-targets teacher_ckpt=exp/teacher/checkpoints/last.ckpt data.dir=DATA \\
         subset=train out_dir=exp/targets k=8 temperature=2.0
     asr-kd-dump-targets ... subset=[train,extra]    # two subsets, one store
+    asr-kd-dump-targets ... subset=[train,extra] pseudo_labels=true   # + teacher transcripts
     asr-kd-dump-targets out_dir=exp/targets verify=true   # check every checksum, dump nothing
 
     summary = dump_targets(compose("dump_targets", [...overrides]))
@@ -33,8 +40,6 @@ Usage:
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -46,14 +51,16 @@ from tqdm import tqdm
 from asr_kd.checkpoint import file_sha256
 from asr_kd.config import as_list, save_config
 from asr_kd.data.datamodule import build_datamodule
-from asr_kd.data.layout import DataDir
 from asr_kd.distill.losses import soften_teacher
+from asr_kd.distill.pseudo import CONFIDENCE, greedy_labels, labels_summary
 from asr_kd.distill.store import (
+    LABELS_SUFFIX,
     MAX_INT16_VOCAB,
     ShardWriter,
     SoftTargetStore,
     check_fingerprint,
     committed_shards,
+    data_identity,
     remove_shard,
     shard_markers,
     shard_problems,
@@ -70,10 +77,12 @@ log = logging.getLogger(__name__)
 
 
 def _teacher_batches(
-    model, batches: Iterable[dict], done: set[str], device, k: int, temperature: float
+    model, batches: Iterable[dict], done: set[str], device, k: int, temperature: float, decode=None
 ):
-    """Per batch, yield (cuts in the batch, [(cut_id, ids (T', k) int16, probs (T', k) fp16)])
-    for the cuts not in ``done``; a batch whose cuts are all done is not run."""
+    """Per batch, yield (cuts in the batch, [(cut_id, ids (T', k) int16, probs (T', k) fp16,
+    label)]) for the cuts not in ``done``; a batch whose cuts are all done is not run. ``label``:
+    None, or with ``decode`` (token ids -> text) the teacher's greedy transcript
+    ``{"text", "confidence", "num_tokens"}`` (:func:`asr_kd.distill.pseudo.greedy_labels`)."""
     for batch in batches:
         todo = [i for i, cut_id in enumerate(batch["cut_ids"]) if cut_id not in done]
         if not todo:
@@ -82,26 +91,22 @@ def _teacher_batches(
         with torch.inference_mode():
             log_probs, out_lens = model(batch["feats"].to(device), batch["feat_lens"].to(device))
             ids, probs = soften_teacher(log_probs, temperature, k)
+            greedy = greedy_labels(log_probs, out_lens) if decode is not None else None
         ids = ids.to(torch.int16).cpu().numpy()
         probs = probs.to(torch.float16).cpu().numpy()
         lens = out_lens.cpu().tolist()
-        records = [(batch["cut_ids"][i], ids[i, : lens[i]], probs[i, : lens[i]]) for i in todo]
+        records = [
+            (batch["cut_ids"][i], ids[i, : lens[i]], probs[i, : lens[i]], _label(greedy, i, decode))
+            for i in todo
+        ]
         yield len(batch["cut_ids"]), records
 
 
-def _data_identity(data_dir: Path, subset: str) -> tuple[dict, int]:
-    """``({"subset", "cuts_sha256", "data_dir"}, number of cuts)`` of ``cuts_<subset>.jsonl.gz``.
-
-    The hash is of the decompressed JSON lines: a gzip header carries a timestamp, so hashing the
-    file itself would make a byte-identical re-prepare look like new data.
-    """
-    digest, num_cuts = hashlib.sha256(), 0
-    with gzip.open(DataDir(data_dir).prepared_cuts(subset), "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-            num_cuts += block.count(b"\n")  # one cut per line
-    identity = {"subset": subset, "cuts_sha256": digest.hexdigest(), "data_dir": str(data_dir)}
-    return identity, num_cuts
+def _label(greedy, i: int, decode) -> dict | None:
+    if greedy is None:
+        return None
+    tokens, confidence = greedy[i]
+    return {"text": decode(tokens), "confidence": round(confidence, 6), "num_tokens": len(tokens)}
 
 
 def _resume_state(
@@ -156,20 +161,23 @@ def _drop_unreadable_markers(out_dir: Path) -> list[str]:
     return dropped
 
 
-def _drop_damaged_shards(out_dir: Path, subsets: set[str]) -> list[str]:
-    """Remove the committed shards of ``subsets`` whose arrays fail their size or SHA-256 (or, from
-    before those were recorded, do not load); return their names. Their cuts are dumped again."""
+def _drop_damaged_shards(out_dir: Path, subsets: set[str], labels: bool = False) -> list[str]:
+    """Remove the committed shards of ``subsets`` whose files fail their size or SHA-256 (or, from
+    before those were recorded, do not load), and with ``labels`` those dumped without
+    pseudo-labels; return their names. Their cuts are dumped again."""
     dropped = []
     for shard, meta in committed_shards(out_dir).items():
         if (meta.get("data") or {}).get("subset") not in subsets:
             continue  # another subset's shards are checked when that subset is resumed
-        damage = shard_problems(out_dir, shard, meta, checksum=True)
+        damage = [d.text for d in shard_problems(out_dir, shard, meta, checksum=True)]
+        if labels and f"{shard_stem(shard)}{LABELS_SUFFIX}" not in meta.get("files", {}):
+            damage.append("dumped without pseudo_labels=true")
         if damage:
             log.warning(
                 "%s: %s is damaged (%s): removed, its cuts are dumped again",
                 out_dir,
                 shard_stem(shard),
-                ", ".join(d.text for d in damage),
+                ", ".join(damage),
             )
             remove_shard(out_dir, shard)
             dropped.append(shard_stem(shard))
@@ -177,26 +185,34 @@ def _drop_damaged_shards(out_dir: Path, subsets: set[str]) -> list[str]:
 
 
 def _dump_subset(
-    cfg: DictConfig, dm, model, fingerprint: dict, data: dict, total: int | None
+    cfg: DictConfig, dm, teacher, fingerprint: dict, data: dict, total: int | None
 ) -> int:
-    """Append the soft targets of subset ``data["subset"]`` (``data``, ``total``: from
-    ``_data_identity``) to the store in ``cfg.out_dir``; return the cuts resumed."""
+    """Append the soft targets (and with ``cfg.pseudo_labels`` the transcripts) of subset
+    ``data["subset"]`` (``data``, ``total``: from ``data_identity``) to the store in
+    ``cfg.out_dir``; return the cuts resumed. ``teacher``: a loaded model, on its device."""
     out_dir, k, subset = Path(cfg.out_dir), fingerprint["k"], data["subset"]
     batches = dm.dataloader(subset, shuffle=False, max_duration=cfg.max_duration)
     first_shard, done, taken = _resume_state(out_dir, fingerprint, data)
+    labels = bool(cfg.get("pseudo_labels", False))
     header = {"fingerprint": fingerprint, "data": data}
-    writer = ShardWriter(out_dir, header, first_shard, cfg.shard_frames)
+    if labels:
+        header["pseudo_labels"] = {"decoder": "greedy_ctc", "confidence": CONFIDENCE}
+    writer = ShardWriter(out_dir, header, first_shard, cfg.shard_frames, labels=labels)
+    model = teacher.model
     device = next(model.parameters()).device
+    decode = teacher.tokenizer.decode if labels else None
     with tqdm(total=total, unit="cut", desc=f"dump {subset}") as progress:
-        for num_cuts, records in _teacher_batches(model, batches, done, device, k, cfg.temperature):
-            for cut_id, ids, probs in records:
+        for num_cuts, records in _teacher_batches(
+            model, batches, done, device, k, cfg.temperature, decode
+        ):
+            for cut_id, ids, probs, label in records:
                 if cut_id in taken:
                     raise ConfigError(
                         f"cut {cut_id!r} of subset {subset!r} already has soft targets from "
                         f"subset {taken[cut_id]!r} in {out_dir}; expected cut ids unique across "
                         "the subsets of one store"
                     )
-                writer.add(cut_id, ids, probs)
+                writer.add(cut_id, ids, probs, label)
             progress.update(num_cuts)
     writer.flush()
     return len(done)
@@ -238,16 +254,17 @@ def dump_targets(cfg: DictConfig) -> dict:
             f"{vocab}) in {cfg.teacher_ckpt}"
         )
     # Every subset's identity first: a missing or re-prepared one fails now, not after hours.
-    identities = [_data_identity(Path(cfg.data.dir), s) for s in _subset_names(cfg.subset)]
+    identities = [data_identity(Path(cfg.data.dir), s) for s in _subset_names(cfg.subset)]
     removed = _drop_unreadable_markers(out_dir) if out_dir.is_dir() else []
     for data, _ in identities:
         _resume_state(out_dir, fingerprint, data)
-    removed += _drop_damaged_shards(out_dir, {data["subset"] for data, _ in identities})
-    model = teacher.model.to(device)
+    labels = bool(cfg.get("pseudo_labels", False))
+    removed += _drop_damaged_shards(out_dir, {data["subset"] for data, _ in identities}, labels)
+    teacher.model.to(device)
     resumed = 0
     for data, total in identities:
         subset = data["subset"]
-        resumed += _dump_subset(cfg, dm, model, fingerprint, data, total)
+        resumed += _dump_subset(cfg, dm, teacher, fingerprint, data, total)
         # "subset"/"data_dir" name the latest dump (as before); "subsets" lists every one
         extra = {"subset": subset, "data_dir": str(cfg.data.dir), "vocab_size": vocab}
         extra["teacher_ckpt"] = str(cfg.teacher_ckpt)  # for the repair command of a damaged store
@@ -257,4 +274,21 @@ def dump_targets(cfg: DictConfig) -> dict:
     summary["resumed_cuts"] = resumed
     summary["removed_shards"] = removed  # damaged: their cuts were dumped again
     summary["fp32_bytes_per_frame"] = 4 * vocab
+    if labels:
+        summary["pseudo_labels"] = _labels_report(out_dir, index)
     return summary
+
+
+def _labels_report(out_dir: Path, index: dict) -> dict:
+    """Per subset holding pseudo-labels, :func:`asr_kd.distill.pseudo.labels_summary`."""
+    by_subset: dict[str, list[dict]] = {}
+    for cut_id, label in SoftTargetStore(out_dir).pseudo_labels().items():
+        subset = index["shards"][shard_stem(index["cuts"][cut_id][0])]["subset"]
+        by_subset.setdefault(subset, []).append(label)
+    report = {subset: labels_summary(records) for subset, records in by_subset.items()}
+    for subset, entry in report.items():
+        log.info(
+            "pseudo-labels of %s: %d cuts (%d empty), mean confidence %.3f, kept at %s",
+            subset, entry["cuts"], entry["empty"], entry["mean_confidence"], entry["kept_at"],
+        )  # fmt: skip
+    return report

@@ -4,7 +4,8 @@
 - :func:`distill`: a student with CTC + KD from a teacher's targets (``asr-kd-distill``). With
   ``distill=none`` it is the CTC-only student baseline: the one way to train that baseline, since
   it shares every setting (model, optimiser, schedule, updates, data) with the KD student's run
-  and differs only in the teacher.
+  and differs only in the teacher. ``distill.pseudo_labels=<store>`` adds the teacher's
+  transcripts of untranscribed cuts as CTC targets (:mod:`asr_kd.distill.pseudo`).
 
 Usage:
     figures = train(compose("train", ["model=teacher_small", "data.dir=DATA"]))
@@ -18,10 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from asr_kd.data.datamodule import build_datamodule
 from asr_kd.distill.losses import KDConfig
+from asr_kd.distill.pseudo import build_pseudo_labels
 from asr_kd.distill.teachers import build_teacher_targets
 from asr_kd.training.builders import build_model, fit
 
 __all__ = ["distill", "train"]
+
+# distill.* keys that choose the CTC targets of untranscribed cuts, not loss knobs
+_PSEUDO_KEYS = ("pseudo_labels", "pseudo_min_confidence")
 
 
 def train(cfg: DictConfig) -> dict:
@@ -38,6 +43,9 @@ def distill(cfg: DictConfig) -> dict:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_datamodule(cfg.data)
     model, model_config = build_model(cfg.model, dm)
-    kd = KDConfig.from_options(OmegaConf.to_container(cfg.distill, resolve=True))
+    options = OmegaConf.to_container(cfg.distill, resolve=True)
+    kd = KDConfig.from_options({k: v for k, v in options.items() if k not in _PSEUDO_KEYS})
     targets = build_teacher_targets(cfg, model, dm.tokenizer, kd)
-    return fit(cfg, dm, model, model_config, role=str(cfg.role), kd=kd, targets=targets)
+    pseudo = build_pseudo_labels(cfg, dm, kd_term=targets is not None)
+    figures = fit(cfg, dm, model, model_config, role=str(cfg.role), kd=kd, targets=targets)
+    return figures if pseudo is None else {**figures, "pseudo_labels": pseudo}
