@@ -170,9 +170,13 @@ def _assert_built_as_configured(group: str, node: dict, built: object) -> None:
     elif group == "distill":
         assert isinstance(built, KDConfig)
         checked = dataclasses.asdict(built)
-        assert set(node) == {"source", "k", *checked}, (
+        pseudo = {"pseudo_labels", "pseudo_min_confidence"}  # the CTC targets of untranscribed cuts
+        assert set(node) - pseudo == {"source", "k", *checked}, (
             "every loss key of the node is a KDConfig field"
         )
+        labels = node.get("pseudo_labels")
+        assert labels is None or labels is True or isinstance(labels, str)
+        assert 0.0 <= node.get("pseudo_min_confidence", 0.0) <= 1.0
     elif group == "trainer":
         assert isinstance(built, lightning.Trainer)
         checked = {key: getattr(built, key) for key in _TRAINER_ATTRIBUTES if key in node}

@@ -47,6 +47,8 @@ __all__ = ["DistillLoss", "KDConfig", "ctc_loss", "distill_loss", "kd_loss", "so
 # A probability this small is treated as zero in the "other" bucket (fp16 rounding of the
 # stored top-k probabilities is ~5e-4, so a residual below that carries no information).
 _MIN_OTHER_MASS = 1e-3
+# distill.* keys that choose targets, not loss knobs (KDConfig.from_options skips them)
+_TARGET_OPTIONS = ("source", "k", "pseudo_labels", "pseudo_min_confidence")
 
 
 @dataclass
@@ -65,12 +67,15 @@ class KDConfig:
     @classmethod
     def from_options(cls, options: dict) -> KDConfig:
         """The loss knobs out of a ``distill`` config group, whose ``source`` and ``k`` choose
-        the teacher targets instead; any other key is a typo and an error."""
+        the teacher targets and ``pseudo_labels``/``pseudo_min_confidence`` the CTC targets of
+        untranscribed cuts (:mod:`asr_kd.distill.pseudo`) instead; any other key is a typo and
+        an error."""
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names - {"source", "k"})
+        unknown = sorted(set(options) - names - set(_TARGET_OPTIONS))
         if unknown:
             raise ConfigError(
-                f"unknown distill option(s) {unknown}; expected source, k or one of {sorted(names)}"
+                f"unknown distill option(s) {unknown}; expected one of "
+                f"{sorted([*_TARGET_OPTIONS, *names])}"
             )
         return cls(**{key: value for key, value in options.items() if key in names})
 

@@ -25,9 +25,6 @@ from asr_kd.training.builders import build_model, fit
 
 __all__ = ["distill", "train"]
 
-# distill.* keys that choose the CTC targets of untranscribed cuts, not loss knobs
-_PSEUDO_KEYS = ("pseudo_labels", "pseudo_min_confidence")
-
 
 def train(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` with CTC on ``cfg.data``; return :func:`fit`'s figures."""
@@ -43,8 +40,7 @@ def distill(cfg: DictConfig) -> dict:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_datamodule(cfg.data)
     model, model_config = build_model(cfg.model, dm)
-    options = OmegaConf.to_container(cfg.distill, resolve=True)
-    kd = KDConfig.from_options({k: v for k, v in options.items() if k not in _PSEUDO_KEYS})
+    kd = KDConfig.from_options(OmegaConf.to_container(cfg.distill, resolve=True))
     targets = build_teacher_targets(cfg, model, dm.tokenizer, kd)
     pseudo = build_pseudo_labels(cfg, dm, kd_term=targets is not None)
     figures = fit(cfg, dm, model, model_config, role=str(cfg.role), kd=kd, targets=targets)
