@@ -161,15 +161,15 @@ def load_pseudo_labels(
         store.check_fingerprint({**store.fingerprint, "checkpoint_sha256": checkpoint_sha256})
     labels = store.pseudo_labels()
     _check_store(store, Path(data_dir), subsets)
-    texts, counts, missing, confidences = {}, dict.fromkeys(("untranscribed", "kept"), 0), [], []
-    transcribed_with_label = 0
+    texts: dict[str, str] = {}
+    missing, confidences, untranscribed, transcribed_with_label = [], [], 0, 0
     for subset in subsets:
         for cut in load_cuts(data_dir, subset):
             label = labels.get(cut.id)
             if cut_text(cut):
                 transcribed_with_label += label is not None  # the real transcript wins
                 continue
-            counts["untranscribed"] += 1
+            untranscribed += 1
             if label is None:
                 missing.append(cut.id)
                 continue
@@ -179,14 +179,14 @@ def load_pseudo_labels(
                 texts[cut.id] = _encodable(tokenizer, cut.id, text, store.dir)
     if missing:
         raise MissingFileError(
-            f"{len(missing)} of {counts['untranscribed']} untranscribed cuts of {list(subsets)} "
+            f"{len(missing)} of {untranscribed} untranscribed cuts of {list(subsets)} "
             f"have no pseudo-label in {store.dir} (e.g. {missing[0]!r}); "
             + redump_hint(store.dir, subsets, fixes="it labels them", pseudo_labels=True)
         )
     summary = {
         "store": str(store.dir),
         "min_confidence": float(min_confidence),
-        "untranscribed_cuts": counts["untranscribed"],
+        "untranscribed_cuts": untranscribed,
         "pseudo_labelled": len(confidences),
         "kept": len(texts),
         "below_threshold": len(confidences) - len(texts),
@@ -231,6 +231,13 @@ def build_pseudo_labels(cfg, dm, kd_term: bool) -> dict | None:
     pseudo = load_pseudo_labels(
         store_dir, dm.data_dir, dm.train_subsets, threshold, dm.tokenizer, teacher_sha
     )
+    if not pseudo.summary["untranscribed_cuts"]:
+        log.warning(
+            "distill.pseudo_labels=%s changes nothing: the training subsets %s have no cut "
+            "without a transcript (expected an untranscribed subset, e.g. data.train_subset="
+            "[train,extra])",
+            source, dm.train_subsets,
+        )  # fmt: skip
     dm.use_pseudo_labels(pseudo.texts, drop_untranscribed=not kd_term)
     summary = {**pseudo.summary, "below_threshold_cuts": "kd_only" if kd_term else "dropped"}
     log.info(
