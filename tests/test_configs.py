@@ -172,7 +172,13 @@ def _assert_built_as_configured(group: str, node: dict, built: object) -> None:
         checked = dataclasses.asdict(built)
         # source, k and the layer pairs choose the teacher targets (build_teacher_targets)
         targets = {"source", "k", "student_layers", "teacher_layers"}
-        assert set(node) == {*targets, *checked}, "every loss key of the node is a KDConfig field"
+        pseudo = {"pseudo_labels", "pseudo_min_confidence"}  # the CTC targets of untranscribed cuts
+        assert set(node) - pseudo == {*targets, *checked}, (
+            "every loss key of the node is a KDConfig field"
+        )
+        labels = node.get("pseudo_labels")
+        assert labels is None or labels is True or isinstance(labels, str)
+        assert 0.0 <= node.get("pseudo_min_confidence", 0.0) <= 1.0
     elif group == "trainer":
         assert isinstance(built, lightning.Trainer)
         checked = {key: getattr(built, key) for key in _TRAINER_ATTRIBUTES if key in node}

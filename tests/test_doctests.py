@@ -25,6 +25,7 @@ MODULES_WITH_EXAMPLES = [
     "asr_kd.distill.hidden",
     "asr_kd.distill.inter_ctc",
     "asr_kd.distill.losses",
+    "asr_kd.distill.pseudo",
     "asr_kd.distill.store",
     "asr_kd.export.sherpa",
     "asr_kd.inference.decoders",

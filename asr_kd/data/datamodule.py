@@ -14,6 +14,10 @@ Each batch is a dict (B utterances, T frames, U tokens):
     texts       list[str]           normalised reference text ("" if none)
     cut_ids     list[str]
 
+Pseudo-labels (:meth:`AsrDataModule.use_pseudo_labels`): a training cut without a transcript
+whose id has a pseudo transcript gets that text's ``tokens``/``token_lens`` (its ``texts`` entry
+stays "": it is not a reference); a real transcript always wins.
+
 Speed perturbation (``speed_perturb=True``, training only) changes a cut's audio with lhotse's
 ``perturb_speed`` and computes its fbank on the fly; such a cut's id gains a ``_sp0.9`` style
 suffix, and a batch may then hold up to ``1 / min(speed_factors)`` times ``max_duration``.
@@ -35,7 +39,7 @@ from __future__ import annotations
 import json
 import random
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -49,7 +53,7 @@ from asr_kd.data.sampling import ResumableSampler
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.errors import MissingFileError
 
-__all__ = ["AsrDataModule", "AsrDataset", "build_datamodule", "load_cuts"]
+__all__ = ["AsrDataModule", "AsrDataset", "build_datamodule", "cut_text", "load_cuts"]
 
 # Sampler settings that must match for a checkpoint's place in the epoch to mean anything.
 _SAMPLER_KEYS = ("max_duration", "seed", "world_size", "shuffle", "drop_last")
@@ -84,6 +88,11 @@ def load_cuts(data_dir: str | Path, subset: str):
     return CutSet.from_cuts(relocate(c) for c in cuts)
 
 
+def cut_text(cut) -> str:
+    """A prepared cut's transcript; "" for a cut without one (an untranscribed subset)."""
+    return (cut.supervisions[0].text or "") if cut.supervisions else ""
+
+
 class AsrDataset(Dataset):
     """Map-style dataset over lhotse ``CutSet`` mini-batches (given by the sampler) -> batch dict.
 
@@ -92,14 +101,20 @@ class AsrDataset(Dataset):
         speed_factors: speed-perturbation factors; each cut picks one of ``(1.0, *factors)``
             uniformly. Empty: no perturbation.
         seed: makes the perturbation choice a function of (seed, cut ids).
+        pseudo_texts: cut id -> transcript to train on for a cut that has none (pseudo-labels).
     """
 
     def __init__(
-        self, tokenizer: Tokenizer, speed_factors: Sequence[float] = (), seed: int = 0
+        self,
+        tokenizer: Tokenizer,
+        speed_factors: Sequence[float] = (),
+        seed: int = 0,
+        pseudo_texts: Mapping[str, str] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.speed_factors = tuple(float(f) for f in speed_factors)
         self.seed = seed
+        self.pseudo_texts = pseudo_texts or {}
 
     def _perturb(self, cuts):
         from lhotse.utils import fastcopy
@@ -121,10 +136,11 @@ class AsrDataset(Dataset):
         return compute_fbank(cut.load_audio()[0], cut.sampling_rate)
 
     def __getitem__(self, cuts) -> dict:
-        cuts = self._perturb(cuts)
+        texts = [cut_text(c) for c in cuts]
+        targets = [t or self.pseudo_texts.get(c.id, "") for c, t in zip(cuts, texts, strict=True)]
+        cuts = self._perturb(cuts)  # looked up before: a perturbed cut's id has a suffix
         feats = [self._feats(c) for c in cuts]
-        texts = [(c.supervisions[0].text or "") if c.supervisions else "" for c in cuts]
-        tokens = [torch.tensor(self.tokenizer.encode(t), dtype=torch.long) for t in texts]
+        tokens = [torch.tensor(self.tokenizer.encode(t), dtype=torch.long) for t in targets]
         return {
             "feats": pad_sequence(feats, batch_first=True),
             "feat_lens": torch.tensor([f.shape[0] for f in feats], dtype=torch.long),
@@ -183,6 +199,15 @@ class AsrDataModule(L.LightningDataModule):
         self.tokenizer = Tokenizer.load(self.layout.lang)
         self._train_sampler: ResumableSampler | None = None
         self._train_sampler_state: dict | None = None  # from a checkpoint, until applied
+        self._pseudo_texts: dict[str, str] = {}
+        self._drop_untranscribed = False
+
+    def use_pseudo_labels(self, texts: Mapping[str, str], drop_untranscribed: bool) -> None:
+        """Train CTC on ``texts`` (cut id -> transcript) for training cuts without a transcript;
+        with ``drop_untranscribed`` the training cuts that have neither are left out (a run
+        without a KD term has nothing to teach them)."""
+        self._pseudo_texts = dict(texts)
+        self._drop_untranscribed = bool(drop_untranscribed)
 
     @property
     def cmvn(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,10 +263,21 @@ class AsrDataModule(L.LightningDataModule):
             "speed_perturb": bool(self.speed_perturb),
         }
 
+    def _train_cuts(self) -> tuple:
+        """``(cuts, number of cuts)`` of the training subsets, less the untranscribed cuts
+        without a pseudo-label when :meth:`use_pseudo_labels` drops them."""
+        cuts, count = self._cuts(self.train_subsets)
+        if not self._drop_untranscribed:
+            return cuts, count
+        kept = cuts.filter(lambda c: bool(cut_text(c)) or c.id in self._pseudo_texts).to_eager()
+        return kept, len(kept)
+
     def train_dataloader(self) -> DataLoader:
         factors = self.speed_factors if self.speed_perturb else ()
-        dataset = AsrDataset(self.tokenizer, speed_factors=factors, seed=self.seed)
-        cuts = self._cuts(self.train_subsets)
+        dataset = AsrDataset(
+            self.tokenizer, speed_factors=factors, seed=self.seed, pseudo_texts=self._pseudo_texts
+        )
+        cuts = self._train_cuts()
         lhotse_sampler = self._sampler(cuts, self.shuffle, self.max_duration, self.drop_last)
         sampler = ResumableSampler(lhotse_sampler, self._batch_settings(lhotse_sampler, cuts[1]))
         saved, self._train_sampler_state = self._train_sampler_state, None

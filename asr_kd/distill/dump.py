@@ -11,6 +11,12 @@ load), and an unreadable ``.json`` commits nothing; a shard that fails is remove
 are dumped again (into a new shard number; the index lists only what is on disk). So the repair
 of a damaged store is the same command again, which is what opening one says.
 
+``pseudo_labels=true`` also writes the teacher's greedy transcript of every cut, with a
+confidence, into the store (:mod:`asr_kd.distill.pseudo`: the format and the confidence's
+definition); the summary then counts, per subset, the labelled cuts and how many a
+``distill.pseudo_min_confidence`` of 0.5 ... 0.95 would keep. Resuming with labels over shards
+dumped without them removes those shards of the subsets it dumps and dumps their cuts again.
+
 ``verify=true`` only checks an existing store: every shard file's size and SHA-256 against
 ``index.json`` (:meth:`SoftTargetStore.verify`), then exits; it needs no ``teacher_ckpt`` and
 dumps nothing. A damaged store raises ``BadFileError`` naming each bad file and the repair.
@@ -26,6 +32,7 @@ Usage:
     asr-kd-dump-targets teacher_ckpt=exp/teacher/checkpoints/last.ckpt data.dir=DATA \\
         subset=train out_dir=exp/targets k=8 temperature=2.0
     asr-kd-dump-targets ... subset=[train,extra]    # two subsets, one store
+    asr-kd-dump-targets ... subset=[train,extra] pseudo_labels=true   # + teacher transcripts
     asr-kd-dump-targets out_dir=exp/targets verify=true   # check every checksum, dump nothing
 
     summary = dump_targets(compose("dump_targets", [...overrides]))
@@ -33,8 +40,6 @@ Usage:
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -48,7 +53,6 @@ from tqdm import tqdm
 from asr_kd.checkpoint import file_sha256
 from asr_kd.config import as_list, save_config
 from asr_kd.data.datamodule import build_datamodule
-from asr_kd.data.layout import DataDir
 from asr_kd.distill.hidden import (
     CodecStats,
     check_layers,
@@ -58,7 +62,9 @@ from asr_kd.distill.hidden import (
     parse_compress,
 )
 from asr_kd.distill.losses import soften_teacher
+from asr_kd.distill.pseudo import CONFIDENCE, greedy_labels, labels_summary
 from asr_kd.distill.store import (
+    LABELS_SUFFIX,
     MAX_INT16_VOCAB,
     ShardWriter,
     SoftTargetStore,
@@ -66,6 +72,7 @@ from asr_kd.distill.store import (
     check_fingerprint,
     codec_name,
     committed_shards,
+    data_identity,
     hidden_suffix,
     remove_shard,
     save_array,
@@ -120,10 +127,13 @@ def _teacher_batches(
     k: int,
     temperature: float,
     hidden: HiddenDump | None = None,
+    decode=None,
 ):
     """Per batch, yield (cuts in the batch, [(cut_id, ids (T', k) int16, probs (T', k) fp16,
-    {suffix: stored teacher layer (T', C)})]) for the cuts not in ``done``; a batch whose cuts
-    are all done is not run."""
+    {suffix: stored teacher layer (T', C)} or None, label)]) for the cuts not in ``done``; a
+    batch whose cuts are all done is not run. ``label``: None, or with ``decode`` (token ids ->
+    text) the teacher's greedy transcript ``{"text", "confidence", "num_tokens"}``
+    (:func:`asr_kd.distill.pseudo.greedy_labels`)."""
     for batch in batches:
         todo = [i for i, cut_id in enumerate(batch["cut_ids"]) if cut_id not in done]
         if not todo:
@@ -133,6 +143,7 @@ def _teacher_batches(
         log_probs, out_lens, layers = _run_teacher(model, feats, feat_lens, hidden is not None)
         with torch.inference_mode():
             ids, probs = soften_teacher(log_probs, temperature, k)
+            greedy = greedy_labels(log_probs, out_lens) if decode is not None else None
         ids = ids.to(torch.int16).cpu().numpy()
         probs = probs.to(torch.float16).cpu().numpy()
         lens = out_lens.cpu().tolist()
@@ -142,6 +153,7 @@ def _teacher_batches(
                 ids[i, : lens[i]],
                 probs[i, : lens[i]],
                 hidden.encode(layers, i, lens[i]) if hidden is not None else None,
+                _label(greedy, i, decode),
             )
             for i in todo
         ]
@@ -194,19 +206,11 @@ def _hidden_layers(cfg: DictConfig, model) -> tuple[int, ...]:
     return tuple(sorted(set(checked)))
 
 
-def _data_identity(data_dir: Path, subset: str) -> tuple[dict, int]:
-    """``({"subset", "cuts_sha256", "data_dir"}, number of cuts)`` of ``cuts_<subset>.jsonl.gz``.
-
-    The hash is of the decompressed JSON lines: a gzip header carries a timestamp, so hashing the
-    file itself would make a byte-identical re-prepare look like new data.
-    """
-    digest, num_cuts = hashlib.sha256(), 0
-    with gzip.open(DataDir(data_dir).prepared_cuts(subset), "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-            num_cuts += block.count(b"\n")  # one cut per line
-    identity = {"subset": subset, "cuts_sha256": digest.hexdigest(), "data_dir": str(data_dir)}
-    return identity, num_cuts
+def _label(greedy, i: int, decode) -> dict | None:
+    if greedy is None:
+        return None
+    tokens, confidence = greedy[i]
+    return {"text": decode(tokens), "confidence": round(confidence, 6), "num_tokens": len(tokens)}
 
 
 def _resume_state(
@@ -268,20 +272,23 @@ def _drop_unreadable_markers(out_dir: Path) -> list[str]:
     return dropped
 
 
-def _drop_damaged_shards(out_dir: Path, subsets: set[str]) -> list[str]:
-    """Remove the committed shards of ``subsets`` whose arrays fail their size or SHA-256 (or, from
-    before those were recorded, do not load); return their names. Their cuts are dumped again."""
+def _drop_damaged_shards(out_dir: Path, subsets: set[str], labels: bool = False) -> list[str]:
+    """Remove the committed shards of ``subsets`` whose files fail their size or SHA-256 (or, from
+    before those were recorded, do not load), and with ``labels`` those dumped without
+    pseudo-labels; return their names. Their cuts are dumped again."""
     dropped = []
     for shard, meta in committed_shards(out_dir).items():
         if (meta.get("data") or {}).get("subset") not in subsets:
             continue  # another subset's shards are checked when that subset is resumed
-        damage = shard_problems(out_dir, shard, meta, checksum=True)
+        damage = [d.text for d in shard_problems(out_dir, shard, meta, checksum=True)]
+        if labels and f"{shard_stem(shard)}{LABELS_SUFFIX}" not in meta.get("files", {}):
+            damage.append("dumped without pseudo_labels=true")
         if damage:
             log.warning(
                 "%s: %s is damaged (%s): removed, its cuts are dumped again",
                 out_dir,
                 shard_stem(shard),
-                ", ".join(d.text for d in damage),
+                ", ".join(damage),
             )
             remove_shard(out_dir, shard)
             dropped.append(shard_stem(shard))
@@ -291,35 +298,41 @@ def _drop_damaged_shards(out_dir: Path, subsets: set[str]) -> list[str]:
 def _dump_subset(
     cfg: DictConfig,
     dm,
-    model,
+    teacher,
     fingerprint: dict,
     data: dict,
     total: int | None,
     hidden: tuple[HiddenDump, dict] | None = None,
 ) -> int:
-    """Append the soft targets of subset ``data["subset"]`` (``data``, ``total``: from
-    ``_data_identity``; ``hidden``: the layers to store and their codec files' SHA-256) to the
-    store in ``cfg.out_dir``; return the cuts resumed."""
+    """Append the soft targets (and with ``cfg.pseudo_labels`` the transcripts) of subset
+    ``data["subset"]`` (``data``, ``total``: from ``data_identity``; ``hidden``: the layers to
+    store and their codec files' SHA-256) to the store in ``cfg.out_dir``; return the cuts
+    resumed. ``teacher``: a loaded model, on its device."""
     out_dir, k, subset = Path(cfg.out_dir), fingerprint["k"], data["subset"]
     spec, codec = hidden if hidden is not None else (None, {})
     batches = dm.dataloader(subset, shuffle=False, max_duration=cfg.max_duration)
     first_shard, done, taken = _resume_state(out_dir, fingerprint, data, codec)
+    labels = bool(cfg.get("pseudo_labels", False))
     header = {"fingerprint": fingerprint, "data": data}
     if codec:
         header["codec_sha256"] = codec
-    writer = ShardWriter(out_dir, header, first_shard, cfg.shard_frames)
+    if labels:
+        header["pseudo_labels"] = {"decoder": "greedy_ctc", "confidence": CONFIDENCE}
+    writer = ShardWriter(out_dir, header, first_shard, cfg.shard_frames, labels=labels)
+    model = teacher.model
     device = next(model.parameters()).device
-    runs = _teacher_batches(model, batches, done, device, k, cfg.temperature, spec)
+    decode = teacher.tokenizer.decode if labels else None
+    runs = _teacher_batches(model, batches, done, device, k, cfg.temperature, spec, decode)
     with tqdm(total=total, unit="cut", desc=f"dump {subset}") as progress:
         for num_cuts, records in runs:
-            for cut_id, ids, probs, extra in records:
+            for cut_id, ids, probs, extra, label in records:
                 if cut_id in taken:
                     raise ConfigError(
                         f"cut {cut_id!r} of subset {subset!r} already has soft targets from "
                         f"subset {taken[cut_id]!r} in {out_dir}; expected cut ids unique across "
                         "the subsets of one store"
                     )
-                writer.add(cut_id, ids, probs, extra)
+                writer.add(cut_id, ids, probs, extra, label)
             progress.update(num_cuts)
     writer.flush()
     return len(done)
@@ -379,11 +392,12 @@ def dump_targets(cfg: DictConfig) -> dict:
             f"{vocab}) in {cfg.teacher_ckpt}"
         )
     # Every subset's identity first: a missing or re-prepared one fails now, not after hours.
-    identities = [_data_identity(Path(cfg.data.dir), s) for s in _subset_names(cfg.subset)]
+    identities = [data_identity(Path(cfg.data.dir), s) for s in _subset_names(cfg.subset)]
     removed = _drop_unreadable_markers(out_dir) if out_dir.is_dir() else []
     for data, _ in identities:
         _resume_state(out_dir, fingerprint, data)  # the codec is checked per subset below
-    removed += _drop_damaged_shards(out_dir, {data["subset"] for data, _ in identities})
+    labels = bool(cfg.get("pseudo_labels", False))
+    removed += _drop_damaged_shards(out_dir, {data["subset"] for data, _ in identities}, labels)
     model = teacher.model.to(device)
     hidden, extra = None, {}
     if layers:
@@ -394,15 +408,17 @@ def dump_targets(cfg: DictConfig) -> dict:
     resumed = 0
     for data, total in identities:
         subset = data["subset"]
-        resumed += _dump_subset(cfg, dm, model, fingerprint, data, total, hidden)
+        resumed += _dump_subset(cfg, dm, teacher, fingerprint, data, total, hidden)
         # "subset"/"data_dir" name the latest dump (as before); "subsets" lists every one
         extra.update(subset=subset, data_dir=str(cfg.data.dir), vocab_size=vocab)
         extra["teacher_ckpt"] = str(cfg.teacher_ckpt)  # for the repair command of a damaged store
         index = write_index(out_dir, fingerprint, extra)
-    return _summary(index, resumed, removed, vocab)
+    return _summary(index, resumed, removed, vocab, out_dir, labels)
 
 
-def _summary(index: dict, resumed: int, removed: list[str], vocab: int) -> dict:
+def _summary(
+    index: dict, resumed: int, removed: list[str], vocab: int, out_dir: Path, labels: bool
+) -> dict:
     """What the dump prints: the index without the per-cut and per-shard tables, and bytes."""
     summary = {k_: v for k_, v in index.items() if k_ not in ("cuts", "shards")}
     summary["num_shards"] = len(index["shards"])
@@ -421,4 +437,21 @@ def _summary(index: dict, resumed: int, removed: list[str], vocab: int) -> dict:
             hidden["compress"],
             hidden["bytes_per_frame"],
         )
+    if labels:
+        summary["pseudo_labels"] = _labels_report(out_dir, index)
     return summary
+
+
+def _labels_report(out_dir: Path, index: dict) -> dict:
+    """Per subset holding pseudo-labels, :func:`asr_kd.distill.pseudo.labels_summary`."""
+    by_subset: dict[str, list[dict]] = {}
+    for cut_id, label in SoftTargetStore(out_dir).pseudo_labels().items():
+        subset = index["shards"][shard_stem(index["cuts"][cut_id][0])]["subset"]
+        by_subset.setdefault(subset, []).append(label)
+    report = {subset: labels_summary(records) for subset, records in by_subset.items()}
+    for subset, entry in report.items():
+        log.info(
+            "pseudo-labels of %s: %d cuts (%d empty), mean confidence %.3f, kept at %s",
+            subset, entry["cuts"], entry["empty"], entry["mean_confidence"], entry["kept_at"],
+        )  # fmt: skip
+    return report

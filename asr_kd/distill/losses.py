@@ -77,7 +77,14 @@ __all__ = [
 HIDDEN_LOSSES = ("l1_cos", "mse")
 # Keys of a distill config group that choose the teacher targets (and the layer pairs of
 # hidden-state KD), not the loss: read by asr_kd.distill.teachers.build_teacher_targets.
-_TARGET_KEYS = {"source", "k", "student_layers", "teacher_layers"}
+_TARGET_KEYS = {
+    "source",
+    "k",
+    "student_layers",
+    "teacher_layers",
+    "pseudo_labels",
+    "pseudo_min_confidence",
+}
 
 # A probability this small is treated as zero in the "other" bucket (fp16 rounding of the
 # stored top-k probabilities is ~5e-4, so a residual below that carries no information).
@@ -125,8 +132,9 @@ class KDConfig:
     @classmethod
     def from_options(cls, options: dict) -> KDConfig:
         """The loss knobs out of a ``distill`` config group, whose ``source``, ``k``,
-        ``student_layers`` and ``teacher_layers`` choose the teacher targets instead; any other
-        key is a typo and an error."""
+        ``student_layers`` and ``teacher_layers`` choose the teacher targets and
+        ``pseudo_labels``/``pseudo_min_confidence`` the CTC targets of untranscribed cuts
+        (:mod:`asr_kd.distill.pseudo`) instead; any other key is a typo and an error."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - names - _TARGET_KEYS)
         if unknown:

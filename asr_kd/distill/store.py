@@ -9,14 +9,18 @@ shards:
 
     <out_dir>/shard_00000.ids.npy     (N, k) int16     N = frames in the shard
     <out_dir>/shard_00000.probs.npy   (N, k) float16
+    <out_dir>/shard_00000.labels.jsonl  only with pseudo_labels=true: the teacher's transcript of
+                                      each cut of the shard (asr_kd/distill/pseudo.py)
     <out_dir>/shard_00000.json        {"fingerprint": {...}, "data": {"subset", "cuts_sha256",
                                       "data_dir"}, "files": {name: {"bytes", "sha256"}},
-                                      "cuts": {cut_id: [offset, num_frames]}}
+                                      "cuts": {cut_id: [offset, num_frames]},
+                                      "pseudo_labels": {"decoder", "confidence"} (with labels)}
     <out_dir>/index.json              {"fingerprint": {...}, "teacher_ckpt", "subsets": {name:
                                       {"cuts_sha256", "data_dir", "num_cuts", "num_frames"}},
                                       "shards": {"shard_00000": {"subset", "files": {name:
                                       {"bytes", "sha256"}}}}, "cuts": {cut_id: [shard, offset,
-                                      frames]}, ...}
+                                      frames]}, "pseudo_labels": {"confidence", "num_cuts"}
+                                      (when shards hold labels), ...}
 
 Storage: ``k * (2 + 2)`` bytes per frame, 32 B at k = 8, against ``V * 4`` B for full fp32
 posteriors (char V = 29: 116 B, 3.6x; BPE-500: 2000 B, 62.5x).
@@ -40,11 +44,13 @@ Usage:
     store.check_fingerprint(teacher_fingerprint(...))
     ids, probs = store.get(cut_id)                  # (T', k) int64, (T', k) float32
     ids, probs, lens = store.batch(cut_ids)         # (B, T', k), (B, T', k), (B,)
+    store.pseudo_labels()                           # {cut_id: {"text", "confidence", ...}}
     store.verify()                                  # every SHA-256 too; raises naming bad files
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -59,12 +65,14 @@ from omegaconf import OmegaConf
 
 from asr_kd.checkpoint import atomic_write, file_sha256
 from asr_kd.config import as_list
+from asr_kd.data.layout import DataDir
 from asr_kd.distill.hidden import decode
 from asr_kd.errors import BadFileError, ConfigError, MissingFileError
 
 __all__ = [
     "ARRAY_SUFFIXES",
     "INDEX_NAME",
+    "LABELS_SUFFIX",
     "MAX_INT16_VOCAB",
     "Damage",
     "ShardWriter",
@@ -75,6 +83,7 @@ __all__ = [
     "hidden_suffix",
     "save_array",
     "committed_shards",
+    "data_identity",
     "redump_hint",
     "remove_shard",
     "shard_markers",
@@ -87,6 +96,7 @@ __all__ = [
 INDEX_NAME = "index.json"
 MAX_INT16_VOCAB = np.iinfo(np.int16).max + 1
 ARRAY_SUFFIXES = (".ids.npy", ".probs.npy")
+LABELS_SUFFIX = ".labels.jsonl"  # pseudo-labels, one JSON line per cut (asr_kd/distill/pseudo.py)
 _DTYPES = {".ids.npy": np.dtype(np.int16), ".probs.npy": np.dtype(np.float16)}
 
 
@@ -162,6 +172,21 @@ def check_fingerprint(found: dict, expected: dict, where: str) -> None:
         raise ConfigError(
             f"soft targets in {where} were made by another teacher: " + "; ".join(diffs)
         )
+
+
+def data_identity(data_dir: Path, subset: str) -> tuple[dict, int]:
+    """``({"subset", "cuts_sha256", "data_dir"}, number of cuts)`` of ``cuts_<subset>.jsonl.gz``.
+
+    The hash is of the decompressed JSON lines: a gzip header carries a timestamp, so hashing the
+    file itself would make a byte-identical re-prepare look like new data.
+    """
+    digest, num_cuts = hashlib.sha256(), 0
+    with gzip.open(DataDir(data_dir).prepared_cuts(subset), "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+            num_cuts += block.count(b"\n")  # one cut per line
+    identity = {"subset": subset, "cuts_sha256": digest.hexdigest(), "data_dir": str(data_dir)}
+    return identity, num_cuts
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -271,12 +296,17 @@ def redump_hint(
     subsets: Iterable[str] = (),
     fixes: str = "it recomputes damaged shards",
     index: dict | None = None,
+    pseudo_labels: bool | None = None,
 ) -> str:
     """``re-run asr-kd-dump-targets teacher_ckpt=... data.dir=... subset=... out_dir=... k=...
-    temperature=... (fixes)``: the resumed dump that repairs the store, with the settings recorded
-    in its ``index`` (None: read from ``index.json``), else in its saved ``config.yaml``; generic
-    words for what neither has."""
+    temperature=... [pseudo_labels=true] (fixes)``: the resumed dump that repairs the store, with
+    the settings recorded in its ``index`` (None: read from ``index.json``), else in its saved
+    ``config.yaml``; generic words for what neither has. ``pseudo_labels`` None: as the store
+    (whether its index records pseudo-labels)."""
     index = (_read_json(targets_dir / INDEX_NAME) if index is None else index) or {}
+    if pseudo_labels is None:
+        pseudo_labels = "pseudo_labels" in index
+    labels = " pseudo_labels=true" if pseudo_labels else ""
     saved = _saved_dump_config(targets_dir)
     fingerprint = index.get("fingerprint") or {}
     names = sorted(set(subsets)) or list(index.get("subsets") or [])
@@ -294,7 +324,7 @@ def redump_hint(
     if not by_dir or None in by_dir or None in settings.values() or "???" in settings.values():
         return (
             f"re-run asr-kd-dump-targets with the dump's teacher_ckpt, data.dir, subset, k and "
-            f"temperature and out_dir={targets_dir} ({fixes})"
+            f"temperature and out_dir={targets_dir}{labels} ({fixes})"
         )
     layers = fingerprint.get("hidden_layers")
     hidden = (
@@ -307,6 +337,7 @@ def redump_hint(
         f"asr-kd-dump-targets teacher_ckpt={settings['teacher_ckpt']} data.dir={data_dir} "
         f"subset={group[0] if len(group) == 1 else '[' + ','.join(group) + ']'} "
         f"out_dir={targets_dir} k={settings['k']} temperature={settings['temperature']}{hidden}"
+        f"{labels}"
         for data_dir, group in by_dir.items()
     ]
     return f"re-run {' and '.join(commands)} ({fixes})"
@@ -430,6 +461,32 @@ class SoftTargetStore:
             "unrecorded_shards": [shard_stem(s) for s in unrecorded],
         }
 
+    def pseudo_labels(self) -> dict[str, dict]:
+        """Cut id -> ``{"text", "confidence", "num_tokens"}`` from every shard holding labels
+        (``asr-kd-dump-targets pseudo_labels=true``); {} when none does. A labels file that does
+        not parse, or does not list exactly its shard's cuts, is a ``BadFileError``."""
+        labels: dict[str, dict] = {}
+        for stem, entry in (self._layout or {}).items():
+            name = f"{stem}{LABELS_SUFFIX}"
+            if name not in entry["files"]:
+                continue
+            try:
+                rows = [json.loads(line) for line in (self.dir / name).read_text().splitlines()]
+                shard_labels = {row.pop("cut_id"): row for row in rows}
+            except (ValueError, KeyError, AttributeError, TypeError):
+                shard_labels = None
+            expected = {c for c, (s, _, _) in self._cuts.items() if shard_stem(s) == stem}
+            if shard_labels is None or set(shard_labels) != expected:
+                raise BadFileError(
+                    f"soft targets in {self.dir} are damaged: {name} does not hold one JSON line "
+                    f"per cut of {stem}; "
+                    + redump_hint(
+                        self.dir, [entry["subset"]] * bool(entry.get("subset")), index=self.info
+                    )
+                )
+            labels.update(shard_labels)
+        return labels
+
     def check_fingerprint(self, expected: dict) -> None:
         """Raise ``ValueError`` unless these targets were made by the ``expected`` teacher."""
         check_fingerprint(self.fingerprint, expected, str(self.dir / INDEX_NAME))
@@ -547,13 +604,19 @@ def save_array(path: Path, array: np.ndarray) -> dict:
 class ShardWriter:
     """Buffers cuts' targets and commits them as numbered shards of about ``shard_frames``;
     ``header`` (fingerprint and data identity) goes into every shard's ``.json``, with the size
-    and SHA-256 of each array file. ``extra``: per cut, more arrays (T', ...) by file suffix
-    (the stored teacher layers, :func:`hidden_suffix`), the same suffixes for every cut."""
+    and SHA-256 of each file. ``extra``: per cut, more arrays (T', ...) by file suffix (the
+    stored teacher layers, :func:`hidden_suffix`), the same suffixes for every cut. With
+    ``labels``, every cut also brings its pseudo-label (a JSON object, ``{"text",
+    "confidence", "num_tokens"}``), written as the shard's ``.labels.jsonl``.
+    """
 
-    def __init__(self, out_dir: Path, header: dict, first_shard: int, shard_frames: int):
+    def __init__(
+        self, out_dir: Path, header: dict, first_shard: int, shard_frames: int, labels=False
+    ):
         self.out_dir, self.header = out_dir, header
-        self.shard, self.shard_frames = first_shard, shard_frames
+        self.shard, self.shard_frames, self.labels = first_shard, shard_frames, labels
         self._parts: dict[str, list[np.ndarray]] = {}
+        self._labels: list[dict] = []
         self._cuts: dict[str, list[int]] = {}
         self._frames = 0
 
@@ -563,11 +626,16 @@ class ShardWriter:
         ids: np.ndarray,
         probs: np.ndarray,
         extra: dict[str, np.ndarray] | None = None,
+        label: dict | None = None,
     ) -> None:
+        if self.labels and label is None:
+            raise ValueError(f"cut {cut_id!r} has no pseudo-label; this writer stores them")
         self._cuts[cut_id] = [self._frames, len(ids)]
         arrays = {ARRAY_SUFFIXES[0]: ids, ARRAY_SUFFIXES[1]: probs, **(extra or {})}
         for suffix, array in arrays.items():
             self._parts.setdefault(suffix, []).append(array)
+        if self.labels:
+            self._labels.append({"cut_id": cut_id, **label})
         self._frames += len(ids)
         if self._frames >= self.shard_frames:
             self.flush()
@@ -580,12 +648,17 @@ class ShardWriter:
             f"{stem}{suffix}": save_array(self.out_dir / f"{stem}{suffix}", np.concatenate(parts))
             for suffix, parts in self._parts.items()
         }
+        if self.labels:
+            lines = "".join(json.dumps(label) + "\n" for label in self._labels).encode()
+            path = self.out_dir / f"{stem}{LABELS_SUFFIX}"
+            atomic_write(path, lambda f: f.write(lines))
+            files[path.name] = {"bytes": len(lines), "sha256": hashlib.sha256(lines).hexdigest()}
         # the .json is the commit marker: written last, so a crash before it leaves no shard
         _write_json(
             self.out_dir / f"{stem}.json", {**self.header, "files": files, "cuts": self._cuts}
         )
         self.shard += 1
-        self._parts, self._cuts, self._frames = {}, {}, 0
+        self._parts, self._labels, self._cuts, self._frames = {}, [], {}, 0
 
 
 def shard_markers(out_dir: Path) -> dict[int, tuple[dict | None, dict]]:
@@ -624,7 +697,7 @@ def committed_shards(out_dir: Path) -> dict[int, dict]:
 def remove_shard(out_dir: Path, shard: int) -> None:
     """Delete a shard: its ``.json`` first (uncommitting it), then its arrays."""
     stem = shard_stem(shard)
-    for suffix in (".json", *ARRAY_SUFFIXES):
+    for suffix in (".json", *ARRAY_SUFFIXES, LABELS_SUFFIX):
         (out_dir / f"{stem}{suffix}").unlink(missing_ok=True)
 
 
@@ -633,11 +706,15 @@ def write_index(out_dir: Path, fingerprint: dict, extra: dict) -> dict:
     cuts: dict[str, list[int]] = {}
     subsets: dict[str, dict] = {}
     shards: dict[str, dict] = {}
+    labels: dict = {}  # {"confidence", "num_cuts"} over the shards holding pseudo-labels
     for shard, (meta, record) in sorted(_committed(out_dir).items()):
         data = meta["data"]
         stem = shard_stem(shard)
         files = {**meta.get("files", {}), f"{stem}.json": record}
         shards[stem] = {"subset": data["subset"], "files": files}
+        if f"{stem}{LABELS_SUFFIX}" in files:
+            labels["confidence"] = meta["pseudo_labels"]["confidence"]
+            labels["num_cuts"] = labels.get("num_cuts", 0) + len(meta["cuts"])
         entry = subsets.setdefault(data["subset"], {"cuts_sha256": data["cuts_sha256"]})
         entry["data_dir"] = data["data_dir"]  # the latest (a moved data dir keeps its hash)
         for cut_id, (offset, frames) in meta["cuts"].items():
@@ -652,6 +729,7 @@ def write_index(out_dir: Path, fingerprint: dict, extra: dict) -> dict:
         "num_cuts": len(cuts),
         "num_frames": num_frames,
         "bytes_per_frame": bytes_per_frame(fingerprint["k"]),
+        **({"pseudo_labels": labels} if labels else {}),
         "shards": shards,
         "cuts": cuts,
     }

@@ -4,7 +4,8 @@
 - :func:`distill`: a student with CTC + KD from a teacher's targets (``asr-kd-distill``). With
   ``distill=none`` it is the CTC-only student baseline: the one way to train that baseline, since
   it shares every setting (model, optimiser, schedule, updates, data) with the KD student's run
-  and differs only in the teacher.
+  and differs only in the teacher. ``distill.pseudo_labels=<store>`` adds the teacher's
+  transcripts of untranscribed cuts as CTC targets (:mod:`asr_kd.distill.pseudo`).
 
 Usage:
     figures = train(compose("train", ["model=teacher_small", "data.dir=DATA"]))
@@ -20,6 +21,7 @@ from torch import nn
 from asr_kd.data.datamodule import build_datamodule
 from asr_kd.distill.hidden import HiddenProjection
 from asr_kd.distill.losses import KDConfig
+from asr_kd.distill.pseudo import build_pseudo_labels
 from asr_kd.distill.teachers import build_teacher_targets
 from asr_kd.training.builders import build_model, fit
 
@@ -42,11 +44,13 @@ def distill(cfg: DictConfig) -> dict:
     model, model_config = build_model(cfg.model, dm)
     kd = KDConfig.from_options(OmegaConf.to_container(cfg.distill, resolve=True))
     targets = build_teacher_targets(cfg, model, dm.tokenizer, kd)
+    pseudo = build_pseudo_labels(cfg, dm, kd_term=targets is not None)
     kd_modules = _kd_modules(model, targets)
-    return fit(
+    figures = fit(
         cfg, dm, model, model_config, role=str(cfg.role), kd=kd, targets=targets,
         kd_modules=kd_modules,
     )  # fmt: skip
+    return figures if pseudo is None else {**figures, "pseudo_labels": pseudo}
 
 
 def _kd_modules(model, targets) -> dict[str, nn.Module]:
