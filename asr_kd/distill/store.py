@@ -110,14 +110,19 @@ def teacher_fingerprint(
     frame_shift_ms: float,
     k: int,
     temperature: float,
+    extra: dict | None = None,
 ) -> dict:
-    """The identity of a set of soft targets: which teacher, which tokens, which frames, which k/T."""
+    """The identity of a set of soft targets: which teacher, which tokens, which frames, which k/T.
+
+    ``extra``: more fields (a transformers teacher: its id or path, revision, frame
+    conversion); an asr_kd teacher has none, so its fingerprint is what it always was."""
     return {
         "checkpoint_sha256": str(checkpoint_sha256),
         "tokenizer": str(tokenizer_fingerprint),
         "frame_shift_ms": float(frame_shift_ms),
         "k": int(k),
         "temperature": float(temperature),
+        **(extra or {}),
     }
 
 

@@ -33,9 +33,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from asr_kd.checkpoint import file_sha256
+from asr_kd.distill.frames import plan_conversion
 from asr_kd.distill.losses import KDConfig, soften_teacher
 from asr_kd.distill.store import SoftTargetStore, teacher_fingerprint
 from asr_kd.errors import ConfigError
+from asr_kd.models.hf import HFLoaded
 from asr_kd.models.loading import LoadedModel, load_model
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "TeacherTargets",
     "build_teacher_targets",
     "check_compatible",
+    "load_teacher",
 ]
 
 
@@ -105,11 +108,28 @@ class CachedTargets:
 SOURCES = ("none", "cached", "online")
 
 
+def _check_hf_compatible(teacher: HFLoaded, student: nn.Module, s_tok, data_dir: str) -> None:
+    """A transformers teacher: the student tokenizer must be the one built from its vocabulary
+    (``asr-kd-prepare tokenizer=from_teacher``), its frame rate convertible (frames.py)."""
+    t_tok = teacher.tokenizer
+    if t_tok.fingerprint != s_tok.fingerprint:
+        raise ConfigError(
+            f"teacher {teacher.source} vocab {teacher.model.vocab_size} ({t_tok.vocab_size} "
+            f"student ids, tokenizer {t_tok.fingerprint}) does not match the student's "
+            f"{s_tok.kind} tokenizer {s_tok.fingerprint} (vocab {s_tok.vocab_size}) in "
+            f"{data_dir}/lang; expected the tokenizer built from the teacher: prepare the data "
+            f"with asr-kd-prepare tokenizer=from_teacher tokenizer.teacher={teacher.source}"
+        )
+    plan_conversion(teacher.model.frame_shift_ms, student.frame_shift_ms)  # or ConfigError
+
+
 def check_compatible(
-    teacher: LoadedModel, student: nn.Module, student_tokenizer, data_dir: str
+    teacher: LoadedModel | HFLoaded, student: nn.Module, student_tokenizer, data_dir: str
 ) -> None:
     """Raise :class:`ConfigError` (a ``ValueError``) unless teacher and student share the
-    tokenizer and the frame rate."""
+    tokenizer and the frame rate (a transformers teacher: a frame rate the rules convert)."""
+    if isinstance(teacher, HFLoaded):
+        return _check_hf_compatible(teacher, student, student_tokenizer, data_dir)
     t_tok, s_tok = teacher.tokenizer, student_tokenizer
     if t_tok.fingerprint != s_tok.fingerprint:
         raise ConfigError(
@@ -129,8 +149,23 @@ def check_compatible(
         )
 
 
+def _expected_fingerprint(teacher, student: nn.Module, k: int, temperature: float) -> dict:
+    if isinstance(teacher, HFLoaded):
+        from asr_kd.distill.hf_teacher import hf_fingerprint  # it imports TeacherOutput
+
+        conversion = plan_conversion(teacher.model.frame_shift_ms, student.frame_shift_ms)
+        return hf_fingerprint(teacher, conversion, k, temperature)
+    return teacher_fingerprint(
+        file_sha256(teacher.path),
+        teacher.tokenizer.fingerprint,
+        teacher.model.frame_shift_ms,
+        k,
+        temperature,
+    )
+
+
 def _cached_targets(
-    cfg: DictConfig, teacher: LoadedModel, temperature: float, k: int | None
+    cfg: DictConfig, teacher, student: nn.Module, temperature: float, k: int | None
 ) -> CachedTargets:
     if cfg.targets_dir is None:
         raise ConfigError(
@@ -143,13 +178,8 @@ def _cached_targets(
             "(and another cut id); use distill.source=online to distil with speed perturbation"
         )
     store = SoftTargetStore(cfg.targets_dir)
-    expected = teacher_fingerprint(
-        file_sha256(teacher.path),
-        teacher.tokenizer.fingerprint,
-        teacher.model.frame_shift_ms,
-        store.k,  # any stored k serves a distill.k <= it (checked below)
-        temperature,
-    )
+    # any stored k serves a distill.k <= it (checked below)
+    expected = _expected_fingerprint(teacher, student, store.k, temperature)
     differs = {
         key
         for key in {*store.fingerprint, *expected}
@@ -182,8 +212,19 @@ def build_teacher_targets(
         return None
     if cfg.teacher_ckpt is None:
         raise ConfigError(f"distill.source={source} needs teacher_ckpt=<teacher checkpoint>")
-    teacher = load_model(cfg.teacher_ckpt)
+    teacher = load_teacher(cfg.teacher_ckpt)
     check_compatible(teacher, student, tokenizer, str(cfg.data.dir))
     if source == "cached":
-        return _cached_targets(cfg, teacher, kd.temperature, k)
+        return _cached_targets(cfg, teacher, student, kd.temperature, k)
+    if isinstance(teacher, HFLoaded):
+        from asr_kd.distill.hf_teacher import HFTeacher  # it imports TeacherOutput
+
+        return HFTeacher(
+            teacher, student.subsampling_factor, student.frame_shift_ms, kd.temperature, k
+        )
     return OnlineTeacher(teacher.model, kd.temperature, k)
+
+
+def load_teacher(source: str) -> LoadedModel | HFLoaded:
+    """An asr_kd checkpoint or ``hf:<dir|hub id>[@revision]`` (:func:`load_model`, on cpu)."""
+    return load_model(source)

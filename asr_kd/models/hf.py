@@ -39,7 +39,7 @@ from asr_kd.data.teacher_vocab import HfSource, TeacherVocab, parse_hf_source, t
 from asr_kd.errors import ConfigError, MissingFileError
 from asr_kd.models.decode import greedy_ctc
 
-__all__ = ["HFCTCModel", "HFLoaded", "load_hf", "weights_sha256"]
+__all__ = ["HFCTCModel", "HFLoaded", "hf_macs_per_audio_second", "load_hf", "weights_sha256"]
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -103,7 +103,7 @@ class HFCTCModel(nn.Module):
     @property
     def num_layers(self) -> int:
         config = self.hf.config
-        return int(getattr(getattr(config, "encoder_config", config), "num_hidden_layers"))
+        return int(getattr(config, "encoder_config", config).num_hidden_layers)
 
     def features(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> dict:
         """The model's inputs for a padded batch: (B, N) audio, (B,) valid samples -> the
@@ -149,6 +149,22 @@ class HFCTCModel(nn.Module):
         # hidden_states[0] is the input of layer 1 (embeddings), [l] the output of layer l
         hidden = tuple(out.hidden_states[layer].float() for layer in hidden_layers)
         return log_probs, lens, hidden
+
+
+def hf_macs_per_audio_second(model: HFCTCModel, seconds: float = 10.0) -> float:
+    """MACs per second of audio of the transformers model on ``seconds`` of random audio
+    (:class:`~torch.utils.flop_counter.FlopCounterMode`, MACs = FLOPs / 2, as
+    :func:`asr_kd.models.profile.macs_per_audio_second`); its feature extractor is not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from asr_kd.models.profile import CPU_SDPA_FLOPS
+
+    num = round(seconds * SAMPLE_RATE)
+    audio = torch.randn(1, num, generator=torch.Generator().manual_seed(0)) * 0.1
+    inputs = model.features(audio.to(model._device), torch.tensor([num]))
+    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS) as c:
+        model.hf(**inputs)
+    return c.get_total_flops() / 2 / seconds
 
 
 @dataclass
