@@ -301,3 +301,23 @@ def test_librispeech_recipe_runs_its_stages_in_order(fake_env, tmp_path):
     assert "subsets=[test-clean,test-other,dev-clean,dev-other]" in evaluate
     proc = _libri(fake_env, str(corpus), "--stage", "7")
     assert proc.returncode != 0 and "this recipe has stages 1-6" in proc.stderr
+
+
+def test_librispeech_recipe_with_a_public_teacher_skips_teacher_training(fake_env, tmp_path):
+    corpus = _libri_layout(tmp_path / "LibriSpeech", LIBRI_SUBSETS)
+    teacher = "hf:facebook/wav2vec2-conformer-rope-large-960h-ft"
+    proc = _libri(dict(fake_env, TEACHER=teacher), str(corpus))
+    assert proc.returncode == 0, proc.stderr
+    assert f"Stage 2: TEACHER={teacher} given: no teacher to train" in proc.stdout
+    calls = _calls(fake_env)
+    names = [c.split()[0] for c in calls]
+    assert names == ["asr-kd-prepare"] + ["asr-kd-dump-targets"] * 3 + ["asr-kd-distill"] * 2 + [
+        "asr-kd-evaluate"
+    ]
+    prepare, *dumps, kd, ctc, evaluate = calls
+    assert f"tokenizer=from_teacher tokenizer.teacher={teacher}" in prepare
+    assert "tokenizer=bpe" not in prepare
+    assert all(f"teacher_ckpt={teacher}" in c for c in (*dumps, kd, ctc))
+    assert f"checkpoints.teacher={teacher}" in evaluate
+    proc = _libri(dict(fake_env, TEACHER="exp/teacher.ckpt"), str(corpus))
+    assert proc.returncode == 2 and "expected hf:<save_pretrained dir" in proc.stderr

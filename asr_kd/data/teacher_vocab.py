@@ -73,6 +73,17 @@ class HfSource:
         return HF_PREFIX + self.name + (f"@{self.revision}" if self.revision else "")
 
 
+def require_transformers() -> None:
+    """``ConfigError`` with the install command when transformers is not installed."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError as error:
+        raise ConfigError(
+            f"a transformers model (hf:...) needs the transformers package ({error}); install "
+            "it with: pip install 'asr_kd[hf]'"
+        ) from None
+
+
 def parse_hf_source(source: str) -> HfSource:
     """``hf:<dir or hub id>[@revision]`` -> :class:`HfSource`.
 
@@ -84,6 +95,7 @@ def parse_hf_source(source: str) -> HfSource:
     name, _, revision = source[len(HF_PREFIX) :].partition("@")
     if not name:
         raise ConfigError(f"{source!r} names no model: expected hf:<dir or hub id>[@revision]")
+    require_transformers()
     if not Path(name).is_dir() and (name.startswith((".", "/")) or name.count("/") > 1):
         raise MissingFileError(
             f"{source}: no directory {name} (expected a save_pretrained directory, or a hub id "
