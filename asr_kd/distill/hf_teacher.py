@@ -31,8 +31,8 @@ from __future__ import annotations
 import torch
 
 from asr_kd.distill.frames import FrameConversion, match_lengths, plan_conversion
+from asr_kd.distill.output import TeacherOutput
 from asr_kd.distill.store import teacher_fingerprint
-from asr_kd.distill.teachers import TeacherOutput
 from asr_kd.errors import ConfigError
 from asr_kd.models.hf import HFLoaded
 

@@ -24,9 +24,7 @@ Usage:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from omegaconf import DictConfig
@@ -34,7 +32,9 @@ from torch import nn
 
 from asr_kd.checkpoint import file_sha256
 from asr_kd.distill.frames import plan_conversion
+from asr_kd.distill.hf_teacher import HFTeacher, hf_fingerprint
 from asr_kd.distill.losses import KDConfig, soften_teacher
+from asr_kd.distill.output import TeacherOutput, TeacherTargets
 from asr_kd.distill.store import SoftTargetStore, teacher_fingerprint
 from asr_kd.errors import ConfigError
 from asr_kd.models.hf import HFLoaded
@@ -51,22 +51,6 @@ __all__ = [
     "load_teacher",
 ]
 
-
-class TeacherOutput(NamedTuple):
-    """What a teacher gives the student for one batch.
-
-    ids, probs: (B, T_t, k) top-k ids (int64; None when dense, k = V) and probabilities at the
-    distillation temperature; lens: (B,) valid teacher frames; hidden: None, or a tuple of
-    (B, T_t, D_t) teacher layer outputs (hidden-state distillation), in the configured order.
-    """
-
-    ids: torch.Tensor | None
-    probs: torch.Tensor
-    lens: torch.Tensor
-    hidden: tuple[torch.Tensor, ...] | None = None
-
-
-TeacherTargets = Callable[[dict], TeacherOutput]
 
 # With several ranks, lhotse fills the last round of an epoch that has fewer cuts than ranks with
 # copies renamed "<id>_dup<n>" (lhotse.dataset.sampling.base.mark_as_duplicate): same features,
@@ -151,8 +135,6 @@ def check_compatible(
 
 def _expected_fingerprint(teacher, student: nn.Module, k: int, temperature: float) -> dict:
     if isinstance(teacher, HFLoaded):
-        from asr_kd.distill.hf_teacher import hf_fingerprint  # it imports TeacherOutput
-
         conversion = plan_conversion(teacher.model.frame_shift_ms, student.frame_shift_ms)
         return hf_fingerprint(teacher, conversion, k, temperature)
     return teacher_fingerprint(
@@ -217,8 +199,6 @@ def build_teacher_targets(
     if source == "cached":
         return _cached_targets(cfg, teacher, student, kd.temperature, k)
     if isinstance(teacher, HFLoaded):
-        from asr_kd.distill.hf_teacher import HFTeacher  # it imports TeacherOutput
-
         return HFTeacher(
             teacher, student.subsampling_factor, student.frame_shift_ms, kd.temperature, k
         )
