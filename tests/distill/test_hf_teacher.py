@@ -156,3 +156,29 @@ def test_online_teacher_gives_the_students_frames(
     assert lens.tolist() == (batch["feat_lens"] // 4).tolist()
     assert probs.shape[:2] == hidden[0].shape[:2] == (len(lens), int(lens.max()))
     assert torch.all(probs.sum(-1) <= 1.0 + 1e-5)
+
+
+def test_hidden_state_kd_from_a_transformers_teacher_cached_and_online(
+    tmp_path, hf_data_dir, hf_teacher
+):
+    """distill=hidden with an hf: teacher: its layers dumped (int8 codec fitted on its frames,
+    converted to the student's rate) and read back, or run online; the projection maps the
+    student's width to the teacher's (hidden_size 32)."""
+    store_dir = tmp_path / "targets"
+    dump = [f"teacher_ckpt={hf_teacher}", f"data.dir={hf_data_dir}", "subset=train",
+            f"out_dir={store_dir}", "data.num_workers=0", "k=4", "device=cpu",
+            "hidden_layers=[2]", "hidden_compress=int8"]  # fmt: skip
+    summary = dump_targets(compose("dump_targets", dump))
+    store = SoftTargetStore(store_dir)
+    assert store.hidden_layers == (2,) and store.hidden_dim(2) == 32
+    assert summary["fingerprint"]["hidden_layers"] == [2]
+    assert summary["fingerprint"]["frame_conversion"] == "merge2"
+    common = [f"teacher_ckpt={hf_teacher}", "distill=hidden", "distill.k=4",
+              "distill.student_layers=[1]", "distill.teacher_layers=[2]"]  # fmt: skip
+    for source in ("cached", "online"):
+        out = tmp_path / source
+        result = distill(tiny_run("distill", hf_data_dir, out, *common, f"targets_dir={store_dir}",
+                                  f"distill.source={source}", steps=2))  # fmt: skip
+        assert result["global_step"] == 2 and result["metrics"]["train/hidden"] > 0
+        state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        assert state["kd_modules.hidden.proj.0.weight"].shape[0] == 32
