@@ -38,8 +38,18 @@ audio seconds are fbank frames x 10 ms. The same timed spans give the cost per a
 readable RAPL counters, else null with ``energy_note`` "n/a (no RAPL)"; never an estimate.
 
 Writes into ``out_dir``: ``results.json`` (``{"rows": [...], "meta": {...}}``, one row per
-(model, subset, mode)), ``results.md``, ``wer_vs_latency.png``, ``wer_vs_macs.png``, ``wer_vs_cpu.png``,
-``hyps/<model>.<subset>.<mode>[-int8].tsv`` (cut id, reference, hypothesis) and ``config.yaml``.
+(model, subset, mode)), ``results.md``, ``wer_vs_latency.png``, ``wer_vs_macs.png``,
+``wer_vs_cpu.png``, ``hyps/<model>.<subset>.<mode>[-int8].tsv`` (cut id, reference, hypothesis)
+and ``config.yaml``.
+A transformers CTC model (``checkpoints.<name>=hf:<dir|hub id>[@revision]``, e.g. the public
+teacher a student was distilled from) gets a ``full`` row too, always run in torch (it is not
+exported to ONNX, nor quantised, nor run through sherpa-onnx: its one row says ``runtime:
+torch``, ``quantize: none`` whatever ``runtime`` and ``quantize`` are): WER/CER from batched
+decoding of the cuts' 16 kHz audio; ``rtf`` batch size 1 on ``rtf.threads`` threads, timing its
+own feature extractor with the model and the greedy search (its features are part of it; our
+students' fbank is not timed); ``macs_per_audio_s`` counted on 10 s of audio through the model
+(the feature extractor, numpy or a mel, not counted); ``params`` and ``model_mb`` of its weights.
+
 When ``<data.dir>/prepare_report.json`` exists, ``meta["prepare"]`` gives per evaluated subset
 how many cuts ``asr-kd-prepare`` dropped and why (and the subset's heading in ``results.md``
 says so when any were), so a WER over fewer utterances than the corpus holds is visible.
@@ -73,17 +83,20 @@ from asr_kd.config import as_list, save_config
 from asr_kd.data.datamodule import AsrDataModule, load_cuts
 from asr_kd.data.features import SAMPLE_RATE, resample
 from asr_kd.data.prepare import prepare_skips
+from asr_kd.data.teacher_vocab import is_hf_source
 from asr_kd.errors import ConfigError, MissingFileError
 from asr_kd.export.onnx import TOLERANCE, check_export, export_checkpoint, quantize_export
 from asr_kd.export.quantize import INT8_DIR, INT8_TOLERANCE, check_quantize
 from asr_kd.inference.factory import RUNTIMES, Decoder, graph_path, make_decoder
 from asr_kd.inference.timing import (
     Decoded,
+    audio_utterances,
     decode_full_batched,
     decode_one_at_a_time,
     utterances,
 )
 from asr_kd.metrics import RaplCounters, Timer, error_rates
+from asr_kd.models.hf import HFLoaded, hf_macs_per_audio_second
 from asr_kd.models.loading import LoadedModel, load_model
 from asr_kd.models.profile import (
     algorithmic_latency_ms,
@@ -197,6 +210,8 @@ def _export_onnx(cfg: DictConfig, models: dict[str, LoadedModel]) -> dict:
     returns ``{name: {graph: max_abs_diff}}`` (int8 graphs: ``"<graph> int8"``) for the meta."""
     diffs = {}
     for name, loaded in models.items():
+        if isinstance(loaded, HFLoaded):
+            continue  # a transformers model runs in torch (its row says so)
         chunk_sizes = []
         if getattr(loaded.model, "streaming", False):
             chunk_sizes = [_chunk_frames(loaded, name, ms) for ms in cfg.chunk_sizes_ms]
@@ -209,6 +224,37 @@ def _export_onnx(cfg: DictConfig, models: dict[str, LoadedModel]) -> dict:
             _check_diffs(name, loaded, int8, INT8_TOLERANCE)
             diffs[name].update({f"{g} int8": d for g, d in int8.items()})
     return diffs
+
+
+def _hf_row(cfg: DictConfig, dm, name: str, loaded: HFLoaded, subset: str) -> dict:
+    """A transformers model's ``full`` row, in torch on its audio (module doc)."""
+
+    def batches():
+        duration = float(cfg.data.max_duration)
+        return dm.dataloader(subset, shuffle=False, max_duration=duration, with_audio=True)
+
+    batched = decode_full_batched(loaded, batches(), cfg.device, f"{name} full")
+
+    def decode(samples: torch.Tensor) -> str:
+        return loaded.transcribe(samples[None], torch.tensor([samples.shape[0]]))[0]
+
+    timed = decode_one_at_a_time(
+        decode,
+        audio_utterances(batches()),
+        max_utts=cfg.rtf.max_utts,
+        desc=f"{name} full, batch 1",
+        total=None,
+        **_timing(cfg),
+    )
+    row = _row(name, subset, "full", batched, timed, runtime="torch", quantize="none")
+    row.update(rtf_batch=batched.rtf, batch_size=1, chunk_ms=None, left_chunks=None)
+    row.update(threads=int(cfg.rtf.threads), threads_batch=torch.get_num_threads())
+    model = loaded.model.hf
+    row.update(latency_ms=None, params=count_params(model), model_mb=model_size_mb(model))
+    row.update(macs_per_audio_s=hf_macs_per_audio_second(loaded.model), graph_mb=None)
+    row.update(source=str(loaded.source), frame_shift_ms=loaded.model.frame_shift_ms)
+    _write_hyps(Path(cfg.out_dir), row, batched)
+    return row
 
 
 def _full_row(
@@ -345,6 +391,8 @@ def evaluate_model(cfg: DictConfig, dm, name: str, loaded: LoadedModel, subset: 
 
     Full-context-only models (``model.streaming`` false, e.g. the teacher) get ``full`` only.
     """
+    if isinstance(loaded, HFLoaded):
+        return [_hf_row(cfg, dm, name, loaded, subset)] if cfg.full_context else []
     quantize = list(cfg.quantize)
     rows = []
     if cfg.full_context:
@@ -401,7 +449,7 @@ def _checkpoints(cfg: DictConfig) -> dict[str, str]:
             "no checkpoints to evaluate: pass checkpoints.teacher=PATH, checkpoints.student_kd=PATH,"
             " checkpoints.student_ctc=PATH or +checkpoints.<name>=PATH"
         )
-    missing = {k: v for k, v in given.items() if not Path(v).is_file()}
+    missing = {k: v for k, v in given.items() if not is_hf_source(v) and not Path(v).is_file()}
     if missing:
         raise MissingFileError(f"checkpoint files not found: {missing}")
     return given

@@ -150,7 +150,8 @@ set_averaging() {
 }
 
 # distil_student NAME DISTILL KIND STAGE: one student ($STUDENT_MODEL, $STUDENT_STEPS updates)
-# from the cached soft targets in $EXP/targets, plus the recipe's own STUDENT_ARGS (an array).
+# from the cached soft targets in $EXP/targets, plus the recipe's own STUDENT_ARGS (an array);
+# the teacher is $TEACHER_SOURCE when the recipe sets it (hf:...), else $EXP/teacher's checkpoint.
 # Soft targets newer than a KD student's last checkpoint (a retrained teacher) make it stale: its
 # directory is removed and it is trained afresh. The CTC-only student does not read them.
 distil_student() {
@@ -164,7 +165,7 @@ distil_student() {
     fi
   fi
   train_stage "$n" "$kind" "$EXP/$name" asr-kd-distill model="$STUDENT_MODEL" \
-    teacher_ckpt="$(ckpt_of teacher)" distill="$setting" targets_dir="$EXP/targets" \
+    teacher_ckpt="${TEACHER_SOURCE:-$(ckpt_of teacher)}" distill="$setting" targets_dir="$EXP/targets" \
     out_dir="$EXP/$name" trainer.max_steps="$STUDENT_STEPS" seed="$SEED" \
     ${STUDENT_ARGS[@]+"${STUDENT_ARGS[@]}"} ${kd_args[@]+"${kd_args[@]}"}
 }

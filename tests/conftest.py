@@ -4,6 +4,7 @@ tiny_corpus_dir    <tmp>/LibriSpeech written by asr-kd-synth: subsets train/dev/
                    4/2/2 speakers, ~40/10/10 s of audio (a few utterances each)
 prepared_data_dir  DATA written by asr-kd-prepare from it (tokenizer=char, subsets
                    train/dev/test): cuts_<subset>.jsonl.gz, feats/, lang/, cmvn.json
+hf_model_dir       a factory of tiny random transformers CTC model dirs (tests/hf_models.py)
 
 Function fixtures: ``one_thread`` (torch on one thread for the test), ``tiny`` (a factory of
 tiny seeded eval-mode ConformerCTC models).
@@ -124,5 +125,21 @@ def tiny():
         model = ConformerCTC(**{**args, **overrides}).eval()
         model.set_cmvn(torch.randn(80) * 0.1, torch.rand(80) + 0.5)
         return model
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def hf_model_dir(tmp_path_factory):
+    """``hf_model_dir(family) -> Path``: a tiny random transformers CTC model written with
+    ``save_pretrained`` (tests/hf_models.py: wav2vec2_conformer, hubert, parakeet), made once."""
+    import hf_models
+
+    made: dict[str, Path] = {}
+
+    def make(family: str) -> Path:
+        if family not in made:
+            made[family] = hf_models.FAMILIES[family](tmp_path_factory.mktemp(f"hf_{family}"))
+        return made[family]
 
     return make

@@ -64,13 +64,23 @@ def _distill(node: dict):
 
 
 def _tokenizer(node: dict):
-    """``tokenizer.*`` is read by asr-kd-prepare: kind char, or bpe trained to ``vocab_size``."""
+    """``tokenizer.*`` is read by asr-kd-prepare: kind char, bpe trained to ``vocab_size``, or
+    from_teacher (``teacher`` given on the command line; here a tiny wav2vec2-conformer)."""
+    import tempfile
+
     import wordfreq
 
+    from asr_kd.data.teacher_vocab import teacher_vocab
     from asr_kd.data.tokenizer import Tokenizer, normalize_text
 
     if node["kind"] == "char":
         return Tokenizer.char()
+    if node["kind"] == "from_teacher":
+        from hf_models import make_wav2vec2_conformer
+
+        assert node["teacher"] == "???"  # required: hf:<dir or hub id>
+        with tempfile.TemporaryDirectory() as tmp:
+            return teacher_vocab(f"hf:{make_wav2vec2_conformer(Path(tmp))}").tokenizer
     words = wordfreq.top_n_list("en", 4000)
     texts = [normalize_text(" ".join(words[i : i + 12])) for i in range(0, len(words), 12)]
     tokenizer = Tokenizer.train_bpe(texts, vocab_size=node["vocab_size"])
@@ -185,7 +195,7 @@ def _assert_built_as_configured(group: str, node: dict, built: object) -> None:
         assert "max_steps" in checked and "precision" in checked
     elif group == "tokenizer":
         assert isinstance(built, Tokenizer)
-        checked = {"kind": built.kind}
+        checked = {"kind": "from_teacher" if built.teacher is not None else built.kind}
         if "vocab_size" in node:
             checked["vocab_size"] = built.vocab_size
     elif group == "data":

@@ -21,7 +21,9 @@ PACKAGE_DIR = Path(asr_kd.__file__).parent
 MODULES_WITH_EXAMPLES = [
     "asr_kd.data.librispeech",
     "asr_kd.data.prepare",
+    "asr_kd.data.teacher_vocab",
     "asr_kd.data.tokenizer",
+    "asr_kd.distill.frames",
     "asr_kd.distill.hidden",
     "asr_kd.distill.inter_ctc",
     "asr_kd.distill.losses",

@@ -334,3 +334,23 @@ def test_librispeech_recipe_averages_the_teacher_and_both_students_alike(fake_en
         assert (_arg(call, "average.last_n"), _arg(call, "average.every_n_steps")) == ("10", "5000")
     assert _arg(dump, "teacher_ckpt").endswith("averaged.ckpt")
     assert _arg(evaluate, "checkpoints.student_ctc").endswith("averaged.ckpt")
+
+
+def test_librispeech_recipe_with_a_public_teacher_skips_teacher_training(fake_env, tmp_path):
+    corpus = _libri_layout(tmp_path / "LibriSpeech", LIBRI_SUBSETS)
+    teacher = "hf:facebook/wav2vec2-conformer-rope-large-960h-ft"
+    proc = _libri(dict(fake_env, TEACHER=teacher), str(corpus))
+    assert proc.returncode == 0, proc.stderr
+    assert f"Stage 2: TEACHER={teacher} given: no teacher to train" in proc.stdout
+    calls = _calls(fake_env)
+    names = [c.split()[0] for c in calls]
+    assert names == ["asr-kd-prepare"] + ["asr-kd-dump-targets"] * 3 + ["asr-kd-distill"] * 2 + [
+        "asr-kd-evaluate"
+    ]
+    prepare, *dumps, kd, ctc, evaluate = calls
+    assert f"tokenizer=from_teacher tokenizer.teacher={teacher}" in prepare
+    assert "tokenizer=bpe" not in prepare
+    assert all(f"teacher_ckpt={teacher}" in c for c in (*dumps, kd, ctc))
+    assert f"checkpoints.teacher={teacher}" in evaluate
+    proc = _libri(dict(fake_env, TEACHER="exp/teacher.ckpt"), str(corpus))
+    assert proc.returncode == 2 and "expected hf:<save_pretrained dir" in proc.stderr

@@ -27,6 +27,7 @@ should not create an output directory per call.
 Usage:
     asr-kd-transcribe --ckpt exp/student_kd/checkpoints/last.ckpt speech.wav
     asr-kd-transcribe --ckpt exp/teacher/checkpoints/last.ckpt data/*.flac > transcripts.tsv
+    asr-kd-transcribe --ckpt hf:facebook/wav2vec2-conformer-rope-large-960h-ft speech.flac
     asr-kd-transcribe --ckpt exp/student_kd/checkpoints/last.ckpt --streaming --chunk-ms 320 \\
         --left-chunks 4 speech.mp3
     asr-kd-transcribe --onnx exp/onnx/student_kd speech.wav                  # full.onnx
@@ -64,7 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", type=Path, help="audio files (any format, any rate)")
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument(
-        "--ckpt", type=Path, metavar="PATH", help="a .ckpt from asr-kd-train/distill (torch)"
+        "--ckpt",
+        type=Path,
+        metavar="PATH",
+        help="a .ckpt from asr-kd-train/distill (torch), or hf:<dir|hub id>[@revision] for a "
+        "transformers CTC model (offline, torch)",
     )
     model.add_argument(
         "--onnx",

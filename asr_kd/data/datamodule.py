@@ -13,6 +13,11 @@ Each batch is a dict (B utterances, T frames, U tokens):
     token_lens  (B,)       int64    0 for a cut without a transcript
     texts       list[str]           normalised reference text ("" if none)
     cut_ids     list[str]
+    audio       (B, N)     float32  16 kHz waveform, zero-padded   } only with ``with_audio``:
+    audio_lens  (B,)       int64    valid samples                  } for a transformers teacher
+
+``with_audio`` is for a teacher that reads audio through its own feature extractor (``hf:...``,
+:mod:`asr_kd.distill.hf_teacher`); the student still gets the fbank of the same cut.
 
 Pseudo-labels (:meth:`AsrDataModule.use_pseudo_labels`): a training cut without a transcript
 whose id has a pseudo transcript gets that text's ``tokens``/``token_lens`` (its ``texts`` entry
@@ -102,6 +107,7 @@ class AsrDataset(Dataset):
             uniformly. Empty: no perturbation.
         seed: makes the perturbation choice a function of (seed, cut ids).
         pseudo_texts: cut id -> transcript to train on for a cut that has none (pseudo-labels).
+        with_audio: also ``audio`` (B, N) and ``audio_lens`` (B,), the cuts' 16 kHz samples.
     """
 
     def __init__(
@@ -110,11 +116,13 @@ class AsrDataset(Dataset):
         speed_factors: Sequence[float] = (),
         seed: int = 0,
         pseudo_texts: Mapping[str, str] | None = None,
+        with_audio: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
         self.speed_factors = tuple(float(f) for f in speed_factors)
         self.seed = seed
         self.pseudo_texts = pseudo_texts or {}
+        self.with_audio = with_audio
 
     def _perturb(self, cuts):
         from lhotse.utils import fastcopy
@@ -141,7 +149,7 @@ class AsrDataset(Dataset):
         cuts = self._perturb(cuts)  # looked up before: a perturbed cut's id has a suffix
         feats = [self._feats(c) for c in cuts]
         tokens = [torch.tensor(self.tokenizer.encode(t), dtype=torch.long) for t in targets]
-        return {
+        batch = {
             "feats": pad_sequence(feats, batch_first=True),
             "feat_lens": torch.tensor([f.shape[0] for f in feats], dtype=torch.long),
             "tokens": pad_sequence(tokens, batch_first=True, padding_value=0),
@@ -149,6 +157,11 @@ class AsrDataset(Dataset):
             "texts": texts,
             "cut_ids": [c.id for c in cuts],
         }
+        if self.with_audio:
+            audio = [torch.from_numpy(c.load_audio()[0]).float() for c in cuts]
+            batch["audio"] = pad_sequence(audio, batch_first=True)
+            batch["audio_lens"] = torch.tensor([len(a) for a in audio], dtype=torch.long)
+        return batch
 
 
 class AsrDataModule(L.LightningDataModule):
@@ -166,6 +179,8 @@ class AsrDataModule(L.LightningDataModule):
         shuffle: shuffle training batches (each epoch differently, via the sampler's epoch).
         drop_last: drop the last, incomplete training batch.
         seed: sampler shuffling and speed-perturbation choices.
+        with_audio: batches also carry the cuts' audio (a transformers teacher reads it); set
+            by ``asr-kd-distill`` / ``asr-kd-dump-targets`` for an ``hf:`` teacher.
     """
 
     def __init__(
@@ -181,6 +196,7 @@ class AsrDataModule(L.LightningDataModule):
         shuffle: bool = True,
         drop_last: bool = False,
         seed: int = 0,
+        with_audio: bool = False,
     ) -> None:
         super().__init__()
         self.layout = DataDir.existing(dir)
@@ -196,6 +212,7 @@ class AsrDataModule(L.LightningDataModule):
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
+        self.with_audio = with_audio
         self.tokenizer = Tokenizer.load(self.layout.lang)
         self._train_sampler: ResumableSampler | None = None
         self._train_sampler_state: dict | None = None  # from a checkpoint, until applied
@@ -275,7 +292,11 @@ class AsrDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         factors = self.speed_factors if self.speed_perturb else ()
         dataset = AsrDataset(
-            self.tokenizer, speed_factors=factors, seed=self.seed, pseudo_texts=self._pseudo_texts
+            self.tokenizer,
+            speed_factors=factors,
+            seed=self.seed,
+            pseudo_texts=self._pseudo_texts,
+            with_audio=self.with_audio,
         )
         cuts = self._train_cuts()
         lhotse_sampler = self._sampler(cuts, self.shuffle, self.max_duration, self.drop_last)
@@ -303,13 +324,19 @@ class AsrDataModule(L.LightningDataModule):
         return self.dataloader(self.dev_subset)
 
     def dataloader(
-        self, subset: str, shuffle: bool = False, max_duration: float | None = None
+        self,
+        subset: str,
+        shuffle: bool = False,
+        max_duration: float | None = None,
+        with_audio: bool | None = None,
     ) -> DataLoader:
         """Batches of any prepared subset, without augmentation (evaluation, soft-target dumps).
 
         With ``shuffle=False`` the order is fixed (bucketed by duration), run after run.
+        ``with_audio`` None: the module's setting.
         """
-        dataset = AsrDataset(self.tokenizer)
+        audio = self.with_audio if with_audio is None else with_audio
+        dataset = AsrDataset(self.tokenizer, with_audio=audio)
         duration = self.max_duration if max_duration is None else float(max_duration)
         return self._loader(dataset, self._sampler(self._cuts([subset]), shuffle, duration, False))
 

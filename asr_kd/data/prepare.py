@@ -12,7 +12,8 @@ Writes the data directory described in docs/internals.md (every path from
 Every utterance is validated; a bad one is dropped and counted under its reason (the first
 few file names kept as examples): ``unreadable_audio``, ``zero_length_audio``, ``not_mono``,
 ``missing_audio``, ``untranscribed_audio``, ``empty_transcript``, ``outside_alphabet``,
-``too_short_for_ctc`` (fewer output frames at ``ctc_frame_shift_ms`` than tokens + repeats).
+``unspellable_by_teacher`` (``tokenizer=from_teacher``: a character the teacher's vocabulary
+lacks), ``too_short_for_ctc`` (fewer output frames at ``ctc_frame_shift_ms`` than tokens + repeats).
 Audio at another sample rate is resampled to 16 kHz and reported under ``resampled`` (kept).
 
 Usage:
@@ -20,6 +21,7 @@ Usage:
     asr-kd-prepare corpus_dir=/corpora/LibriSpeech out_dir=data/ls \\
         subsets=[train-clean-100,dev-clean,test-clean,test-other] tokenizer=bpe tokenizer.vocab_size=500
     asr-kd-prepare ... subsets=[train,extra,dev] untranscribed_subsets=[extra]   # KD-only audio
+    asr-kd-prepare ... tokenizer=from_teacher tokenizer.teacher=hf:exp/hf_teacher   # its vocab
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from asr_kd.config import save_config
 from asr_kd.data.features import SAMPLE_RATE, fbank_extractor, load_audio
 from asr_kd.data.layout import DataDir
 from asr_kd.data.librispeech import LibriUtterance, scan_subset, subset_table
+from asr_kd.data.teacher_vocab import teacher_vocab
 from asr_kd.data.tokenizer import Tokenizer, normalize_text, outside_alphabet
 from asr_kd.errors import BadFileError, ConfigError
 
@@ -128,9 +131,15 @@ def _relative(path: Path, corpus_dir: Path) -> str:
 
 
 def _validate_subset(
-    corpus_dir: Path, subset: str, transcribed: bool, executor: Executor, report: _Report
+    corpus_dir: Path,
+    subset: str,
+    transcribed: bool,
+    executor: Executor,
+    report: _Report,
+    teacher: Tokenizer | None = None,
 ) -> list[_Item]:
-    """Scan one subset; drop (and report) what fails the text or the audio checks."""
+    """Scan one subset; drop (and report) what fails the text or the audio checks (``teacher``:
+    the tokenizer from a teacher's vocabulary, which must spell every transcript)."""
     scan = scan_subset(corpus_dir, subset, transcribed=transcribed)
     for reason, names in scan.problems.items():
         for name in names:
@@ -141,7 +150,10 @@ def _validate_subset(
         name = _relative(utt.audio_path, corpus_dir)
         if transcribed and not text:
             report.add(subset, "empty_transcript", name)
-        elif transcribed and outside_alphabet(text):
+        elif transcribed and teacher is not None and teacher.cannot_spell(text):
+            bad = "".join(teacher.cannot_spell(text))
+            report.add(subset, "unspellable_by_teacher", f"{name} {bad!r}")
+        elif transcribed and teacher is None and outside_alphabet(text):
             report.add(subset, "outside_alphabet", f"{name} {''.join(outside_alphabet(text))!r}")
         else:
             candidates.append((utt, text))
@@ -291,7 +303,7 @@ def _train_tokenizer(kind: str, bpe_vocab_size: int, texts: list[str]) -> Tokeni
                 stacklevel=2,
             )
         return tokenizer
-    raise ConfigError(f"tokenizer kind {kind!r}; expected char or bpe")
+    raise ConfigError(f"tokenizer kind {kind!r}; expected char, bpe or from_teacher")
 
 
 @dataclass(frozen=True)
@@ -304,6 +316,7 @@ class _Plan:
     untranscribed_subsets: list[str]  # cuts with text "" (audio for KD only)
     tokenizer_kind: str
     bpe_vocab_size: int
+    teacher: Tokenizer | None  # tokenizer=from_teacher: built from the teacher's vocabulary
     ctc_frame_shift_ms: float
     num_jobs: int
 
@@ -312,12 +325,14 @@ def _prepare_subsets(plan: _Plan, data: DataDir, executor, report):
     """Validate every subset, train the tokenizer, write manifests and features per subset."""
     items = {
         s: _validate_subset(
-            plan.corpus_dir, s, s not in plan.untranscribed_subsets, executor, report
+            plan.corpus_dir, s, s not in plan.untranscribed_subsets, executor, report, plan.teacher
         )
         for s in plan.subsets
     }
     train_texts = [i.text for s in plan.train_subsets for i in items[s] if i.text]
-    tokenizer = _train_tokenizer(plan.tokenizer_kind, plan.bpe_vocab_size, train_texts)
+    tokenizer = plan.teacher or _train_tokenizer(
+        plan.tokenizer_kind, plan.bpe_vocab_size, train_texts
+    )
     tokenizer.save(data.lang)
     cut_sets = {}
     for subset in plan.subsets:
@@ -344,8 +359,11 @@ def prepare(
     untranscribed_subsets: list[str] = (),
     ctc_frame_shift_ms: float = 40.0,
     num_jobs: int = 2,
+    teacher: str | None = None,
 ) -> dict:
-    """Write the data directory ``out_dir`` from ``corpus_dir``; returns the report (also saved)."""
+    """Write the data directory ``out_dir`` from ``corpus_dir``; returns the report (also saved).
+
+    ``tokenizer_kind="from_teacher"`` takes the tokenizer from ``teacher`` (``hf:...``)."""
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     subsets = list(subsets)
     train_subsets = (
@@ -358,7 +376,8 @@ def prepare(
         raise ConfigError(f"train/untranscribed subsets {unknown} are not among subsets={subsets}")
     plan = _Plan(
         corpus_dir, subsets, train_subsets, list(untranscribed_subsets), tokenizer_kind,
-        int(bpe_vocab_size), float(ctc_frame_shift_ms), int(num_jobs),
+        int(bpe_vocab_size), _teacher_tokenizer(tokenizer_kind, teacher),
+        float(ctc_frame_shift_ms), int(num_jobs),
     )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     data = DataDir(out_dir)
@@ -380,6 +399,17 @@ def prepare(
     result["untranscribed_subsets"] = list(untranscribed_subsets)
     data.report.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _teacher_tokenizer(kind: str, teacher: str | None) -> Tokenizer | None:
+    """``from_teacher``: the tokenizer of ``teacher``'s vocabulary (read now, before any work)."""
+    if kind != "from_teacher":
+        return None
+    if not teacher:
+        raise ConfigError(
+            "tokenizer=from_teacher needs tokenizer.teacher=hf:<save_pretrained dir or hub id>"
+        )
+    return teacher_vocab(str(teacher)).tokenizer
 
 
 def prepare_skips(data_dir: str | Path, subsets: Iterable[str]) -> dict | None:
@@ -435,6 +465,7 @@ def _summary(corpus_dir, out_dir, cut_sets, report: _Report, tokenizer, train_su
             "kind": tokenizer.kind,
             "vocab_size": tokenizer.vocab_size,
             "fingerprint": tokenizer.fingerprint,
+            **({"from_teacher": True} if tokenizer.teacher is not None else {}),
         },
         "subsets": subsets,
     }
@@ -470,6 +501,7 @@ def run(cfg: DictConfig) -> dict:
         untranscribed_subsets=list(cfg.untranscribed_subsets),
         ctc_frame_shift_ms=float(cfg.ctc_frame_shift_ms),
         num_jobs=int(cfg.num_jobs),
+        teacher=cfg.tokenizer.get("teacher"),
     )
     _print_summary(result)
     return result

@@ -1,5 +1,11 @@
 """Text normalisation and the CTC tokenizer (characters or sentencepiece BPE); blank is id 0.
 
+A tokenizer built from a foreign teacher's vocabulary (:mod:`asr_kd.data.teacher_vocab`,
+``tokenizer=from_teacher``) carries ``teacher``: the teacher id of every student id
+(``teacher["ids"]``, student id 0 = the teacher's blank), the teacher's vocabulary size, whether
+it spells in lower case, and, for a piece vocabulary (Parakeet's SentencePiece), the teacher's
+own ``tokenizer.json`` that segments a text exactly as the teacher was trained to.
+
 The alphabet is LibriSpeech's: upper-case A-Z, the apostrophe and the space.
 :func:`normalize_text` maps a transcript onto it as far as it safely can (case, typographic
 apostrophes, white space); anything still outside it is for the caller to report
@@ -56,7 +62,13 @@ class Tokenizer:
 
     blank_id = 0
 
-    def __init__(self, kind: str, symbols: Sequence[str], bpe_model: bytes | None = None):
+    def __init__(
+        self,
+        kind: str,
+        symbols: Sequence[str],
+        bpe_model: bytes | None = None,
+        teacher: dict | None = None,
+    ):
         if kind not in ("char", "bpe"):
             raise ConfigError(f"tokenizer kind {kind!r}; expected 'char' or 'bpe'")
         if symbols[0] != BLANK:
@@ -65,8 +77,14 @@ class Tokenizer:
         self.symbols = list(symbols)
         self._ids = {s: i for i, s in enumerate(self.symbols)}
         self._bpe_model = bpe_model
-        self._sp = None
-        if kind == "bpe":
+        self.teacher = teacher
+        self._sp = self._pieces = None
+        if teacher is not None and teacher.get("pieces_json"):
+            from tokenizers import Tokenizer as PiecesTokenizer  # a transformers dependency
+
+            self._pieces = PiecesTokenizer.from_str(teacher["pieces_json"])
+            self._from_teacher = {t: s for s, t in enumerate(teacher["ids"])}
+        elif kind == "bpe":
             import sentencepiece as spm
 
             if bpe_model is None:
@@ -118,6 +136,8 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Ids of a normalised text (no blanks); raises ``ValueError`` naming unknown characters."""
+        if self._pieces is not None:
+            return self._encode_pieces(text)
         if self._sp is not None:
             bad = outside_alphabet(text)
             if bad:
@@ -130,9 +150,38 @@ class Tokenizer:
                 f"character {error.args[0]!r} not in the tokenizer: {text!r}"
             ) from None
 
+    def _encode_pieces(self, text: str) -> list[int]:
+        """A teacher's piece vocabulary: the teacher's own segmentation, mapped to student ids."""
+        lower = self.teacher.get("lower", False)
+        found = self._pieces.encode(text.lower() if lower else text, add_special_tokens=False)
+        ids = [self._from_teacher.get(t) for t in found.ids]
+        if None in ids:
+            bad = sorted({p for p, i in zip(found.tokens, ids, strict=True) if i is None})
+            raise ValueError(f"pieces {bad} of {text!r} are not in the tokenizer")
+        return ids
+
+    def cannot_spell(self, text: str) -> list[str]:
+        """The sorted distinct characters of a normalised ``text`` this tokenizer cannot encode.
+
+        >>> Tokenizer.char().cannot_spell("IT'S 4 YOU!")
+        ['!', '4']
+        """
+        if self._sp is not None:
+            return outside_alphabet(text)
+        bad = []
+        for char in sorted(set(text) - {" "}):
+            try:
+                self.encode(char)
+            except ValueError:
+                bad.append(char)
+        return bad
+
     def decode(self, ids: Sequence[int]) -> str:
         """Text of ``ids`` (blanks ignored; CTC collapsing is the decoder's job)."""
         ids = [int(i) for i in ids if int(i) != self.blank_id]
+        if self._pieces is not None:
+            text = "".join(self.symbols[i] for i in ids).replace(SPACE, " ")
+            return normalize_text(text)
         if self._sp is not None:
             return self._sp.decode(ids)
         text = "".join(self.symbols[i] for i in ids).replace(SPACE, " ")
@@ -143,12 +192,15 @@ class Tokenizer:
         d = {"kind": self.kind, "symbols": self.symbols}
         if self._bpe_model is not None:
             d["bpe_model"] = base64.b64encode(self._bpe_model).decode("ascii")
+        if self.teacher is not None:
+            d["teacher"] = self.teacher
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Tokenizer:
         model = d.get("bpe_model")
-        return cls(d["kind"], d["symbols"], base64.b64decode(model) if model else None)
+        bpe_model = base64.b64decode(model) if model else None
+        return cls(d["kind"], d["symbols"], bpe_model, d.get("teacher"))
 
     @property
     def fingerprint(self) -> str:

@@ -11,12 +11,6 @@ load), and an unreadable ``.json`` commits nothing; a shard that fails is remove
 are dumped again (into a new shard number; the index lists only what is on disk). So the repair
 of a damaged store is the same command again, which is what opening one says.
 
-``pseudo_labels=true`` also writes the teacher's greedy transcript of every cut, with a
-confidence, into the store (:mod:`asr_kd.distill.pseudo`: the format and the confidence's
-definition); the summary then counts, per subset, the labelled cuts and how many a
-``distill.pseudo_min_confidence`` of 0.5 ... 0.95 would keep. Resuming with labels over shards
-dumped without them removes those shards of the subsets it dumps and dumps their cuts again.
-
 ``verify=true`` only checks an existing store: every shard file's size and SHA-256 against
 ``index.json`` (:meth:`SoftTargetStore.verify`), then exits; it needs no ``teacher_ckpt`` and
 dumps nothing. A damaged store raises ``BadFileError`` naming each bad file and the repair.
@@ -28,12 +22,21 @@ of the decompressed ``cuts_<subset>.jsonl.gz``. Resuming a subset whose cuts fil
 a store written before data identities were recorded; another subset appends. Cut ids must be
 unique across the subsets of one store (the store is keyed by cut id).
 
+A transformers teacher (``teacher_ckpt=hf:<dir|hub id>[@revision]``) reads each cut's audio
+(:mod:`asr_kd.distill.hf_teacher`); its targets are stored in the student's vocabulary at
+``student_frame_shift_ms`` (the frame conversion is in the fingerprint), with ``device=cuda``
+and ``bf16=true`` on a GPU. Batches hold ``max_duration`` seconds of audio; each batch's
+targets go to the shard writer at once, so memory holds one batch and one shard, never a
+subset. The throughput (audio seconds per second) is on the progress bar and in the summary.
+
 Usage:
     asr-kd-dump-targets teacher_ckpt=exp/teacher/checkpoints/last.ckpt data.dir=DATA \\
         subset=train out_dir=exp/targets k=8 temperature=2.0
     asr-kd-dump-targets ... subset=[train,extra]    # two subsets, one store
     asr-kd-dump-targets ... subset=[train,extra] pseudo_labels=true   # + teacher transcripts
     asr-kd-dump-targets out_dir=exp/targets verify=true   # check every checksum, dump nothing
+    asr-kd-dump-targets teacher_ckpt=hf:facebook/wav2vec2-conformer-rope-large-960h-ft \\
+        data.dir=DATA subset=train out_dir=exp/targets_hf device=cuda bf16=true
 
     summary = dump_targets(compose("dump_targets", [...overrides]))
 """
@@ -41,9 +44,11 @@ Usage:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -53,6 +58,10 @@ from tqdm import tqdm
 from asr_kd.checkpoint import file_sha256
 from asr_kd.config import as_list, save_config
 from asr_kd.data.datamodule import build_datamodule
+from asr_kd.data.features import FRAME_SHIFT_MS
+from asr_kd.data.teacher_vocab import is_hf_source
+from asr_kd.data.tokenizer import Tokenizer
+from asr_kd.distill.hf_teacher import HFTeacher, hf_fingerprint
 from asr_kd.distill.hidden import (
     CodecStats,
     check_layers,
@@ -62,6 +71,7 @@ from asr_kd.distill.hidden import (
     parse_compress,
 )
 from asr_kd.distill.losses import soften_teacher
+from asr_kd.distill.output import TeacherOutput
 from asr_kd.distill.pseudo import CONFIDENCE, greedy_labels, labels_summary
 from asr_kd.distill.store import (
     LABELS_SUFFIX,
@@ -83,6 +93,7 @@ from asr_kd.distill.store import (
     write_index,
 )
 from asr_kd.errors import BadFileError, ConfigError
+from asr_kd.models.hf import load_hf
 from asr_kd.models.loading import load_model, resolve_device
 
 __all__ = ["dump_targets"]
@@ -99,111 +110,81 @@ class HiddenDump:
     compress: str
     params: dict[int, np.ndarray]
 
-    def encode(self, layer_outputs: Sequence[torch.Tensor], i: int, frames: int) -> dict:
-        """Cut ``i``'s stored arrays by file suffix, from every teacher layer's (B, T', D)."""
+    def encode(self, hidden: Sequence[torch.Tensor], i: int, frames: int) -> dict:
+        """Cut ``i``'s stored arrays by file suffix, from the (B, T', D) outputs of
+        ``self.layers`` (``TeacherOutput.hidden``: one per layer, in that order)."""
         return {
             hidden_suffix(layer): encode(
-                self.compress,
-                self.params[layer],
-                layer_outputs[layer - 1][i, :frames].float().cpu().numpy(),
+                self.compress, self.params[layer], h[i, :frames].float().cpu().numpy()
             )
-            for layer in self.layers
+            for layer, h in zip(self.layers, hidden, strict=True)
         }
 
 
-def _run_teacher(model, feats, feat_lens, hidden: bool):
-    """(log_probs, out_lens, every layer's output or None), without grad."""
-    with torch.inference_mode():
-        if hidden:
-            return model(feats, feat_lens, return_hidden=True)
-        return (*model(feats, feat_lens), None)
+class _OwnTeacherTargets:
+    """``(batch) -> TeacherOutput(ids, probs, lens, hidden)`` of an asr_kd teacher on ``device``,
+    from the fbank; ``hidden``: the outputs of teacher ``layers`` (1-based), None without.
+    :meth:`greedy` gives the last batch's greedy transcripts (ids, confidence) at temperature 1,
+    from the same forward pass (pseudo-labels)."""
+
+    def __init__(self, model, device, k: int, temperature: float, layers: Sequence[int] = ()):
+        self.model, self.device, self.k, self.temperature = model, device, k, temperature
+        self.layers = tuple(layers)
+        self._last = None
+
+    def __call__(self, batch: dict) -> TeacherOutput:
+        feats, feat_lens = batch["feats"].to(self.device), batch["feat_lens"].to(self.device)
+        hidden = None
+        if self.layers:
+            log_probs, out_lens, outputs = self.model(feats, feat_lens, return_hidden=True)
+            hidden = tuple(outputs[layer - 1] for layer in self.layers)
+        else:
+            log_probs, out_lens = self.model(feats, feat_lens)
+        self._last = (log_probs, out_lens)
+        ids, probs = soften_teacher(log_probs, self.temperature, self.k)
+        return TeacherOutput(ids, probs, out_lens, hidden)
+
+    def greedy(self) -> list:
+        """:func:`asr_kd.distill.pseudo.greedy_labels` of the last batch."""
+        return greedy_labels(*self._last)
 
 
 def _teacher_batches(
-    model,
+    soft_targets,
     batches: Iterable[dict],
     done: set[str],
-    device,
-    k: int,
-    temperature: float,
     hidden: HiddenDump | None = None,
     decode=None,
 ):
-    """Per batch, yield (cuts in the batch, [(cut_id, ids (T', k) int16, probs (T', k) fp16,
-    {suffix: stored teacher layer (T', C)} or None, label)]) for the cuts not in ``done``; a
-    batch whose cuts are all done is not run. ``label``: None, or with ``decode`` (token ids ->
-    text) the teacher's greedy transcript ``{"text", "confidence", "num_tokens"}``
-    (:func:`asr_kd.distill.pseudo.greedy_labels`)."""
+    """Per batch, yield (cuts in the batch, seconds of audio run, [(cut_id, ids (T', k) int16,
+    probs (T', k) fp16, {suffix: stored teacher layer (T', C)} or None, label)]) for the cuts not
+    in ``done``; a batch whose cuts are all done is not run. ``soft_targets(batch) ->
+    TeacherOutput`` (``hidden``: the layers of ``hidden.layers``, in order). ``label``: None, or
+    with ``decode`` (token ids -> text) the teacher's greedy transcript ``{"text", "confidence",
+    "num_tokens"}`` (``soft_targets.greedy()``, :func:`asr_kd.distill.pseudo.greedy_labels`)."""
     for batch in batches:
         todo = [i for i, cut_id in enumerate(batch["cut_ids"]) if cut_id not in done]
         if not todo:
-            yield len(batch["cut_ids"]), []
+            yield len(batch["cut_ids"]), 0.0, []
             continue
-        feats, feat_lens = batch["feats"].to(device), batch["feat_lens"].to(device)
-        log_probs, out_lens, layers = _run_teacher(model, feats, feat_lens, hidden is not None)
         with torch.inference_mode():
-            ids, probs = soften_teacher(log_probs, temperature, k)
-            greedy = greedy_labels(log_probs, out_lens) if decode is not None else None
-        ids = ids.to(torch.int16).cpu().numpy()
-        probs = probs.to(torch.float16).cpu().numpy()
-        lens = out_lens.cpu().tolist()
+            out = TeacherOutput(*soft_targets(batch))
+            greedy = soft_targets.greedy() if decode is not None else None
+        ids = out.ids.to(torch.int16).cpu().numpy()
+        probs = out.probs.to(torch.float16).cpu().numpy()
+        lens = out.lens.cpu().tolist()
         records = [
             (
                 batch["cut_ids"][i],
                 ids[i, : lens[i]],
                 probs[i, : lens[i]],
-                hidden.encode(layers, i, lens[i]) if hidden is not None else None,
+                hidden.encode(out.hidden, i, lens[i]) if hidden is not None else None,
                 _label(greedy, i, decode),
             )
             for i in todo
         ]
-        yield len(batch["cut_ids"]), records
-
-
-def _fit_stats(cfg: DictConfig, dm, model, layers: Sequence[int]) -> dict[int, CodecStats]:
-    """Statistics of the teacher's ``layers`` over the first ``hidden_fit_frames`` valid frames
-    of subset ``hidden_fit_subset`` (in the dump's own order)."""
-    device = next(model.parameters()).device
-    stats = {layer: CodecStats(int(model.d_model)) for layer in layers}
-    batches = dm.dataloader(cfg.hidden_fit_subset, shuffle=False, max_duration=cfg.max_duration)
-    for batch in tqdm(batches, unit="batch", desc=f"fit {cfg.hidden_compress}"):
-        feats, feat_lens = batch["feats"].to(device), batch["feat_lens"].to(device)
-        _, out_lens, outputs = _run_teacher(model, feats, feat_lens, hidden=True)
-        valid = torch.arange(outputs[0].shape[1], device=device)[None] < out_lens[:, None]
-        for layer in layers:
-            stats[layer].update(outputs[layer - 1][valid].float().cpu().numpy())
-        if stats[layers[0]].count >= int(cfg.hidden_fit_frames):
-            break
-    return stats
-
-
-def _hidden_codecs(cfg: DictConfig, dm, model, layers: tuple[int, ...]) -> tuple[dict, dict]:
-    """(codec parameters per layer, their files' records): read from ``out_dir`` when a
-    previous run of this dump wrote them (a resume keeps its codec), else fitted and written."""
-    out_dir, spec = Path(cfg.out_dir), str(cfg.hidden_compress)
-    paths = {layer: out_dir / codec_name(layer, spec) for layer in layers}
-    if all(path.is_file() for path in paths.values()):
-        params = {layer: np.load(path) for layer, path in paths.items()}
-        records = {path.name: {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
-                   for path in paths.values()}  # fmt: skip
-        return params, records
-    if parse_compress(spec)[0] == "none":
-        params = {layer: fit_codec(spec, CodecStats(int(model.d_model))) for layer in layers}
-    else:
-        stats = _fit_stats(cfg, dm, model, layers)
-        params = {layer: fit_codec(spec, stats[layer]) for layer in layers}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    records = {paths[layer].name: save_array(paths[layer], params[layer]) for layer in layers}
-    return params, records
-
-
-def _hidden_layers(cfg: DictConfig, model) -> tuple[int, ...]:
-    """``hidden_layers`` checked against the teacher's layers: sorted, unique; () for null."""
-    layers = cfg.get("hidden_layers")
-    if not layers:
-        return ()
-    checked = check_layers("hidden_layers", list(layers), len(model.layers), "teacher")
-    return tuple(sorted(set(checked)))
+        seconds = float(batch["feat_lens"].sum()) * FRAME_SHIFT_MS / 1000.0
+        yield len(batch["cut_ids"]), seconds, records
 
 
 def _label(greedy, i: int, decode) -> dict | None:
@@ -211,6 +192,60 @@ def _label(greedy, i: int, decode) -> dict | None:
         return None
     tokens, confidence = greedy[i]
     return {"text": decode(tokens), "confidence": round(confidence, 6), "num_tokens": len(tokens)}
+
+
+def _fit_stats(cfg: DictConfig, dm, teacher: _Teacher) -> dict[int, CodecStats]:
+    """Statistics of the teacher's ``teacher.layers`` over the first ``hidden_fit_frames`` valid
+    frames of subset ``hidden_fit_subset`` (in the dump's own order)."""
+    layers = teacher.layers
+    stats = {layer: CodecStats(teacher.hidden_dim) for layer in layers}
+    batches = dm.dataloader(
+        cfg.hidden_fit_subset,
+        shuffle=False,
+        max_duration=cfg.max_duration,
+        with_audio=teacher.needs_audio,
+    )
+    for batch in tqdm(batches, unit="batch", desc=f"fit {cfg.hidden_compress}"):
+        with torch.inference_mode():
+            out = TeacherOutput(*teacher.targets(batch))
+        lens = out.lens.to(out.hidden[0].device)
+        valid = torch.arange(out.hidden[0].shape[1], device=lens.device)[None] < lens[:, None]
+        for layer, h in zip(layers, out.hidden, strict=True):
+            stats[layer].update(h[valid].float().cpu().numpy())
+        if stats[layers[0]].count >= int(cfg.hidden_fit_frames):
+            break
+    return stats
+
+
+def _hidden_codecs(cfg: DictConfig, dm, teacher: _Teacher) -> tuple[dict, dict]:
+    """(codec parameters per layer of ``teacher.layers``, their files' records): read from
+    ``out_dir`` when a previous run of this dump wrote them (a resume keeps its codec), else
+    fitted and written."""
+    out_dir, spec, layers = Path(cfg.out_dir), str(cfg.hidden_compress), teacher.layers
+    paths = {layer: out_dir / codec_name(layer, spec) for layer in layers}
+    if all(path.is_file() for path in paths.values()):
+        params = {layer: np.load(path) for layer, path in paths.items()}
+        records = {path.name: {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+                   for path in paths.values()}  # fmt: skip
+        return params, records
+    if parse_compress(spec)[0] == "none":
+        params = {layer: fit_codec(spec, CodecStats(teacher.hidden_dim)) for layer in layers}
+    else:
+        stats = _fit_stats(cfg, dm, teacher)
+        params = {layer: fit_codec(spec, stats[layer]) for layer in layers}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = {paths[layer].name: save_array(paths[layer], params[layer]) for layer in layers}
+    return params, records
+
+
+def _hidden_layers(cfg: DictConfig, num_layers: int) -> tuple[int, ...]:
+    """``hidden_layers`` checked against the teacher's ``num_layers``: sorted, unique; () for
+    null."""
+    layers = cfg.get("hidden_layers")
+    if not layers:
+        return ()
+    checked = check_layers("hidden_layers", list(layers), int(num_layers), "teacher")
+    return tuple(sorted(set(checked)))
 
 
 def _resume_state(
@@ -303,28 +338,30 @@ def _dump_subset(
     data: dict,
     total: int | None,
     hidden: tuple[HiddenDump, dict] | None = None,
-) -> int:
-    """Append the soft targets (and with ``cfg.pseudo_labels`` the transcripts) of subset
-    ``data["subset"]`` (``data``, ``total``: from ``data_identity``; ``hidden``: the layers to
-    store and their codec files' SHA-256) to the store in ``cfg.out_dir``; return the cuts
-    resumed. ``teacher``: a loaded model, on its device."""
-    out_dir, k, subset = Path(cfg.out_dir), fingerprint["k"], data["subset"]
+) -> tuple[int, dict]:
+    """Append the soft targets of subset ``data["subset"]`` (``data``, ``total``: from
+    ``data_identity``; ``hidden``: the layers to store and their codec files' SHA-256) to the
+    store in ``cfg.out_dir``; return the cuts resumed and the throughput (``{"audio_s",
+    "seconds", "audio_s_per_s"}`` of the batches run)."""
+    out_dir, subset = Path(cfg.out_dir), data["subset"]
     spec, codec = hidden if hidden is not None else (None, {})
-    batches = dm.dataloader(subset, shuffle=False, max_duration=cfg.max_duration)
+    batches = dm.dataloader(
+        subset, shuffle=False, max_duration=cfg.max_duration, with_audio=teacher.needs_audio
+    )
     first_shard, done, taken = _resume_state(out_dir, fingerprint, data, codec)
-    labels = bool(cfg.get("pseudo_labels", False))
     header = {"fingerprint": fingerprint, "data": data}
     if codec:
         header["codec_sha256"] = codec
+    labels = bool(cfg.get("pseudo_labels", False))
     if labels:
         header["pseudo_labels"] = {"decoder": "greedy_ctc", "confidence": CONFIDENCE}
     writer = ShardWriter(out_dir, header, first_shard, cfg.shard_frames, labels=labels)
-    model = teacher.model
-    device = next(model.parameters()).device
     decode = teacher.tokenizer.decode if labels else None
-    runs = _teacher_batches(model, batches, done, device, k, cfg.temperature, spec, decode)
+    audio_s, start = 0.0, time.perf_counter()
+    runs = _teacher_batches(teacher.targets, batches, done, spec, decode)
     with tqdm(total=total, unit="cut", desc=f"dump {subset}") as progress:
-        for num_cuts, records in runs:
+        for num_cuts, seconds, records in runs:
+            audio_s += seconds
             for cut_id, ids, probs, extra, label in records:
                 if cut_id in taken:
                     raise ConfigError(
@@ -334,8 +371,19 @@ def _dump_subset(
                     )
                 writer.add(cut_id, ids, probs, extra, label)
             progress.update(num_cuts)
+            progress.set_postfix_str(f"{audio_s / (time.perf_counter() - start):.1f} audio-s/s")
     writer.flush()
-    return len(done)
+    elapsed = time.perf_counter() - start
+    speed = {"audio_s": round(audio_s, 3), "seconds": round(elapsed, 3)}
+    speed["audio_s_per_s"] = round(audio_s / elapsed, 3) if elapsed > 0 else None
+    log.info(
+        "dump %s: %.1f s of audio in %.1f s (%s audio-s/s)",
+        subset,
+        audio_s,
+        elapsed,
+        speed["audio_s_per_s"],
+    )
+    return len(done), speed
 
 
 def _subset_names(subset: str | Sequence[str]) -> list[str]:
@@ -369,27 +417,15 @@ def dump_targets(cfg: DictConfig) -> dict:
     parse_compress(compress)  # a bad spec fails before any output
     save_config(cfg, out_dir)
     device = resolve_device(cfg.device)
-    teacher = load_model(cfg.teacher_ckpt)
-    vocab = teacher.tokenizer.vocab_size
-    if vocab > MAX_INT16_VOCAB:
-        raise ConfigError(f"vocab {vocab} does not fit int16 ids (max {MAX_INT16_VOCAB})")
-    k = min(int(cfg.k), vocab)
-    layers = _hidden_layers(cfg, teacher.model)
-    fingerprint = teacher_fingerprint(
-        file_sha256(cfg.teacher_ckpt),
-        teacher.tokenizer.fingerprint,
-        teacher.model.frame_shift_ms,
-        k,
-        float(cfg.temperature),
-        layers,
-        compress,
-    )
+    teacher = _teacher(cfg, device, compress)
+    fingerprint, vocab = teacher.fingerprint, teacher.tokenizer.vocab_size
     dm = build_datamodule(cfg.data)
     if dm.tokenizer.fingerprint != teacher.tokenizer.fingerprint:
+        fix = f"; prepare it with tokenizer=from_teacher tokenizer.teacher={cfg.teacher_ckpt}"
         raise ConfigError(
             f"tokenizer of {cfg.data.dir} ({dm.tokenizer.fingerprint}, vocab "
             f"{dm.tokenizer.vocab_size}) != teacher's ({teacher.tokenizer.fingerprint}, vocab "
-            f"{vocab}) in {cfg.teacher_ckpt}"
+            f"{vocab}) in {cfg.teacher_ckpt}" + (fix if is_hf_source(cfg.teacher_ckpt) else "")
         )
     # Every subset's identity first: a missing or re-prepared one fails now, not after hours.
     identities = [data_identity(Path(cfg.data.dir), s) for s in _subset_names(cfg.subset)]
@@ -397,29 +433,38 @@ def dump_targets(cfg: DictConfig) -> dict:
     for data, _ in identities:
         _resume_state(out_dir, fingerprint, data)  # the codec is checked per subset below
     labels = bool(cfg.get("pseudo_labels", False))
+    if labels and teacher.needs_audio:
+        raise ConfigError(
+            f"pseudo_labels=true with a transformers teacher ({cfg.teacher_ckpt}) is not supported "
+            "yet: dump pseudo-labels from an asr_kd teacher checkpoint"
+        )
     removed += _drop_damaged_shards(out_dir, {data["subset"] for data, _ in identities}, labels)
-    model = teacher.model.to(device)
     hidden, extra = None, {}
-    if layers:
-        params, records = _hidden_codecs(cfg, dm, model, layers)
-        spec = HiddenDump(layers, compress, params)
+    if teacher.layers:
+        params, records = _hidden_codecs(cfg, dm, teacher)
+        spec = HiddenDump(teacher.layers, compress, params)
         hidden = (spec, {name: r["sha256"] for name, r in records.items()})
-        extra["hidden"] = _hidden_index(spec, records, int(model.d_model))
-    resumed = 0
+        extra["hidden"] = _hidden_index(spec, records, teacher.hidden_dim)
+    resumed, throughput = 0, {}
     for data, total in identities:
         subset = data["subset"]
-        resumed += _dump_subset(cfg, dm, teacher, fingerprint, data, total, hidden)
+        cuts_resumed, throughput[subset] = _dump_subset(
+            cfg, dm, teacher, fingerprint, data, total, hidden
+        )
+        resumed += cuts_resumed
         # "subset"/"data_dir" name the latest dump (as before); "subsets" lists every one
         extra.update(subset=subset, data_dir=str(cfg.data.dir), vocab_size=vocab)
         extra["teacher_ckpt"] = str(cfg.teacher_ckpt)  # for the repair command of a damaged store
         index = write_index(out_dir, fingerprint, extra)
-    return _summary(index, resumed, removed, vocab, out_dir, labels)
+    summary = _summary(index, resumed, removed, vocab, throughput)
+    if labels:
+        summary["pseudo_labels"] = _labels_report(out_dir, index)
+    return summary
 
 
-def _summary(
-    index: dict, resumed: int, removed: list[str], vocab: int, out_dir: Path, labels: bool
-) -> dict:
-    """What the dump prints: the index without the per-cut and per-shard tables, and bytes."""
+def _summary(index: dict, resumed: int, removed: list[str], vocab: int, throughput: dict) -> dict:
+    """What the dump prints: the index without the per-cut and per-shard tables, bytes, and
+    this run's throughput per subset."""
     summary = {k_: v for k_, v in index.items() if k_ not in ("cuts", "shards")}
     summary["num_shards"] = len(index["shards"])
     summary["resumed_cuts"] = resumed
@@ -437,9 +482,51 @@ def _summary(
             hidden["compress"],
             hidden["bytes_per_frame"],
         )
-    if labels:
-        summary["pseudo_labels"] = _labels_report(out_dir, index)
+    summary["throughput"] = throughput  # this run's batches (device, load: see the log)
     return summary
+
+
+class _Teacher(NamedTuple):
+    targets: Callable[[dict], TeacherOutput]  # (batch) -> (ids, probs, lens, hidden)
+    needs_audio: bool  # batches must carry audio (a transformers teacher)
+    fingerprint: dict
+    tokenizer: Tokenizer  # the student's (teacher's) tokenizer
+    layers: tuple[int, ...] = ()  # teacher layers stored (``hidden_layers``), in ``hidden``
+    hidden_dim: int = 0  # D_t, the width of each of those layers
+
+
+def _teacher(cfg: DictConfig, device, compress: str = "none") -> _Teacher:
+    """The soft-target source of ``cfg.teacher_ckpt``: an asr_kd checkpoint, or ``hf:...``
+    (converted to ``cfg.student_frame_shift_ms``, bf16 autocast with ``cfg.bf16``), with the
+    ``cfg.hidden_layers`` outputs (codec ``compress``) when asked."""
+    source, temperature = str(cfg.teacher_ckpt), float(cfg.temperature)
+    if is_hf_source(source):
+        loaded = load_hf(source, device, bf16=bool(cfg.get("bf16", False)))
+        layers = _hidden_layers(cfg, loaded.model.num_layers)
+        shift = float(cfg.get("student_frame_shift_ms", 40.0))
+        k = min(int(cfg.k), loaded.tokenizer.vocab_size)
+        subsampling = round(shift / FRAME_SHIFT_MS)
+        teacher = HFTeacher(loaded, subsampling, shift, temperature, k, layers)
+        fingerprint = hf_fingerprint(loaded, teacher.conversion, k, temperature, layers, compress)
+        dim = loaded.model.hidden_size
+        return _Teacher(teacher, True, fingerprint, loaded.tokenizer, layers, dim)
+    if cfg.get("bf16", False):
+        raise ConfigError(
+            "bf16=true is for a transformers teacher (hf:...); an asr_kd teacher runs in float32"
+        )
+    loaded = load_model(source)
+    vocab = loaded.tokenizer.vocab_size
+    if vocab > MAX_INT16_VOCAB:
+        raise ConfigError(f"vocab {vocab} does not fit int16 ids (max {MAX_INT16_VOCAB})")
+    k = min(int(cfg.k), vocab)
+    layers = _hidden_layers(cfg, len(loaded.model.layers))
+    fingerprint = teacher_fingerprint(
+        file_sha256(source), loaded.tokenizer.fingerprint, loaded.model.frame_shift_ms, k,
+        temperature, layers, compress,
+    )  # fmt: skip
+    model = loaded.model.to(device)
+    targets = _OwnTeacherTargets(model, device, k, temperature, layers)
+    return _Teacher(targets, False, fingerprint, loaded.tokenizer, layers, int(model.d_model))
 
 
 def _labels_report(out_dir: Path, index: dict) -> dict:

@@ -126,15 +126,20 @@ def teacher_fingerprint(
     temperature: float,
     hidden_layers: Sequence[int] = (),
     hidden_compress: str = "none",
+    extra: dict | None = None,
 ) -> dict:
     """The identity of a set of soft targets: which teacher, which tokens, which frames, which
-    k/T, and (only when some are stored) which teacher layers under which compression."""
+    k/T, and (only when some are stored) which teacher layers under which compression.
+
+    ``extra``: more fields (a transformers teacher: its id or path, revision, frame
+    conversion); an asr_kd teacher has none, so its fingerprint is what it always was."""
     fingerprint = {
         "checkpoint_sha256": str(checkpoint_sha256),
         "tokenizer": str(tokenizer_fingerprint),
         "frame_shift_ms": float(frame_shift_ms),
         "k": int(k),
         "temperature": float(temperature),
+        **(extra or {}),
     }
     if hidden_layers:
         fingerprint["hidden_layers"] = [int(x) for x in hidden_layers]

@@ -25,19 +25,22 @@ Usage:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from asr_kd.checkpoint import file_sha256
+from asr_kd.distill.frames import plan_conversion
+from asr_kd.distill.hf_teacher import HFTeacher, hf_fingerprint
 from asr_kd.distill.hidden import layer_map
 from asr_kd.distill.losses import KDConfig, soften_teacher
+from asr_kd.distill.output import TeacherOutput, TeacherTargets
 from asr_kd.distill.store import SoftTargetStore, teacher_fingerprint
 from asr_kd.errors import ConfigError
+from asr_kd.models.hf import HFLoaded
 from asr_kd.models.loading import LoadedModel, load_model
 
 __all__ = [
@@ -49,24 +52,9 @@ __all__ = [
     "build_teacher_targets",
     "check_compatible",
     "hidden_pairs",
+    "load_teacher",
 ]
 
-
-class TeacherOutput(NamedTuple):
-    """What a teacher gives the student for one batch.
-
-    ids, probs: (B, T_t, k) top-k ids (int64; None when dense, k = V) and probabilities at the
-    distillation temperature; lens: (B,) valid teacher frames; hidden: None, or a tuple of
-    (B, T_t, D_t) teacher layer outputs (hidden-state distillation), in the configured order.
-    """
-
-    ids: torch.Tensor | None
-    probs: torch.Tensor
-    lens: torch.Tensor
-    hidden: tuple[torch.Tensor, ...] | None = None
-
-
-TeacherTargets = Callable[[dict], TeacherOutput]
 
 # With several ranks, lhotse fills the last round of an epoch that has fewer cuts than ranks with
 # copies renamed "<id>_dup<n>" (lhotse.dataset.sampling.base.mark_as_duplicate): same features,
@@ -134,11 +122,28 @@ class CachedTargets:
 SOURCES = ("none", "cached", "online")
 
 
+def _check_hf_compatible(teacher: HFLoaded, student: nn.Module, s_tok, data_dir: str) -> None:
+    """A transformers teacher: the student tokenizer must be the one built from its vocabulary
+    (``asr-kd-prepare tokenizer=from_teacher``), its frame rate convertible (frames.py)."""
+    t_tok = teacher.tokenizer
+    if t_tok.fingerprint != s_tok.fingerprint:
+        raise ConfigError(
+            f"teacher {teacher.source} vocab {teacher.model.vocab_size} ({t_tok.vocab_size} "
+            f"student ids, tokenizer {t_tok.fingerprint}) does not match the student's "
+            f"{s_tok.kind} tokenizer {s_tok.fingerprint} (vocab {s_tok.vocab_size}) in "
+            f"{data_dir}/lang; expected the tokenizer built from the teacher: prepare the data "
+            f"with asr-kd-prepare tokenizer=from_teacher tokenizer.teacher={teacher.source}"
+        )
+    plan_conversion(teacher.model.frame_shift_ms, student.frame_shift_ms)  # or ConfigError
+
+
 def check_compatible(
-    teacher: LoadedModel, student: nn.Module, student_tokenizer, data_dir: str
+    teacher: LoadedModel | HFLoaded, student: nn.Module, student_tokenizer, data_dir: str
 ) -> None:
     """Raise :class:`ConfigError` (a ``ValueError``) unless teacher and student share the
-    tokenizer and the frame rate."""
+    tokenizer and the frame rate (a transformers teacher: a frame rate the rules convert)."""
+    if isinstance(teacher, HFLoaded):
+        return _check_hf_compatible(teacher, student, student_tokenizer, data_dir)
     t_tok, s_tok = teacher.tokenizer, student_tokenizer
     if t_tok.fingerprint != s_tok.fingerprint:
         raise ConfigError(
@@ -158,9 +163,32 @@ def check_compatible(
         )
 
 
+def _expected_fingerprint(
+    teacher,
+    student: nn.Module,
+    k: int,
+    temperature: float,
+    hidden_layers: Sequence[int] = (),
+    hidden_compress: str = "none",
+) -> dict:
+    if isinstance(teacher, HFLoaded):
+        conversion = plan_conversion(teacher.model.frame_shift_ms, student.frame_shift_ms)
+        return hf_fingerprint(teacher, conversion, k, temperature, hidden_layers, hidden_compress)
+    return teacher_fingerprint(
+        file_sha256(teacher.path),
+        teacher.tokenizer.fingerprint,
+        teacher.model.frame_shift_ms,
+        k,
+        temperature,
+        hidden_layers,
+        hidden_compress,
+    )
+
+
 def _cached_targets(
     cfg: DictConfig,
-    teacher: LoadedModel,
+    teacher,
+    student: nn.Module,
     temperature: float,
     k: int | None,
     hidden_layers: Sequence[int] = (),
@@ -176,14 +204,10 @@ def _cached_targets(
             "(and another cut id); use distill.source=online to distil with speed perturbation"
         )
     store = SoftTargetStore(cfg.targets_dir)
-    expected = teacher_fingerprint(
-        file_sha256(teacher.path),
-        teacher.tokenizer.fingerprint,
-        teacher.model.frame_shift_ms,
-        store.k,  # any stored k serves a distill.k <= it (checked below)
-        temperature,
-        store.hidden_layers,  # the stored layers and codec: checked against the request below
-        store.hidden_compress,
+    # any stored k serves a distill.k <= it (checked below); the stored layers and codec too:
+    # the request is checked against them below
+    expected = _expected_fingerprint(
+        teacher, student, store.k, temperature, store.hidden_layers, store.hidden_compress
     )
     differs = {
         key
@@ -226,12 +250,21 @@ def build_teacher_targets(
         return None
     if cfg.teacher_ckpt is None:
         raise ConfigError(f"distill.source={source} needs teacher_ckpt=<teacher checkpoint>")
-    teacher = load_model(cfg.teacher_ckpt)
+    teacher = load_teacher(cfg.teacher_ckpt)
     check_compatible(teacher, student, tokenizer, str(cfg.data.dir))
     pairs = hidden_pairs(cfg.distill, student, teacher.model) if kd.hidden_weight else ()
     teacher_layers = [t for _, t in pairs]
     if source == "cached":
-        targets = _cached_targets(cfg, teacher, kd.temperature, k, teacher_layers)
+        targets = _cached_targets(cfg, teacher, student, kd.temperature, k, teacher_layers)
+    elif isinstance(teacher, HFLoaded):
+        targets = HFTeacher(
+            teacher,
+            student.subsampling_factor,
+            student.frame_shift_ms,
+            kd.temperature,
+            k,
+            layers=tuple(teacher_layers),
+        )
     else:
         targets = OnlineTeacher(teacher.model, kd.temperature, k, teacher_layers)
     targets.hidden_pairs = pairs
@@ -242,13 +275,21 @@ def hidden_pairs(
     distill_cfg, student: nn.Module, teacher: nn.Module
 ) -> tuple[tuple[int, int], ...]:
     """The (student layer, teacher layer) pairs of ``distill.student_layers`` /
-    ``distill.teacher_layers`` (null: the default of :func:`asr_kd.distill.hidden.layer_map`)."""
+    ``distill.teacher_layers`` (null: the default of :func:`asr_kd.distill.hidden.layer_map`).
+
+    ``teacher``: a Conformer (``.layers``) or a transformers model (``HFCTCModel.num_layers``)."""
     student_layers, teacher_layers = (
         distill_cfg.get(key) for key in ("student_layers", "teacher_layers")
     )
+    num_teacher = len(teacher.layers) if hasattr(teacher, "layers") else teacher.num_layers
     return layer_map(
         len(student.layers),
-        len(teacher.layers),
+        int(num_teacher),
         None if student_layers is None else list(student_layers),
         None if teacher_layers is None else list(teacher_layers),
     )
+
+
+def load_teacher(source: str) -> LoadedModel | HFLoaded:
+    """An asr_kd checkpoint or ``hf:<dir|hub id>[@revision]`` (:func:`load_model`, on cpu)."""
+    return load_model(source)

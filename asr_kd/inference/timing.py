@@ -9,6 +9,9 @@ feature extraction are outside them); audio seconds are fbank frames x 10 ms. Be
 seconds (RTF) they count this process's CPU seconds (all threads) and, where the machine exposes
 readable RAPL counters, the CPU packages' joules (:class:`asr_kd.metrics.RaplCounters`):
 ``Decoded.cpu_s_per_audio_h`` and ``joules_per_audio_h`` (None, ``energy_note`` "n/a (no RAPL)").
+A transformers model (:class:`~asr_kd.models.hf.HFLoaded`) reads the batches' audio instead,
+and its timers cover its own feature extractor too (that is part of the model: its
+normalisation or mel); audio seconds are samples / 16 kHz (:func:`audio_utterances`).
 
 Usage:
     batches = dm.dataloader("test", shuffle=False)          # AsrDataModule batches
@@ -27,25 +30,35 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from asr_kd.data.features import FRAME_SHIFT_MS
+from asr_kd.data.features import FRAME_SHIFT_MS, SAMPLE_RATE
 from asr_kd.metrics import RaplCounters, Timer, per_audio_hour, real_time_factor
 from asr_kd.models.decode import greedy_ctc
+from asr_kd.models.hf import HFLoaded
 from asr_kd.models.loading import LoadedModel
 
-__all__ = ["Decoded", "Utterance", "decode_full_batched", "decode_one_at_a_time", "utterances"]
+__all__ = [
+    "Decoded",
+    "Utterance",
+    "audio_utterances",
+    "decode_full_batched",
+    "decode_one_at_a_time",
+    "utterances",
+]
 
 
 @dataclass
 class Utterance:
-    """One test utterance: raw fbank ``feats`` (T, 80) and its normalised reference text."""
+    """One test utterance: raw fbank ``feats`` (T, 80) (or, from :func:`audio_utterances`, its
+    (N,) 16 kHz samples, ``row_s`` = 1 / 16000) and its normalised reference text."""
 
     cut_id: str
     text: str
     feats: torch.Tensor
+    row_s: float = FRAME_SHIFT_MS / 1000.0  # seconds of audio per row of ``feats``
 
     @property
     def audio_s(self) -> float:
-        return self.feats.shape[0] * FRAME_SHIFT_MS / 1000.0
+        return self.feats.shape[0] * self.row_s
 
 
 @dataclass
@@ -91,6 +104,28 @@ def utterances(batches: Iterable[dict]) -> Iterator[Utterance]:
             yield Utterance(cut_id, batch["texts"][i], feats)
 
 
+def audio_utterances(batches: Iterable[dict]) -> Iterator[Utterance]:
+    """The utterances of ``with_audio`` batches as (N,) samples (``audio``, ``audio_lens``)."""
+    for batch in batches:
+        for i, cut_id in enumerate(batch["cut_ids"]):
+            samples = batch["audio"][i, : int(batch["audio_lens"][i])]
+            yield Utterance(cut_id, batch["texts"][i], samples, 1.0 / SAMPLE_RATE)
+
+
+def _batch_texts(loaded, batch: dict, device: str) -> tuple[list[str], float]:
+    """Greedy texts of one batch and its seconds of audio: fbank for our models, audio for a
+    transformers one."""
+    if isinstance(loaded, HFLoaded):
+        audio, lens = batch["audio"].to(device), batch["audio_lens"].to(device)
+        log_probs, out_lens, _ = loaded.model(audio, lens)
+        return loaded.decode_ids(log_probs, out_lens), float(lens.sum()) / SAMPLE_RATE
+    feats, feat_lens = batch["feats"].to(device), batch["feat_lens"].to(device)
+    log_probs, out_lens = loaded.model(feats, feat_lens)
+    ids = greedy_ctc(log_probs, out_lens, blank_id=loaded.tokenizer.blank_id)
+    audio_s = float(batch["feat_lens"].sum()) * FRAME_SHIFT_MS / 1000.0
+    return [loaded.tokenizer.decode(seq) for seq in ids], audio_s
+
+
 @contextmanager
 def _num_threads(n: int) -> Iterator[None]:
     before = torch.get_num_threads()
@@ -108,21 +143,19 @@ def _progress(desc: str, total: int | None):
 @torch.inference_mode()
 def decode_full_batched(loaded: LoadedModel, batches, device: str, desc: str) -> Decoded:
     """Full-context greedy CTC over batches; the timer covers forward + search on ``device``."""
-    model = loaded.model.to(device)
+    loaded.model.to(device)
     hyps, refs, timer, audio_s = {}, {}, Timer(), 0.0
     with _progress(desc, None) as bar:
         for n, batch in enumerate(batches):
-            feats, feat_lens = batch["feats"].to(device), batch["feat_lens"].to(device)
             if n == 0:  # warm-up, untimed: allocator growth and kernel choice are one-off costs
-                model(feats, feat_lens)
+                _batch_texts(loaded, batch, device)
             with timer:
-                log_probs, out_lens = model(feats, feat_lens)
-                ids = greedy_ctc(log_probs, out_lens, blank_id=loaded.tokenizer.blank_id)
+                texts, seconds = _batch_texts(loaded, batch, device)
                 if device != "cpu":
                     torch.cuda.synchronize()
-            for cut_id, text, seq in zip(batch["cut_ids"], batch["texts"], ids, strict=True):
-                hyps[cut_id], refs[cut_id] = loaded.tokenizer.decode(seq), text
-            audio_s += float(batch["feat_lens"].sum()) * FRAME_SHIFT_MS / 1000.0
+            for cut_id, ref, text in zip(batch["cut_ids"], batch["texts"], texts, strict=True):
+                hyps[cut_id], refs[cut_id] = text, ref
+            audio_s += seconds
             bar.update(len(batch["cut_ids"]))
     loaded.model.to("cpu")
     return Decoded.timed_by(timer, hyps, refs, audio_s)

@@ -7,6 +7,9 @@ graph of an export directory for the asked chunk and left context; refusing what
 do, before any audio file is read (:class:`Refused`, ``MissingFileError``, ``BadFileError``: the
 command prints them as one ``error:`` line and exits with status 2).
 
+``--ckpt hf:<dir|hub id>[@revision]`` decodes with a transformers CTC model (offline, torch, its
+own feature extractor on the 16 kHz samples).
+
 Usage:
     decoder = torch_decode(args)          # or onnx_decode(args); args as asr-kd-transcribe's
     text = transcribe_file(decoder, Path("speech.wav"))
@@ -18,17 +21,21 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
 from google.protobuf.message import DecodeError
 
-from asr_kd.data.features import FRAME_SHIFT_MS, compute_fbank, load_audio
+from asr_kd.data.features import FRAME_SHIFT_MS, compute_fbank, load_audio, resample
+from asr_kd.data.teacher_vocab import is_hf_source
 from asr_kd.errors import BadFileError, ConfigError, MissingFileError
 from asr_kd.inference.factory import Decoder, make_decoder
 from asr_kd.inference.onnx import FULL_FILE, STEP_GLOB, read_metadata
+from asr_kd.models.hf import HFLoaded, load_hf
 from asr_kd.models.loading import LoadedModel, load_model
 from asr_kd.models.streaming import chunk_frames
 
 __all__ = [
     "DEFAULT_CHUNK_MS",
+    "AudioDecoder",
     "Refused",
     "onnx_decode",
     "torch_decode",
@@ -52,9 +59,32 @@ def _load(ckpt: Path) -> LoadedModel:
         raise BadFileError(f"cannot load checkpoint {ckpt}: {err}") from err
 
 
+class AudioDecoder(Decoder):
+    """A transformers CTC model (``--ckpt hf:...``): (N,) 16 kHz samples -> text, offline, in
+    torch (its own feature extractor, not our fbank)."""
+
+    runtime = "torch"
+    reads_audio = True
+
+    def __init__(self, loaded: HFLoaded) -> None:
+        self.loaded = loaded
+
+    def __call__(self, samples, on_partial=None) -> str:
+        samples = torch.as_tensor(samples, dtype=torch.float32)
+        return self.loaded.transcribe(samples[None], torch.tensor([samples.shape[0]]))[0]
+
+
 def torch_decode(args: argparse.Namespace) -> Decoder:
     """``--ckpt``: offline, or ``--streaming`` in ``--chunk-ms`` chunks (default 320) with
-    ``--left-chunks`` of attention context (default: the model's own)."""
+    ``--left-chunks`` of attention context (default: the model's own). ``--ckpt hf:...``: a
+    transformers CTC model, offline only."""
+    if is_hf_source(str(args.ckpt)):
+        if args.streaming:
+            raise Refused(
+                f"{args.ckpt} is a full-context transformers model; --streaming needs a "
+                "streaming student. Drop --streaming to decode it offline."
+            )
+        return AudioDecoder(load_hf(str(args.ckpt)))
     loaded = _load(args.ckpt)
     if not args.streaming:
         return make_decoder("torch", loaded=loaded)
@@ -185,6 +215,8 @@ def transcribe_file(decoder: Decoder, path: Path) -> str:
     ``decoder`` streams) go to stderr as ``[<file> <seconds fed>s] <text>``. Raises ValueError
     if the file is unreadable."""
     samples, sample_rate = load_audio(path)
+    if getattr(decoder, "reads_audio", False):
+        return decoder(resample(samples, sample_rate))
     feats = compute_fbank(samples, sample_rate)
 
     def show(frames: int, text: str) -> None:

@@ -1,5 +1,9 @@
 """A model rebuilt from an asr_kd checkpoint, and where it runs.
 
+``hf:<dir or hub id>[@revision]`` loads a transformers CTC model instead
+(:func:`asr_kd.models.hf.load_hf`: an :class:`~asr_kd.models.hf.HFLoaded`, whose model reads
+16 kHz audio, not fbank).
+
 Usage:
     loaded = load_model("exp/teacher/checkpoints/last.ckpt")
     log_probs, out_lens = loaded.model(feats, feat_lens)
@@ -19,8 +23,10 @@ import torch
 from torch import nn
 
 from asr_kd.checkpoint import load_checkpoint
+from asr_kd.data.teacher_vocab import is_hf_source
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.errors import ConfigError
+from asr_kd.models.hf import HFLoaded, load_hf
 
 __all__ = ["LoadedModel", "init_weights_from", "load_model", "resolve_device"]
 
@@ -38,8 +44,12 @@ class LoadedModel:
     path: Path
 
 
-def load_model(path: str | os.PathLike) -> LoadedModel:
-    """Rebuild the model and tokenizer stored in an asr_kd checkpoint; the model is in eval mode."""
+def load_model(path: str | os.PathLike) -> LoadedModel | HFLoaded:
+    """Rebuild the model and tokenizer stored in an asr_kd checkpoint; the model is in eval mode.
+
+    ``hf:...``: the transformers model (:func:`~asr_kd.models.hf.load_hf`, on the CPU)."""
+    if is_hf_source(str(path)):
+        return load_hf(str(path))
     ckpt = load_checkpoint(path)
     meta = ckpt["asr_kd"]
     model = hydra.utils.instantiate(meta["model_config"])

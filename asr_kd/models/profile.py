@@ -17,11 +17,17 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-__all__ = ["algorithmic_latency_ms", "count_params", "macs_per_audio_second", "model_size_mb"]
+__all__ = [
+    "CPU_SDPA_FLOPS",
+    "algorithmic_latency_ms",
+    "count_params",
+    "macs_per_audio_second",
+    "model_size_mb",
+]
 
 # On CPU, scaled_dot_product_attention runs this kernel, which torch's flop registry lacks
 # (torch 2.14); the custom mapping receives shapes (FlopCounterMode wraps it).
-_CPU_SDPA_FLOPS = {
+CPU_SDPA_FLOPS = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: (
         lambda q, k, v, *args, **kwargs: sdpa_flop_count(q, k, v)
     )
@@ -62,7 +68,7 @@ def macs_per_audio_second(
     try:
         with (
             torch.inference_mode(),
-            FlopCounterMode(display=False, custom_mapping=_CPU_SDPA_FLOPS) as counter,
+            FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS) as counter,
         ):
             if chunk_size is None or not model.streaming:
                 model(feats, torch.tensor([num_frames], device=ref.device))

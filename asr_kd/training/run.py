@@ -44,6 +44,8 @@ def distill(cfg: DictConfig) -> dict:
     model, model_config = build_model(cfg.model, dm)
     kd = KDConfig.from_options(OmegaConf.to_container(cfg.distill, resolve=True))
     targets = build_teacher_targets(cfg, model, dm.tokenizer, kd)
+    if getattr(targets, "needs_audio", False):  # a transformers teacher (hf:...) reads audio
+        dm.with_audio = True
     pseudo = build_pseudo_labels(cfg, dm, kd_term=targets is not None)
     kd_modules = _kd_modules(model, targets)
     figures = fit(

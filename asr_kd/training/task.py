@@ -142,7 +142,7 @@ class AsrTask(L.LightningModule):
         self.bad_batches, self.consecutive_bad_batches = 0, 0
         self.averaged_steps: list[int] | None = None  # set while averaged.ckpt is written
         self._val_counts = torch.zeros(4, dtype=torch.float64)  # word errs, words, char errs, chars
-        self.kd_modules = nn.ModuleDict()  # training only: never under self.model
+        # self.kd_modules (above) is training only: never under self.model
         if self.kd.inter_weight > 0:
             self.kd_modules["inter_ctc"] = _inter_ctc_heads(self.kd, model)
 

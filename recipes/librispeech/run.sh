@@ -14,6 +14,12 @@
 #   TRAINER=gpu TRAIN_SUBSETS="train-clean-100" bash recipes/librispeech/run.sh /data/LibriSpeech
 #   AVG=10 bash recipes/librispeech/run.sh /data/LibriSpeech   # average each model's last 10 checkpoints
 #   bash recipes/librispeech/run.sh /data/LibriSpeech train:trainer.devices=4 eval:device=cuda
+#   TEACHER=hf:facebook/wav2vec2-conformer-rope-large-960h-ft bash recipes/librispeech/run.sh \
+#       /data/LibriSpeech dump:device=cuda dump:bf16=true
+#
+# TEACHER=hf:<save_pretrained dir or hub id>[@revision] distils a public transformers CTC model
+# instead: stage 1 takes the tokenizer from it (tokenizer=from_teacher), stage 2 (teacher
+# training) is skipped, stages 3-6 use it as teacher_ckpt (README "Distil a public model").
 #
 # The directory is the one holding the subset folders (train-clean-100/, dev-clean/, ...), as
 # unpacked from OpenSLR resource 12 (https://www.openslr.org/12). Overrides work as in
@@ -48,6 +54,7 @@ AVG=${AVG:-0}
 AVG_EVERY=${AVG_EVERY:-5000}
 # The checkpoint dumped and evaluated; unset: averaged.ckpt with AVG > 0, else last.ckpt.
 CKPT=${CKPT:-}
+TEACHER=${TEACHER:-}                     # hf:<dir|hub id>[@rev]: a public teacher, no stage 2
 stage=1
 stop_stage=6
 
@@ -94,6 +101,15 @@ done
 csv() { echo "$*" | tr -s ' ' ','; }
 data=$EXP/data
 ckpt_of() { echo "$EXP/$1/checkpoints/$CKPT"; }
+TEACHER_SOURCE=${TEACHER:-$(ckpt_of teacher)}  # the teacher of stages 3-6 (common.sh reads it)
+if [ -n "$TEACHER" ]; then
+  case $TEACHER in hf:?*) ;; *) die "TEACHER=$TEACHER: expected hf:<save_pretrained dir or hub id>[@revision]" ;; esac
+  tokenizer_args=(tokenizer=from_teacher tokenizer.teacher="$TEACHER")
+  tokenizer_name="the tokenizer of $TEACHER"
+else
+  tokenizer_args=(tokenizer=bpe tokenizer.vocab_size="$BPE_SIZE")
+  tokenizer_name="BPE-$BPE_SIZE"
+fi
 train_list=$(csv $TRAIN_SUBSETS)
 dev_list=$(csv $DEV_SUBSETS)
 test_list=$(csv $TEST_SUBSETS)
@@ -102,13 +118,15 @@ read -r -a dev_array <<< "$DEV_SUBSETS"
 data_args=(data.dir="$data" data.train_subset="[$train_list]" data.dev_subset="${dev_array[0]}")
 
 if in_range 1; then
-  log "Stage 1: prepare $train_list, $dev_list, $test_list with BPE-$BPE_SIZE into $data"
+  log "Stage 1: prepare $train_list, $dev_list, $test_list with $tokenizer_name into $data"
   run_stage 1 prepare "$data/.done" asr-kd-prepare corpus_dir="$corpus" \
     subsets="[$train_list,$dev_list,$test_list]" train_subsets="[$train_list]" \
-    out_dir="$data" tokenizer=bpe tokenizer.vocab_size="$BPE_SIZE"
+    out_dir="$data" "${tokenizer_args[@]}"
 fi
 
-if in_range 2; then
+if in_range 2 && [ -n "$TEACHER" ]; then
+  log "Stage 2: TEACHER=$TEACHER given: no teacher to train"
+elif in_range 2; then
   log "Stage 2: train the teacher ($TEACHER_MODEL, trainer=$TRAINER, $(override_value teacher trainer.max_steps "$TEACHER_STEPS") steps, warm-up $(override_value teacher optim.warmup_steps "$WARMUP_STEPS"))"
   train_stage 2 teacher "$EXP/teacher" asr-kd-train model="$TEACHER_MODEL" trainer="$TRAINER" \
     "${data_args[@]}" out_dir="$EXP/teacher" trainer.max_steps="$TEACHER_STEPS" seed="$SEED" \
@@ -118,10 +136,10 @@ fi
 if in_range 3; then
   log "Stage 3: dump the teacher's top-$TOPK soft targets at T=$TEMPERATURE for $train_list"
   # One store for all training subsets: each run appends its shards (cuts keyed by id).
-  reset_if_newer "$EXP/targets" "$(ckpt_of teacher)"  # a retrained teacher: dump again
+  reset_if_newer "$EXP/targets" "$TEACHER_SOURCE"  # a retrained teacher: dump again
   for subset in $TRAIN_SUBSETS; do
     run_stage 3 dump "$EXP/targets/.done-$subset" asr-kd-dump-targets \
-      teacher_ckpt="$(ckpt_of teacher)" data.dir="$data" subset="$subset" \
+      teacher_ckpt="$TEACHER_SOURCE" data.dir="$data" subset="$subset" \
       out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE"
   done
 fi
@@ -141,9 +159,9 @@ fi
 
 if in_range 6; then
   log "Stage 6: evaluate teacher, student_kd and student_ctc on $test_list,$dev_list"
-  stale_if_newer "$EXP/report/.done" "$(ckpt_of teacher)" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)"
+  stale_if_newer "$EXP/report/.done" "$TEACHER_SOURCE" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)"
   run_stage 6 eval "$EXP/report/.done" asr-kd-evaluate data.dir="$data" \
-    subsets="[$test_list,$dev_list]" checkpoints.teacher="$(ckpt_of teacher)" \
+    subsets="[$test_list,$dev_list]" checkpoints.teacher="$TEACHER_SOURCE" \
     checkpoints.student_kd="$(ckpt_of student_kd)" checkpoints.student_ctc="$(ckpt_of student_ctc)" \
     chunk_sizes_ms="[$CHUNK_MS]" out_dir="$EXP/report"
   cat "$EXP/report/results.md"

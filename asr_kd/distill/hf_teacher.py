@@ -1,0 +1,138 @@
+"""A transformers CTC model (``teacher_ckpt=hf:...``) as the teacher: online, or for the dump.
+
+:class:`HFTeacher` is a teacher-targets callable, as :class:`asr_kd.distill.teachers.OnlineTeacher`
+is, but it reads the batch's 16 kHz audio (``batch["audio"]``, ``batch["audio_lens"]``: the data
+module carries them when asked, ``with_audio``) through the model's own feature extractor; the
+student keeps our fbank of the same cuts. SpecAugment never reaches the teacher (it is applied
+to the student's features after the teacher has run); speed perturbation is part of the cut, so
+the teacher hears the same perturbed audio (or its frames could not match the student's).
+
+Per batch (B cuts; T_t teacher frames, T student frames, V_t teacher / V student vocabulary):
+
+1. the teacher's posteriors at the distillation temperature, in its own vocabulary: (B, T_t, V_t);
+2. into the student's vocabulary (:attr:`HFLoaded.teacher_to_student`): the teacher's blank is
+   student id 0 and every character or piece keeps its place; the teacher's specials (``<s>``,
+   ``</s>``, ``<unk>``) have no student id, so their mass is in no column and ends in the
+   top-k store's "other" bucket (the stored k probabilities sum to less than 1);
+3. to the student's frame rate by :func:`asr_kd.distill.frames.plan_conversion`'s rule (20 ms ->
+   40 ms: mean of pairs in probability space; 80 ms -> 40 ms: repeat), then to the student's
+   length (``feat_lens // subsampling``, :func:`~asr_kd.distill.frames.match_lengths`);
+4. the top-k ids and probabilities (or all V with ``k=None``), as ``soften_teacher`` gives them;
+   the requested hidden layers converted by the same rule.
+
+Usage:
+    teacher = HFTeacher(load_hf("hf:exp/hf_teacher"), student_subsampling=4, student_shift_ms=40,
+                        temperature=2.0, k=8)
+    ids, probs, lens, hidden = teacher(batch)         # batch from a with_audio data module
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from asr_kd.distill.frames import FrameConversion, match_lengths, plan_conversion
+from asr_kd.distill.output import TeacherOutput
+from asr_kd.distill.store import teacher_fingerprint
+from asr_kd.errors import ConfigError
+from asr_kd.models.hf import HFLoaded
+
+__all__ = ["HFTeacher", "hf_fingerprint"]
+
+
+def hf_fingerprint(
+    loaded: HFLoaded,
+    conversion: FrameConversion,
+    k: int,
+    temperature: float,
+    hidden_layers: Sequence[int] = (),
+    hidden_compress: str = "none",
+) -> dict:
+    """The soft targets' identity for a transformers teacher: what
+    :func:`~asr_kd.distill.store.teacher_fingerprint` holds (the weight files' SHA-256, the
+    vocabulary as the student tokenizer's fingerprint, the teacher's frame shift, k, T, and the
+    stored hidden layers and their codec, if any) plus the model id or path, its revision and
+    the frame conversion."""
+    extra = {
+        "teacher": str(loaded.source.name),
+        "revision": loaded.source.revision,
+        "frame_conversion": conversion.name,
+        "student_frame_shift_ms": float(conversion.student_shift_ms),
+    }
+    return teacher_fingerprint(
+        loaded.weights_sha256,
+        loaded.tokenizer.fingerprint,
+        conversion.teacher_shift_ms,
+        k,
+        temperature,
+        hidden_layers,
+        hidden_compress,
+        extra=extra,
+    )
+
+
+class HFTeacher:
+    """``(batch) -> TeacherOutput`` at the student's frames and vocabulary (module doc).
+
+    Args:
+        loaded: :func:`asr_kd.models.hf.load_hf`'s result.
+        student_subsampling: fbank frames per student frame (the student's lengths).
+        student_shift_ms: the student's frame shift (picks the conversion).
+        temperature, k: the distillation temperature; ids kept per frame (None: all).
+        layers: 1-based teacher layers whose outputs go in ``TeacherOutput.hidden``.
+    """
+
+    def __init__(
+        self,
+        loaded: HFLoaded,
+        student_subsampling: int,
+        student_shift_ms: float,
+        temperature: float,
+        k: int | None = None,
+        layers: tuple[int, ...] = (),
+    ):
+        self.loaded, self.temperature, self.k = loaded, float(temperature), k
+        self.student_subsampling, self.layers = int(student_subsampling), tuple(layers)
+        self.hidden_dims = (loaded.model.hidden_size,) * len(self.layers)  # HiddenProjection's
+        self.conversion: FrameConversion = plan_conversion(
+            loaded.model.frame_shift_ms, student_shift_ms
+        )
+        self.needs_audio = True  # asr-kd-distill builds its data module with_audio
+        self._student_ids = torch.tensor(loaded.vocab.tokenizer.teacher["ids"], dtype=torch.long)
+
+    def _student_probs(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """(B, T_t, V_t) teacher log-probs -> (B, T_t, V) softened probs in student columns."""
+        probs = torch.softmax(log_probs / self.temperature, dim=-1)
+        return probs.index_select(-1, self._student_ids.to(probs.device))
+
+    def _top_k(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        vocab = probs.shape[-1]
+        if self.k is None or self.k >= vocab:
+            return torch.arange(vocab, device=probs.device).expand_as(probs), probs
+        top, ids = probs.topk(self.k, dim=-1)
+        return ids, top
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> TeacherOutput:
+        if "audio" not in batch:
+            raise ConfigError(
+                "a transformers teacher (hf:...) reads the audio of each cut, but the batch has "
+                "none: build the data module with with_audio=True (data.with_audio=true)"
+            )
+        device = batch["feats"].device
+        model = self.loaded.model
+        if next(model.parameters()).device != device:
+            model.to(device)
+        log_probs, lens, hidden = model(
+            batch["audio"].to(device), batch["audio_lens"].to(device), self.layers
+        )
+        target = torch.div(batch["feat_lens"], self.student_subsampling, rounding_mode="floor")
+        probs, conv_lens = self.conversion.apply(self._student_probs(log_probs), lens)
+        probs, out_lens = match_lengths(probs, conv_lens, target.to(device), batch["cut_ids"])
+        converted = []
+        for h in hidden:
+            h, h_lens = self.conversion.apply(h, lens)
+            converted.append(match_lengths(h, h_lens, target.to(device), batch["cut_ids"])[0])
+        ids, top = self._top_k(probs)
+        return TeacherOutput(ids, top, out_lens, tuple(converted) if self.layers else None)

@@ -1,0 +1,32 @@
+"""What a teacher gives the student for one batch: :class:`TeacherOutput`, and the callable type
+of every teacher source (:mod:`asr_kd.distill.teachers`, :mod:`asr_kd.distill.hf_teacher`).
+
+Usage:
+    ids, probs, lens, hidden = TeacherOutput(*targets(batch))   # a 3-tuple works too
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["TeacherOutput", "TeacherTargets"]
+
+
+class TeacherOutput(NamedTuple):
+    """What a teacher gives the student for one batch.
+
+    ids, probs: (B, T_t, k) top-k ids (int64; None when dense, k = V) and probabilities at the
+    distillation temperature; lens: (B,) valid teacher frames; hidden: None, or a tuple of
+    (B, T_t, D_t) teacher layer outputs (hidden-state distillation), in the configured order.
+    """
+
+    ids: torch.Tensor | None
+    probs: torch.Tensor
+    lens: torch.Tensor
+    hidden: tuple[torch.Tensor, ...] | None = None
+
+
+TeacherTargets = Callable[[dict], TeacherOutput]

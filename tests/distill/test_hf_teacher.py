@@ -1,0 +1,184 @@
+"""A transformers CTC model as the teacher, end to end on the tiny synthetic corpus: prepare with
+its tokenizer, dump its soft targets, distil a few steps (cached and online), evaluate it as a
+row, transcribe with it; and what is refused (another tokenizer, another teacher's targets)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_runs import tiny_run
+
+from asr_kd.config import compose
+from asr_kd.data import prepare
+from asr_kd.data.datamodule import AsrDataModule
+from asr_kd.distill.dump import dump_targets
+from asr_kd.distill.hf_teacher import HFTeacher
+from asr_kd.distill.store import SoftTargetStore
+from asr_kd.errors import ConfigError
+from asr_kd.evaluate import evaluate
+from asr_kd.models.hf import load_hf
+from asr_kd.training.run import distill
+
+
+@pytest.fixture(scope="module")
+def hf_teacher(hf_model_dir) -> str:
+    return f"hf:{hf_model_dir('wav2vec2_conformer')}"
+
+
+@pytest.fixture(scope="module")
+def hf_data_dir(tmp_path_factory, tiny_corpus_dir, hf_teacher) -> Path:
+    """The tiny corpus prepared with the teacher's tokenizer (tokenizer=from_teacher)."""
+    out = tmp_path_factory.mktemp("hf_data")
+    overrides = [f"corpus_dir={tiny_corpus_dir}", f"out_dir={out}", "subsets=[train,dev,test]"]
+    prepare.run(
+        compose(
+            "prepare", [*overrides, "tokenizer=from_teacher", f"tokenizer.teacher={hf_teacher}"]
+        )
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def hf_targets(tmp_path_factory, hf_data_dir, hf_teacher) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("hf_targets")
+    cfg = compose(
+        "dump_targets",
+        [f"teacher_ckpt={hf_teacher}", f"data.dir={hf_data_dir}", "subset=train", f"out_dir={out}"]
+        + ["data.num_workers=0", "k=4", "device=cpu"],
+    )
+    return out, dump_targets(cfg)
+
+
+def test_prepare_takes_the_teachers_tokenizer(hf_data_dir, hf_teacher):
+    from asr_kd.data.teacher_vocab import teacher_vocab
+
+    report = json.loads((hf_data_dir / "prepare_report.json").read_text())
+    assert report["tokenizer"]["fingerprint"] == teacher_vocab(hf_teacher).tokenizer.fingerprint
+    assert report["tokenizer"]["from_teacher"] is True
+
+
+def test_dump_fingerprints_the_teacher_and_the_frame_conversion(hf_targets, hf_model_dir):
+    from asr_kd.models.hf import weights_sha256
+
+    out, summary = hf_targets
+    fingerprint = SoftTargetStore(out).fingerprint
+    assert fingerprint["frame_conversion"] == "merge2" and fingerprint["frame_shift_ms"] == 20.0
+    assert fingerprint["student_frame_shift_ms"] == 40.0 and fingerprint["k"] == 4
+    assert fingerprint["teacher"] == str(hf_model_dir("wav2vec2_conformer"))
+    assert fingerprint["checkpoint_sha256"] == weights_sha256(hf_model_dir("wav2vec2_conformer"))
+    assert summary["throughput"]["train"]["audio_s_per_s"] > 0
+    assert summary["num_cuts"] == json.loads((out / "index.json").read_text())["num_cuts"] > 0
+
+
+def test_dumped_targets_match_the_students_frames(hf_targets, hf_data_dir):
+    """Every stored cut has the student's number of frames (fbank frames // 4) and top-k
+    probabilities that sum to at most 1 (the specials' mass is in the "other" bucket)."""
+    store = SoftTargetStore(hf_targets[0])
+    dm = AsrDataModule(hf_data_dir, num_workers=0)
+    for batch in dm.dataloader("train", max_duration=1000):
+        for cut_id, n in zip(batch["cut_ids"], batch["feat_lens"].tolist(), strict=True):
+            ids, probs = store.get(cut_id)
+            assert len(ids) == n // 4, cut_id
+            assert float(probs.sum(-1).max()) <= 1.0 + 1e-3
+            assert int(ids.max()) < dm.tokenizer.vocab_size
+
+
+def test_distill_cached_and_online_then_evaluate_with_the_teacher_as_a_row(
+    tmp_path, hf_targets, hf_data_dir, hf_teacher
+):
+    common = [f"teacher_ckpt={hf_teacher}", "distill.k=4", "distill.temperature=2.0"]
+    cached = distill(tiny_run("distill", hf_data_dir, tmp_path / "cached", *common,
+                              f"targets_dir={hf_targets[0]}", "distill.source=cached"))  # fmt: skip
+    online = distill(tiny_run("distill", hf_data_dir, tmp_path / "online", *common,
+                              "distill.source=online", steps=2))  # fmt: skip
+    assert cached["global_step"] == 3 and online["global_step"] == 2
+    assert cached["metrics"]["train/kd"] > 0 and online["metrics"]["train/kd"] > 0
+    results = evaluate(
+        compose(
+            "evaluate",
+            [
+                f"+checkpoints.public={hf_teacher}",
+                f"data.dir={hf_data_dir}",
+                "plots=false",
+                f"checkpoints.student_kd={tmp_path / 'cached/checkpoints/last.ckpt'}",
+                f"out_dir={tmp_path / 'eval'}",
+                "chunk_sizes_ms=[320]",
+                "rtf.warmup_utts=0",
+            ],
+        )  # fmt: skip
+    )
+    row = next(r for r in results["rows"] if r["model"] == "public")
+    assert row["mode"] == "full" and row["runtime"] == "torch"  # even with runtime=onnx
+    assert row["params"] > 0 and row["macs_per_audio_s"] > 0 and row["rtf"] > 0
+    assert row["num_utts"] > 0 and 0 <= row["cer"]
+    assert {r["model"] for r in results["rows"]} == {"public", "student_kd"}
+
+
+def test_a_student_tokenizer_that_is_not_the_teachers_is_refused(
+    tmp_path, prepared_data_dir, hf_teacher
+):
+    cfg = tiny_run("distill", prepared_data_dir, tmp_path / "s", f"teacher_ckpt={hf_teacher}",
+                   "distill.source=online")  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"does not match the student's char tokenizer .*from_teacher"
+    ):
+        distill(cfg)
+    assert not (tmp_path / "s" / "checkpoints").exists()
+
+
+def test_targets_of_another_teacher_are_refused(tmp_path, hf_targets, hf_data_dir, hf_model_dir):
+    other = shutil.copytree(hf_model_dir("wav2vec2_conformer"), tmp_path / "other")
+    from hf_models import make_wav2vec2_conformer
+
+    make_wav2vec2_conformer(other, seed=1)  # same vocabulary, other weights
+    cfg = tiny_run("distill", hf_data_dir, tmp_path / "s", f"teacher_ckpt=hf:{other}",
+                   f"targets_dir={hf_targets[0]}", "distill.source=cached", "distill.k=4")  # fmt: skip
+    with pytest.raises(ConfigError, match="made by another teacher: checkpoint_sha256.*teacher:"):
+        distill(cfg)
+
+
+@pytest.mark.parametrize(
+    ("family", "conversion"), [("wav2vec2_conformer", "merge2"), ("parakeet", "repeat2")]
+)
+def test_online_teacher_gives_the_students_frames(
+    prepared_data_dir, hf_model_dir, family, conversion
+):
+    """20 ms and 80 ms teachers both come out at the student's 40 ms frames and lengths."""
+    teacher = HFTeacher(load_hf(f"hf:{hf_model_dir(family)}"), 4, 40.0, 2.0, k=None, layers=(2,))
+    assert teacher.conversion.name == conversion
+    dm = AsrDataModule(prepared_data_dir, num_workers=0)
+    batch = next(iter(dm.dataloader("dev", with_audio=True)))
+    ids, probs, lens, hidden = teacher(batch)
+    assert lens.tolist() == (batch["feat_lens"] // 4).tolist()
+    assert probs.shape[:2] == hidden[0].shape[:2] == (len(lens), int(lens.max()))
+    assert torch.all(probs.sum(-1) <= 1.0 + 1e-5)
+
+
+def test_hidden_state_kd_from_a_transformers_teacher_cached_and_online(
+    tmp_path, hf_data_dir, hf_teacher
+):
+    """distill=hidden with an hf: teacher: its layers dumped (int8 codec fitted on its frames,
+    converted to the student's rate) and read back, or run online; the projection maps the
+    student's width to the teacher's (hidden_size 32)."""
+    store_dir = tmp_path / "targets"
+    dump = [f"teacher_ckpt={hf_teacher}", f"data.dir={hf_data_dir}", "subset=train",
+            f"out_dir={store_dir}", "data.num_workers=0", "k=4", "device=cpu",
+            "hidden_layers=[2]", "hidden_compress=int8"]  # fmt: skip
+    summary = dump_targets(compose("dump_targets", dump))
+    store = SoftTargetStore(store_dir)
+    assert store.hidden_layers == (2,) and store.hidden_dim(2) == 32
+    assert summary["fingerprint"]["hidden_layers"] == [2]
+    assert summary["fingerprint"]["frame_conversion"] == "merge2"
+    common = [f"teacher_ckpt={hf_teacher}", "distill=hidden", "distill.k=4",
+              "distill.student_layers=[1]", "distill.teacher_layers=[2]"]  # fmt: skip
+    for source in ("cached", "online"):
+        out = tmp_path / source
+        result = distill(tiny_run("distill", hf_data_dir, out, *common, f"targets_dir={store_dir}",
+                                  f"distill.source={source}", steps=2))  # fmt: skip
+        assert result["global_step"] == 2 and result["metrics"]["train/hidden"] > 0
+        state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        assert state["kd_modules.hidden.proj.0.weight"].shape[0] == 32
