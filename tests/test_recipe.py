@@ -143,7 +143,7 @@ def test_stage_log_shows_the_overrides_in_effect(fake_env):
         line.split("Stage ")[1][0]: line for line in proc.stdout.splitlines() if "Stage " in line
     }
     assert "(teacher_small, 100 steps, warm-up 10)" in logged["2"]
-    assert "(student_tiny, distill=frame_kl, 300 steps, warm-up 200, lr 2e-3)" in logged["4"]
+    assert "(student_tiny, distill=hidden, 300 steps, warm-up 200, lr 2e-3)" in logged["4"]
     assert "(2000 steps, warm-up 200, lr 2e-3, the baseline)" in logged["5"]
     _, _, kd, ctc = _calls(fake_env)
     assert kd.endswith("optim.lr=2e-3 trainer.max_steps=300") and ctc.endswith("optim.lr=2e-3")
@@ -224,7 +224,7 @@ def test_a_retrained_teacher_redoes_its_soft_targets_and_the_kd_student(fake_env
     proc = _run(fake_env, "--stage", "3", "--stop-stage", "5")
     assert proc.returncode == 0, proc.stderr
     dump, kd = _calls(fake_env)  # the CTC-only student reads no targets: still done
-    assert dump.startswith("asr-kd-dump-targets") and "distill=frame_kl" in kd
+    assert dump.startswith("asr-kd-dump-targets") and "distill=hidden" in kd
     assert "resume=true" not in kd and not (exp / "student_kd" / "checkpoints").exists()
     assert (exp / "student_ctc" / "checkpoints" / "last.ckpt").exists()
 
