@@ -507,7 +507,14 @@ def _teacher(cfg: DictConfig, device, compress: str = "none") -> _Teacher:
         k = min(int(cfg.k), loaded.tokenizer.vocab_size)
         subsampling = round(shift / FRAME_SHIFT_MS)
         teacher = HFTeacher(loaded, subsampling, shift, temperature, k, layers)
-        fingerprint = hf_fingerprint(loaded, teacher.conversion, k, temperature, layers, compress)
+        fingerprint = hf_fingerprint(
+            loaded,
+            teacher.conversion,
+            k,
+            temperature,
+            hidden_layers=layers,
+            hidden_compress=compress,
+        )
         dim = loaded.model.hidden_size
         return _Teacher(teacher, True, fingerprint, loaded.tokenizer, layers, dim)
     if cfg.get("bf16", False):

@@ -28,8 +28,6 @@ Usage:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from asr_kd.distill.frames import FrameConversion, match_lengths, plan_conversion
@@ -42,18 +40,13 @@ __all__ = ["HFTeacher", "hf_fingerprint"]
 
 
 def hf_fingerprint(
-    loaded: HFLoaded,
-    conversion: FrameConversion,
-    k: int,
-    temperature: float,
-    hidden_layers: Sequence[int] = (),
-    hidden_compress: str = "none",
+    loaded: HFLoaded, conversion: FrameConversion, k: int, temperature: float, **hidden
 ) -> dict:
     """The soft targets' identity for a transformers teacher: what
     :func:`~asr_kd.distill.store.teacher_fingerprint` holds (the weight files' SHA-256, the
     vocabulary as the student tokenizer's fingerprint, the teacher's frame shift, k, T, and the
-    stored hidden layers and their codec, if any) plus the model id or path, its revision and
-    the frame conversion."""
+    stored hidden layers and their codec, if any: ``hidden_layers``, ``hidden_compress``) plus the
+    model id or path, its revision and the frame conversion."""
     extra = {
         "teacher": str(loaded.source.name),
         "revision": loaded.source.revision,
@@ -66,9 +59,8 @@ def hf_fingerprint(
         conversion.teacher_shift_ms,
         k,
         temperature,
-        hidden_layers,
-        hidden_compress,
         extra=extra,
+        **hidden,
     )
 
 

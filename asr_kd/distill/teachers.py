@@ -173,7 +173,10 @@ def _expected_fingerprint(
 ) -> dict:
     if isinstance(teacher, HFLoaded):
         conversion = plan_conversion(teacher.model.frame_shift_ms, student.frame_shift_ms)
-        return hf_fingerprint(teacher, conversion, k, temperature, hidden_layers, hidden_compress)
+        return hf_fingerprint(
+            teacher, conversion, k, temperature,
+            hidden_layers=hidden_layers, hidden_compress=hidden_compress,
+        )  # fmt: skip
     return teacher_fingerprint(
         file_sha256(teacher.path),
         teacher.tokenizer.fingerprint,
