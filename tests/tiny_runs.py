@@ -36,3 +36,19 @@ def tiny_run(config: str, data_dir, out_dir, *overrides: str, steps: int = 3):
             *overrides,
         ],
     )
+
+
+def evaluate_overrides(data_dir, out_dir, teacher, student, runtime) -> list[str]:
+    """asr-kd-evaluate overrides for a teacher and a streaming student on the tiny test subset
+    (160 ms chunks, no warm-up, no plots) in ``runtime``."""
+    return [
+        f"data.dir={data_dir}",
+        f"out_dir={out_dir}",
+        "subsets=[test]",
+        "chunk_sizes_ms=[160]",
+        "rtf.warmup_utts=0",
+        "plots=false",
+        f"checkpoints.teacher={teacher}",
+        f"checkpoints.student_kd={student}",
+        f"runtime={runtime}",
+    ]

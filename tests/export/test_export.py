@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from tiny_runs import evaluate_overrides
 
 from asr_kd.config import compose
 from asr_kd.data.tokenizer import Tokenizer
@@ -226,17 +227,9 @@ def test_evaluate_onnx_runtime_decodes_like_torch(tmp_path, prepared_data_dir, m
     student = make_checkpoint(tmp_path / "student.ckpt", streaming=True)
     results = {}
     for runtime in ("torch", "onnx"):
-        overrides = [
-            f"data.dir={prepared_data_dir}",
-            f"out_dir={tmp_path / runtime}",
-            "subsets=[test]",
-            "chunk_sizes_ms=[160]",
-            "rtf.warmup_utts=0",
-            "plots=false",
-            f"checkpoints.teacher={teacher}",
-            f"checkpoints.student_kd={student}",
-            f"runtime={runtime}",
-        ]
+        overrides = evaluate_overrides(
+            prepared_data_dir, tmp_path / runtime, teacher, student, runtime
+        )
         results[runtime] = evaluate(compose("evaluate", overrides))
     onnx_rows = results["onnx"]["rows"]
     assert [r["runtime"] for r in onnx_rows] == ["onnx"] * 3

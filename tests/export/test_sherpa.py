@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from tiny_runs import evaluate_overrides
 
 from asr_kd.config import compose
 from asr_kd.data.datamodule import load_cuts
@@ -136,17 +137,9 @@ def test_export_cli_format_sherpa_onnx(tmp_path, make_checkpoint):
 def test_evaluate_sherpa_rows_beside_the_onnx_ones(tmp_path, prepared_data_dir, make_checkpoint):
     teacher = make_checkpoint(tmp_path / "teacher.ckpt", streaming=False)
     student = make_checkpoint(tmp_path / "student.ckpt", streaming=True)
-    overrides = [
-        f"data.dir={prepared_data_dir}",
-        f"out_dir={tmp_path / 'eval'}",
-        "subsets=[test]",
-        "chunk_sizes_ms=[160]",
-        "rtf.warmup_utts=0",
-        "plots=false",
-        f"checkpoints.teacher={teacher}",
-        f"checkpoints.student_kd={student}",
-        "runtime=[onnx,sherpa-onnx]",
-    ]
+    overrides = evaluate_overrides(
+        prepared_data_dir, tmp_path / "eval", teacher, student, "[onnx,sherpa-onnx]"
+    )
     results = evaluate(compose("evaluate", overrides))
     rows = results["rows"]
     assert [(r["model"], r["mode"], r["runtime"]) for r in rows] == [
