@@ -169,3 +169,38 @@ distil_student() {
     out_dir="$EXP/$name" trainer.max_steps="$STUDENT_STEPS" seed="$SEED" \
     ${STUDENT_ARGS[@]+"${STUDENT_ARGS[@]}"} ${kd_args[@]+"${kd_args[@]}"}
 }
+
+# students_side_by_side: whether stages 4 and 5 run at once (STUDENTS_PARALLEL: auto | yes | no).
+# auto: yes on a CPU with two or more cores, unless a training stage is sent to a GPU (there the
+# two would share one device, which the demo has not measured).
+students_side_by_side() {
+  case $STUDENTS_PARALLEL in
+    yes) return 0 ;;
+    no) return 1 ;;
+    auto) [ "$(nproc)" -ge 2 ] && ! overrides_for kd | grep -q '^trainer.accelerator=\(gpu\|cuda\)' ;;
+    *) die "STUDENTS_PARALLEL=$STUDENTS_PARALLEL: expected auto, yes or no" ;;
+  esac
+}
+
+# run_side_by_side THREADS FN1 LOG1 FN2 LOG2: run the shell functions FN1 and FN2 at once, each
+# with THREADS CPU threads (OMP_NUM_THREADS, read by torch) and its output in its LOG; then print
+# each log's stage lines and final summary. Fails (after both ended) if either did, with the tail
+# of its log.
+run_side_by_side() {
+  local threads=$(( $1 > 0 ? $1 : 1 )) fn1=$2 log1=$3 fn2=$4 log2=$5 pid1 pid2 rc1=0 rc2=0
+  mkdir -p "$(dirname "$log1")" "$(dirname "$log2")"
+  ( export OMP_NUM_THREADS=$threads; "$fn1" ) > "$log1" 2>&1 & pid1=$!
+  ( export OMP_NUM_THREADS=$threads; "$fn2" ) > "$log2" 2>&1 & pid2=$!
+  log "  $fn1 -> $log1 (pid $pid1); $fn2 -> $log2 (pid $pid2); follow with: tail -f $log1"
+  wait "$pid1" || rc1=$?
+  wait "$pid2" || rc2=$?
+  local name log rc
+  for name in 1 2; do
+    if [ "$name" = 1 ]; then log=$log1 rc=$rc1; else log=$log2 rc=$rc2; fi
+    grep -a '^[0-9-]* [0-9:]* Stage' "$log" || true
+    if [ "$rc" -ne 0 ]; then
+      echo "--- the last lines of $log:" >&2; tail -n 20 "$log" >&2
+    fi
+  done
+  [ "$rc1" -eq 0 ] && [ "$rc2" -eq 0 ] || die "a student stage failed (status $rc1 / $rc2): see the logs above"
+}

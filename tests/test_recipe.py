@@ -26,6 +26,7 @@ COMMANDS = [
 # A fake command: records its arguments, creates out_dir with a results.md and an index.json.
 FAKE = """#!/usr/bin/env bash
 echo "$(basename "$0") $*" >> "$CALLS"
+echo "$(basename "$0") ${OMP_NUM_THREADS:-unset}" >> "$CALLS.threads"
 for a in "$@"; do case $a in out_dir=*) mkdir -p "${a#out_dir=}"; echo TABLE > "${a#out_dir=}/results.md"; echo "{}" > "${a#out_dir=}/index.json";; esac; done
 """
 
@@ -66,7 +67,9 @@ def test_stages_run_in_order_and_route_overrides(fake_env):
     assert proc.returncode == 0, proc.stderr
     calls = _calls(fake_env)
     assert [c.split()[0] for c in calls] == COMMANDS[:5] + ["asr-kd-distill"] + COMMANDS[5:]
-    synth, prepare, teacher, dump, kd, ctc, evaluate = calls
+    synth, prepare, teacher, dump, *students, evaluate = calls
+    # stages 4 and 5 may run side by side (STUDENTS_PARALLEL=auto): either may log first
+    ctc, kd = sorted(students, key=lambda c: "distill=none" not in c)
     assert "model.d_model=32" in teacher and "model.d_model=32" not in kd
     assert "optim.lr=2e-3" in kd and "optim.lr=2e-3" in ctc and "optim.lr=2e-3" not in teacher
     assert all("trainer.accelerator=cpu" in c for c in (teacher, kd, ctc))
@@ -77,6 +80,50 @@ def test_stages_run_in_order_and_route_overrides(fake_env):
     assert steps and steps == [a for a in ctc.split() if a.startswith("trainer.max_steps=")]
     assert "checkpoints.student_ctc=" in evaluate and evaluate.endswith("rtf.warmup_utts=0")
     assert proc.stdout.count("Stage ") == 7 and "TABLE" in proc.stdout
+
+
+def test_the_students_train_side_by_side_on_half_the_cores_each(fake_env, tmp_path):
+    """STUDENTS_PARALLEL=auto on 2+ cores: stages 4 and 5 at once, each with nproc/2 threads
+    and its own log; =no: one after the other, on every core (OMP_NUM_THREADS untouched)."""
+    env = dict(fake_env, STUDENTS_PARALLEL="yes")
+    env.pop("OMP_NUM_THREADS", None)
+    proc = _run(env)
+    assert proc.returncode == 0, proc.stderr
+    lines = Path(env["CALLS"] + ".threads").read_text().splitlines()
+    half = str(max(len(os.sched_getaffinity(0)) // 2, 1))
+    assert sorted(lines) == sorted(
+        ["asr-kd-synth unset", "asr-kd-prepare unset", "asr-kd-train unset",
+         "asr-kd-dump-targets unset", f"asr-kd-distill {half}", f"asr-kd-distill {half}",
+         "asr-kd-evaluate unset"]
+    )  # fmt: skip
+    exp = Path(env["EXP"])
+    for name in ("student_kd", "student_ctc"):
+        assert "+ asr-kd-distill" in (exp / f"{name}.log").read_text()
+    assert "side by side" in proc.stdout and proc.stdout.count("Stage ") == 7
+    _calls(env)
+    Path(env["CALLS"] + ".threads").unlink()
+    shutil.rmtree(exp)
+    proc = _run(dict(env, STUDENTS_PARALLEL="no"))
+    assert proc.returncode == 0, proc.stderr
+    kd, ctc = [c for c in _calls(env) if c.startswith("asr-kd-distill")]
+    assert "distill=none" in ctc and "distill=none" not in kd
+    assert "asr-kd-distill unset" in Path(env["CALLS"] + ".threads").read_text()
+    assert not (exp / "student_kd.log").exists() and "side by side" not in proc.stdout
+    assert _run(dict(env, STUDENTS_PARALLEL="maybe")).stderr == (
+        "error: STUDENTS_PARALLEL=maybe: expected auto, yes or no\n"
+    )
+
+
+def test_a_failed_side_by_side_student_fails_the_recipe_with_its_log(fake_env, tmp_path):
+    bad = Path(fake_env["PATH"].split(":")[0]) / "asr-kd-distill"
+    bad.write_text(
+        FAKE + 'case "$*" in *distill=none*) echo "boom: bad batch" >&2; exit 3;; esac\n'
+    )
+    proc = _run(dict(fake_env, STUDENTS_PARALLEL="yes"))
+    assert proc.returncode == 2
+    assert "boom: bad batch" in proc.stderr and "a student stage failed" in proc.stderr
+    calls = _calls(fake_env)
+    assert not any(c.startswith("asr-kd-evaluate") for c in calls)  # stage 6 never ran
 
 
 def test_done_markers_skip_finished_stages(fake_env):

@@ -7,6 +7,7 @@
 #   3 dump its soft targets        asr-kd-dump-targets   -> $EXP/targets
 #   4 distil the student (KD)      asr-kd-distill        -> $EXP/student_kd
 #   5 same student, CTC only       asr-kd-distill distill=none, same updates -> $EXP/student_ctc
+#     (4 and 5 run side by side on a CPU with 2+ cores, logs in $EXP/student_{kd,ctc}.log)
 #   6 evaluate all three           asr-kd-evaluate       -> $EXP/demo (results.json/.md, plots)
 #   7 KD comparison (not default)  one student per distill setting -> $EXP/kd_compare/report
 #
@@ -60,6 +61,11 @@ TEMPERATURE=${TEMPERATURE:-2.0}          # softmax temperature of the stored sof
 # same store); [2,4,6] = teacher_small's layers paired with student_tiny's 3. Empty: none stored.
 HIDDEN_LAYERS=${HIDDEN_LAYERS-[2,4,6]}
 HIDDEN_COMPRESS=${HIDDEN_COMPRESS:-none}  # none (fp16) | int8 | pca<N> (see asr-kd-dump-targets --help)
+# Stages 4 and 5 at once: the two students are independent, and on a CPU with 2+ cores two
+# trainings of nproc/2 threads each end sooner than one after the other on all cores (2 cores,
+# student_tiny, 80 updates: 14.5 s side by side vs 2 x 11.4 s in a row, measured 2026-12-01).
+# auto: side by side when both stages run on a CPU with 2+ cores; yes | no force it.
+STUDENTS_PARALLEL=${STUDENTS_PARALLEL:-auto}
 CHUNK_MS=${CHUNK_MS:-320}                # streaming chunk(s) evaluated, e.g. "160,320,640"
 # Checkpoint averaging (icefall's --avg), the same for the teacher and every student: AVG=N
 # writes checkpoints/averaged.ckpt, the mean weights of the last N snapshots AVG_EVERY updates
@@ -131,16 +137,23 @@ if in_range 3; then
     ${HIDDEN_LAYERS:+"hidden_layers=$HIDDEN_LAYERS" hidden_compress="$HIDDEN_COMPRESS"}
 fi
 
-if in_range 4; then
+stage_4() {
   student_args kd
   log "Stage 4: distil the student ($STUDENT_MODEL, distill=$DISTILL, $student_words)"
   distil_student student_kd "$DISTILL" kd 4
-fi
-
-if in_range 5; then
+}
+stage_5() {
   student_args ctc
   log "Stage 5: train the same student with CTC only ($student_words, the baseline)"
   distil_student student_ctc none ctc 5
+}
+if in_range 4 && in_range 5 && students_side_by_side; then
+  threads=$(( $(nproc) / 2 ))
+  log "Stages 4 and 5: the two students side by side, $threads CPU thread(s) each (STUDENTS_PARALLEL=no: one after the other)"
+  run_side_by_side "$threads" stage_4 "$EXP/student_kd.log" stage_5 "$EXP/student_ctc.log"
+else
+  if in_range 4; then stage_4; fi
+  if in_range 5; then stage_5; fi
 fi
 
 if in_range 6; then
