@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+from asr_kd.checkpoint import file_sha256
 from asr_kd.config import compose
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.training.builders import build_model
@@ -148,12 +149,12 @@ def test_resume_continues_the_hf_run_and_rewrites_hf_model(hf_run, tmp_path, pre
     src, _, _ = hf_run
     out = tmp_path / "run"
     shutil.copytree(src, out)
-    before = (out / "hf_model" / "model.safetensors").read_bytes()
+    before = file_sha256(out / "hf_model" / "model.safetensors")
     result = train(_cfg(prepared_data_dir, out, 6, "resume=true"))
     assert result["resumed_from"].endswith("last.ckpt") and result["global_step"] == 6
     after = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert float(after["optimizer_states"][0]["state"][0]["step"]) == 6
-    assert (out / "hf_model" / "model.safetensors").read_bytes() != before
+    assert file_sha256(out / "hf_model" / "model.safetensors") != before  # step 6's weights
     from asr_kd.models.hf import load_hf
 
     batch = _dev_audio(prepared_data_dir)
