@@ -156,21 +156,8 @@ class AsrTask(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        feats, feat_lens = batch["feats"], batch["feat_lens"]
         teacher = self.targets(batch) if self.targets is not None else None  # clean features
-        if self.reads_audio:  # a transformers model: its own features (and SpecAugment on them)
-            log_probs, out_lens, _ = self.model(
-                batch["audio"], batch["audio_lens"], augment=self.spec_augment
-            )
-            hidden = []
-        else:
-            if self.spec_augment is not None:
-                feats = self.spec_augment(feats, feat_lens)
-            chunk_size = self.model.sample_chunk_size()  # dynamic chunk training; None = full
-            log_probs, out_lens, *hidden = self.model(
-                feats, feat_lens, chunk_size=chunk_size,
-                left_chunks=self.model.default_left_chunks, return_hidden=len(self.kd_modules) > 0,
-            )  # fmt: skip
+        log_probs, out_lens, *hidden = self._train_forward(batch)
         losses = self.compute_loss(log_probs, out_lens, batch, teacher, *hidden)
         figures = {"train/loss": losses.loss, "train/ctc": losses.ctc, "train/kd": losses.kd}
         if "hidden" in self.kd_modules and losses.hidden is not None:
@@ -183,8 +170,22 @@ class AsrTask(L.LightningModule):
         if not torch.isfinite(losses.loss):
             return self._skip_bad_batch(losses)
         self.consecutive_bad_batches = 0
-        self.log_dict(figures, prog_bar=True, batch_size=feats.size(0))
+        self.log_dict(figures, prog_bar=True, batch_size=log_probs.size(0))
         return losses.loss
+
+    def _train_forward(self, batch: dict) -> tuple:
+        """The model on a training batch (SpecAugment, a sampled chunk size): ``(log_probs,
+        out_lens)``, plus every layer's output when ``kd_modules`` need them."""
+        if self.reads_audio:  # a transformers model: its own features, SpecAugment on them
+            return self.model(batch["audio"], batch["audio_lens"], augment=self.spec_augment)[:2]
+        feats, feat_lens = batch["feats"], batch["feat_lens"]
+        if self.spec_augment is not None:
+            feats = self.spec_augment(feats, feat_lens)
+        chunk_size = self.model.sample_chunk_size()  # dynamic chunk training; None = full
+        return self.model(
+            feats, feat_lens, chunk_size=chunk_size, left_chunks=self.model.default_left_chunks,
+            return_hidden=len(self.kd_modules) > 0,
+        )  # fmt: skip
 
     def compute_loss(
         self, log_probs, out_lens, batch: dict, teacher, student_hidden=None

@@ -164,3 +164,14 @@ def test_resume_continues_the_hf_run_and_rewrites_hf_model(hf_run, tmp_path, pre
             batch["audio"], batch["audio_lens"]
         )
     torch.testing.assert_close(got, want[0], rtol=0, atol=1e-5)
+
+
+def test_its_checkpoints_point_to_the_hf_dir(hf_run):
+    """evaluate/transcribe/export read our Conformer from a .ckpt: an HF run's is refused with
+    the directory to use."""
+    from asr_kd.errors import ConfigError
+    from asr_kd.models.loading import load_model
+
+    out, _, _ = hf_run
+    with pytest.raises(ConfigError, match=f"use hf:{out / 'hf_model'}"):
+        load_model(out / "checkpoints" / "last.ckpt")
