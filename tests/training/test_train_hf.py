@@ -175,3 +175,29 @@ def test_its_checkpoints_point_to_the_hf_dir(hf_run):
     out, _, _ = hf_run
     with pytest.raises(ConfigError, match=f"use hf:{out / 'hf_model'}"):
         load_model(out / "checkpoints" / "last.ckpt")
+
+
+def test_spec_augment_masks_a_mel_models_features_and_is_refused_for_a_waveform_one(
+    hf_model_dir, one_thread
+):
+    """Training: SpecAugment changes a trainable Parakeet's output (it masks the model's own mel;
+    identity in eval mode); a waveform model (HuBERT) refuses it, naming spec_augment=null."""
+    from asr_kd.data.augment import SpecAugment
+    from asr_kd.errors import ConfigError
+    from asr_kd.models.hf import load_hf
+    from asr_kd.models.hf_build import build_parakeet_ctc
+
+    torch.manual_seed(0)
+    model = build_parakeet_ctc(29, hidden_size=32, num_layers=1, num_heads=2, ff_dim=64,
+                               conv_kernel_size=5, subsampling_channels=8, dropout=0.0)  # fmt: skip
+    audio, lens = torch.randn(2, 32000) * 0.1, torch.tensor([32000, 24000])
+    augment = SpecAugment().train()
+    model.train()
+    plain = model(audio, lens)[0]
+    masked, masked_lens, _ = model(audio, lens, augment=augment)
+    assert torch.equal(masked_lens, model(audio, lens)[1]) and not torch.allclose(plain, masked)
+    assert masked.requires_grad  # the training path keeps the graph
+    torch.testing.assert_close(model(audio, lens, augment=augment.eval())[0], plain)
+    hubert = load_hf(f"hf:{hf_model_dir('hubert')}").model
+    with pytest.raises(ConfigError, match="spec_augment=null"):
+        hubert(audio, lens, augment=augment.train())
