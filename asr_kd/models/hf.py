@@ -94,7 +94,7 @@ class HFCTCModel(nn.Module):
     reads_audio = True
 
     def __init__(
-        self, model: nn.Module, extractor, dtype: torch.dtype | None = None, trainable=False
+        self, model: nn.Module, extractor, dtype: torch.dtype | None = None, trainable: bool = False
     ):
         super().__init__()
         self.hf = model if trainable else model.eval().requires_grad_(False)
