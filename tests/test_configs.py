@@ -152,7 +152,9 @@ def _assert_built_as_configured(group: str, node: dict, built: object) -> None:
     from asr_kd.models import ConformerCTC
 
     checked = {}
-    if group == "model":
+    if group == "model" and node["_target_"].startswith("asr_kd.models.hf_build."):
+        checked = _hf_model_values(built)
+    elif group == "model":
         assert isinstance(built, ConformerCTC)
         checked = {
             key: getattr(built, key)
@@ -217,6 +219,27 @@ def _assert_built_as_configured(group: str, node: dict, built: object) -> None:
     checked = {key: value for key, value in checked.items() if key in node}
     assert checked, f"conf/{group}/: none of its keys was checked"
     assert checked == {key: node[key] for key in checked}
+
+
+def _hf_model_values(built) -> dict:
+    """A conf/model/hf_*.yaml model (a transformers ParakeetForCTC): its config's values."""
+    from asr_kd.models.hf import HFCTCModel
+
+    assert isinstance(built, HFCTCModel) and built.reads_audio
+    assert all(p.requires_grad for p in built.parameters()), "trainable"
+    config, encoder = built.hf.config, built.hf.config.encoder_config
+    assert encoder.layerdrop == 0.0 and config.pad_token_id == 0  # our blank
+    return {
+        "vocab_size": config.vocab_size,
+        "hidden_size": encoder.hidden_size,
+        "num_layers": encoder.num_hidden_layers,
+        "num_heads": encoder.num_attention_heads,
+        "ff_dim": encoder.intermediate_size,
+        "conv_kernel_size": encoder.conv_kernel_size,
+        "subsampling_factor": encoder.subsampling_factor,
+        "subsampling_channels": encoder.subsampling_conv_channels,
+        "dropout": encoder.dropout,
+    }
 
 
 def _compose_experiment(group: str, option: str) -> DictConfig:

@@ -79,16 +79,25 @@ def _frame_shift_ms(config, extractor) -> float:
 
 
 class HFCTCModel(nn.Module):
-    """A transformers CTC model and its feature extractor, frozen, in eval mode.
+    """A transformers CTC model and its feature extractor: frozen, in eval mode (a teacher), or
+    ``trainable`` (``asr-kd-train model=hf_*``: :mod:`asr_kd.models.hf_build`).
+
+    ``reads_audio`` tells :class:`asr_kd.training.task.AsrTask` to feed it the batch's
+    ``audio``/``audio_lens`` (not our fbank).
 
     Args:
         model: an ``AutoModelForCTC`` model. extractor: its feature extractor.
         dtype: ``torch.bfloat16`` runs the forward under autocast (log-probs stay float32).
+        trainable: keep the weights trainable and the model's mode (Lightning sets it).
     """
 
-    def __init__(self, model: nn.Module, extractor, dtype: torch.dtype | None = None):
+    reads_audio = True
+
+    def __init__(
+        self, model: nn.Module, extractor, dtype: torch.dtype | None = None, trainable: bool = False
+    ):
         super().__init__()
-        self.hf = model.eval().requires_grad_(False)
+        self.hf = model if trainable else model.eval().requires_grad_(False)
         self.extractor, self.dtype = extractor, dtype
         self.frame_shift_ms = _frame_shift_ms(model.config, extractor)
         self.vocab_size = int(model.config.vocab_size)
@@ -129,14 +138,30 @@ class HFCTCModel(nn.Module):
     def _device(self) -> torch.device:
         return next(self.hf.parameters()).device
 
+    def _augment(self, inputs: dict, augment) -> dict:
+        """``augment(feats (B, T, F), lens (B,)) -> feats`` on a mel model's input features."""
+        if self.waveform:
+            raise ConfigError(
+                f"spec_augment masks mel features; a {self.hf.config.model_type} model reads the "
+                "waveform: set spec_augment=null (its config's mask_time_prob masks on its side)"
+            )
+        lens = inputs["attention_mask"].sum(-1)
+        return {**inputs, "input_features": augment(inputs["input_features"], lens)}
+
     def forward(
-        self, audio: torch.Tensor, audio_lens: torch.Tensor, hidden_layers: tuple[int, ...] = ()
+        self,
+        audio: torch.Tensor,
+        audio_lens: torch.Tensor,
+        hidden_layers: tuple[int, ...] = (),
+        augment: nn.Module | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Padded 16 kHz audio -> the model's CTC posteriors.
+        """Padded 16 kHz audio -> the model's CTC posteriors (differentiable when trainable).
 
         Args:
             audio: (B, N) float waveform in [-1, 1], zero-padded. audio_lens: (B,) samples.
             hidden_layers: 1-based layers whose outputs to return (layer L = the last).
+            augment: SpecAugment-like ``(feats, lens) -> feats`` on a mel model's features
+                (training), or None.
         Returns:
             log_probs (B, T_t, V_t) float32 ``log_softmax(logits)``; lens (B,) valid frames;
             hidden: one (B, T_t, D_t) float32 tensor per requested layer.
@@ -147,6 +172,8 @@ class HFCTCModel(nn.Module):
                     f"teacher layer {layer} asked, the model has layers 1..{self.num_layers}"
                 )
         inputs = self.features(audio.to(self._device), audio_lens)
+        if augment is not None:
+            inputs = self._augment(inputs, augment)
         autocast = torch.autocast(self._device.type, self.dtype, enabled=self.dtype is not None)
         with autocast:
             out = self.hf(**inputs, output_hidden_states=bool(hidden_layers))

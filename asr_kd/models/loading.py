@@ -53,6 +53,12 @@ def load_model(path: str | os.PathLike) -> LoadedModel | HFLoaded:
     ckpt = load_checkpoint(path)
     meta = ckpt["asr_kd"]
     model = hydra.utils.instantiate(meta["model_config"])
+    if getattr(model, "reads_audio", False):
+        run_dir = Path(path).resolve().parent.parent
+        raise ConfigError(
+            f"{path} holds a transformers model (model=hf_*), for resume only: use "
+            f"hf:{run_dir / 'hf_model'} (or hf_model_averaged), written at the end of its run"
+        )
     model.load_state_dict(_model_state(ckpt))
     model.eval()
     return LoadedModel(

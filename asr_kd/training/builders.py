@@ -14,6 +14,8 @@ Run directory (``out_dir``):
                                    snapshots, ``average.every_n_steps`` apart (weights only;
                                    :mod:`asr_kd.training.averaging`)
     logs/csv/version_N/metrics.csv, logs/tensorboard/version_N/   one version per (re)start
+    hf_model/, hf_model_averaged/  a transformers model (``model=hf_*``): its final (averaged)
+                                   weights and processor by ``save_pretrained``, for ``hf:<dir>``
 
 Checkpoints are written atomically (temp file + rename, :class:`AtomicCheckpointIO`) and hold
 only plain types, so the whole file loads with ``torch.load(weights_only=True)``.
@@ -45,12 +47,15 @@ from asr_kd.config import save_config
 from asr_kd.distill.losses import KDConfig
 from asr_kd.distill.teachers import TeacherTargets
 from asr_kd.errors import ConfigError, MissingFileError, OutputExistsError
+from asr_kd.models.hf_build import save_hf_model
 from asr_kd.models.loading import init_weights_from
 from asr_kd.training.averaging import WeightAverager
 from asr_kd.training.task import AsrTask, OptimConfig, lr_lambda
 
 __all__ = [
     "AVERAGED_CKPT",
+    "HF_AVERAGED_DIR",
+    "HF_DIR",
     "AtomicCheckpointIO",
     "EpochTimer",
     "build_averager",
@@ -60,6 +65,7 @@ __all__ = [
 ]
 
 AVERAGED_CKPT = "averaged.ckpt"  # beside last.ckpt and best.ckpt
+HF_DIR, HF_AVERAGED_DIR = "hf_model", "hf_model_averaged"  # model=hf_*: save_pretrained dirs
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -99,7 +105,8 @@ class EpochTimer(Callback):
 
 
 def build_model(model_cfg: DictConfig, dm) -> tuple[nn.Module, dict]:
-    """Instantiate ``model_cfg`` with the tokenizer's vocab and the training CMVN.
+    """Instantiate ``model_cfg`` with the tokenizer's vocab and the training CMVN; a model that
+    reads audio (``model=hf_*``) gets no CMVN, and ``dm`` then carries the audio (``with_audio``).
 
     Returns:
         (model, model_config): model_config is the plain dict (``_target_``, ``vocab_size`` from
@@ -108,6 +115,9 @@ def build_model(model_cfg: DictConfig, dm) -> tuple[nn.Module, dict]:
     model_config = OmegaConf.to_container(model_cfg, resolve=True)
     model_config["vocab_size"] = dm.tokenizer.vocab_size
     model = hydra.utils.instantiate(model_config)
+    if getattr(model, "reads_audio", False):  # a transformers model: its extractor normalises
+        dm.with_audio = True
+        return model, model_config
     mean, std = dm.cmvn
     model.set_cmvn(mean, std)
     return model, model_config
@@ -214,20 +224,35 @@ def _build_task(cfg, dm, model, model_config, role, kd, targets, kd_modules) -> 
     )
 
 
-def _save_averaged(trainer: L.Trainer, task: AsrTask, averager, path: Path) -> str | None:
-    """Write ``averaged.ckpt``: ``last.ckpt``'s format with the averaged weights, weights only
-    (no optimizer: it is a model to decode or to ``init_from``, not a run to resume)."""
-    if averager is None or not averager.complete:
+def _save_hf(trainer: L.Trainer, task: AsrTask, out_dir: Path) -> str | None:
+    """A transformers model (``model=hf_*``): its ``save_pretrained`` directory ``out_dir``
+    (what ``hf:<out_dir>`` loads), by rank 0; None for our own models."""
+    if not task.reads_audio:
         return None
+    if trainer.is_global_zero:
+        save_hf_model(task.model, task.tokenizer, out_dir)
+    return str(out_dir)
+
+
+def _save_averaged(
+    trainer: L.Trainer, task: AsrTask, averager, path: Path
+) -> tuple[str | None, str | None]:
+    """Write ``averaged.ckpt``: ``last.ckpt``'s format with the averaged weights, weights only
+    (no optimizer: it is a model to decode or to ``init_from``, not a run to resume); and a
+    transformers model's averaged weights as ``<out_dir>/hf_model_averaged``. Returns both
+    paths (None: not written)."""
+    if averager is None or not averager.complete:
+        return None, None
     final = {name: value.clone() for name, value in task.model.state_dict().items()}
     task.model.load_state_dict(averager.averaged_state(task.model))
     task.averaged_steps = list(averager.steps)
     try:
         trainer.save_checkpoint(path, weights_only=True)
+        hf = _save_hf(trainer, task, path.parent.parent / HF_AVERAGED_DIR)
     finally:
         task.model.load_state_dict(final)
         task.averaged_steps = None
-    return str(path)
+    return str(path), hf
 
 
 def fit(
@@ -262,7 +287,10 @@ def fit(
     fit_seconds = time.perf_counter() - start
     last = out_dir / "checkpoints" / "last.ckpt"
     trainer.save_checkpoint(last, weights_only=False)  # full state
-    averaged = _save_averaged(trainer, task, averager, out_dir / "checkpoints" / AVERAGED_CKPT)
+    hf_model = _save_hf(trainer, task, out_dir / HF_DIR)
+    averaged, hf_averaged = _save_averaged(
+        trainer, task, averager, out_dir / "checkpoints" / AVERAGED_CKPT
+    )
     best = trainer.checkpoint_callbacks[1]
     metrics = {key: float(v) for key, v in trainer.callback_metrics.items()}
     return {
@@ -276,6 +304,7 @@ def fit(
         "last_ckpt": str(last),
         "averaged_ckpt": averaged,
         "averaged_steps": list(averager.steps) if averaged else None,
+        **({"hf_model": hf_model, "hf_model_averaged": hf_averaged} if hf_model else {}),
         "resumed_from": None if resume_from is None else str(resume_from),
         "init_from": None if init_from is None else str(init_from),
         "metrics": metrics,

@@ -104,7 +104,9 @@ class AsrTask(L.LightningModule):
     """Trains ``model`` with CTC, plus KD from ``targets`` when given.
 
     Args:
-        model: a ``ConformerCTC`` (CMVN and vocab already set).
+        model: a ``ConformerCTC`` (CMVN and vocab already set), or a model that reads audio
+            (``model.reads_audio``: a trainable :class:`asr_kd.models.hf.HFCTCModel`), fed the
+            batch's ``audio``/``audio_lens``, CTC only, ``spec_augment`` on its own features.
         model_config: plain dict with ``_target_`` that rebuilds ``model`` (saved in checkpoints).
         tokenizer: the data's ``Tokenizer`` (``to_dict()`` saved in checkpoints).
         role: "teacher" or "student".
@@ -143,20 +145,19 @@ class AsrTask(L.LightningModule):
         self.averaged_steps: list[int] | None = None  # set while averaged.ckpt is written
         self._val_counts = torch.zeros(4, dtype=torch.float64)  # word errs, words, char errs, chars
         # self.kd_modules (above) is training only: never under self.model
+        self.reads_audio = bool(getattr(model, "reads_audio", False))  # batch["audio"] in
+        if self.reads_audio and (targets is not None or kd_modules or self.kd.inter_weight > 0):
+            raise ConfigError(
+                "a transformers model (model=hf_*) trains with CTC alone here (asr-kd-train); "
+                "distil into our Conformer students instead (teacher_ckpt=hf:<dir>)"
+            )
         if self.kd.inter_weight > 0:
             self.kd_modules["inter_ctc"] = _inter_ctc_heads(self.kd, model)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        feats, feat_lens = batch["feats"], batch["feat_lens"]
         teacher = self.targets(batch) if self.targets is not None else None  # clean features
-        if self.spec_augment is not None:
-            feats = self.spec_augment(feats, feat_lens)
-        chunk_size = self.model.sample_chunk_size()  # dynamic chunk training; None = full
-        log_probs, out_lens, *hidden = self.model(
-            feats, feat_lens, chunk_size=chunk_size, left_chunks=self.model.default_left_chunks,
-            return_hidden=len(self.kd_modules) > 0,
-        )  # fmt: skip
+        log_probs, out_lens, *hidden = self._train_forward(batch)
         losses = self.compute_loss(log_probs, out_lens, batch, teacher, *hidden)
         figures = {"train/loss": losses.loss, "train/ctc": losses.ctc, "train/kd": losses.kd}
         if "hidden" in self.kd_modules and losses.hidden is not None:
@@ -169,8 +170,22 @@ class AsrTask(L.LightningModule):
         if not torch.isfinite(losses.loss):
             return self._skip_bad_batch(losses)
         self.consecutive_bad_batches = 0
-        self.log_dict(figures, prog_bar=True, batch_size=feats.size(0))
+        self.log_dict(figures, prog_bar=True, batch_size=log_probs.size(0))
         return losses.loss
+
+    def _train_forward(self, batch: dict) -> tuple:
+        """The model on a training batch (SpecAugment, a sampled chunk size): ``(log_probs,
+        out_lens)``, plus every layer's output when ``kd_modules`` need them."""
+        if self.reads_audio:  # a transformers model: its own features, SpecAugment on them
+            return self.model(batch["audio"], batch["audio_lens"], augment=self.spec_augment)[:2]
+        feats, feat_lens = batch["feats"], batch["feat_lens"]
+        if self.spec_augment is not None:
+            feats = self.spec_augment(feats, feat_lens)
+        chunk_size = self.model.sample_chunk_size()  # dynamic chunk training; None = full
+        return self.model(
+            feats, feat_lens, chunk_size=chunk_size, left_chunks=self.model.default_left_chunks,
+            return_hidden=len(self.kd_modules) > 0,
+        )  # fmt: skip
 
     def compute_loss(
         self, log_probs, out_lens, batch: dict, teacher, student_hidden=None
@@ -242,12 +257,15 @@ class AsrTask(L.LightningModule):
 
     # ---------------------------------------------------------------- validation
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        log_probs, out_lens = self.model(
-            batch["feats"],
-            batch["feat_lens"],
-            chunk_size=self.val_chunk_size if self.model.streaming else None,
-            left_chunks=self.model.default_left_chunks,
-        )
+        if self.reads_audio:
+            log_probs, out_lens, _ = self.model(batch["audio"], batch["audio_lens"])
+        else:
+            log_probs, out_lens = self.model(
+                batch["feats"],
+                batch["feat_lens"],
+                chunk_size=self.val_chunk_size if self.model.streaming else None,
+                left_chunks=self.model.default_left_chunks,
+            )
         losses = self.compute_loss(log_probs, out_lens, batch, None)
         self.log("val/loss", losses.loss, batch_size=log_probs.size(0), sync_dist=True)
         hyps = [self.tokenizer.decode(ids) for ids in greedy_ctc(log_probs, out_lens)]
