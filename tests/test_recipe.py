@@ -401,3 +401,52 @@ def test_librispeech_recipe_with_a_public_teacher_skips_teacher_training(fake_en
     assert f"checkpoints.teacher={teacher}" in evaluate
     proc = _libri(dict(fake_env, TEACHER="exp/teacher.ckpt"), str(corpus))
     assert proc.returncode == 2 and "expected hf:<save_pretrained dir" in proc.stderr
+
+
+STEP_TIME = REPO / "recipes" / "synthetic" / "step_time.sh"
+# A fake asr-kd-distill: records its arguments, prints a run summary whose fit_seconds is 2.0,
+# or 3.0 for distill=hidden.
+FAKE_DISTILL = """#!/usr/bin/env bash
+echo "$*" >> "$CALLS"
+case "$*" in *distill=hidden*) s=3.0;; *) s=2.0;; esac
+echo "{'global_step': 4, 'fit_seconds': $s, 'bad_batches': 0}"
+"""
+
+
+def test_step_time_tables_each_method_against_frame_kl(tmp_path):
+    bin_dir, exp = tmp_path / "bin", tmp_path / "exp"
+    bin_dir.mkdir()
+    (bin_dir / "asr-kd-distill").write_text(FAKE_DISTILL)
+    (bin_dir / "asr-kd-distill").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", EXP=str(exp), STEPS="4")
+    env["CALLS"] = str(tmp_path / "calls.txt")
+    proc = subprocess.run(["bash", str(STEP_TIME)], env=env, capture_output=True, text=True)
+    assert (
+        proc.returncode == 2 and proc.stderr.startswith("error: ") and "stages 0-3" in proc.stderr
+    )
+    for path in ("data/.done", "teacher/checkpoints/last.ckpt", "targets/index.json"):
+        (exp / path).parent.mkdir(parents=True, exist_ok=True)
+        (exp / path).touch()
+    args = [
+        "frame_kl",
+        "hidden|targets_dir=x;data.train_subset=[train,extra]",
+        "wide:frame_kl|distill.k=4",
+    ]
+    proc = subprocess.run(["bash", str(STEP_TIME), *args], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = [
+        line for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line
+    ]
+    assert rows[1:] == [
+        "| frame_kl | 0.5000 | 1.00 |",
+        "| hidden | 0.7500 | 1.50 |",
+        "| wide | 0.5000 | 1.00 |",
+    ]
+    frame_kl, hidden, wide = Path(env["CALLS"]).read_text().splitlines()
+    assert "distill=hidden" in hidden and "targets_dir=x" in hidden.split()[-2:]
+    assert "data.train_subset=[train,extra]" in hidden.split()
+    assert "distill=frame_kl" in wide and wide.split()[-1] == "distill.k=4"
+    assert all(
+        "trainer.max_steps=4" in c and "trainer.limit_val_batches=0" in c
+        for c in (frame_kl, hidden, wide)
+    )
