@@ -433,11 +433,6 @@ def dump_targets(cfg: DictConfig) -> dict:
     for data, _ in identities:
         _resume_state(out_dir, fingerprint, data)  # the codec is checked per subset below
     labels = bool(cfg.get("pseudo_labels", False))
-    if labels and teacher.needs_audio:
-        raise ConfigError(
-            f"pseudo_labels=true with a transformers teacher ({cfg.teacher_ckpt}) is not supported "
-            "yet: dump pseudo-labels from an asr_kd teacher checkpoint"
-        )
     removed += _drop_damaged_shards(out_dir, {data["subset"] for data, _ in identities}, labels)
     hidden, extra = None, {}
     if teacher.layers:

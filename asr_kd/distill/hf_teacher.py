@@ -32,6 +32,7 @@ import torch
 
 from asr_kd.distill.frames import FrameConversion, match_lengths, plan_conversion
 from asr_kd.distill.output import TeacherOutput
+from asr_kd.distill.pseudo import greedy_labels
 from asr_kd.distill.store import teacher_fingerprint
 from asr_kd.errors import ConfigError
 from asr_kd.models.hf import HFLoaded
@@ -92,6 +93,7 @@ class HFTeacher:
         )
         self.needs_audio = True  # asr-kd-distill builds its data module with_audio
         self._student_ids = torch.tensor(loaded.vocab.tokenizer.teacher["ids"], dtype=torch.long)
+        self._last = None  # (log_probs, lens) of the last batch, for greedy()
 
     def _student_probs(self, log_probs: torch.Tensor) -> torch.Tensor:
         """(B, T_t, V_t) teacher log-probs -> (B, T_t, V) softened probs in student columns."""
@@ -119,6 +121,7 @@ class HFTeacher:
         log_probs, lens, hidden = model(
             batch["audio"].to(device), batch["audio_lens"].to(device), self.layers
         )
+        self._last = (log_probs, lens)
         target = torch.div(batch["feat_lens"], self.student_subsampling, rounding_mode="floor")
         probs, conv_lens = self.conversion.apply(self._student_probs(log_probs), lens)
         probs, out_lens = match_lengths(probs, conv_lens, target.to(device), batch["cut_ids"])
@@ -128,3 +131,12 @@ class HFTeacher:
             converted.append(match_lengths(h, h_lens, target.to(device), batch["cut_ids"])[0])
         ids, top = self._top_k(probs)
         return TeacherOutput(ids, top, out_lens, tuple(converted) if self.layers else None)
+
+    def greedy(self) -> list[tuple[list[int], float]]:
+        """Pseudo-labels of the last batch, the teacher's own decoding: greedy CTC over its
+        vocabulary and frames at temperature 1 (its blank), each token mapped to the student's
+        id (specials dropped, as :meth:`HFLoaded.decode_ids`), and the mean token peak
+        posterior (:func:`asr_kd.distill.pseudo.greedy_labels`)."""
+        to_student = self.loaded.vocab.teacher_to_student
+        labels = greedy_labels(*self._last, blank_id=self.loaded.vocab.blank_id)
+        return [([to_student[t] for t in ids if to_student[t] > 0], c) for ids, c in labels]

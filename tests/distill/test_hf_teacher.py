@@ -182,3 +182,33 @@ def test_hidden_state_kd_from_a_transformers_teacher_cached_and_online(
         assert result["global_step"] == 2 and result["metrics"]["train/hidden"] > 0
         state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
         assert state["kd_modules.hidden.proj.0.weight"].shape[0] == 32
+
+
+def test_pseudo_labels_are_the_transformers_teachers_own_decoding(
+    tmp_path, hf_data_dir, hf_teacher
+):
+    """``pseudo_labels=true`` with an ``hf:`` teacher: each cut's label is what the model's own
+    greedy decoding (``HFLoaded.decode_ids``: its vocabulary, its blank, specials dropped) gives
+    on the dump's padded batch; a distillation reads them, checked against the teacher's
+    weights."""
+    out = tmp_path / "labels"
+    cfg = compose(
+        "dump_targets",
+        [f"teacher_ckpt={hf_teacher}", f"data.dir={hf_data_dir}", "subset=train", f"out_dir={out}"]
+        + ["data.num_workers=0", "k=4", "device=cpu", "pseudo_labels=true"],
+    )
+    summary = dump_targets(cfg)
+    labels = SoftTargetStore(out).pseudo_labels()
+    loaded = load_hf(hf_teacher)
+    dm = AsrDataModule(hf_data_dir, num_workers=0)
+    want = {}
+    for batch in dm.dataloader("train", max_duration=cfg.max_duration, with_audio=True):
+        with torch.inference_mode():
+            log_probs, lens, _ = loaded.model(batch["audio"], batch["audio_lens"])
+        want.update(zip(batch["cut_ids"], loaded.decode_ids(log_probs, lens), strict=True))
+    assert {cut_id: label["text"] for cut_id, label in labels.items()} == want
+    assert any(want.values()) and summary["pseudo_labels"]["train"]["cuts"] == len(want)
+    assert all(0.0 <= label["confidence"] <= 1.0 for label in labels.values())
+    run = distill(tiny_run("distill", hf_data_dir, tmp_path / "s", f"teacher_ckpt={hf_teacher}",
+                           "distill=none", f"distill.pseudo_labels={out}"))  # fmt: skip
+    assert run["pseudo_labels"]["untranscribed_cuts"] == 0  # every train cut has its transcript
