@@ -100,6 +100,9 @@ def test_the_students_train_side_by_side_on_half_the_cores_each(fake_env, tmp_pa
     for name in ("student_kd", "student_ctc"):
         assert "+ asr-kd-distill" in (exp / f"{name}.log").read_text()
     assert "side by side" in proc.stdout and proc.stdout.count("Stage ") == 7
+    rerun = _run(env)  # both finished: skipped one after the other, the skips on the console
+    assert rerun.returncode == 0 and "side by side" not in rerun.stdout
+    assert rerun.stdout.count(".done exists, skipping") == 7
     _calls(env)
     Path(env["CALLS"] + ".threads").unlink()
     shutil.rmtree(exp)

@@ -147,7 +147,10 @@ stage_5() {
   log "Stage 5: train the same student with CTC only ($student_words, the baseline)"
   distil_student student_ctc none ctc 5
 }
-if in_range 4 && in_range 5 && students_side_by_side; then
+# Side by side only when both students are to be trained: a finished one (.done) is skipped below
+# with its message on the console, and a lone student gets every core.
+if in_range 4 && in_range 5 && students_side_by_side \
+    && [ ! -f "$EXP/student_kd/.done" ] && [ ! -f "$EXP/student_ctc/.done" ]; then
   threads=$(( $(nproc) / 2 ))
   log "Stages 4 and 5: the two students side by side, $threads CPU thread(s) each (STUDENTS_PARALLEL=no: one after the other)"
   run_side_by_side "$threads" stage_4 "$EXP/student_kd.log" stage_5 "$EXP/student_ctc.log"
