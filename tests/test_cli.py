@@ -98,7 +98,7 @@ def test_an_unknown_key_is_one_error_line_with_status_2(command, in_process, tmp
 def test_other_config_mistakes_are_one_line_naming_the_value(in_process, prepared_data_dir):
     cases = {
         ("train", "model=nope"): "config group 'model' of asr-kd-train has no option 'nope' "
-        "(options: student_small, student_tiny, teacher_large, teacher_small)",
+        "(options: hf_parakeet_small, student_small, student_tiny, teacher_large, teacher_small)",
         ("train", "optim.lr=[1e-3"): "cannot parse the override `optim.lr=[1e-3`",
         ("synth",): "out_dir is required and not set: add out_dir=<value>",
         ("evaluate", "out_dir=run"): "data.dir is required and not set: add data.dir=<value>",

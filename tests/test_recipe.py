@@ -46,6 +46,9 @@ def fake_env(tmp_path):
         (bin_dir / name).chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", EXP=str(tmp_path / "exp"))
     env["CALLS"] = str(tmp_path / "calls.txt")
+    # stages 4 and 5 one after the other, so the tests can read the calls in order; the
+    # side-by-side default (auto) has tests of its own
+    env["STUDENTS_PARALLEL"] = "no"
     return env
 
 
@@ -57,6 +60,7 @@ def _calls(env) -> list[str]:
 
 
 def test_stages_run_in_order_and_route_overrides(fake_env):
+    fake_env = dict(fake_env, STUDENTS_PARALLEL="auto")  # the default
     proc = _run(
         fake_env,
         "teacher:model.d_model=32",
