@@ -194,13 +194,13 @@ run_side_by_side() {
   log "  $fn1 -> $log1 (pid $pid1); $fn2 -> $log2 (pid $pid2); follow with: tail -f $log1"
   wait "$pid1" || rc1=$?
   wait "$pid2" || rc2=$?
-  local name log rc
-  for name in 1 2; do
-    if [ "$name" = 1 ]; then log=$log1 rc=$rc1; else log=$log2 rc=$rc2; fi
-    grep -a '^[0-9-]* [0-9:]* Stage' "$log" || true
-    if [ "$rc" -ne 0 ]; then
-      echo "--- the last lines of $log:" >&2; tail -n 20 "$log" >&2
-    fi
-  done
+  _show_stage_log "$log1" "$rc1"
+  _show_stage_log "$log2" "$rc2"
   [ "$rc1" -eq 0 ] && [ "$rc2" -eq 0 ] || die "a student stage failed (status $rc1 / $rc2): see the logs above"
+}
+
+# _show_stage_log LOG STATUS: LOG's stage lines on stdout; its last lines on stderr if STATUS != 0.
+_show_stage_log() {
+  grep -a '^[0-9-]* [0-9:]* Stage' "$1" || true
+  if [ "$2" -ne 0 ]; then echo "--- the last lines of $1:" >&2; tail -n 20 "$1" >&2; fi
 }

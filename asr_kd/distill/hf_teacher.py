@@ -137,6 +137,5 @@ class HFTeacher:
         vocabulary and frames at temperature 1 (its blank), each token mapped to the student's
         id (specials dropped, as :meth:`HFLoaded.decode_ids`), and the mean token peak
         posterior (:func:`asr_kd.distill.pseudo.greedy_labels`)."""
-        to_student = self.loaded.vocab.teacher_to_student
         labels = greedy_labels(*self._last, blank_id=self.loaded.vocab.blank_id)
-        return [([to_student[t] for t in ids if to_student[t] > 0], c) for ids, c in labels]
+        return [(self.loaded.student_tokens(ids), c) for ids, c in labels]

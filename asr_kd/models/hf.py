@@ -222,14 +222,17 @@ class HFLoaded:
         """(V_t,) int64 student id of each teacher id, -1 for specials."""
         return torch.tensor(self.vocab.teacher_to_student, dtype=torch.long)
 
+    def student_tokens(self, teacher_tokens) -> list[int]:
+        """A decoded sequence of teacher ids -> the student's ids (specials and blank dropped)."""
+        to_student = self.vocab.teacher_to_student
+        return [to_student[t] for t in teacher_tokens if to_student[t] > 0]
+
     def decode_ids(self, log_probs: torch.Tensor, lens: torch.Tensor) -> list[str]:
         """Greedy CTC on teacher log-probs -> texts (specials dropped, student spelling)."""
-        to_student = self.vocab.teacher_to_student
-        texts = []
-        for seq in greedy_ctc(log_probs, lens, blank_id=self.vocab.blank_id):
-            ids = [to_student[t] for t in seq if to_student[t] > 0]
-            texts.append(self.tokenizer.decode(ids))
-        return texts
+        return [
+            self.tokenizer.decode(self.student_tokens(seq))
+            for seq in greedy_ctc(log_probs, lens, blank_id=self.vocab.blank_id)
+        ]
 
     @torch.inference_mode()
     def transcribe(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> list[str]:

@@ -51,7 +51,7 @@ def tiny_config():
     return tiny_run
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def dump_targets_config():
     """``dump_targets_config(data_dir, teacher_ckpt, out_dir, *overrides)`` -> composed config."""
     return dump_config

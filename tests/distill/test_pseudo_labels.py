@@ -41,26 +41,13 @@ def label_teacher(tmp_path_factory, make_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def labelled_store(tmp_path_factory, untranscribed_data_dir, label_teacher):
+def labelled_store(tmp_path_factory, untranscribed_data_dir, label_teacher, dump_targets_config):
     """``(out_dir, summary)`` of a dump with pseudo-labels of train and (untranscribed) test."""
     out = tmp_path_factory.mktemp("labelled_store")
-    cfg = _dump_config(untranscribed_data_dir, label_teacher, out, SUBSETS, "pseudo_labels=true")
-    return out, dump_targets(cfg)
-
-
-def _dump_config(data_dir, teacher_ckpt, out_dir, *overrides: str):
-    return compose(
-        "dump_targets",
-        [
-            f"teacher_ckpt={teacher_ckpt}",
-            f"data.dir={data_dir}",
-            f"out_dir={out_dir}",
-            "k=4",
-            "shard_frames=100",
-            "device=cpu",
-            *overrides,
-        ],
+    cfg = dump_targets_config(
+        untranscribed_data_dir, label_teacher, out, SUBSETS, "pseudo_labels=true"
     )
+    return out, dump_targets(cfg)
 
 
 def _teacher_transcripts(teacher_ckpt, data_dir, subset) -> dict[str, str]:
@@ -99,7 +86,7 @@ def test_the_dump_writes_the_teachers_greedy_transcripts(
 
 
 def test_a_damaged_labels_file_is_named_by_verify_and_recomputed_by_a_resume(
-    tmp_path, labelled_store, label_teacher, untranscribed_data_dir
+    tmp_path, labelled_store, label_teacher, untranscribed_data_dir, dump_targets_config
 ):
     import shutil
 
@@ -114,7 +101,7 @@ def test_a_damaged_labels_file_is_named_by_verify_and_recomputed_by_a_resume(
     SoftTargetStore(out_dir)
     with pytest.raises(BadFileError, match=f"{path.name} has SHA-256.*pseudo_labels=true"):
         SoftTargetStore(out_dir).verify()
-    cfg = _dump_config(
+    cfg = dump_targets_config(
         untranscribed_data_dir, label_teacher, out_dir, SUBSETS, "pseudo_labels=true"
     )
     summary = dump_targets(cfg)
@@ -128,14 +115,14 @@ def test_a_damaged_labels_file_is_named_by_verify_and_recomputed_by_a_resume(
 
 
 def test_a_resume_with_labels_relabels_shards_dumped_without_them(
-    tmp_path, label_teacher, untranscribed_data_dir, labelled_store
+    tmp_path, label_teacher, untranscribed_data_dir, labelled_store, dump_targets_config
 ):
     out_dir = tmp_path / "store"
-    cfg = _dump_config(untranscribed_data_dir, label_teacher, out_dir, SUBSETS)
+    cfg = dump_targets_config(untranscribed_data_dir, label_teacher, out_dir, SUBSETS)
     plain = dump_targets(cfg)
     assert "pseudo_labels" not in plain and SoftTargetStore(out_dir).pseudo_labels() == {}
     labelled = dump_targets(
-        _dump_config(
+        dump_targets_config(
             untranscribed_data_dir, label_teacher, out_dir, "subset=test", "pseudo_labels=true"
         )
     )
@@ -204,10 +191,10 @@ def test_without_kd_the_cuts_below_the_threshold_are_dropped(untranscribed_data_
 
 
 def test_untranscribed_cuts_without_labels_are_an_error_naming_the_dump(
-    tmp_path, label_teacher, untranscribed_data_dir
+    tmp_path, label_teacher, untranscribed_data_dir, dump_targets_config
 ):
     out_dir = tmp_path / "store"
-    cfg = _dump_config(
+    cfg = dump_targets_config(
         untranscribed_data_dir, label_teacher, out_dir, "subset=train", "pseudo_labels=true"
     )
     dump_targets(cfg)
