@@ -52,3 +52,25 @@ def evaluate_overrides(data_dir, out_dir, teacher, student, runtime) -> list[str
         f"checkpoints.student_kd={student}",
         f"runtime={runtime}",
     ]
+
+
+def kd_student_run(data_dir, out_dir, teacher_ckpt, targets_dir, *overrides: str, steps: int = 3):
+    """:func:`tiny_run` of ``asr-kd-distill`` for a student_tiny-based student from cached targets."""
+    return tiny_run(
+        "distill", data_dir, out_dir, f"teacher_ckpt={teacher_ckpt}",
+        f"targets_dir={targets_dir}", "model=student_tiny", *overrides, steps=steps,
+    )  # fmt: skip
+
+
+def toy_batch(generator) -> dict:
+    """A two-cut training batch (48 and 33 fbank frames, random features from ``generator``)."""
+    import torch
+
+    return {
+        "feats": torch.randn(2, 48, 80, generator=generator),
+        "feat_lens": torch.tensor([48, 33]),
+        "tokens": torch.tensor([[1, 2, 3], [4, 5, 0]]),
+        "token_lens": torch.tensor([3, 2]),
+        "cut_ids": ["cut-a", "cut-b"],
+        "texts": ["A B C", "D E"],
+    }

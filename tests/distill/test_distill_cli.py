@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_runs import kd_student_run
 
 from asr_kd.checkpoint import load_checkpoint
 from asr_kd.config import compose
@@ -17,15 +18,7 @@ from asr_kd.training.run import distill
 
 
 def _distill_cfg(tiny_config, data_dir, out_dir, teacher_ckpt, targets_dir, *overrides):
-    return tiny_config(
-        "distill",
-        data_dir,
-        out_dir,
-        f"teacher_ckpt={teacher_ckpt}",
-        f"targets_dir={targets_dir}",
-        "model=student_tiny",
-        *overrides,
-    )
+    return kd_student_run(data_dir, out_dir, teacher_ckpt, targets_dir, *overrides)
 
 
 @pytest.mark.parametrize("source", ["cached", "online"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import onnx
 import pytest
 import torch
+from tiny_runs import kd_student_run, toy_batch
 
 from asr_kd.checkpoint import load_checkpoint
 from asr_kd.config import compose
@@ -66,15 +67,8 @@ def task_and_batch(tiny, one_thread):
     """A 2-layer student task with a head on layer 1 (weight 0.4) and a stub top-3 teacher."""
     student = tiny(train_chunk_sizes=[None])
     gen = torch.Generator().manual_seed(3)
-    feat_lens = torch.tensor([48, 33])
-    batch = {
-        "feats": torch.randn(2, 48, 80, generator=gen),
-        "feat_lens": feat_lens,
-        "tokens": torch.tensor([[1, 2, 3], [4, 5, 0]]),
-        "token_lens": torch.tensor([3, 2]),
-        "cut_ids": ["cut-a", "cut-b"],
-        "texts": ["A B C", "D E"],
-    }
+    batch = toy_batch(gen)
+    feat_lens = batch["feat_lens"]
     lens = torch.div(feat_lens, student.subsampling_factor, rounding_mode="floor")
     teacher = torch.log_softmax(2 * torch.randn(2, int(lens.max()), 11, generator=gen), -1)
     ids, probs = soften_teacher(teacher, 2.0, k=3)
@@ -110,13 +104,11 @@ def test_training_loss_mixes_the_final_layer_and_the_heads(task_and_batch):
 
 def _run(tiny_config, data_dir, out_dir, teacher_ckpt, targets_dir, *overrides, steps=3):
     return distill(
-        tiny_config(
-            "distill",
+        kd_student_run(
             data_dir,
             out_dir,
-            f"teacher_ckpt={teacher_ckpt}",
-            f"targets_dir={targets_dir}",
-            "model=student_tiny",
+            teacher_ckpt,
+            targets_dir,
             "model.num_layers=2",
             "distill.k=4",
             *overrides,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_runs import toy_batch
 from torch import nn
 
 from asr_kd.data.tokenizer import Tokenizer
@@ -69,15 +70,8 @@ def setup(tiny, one_thread):
     """(task, batch, stub teacher, spy, student) with a teacher of the student's frame count."""
     student = tiny(train_chunk_sizes=[CHUNK], default_left_chunks=LEFT_CHUNKS)
     gen = torch.Generator().manual_seed(3)
-    feat_lens = torch.tensor([48, 33])
-    batch = {
-        "feats": torch.randn(2, 48, 80, generator=gen),
-        "feat_lens": feat_lens,
-        "tokens": torch.tensor([[1, 2, 3], [4, 5, 0]]),
-        "token_lens": torch.tensor([3, 2]),
-        "cut_ids": ["cut-a", "cut-b"],
-        "texts": ["A B C", "D E"],
-    }
+    batch = toy_batch(gen)
+    feat_lens = batch["feat_lens"]
     teacher_lens = torch.div(feat_lens, student.subsampling_factor, rounding_mode="floor")
     ids, probs = _teacher_targets(int(teacher_lens.max()), gen)
     stub = StubTeacher(ids, probs, teacher_lens)
