@@ -23,10 +23,12 @@ decode through
 ``asr_kd.inference.timing``.
 
 ``sherpa-onnx`` in ``runtime`` (``runtime=sherpa-onnx`` or a list, ``runtime=[onnx,sherpa-onnx]``)
-adds, per streaming model and chunk size, a row ``stream-<N>ms-sherpa-onnx``: the model exported
-by ``asr_kd.export.sherpa`` into ``<out_dir>/sherpa/<name>/c<C>-l<LC>/`` (checked against torch)
-and decoded by ``sherpa_onnx.OnlineRecognizer`` (:mod:`asr_kd.inference.sherpa`) from the cut's
-audio, on ``rtf.threads`` threads. Its RTF covers what sherpa-onnx does (fbank from audio, model,
+adds, per model, a row ``full-sherpa-onnx`` (with ``full_context``; the model exported by
+``asr_kd.export.sherpa`` into ``<out_dir>/sherpa/<name>/offline/`` and decoded by
+``sherpa_onnx.OfflineRecognizer``) and, per streaming model and chunk size, a row
+``stream-<N>ms-sherpa-onnx`` (exported into ``<out_dir>/sherpa/<name>/c<C>-l<LC>/``, decoded by
+``sherpa_onnx.OnlineRecognizer``), each checked against torch and decoded
+(:mod:`asr_kd.inference.sherpa`) from the cut's audio, on ``rtf.threads`` threads. Its RTF covers what sherpa-onnx does (fbank from audio, model,
 greedy search), the other rows' do not cover the fbank. The other rows come from the other
 runtime in the list (``onnx`` when sherpa-onnx is the only one).
 
@@ -315,33 +317,46 @@ def _stream_row(
     return row
 
 
-def _sherpa_dir(cfg: DictConfig, name: str, chunk_size: int, left_chunks: int) -> Path:
-    return Path(cfg.out_dir) / "sherpa" / name / f"c{chunk_size}-l{left_chunks}"
+def _sherpa_dir(cfg: DictConfig, name: str, chunk_size: int | None, left_chunks: int | None):
+    """``<out_dir>/sherpa/<name>/c<C>-l<LC>/`` (OnlineRecognizer), ``.../offline/`` for
+    ``chunk_size=None`` (OfflineRecognizer)."""
+    leaf = "offline" if chunk_size is None else f"c{chunk_size}-l{left_chunks}"
+    return Path(cfg.out_dir) / "sherpa" / name / leaf
 
 
-def _streaming_models(models: dict[str, LoadedModel]) -> dict[str, LoadedModel]:
-    return {k: v for k, v in models.items() if getattr(v.model, "streaming", False)}
+def _sherpa_settings(cfg: DictConfig, name: str, loaded: LoadedModel) -> list[tuple]:
+    """``(chunk_ms, chunk_size, left_chunks)`` of each sherpa-onnx row of one model: ``(None,
+    None, None)`` (offline, full context) when ``full_context``, then one per chunk size for a
+    streaming model. A transformers model has none (it runs in torch)."""
+    if isinstance(loaded, HFLoaded):
+        return []
+    settings = [(None, None, None)] if cfg.full_context else []
+    if getattr(loaded.model, "streaming", False):
+        left_chunks = loaded.model.resolve_left_chunks(cfg.left_chunks)
+        for chunk_ms in cfg.chunk_sizes_ms:
+            settings.append((chunk_ms, _chunk_frames(loaded, name, chunk_ms), left_chunks))
+    return settings
 
 
 def _export_sherpa(cfg: DictConfig, models: dict[str, LoadedModel]) -> dict:
-    """runtime has sherpa-onnx: export every streaming model at every chunk size and check it
-    against torch; ``{name: {"c<C>-l<LC>": max_abs_diff}}`` for the meta."""
-    from asr_kd.export.sherpa import check_sherpa, export_sherpa
+    """runtime has sherpa-onnx: export every model's sherpa-onnx rows (``_sherpa_settings``)
+    and check each against torch; ``{name: {"offline" | "c<C>-l<LC>": max_abs_diff}}``."""
+    from asr_kd.export.sherpa import check_sherpa, export_sherpa, export_sherpa_offline
 
     diffs = {}
-    for name, loaded in _streaming_models(models).items():
-        left_chunks = loaded.model.resolve_left_chunks(cfg.left_chunks)
-        for chunk_ms in cfg.chunk_sizes_ms:
-            chunk_size = _chunk_frames(loaded, name, chunk_ms)
+    for name, loaded in models.items():
+        for _, chunk_size, left_chunks in _sherpa_settings(cfg, name, loaded):
             out = _sherpa_dir(cfg, name, chunk_size, left_chunks)
-            diff = check_sherpa(
-                loaded, export_sherpa(loaded, out, chunk_size, left_chunks)["model"]
-            )
+            if chunk_size is None:
+                paths = export_sherpa_offline(loaded, out)
+            else:
+                paths = export_sherpa(loaded, out, chunk_size, left_chunks)
+            diff = check_sherpa(loaded, paths["model"])
             diffs.setdefault(name, {})[out.name] = diff
             if not diff <= TOLERANCE:
                 raise RuntimeError(
-                    f"sherpa-onnx export of {name} ({loaded.path}) differs from torch by {diff} "
-                    f"> {TOLERANCE}"
+                    f"sherpa-onnx export of {name} ({loaded.path}) in {out} differs from torch "
+                    f"by {diff} > {TOLERANCE}"
                 )
     return diffs
 
@@ -351,18 +366,37 @@ def _audio(cut) -> np.ndarray:
     return resample(samples.astype("float32"), int(cut.sampling_rate), SAMPLE_RATE)
 
 
-def _sherpa_row(
-    cfg: DictConfig, dm, name: str, loaded: LoadedModel, subset: str, chunk_ms: float
-) -> dict:
-    """sherpa-onnx's streaming recognizer from each cut's audio: WER and RTF (fbank included)
-    from the same batch-1 pass; audio seconds as the other rows count them (fbank frames)."""
-    from asr_kd.inference.sherpa import SherpaStreamingDecoder
+def _sherpa_rows(cfg: DictConfig, dm, name: str, loaded: LoadedModel, subset: str) -> list[dict]:
+    """One row per ``_sherpa_settings`` entry, decoded by sherpa-onnx from each cut's audio:
+    ``full-sherpa-onnx`` (OfflineRecognizer), ``stream-<N>ms-sherpa-onnx`` (OnlineRecognizer)."""
+    return [
+        _sherpa_row(cfg, dm, name, loaded, subset, *setting)
+        for setting in _sherpa_settings(cfg, name, loaded)
+    ]
 
-    chunk_size = _chunk_frames(loaded, name, chunk_ms)
-    left_chunks = loaded.model.resolve_left_chunks(cfg.left_chunks)
-    decode = SherpaStreamingDecoder(
-        _sherpa_dir(cfg, name, chunk_size, left_chunks), threads=int(cfg.rtf.threads)
-    )
+
+def _sherpa_row(
+    cfg: DictConfig,
+    dm,
+    name: str,
+    loaded: LoadedModel,
+    subset: str,
+    chunk_ms: float | None,
+    chunk_size: int | None,
+    left_chunks: int | None,
+) -> dict:
+    """WER and RTF (fbank included) from one batch-1 pass of sherpa-onnx over the cuts' audio;
+    audio seconds as the other rows count them (fbank frames). ``chunk_ms`` None: offline."""
+    from asr_kd.inference.sherpa import SherpaOfflineDecoder, SherpaStreamingDecoder
+
+    threads, out = int(cfg.rtf.threads), _sherpa_dir(cfg, name, chunk_size, left_chunks)
+    if chunk_ms is None:
+        decode, mode = SherpaOfflineDecoder(out, threads=threads), f"full-{SHERPA}"
+    else:
+        decode, mode = (
+            SherpaStreamingDecoder(out, threads=threads),
+            f"stream-{chunk_ms:g}ms-{SHERPA}",
+        )
     cuts = {cut.id: cut for cut in load_cuts(cfg.data.dir, subset)}
     hyps, refs, timer, audio_s, fbank_s = {}, {}, Timer(energy=RaplCounters()), 0.0, 0.0
     for n, utt in enumerate(utterances(_batches(cfg, dm, subset))):
@@ -375,12 +409,12 @@ def _sherpa_row(
         fbank_s += decode.fbank_seconds - fbank_before
         refs[utt.cut_id], audio_s = utt.text, audio_s + utt.audio_s
     decoded = Decoded.timed_by(timer, hyps, refs, audio_s)  # CPU s, joules: sherpa-onnx's too
-    mode = f"stream-{chunk_ms:g}ms-{SHERPA}"
     row = _row(name, subset, mode, decoded, decoded, runtime=SHERPA, rtf_scope=SHERPA_RTF_SCOPE)
     row["rtf_without_fbank"] = (timer.seconds - fbank_s) / audio_s  # the other rows' scope
     row.update(rtf_batch=None, batch_size=1, chunk_ms=chunk_ms, left_chunks=left_chunks)
-    row.update(threads=int(cfg.rtf.threads), threads_batch=None)
-    row.update(_model_figures(loaded, chunk_size, left_chunks))
+    row.update(threads=threads, threads_batch=None)
+    row.update(_model_figures(loaded, chunk_size, -1 if left_chunks is None else left_chunks))
+    row.update(graph_mb=round((out / "model.onnx").stat().st_size / 2**20, 3))
     _write_hyps(Path(cfg.out_dir), row, decoded)
     return row
 
@@ -474,10 +508,8 @@ def evaluate(cfg: DictConfig) -> dict:
     for subset in cfg.subsets:
         for name, loaded in models.items():
             rows += evaluate_model(cfg, dm, name, loaded, subset)
-            if sherpa_diffs is not None and name in _streaming_models(models):
-                rows += [
-                    _sherpa_row(cfg, dm, name, loaded, subset, ms) for ms in cfg.chunk_sizes_ms
-                ]
+            if sherpa_diffs is not None:
+                rows += _sherpa_rows(cfg, dm, name, loaded, subset)
     results = {"rows": rows, "meta": _meta(cfg, checkpoints)}
     results["meta"]["runtimes"] = runtimes
     if sherpa_diffs is not None:

@@ -172,10 +172,11 @@ def _runtime(meta: dict) -> str | None:
         text = f"ONNX Runtime {meta.get('onnxruntime')} (graphs exported by asr_kd.export)"
     else:
         text = "torch eager" if meta.get("runtime") == "torch" else None
-    if text and meta.get("sherpa_onnx"):  # rows stream-<N>ms-sherpa-onnx (asr_kd.evaluate)
+    if text and meta.get("sherpa_onnx"):  # rows *-sherpa-onnx (asr_kd.evaluate)
         text += (
             f"; rows `*-sherpa-onnx`: sherpa-onnx {meta['sherpa_onnx']} "
-            "(`OnlineRecognizer.from_wenet_ctc`, from the audio: their RTF includes the fbank)"
+            "(`full-sherpa-onnx`: `OfflineRecognizer.from_wenet_ctc`, `stream-*-sherpa-onnx`: "
+            "`OnlineRecognizer.from_wenet_ctc`; from the audio: their RTF includes the fbank)"
         )
     return text
 

@@ -21,6 +21,7 @@ Usage:
     asr-kd-export ckpt=exp/student_kd/checkpoints/last.ckpt out_dir=exp/onnx/student_kd \\
         chunk_sizes_ms=[320] left_chunks=null       # null = the model's default_left_chunks
     asr-kd-export format=sherpa-onnx ckpt=... out_dir=exp/sherpa/student_kd   # asr_kd.export.sherpa
+    asr-kd-export format=sherpa-onnx recognizer=offline ckpt=... out_dir=...  # OfflineRecognizer
 
     asr-kd-export ckpt=... out_dir=exp/onnx/student_kd quantize=int8   # + exp/onnx/student_kd/int8/
 
@@ -70,7 +71,7 @@ __all__ = [
 ]
 
 TOLERANCE = 1e-3  # max |ORT - torch| log-prob difference accepted (measured: ~1e-5)
-FORMATS = ("asr_kd", "sherpa-onnx")  # ours (asr_kd.inference.onnx) | sherpa_onnx.OnlineRecognizer
+FORMATS = ("asr_kd", "sherpa-onnx")  # ours (asr_kd.inference.onnx) | sherpa_onnx recognizers
 
 
 # ---------------------------------------------------------------------------- export
@@ -237,7 +238,9 @@ def run(cfg: DictConfig) -> dict:
     if cfg.format == "sherpa-onnx":
         from asr_kd.export.sherpa import export_checked
 
-        paths, diffs = export_checked(loaded, out_dir, chunk_sizes, cfg.left_chunks)
+        paths, diffs = export_checked(
+            loaded, out_dir, chunk_sizes, cfg.left_chunks, str(cfg.get("recognizer", "auto"))
+        )
         check = _check_sherpa_paths
     else:
         paths = export_checkpoint(loaded, out_dir, chunk_sizes, cfg.left_chunks)

@@ -41,14 +41,33 @@ it; :func:`check_sherpa` runs it the way sherpa-onnx does (the loop above, in Py
 Runtime) against torch ``forward_chunk``, and ``tests/export/test_sherpa.py`` decodes through
 ``sherpa_onnx`` itself.
 
+**Offline** (``recognizer=offline``, the default for a full-context model such as the teacher):
+``OfflineRecognizer.from_wenet_ctc`` runs ``x (1, T, F)``, ``x_lens (1,)`` ->
+``log_probs (1, T', V)``, ``log_probs_lens (1,)`` once per utterance, metadata ``vocab_size`` and
+``subsampling_factor`` (``offline-wenet-ctc-model.cc``, ``offline-recognizer-ctc-impl.h``). Its
+fbank is the online one (the same options, the same x 32768), so :class:`SherpaOfflineGraph` is
+our full-context graph behind the same input adapter. One difference of sherpa-onnx 2.0.1, not
+ours: its offline fbank adds random noise of about one int16 step to the samples whatever its
+``dither`` says (measured: digital silence gives different features on every call, ~ln 150 in
+place of the log floor), so audio with exact zeros in it (our synthetic corpus) decodes a little
+differently each time; recorded audio, whose noise floor is far above one int16 step, does not
+(demo test set with a noise floor of 100 int16 steps: 143 of 143 transcripts equal to our runner's;
+without it, 136).
+
 Usage:
     asr-kd-export format=sherpa-onnx ckpt=exp/student_kd/checkpoints/last.ckpt \\
         out_dir=exp/sherpa/student_kd chunk_sizes_ms=[320]
+
+    asr-kd-export format=sherpa-onnx ckpt=exp/teacher/checkpoints/last.ckpt \\
+        out_dir=exp/sherpa/teacher                        # offline: sherpa_onnx.OfflineRecognizer
 
     paths = export_sherpa(load_model(ckpt), "exp/sherpa/student_kd", chunk_size=8, left_chunks=4)
     recognizer = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
         tokens=str(paths["tokens"]), model=str(paths["model"]), chunk_size=8, num_left_chunks=4,
         num_threads=1)
+    paths = export_sherpa_offline(load_model(ckpt), "exp/sherpa/teacher")
+    recognizer = sherpa_onnx.OfflineRecognizer.from_wenet_ctc(
+        model=str(paths["model"]), tokens=str(paths["tokens"]), num_threads=1)
 """
 
 from __future__ import annotations
@@ -64,6 +83,7 @@ from torch import nn
 
 from asr_kd.errors import ConfigError
 from asr_kd.export.graph import METADATA_KEY, _metadata, _save
+from asr_kd.inference.sherpa import OFFLINE_KIND, ONLINE_KIND, sherpa_kind
 from asr_kd.models.fold import FoldedGraph
 from asr_kd.models.loading import LoadedModel
 from asr_kd.models.streaming import StepSpec
@@ -72,10 +92,13 @@ __all__ = [
     "LOG_FLOOR",
     "LOG_SCALE",
     "MODEL_FILE",
+    "RECOGNIZERS",
     "TOKENS_FILE",
+    "SherpaOfflineGraph",
     "SherpaStepGraph",
     "check_sherpa",
     "export_sherpa",
+    "export_sherpa_offline",
     "sherpa_layout",
     "write_tokens",
 ]
@@ -86,7 +109,11 @@ LOG_SCALE = 2 * math.log(32768.0)  # WeNet models get samples * 32768: power spe
 LOG_FLOOR = math.log(float(np.finfo(np.float32).eps))  # lhotse's and kaldi-native-fbank's floor
 INPUTS = ("x", "offset", "required_cache_size", "att_cache", "cnn_cache", "att_mask")
 OUTPUTS = ("log_probs", "r_att_cache", "r_cnn_cache")
+OFFLINE_INPUTS = ("x", "x_lens")
+OFFLINE_OUTPUTS = ("log_probs", "log_probs_lens")
 _LAYOUT_KEYS = ("chunk_size", "num_left_chunks", "subsampling_factor")
+# recognizer=: auto = online for a streaming model, offline for a full-context one.
+RECOGNIZERS = ("auto", "online", "offline")
 
 
 def sherpa_layout(spec: StepSpec, left_pad: int) -> dict[str, int]:
@@ -114,7 +141,42 @@ def sherpa_layout(spec: StepSpec, left_pad: int) -> dict[str, int]:
     }
 
 
-class SherpaStepGraph(nn.Module):
+class _SherpaInput(nn.Module):
+    """sherpa-onnx's fbank of a WeNet model (ours + ``LOG_SCALE`` above the log floor) -> our
+    normalised input: ``ours = max(x - LOG_SCALE, LOG_FLOOR)``, the shift folded into the CMVN
+    mean, the ``max`` one node."""
+
+    def __init__(self, folded: FoldedGraph) -> None:
+        super().__init__()
+        self.folded = folded
+        with torch.no_grad():
+            self.register_buffer("floor", torch.tensor(LOG_FLOOR + LOG_SCALE))
+            self.register_buffer("mean", folded.cmvn_mean + LOG_SCALE)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (torch.maximum(x, self.floor) - self.mean) * self.folded.cmvn_inv_std
+
+
+class SherpaOfflineGraph(_SherpaInput):
+    """The full-context graph behind sherpa-onnx's offline WeNet CTC interface: ``x (1, T, F)``
+    sherpa fbank, ``x_lens (1,)`` int64 -> ``log_probs (1, T // factor, V)``, ``log_probs_lens
+    (1,)``. Batch 1, as sherpa-onnx runs a WeNet model (one stream at a time)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(FoldedGraph(model))
+        self.factor = model.subsampling_factor
+        self.layout = {"vocab_size": model.vocab_size, "subsampling_factor": self.factor}
+
+    def forward(self, x, x_lens):
+        (log_probs,) = self.folded.encode(self.normalise(x[0]))
+        return log_probs[None], x_lens // self.factor
+
+    def example_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        frames = 8 * self.factor + 3
+        return torch.randn(1, frames, self.folded.cmvn_mean.numel()), torch.tensor([frames])
+
+
+class SherpaStepGraph(_SherpaInput):
     """The step graph of ``model.step_spec(chunk_size, left_chunks)`` behind sherpa-onnx's WeNet
     CTC interface (see the module docstring for each adapter).
 
@@ -124,9 +186,9 @@ class SherpaStepGraph(nn.Module):
     """
 
     def __init__(self, model: nn.Module, chunk_size: int, left_chunks: int) -> None:
-        super().__init__()
-        self.spec = spec = model.step_spec(chunk_size, left_chunks)
-        self.folded = FoldedGraph(model, spec)
+        spec = model.step_spec(chunk_size, left_chunks)
+        super().__init__(FoldedGraph(model, spec))
+        self.spec = spec
         self.left_pad = model.subsampling.left_pad
         self.layout = sherpa_layout(spec, self.left_pad)
         if not 0 <= self.left_pad <= spec.hop or spec.window != spec.hop + self.left_pad:
@@ -136,9 +198,7 @@ class SherpaStepGraph(nn.Module):
         self.conv = [c for c in spec.caches if c.kind == "conv"]
         self.conv_floats = sum(c.rows * c.width for c in self.conv)
         self.stash_floats = self.left_pad * spec.input_dim
-        with torch.no_grad():  # ours = max(x - LOG_SCALE, LOG_FLOOR): the shift goes in the mean
-            self.register_buffer("floor", torch.tensor(LOG_FLOOR + LOG_SCALE))
-            self.register_buffer("mean", self.folded.cmvn_mean + LOG_SCALE)
+        with torch.no_grad():
             self.register_buffer(
                 "inv_freq", torch.tensor(spec.inv_freq).repeat(spec.rotary_repeats)
             )
@@ -154,7 +214,7 @@ class SherpaStepGraph(nn.Module):
 
     def forward(self, x, offset, required_cache_size, att_cache, cnn_cache, att_mask):
         spec, d = self.spec, self.spec.d_model
-        xn = (torch.maximum(x, self.floor) - self.mean) * self.folded.cmvn_inv_std  # (1, hop, F)
+        xn = self.normalise(x)  # (1, hop, F)
         conv_flat, stash, _ = cnn_cache.reshape(-1).split(
             [self.conv_floats, self.stash_floats, self.spare.numel()]
         )
@@ -222,11 +282,26 @@ def write_tokens(tokenizer, path: str | Path) -> Path:
     return path
 
 
+def _write_sherpa(
+    loaded: LoadedModel, graph: nn.Module, out_dir: Path, names: dict, meta: dict, what: str
+) -> dict[str, Path]:
+    """``out_dir/model.onnx`` with our metadata, sherpa-onnx's (``graph.layout``, ``model_type``)
+    and ``out_dir/tokens.txt``; returns ``{"model": ..., "tokens": ...}``."""
+    path = _save(graph, graph.example_inputs(), out_dir / MODEL_FILE, names, meta)
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update({k: str(v) for k, v in graph.layout.items()})
+    props.update(model_type="wenet_ctc", comment=f"asr_kd {what} ConformerCTC (asr-kd-export)")
+    onnx.helper.set_model_props(proto, props)
+    onnx.save(proto, str(path))
+    return {"model": path, "tokens": write_tokens(loaded.tokenizer, out_dir / TOKENS_FILE)}
+
+
 def export_sherpa(
     loaded: LoadedModel, out_dir: str | Path, chunk_size: int, left_chunks: int
 ) -> dict[str, Path]:
     """``out_dir/model.onnx`` (the WeNet CTC step graph, metadata included) and
-    ``out_dir/tokens.txt``; returns ``{"model": ..., "tokens": ...}``."""
+    ``out_dir/tokens.txt`` for ``OnlineRecognizer``; returns ``{"model": ..., "tokens": ...}``."""
     model = loaded.model.eval()
     if not getattr(model, "streaming", False):
         raise ConfigError(f"{loaded.path}: a full-context model has no streaming step for sherpa")
@@ -236,17 +311,23 @@ def export_sherpa(
             "chunk (num_left_chunks >= 1); pass left_chunks=N"
         )
     graph = SherpaStepGraph(model, chunk_size, left_chunks).eval()
-    out_dir = Path(out_dir)
-    meta = _metadata(loaded, kind="sherpa-onnx", **graph.spec.to_metadata())
+    meta = _metadata(loaded, kind=ONLINE_KIND, **graph.spec.to_metadata())
     names = {"input_names": list(INPUTS), "output_names": list(OUTPUTS)}
-    path = _save(graph, graph.example_inputs(), out_dir / MODEL_FILE, names, meta)
-    proto = onnx.load(str(path))
-    props = {p.key: p.value for p in proto.metadata_props}
-    props.update({k: str(v) for k, v in graph.layout.items()})
-    props.update(model_type="wenet_ctc", comment="asr_kd streaming ConformerCTC (asr-kd-export)")
-    onnx.helper.set_model_props(proto, props)
-    onnx.save(proto, str(path))
-    return {"model": path, "tokens": write_tokens(loaded.tokenizer, out_dir / TOKENS_FILE)}
+    return _write_sherpa(loaded, graph, Path(out_dir), names, meta, "streaming")
+
+
+def export_sherpa_offline(loaded: LoadedModel, out_dir: str | Path) -> dict[str, Path]:
+    """``out_dir/model.onnx`` (the full-context graph in the offline WeNet CTC format) and
+    ``out_dir/tokens.txt`` for ``OfflineRecognizer``; any of our models (a streaming student
+    runs with full context there)."""
+    graph = SherpaOfflineGraph(loaded.model.eval()).eval()
+    meta = _metadata(loaded, kind=OFFLINE_KIND)
+    names = {
+        "input_names": list(OFFLINE_INPUTS),
+        "output_names": list(OFFLINE_OUTPUTS),
+        "dynamic_axes": {"x": {1: "frames"}, "log_probs": {1: "out_frames"}},
+    }
+    return _write_sherpa(loaded, graph, Path(out_dir), names, meta, "full-context")
 
 
 # ---------------------------------------------------------------------------- check
@@ -273,43 +354,81 @@ def sherpa_steps(session, feats: np.ndarray, layout: dict) -> np.ndarray:
     return np.concatenate(out)
 
 
-@torch.inference_mode()
-def check_sherpa(loaded: LoadedModel, model_path: str | Path, seed: int = 0) -> float:
-    """Max |log-prob| difference between ``model.onnx`` run as sherpa-onnx runs it
-    (:func:`sherpa_steps`) and torch ``forward_chunk`` on one random utterance long enough for
-    the attention cache to fill and slide (NaN if either is NaN)."""
+def _random_fbank(model: nn.Module, frames: int, seed: int) -> torch.Tensor:
+    """(frames, F) random raw fbank around the model's CMVN, never below the log floor (which
+    the sherpa graphs clamp to, as no fbank is below it)."""
+    gen = torch.Generator().manual_seed(seed)
+    feats = model.cmvn_mean + model.cmvn_std * torch.randn(frames, model.input_dim, generator=gen)
+    return feats.clamp(min=LOG_FLOOR)
+
+
+def _ort_session(model_path: str | Path):
     import onnxruntime as ort
 
     from asr_kd.inference.onnx import session_options
 
+    return ort.InferenceSession(str(model_path), session_options(1), ["CPUExecutionProvider"])
+
+
+@torch.inference_mode()
+def check_sherpa(loaded: LoadedModel, model_path: str | Path, seed: int = 0) -> float:
+    """Max |log-prob| difference between ``model.onnx`` run as sherpa-onnx runs it and torch
+    (NaN if either is NaN): online, :func:`sherpa_steps` against ``forward_chunk`` on one random
+    utterance long enough for the attention cache to fill and slide; offline, one call against
+    the full-context ``forward`` (and ``log_probs_lens`` must be its length)."""
+    if sherpa_kind(model_path) == OFFLINE_KIND:
+        return _check_offline(loaded, model_path, seed)
     props = onnx.load(str(model_path), load_external_data=False).metadata_props
     meta = {p.key: p.value for p in props}
     layout = {k: int(meta[k]) for k in _LAYOUT_KEYS}
     spec = StepSpec.from_metadata(json.loads(meta[METADATA_KEY]), str(model_path))
     model = loaded.model.eval()
     steps = spec.left_chunks + 3
-    frames = steps * spec.hop + 5  # a partial hop at the end: sherpa-onnx leaves it
-    gen = torch.Generator().manual_seed(seed)
-    feats = model.cmvn_mean + model.cmvn_std * torch.randn(frames, spec.input_dim, generator=gen)
-    feats = feats.clamp(min=LOG_FLOOR)  # no fbank is below the log floor (the graph clamps)
+    feats = _random_fbank(model, steps * spec.hop + 5, seed)  # + a partial hop: sherpa leaves it
     state = model.init_state(1, spec.chunk_size, spec.left_chunks)
     ref, _ = model.forward_chunk(feats[None], state)
-    session = ort.InferenceSession(str(model_path), session_options(1), ["CPUExecutionProvider"])
-    got = sherpa_steps(session, feats.numpy() + np.float32(LOG_SCALE), layout)
+    got = sherpa_steps(_ort_session(model_path), feats.numpy() + np.float32(LOG_SCALE), layout)
     if got.shape != tuple(ref.shape[1:]):
         raise AssertionError(f"{model_path}: {got.shape} log-probs != torch {tuple(ref.shape[1:])}")
     return float(np.abs(got - ref[0].numpy()).max())
 
 
+def _check_offline(loaded: LoadedModel, model_path: str | Path, seed: int, frames: int = 403):
+    model = loaded.model.eval()
+    feats = _random_fbank(model, frames, seed)
+    ref, ref_lens = model(feats[None], torch.tensor([frames]))
+    x = feats[None].numpy() + np.float32(LOG_SCALE)
+    got, got_lens = _ort_session(model_path).run(None, {"x": x, "x_lens": np.array([frames])})
+    if got.shape != tuple(ref.shape) or got_lens.tolist() != ref_lens.tolist():
+        raise AssertionError(
+            f"{model_path}: log_probs {got.shape}, lens {got_lens.tolist()} != torch "
+            f"{tuple(ref.shape)}, {ref_lens.tolist()}"
+        )
+    return float(np.abs(got - ref.numpy()).max())
+
+
 def export_checked(
-    loaded: LoadedModel, out_dir: str | Path, chunk_sizes, left_chunks: int | None
+    loaded: LoadedModel,
+    out_dir: str | Path,
+    chunk_sizes,
+    left_chunks: int | None,
+    recognizer: str = "auto",
 ) -> tuple[dict[str, Path], dict[str, float]]:
-    """``asr-kd-export format=sherpa-onnx``: the one chunk size's directory and its check
-    against torch, as ``({"sherpa-onnx": model.onnx}, {"sherpa-onnx": max_abs_diff})``."""
-    if not getattr(loaded.model, "streaming", False):
+    """``asr-kd-export format=sherpa-onnx``: one directory (``model.onnx``, ``tokens.txt``) for
+    ``recognizer`` (``online``: the one chunk size's step; ``offline``: the full-context graph;
+    ``auto``: online for a streaming model, offline otherwise) and its check against torch, as
+    ``({kind: model.onnx}, {kind: max_abs_diff})``, kind ``sherpa-onnx`` or
+    ``sherpa-onnx-offline``."""
+    streaming = bool(getattr(loaded.model, "streaming", False))
+    if recognizer not in RECOGNIZERS:
+        raise ConfigError(f"recognizer must be one of {RECOGNIZERS}, got {recognizer!r}")
+    if recognizer == "offline" or (recognizer == "auto" and not streaming):
+        path = export_sherpa_offline(loaded, out_dir)["model"]
+        return {OFFLINE_KIND: path}, {OFFLINE_KIND: check_sherpa(loaded, path)}
+    if not streaming:
         raise ConfigError(
-            f"{loaded.path} holds a full-context model: format=sherpa-onnx exports a streaming "
-            "student (sherpa_onnx.OnlineRecognizer); use the default format for this one"
+            f"{loaded.path} holds a full-context model: it has no streaming step for "
+            "sherpa_onnx.OnlineRecognizer; use recognizer=offline (OfflineRecognizer)"
         )
     if len(chunk_sizes) != 1:
         raise ConfigError(
@@ -318,4 +437,4 @@ def export_checked(
         )
     lc = loaded.model.resolve_left_chunks(left_chunks)
     paths = export_sherpa(loaded, out_dir, chunk_sizes[0], lc)
-    return {"sherpa-onnx": paths["model"]}, {"sherpa-onnx": check_sherpa(loaded, paths["model"])}
+    return {ONLINE_KIND: paths["model"]}, {ONLINE_KIND: check_sherpa(loaded, paths["model"])}

@@ -1,5 +1,7 @@
-"""Decode audio with sherpa-onnx's streaming recognizer on an ``asr-kd-export format=sherpa-onnx``
-directory (``model.onnx``, ``tokens.txt``; :mod:`asr_kd.export.sherpa` describes the format).
+"""Decode audio with sherpa-onnx's recognizers on an ``asr-kd-export format=sherpa-onnx``
+directory (``model.onnx``, ``tokens.txt``; :mod:`asr_kd.export.sherpa` describes the format):
+:class:`SherpaStreamingDecoder` (``OnlineRecognizer``, a streaming student's step) and
+:class:`SherpaOfflineDecoder` (``OfflineRecognizer``, any model with full context).
 
 sherpa-onnx computes the fbank itself, so a decoder takes audio, not features. It is fed as a
 live source would feed it: one chunk's worth of samples (``C * factor * 10 ms``) per
@@ -13,10 +15,14 @@ Usage:
     text = decode(samples)               # (N,) float32 in [-1, 1] at 16 kHz
     text = decode(samples, on_partial=lambda n, partial: print(n, partial))
     decode.fbank_seconds                 # of all calls so far: the time in accept_waveform
+
+    decode = SherpaOfflineDecoder("exp/sherpa/teacher", threads=1)   # recognizer=offline export
+    text = decode(samples)
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,24 +31,49 @@ import numpy as np
 
 from asr_kd.errors import BadFileError, ConfigError, MissingFileError
 
-__all__ = ["SherpaStreamingDecoder", "read_layout"]
+__all__ = [
+    "OFFLINE_KIND",
+    "ONLINE_KIND",
+    "SherpaOfflineDecoder",
+    "SherpaStreamingDecoder",
+    "read_layout",
+    "sherpa_kind",
+]
 
 _KEYS = ("chunk_size", "num_left_chunks", "subsampling_factor", "vocab_size")
 SAMPLE_RATE = 16000
 FRAME_SAMPLES = 160  # 10 ms at 16 kHz
+# What an exported model.onnx is (its metadata_props["asr_kd"]["kind"]): OnlineRecognizer's
+# streaming step, or OfflineRecognizer's full-context graph.
+ONLINE_KIND, OFFLINE_KIND = "sherpa-onnx", "sherpa-onnx-offline"
+
+
+def _props(model: Path) -> dict[str, str]:
+    import onnx
+
+    if not model.is_file():
+        raise MissingFileError(
+            f"sherpa-onnx model not found: {model} (asr-kd-export format=sherpa-onnx writes it)"
+        )
+    return {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
+
+
+def sherpa_kind(model: str | Path) -> str:
+    """``ONLINE_KIND`` or ``OFFLINE_KIND``: what an exported ``model.onnx`` is."""
+    kind = json.loads(_props(Path(model)).get("asr_kd", "{}")).get("kind")
+    if kind not in (ONLINE_KIND, OFFLINE_KIND):
+        raise BadFileError(
+            f"{model} is not an asr-kd-export format=sherpa-onnx model (kind {kind!r}): export "
+            "it with asr-kd-export format=sherpa-onnx"
+        )
+    return kind
 
 
 def read_layout(model: str | Path) -> dict[str, int]:
     """The integer sherpa-onnx metadata of an exported ``model.onnx`` (``chunk_size``,
     ``num_left_chunks``, ``subsampling_factor``, ``vocab_size``)."""
-    import onnx
-
     model = Path(model)
-    if not model.is_file():
-        raise MissingFileError(
-            f"sherpa-onnx model not found: {model} (asr-kd-export format=sherpa-onnx writes it)"
-        )
-    meta = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
+    meta = _props(model)
     missing = [k for k in _KEYS if k not in meta]
     if missing:
         raise BadFileError(
@@ -50,6 +81,66 @@ def read_layout(model: str | Path) -> dict[str, int]:
             "format=sherpa-onnx"
         )
     return {k: int(meta[k]) for k in _KEYS}
+
+
+def _tokens_file(model_dir: Path) -> Path:
+    tokens = model_dir / "tokens.txt"
+    if not tokens.is_file():
+        raise MissingFileError(f"{tokens} not found: export {model_dir} again")
+    return tokens
+
+
+def _text(tokens: Iterable[str]) -> str:
+    """Text from the result's tokens: sherpa-onnx 2.0.1's result text drops a leading ``'``
+    (measured: tokens ``["'", "X"]``, text ``"X"``); ``▁`` is a space in its symbol table already
+    (and kept as is where it is not)."""
+    return " ".join("".join(tokens).replace("\u2581", " ").split())
+
+
+def _check_rate(sample_rate: int) -> None:
+    if sample_rate != SAMPLE_RATE:
+        raise ConfigError(f"sample_rate {sample_rate} != {SAMPLE_RATE}: resample first")
+
+
+class SherpaOfflineDecoder:
+    """``sherpa_onnx.OfflineRecognizer.from_wenet_ctc`` on an ``asr-kd-export format=sherpa-onnx
+    recognizer=offline`` directory: one utterance at a time, full context, greedy CTC.
+
+    Args:
+        model_dir: holds ``model.onnx`` and ``tokens.txt``.
+        threads: sherpa-onnx's ONNX Runtime threads.
+    """
+
+    runtime = "sherpa-onnx"
+
+    def __init__(self, model_dir: str | Path, threads: int = 1) -> None:
+        import sherpa_onnx
+
+        model_dir = Path(model_dir)
+        model = model_dir / "model.onnx"
+        if sherpa_kind(model) != OFFLINE_KIND:
+            raise BadFileError(
+                f"{model} is a streaming model for OnlineRecognizer: export it with "
+                "recognizer=offline for OfflineRecognizer (or use SherpaStreamingDecoder)"
+            )
+        self.fbank_seconds = 0.0  # in accept_waveform (the offline stream's fbank happens there)
+        self.recognizer = sherpa_onnx.OfflineRecognizer.from_wenet_ctc(
+            model=str(model),
+            tokens=str(_tokens_file(model_dir)),
+            num_threads=int(threads),
+            sample_rate=SAMPLE_RATE,
+            feature_dim=80,
+        )
+
+    def __call__(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
+        """One utterance, ``samples (N,)`` float in [-1, 1] -> text."""
+        _check_rate(sample_rate)
+        stream = self.recognizer.create_stream()
+        start = time.perf_counter()
+        stream.accept_waveform(sample_rate, np.asarray(samples, dtype=np.float32).reshape(-1))
+        self.fbank_seconds += time.perf_counter() - start
+        self.recognizer.decode_stream(stream)
+        return _text(stream.result.tokens)
 
 
 class SherpaStreamingDecoder:
@@ -66,10 +157,13 @@ class SherpaStreamingDecoder:
         import sherpa_onnx
 
         model_dir = Path(model_dir)
+        if sherpa_kind(model_dir / "model.onnx") != ONLINE_KIND:
+            raise BadFileError(
+                f"{model_dir / 'model.onnx'} is a full-context model for OfflineRecognizer: "
+                "export a streaming student with recognizer=online (or use SherpaOfflineDecoder)"
+            )
         layout = read_layout(model_dir / "model.onnx")
-        tokens = model_dir / "tokens.txt"
-        if not tokens.is_file():
-            raise MissingFileError(f"{tokens} not found: export {model_dir} again")
+        tokens = _tokens_file(model_dir)
         self.fbank_seconds = 0.0  # in accept_waveform (sherpa-onnx computes the fbank there)
         self.chunk_size, self.left_chunks = layout["chunk_size"], layout["num_left_chunks"]
         hop = self.chunk_size * layout["subsampling_factor"]
@@ -84,12 +178,6 @@ class SherpaStreamingDecoder:
             sample_rate=SAMPLE_RATE,
             feature_dim=80,
         )
-
-    def _text(self, stream) -> str:
-        """From the tokens: sherpa-onnx 2.0.1's result text drops a leading ``'`` (measured:
-        tokens ``["'", "X"]``, text ``"X"``); ``▁`` is a space in its symbol table already."""
-        text = "".join(self.recognizer.tokens(stream)).replace("\u2581", " ")
-        return " ".join(text.split())
 
     def _accept(self, stream, sample_rate: int, samples: np.ndarray) -> None:
         start = time.perf_counter()
@@ -110,8 +198,7 @@ class SherpaStreamingDecoder:
         """One utterance, ``samples (N,)`` float in [-1, 1] -> text. ``pieces``: sizes (in
         samples) to feed it in, cycled (default one chunk's worth); ``on_partial(samples fed,
         partial text)`` after each piece."""
-        if sample_rate != SAMPLE_RATE:
-            raise ConfigError(f"sample_rate {sample_rate} != {SAMPLE_RATE}: resample first")
+        _check_rate(sample_rate)
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         sizes = list(pieces or [self.piece_samples])
         stream = self.recognizer.create_stream()
@@ -122,8 +209,8 @@ class SherpaStreamingDecoder:
             self._decode_ready(stream)
             start, i = end, i + 1
             if on_partial is not None:
-                on_partial(min(start, samples.size), self._text(stream))
+                on_partial(min(start, samples.size), _text(self.recognizer.tokens(stream)))
         self._accept(stream, sample_rate, np.zeros(self.tail_samples, np.float32))
         stream.input_finished()
         self._decode_ready(stream)
-        return self._text(stream)
+        return _text(self.recognizer.tokens(stream))

@@ -1,4 +1,4 @@
-"""``asr-kd-export format=sherpa-onnx``: sherpa-onnx's own recognizer gives our runner's text."""
+"""``asr-kd-export format=sherpa-onnx``: sherpa-onnx's own recognizers give our runners' text."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from asr_kd.config import compose
 from asr_kd.data.datamodule import load_cuts
 from asr_kd.data.features import compute_fbank, load_audio
 from asr_kd.data.tokenizer import Tokenizer
-from asr_kd.errors import ConfigError
+from asr_kd.errors import BadFileError, ConfigError
 from asr_kd.evaluate import evaluate
-from asr_kd.export.onnx import export_step, run
-from asr_kd.export.sherpa import LOG_SCALE, check_sherpa, export_sherpa
-from asr_kd.inference.onnx import OnnxStreamingCTC
-from asr_kd.inference.sherpa import SherpaStreamingDecoder
+from asr_kd.export.onnx import export_full, export_step, run
+from asr_kd.export.sherpa import LOG_SCALE, check_sherpa, export_sherpa, export_sherpa_offline
+from asr_kd.inference.onnx import OnnxCTC, OnnxStreamingCTC
+from asr_kd.inference.sherpa import SherpaOfflineDecoder, SherpaStreamingDecoder
 from asr_kd.models.decode import collapse_ids
 from asr_kd.models.loading import LoadedModel
 
@@ -46,6 +46,23 @@ def utterances(tiny_corpus_dir) -> list[np.ndarray]:
     """A handful of synthetic utterances (16 kHz samples)."""
     paths = sorted(tiny_corpus_dir.rglob("*.flac"))[:5]
     return [load_audio(p)[0] for p in paths]
+
+
+@pytest.fixture
+def teacher(tiny, prepared_data_dir) -> LoadedModel:
+    """A tiny random full-context model with the prepared data's CMVN."""
+    cmvn = json.loads((prepared_data_dir / "cmvn.json").read_text())
+    model = tiny(False, vocab_size=29)
+    model.set_cmvn(torch.tensor(cmvn["mean"]), torch.tensor(cmvn["std"]))
+    return LoadedModel(model, Tokenizer.char(), {}, "teacher", Path("<tiny teacher>"))
+
+
+def _noise_floor(samples: np.ndarray, seed: int) -> np.ndarray:
+    """The utterance with a recording's noise floor (100 int16 steps): sherpa-onnx 2.0.1's
+    offline fbank adds its own random noise of ~1 step (whatever its dither), which only moves
+    the features of digital silence, and synthetic audio has exact zeros in it."""
+    noise = np.random.default_rng(seed).standard_normal(samples.size) * (100 / 32768)
+    return (samples + noise).astype(np.float32)
 
 
 def _ours(runner: OnnxStreamingCTC, tokenizer, samples: np.ndarray, tail: int) -> str:
@@ -77,6 +94,53 @@ def test_sherpa_recognizer_gives_our_runners_transcripts(tmp_path, student, utte
     partials = []
     decode(utterances[0], on_partial=lambda n, text: partials.append((n, text)))
     assert partials[-1][0] == utterances[0].size and texts[0].startswith(partials[-1][1])
+
+
+@pytest.mark.parametrize("which", ["teacher", "student"])
+def test_sherpa_offline_graph_matches_the_full_forward(tmp_path, which, teacher, student):
+    loaded = teacher if which == "teacher" else student  # a student runs offline with full context
+    paths = export_sherpa_offline(loaded, tmp_path)
+    assert check_sherpa(loaded, paths["model"]) < 1e-4  # log_probs_lens checked inside too
+
+
+@pytest.mark.parametrize("which", ["teacher", "student"])
+def test_sherpa_offline_recognizer_gives_our_runners_transcripts(
+    tmp_path, which, teacher, student, utterances
+):
+    loaded = teacher if which == "teacher" else student
+    with torch.no_grad():  # random, with full context, it says one letter whatever the audio
+        loaded.model.ctc.weight.mul_(8.0)
+    export_sherpa_offline(loaded, tmp_path / "sherpa")
+    ours = OnnxCTC(export_full(loaded, tmp_path / "full.onnx"))
+    decode = SherpaOfflineDecoder(tmp_path / "sherpa", threads=1)
+    noisy = [_noise_floor(s, seed) for seed, s in enumerate(utterances)]
+    texts = [decode(s) for s in noisy]
+    assert texts == [ours.transcribe(compute_fbank(s, 16000)) for s in noisy]
+    assert len(set(texts)) >= 3 and sum(map(len, texts)) > 10  # the text follows the audio
+
+
+def test_sherpa_offline_metadata(tmp_path, teacher):
+    paths = export_sherpa_offline(teacher, tmp_path)
+    model = onnx.load(str(paths["model"]))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert (meta["vocab_size"], meta["subsampling_factor"], meta["model_type"]) == (
+        "29",
+        "4",
+        "wenet_ctc",
+    )
+    assert json.loads(meta["asr_kd"])["kind"] == "sherpa-onnx-offline"
+    assert [i.name for i in model.graph.input] == ["x", "x_lens"]
+    assert [o.name for o in model.graph.output] == ["log_probs", "log_probs_lens"]
+    assert paths["tokens"].read_text(encoding="utf-8").splitlines()[0] == "<blk> 0"
+
+
+def test_sherpa_decoders_refuse_the_other_recognizers_model(tmp_path, teacher, student):
+    export_sherpa_offline(teacher, tmp_path / "offline")
+    export_sherpa(student, tmp_path / "online", CHUNK, LEFT)
+    with pytest.raises(BadFileError, match="recognizer=online"):
+        SherpaStreamingDecoder(tmp_path / "offline")
+    with pytest.raises(BadFileError, match="recognizer=offline"):
+        SherpaOfflineDecoder(tmp_path / "online")
 
 
 def test_sherpa_metadata_and_tokens(tmp_path, student):
@@ -128,10 +192,29 @@ def test_export_cli_format_sherpa_onnx(tmp_path, make_checkpoint):
     assert set(summary) == {"sherpa-onnx"} and summary["sherpa-onnx"]["max_abs_diff"] < 1e-4
     assert (out / "model.onnx").is_file() and (out / "tokens.txt").is_file()
     assert not list(out.glob("stream-*.onnx")) and not (out / "full.onnx").exists()
+    offline = run(
+        compose(
+            "export", [*args[:1], f"out_dir={tmp_path / 'off'}", *args[2:], "recognizer=offline"]
+        )
+    )
+    assert set(offline) == {"sherpa-onnx-offline"}
+    assert offline["sherpa-onnx-offline"]["max_abs_diff"] < 1e-4
     with pytest.raises(ConfigError, match="one chunk size"):
         run(compose("export", [*args[:3], "chunk_sizes_ms=[160,320]"]))
     with pytest.raises(ConfigError, match="format must be one of"):
         run(compose("export", [*args[:2], "format=tflite"]))
+    with pytest.raises(ConfigError, match="recognizer must be one of"):
+        run(compose("export", [*args, "recognizer=both"]))
+
+
+def test_export_cli_sherpa_onnx_of_a_full_context_model_is_offline(tmp_path, make_checkpoint):
+    ckpt = make_checkpoint(tmp_path / "teacher.ckpt", streaming=False)
+    args = [f"ckpt={ckpt}", f"out_dir={tmp_path / 'sherpa'}", "format=sherpa-onnx"]
+    summary = run(compose("export", args))
+    assert set(summary) == {"sherpa-onnx-offline"}
+    assert summary["sherpa-onnx-offline"]["max_abs_diff"] < 1e-4
+    with pytest.raises(ConfigError, match="recognizer=offline"):
+        run(compose("export", [*args, "recognizer=online"]))
 
 
 def test_evaluate_sherpa_rows_beside_the_onnx_ones(tmp_path, prepared_data_dir, make_checkpoint):
@@ -144,10 +227,15 @@ def test_evaluate_sherpa_rows_beside_the_onnx_ones(tmp_path, prepared_data_dir, 
     rows = results["rows"]
     assert [(r["model"], r["mode"], r["runtime"]) for r in rows] == [
         ("teacher", "full", "onnx"),
+        ("teacher", "full-sherpa-onnx", "sherpa-onnx"),
         ("student_kd", "full", "onnx"),
         ("student_kd", "stream-160ms", "onnx"),
+        ("student_kd", "full-sherpa-onnx", "sherpa-onnx"),
         ("student_kd", "stream-160ms-sherpa-onnx", "sherpa-onnx"),
     ]
+    for offline in (rows[1], rows[4]):
+        assert offline["num_utts"] == rows[0]["num_utts"] and offline["latency_ms"] is None
+        assert 0 < offline["rtf_without_fbank"] < offline["rtf"] and offline["graph_mb"] > 0
     sherpa_row = rows[-1]
     assert sherpa_row["num_utts"] == rows[2]["num_utts"] and sherpa_row["audio_s"] > 0
     assert 0 < sherpa_row["rtf_without_fbank"] < sherpa_row["rtf"]
@@ -157,7 +245,9 @@ def test_evaluate_sherpa_rows_beside_the_onnx_ones(tmp_path, prepared_data_dir, 
     cut = next(c for c in load_cuts(prepared_data_dir, "test") if c.id == cut_id)
     assert decode(cut.load_audio()[0]) == hyp
     assert results["meta"]["runtimes"] == ["onnx", "sherpa-onnx"]
+    assert set(results["meta"]["sherpa_max_abs_diff"]["student_kd"]) == {"offline", "c4-l2"}
     assert max(results["meta"]["sherpa_max_abs_diff"]["student_kd"].values()) < 1e-4
+    assert results["meta"]["sherpa_max_abs_diff"]["teacher"]["offline"] < 1e-4
     md = (tmp_path / "eval" / "results.md").read_text()
     assert "sherpa-onnx" in md and "without it" in md
     with pytest.raises(ConfigError, match="runtime must be"):
