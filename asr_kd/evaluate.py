@@ -28,9 +28,10 @@ adds, per model, a row ``full-sherpa-onnx`` (with ``full_context``; the model ex
 ``sherpa_onnx.OfflineRecognizer``) and, per streaming model and chunk size, a row
 ``stream-<N>ms-sherpa-onnx`` (exported into ``<out_dir>/sherpa/<name>/c<C>-l<LC>/``, decoded by
 ``sherpa_onnx.OnlineRecognizer``), each checked against torch and decoded
-(:mod:`asr_kd.inference.sherpa`) from the cut's audio, on ``rtf.threads`` threads. Its RTF covers what sherpa-onnx does (fbank from audio, model,
-greedy search), the other rows' do not cover the fbank. The other rows come from the other
-runtime in the list (``onnx`` when sherpa-onnx is the only one).
+(:mod:`asr_kd.inference.sherpa`) from the cut's audio, on ``rtf.threads`` threads. Their RTF
+covers what sherpa-onnx does (fbank from audio, model, greedy search; ``rtf_without_fbank``
+leaves the fbank out), the other rows' does not cover the fbank. The other rows come from the
+other runtime in the list (``onnx`` when sherpa-onnx is the only one).
 
 RTF = processing seconds / audio seconds, where processing covers the model and the greedy
 search on precomputed fbank features (data loading and feature extraction are not timed) and

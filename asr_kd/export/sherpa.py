@@ -50,9 +50,10 @@ our full-context graph behind the same input adapter. One difference of sherpa-o
 ours: its offline fbank adds random noise of about one int16 step to the samples whatever its
 ``dither`` says (measured: digital silence gives different features on every call, ~ln 150 in
 place of the log floor), so audio with exact zeros in it (our synthetic corpus) decodes a little
-differently each time; recorded audio, whose noise floor is far above one int16 step, does not
-(demo test set, 143 utterances, transcripts equal to our ORT runner's: student 136, teacher 127;
-with a noise floor of 100 int16 steps added to the audio, student 143, teacher 140).
+differently from ours, and now and then from call to call; recorded audio, whose noise floor is
+far above one int16 step, does not (demo test set, 143 utterances: transcripts equal to our ORT
+runner's, student 136, teacher 127; with a noise floor of 100 int16 steps added to the audio,
+student 143, teacher 140; the teacher's changed between three calls on 1).
 
 Usage:
     asr-kd-export format=sherpa-onnx ckpt=exp/student_kd/checkpoints/last.ckpt \\
@@ -65,6 +66,7 @@ Usage:
     recognizer = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
         tokens=str(paths["tokens"]), model=str(paths["model"]), chunk_size=8, num_left_chunks=4,
         num_threads=1)
+
     paths = export_sherpa_offline(load_model(ckpt), "exp/sherpa/teacher")
     recognizer = sherpa_onnx.OfflineRecognizer.from_wenet_ctc(
         model=str(paths["model"]), tokens=str(paths["tokens"]), num_threads=1)
