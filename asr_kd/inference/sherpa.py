@@ -124,6 +124,10 @@ class SherpaOfflineDecoder:
                 "recognizer=offline for OfflineRecognizer (or use SherpaStreamingDecoder)"
             )
         self.fbank_seconds = 0.0  # in accept_waveform (the offline stream's fbank happens there)
+        # (N + 80) // 160 fbank frames (Kaldi, no snip edges); fewer than subsampling_factor give
+        # no encoder frame, and sherpa-onnx's run of the graph fails on them: no text, as ours.
+        factor = int(_props(model)["subsampling_factor"])
+        self.min_samples = factor * FRAME_SAMPLES - FRAME_SAMPLES // 2
         self.recognizer = sherpa_onnx.OfflineRecognizer.from_wenet_ctc(
             model=str(model),
             tokens=str(_tokens_file(model_dir)),
@@ -135,9 +139,12 @@ class SherpaOfflineDecoder:
     def __call__(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
         """One utterance, ``samples (N,)`` float in [-1, 1] -> text."""
         _check_rate(sample_rate)
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if samples.size < self.min_samples:
+            return ""
         stream = self.recognizer.create_stream()
         start = time.perf_counter()
-        stream.accept_waveform(sample_rate, np.asarray(samples, dtype=np.float32).reshape(-1))
+        stream.accept_waveform(sample_rate, samples)
         self.fbank_seconds += time.perf_counter() - start
         self.recognizer.decode_stream(stream)
         return _text(stream.result.tokens)
