@@ -58,9 +58,11 @@ def _props(model: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
 
 
-def sherpa_kind(model: str | Path) -> str:
-    """``ONLINE_KIND`` or ``OFFLINE_KIND``: what an exported ``model.onnx`` is."""
-    kind = json.loads(_props(Path(model)).get("asr_kd", "{}")).get("kind")
+def sherpa_kind(model: str | Path, props: dict[str, str] | None = None) -> str:
+    """``ONLINE_KIND`` or ``OFFLINE_KIND``: what an exported ``model.onnx`` is (from its
+    metadata ``props``, read when not given)."""
+    props = _props(Path(model)) if props is None else props
+    kind = json.loads(props.get("asr_kd", "{}")).get("kind")
     if kind not in (ONLINE_KIND, OFFLINE_KIND):
         raise BadFileError(
             f"{model} is not an asr-kd-export format=sherpa-onnx model (kind {kind!r}): export "
@@ -118,7 +120,8 @@ class SherpaOfflineDecoder:
 
         model_dir = Path(model_dir)
         model = model_dir / "model.onnx"
-        if sherpa_kind(model) != OFFLINE_KIND:
+        props = _props(model)
+        if sherpa_kind(model, props) != OFFLINE_KIND:
             raise BadFileError(
                 f"{model} is a streaming model for OnlineRecognizer: export it with "
                 "recognizer=offline for OfflineRecognizer (or use SherpaStreamingDecoder)"
@@ -126,7 +129,7 @@ class SherpaOfflineDecoder:
         self.fbank_seconds = 0.0  # in accept_waveform (the offline stream's fbank happens there)
         # (N + 80) // 160 fbank frames (Kaldi, no snip edges); fewer than subsampling_factor give
         # no encoder frame, and sherpa-onnx's run of the graph fails on them: no text, as ours.
-        factor = int(_props(model)["subsampling_factor"])
+        factor = int(props["subsampling_factor"])
         self.min_samples = factor * FRAME_SAMPLES - FRAME_SAMPLES // 2
         self.recognizer = sherpa_onnx.OfflineRecognizer.from_wenet_ctc(
             model=str(model),
