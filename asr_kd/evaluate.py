@@ -325,6 +325,10 @@ def _sherpa_dir(cfg: DictConfig, name: str, chunk_size: int | None, left_chunks:
     return Path(cfg.out_dir) / "sherpa" / name / leaf
 
 
+def _streaming_models(models: dict[str, LoadedModel]) -> dict[str, LoadedModel]:
+    return {k: v for k, v in models.items() if getattr(v.model, "streaming", False)}
+
+
 def _sherpa_settings(cfg: DictConfig, name: str, loaded: LoadedModel) -> list[tuple]:
     """``(chunk_ms, chunk_size, left_chunks)`` of each sherpa-onnx row of one model: ``(None,
     None, None)`` (offline, full context) when ``full_context``, then one per chunk size for a
@@ -543,6 +547,15 @@ def _check_requests(cfg: DictConfig, models: dict[str, LoadedModel]) -> list[str
             f"and sherpa-onnx (runtime=[onnx,sherpa-onnx]), got {asked}"
         )
     runtimes = (base or ["onnx"]) + ([SHERPA] if SHERPA in asked else [])
+    streaming = _streaming_models(models) if SHERPA in runtimes and cfg.chunk_sizes_ms else {}
+    for name, loaded in streaming.items():
+        left = loaded.model.resolve_left_chunks(cfg.left_chunks)
+        if left < 1:
+            raise ConfigError(
+                f"runtime={asked}: sherpa-onnx's streaming WeNet CTC model needs a cache of >= 1 "
+                f"chunk, model {name} ({loaded.path}) would run with left_chunks={left}: pass "
+                "left_chunks=N (N >= 1)"
+            )
     for q in cfg.quantize:
         check_quantize(str(q), "quantize entry")
     if "int8" in cfg.quantize and runtimes[0] != "onnx":

@@ -227,20 +227,27 @@ def run(cfg: DictConfig) -> dict:
     """Export ``cfg.ckpt`` into ``cfg.out_dir`` in ``cfg.format`` (and its int8 copy with
     ``quantize=int8``), check it against torch, return a summary (name -> path, diff, nodes,
     MB)."""
+    from asr_kd.export.sherpa import RECOGNIZERS, export_checked
+
     out_dir = Path(cfg.out_dir)
     if cfg.format not in FORMATS:
         raise ConfigError(f"format must be one of {FORMATS}, got {cfg.format!r}")
+    recognizer = str(cfg.get("recognizer", "auto"))
+    if recognizer not in RECOGNIZERS:
+        raise ConfigError(f"recognizer must be one of {RECOGNIZERS}, got {recognizer!r}")
+    if recognizer != "auto" and cfg.format != "sherpa-onnx":
+        raise ConfigError(
+            f"recognizer={recognizer} is an option of format=sherpa-onnx; format={cfg.format} "
+            "writes full.onnx and the step graphs: drop recognizer or pass format=sherpa-onnx"
+        )
     quantize = check_quantize(str(cfg.get("quantize", "none")))
     save_config(cfg, out_dir)
     loaded = load_model(cfg.ckpt)
-    chunk_ms = as_list(cfg.chunk_sizes_ms) if loaded.model.streaming else []
+    steps = loaded.model.streaming and recognizer != "offline"  # chunk sizes matter only there
+    chunk_ms = as_list(cfg.chunk_sizes_ms) if steps else []
     chunk_sizes = [chunk_frames(loaded.model, ms, source=str(loaded.path)) for ms in chunk_ms]
     if cfg.format == "sherpa-onnx":
-        from asr_kd.export.sherpa import export_checked
-
-        paths, diffs = export_checked(
-            loaded, out_dir, chunk_sizes, cfg.left_chunks, str(cfg.get("recognizer", "auto"))
-        )
+        paths, diffs = export_checked(loaded, out_dir, chunk_sizes, cfg.left_chunks, recognizer)
         check = _check_sherpa_paths
     else:
         paths = export_checkpoint(loaded, out_dir, chunk_sizes, cfg.left_chunks)

@@ -3,8 +3,8 @@ directory (``model.onnx``, ``tokens.txt``; :mod:`asr_kd.export.sherpa` describes
 :class:`SherpaStreamingDecoder` (``OnlineRecognizer``, a streaming student's step) and
 :class:`SherpaOfflineDecoder` (``OfflineRecognizer``, any model with full context).
 
-sherpa-onnx computes the fbank itself, so a decoder takes audio, not features. It is fed as a
-live source would feed it: one chunk's worth of samples (``C * factor * 10 ms``) per
+sherpa-onnx computes the fbank itself, so a decoder takes audio, not features. The offline one
+gets each utterance whole; the streaming one is fed as a live source would feed it: one chunk's worth of samples (``C * factor * 10 ms``) per
 ``accept_waveform``, each ready chunk decoded at once. sherpa-onnx only runs whole chunks, so at
 the end of an utterance the decoder appends ``hop + 2`` frames of silence (``tail_samples``)
 before ``input_finished``: the chunk holding the last speech frames runs, where our runner's
@@ -71,11 +71,16 @@ def sherpa_kind(model: str | Path, props: dict[str, str] | None = None) -> str:
     return kind
 
 
-def read_layout(model: str | Path) -> dict[str, int]:
-    """The integer sherpa-onnx metadata of an exported ``model.onnx`` (``chunk_size``,
-    ``num_left_chunks``, ``subsampling_factor``, ``vocab_size``)."""
+def _input_dim(props: dict[str, str]) -> int:
+    """fbank bins the model reads (``input_dim`` of our metadata): sherpa-onnx's ``feature_dim``."""
+    return int(json.loads(props.get("asr_kd", "{}")).get("input_dim", 80))
+
+
+def read_layout(model: str | Path, props: dict[str, str] | None = None) -> dict[str, int]:
+    """The integer sherpa-onnx metadata of an exported streaming ``model.onnx`` (``chunk_size``,
+    ``num_left_chunks``, ``subsampling_factor``, ``vocab_size``), from ``props`` if given."""
     model = Path(model)
-    meta = _props(model)
+    meta = _props(model) if props is None else props
     missing = [k for k in _KEYS if k not in meta]
     if missing:
         raise BadFileError(
@@ -94,8 +99,8 @@ def _tokens_file(model_dir: Path) -> Path:
 
 def _text(tokens: Iterable[str]) -> str:
     """Text from the result's tokens: sherpa-onnx 2.0.1's result text drops a leading ``'``
-    (measured: tokens ``["'", "X"]``, text ``"X"``); ``▁`` is a space in its symbol table already
-    (and kept as is where it is not)."""
+    (measured: tokens ``["'", "X"]``, text ``"X"``). ``▁`` is a space in its symbol table
+    already; any left is made one."""
     return " ".join("".join(tokens).replace("\u2581", " ").split())
 
 
@@ -136,7 +141,7 @@ class SherpaOfflineDecoder:
             tokens=str(_tokens_file(model_dir)),
             num_threads=int(threads),
             sample_rate=SAMPLE_RATE,
-            feature_dim=80,
+            feature_dim=_input_dim(props),
         )
 
     def __call__(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
@@ -167,12 +172,13 @@ class SherpaStreamingDecoder:
         import sherpa_onnx
 
         model_dir = Path(model_dir)
-        if sherpa_kind(model_dir / "model.onnx") != ONLINE_KIND:
+        props = _props(model_dir / "model.onnx")
+        if sherpa_kind(model_dir / "model.onnx", props) != ONLINE_KIND:
             raise BadFileError(
                 f"{model_dir / 'model.onnx'} is a full-context model for OfflineRecognizer: "
                 "export a streaming student with recognizer=online (or use SherpaOfflineDecoder)"
             )
-        layout = read_layout(model_dir / "model.onnx")
+        layout = read_layout(model_dir / "model.onnx", props)
         tokens = _tokens_file(model_dir)
         self.fbank_seconds = 0.0  # in accept_waveform (sherpa-onnx computes the fbank there)
         self.chunk_size, self.left_chunks = layout["chunk_size"], layout["num_left_chunks"]
@@ -186,7 +192,7 @@ class SherpaStreamingDecoder:
             num_left_chunks=self.left_chunks,
             num_threads=int(threads),
             sample_rate=SAMPLE_RATE,
-            feature_dim=80,
+            feature_dim=_input_dim(props),
         )
 
     def _accept(self, stream, sample_rate: int, samples: np.ndarray) -> None:
