@@ -346,17 +346,13 @@ def _sherpa_settings(cfg: DictConfig, name: str, loaded: LoadedModel) -> list[tu
 def _export_sherpa(cfg: DictConfig, models: dict[str, LoadedModel]) -> dict:
     """runtime has sherpa-onnx: export every model's sherpa-onnx rows (``_sherpa_settings``)
     and check each against torch; ``{name: {"offline" | "c<C>-l<LC>": max_abs_diff}}``."""
-    from asr_kd.export.sherpa import check_sherpa, export_sherpa, export_sherpa_offline
+    from asr_kd.export.sherpa import check_sherpa, export_sherpa_model
 
     diffs = {}
     for name, loaded in models.items():
         for _, chunk_size, left_chunks in _sherpa_settings(cfg, name, loaded):
             out = _sherpa_dir(cfg, name, chunk_size, left_chunks)
-            if chunk_size is None:
-                paths = export_sherpa_offline(loaded, out)
-            else:
-                paths = export_sherpa(loaded, out, chunk_size, left_chunks)
-            diff = check_sherpa(loaded, paths["model"])
+            diff = check_sherpa(loaded, export_sherpa_model(loaded, out, chunk_size, left_chunks))
             diffs.setdefault(name, {})[out.name] = diff
             if not diff <= TOLERANCE:
                 raise RuntimeError(
@@ -395,13 +391,9 @@ def _sherpa_row(
     from asr_kd.inference.sherpa import SherpaOfflineDecoder, SherpaStreamingDecoder
 
     threads, out = int(cfg.rtf.threads), _sherpa_dir(cfg, name, chunk_size, left_chunks)
-    if chunk_ms is None:
-        decode, mode = SherpaOfflineDecoder(out, threads=threads), f"full-{SHERPA}"
-    else:
-        decode, mode = (
-            SherpaStreamingDecoder(out, threads=threads),
-            f"stream-{chunk_ms:g}ms-{SHERPA}",
-        )
+    offline = chunk_ms is None
+    decode = (SherpaOfflineDecoder if offline else SherpaStreamingDecoder)(out, threads=threads)
+    mode = f"full-{SHERPA}" if offline else f"stream-{chunk_ms:g}ms-{SHERPA}"
     cuts = {cut.id: cut for cut in load_cuts(cfg.data.dir, subset)}
     hyps, refs, timer, audio_s, fbank_s = {}, {}, Timer(energy=RaplCounters()), 0.0, 0.0
     for n, utt in enumerate(utterances(_batches(cfg, dm, subset))):

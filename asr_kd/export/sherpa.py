@@ -85,7 +85,13 @@ from torch import nn
 
 from asr_kd.errors import ConfigError
 from asr_kd.export.graph import METADATA_KEY, _metadata, _save
-from asr_kd.inference.sherpa import OFFLINE_KIND, ONLINE_KIND, sherpa_kind
+from asr_kd.inference.sherpa import (
+    OFFLINE_KIND,
+    ONLINE_KIND,
+    read_layout,
+    sherpa_kind,
+    sherpa_metadata,
+)
 from asr_kd.models.fold import FoldedGraph
 from asr_kd.models.loading import LoadedModel
 from asr_kd.models.streaming import StepSpec
@@ -100,6 +106,7 @@ __all__ = [
     "SherpaStepGraph",
     "check_sherpa",
     "export_sherpa",
+    "export_sherpa_model",
     "export_sherpa_offline",
     "sherpa_layout",
     "write_tokens",
@@ -113,7 +120,6 @@ INPUTS = ("x", "offset", "required_cache_size", "att_cache", "cnn_cache", "att_m
 OUTPUTS = ("log_probs", "r_att_cache", "r_cnn_cache")
 OFFLINE_INPUTS = ("x", "x_lens")
 OFFLINE_OUTPUTS = ("log_probs", "log_probs_lens")
-_LAYOUT_KEYS = ("chunk_size", "num_left_chunks", "subsampling_factor")
 # recognizer=: auto = online for a streaming model, offline for a full-context one.
 RECOGNIZERS = ("auto", "online", "offline")
 
@@ -356,6 +362,17 @@ def sherpa_steps(session, feats: np.ndarray, layout: dict) -> np.ndarray:
     return np.concatenate(out)
 
 
+def export_sherpa_model(
+    loaded: LoadedModel, out_dir: str | Path, chunk_size: int | None, left_chunks: int | None
+) -> Path:
+    """``out_dir/model.onnx`` (+ ``tokens.txt``): the streaming step of ``chunk_size`` encoder
+    frames and ``left_chunks`` cached chunks (OnlineRecognizer), or with ``chunk_size=None`` the
+    full-context graph (OfflineRecognizer)."""
+    if chunk_size is None:
+        return export_sherpa_offline(loaded, out_dir)["model"]
+    return export_sherpa(loaded, out_dir, chunk_size, left_chunks)["model"]
+
+
 def _random_fbank(model: nn.Module, frames: int, seed: int) -> torch.Tensor:
     """(frames, F) random raw fbank around the model's CMVN, never below the log floor (which
     the sherpa graphs clamp to, as no fbank is below it)."""
@@ -378,11 +395,10 @@ def check_sherpa(loaded: LoadedModel, model_path: str | Path, seed: int = 0) -> 
     (NaN if either is NaN): online, :func:`sherpa_steps` against ``forward_chunk`` on one random
     utterance long enough for the attention cache to fill and slide; offline, one call against
     the full-context ``forward`` (and ``log_probs_lens`` must be its length)."""
-    if sherpa_kind(model_path) == OFFLINE_KIND:
+    meta = sherpa_metadata(model_path)
+    if sherpa_kind(model_path, meta) == OFFLINE_KIND:
         return _check_offline(loaded, model_path, seed)
-    props = onnx.load(str(model_path), load_external_data=False).metadata_props
-    meta = {p.key: p.value for p in props}
-    layout = {k: int(meta[k]) for k in _LAYOUT_KEYS}
+    layout = read_layout(model_path, meta)
     spec = StepSpec.from_metadata(json.loads(meta[METADATA_KEY]), str(model_path))
     model = loaded.model.eval()
     steps = spec.left_chunks + 3
@@ -425,18 +441,19 @@ def export_checked(
     if recognizer not in RECOGNIZERS:
         raise ConfigError(f"recognizer must be one of {RECOGNIZERS}, got {recognizer!r}")
     if recognizer == "offline" or (recognizer == "auto" and not streaming):
-        path = export_sherpa_offline(loaded, out_dir)["model"]
-        return {OFFLINE_KIND: path}, {OFFLINE_KIND: check_sherpa(loaded, path)}
-    if not streaming:
+        chunk_size = lc = None
+    elif not streaming:
         raise ConfigError(
             f"{loaded.path} holds a full-context model: it has no streaming step for "
             "sherpa_onnx.OnlineRecognizer; use recognizer=offline (OfflineRecognizer)"
         )
-    if len(chunk_sizes) != 1:
+    elif len(chunk_sizes) != 1:
         raise ConfigError(
             f"format=sherpa-onnx writes one model.onnx per directory: give one chunk size "
             f"(chunk_sizes_ms=[320]), got {len(chunk_sizes)}; run once per chunk size"
         )
-    lc = loaded.model.resolve_left_chunks(left_chunks)
-    paths = export_sherpa(loaded, out_dir, chunk_sizes[0], lc)
-    return {ONLINE_KIND: paths["model"]}, {ONLINE_KIND: check_sherpa(loaded, paths["model"])}
+    else:
+        chunk_size, lc = chunk_sizes[0], loaded.model.resolve_left_chunks(left_chunks)
+    path = export_sherpa_model(loaded, out_dir, chunk_size, lc)
+    kind = OFFLINE_KIND if chunk_size is None else ONLINE_KIND
+    return {kind: path}, {kind: check_sherpa(loaded, path)}

@@ -38,6 +38,7 @@ __all__ = [
     "SherpaStreamingDecoder",
     "read_layout",
     "sherpa_kind",
+    "sherpa_metadata",
 ]
 
 _KEYS = ("chunk_size", "num_left_chunks", "subsampling_factor", "vocab_size")
@@ -48,8 +49,11 @@ FRAME_SAMPLES = 160  # 10 ms at 16 kHz
 ONLINE_KIND, OFFLINE_KIND = "sherpa-onnx", "sherpa-onnx-offline"
 
 
-def _props(model: Path) -> dict[str, str]:
+def sherpa_metadata(model: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of an exported ``model.onnx`` (ours under ``asr_kd``, JSON)."""
     import onnx
+
+    model = Path(model)
 
     if not model.is_file():
         raise MissingFileError(
@@ -61,7 +65,7 @@ def _props(model: Path) -> dict[str, str]:
 def sherpa_kind(model: str | Path, props: dict[str, str] | None = None) -> str:
     """``ONLINE_KIND`` or ``OFFLINE_KIND``: what an exported ``model.onnx`` is (from its
     metadata ``props``, read when not given)."""
-    props = _props(Path(model)) if props is None else props
+    props = sherpa_metadata(model) if props is None else props
     kind = json.loads(props.get("asr_kd", "{}")).get("kind")
     if kind not in (ONLINE_KIND, OFFLINE_KIND):
         raise BadFileError(
@@ -79,8 +83,7 @@ def _input_dim(props: dict[str, str]) -> int:
 def read_layout(model: str | Path, props: dict[str, str] | None = None) -> dict[str, int]:
     """The integer sherpa-onnx metadata of an exported streaming ``model.onnx`` (``chunk_size``,
     ``num_left_chunks``, ``subsampling_factor``, ``vocab_size``), from ``props`` if given."""
-    model = Path(model)
-    meta = _props(model) if props is None else props
+    meta = sherpa_metadata(model) if props is None else props
     missing = [k for k in _KEYS if k not in meta]
     if missing:
         raise BadFileError(
@@ -109,6 +112,26 @@ def _check_rate(sample_rate: int) -> None:
         raise ConfigError(f"sample_rate {sample_rate} != {SAMPLE_RATE}: resample first")
 
 
+# Why a decoder refuses a directory that holds the other recognizer's model, and the fix.
+_WRONG_KIND = {
+    OFFLINE_KIND: "is a streaming model for OnlineRecognizer: export it with recognizer=offline "
+    "for OfflineRecognizer (or use SherpaStreamingDecoder)",
+    ONLINE_KIND: "is a full-context model for OfflineRecognizer: export a streaming student with "
+    "recognizer=online (or use SherpaOfflineDecoder)",
+}
+
+
+def _open_export(model_dir: str | Path, kind: str) -> tuple[Path, dict[str, str], Path]:
+    """``model.onnx``, its metadata and ``tokens.txt`` of an export directory that holds a model
+    of ``kind``; a one-line error for anything else."""
+    model_dir = Path(model_dir)
+    model = model_dir / "model.onnx"
+    props = sherpa_metadata(model)
+    if sherpa_kind(model, props) != kind:
+        raise BadFileError(f"{model} {_WRONG_KIND[kind]}")
+    return model, props, _tokens_file(model_dir)
+
+
 class SherpaOfflineDecoder:
     """``sherpa_onnx.OfflineRecognizer.from_wenet_ctc`` on an ``asr-kd-export format=sherpa-onnx
     recognizer=offline`` directory: one utterance at a time, full context, greedy CTC.
@@ -123,14 +146,7 @@ class SherpaOfflineDecoder:
     def __init__(self, model_dir: str | Path, threads: int = 1) -> None:
         import sherpa_onnx
 
-        model_dir = Path(model_dir)
-        model = model_dir / "model.onnx"
-        props = _props(model)
-        if sherpa_kind(model, props) != OFFLINE_KIND:
-            raise BadFileError(
-                f"{model} is a streaming model for OnlineRecognizer: export it with "
-                "recognizer=offline for OfflineRecognizer (or use SherpaStreamingDecoder)"
-            )
+        model, props, tokens = _open_export(model_dir, OFFLINE_KIND)
         self.fbank_seconds = 0.0  # in accept_waveform (the offline stream's fbank happens there)
         # (N + 80) // 160 fbank frames (Kaldi, no snip edges); fewer than subsampling_factor give
         # no encoder frame, and sherpa-onnx's run of the graph fails on them: no text, as ours.
@@ -138,7 +154,7 @@ class SherpaOfflineDecoder:
         self.min_samples = factor * FRAME_SAMPLES - FRAME_SAMPLES // 2
         self.recognizer = sherpa_onnx.OfflineRecognizer.from_wenet_ctc(
             model=str(model),
-            tokens=str(_tokens_file(model_dir)),
+            tokens=str(tokens),
             num_threads=int(threads),
             sample_rate=SAMPLE_RATE,
             feature_dim=_input_dim(props),
@@ -171,15 +187,8 @@ class SherpaStreamingDecoder:
     def __init__(self, model_dir: str | Path, threads: int = 1) -> None:
         import sherpa_onnx
 
-        model_dir = Path(model_dir)
-        props = _props(model_dir / "model.onnx")
-        if sherpa_kind(model_dir / "model.onnx", props) != ONLINE_KIND:
-            raise BadFileError(
-                f"{model_dir / 'model.onnx'} is a full-context model for OfflineRecognizer: "
-                "export a streaming student with recognizer=online (or use SherpaOfflineDecoder)"
-            )
-        layout = read_layout(model_dir / "model.onnx", props)
-        tokens = _tokens_file(model_dir)
+        model, props, tokens = _open_export(model_dir, ONLINE_KIND)
+        layout = read_layout(model, props)
         self.fbank_seconds = 0.0  # in accept_waveform (sherpa-onnx computes the fbank there)
         self.chunk_size, self.left_chunks = layout["chunk_size"], layout["num_left_chunks"]
         hop = self.chunk_size * layout["subsampling_factor"]
@@ -187,7 +196,7 @@ class SherpaStreamingDecoder:
         self.tail_samples = (hop + 2) * FRAME_SAMPLES
         self.recognizer = sherpa_onnx.OnlineRecognizer.from_wenet_ctc(
             tokens=str(tokens),
-            model=str(model_dir / "model.onnx"),
+            model=str(model),
             chunk_size=self.chunk_size,
             num_left_chunks=self.left_chunks,
             num_threads=int(threads),
