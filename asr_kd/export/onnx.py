@@ -46,7 +46,12 @@ from torch import nn
 from asr_kd.config import as_list, save_config
 from asr_kd.errors import ConfigError
 from asr_kd.export.graph import METADATA_KEY, OPSET, _metadata, _save  # noqa: F401 (re-exported)
-from asr_kd.export.quantize import check_quantize, quantize_dir
+from asr_kd.export.quantize import (
+    DEFAULT_INT8_SCHEME,
+    check_int8_scheme,
+    check_quantize,
+    quantize_dir,
+)
 from asr_kd.inference.factory import open_graph
 from asr_kd.inference.onnx import (
     FULL_FILE,
@@ -207,12 +212,16 @@ def _check_tolerance(ckpt, summary: dict, tolerance: float, what: str = "ONNX ex
 
 
 def quantize_export(
-    loaded: LoadedModel, paths: dict[str, Path], out_dir: Path, check=check_export
+    loaded: LoadedModel,
+    paths: dict[str, Path],
+    out_dir: Path,
+    check=check_export,
+    scheme: str = DEFAULT_INT8_SCHEME,
 ) -> tuple:
     """int8 copies of the graphs ``paths`` (name -> fp32 graph in ``out_dir``), in
-    ``out_dir/int8``, and their max log-prob difference to torch by ``check(loaded, paths)``:
-    ``({name: int8 path}, {name: diff})``."""
-    int8 = quantize_dir(out_dir)
+    ``out_dir/int8`` with int8 ``scheme``, and their max log-prob difference to torch by
+    ``check(loaded, paths)``: ``({name: int8 path}, {name: diff})``."""
+    int8 = quantize_dir(out_dir, scheme=scheme)
     int8_paths = {name: int8[path.name] for name, path in paths.items()}
     return int8_paths, check(loaded, int8_paths)
 
@@ -241,6 +250,7 @@ def run(cfg: DictConfig) -> dict:
             "writes full.onnx and the step graphs: drop recognizer or pass format=sherpa-onnx"
         )
     quantize = check_quantize(str(cfg.get("quantize", "none")))
+    scheme = check_int8_scheme(str(cfg.get("int8_scheme", DEFAULT_INT8_SCHEME)))
     save_config(cfg, out_dir)
     loaded = load_model(cfg.ckpt)
     steps = loaded.model.streaming and recognizer != "offline"  # chunk sizes matter only there
@@ -255,7 +265,8 @@ def run(cfg: DictConfig) -> dict:
     summary = _summary(paths, diffs)
     int8_summary = {}
     if quantize == "int8":
-        int8_summary = _summary(*quantize_export(loaded, paths, out_dir, check), suffix=" int8")
+        int8 = quantize_export(loaded, paths, out_dir, check, scheme)
+        int8_summary = _summary(*int8, suffix=" int8")
     (out_dir / "export.json").write_text(json.dumps({**summary, **int8_summary}, indent=2) + "\n")
     _check_tolerance(cfg.ckpt, summary, cfg.tolerance)
     _check_tolerance(cfg.ckpt, int8_summary, cfg.int8_tolerance, "int8 export")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from asr_kd.config import compose
@@ -15,9 +14,10 @@ from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.errors import ConfigError, MissingFileError
 from asr_kd.export.onnx import check_export, export_checkpoint, run
 from asr_kd.export.quantize import (
+    DEFAULT_INT8_SCHEME,
     INT8_DIR,
+    INT8_SCHEMES,
     INT8_TOLERANCE,
-    gemm_to_matmul,
     quantize_dir,
 )
 from asr_kd.inference.factory import make_decoder
@@ -45,7 +45,9 @@ def test_int8_graphs_run_near_torch_and_are_smaller(exported):
     int8_paths = {name: int8[path.name] for name, path in paths.items()}
     diffs = check_export(loaded, int8_paths)  # a random utterance, streamed in odd pieces
     assert all(0 < d <= INT8_TOLERANCE for d in diffs.values()), diffs  # 0: not quantised
-    assert max(diffs.values()) < 0.1, diffs  # this model: 0.02 (full), 0.02 (step)
+    # This model is 0.02 off with u8u8 on an AVX2-only and on an AVX-512 VNNI CPU alike. Above
+    # 0.1 is int8 weights saturating ORT's AVX2 kernel (VPMADDUBSW): 0.32 on an AMD EPYC with u8s8.
+    assert max(diffs.values()) < 0.1, f"int8 graphs too far from torch on this CPU: {diffs}"
     for name, path in paths.items():
         assert int8_paths[name].stat().st_size < 0.6 * path.stat().st_size
         types = {n.op_type for n in onnx.load(str(int8_paths[name])).graph.node}
@@ -53,11 +55,15 @@ def test_int8_graphs_run_near_torch_and_are_smaller(exported):
     assert (int8["full.onnx"].parent / "tokens.txt").read_text() == "<blk> 0\n"
     meta = read_metadata(int8_paths["stream-c4"])
     assert meta["quantize"] == "int8" and meta["kind"] == "step"
+    assert meta["int8_scheme"] == DEFAULT_INT8_SCHEME == "u8u8"
     assert "quantize" not in read_metadata(paths["stream-c4"])
-    OnnxCTC(int8_paths["full"])  # the runners and the decoder factory open the int8 directory
-    OnnxStreamingCTC(int8_paths["stream-c4"])
+    # the runners and the decoder factory open the int8 directory and decode with its graphs
+    feats = np.random.default_rng(1).normal(size=(50, 80)).astype(np.float32)
+    offline = make_decoder("onnx", onnx=int8["full.onnx"].parent)
+    assert offline(feats) == OnnxCTC(int8_paths["full"]).transcribe(feats)
+    assert OnnxStreamingCTC(int8_paths["stream-c4"]).meta["quantize"] == "int8"
     decode = make_decoder("onnx", onnx=int8["full.onnx"].parent, chunk_size=4, left_chunks=2)
-    assert isinstance(decode(np.zeros((50, 80), np.float32)), str)
+    assert decode.streaming and isinstance(decode(feats), str)
 
 
 def test_step_graph_caches_stay_fp32(exported):
@@ -85,15 +91,38 @@ def test_step_graph_caches_stay_fp32(exported):
     assert not cache_tensors & quantised
 
 
-def test_gemm_to_matmul_is_the_same_function(exported):
+def _op_counts(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path)).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("scheme", sorted(INT8_SCHEMES))
+def test_every_weight_product_is_int8_with_the_schemes_weight_type(exported, tmp_path, scheme):
+    """Each constant-weight ``Gemm`` of the fp32 graph becomes one integer product (ORT rewrites
+    ``Gemm`` itself), and the weights have the scheme's type."""
     _, paths = exported
-    proto = gemm_to_matmul(onnx.load(str(paths["full"])))
-    inits = {i.name for i in proto.graph.initializer}
-    assert not [n for n in proto.graph.node if n.op_type == "Gemm" and n.input[1] in inits]
-    feats = np.random.default_rng(0).normal(size=(61, 80)).astype(np.float32)
-    ref = ort.InferenceSession(str(paths["full"])).run(None, {"feats": feats})[0]
-    got = ort.InferenceSession(proto.SerializeToString()).run(None, {"feats": feats})[0]
-    assert np.abs(got - ref).max() < 1e-4
+    fp32 = onnx.load(str(paths["full"]))
+    weights = {i.name for i in fp32.graph.initializer}
+    products = [n for n in fp32.graph.node if n.op_type == "Gemm" and n.input[1] in weights]
+    int8 = quantize_dir(paths["full"].parent, tmp_path / scheme, scheme=scheme)["full.onnx"]
+    counts = _op_counts(int8)
+    assert counts.get("MatMulInteger") == len(products) > 0 and "Gemm" not in counts, counts
+    proto = onnx.load(str(int8))
+    quantised = {
+        i.name: i.data_type for i in proto.graph.initializer if i.name.endswith("_quantized")
+    }
+    signed, _ = INT8_SCHEMES[scheme]
+    want = onnx.TensorProto.INT8 if signed else onnx.TensorProto.UINT8
+    assert len(quantised) == len(products) and set(quantised.values()) == {want}
+    assert read_metadata(int8)["int8_scheme"] == scheme
+
+
+def test_int8_scheme_is_checked(exported, tmp_path):
+    _, paths = exported
+    with pytest.raises(ConfigError, match="int8_scheme='s4'"):
+        quantize_dir(paths["full"].parent, tmp_path / "x", scheme="s4")
 
 
 def test_quantize_dir_needs_graphs(tmp_path):
@@ -117,3 +146,5 @@ def test_export_cli_quantize_int8(tmp_path, make_checkpoint):
         run(compose("export", [*args, "quantize=int8", "int8_tolerance=1e-6"]))
     with pytest.raises(ConfigError, match="quantize='int4'"):
         run(compose("export", [*args, "quantize=int4"]))
+    with pytest.raises(ConfigError, match="int8_scheme='u4'"):
+        run(compose("export", [*args, "quantize=int8", "int8_scheme=u4"]))
