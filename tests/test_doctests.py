@@ -35,7 +35,7 @@ MODULES_WITH_EXAMPLES = [
     "asr_kd.metrics",
     "asr_kd.models.conformer",
     "asr_kd.models.decode",
-    "asr_kd.models.fold",
+    "asr_kd.export.fold",
     "asr_kd.models.masks",
     "asr_kd.models.streaming",
     "asr_kd.training.averaging",

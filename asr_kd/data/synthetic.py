@@ -42,11 +42,11 @@ from tqdm import tqdm
 
 from asr_kd.config import save_config
 from asr_kd.data.espeak import EspeakEngine, SpeechRequest, variant_gender
+from asr_kd.data.features import SAMPLE_RATE
 from asr_kd.data.librispeech import subset_table
 from asr_kd.errors import ConfigError, OutputExistsError
 
 __all__ = [
-    "SAMPLE_RATE",
     "Speaker",
     "SynthSettings",
     "assign_speakers",
@@ -55,7 +55,6 @@ __all__ = [
     "synthesize_corpus",
 ]
 
-SAMPLE_RATE = 16000
 _MARKER = ".asr_kd_synth"  # marks a LibriSpeech dir we wrote, so we may overwrite its subsets
 _WORD = re.compile(r"[a-z']+")
 _INITIAL_SECONDS_PER_UTT = 4.0  # first guess, to size the first batch of work

@@ -9,7 +9,7 @@ Two graphs per model, both batch 1 on 2-D ``(frames, channels)`` tensors, CMVN i
   ``Tc = LC * C`` cached frames plus the chunk (an additive mask hides the empty slots).
 
 The graphs are not a trace of ``ConformerCTC``: they run its weights refolded for ONNX
-(:mod:`asr_kd.models.fold`, which says why and how).
+(:mod:`asr_kd.export.fold`, which says why and how).
 
 Metadata for the runner (:mod:`asr_kd.inference.onnx`) is a JSON string in the model's
 ``metadata_props["asr_kd"]``: tokenizer, frame shift, subsampling, CMVN mean (the raw value of a
@@ -45,6 +45,7 @@ from torch import nn
 
 from asr_kd.config import as_list, save_config
 from asr_kd.errors import ConfigError
+from asr_kd.export.fold import FoldedGraph
 from asr_kd.export.graph import METADATA_KEY, OPSET, _metadata, _save  # noqa: F401 (re-exported)
 from asr_kd.export.quantize import (
     DEFAULT_INT8_SCHEME,
@@ -58,7 +59,6 @@ from asr_kd.inference.onnx import (
     session_options,
     step_file_name,
 )
-from asr_kd.models.fold import FoldedGraph
 from asr_kd.models.loading import LoadedModel, load_model
 from asr_kd.models.streaming import chunk_frames
 

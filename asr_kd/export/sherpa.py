@@ -36,7 +36,7 @@ the graph does about each point:
   takes its rotary rows at ``offset - required_cache_size``, our runner's position. ``att_mask``
   (bool, true = attend) becomes the additive mask of the step graph.
 
-The graph is our step graph (:class:`asr_kd.models.fold.FoldedGraph`) with these adapters around
+The graph is our step graph (:class:`asr_kd.export.fold.FoldedGraph`) with these adapters around
 it; :func:`check_sherpa` runs it the way sherpa-onnx does (the loop above, in Python on ONNX
 Runtime) against torch ``forward_chunk``, and ``tests/export/test_sherpa.py`` decodes through
 ``sherpa_onnx`` itself.
@@ -84,6 +84,7 @@ import torch
 from torch import nn
 
 from asr_kd.errors import ConfigError
+from asr_kd.export.fold import FoldedGraph
 from asr_kd.export.graph import METADATA_KEY, _metadata, _save
 from asr_kd.inference.sherpa import (
     OFFLINE_KIND,
@@ -92,7 +93,6 @@ from asr_kd.inference.sherpa import (
     sherpa_kind,
     sherpa_metadata,
 )
-from asr_kd.models.fold import FoldedGraph
 from asr_kd.models.loading import LoadedModel
 from asr_kd.models.streaming import StepSpec
 

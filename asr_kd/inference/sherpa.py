@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from asr_kd.data.features import SAMPLE_RATE
 from asr_kd.errors import BadFileError, ConfigError, MissingFileError
 
 __all__ = [
@@ -42,7 +43,6 @@ __all__ = [
 ]
 
 _KEYS = ("chunk_size", "num_left_chunks", "subsampling_factor", "vocab_size")
-SAMPLE_RATE = 16000
 FRAME_SAMPLES = 160  # 10 ms at 16 kHz
 # What an exported model.onnx is (its metadata_props["asr_kd"]["kind"]): OnlineRecognizer's
 # streaming step, or OfflineRecognizer's full-context graph.
