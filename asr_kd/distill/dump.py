@@ -62,28 +62,26 @@ from asr_kd.data.features import FRAME_SHIFT_MS
 from asr_kd.data.teacher_vocab import is_hf_source
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.distill.hf_teacher import HFTeacher, hf_fingerprint
-from asr_kd.distill.hidden import (
-    CodecStats,
-    check_layers,
-    codec_bytes_per_frame,
-    encode,
-    fit_codec,
-    parse_compress,
-)
+from asr_kd.distill.hidden import check_layers
 from asr_kd.distill.losses import soften_teacher
 from asr_kd.distill.output import TeacherOutput
 from asr_kd.distill.pseudo import CONFIDENCE, greedy_labels, labels_summary
 from asr_kd.distill.store import (
     LABELS_SUFFIX,
     MAX_INT16_VOCAB,
+    CodecStats,
     ShardWriter,
     SoftTargetStore,
     bytes_per_frame,
     check_fingerprint,
+    codec_bytes_per_frame,
     codec_name,
     committed_shards,
     data_identity,
+    encode_hidden,
+    fit_codec,
     hidden_suffix,
+    parse_compress,
     remove_shard,
     save_array,
     shard_markers,
@@ -114,7 +112,7 @@ class HiddenDump:
         """Cut ``i``'s stored arrays by file suffix, from the (B, T', D) outputs of
         ``self.layers`` (``TeacherOutput.hidden``: one per layer, in that order)."""
         return {
-            hidden_suffix(layer): encode(
+            hidden_suffix(layer): encode_hidden(
                 self.compress, self.params[layer], h[i, :frames].float().cpu().numpy()
             )
             for layer, h in zip(self.layers, hidden, strict=True)
@@ -315,7 +313,7 @@ def _drop_damaged_shards(out_dir: Path, subsets: set[str], labels: bool = False)
     for shard, meta in committed_shards(out_dir).items():
         if (meta.get("data") or {}).get("subset") not in subsets:
             continue  # another subset's shards are checked when that subset is resumed
-        damage = [d.text for d in shard_problems(out_dir, shard, meta, checksum=True)]
+        damage = [d.text for d in shard_problems(out_dir, shard, meta, read_data=True)]
         if labels and f"{shard_stem(shard)}{LABELS_SUFFIX}" not in meta.get("files", {}):
             damage.append("dumped without pseudo_labels=true")
         if damage:

@@ -1,5 +1,6 @@
-"""Soft-target integrity: a damaged shard is named on open (sizes) or by verify (SHA-256), a
-resumed dump recomputes it, and stores from before sizes were recorded still load."""
+"""Store integrity: a damaged shard is named on open (sizes) or by a full check (SHA-256) with
+the command that repairs it, a resumed dump recomputes it, and a store from before sizes were
+recorded is refused with the dump that re-dumps it."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import shutil
 import pytest
 import torch
 
+from asr_kd.checkpoint import file_sha256
 from asr_kd.config import compose
 from asr_kd.distill.dump import dump_targets
-from asr_kd.distill.store import SoftTargetStore
+from asr_kd.distill.store import SoftTargetStore, validate
 from asr_kd.errors import BadFileError, MissingFileError
 
 
@@ -103,17 +105,22 @@ def test_a_damaged_store_stops_distill_before_any_step(
         run.distill(cfg)
 
 
-def test_a_flipped_byte_is_caught_by_verify_not_by_open(tmp_path, targets_dir):
+def test_a_flipped_byte_is_caught_by_the_full_check_not_the_cheap_one(tmp_path, targets_dir):
     out = _copy(targets_dir, tmp_path / "targets")
     shards = len(_index(out)["shards"])
     summary = SoftTargetStore(out).verify()
     assert summary["verified"] and summary["shards"] == shards and summary["files"] == 3 * shards
-    assert summary["unrecorded_shards"] == []
+    assert summary["read_data"] and summary["bytes"] == sum(
+        p.stat().st_size for p in out.glob("shard_*")
+    )
     _flip_last_byte(out / "shard_00001.probs.npy")  # same size, other bytes
     store = SoftTargetStore(out)  # open only stats: the size is right
     assert len(store) == _index(out)["num_cuts"]
+    assert validate(out) == {**summary, "read_data": False}
     with pytest.raises(BadFileError, match=r"shard_00001\.probs\.npy has SHA-256 [0-9a-f]{64}, "):
         store.verify()
+    with pytest.raises(BadFileError, match=r"shard_00001\.probs\.npy has SHA-256 [0-9a-f]{64}, "):
+        validate(out, read_data=True)
     # the same through asr-kd-dump-targets verify=true, which needs no teacher and dumps nothing
     before = sorted(p.name for p in out.iterdir())
     with pytest.raises(BadFileError, match=r"index\.json says [0-9a-f]{64}; re-run asr-kd-dump"):
@@ -149,36 +156,55 @@ def test_a_resumed_dump_recomputes_damaged_shards(
     assert summary["num_shards"] == len(index["shards"])
 
 
-def _as_old_format(targets_dir):
-    """Strip what dumps before sizes and checksums did not write."""
-    for path in targets_dir.glob("shard_*.json"):
+def _without_sizes(targets_dir, stems=None):
+    """Strip what dumps before sizes and checksums did not write: from every shard's ``.json``
+    (or those of ``stems``) and from the index (its ``shards`` table, or those shards' arrays)."""
+    index = _index(targets_dir)
+    for stem in index["shards"] if stems is None else stems:
+        path = targets_dir / f"{stem}.json"
         meta = json.loads(path.read_text())
         del meta["files"]
         path.write_text(json.dumps(meta))
-    index = _index(targets_dir)
-    del index["shards"], index["teacher_ckpt"]
+        own = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        index["shards"][stem]["files"] = {path.name: own}  # as write_index lists such a shard
+    if stems is None:
+        del index["shards"], index["teacher_ckpt"]
     (targets_dir / "index.json").write_text(json.dumps(index))
 
 
-def test_an_old_format_store_loads_verifies_and_resumes(
+def test_a_store_from_before_sizes_is_refused_with_the_dump_that_re_dumps_it(
+    tmp_path, targets_dir, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    # Such a store cannot be checked: its shards were trusted on open, and a truncated one
+    # surfaced as numpy's EOF error at the first batch that read it.
+    out = _copy(targets_dir, tmp_path / "targets")
+    _without_sizes(out)
+    with pytest.raises(BadFileError) as err:
+        SoftTargetStore(out)
+    assert str(err.value) == (
+        f"soft targets in {out} predate recorded file sizes (index.json records none for its "
+        "shards), so they cannot be checked; re-run asr-kd-dump-targets "
+        f"teacher_ckpt={teacher_ckpt} data.dir={prepared_data_dir} subset=train out_dir={out} "
+        "k=4 temperature=2.0 (it re-dumps the shards written before sizes were recorded)"
+    )
+    with pytest.raises(BadFileError, match="predate recorded file sizes"):
+        dump_targets(compose("dump_targets", [f"out_dir={out}", "verify=true"]))
+    # that command: every shard is re-dumped, and the store is the one dumped with sizes
+    summary = dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out))
+    assert sorted(summary["removed_shards"]) == sorted(_index(targets_dir)["shards"])
+    assert summary["resumed_cuts"] == 0
+    _assert_same_targets(targets_dir, out)
+    assert SoftTargetStore(out).verify()["verified"]
+
+
+def test_only_the_shards_without_sizes_are_named_and_re_dumped(
     tmp_path, targets_dir, teacher_ckpt, prepared_data_dir, dump_targets_config
 ):
     out = _copy(targets_dir, tmp_path / "targets")
-    _as_old_format(out)
-    with pytest.warns(UserWarning, match="not checked on open"):
-        store = SoftTargetStore(out)
-    _assert_same_targets(targets_dir, out)
-    summary = store.verify()  # no checksums to compare: the arrays must load with their frames
-    assert summary["verified"] and len(summary["unrecorded_shards"]) == summary["shards"] > 1
-    _truncate(out / "shard_00001.probs.npy", 100)
-    with pytest.warns(UserWarning):
-        store = SoftTargetStore(out)  # not checked on open
-    with pytest.raises(BadFileError, match=r"shard_00001\.probs\.npy does not load"):
-        store.verify()
-    # a resume recomputes it too, and the new index records every shard's sizes
+    _without_sizes(out, ["shard_00001", "shard_00003"])
+    with pytest.raises(BadFileError, match=r"records none for shard_00001, shard_00003\), "):
+        SoftTargetStore(out)
     summary = dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out))
-    assert summary["removed_shards"] == ["shard_00001"]
+    assert sorted(summary["removed_shards"]) == ["shard_00001", "shard_00003"]
+    assert 0 < summary["resumed_cuts"] < summary["num_cuts"]
     _assert_same_targets(targets_dir, out)
-    shards = _index(out)["shards"]
-    recorded = [stem for stem, e in shards.items() if f"{stem}.probs.npy" in e["files"]]
-    assert 0 < len(recorded) < len(shards)  # the recomputed ones; the old ones stay unrecorded
