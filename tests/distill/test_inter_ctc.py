@@ -16,6 +16,7 @@ from asr_kd.config import compose
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.distill.inter_ctc import InterCTCHeads, inter_ctc_loss, resolve_inter_layers
 from asr_kd.distill.losses import KDConfig, distill_loss, soften_teacher
+from asr_kd.distill.terms import build_kd_terms
 from asr_kd.errors import ConfigError
 from asr_kd.export.onnx import run as export
 from asr_kd.models.loading import load_model
@@ -54,7 +55,7 @@ def test_head_loss_is_the_mean_of_each_heads_ctc_and_kd_mix():
 
 
 def test_heads_read_the_chosen_layer():
-    heads = InterCTCHeads([1, 3], d_model=4, vocab_size=5)
+    heads = InterCTCHeads([1, 3], d_model=4, vocab_size=5, weight=0.3)
     hidden = tuple(torch.full((1, 2, 4), float(i)) for i in range(4))
     out = heads(hidden)
     for layer, head, log_probs in zip((1, 3), heads.heads, out, strict=True):
@@ -73,9 +74,11 @@ def task_and_batch(tiny, one_thread):
     teacher = torch.log_softmax(2 * torch.randn(2, int(lens.max()), 11, generator=gen), -1)
     ids, probs = soften_teacher(teacher, 2.0, k=3)
     kd = KDConfig(alpha=0.5, temperature=2.0, inter_layers=[1], inter_weight=0.4)
+    targets = lambda batch: (ids, probs, lens)  # noqa: E731
     task = AsrTask(
         student, {"_target_": "asr_kd.models.ConformerCTC"}, Tokenizer.char(), role="student",
-        optim=OptimConfig(), kd=kd, targets=lambda batch: (ids, probs, lens),
+        optim=OptimConfig(), kd=kd, targets=targets,
+        kd_modules=build_kd_terms(kd, student, targets),
     )  # fmt: skip
     task.log_dict = lambda *args, **kwargs: None  # no trainer attached
     return task, batch, (ids, probs, lens)
