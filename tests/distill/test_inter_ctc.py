@@ -16,6 +16,8 @@ from asr_kd.config import compose
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.distill.inter_ctc import InterCTCHeads, inter_ctc_loss, resolve_inter_layers
 from asr_kd.distill.losses import KDConfig, distill_loss, soften_teacher
+from asr_kd.distill.store import SoftTargetStore
+from asr_kd.distill.teachers import CachedTargets
 from asr_kd.distill.terms import build_kd_terms
 from asr_kd.errors import ConfigError
 from asr_kd.export.onnx import run as export
@@ -139,13 +141,34 @@ def _graph(path) -> tuple:
     )
 
 
+def _losses_by_hand(step, ckpt, targets_dir) -> tuple[float, float]:
+    """The final layer's loss and the layer-1 head's of distill=inter_ctc (alpha 0.5, T 2, top-4
+    targets, teacher residual in an "other" bucket), from the recorded weights and batch."""
+    student = load_model(ckpt).model
+    student.load_state_dict(step.model)
+    batch = step.batch
+    ids, probs, lens, _ = CachedTargets(SoftTargetStore(targets_dir), k=4)(batch)
+    args = (batch["tokens"], batch["token_lens"], ids, probs)
+    options = dict(alpha=0.5, temperature=2.0, renormalize=False, teacher_lens=lens)
+    head = {k.removeprefix("inter_ctc.heads.0."): v for k, v in step.kd_modules.items()}
+    with torch.no_grad():
+        log_probs, out_lens, hidden = student.train()(
+            batch["feats"], batch["feat_lens"], return_hidden=True
+        )
+        head_log_probs = (hidden[0] @ head["weight"].T + head["bias"]).log_softmax(-1)
+        final = distill_loss(log_probs, out_lens, *args, **options).loss
+        heads = distill_loss(head_log_probs, out_lens, *args, **options).loss
+    return float(final), float(heads)
+
+
 def test_heads_are_checkpointed_for_resume_and_dropped_by_load_model_and_export(
-    tmp_path, tiny_config, prepared_data_dir, teacher_ckpt, targets_dir
+    tmp_path, tiny_config, prepared_data_dir, teacher_ckpt, targets_dir, last_step
 ):
     runs = {}
     for name, setting in (("inter", "inter_ctc"), ("plain", "frame_kl")):
         result = _run(tiny_config, prepared_data_dir, tmp_path / name, teacher_ckpt,
-                      targets_dir, f"distill={setting}", "distill.source=cached")  # fmt: skip
+                      targets_dir, f"distill={setting}", "distill.source=cached",
+                      *last_step.overrides)  # fmt: skip
         assert result["global_step"] == 3 and result["bad_batches"] == 0
         runs[name] = tmp_path / name / "checkpoints" / "last.ckpt"
     assert result["metrics"].get("train/inter_ctc") is None  # frame_kl: no heads
@@ -164,8 +187,12 @@ def test_heads_are_checkpointed_for_resume_and_dropped_by_load_model_and_export(
     assert graphs["inter"] == graphs["plain"]  # the same nodes, inputs, outputs and weights
     # resume: the heads' weights and optimizer state come back (strict load, same keys)
     resumed = _run(tiny_config, prepared_data_dir, tmp_path / "inter", teacher_ckpt, targets_dir,
-                   "distill=inter_ctc", "resume=true", "trainer.max_steps=5", steps=5)  # fmt: skip
+                   "distill=inter_ctc", "resume=true", "trainer.max_steps=5",
+                   *last_step.overrides, steps=5)  # fmt: skip
     assert resumed["global_step"] == 5 and resumed["resumed_from"].endswith("last.ckpt")
-    assert resumed["metrics"]["train/inter_ctc"] > 0
+    final, heads = _losses_by_hand(last_step, runs["inter"], targets_dir)
+    figures = resumed["metrics"]  # of the last step, with the resumed heads
+    assert figures["train/inter_ctc"] == pytest.approx(heads, rel=1e-5)
+    assert figures["train/loss"] == pytest.approx(0.7 * final + 0.3 * heads, rel=1e-5)
     after = load_checkpoint(runs["inter"])["state_dict"]["kd_modules.inter_ctc.heads.0.weight"]
     assert not torch.equal(after, state["kd_modules.inter_ctc.heads.0.weight"])
