@@ -2,8 +2,9 @@
 once, here (as transformers' ``configuration_*.py`` documents each argument where it is declared).
 
 :func:`asr_kd.config.register_schemas` puts each schema into Hydra's ConfigStore as the group's
-``base`` option, and every file of the group starts from it (``defaults: [base, _self_]``) and
-states only what differs. The code reads the group through the same dataclass
+``base`` option. Every file of the group extends it, directly (``defaults: [base, _self_]``) or
+through another file of the group, and states only what differs from what it extends; a key the
+schema lacks fails to compose. The code reads the group through the same dataclass
 (:meth:`KDConfig.from_options`), never key by key.
 
 - :class:`KDConfig`: the ``distill`` group (``conf/distill/*.yaml``); its defaults are plain

@@ -81,7 +81,7 @@ _MIN_OTHER_MASS = 1e-3
 
 class DistillLoss(NamedTuple):
     """The total loss and its parts (scalar tensors; ``kd`` and ``hidden`` are 0 when off;
-    ``hidden`` None from code that predates it)."""
+    ``hidden`` may be left out: None)."""
 
     loss: torch.Tensor
     ctc: torch.Tensor
