@@ -16,7 +16,10 @@ from pathlib import Path
 
 from hydra import compose as _hydra_compose
 from hydra import initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from asr_kd.schemas import KDConfig
 
 __all__ = [
     "CONF_DIR",
@@ -25,6 +28,7 @@ __all__ = [
     "compose",
     "help_groups",
     "help_header",
+    "register_schemas",
     "save_config",
 ]
 
@@ -137,7 +141,15 @@ def _help_footer(config_name: str) -> str:
     )
 
 
+def register_schemas() -> None:
+    """Each group's schema (:mod:`asr_kd.schemas`) as the group's ``base`` option, which every
+    file of the group extends (``defaults: [base, _self_]``): the keys are declared there once,
+    and a key the schema lacks fails to compose."""
+    ConfigStore.instance().store(group="distill", name="base", node=KDConfig)
+
+
 # Registered on import: every entry point imports CONF_DIR from here before Hydra builds --help.
 OmegaConf.register_new_resolver("asr_kd_help_header", help_header, replace=True)
 OmegaConf.register_new_resolver("asr_kd_help_groups", help_groups, replace=True)
 OmegaConf.register_new_resolver("asr_kd_help_footer", _help_footer, replace=True)
+register_schemas()

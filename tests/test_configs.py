@@ -24,10 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from asr_kd.config import CONF_DIR
 
+# conf/hydra/ holds Hydra's own settings (help, run directory), not a group of ours.
 GROUPS = {
     d.name: sorted(p.stem for p in d.glob("*.yaml"))
     for d in sorted(CONF_DIR.iterdir())
-    if d.is_dir() and any(d.glob("*.yaml"))
+    if d.is_dir() and d.name != "hydra" and any(d.glob("*.yaml"))
 }
 PRIMARIES = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
 OPTIONS = [(group, option) for group, options in GROUPS.items() for option in options]
@@ -182,12 +183,7 @@ def _assert_built_as_configured(group: str, node: dict, built: object) -> None:
     elif group == "distill":
         assert isinstance(built, KDConfig)
         checked = dataclasses.asdict(built)
-        # source, k and the layer pairs choose the teacher targets (build_teacher_targets)
-        targets = {"source", "k", "student_layers", "teacher_layers"}
-        pseudo = {"pseudo_labels", "pseudo_min_confidence"}  # the CTC targets of untranscribed cuts
-        assert set(node) - pseudo == {*targets, *checked}, (
-            "every loss key of the node is a KDConfig field"
-        )
+        assert list(node) == list(checked) == list(KDConfig.keys()), "the schema's keys, in order"
         labels = node.get("pseudo_labels")
         assert labels is None or labels is True or isinstance(labels, str)
         assert 0.0 <= node.get("pseudo_min_confidence", 0.0) <= 1.0
@@ -289,3 +285,63 @@ def test_conf_dir_inside_an_installed_package_else_beside_the_package_in_a_check
     tree("bare/asr_kd/__init__.py")
     with pytest.raises(FileNotFoundError, match="configs are missing"):
         _find_conf_dir(tmp_path / "bare/asr_kd")
+
+
+def _own_keys(option: str) -> tuple[list[str], dict]:
+    """``conf/distill/<option>.yaml``'s defaults list and the keys it sets itself."""
+    node = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "distill" / f"{option}.yaml"))
+    return node.pop("defaults"), node
+
+
+@pytest.mark.parametrize("option", GROUPS["distill"])
+def test_a_distill_file_states_only_what_differs_from_the_file_it_extends(option):
+    from asr_kd.distill.losses import KDConfig
+
+    defaults, own = _own_keys(option)
+    assert defaults[-1] == "_self_" and len(defaults) == 2, defaults
+    parent = defaults[0]
+    inherited = (
+        dataclasses.asdict(KDConfig())
+        if parent == "base"
+        else OmegaConf.to_container(_compose("distill", [f"distill={parent}"]).distill)
+    )
+    assert set(own) <= set(KDConfig.keys())
+    assert {k: v for k, v in own.items() if inherited[k] == v} == {}, "restates a value"
+
+
+def test_none_is_the_schemas_defaults_and_every_method_starts_from_them():
+    from asr_kd.distill.losses import KDConfig
+
+    assert _own_keys("none") == (["base", "_self_"], {})
+    cfg = _compose("distill", ["distill=none"])
+    assert OmegaConf.to_container(cfg.distill) == dataclasses.asdict(KDConfig())
+    roots = {option: _own_keys(option)[0][0] for option in GROUPS["distill"]}
+    assert {roots[o] for o in roots if roots[o] != "base"} == {"frame_kl"}
+
+
+def test_an_unknown_distill_key_is_one_line_naming_it_and_the_valid_keys():
+    from asr_kd.cli._command import config_error
+    from asr_kd.distill.losses import KDConfig
+    from asr_kd.errors import ConfigError
+
+    valid = ", ".join(KDConfig.keys())
+    assert valid.startswith("source, alpha, temperature, k, ") and len(KDConfig.keys()) == 17
+    with pytest.raises(ConfigError) as refused:  # +distill.tempreature=2 composes; then this
+        KDConfig.from_options({"alpha": 0.5, "tempreature": 2.0})
+    assert str(refused.value) == f"unknown distill key(s) tempreature; expected one of {valid}"
+    with pytest.raises(Exception) as composed:  # distill.tempreature=2: Hydra refuses it
+        _compose("distill", ["distill.tempreature=2"])
+    line = config_error(composed.value, "asr-kd-distill")
+    assert "\n" not in line and line.startswith(
+        "`distill.tempreature=2`: asr-kd-distill has no config group or key "
+        f"'distill.tempreature' (distill has: {valid});"
+    )
+
+
+def test_every_command_runs_in_its_out_dir_from_the_one_shared_setting():
+    for primary in PRIMARIES:
+        text = (CONF_DIR / f"{primary}.yaml").read_text()
+        assert "chdir" not in text and "\nhydra:" not in text, f"conf/{primary}.yaml"
+        cfg = _compose(primary, ["out_dir=/runs/x"])
+        assert cfg.hydra.run.dir == "/runs/x" and cfg.hydra.job.chdir is False, primary
+        assert cfg.hydra.output_subdir == ".hydra"

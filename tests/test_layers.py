@@ -17,7 +17,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "asr_kd"
 # this list, never one below. ``asr_kd.cli`` is the leaf: imported by nothing (but its own private
 # helpers, ``asr_kd.cli._command``, by the commands).
 LAYERS = [
-    ("base", ["asr_kd", "asr_kd.checkpoint", "asr_kd.config", "asr_kd.errors", "asr_kd.metrics"]),
+    (
+        "base",
+        [
+            "asr_kd",
+            "asr_kd.checkpoint",
+            "asr_kd.errors",
+            "asr_kd.schemas",
+            "asr_kd.config",
+            "asr_kd.metrics",
+        ],
+    ),
     ("data", ["asr_kd.data"]),
     ("models", ["asr_kd.models"]),
     ("distill", ["asr_kd.distill"]),

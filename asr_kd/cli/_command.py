@@ -112,7 +112,8 @@ def config_error(err: Exception, prog: str) -> str:
     if unknown:
         given = re.search(r"use \+(\S+)", text)
         what = f"`{given[1]}`" if given else repr(unknown[1])
-        return f"{what}: {prog} has no config group or key {unknown[1]!r}; {hint}"
+        keys = _sibling_keys(err, unknown[1])
+        return f"{what}: {prog} has no config group or key {unknown[1]!r}{keys}; {hint}"
     missing = re.search(r"Missing mandatory value: ([\w.\[\]]+)", text)
     if missing:
         return _missing([missing[1]], prog)
@@ -125,6 +126,16 @@ def config_error(err: Exception, prog: str) -> str:
         if line.strip():
             lines.append(line.strip())
     return " ".join(lines).rstrip(".") + f"; {hint}"
+
+
+def _sibling_keys(err: Exception, key: str) -> str:
+    """`` (distill has: source, alpha, ...)`` for an unknown key inside a section; '' at the top
+    level, where ``--help`` lists the groups."""
+    parent = getattr(err.__cause__, "parent_node", None)
+    section = key.rpartition(".")[0]
+    if not section or not isinstance(parent, DictConfig):
+        return ""
+    return f" ({section} has: {', '.join(map(str, parent.keys()))})"
 
 
 def _kind_problem(default: Any, value: Any) -> str | None:

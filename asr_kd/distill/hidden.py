@@ -4,10 +4,10 @@ projections between them.
 - :func:`layer_map`: student layer -> teacher layer pairs (1-based), from
   ``distill.student_layers`` / ``distill.teacher_layers`` or the default (every student layer,
   teacher layers spaced uniformly: 3 student and 6 teacher layers pair 1-2, 2-4, 3-6).
-- :class:`HiddenProjection`: one ``Linear(D_s -> D_t)`` per pair. Training only: the task
-  keeps it in ``AsrTask.kd_modules["hidden"]``, beside (not under) ``task.model``, so inference
-  checkpoints (:func:`asr_kd.models.loading.load_model` reads ``model.`` keys) and exports never
-  see it; Lightning checkpoints do (resume).
+- :class:`HiddenProjection`: one ``Linear(D_s -> D_t)`` per pair, and the hidden-state term of
+  the loss: a :class:`asr_kd.distill.kd_term.KDTerm` named ``hidden`` (training only: kept in
+  ``AsrTask.kd_modules["hidden"]``, so inference checkpoints and exports never see it; Lightning
+  checkpoints do, for resume).
 
 The codecs of teacher layers stored on disk (``hidden_compress``) are the target store's:
 :mod:`asr_kd.distill.store.codecs`.
@@ -16,8 +16,9 @@ Shapes: B batch, T frames, D_s / D_t student / teacher width, P pairs.
 
 Usage:
     pairs = layer_map(3, 6)                               # ((1, 2), (2, 4), (3, 6))
-    proj = HiddenProjection([s for s, _ in pairs], 64, [192] * 3)
+    proj = HiddenProjection([s for s, _ in pairs], 64, [192] * 3, weight=3.0)
     projected = proj(student_hidden)                      # P x (B, T, 192)
+    loss, hidden = proj.add_to(loss, KDStep(batch, out_lens, student_hidden, teacher))
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from asr_kd.distill.kd_term import KDStep, KDTerm
+from asr_kd.distill.losses import hidden_state_loss
 from asr_kd.errors import ConfigError
 
 __all__ = ["HiddenProjection", "check_layers", "layer_map"]
@@ -87,25 +90,46 @@ def layer_map(
     return tuple(zip(students, teachers, strict=True))
 
 
-class HiddenProjection(nn.Module):
-    """Learned ``Linear(D_s -> D_t)`` per layer pair: student layer outputs -> teacher widths.
+class HiddenProjection(KDTerm):
+    """Learned ``Linear(D_s -> D_t)`` per layer pair: student layer outputs -> teacher widths;
+    as a KD term, ``loss + weight * hidden_state_loss(projected, teacher layers)``.
 
     Args:
         student_layers: P 1-based student layers, in pair order.
         student_dim: D_s. teacher_dims: P teacher widths D_t.
+        weight: the term's weight (``distill.hidden_weight``); kind: ``distill.hidden_loss``.
     """
 
+    name = "hidden"
+
     def __init__(
-        self, student_layers: Sequence[int], student_dim: int, teacher_dims: Sequence[int]
+        self,
+        student_layers: Sequence[int],
+        student_dim: int,
+        teacher_dims: Sequence[int],
+        weight: float = 1.0,
+        kind: str = "l1_cos",
     ):
         super().__init__()
         if len(student_layers) != len(teacher_dims):
             raise ValueError(f"{len(student_layers)} student layers, {len(teacher_dims)} widths")
         self.student_layers = tuple(int(x) for x in student_layers)
         self.proj = nn.ModuleList(nn.Linear(student_dim, int(d)) for d in teacher_dims)
+        self.weight, self.kind = weight, kind
 
     def forward(self, student_hidden: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Every student layer's output (L x (B, T, D_s)) -> the P projected pairs (B, T, D_t)."""
         return [
             p(student_hidden[s - 1]) for s, p in zip(self.student_layers, self.proj, strict=True)
         ]
+
+    def add_to(self, loss: torch.Tensor, step: KDStep) -> tuple[torch.Tensor, torch.Tensor]:
+        """``loss + weight * hidden`` and ``hidden``, the distance of the projected student
+        layers to the teacher's (0 when the batch has no teacher hidden states)."""
+        teacher_hidden = None if step.teacher is None else step.teacher.hidden
+        if teacher_hidden is None or step.student_hidden is None:
+            return loss, torch.zeros_like(loss)
+        projected = self(step.student_hidden)
+        hidden = hidden_state_loss(projected, teacher_hidden, step.out_lens, self.kind)
+        return loss + self.weight * hidden, hidden.detach()
+

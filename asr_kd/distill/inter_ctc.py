@@ -8,19 +8,22 @@ same alpha, temperature and knobs). The total loss is
 
     loss = (1 - w) * final_layer_loss + w * mean over heads (head_loss)
 
-The heads are training only: :class:`asr_kd.training.task.AsrTask` keeps them in
-``task.kd_modules["inter_ctc"]``, outside ``task.model``, so they are optimised and saved in
-Lightning checkpoints (a resume restores them), while
-:func:`asr_kd.models.loading.load_model` (``model.`` keys only) and every export leave them out.
+The heads are a training-only :class:`asr_kd.distill.kd_term.KDTerm` named ``inter_ctc``:
+:class:`asr_kd.training.task.AsrTask` keeps them in ``task.kd_modules["inter_ctc"]``, outside
+``task.model``, so they are optimised and saved in Lightning checkpoints (a resume restores them),
+while :func:`asr_kd.models.loading.load_model` (``model.`` keys only) and every export leave them
+out.
 
 Shapes (legend): B batch, T student output frames, D the student's d_model, V vocabulary.
 
 Usage:
     layers = resolve_inter_layers(kd.inter_layers, num_layers=len(student.layers))
-    heads = InterCTCHeads(layers, d_model=64, vocab_size=29)
+    heads = InterCTCHeads(layers, d_model=64, vocab_size=29, weight=0.3,
+                          loss_options=dict(alpha=0.5, temperature=2.0))
     log_probs, out_lens, hidden = student(feats, feat_lens, return_hidden=True)
     aux = inter_ctc_loss(heads(hidden), out_lens, tokens, token_lens, ids, probs,
                          alpha=0.5, temperature=2.0)
+    loss, aux = heads.add_to(loss, KDStep(batch, out_lens, hidden, teacher))   # the same aux
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from asr_kd.distill.kd_term import KDStep, KDTerm
 from asr_kd.distill.losses import distill_loss
 from asr_kd.errors import ConfigError
 
@@ -55,19 +59,35 @@ def resolve_inter_layers(layers: list[int] | None, num_layers: int) -> list[int]
     return layers
 
 
-class InterCTCHeads(nn.Module):
-    """One ``Linear(D -> V)`` + ``log_softmax`` head per chosen (1-based) student layer.
+class InterCTCHeads(KDTerm):
+    """One ``Linear(D -> V)`` + ``log_softmax`` head per chosen (1-based) student layer; as a KD
+    term, ``(1 - weight) * loss + weight * inter_ctc_loss(heads, ...)``.
 
-    >>> heads = InterCTCHeads([2], d_model=8, vocab_size=5)
+    Args:
+        layers: 1-based student layers with a head; d_model: D; vocab_size: V.
+        weight: ``distill.inter_weight``. loss_options: the final layer's knobs
+            (``KDConfig.loss_options()``), which the heads' losses share.
+
+    >>> heads = InterCTCHeads([2], d_model=8, vocab_size=5, weight=0.3)
     >>> hidden = tuple(torch.randn(2, 7, 8) for _ in range(3))  # every layer's (B, T, D)
     >>> [tuple(lp.shape) for lp in heads(hidden)]
     [(2, 7, 5)]
     """
 
-    def __init__(self, layers: list[int], d_model: int, vocab_size: int):
+    name = "inter_ctc"
+
+    def __init__(
+        self,
+        layers: list[int],
+        d_model: int,
+        vocab_size: int,
+        weight: float,
+        loss_options: dict | None = None,
+    ):
         super().__init__()
         self.layers = list(layers)
         self.heads = nn.ModuleList(nn.Linear(d_model, vocab_size) for _ in self.layers)
+        self.weight, self.loss_options = weight, dict(loss_options or {})
 
     def forward(self, hidden: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         """Every layer's output, layer 1 first (B, T, D) -> one (B, T, V) log-probs per head."""
@@ -75,6 +95,21 @@ class InterCTCHeads(nn.Module):
             head(hidden[layer - 1]).log_softmax(dim=-1)
             for layer, head in zip(self.layers, self.heads, strict=True)
         ]
+
+    def add_to(self, loss: torch.Tensor, step: KDStep) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(1 - weight) * loss + weight * aux`` and ``aux``, the heads' mean loss (CTC, plus KD
+        with the final layer's knobs when the step has a teacher)."""
+        options = {}
+        if step.teacher is not None:
+            ids, probs, teacher_lens, _hidden = step.teacher
+            options = dict(teacher_ids=ids, teacher_probs=probs, teacher_lens=teacher_lens,
+                           **self.loss_options)  # fmt: skip
+        batch = step.batch
+        aux = inter_ctc_loss(
+            self(step.student_hidden), step.out_lens, batch["tokens"], batch["token_lens"],
+            **options,
+        )  # fmt: skip
+        return (1.0 - self.weight) * loss + self.weight * aux, aux.detach()
 
 
 def inter_ctc_loss(

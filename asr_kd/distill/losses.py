@@ -55,13 +55,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from asr_kd.errors import ConfigError
+from asr_kd.schemas import HIDDEN_LOSSES, KDConfig  # the distill group's schema: its keys, once
 
 __all__ = [
     "HIDDEN_LOSSES",
@@ -74,80 +74,14 @@ __all__ = [
     "soften_teacher",
 ]
 
-HIDDEN_LOSSES = ("l1_cos", "mse")
-# Keys of a distill config group that choose the teacher targets (and the layer pairs of
-# hidden-state KD), not the loss: read by asr_kd.distill.teachers.build_teacher_targets.
-_TARGET_KEYS = {
-    "source",
-    "k",
-    "student_layers",
-    "teacher_layers",
-    "pseudo_labels",
-    "pseudo_min_confidence",
-}
-
 # A probability this small is treated as zero in the "other" bucket (fp16 rounding of the
 # stored top-k probabilities is ~5e-4, so a residual below that carries no information).
 _MIN_OTHER_MASS = 1e-3
 
-# KDConfig fields for training-only modules (AsrTask.kd_modules), not arguments of distill_loss.
-_AUXILIARY_FIELDS = ("inter_layers", "inter_weight")
-
-
-@dataclass
-class KDConfig:
-    """The knobs of :func:`distill_loss` (``conf/distill/*.yaml``; the group's ``source`` and
-    ``k`` choose the teacher targets, :func:`asr_kd.distill.teachers.build_teacher_targets`)."""
-
-    alpha: float = 0.0  # weight of KD; 1 - alpha goes to CTC
-    temperature: float = 1.0
-    blank_weight: float = 1.0
-    blank_threshold: float = 0.5
-    shift: int = 0
-    delay_window: int = 0
-    renormalize: bool = True
-    hidden_weight: float = 0.0  # weight of hidden-state KD (0: off)
-    hidden_loss: str = "l1_cos"  # l1_cos (DistilHuBERT) | mse
-    # distill=inter_ctc (asr_kd/distill/inter_ctc.py): auxiliary CTC heads on these 1-based
-    # student layers (None = the middle one), weight of their loss (0 = no heads)
-    inter_layers: list[int] | None = None
-    inter_weight: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.hidden_loss not in HIDDEN_LOSSES:
-            raise ConfigError(
-                f"distill.hidden_loss={self.hidden_loss!r}, expected one of {HIDDEN_LOSSES}"
-            )
-
-    @property
-    def uses_teacher(self) -> bool:
-        """Whether any term needs teacher targets (frame KL or hidden states)."""
-        return self.alpha != 0.0 or self.hidden_weight != 0.0
-
-    def loss_options(self) -> dict:
-        """The knobs :func:`distill_loss` takes (the final layer's CTC + frame KD), without the
-        auxiliary-module settings (``inter_*``) that the training task reads itself."""
-        return {k: v for k, v in asdict(self).items() if k not in _AUXILIARY_FIELDS}
-
-    @classmethod
-    def from_options(cls, options: dict) -> KDConfig:
-        """The loss knobs out of a ``distill`` config group, whose ``source``, ``k``,
-        ``student_layers`` and ``teacher_layers`` choose the teacher targets and
-        ``pseudo_labels``/``pseudo_min_confidence`` the CTC targets of untranscribed cuts
-        (:mod:`asr_kd.distill.pseudo`) instead; any other key is a typo and an error."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names - _TARGET_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"unknown distill option(s) {unknown}; expected one of "
-                f"{sorted(_TARGET_KEYS)} or {sorted(names)}"
-            )
-        return cls(**{key: value for key, value in options.items() if key in names})
-
 
 class DistillLoss(NamedTuple):
     """The total loss and its parts (scalar tensors; ``kd`` and ``hidden`` are 0 when off;
-    ``hidden`` None from code that predates it)."""
+    ``hidden`` may be left out: None)."""
 
     loss: torch.Tensor
     ctc: torch.Tensor

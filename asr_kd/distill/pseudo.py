@@ -27,7 +27,7 @@ Usage:
     labels = greedy_labels(log_probs, out_lens)     # [(token ids, confidence)] per cut
     pseudo = load_pseudo_labels("exp/targets", "DATA", ["train", "extra"], 0.5, tokenizer)
     pseudo.texts["1048-10480-0000"], pseudo.summary["kept"]
-    summary = build_pseudo_labels(cfg, dm, kd_term=True)   # asr-kd-distill: dm trains on them
+    summary = build_pseudo_labels(cfg, kd, dm, kd_term=True)   # asr-kd-distill: dm trains on them
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from asr_kd.data.tokenizer import normalize_text
 from asr_kd.distill.store import LABELS_SUFFIX, SoftTargetStore, data_identity, redump_hint
 from asr_kd.errors import ConfigError, MissingFileError
 from asr_kd.models.decode import collapse_ids
+from asr_kd.schemas import KDConfig
 
 __all__ = [
     "CONFIDENCE",
@@ -224,12 +225,12 @@ def labels_summary(records: Sequence[dict]) -> dict:
     }
 
 
-def build_pseudo_labels(cfg, dm, kd_term: bool) -> dict | None:
-    """Hand the data module ``dm`` the pseudo-labels of ``cfg.distill.pseudo_labels`` (a store
-    dir, or true: ``cfg.targets_dir``) kept at ``cfg.distill.pseudo_min_confidence``; return the
+def build_pseudo_labels(cfg, kd: KDConfig, dm, kd_term: bool) -> dict | None:
+    """Hand the data module ``dm`` the pseudo-labels of ``kd.pseudo_labels`` (a store dir, or
+    true: ``cfg.targets_dir``) kept at ``kd.pseudo_min_confidence``; return the
     summary (None when the option is off). Without a KD term (``kd_term`` False) the
     untranscribed cuts below the threshold are dropped from training, else they stay KD-only."""
-    source = cfg.distill.get("pseudo_labels")
+    source = kd.pseudo_labels
     if source is None or source is False:
         return None
     store_dir = cfg.get("targets_dir") if source is True else source
@@ -239,7 +240,7 @@ def build_pseudo_labels(cfg, dm, kd_term: bool) -> dict | None:
             "set; expected targets_dir=<out_dir of asr-kd-dump-targets pseudo_labels=true> or "
             "distill.pseudo_labels=<that dir>"
         )
-    threshold = float(cfg.distill.get("pseudo_min_confidence", 0.0))
+    threshold = float(kd.pseudo_min_confidence)
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"distill.pseudo_min_confidence={threshold}, expected 0 <= it <= 1")
     teacher_sha = _teacher_sha256(cfg.get("teacher_ckpt"))

@@ -244,9 +244,9 @@ def _cached_targets(
 def build_teacher_targets(
     cfg: DictConfig, student: nn.Module, tokenizer, kd: KDConfig
 ) -> TeacherTargets | None:
-    """The teacher-targets callable for ``cfg.distill.source`` (``cfg.distill.k`` ids per frame)
-    after the compatibility checks; None for CTC alone."""
-    source, k = cfg.distill.source, cfg.distill.get("k")
+    """The teacher-targets callable for ``kd.source`` (``kd.k`` ids per frame) after the
+    compatibility checks; None for CTC alone."""
+    source, k = kd.source, kd.k
     if source not in SOURCES:
         raise ConfigError(f"distill.source={source!r}, expected one of {SOURCES}")
     if source == "none" or not kd.uses_teacher:
@@ -255,7 +255,7 @@ def build_teacher_targets(
         raise ConfigError(f"distill.source={source} needs teacher_ckpt=<teacher checkpoint>")
     teacher = load_teacher(cfg.teacher_ckpt)
     check_compatible(teacher, student, tokenizer, str(cfg.data.dir))
-    pairs = hidden_pairs(cfg.distill, student, teacher.model) if kd.hidden_weight else ()
+    pairs = hidden_pairs(kd, student, teacher.model) if kd.hidden_weight else ()
     teacher_layers = [t for _, t in pairs]
     if source == "cached":
         targets = _cached_targets(cfg, teacher, student, kd.temperature, k, teacher_layers)
@@ -275,15 +275,13 @@ def build_teacher_targets(
 
 
 def hidden_pairs(
-    distill_cfg, student: nn.Module, teacher: nn.Module
+    kd: KDConfig, student: nn.Module, teacher: nn.Module
 ) -> tuple[tuple[int, int], ...]:
-    """The (student layer, teacher layer) pairs of ``distill.student_layers`` /
-    ``distill.teacher_layers`` (null: the default of :func:`asr_kd.distill.hidden.layer_map`).
+    """The (student layer, teacher layer) pairs of ``kd.student_layers`` / ``kd.teacher_layers``
+    (None: the default of :func:`asr_kd.distill.hidden.layer_map`).
 
     ``teacher``: a Conformer (``.layers``) or a transformers model (``HFCTCModel.num_layers``)."""
-    student_layers, teacher_layers = (
-        distill_cfg.get(key) for key in ("student_layers", "teacher_layers")
-    )
+    student_layers, teacher_layers = kd.student_layers, kd.teacher_layers
     num_teacher = len(teacher.layers) if hasattr(teacher, "layers") else teacher.num_layers
     return layer_map(
         len(student.layers),

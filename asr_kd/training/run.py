@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
 from asr_kd.data.datamodule import build_datamodule
-from asr_kd.distill.hidden import HiddenProjection
 from asr_kd.distill.losses import KDConfig
 from asr_kd.distill.pseudo import build_pseudo_labels
 from asr_kd.distill.teachers import build_teacher_targets
+from asr_kd.distill.terms import build_kd_terms
 from asr_kd.training.builders import build_model, fit
 
 __all__ = ["distill", "train"]
@@ -39,27 +38,17 @@ def train(cfg: DictConfig) -> dict:
 
 def distill(cfg: DictConfig) -> dict:
     """Distil ``cfg.model`` from the teacher per ``cfg.distill``; return the run's figures."""
+    kd = KDConfig.from_options(OmegaConf.to_container(cfg.distill, resolve=True))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_datamodule(cfg.data)
     model, model_config = build_model(cfg.model, dm)
-    kd = KDConfig.from_options(OmegaConf.to_container(cfg.distill, resolve=True))
     targets = build_teacher_targets(cfg, model, dm.tokenizer, kd)
     if getattr(targets, "needs_audio", False):  # a transformers teacher (hf:...) reads audio
         dm.with_audio = True
-    pseudo = build_pseudo_labels(cfg, dm, kd_term=targets is not None)
-    kd_modules = _kd_modules(model, targets)
+    pseudo = build_pseudo_labels(cfg, kd, dm, kd_term=targets is not None)
+    terms = build_kd_terms(kd, model, targets)  # training only: never in the student's ckpt
     figures = fit(
         cfg, dm, model, model_config, role=str(cfg.role), kd=kd, targets=targets,
-        kd_modules=kd_modules,
+        kd_modules=terms,
     )  # fmt: skip
     return figures if pseudo is None else {**figures, "pseudo_labels": pseudo}
-
-
-def _kd_modules(model, targets) -> dict[str, nn.Module]:
-    """The training-only modules the targets call for: ``"hidden"``, one projection per layer
-    pair of hidden-state KD (``targets.hidden_pairs``)."""
-    pairs = getattr(targets, "hidden_pairs", ())
-    if not pairs:
-        return {}
-    students = [s for s, _ in pairs]
-    return {"hidden": HiddenProjection(students, int(model.d_model), targets.hidden_dims)}

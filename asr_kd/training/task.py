@@ -11,23 +11,20 @@ and a distillation run is a *teacher targets* object, a plain callable
   ``asr-kd-dump-targets`` store by cut id;
 - ``None`` trains with CTC alone.
 
-Training-only modules (``kd_modules``, an ``nn.ModuleDict`` beside ``model``, not inside it):
-``"inter_ctc"``, the auxiliary CTC heads of ``distill=inter_ctc``
-(:mod:`asr_kd.distill.inter_ctc`). They are optimised with the model and saved in Lightning
-checkpoints (a resume restores them), and left out by ``load_model`` and every export, which read
-``model.`` keys only.
+The training-only KD terms (:class:`asr_kd.distill.kd_term.KDTerm`: hidden-state projections,
+Inter-CTC heads, built by :func:`asr_kd.distill.terms.build_kd_terms`) live in
+``task.kd_modules``, an ``nn.ModuleDict`` by term name beside ``model``, not inside it: they are
+optimised with the model and saved in Lightning checkpoints (a resume restores them), and left
+out by ``load_model`` and every export, which read ``model.`` keys only. The training step adds
+each term to the loss in turn.
 
 The teacher is deliberately *not* a submodule: it is not saved in the student's checkpoint, not
 wrapped by DDP and not switched to train mode by Lightning.
 
-Modules that exist only for training live in ``task.kd_modules`` (an ``nn.ModuleDict``: key
-``"hidden"``, the :class:`asr_kd.distill.hidden.HiddenProjection` of hidden-state KD), beside
-``task.model`` and not under it: they are optimised and saved in Lightning checkpoints (resume),
-while :func:`asr_kd.models.loading.load_model` (``model.`` keys) and every export drop them.
-
 Usage:
-    task = AsrTask(model, model_config, tokenizer, role="student", optim=OptimConfig(),
-                   kd=KDConfig(alpha=0.5, temperature=2.0), targets=CachedTargets(store))
+    kd = KDConfig(alpha=0.5, temperature=2.0)
+    task = AsrTask(model, model_config, tokenizer, role="student", optim=OptimConfig(), kd=kd,
+                   targets=CachedTargets(store), kd_modules=build_kd_terms(kd, model, targets))
     lightning.Trainer(max_steps=100).fit(task, datamodule=dm)
 """
 
@@ -41,7 +38,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from asr_kd.distill.inter_ctc import InterCTCHeads, inter_ctc_loss, resolve_inter_layers
+from asr_kd.distill.kd_term import KDStep, KDTerm
 from asr_kd.distill.losses import DistillLoss, KDConfig, distill_loss
 from asr_kd.distill.teachers import TeacherOutput, TeacherTargets
 from asr_kd.errors import ConfigError
@@ -115,8 +112,9 @@ class AsrTask(L.LightningModule):
         max_consecutive_bad_batches: this many non-finite losses in a row stop training.
         val_chunk_size: chunk size (encoder frames) for the dev WER of a streaming model;
             None = full context.
-        kd_modules: training-only modules by name (``"hidden"``: the projections of
-            hidden-state KD, used when the teacher gives hidden states); None = none.
+        kd_modules: the training-only KD terms by name
+            (:func:`asr_kd.distill.terms.build_kd_terms`), added to the loss in this order;
+            None = none.
     """
 
     def __init__(
@@ -131,7 +129,7 @@ class AsrTask(L.LightningModule):
         spec_augment: nn.Module | None = None,
         max_consecutive_bad_batches: int = 20,
         val_chunk_size: int | None = None,
-        kd_modules: nn.ModuleDict | dict | None = None,
+        kd_modules: dict[str, KDTerm] | None = None,
     ):
         super().__init__()
         self.model, self.spec_augment = model, spec_augment
@@ -151,27 +149,28 @@ class AsrTask(L.LightningModule):
                 "a transformers model (model=hf_*) trains with CTC alone here (asr-kd-train); "
                 "distil into our Conformer students instead (teacher_ckpt=hf:<dir>)"
             )
-        if self.kd.inter_weight > 0:
-            self.kd_modules["inter_ctc"] = _inter_ctc_heads(self.kd, model)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        teacher = self.targets(batch) if self.targets is not None else None  # clean features
+        teacher = self._teacher(batch)  # on the clean features
         log_probs, out_lens, *hidden = self._train_forward(batch)
-        losses = self.compute_loss(log_probs, out_lens, batch, teacher, *hidden)
-        figures = {"train/loss": losses.loss, "train/ctc": losses.ctc, "train/kd": losses.kd}
-        if "hidden" in self.kd_modules and losses.hidden is not None:
-            figures["train/hidden"] = losses.hidden
-        if "inter_ctc" in self.kd_modules:
-            losses, figures["train/inter_ctc"] = self._add_inter_ctc(
-                losses, hidden[0], out_lens, batch, teacher
-            )
-            figures["train/loss"] = losses.loss
-        if not torch.isfinite(losses.loss):
-            return self._skip_bad_batch(losses)
+        losses = self.compute_loss(log_probs, out_lens, batch, teacher)  # CTC + frame KD
+        figures = {"train/ctc": losses.ctc, "train/kd": losses.kd}
+        step = KDStep(batch, out_lens, hidden[0] if hidden else None, teacher)
+        loss = losses.loss
+        for name, term in self.kd_modules.items():  # the training-only KD terms, in order
+            loss, figures[f"train/{name}"] = term.add_to(loss, step)
+        if not torch.isfinite(loss):
+            return self._skip_bad_batch(losses._replace(loss=loss))
         self.consecutive_bad_batches = 0
-        self.log_dict(figures, prog_bar=True, batch_size=log_probs.size(0))
-        return losses.loss
+        self.log_dict({"train/loss": loss, **figures}, prog_bar=True, batch_size=log_probs.size(0))
+        return loss
+
+    def _teacher(self, batch: dict) -> TeacherOutput | None:
+        """The teacher's targets of ``batch`` (None without a teacher)."""
+        if self.targets is None:
+            return None
+        return TeacherOutput(*self.targets(batch))  # a 3-tuple works too
 
     def _train_forward(self, batch: dict) -> tuple:
         """The model on a training batch (SpecAugment, a sampled chunk size): ``(log_probs,
@@ -187,50 +186,22 @@ class AsrTask(L.LightningModule):
             return_hidden=len(self.kd_modules) > 0,
         )  # fmt: skip
 
-    def compute_loss(
-        self, log_probs, out_lens, batch: dict, teacher, student_hidden=None
-    ) -> DistillLoss:
-        """The configured loss of one batch; ``teacher`` is ``targets(batch)`` or None;
-        ``student_hidden``: every student layer's output (B, T', D_s), for hidden-state KD."""
+    def compute_loss(self, log_probs, out_lens, batch: dict, teacher) -> DistillLoss:
+        """The final layer's loss of one batch (CTC, plus frame KD when ``teacher``, the
+        batch's :class:`TeacherOutput`, is given); the KD terms come on top of it."""
         if teacher is None:
             return distill_loss(log_probs, out_lens, batch["tokens"], batch["token_lens"])
-        ids, probs, teacher_lens, teacher_hidden = TeacherOutput(*teacher)  # a 3-tuple works too
+        ids, probs, teacher_lens, _hidden = teacher
         if not torch.equal(teacher_lens.to(out_lens.device), out_lens):
             bad = int((teacher_lens.to(out_lens.device) != out_lens).nonzero()[0, 0])
             raise ValueError(
                 f"cut {batch['cut_ids'][bad]}: teacher has {int(teacher_lens[bad])} frames, "
                 f"student {int(out_lens[bad])} (expected equal: same features and frame rate)"
             )
-        projected = None
-        if (
-            teacher_hidden is not None
-            and student_hidden is not None
-            and "hidden" in self.kd_modules
-        ):
-            projected = self.kd_modules["hidden"](student_hidden)
         return distill_loss(
             log_probs, out_lens, batch["tokens"], batch["token_lens"], ids, probs,
-            teacher_lens=teacher_lens, student_hidden=projected, teacher_hidden=teacher_hidden,
-            **self.kd.loss_options(),
+            teacher_lens=teacher_lens, **self.kd.loss_options(),
         )  # fmt: skip
-
-    def _add_inter_ctc(
-        self, losses: DistillLoss, hidden: tuple, out_lens, batch: dict, teacher
-    ) -> tuple[DistillLoss, torch.Tensor]:
-        """``(1 - w) * losses.loss + w * (heads' mean loss)``, and that head loss (detached).
-
-        ``hidden``: every student layer's (B, T, D) output; the heads get the final layer's
-        mix (CTC, plus KD with the same knobs when ``teacher`` is given).
-        """
-        log_probs = self.kd_modules["inter_ctc"](hidden)
-        options = {}
-        if teacher is not None:
-            ids, probs, teacher_lens, _hidden = TeacherOutput(*teacher)
-            options = dict(teacher_ids=ids, teacher_probs=probs, teacher_lens=teacher_lens,
-                           **self.kd.loss_options())  # fmt: skip
-        aux = inter_ctc_loss(log_probs, out_lens, batch["tokens"], batch["token_lens"], **options)
-        w = self.kd.inter_weight
-        return losses._replace(loss=(1.0 - w) * losses.loss + w * aux), aux.detach()
 
     def _skip_bad_batch(self, losses: DistillLoss) -> torch.Tensor | None:
         """Count a non-finite loss and skip its batch (raise after too many in a row).
@@ -317,9 +288,3 @@ class AsrTask(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.bad_batches = int(checkpoint.get("asr_kd", {}).get("bad_batches", 0))
-
-
-def _inter_ctc_heads(kd: KDConfig, model: nn.Module) -> InterCTCHeads:
-    """The auxiliary CTC heads of ``distill=inter_ctc`` for ``model``'s layers (checked)."""
-    layers = resolve_inter_layers(kd.inter_layers, num_layers=len(model.layers))
-    return InterCTCHeads(layers, d_model=model.d_model, vocab_size=model.vocab_size)

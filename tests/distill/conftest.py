@@ -1,8 +1,12 @@
-"""Fixtures for the distillation tests: a tiny trained teacher and its dumped soft targets."""
+"""Fixtures for the distillation tests: a tiny trained teacher and its dumped soft targets, and
+a recorder of the last training step (to recompute a logged loss by hand)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
+import torch
 from tiny_runs import tiny_run
 
 from asr_kd.config import compose
@@ -55,3 +59,36 @@ def tiny_config():
 def dump_targets_config():
     """``dump_targets_config(data_dir, teacher_ckpt, out_dir, *overrides)`` -> composed config."""
     return dump_config
+
+
+class StepRecorder:
+    """The batch and the task's weights (``model``, ``kd_modules`` state dicts) of the latest
+    training step of a run made with :attr:`overrides`: no dropout, no SpecAugment, one chunk
+    size (full context), so that step's loss depends on nothing else."""
+
+    overrides = ("model.dropout=0", "spec_augment=null", "model.train_chunk_sizes=[null]")
+
+    def __init__(self):
+        self.batch: dict = {}
+        self.model: dict = {}
+        self.kd_modules: dict = {}
+
+    def record(self, task, batch: dict) -> None:
+        self.batch = {k: v.clone() if torch.is_tensor(v) else v for k, v in batch.items()}
+        self.model = copy.deepcopy(task.model.state_dict())
+        self.kd_modules = copy.deepcopy(task.kd_modules.state_dict())
+
+
+@pytest.fixture
+def last_step(monkeypatch) -> StepRecorder:
+    """A :class:`StepRecorder` fed by every ``AsrTask.training_step`` of the test."""
+    from asr_kd.training.task import AsrTask
+
+    recorder, real = StepRecorder(), AsrTask.training_step
+
+    def recording(task, batch, batch_idx):
+        recorder.record(task, batch)
+        return real(task, batch, batch_idx)
+
+    monkeypatch.setattr(AsrTask, "training_step", recording)
+    return recorder

@@ -153,15 +153,43 @@ def test_cached_hidden_needs_a_store_with_the_layers(
         distill(cfg)
 
 
+def _hidden_loss_by_hand(step, ckpt, teacher) -> float:
+    """DistilHuBERT's L1 - log sigmoid(cos) of the projected student layer 1 against the
+    LayerNorm'd teacher layer 1, over valid frames, from the recorded weights and batch."""
+    student = load_model(ckpt).model
+    student.load_state_dict(step.model)
+    batch = step.batch
+    with torch.no_grad():
+        _, lens, hidden = student.train()(batch["feats"], batch["feat_lens"], return_hidden=True)
+        projection = {k.removeprefix("hidden.proj.0."): v for k, v in step.kd_modules.items()}
+        s = _valid(hidden[0] @ projection["weight"].T + projection["bias"], lens)
+        t = _valid(teacher(batch).hidden[0], lens)
+        t = (t - t.mean(-1, keepdim=True)) / torch.sqrt(
+            t.var(-1, unbiased=False, keepdim=True) + 1e-5
+        )
+        cos = (s * t).sum(-1) / (s.norm(dim=-1) * t.norm(dim=-1))
+        return float(((s - t).abs().mean(-1) - torch.log(torch.sigmoid(cos))).mean())
+
+
 @pytest.mark.parametrize("source", ["cached", "online"])
 def test_a_few_steps_of_distill_hidden_then_resume(
-    source, tmp_path, tiny_config, hidden_dirs, prepared_data_dir, teacher_ckpt
+    source, tmp_path, tiny_config, hidden_dirs, prepared_data_dir, teacher_ckpt, last_step
 ):
     out_dir, _ = hidden_dirs("none")
     args = (tiny_config, prepared_data_dir, tmp_path, teacher_ckpt, out_dir)
-    result = distill(_hidden_run(*args, f"distill.source={source}"))
+    result = distill(_hidden_run(*args, f"distill.source={source}", *last_step.overrides))
     assert result["global_step"] == 3 and result["bad_batches"] == 0
-    assert result["metrics"]["train/hidden"] > 0 and result["metrics"]["train/kd"] == 0
+    figures = result["metrics"]  # of the last step
+    teacher = (
+        CachedTargets(SoftTargetStore(out_dir), hidden_layers=[1])
+        if source == "cached"
+        else OnlineTeacher(load_model(teacher_ckpt).model, temperature=2.0, hidden_layers=[1])
+    )
+    by_hand = _hidden_loss_by_hand(last_step, tmp_path / "checkpoints" / "last.ckpt", teacher)
+    assert figures["train/hidden"] == pytest.approx(by_hand, rel=1e-5)
+    # distill=hidden: alpha 0 (no frame KL), hidden_weight 3
+    assert figures["train/kd"] == 0
+    assert figures["train/loss"] == pytest.approx(figures["train/ctc"] + 3 * by_hand, rel=1e-5)
     ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     proj = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("kd_modules.hidden.")}
     assert set(proj) == {"kd_modules.hidden.proj.0.weight", "kd_modules.hidden.proj.0.bias"}
@@ -170,7 +198,9 @@ def test_a_few_steps_of_distill_hidden_then_resume(
     model_params = len(list(load_model(tmp_path / "checkpoints" / "last.ckpt").model.parameters()))
     assert len(optimizer["param_groups"][0]["params"]) == model_params + 2  # + the projection
     assert optimizer["state"][model_params]["exp_avg"].shape == (32, 32)  # and it is trained
-    resumed = distill(_hidden_run(*args, f"distill.source={source}", "resume=true", steps=5))
+    resumed = distill(
+        _hidden_run(*args, f"distill.source={source}", *last_step.overrides, "resume=true", steps=5)
+    )
     assert resumed["global_step"] == 5 and resumed["resumed_from"]
     after = load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
     assert not torch.equal(after["kd_modules.hidden.proj.0.weight"], proj[

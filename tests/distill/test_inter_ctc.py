@@ -16,6 +16,9 @@ from asr_kd.config import compose
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.distill.inter_ctc import InterCTCHeads, inter_ctc_loss, resolve_inter_layers
 from asr_kd.distill.losses import KDConfig, distill_loss, soften_teacher
+from asr_kd.distill.store import SoftTargetStore
+from asr_kd.distill.teachers import CachedTargets
+from asr_kd.distill.terms import build_kd_terms
 from asr_kd.errors import ConfigError
 from asr_kd.export.onnx import run as export
 from asr_kd.models.loading import load_model
@@ -54,7 +57,7 @@ def test_head_loss_is_the_mean_of_each_heads_ctc_and_kd_mix():
 
 
 def test_heads_read_the_chosen_layer():
-    heads = InterCTCHeads([1, 3], d_model=4, vocab_size=5)
+    heads = InterCTCHeads([1, 3], d_model=4, vocab_size=5, weight=0.3)
     hidden = tuple(torch.full((1, 2, 4), float(i)) for i in range(4))
     out = heads(hidden)
     for layer, head, log_probs in zip((1, 3), heads.heads, out, strict=True):
@@ -73,9 +76,11 @@ def task_and_batch(tiny, one_thread):
     teacher = torch.log_softmax(2 * torch.randn(2, int(lens.max()), 11, generator=gen), -1)
     ids, probs = soften_teacher(teacher, 2.0, k=3)
     kd = KDConfig(alpha=0.5, temperature=2.0, inter_layers=[1], inter_weight=0.4)
+    targets = lambda batch: (ids, probs, lens)  # noqa: E731
     task = AsrTask(
         student, {"_target_": "asr_kd.models.ConformerCTC"}, Tokenizer.char(), role="student",
-        optim=OptimConfig(), kd=kd, targets=lambda batch: (ids, probs, lens),
+        optim=OptimConfig(), kd=kd, targets=targets,
+        kd_modules=build_kd_terms(kd, student, targets),
     )  # fmt: skip
     task.log_dict = lambda *args, **kwargs: None  # no trainer attached
     return task, batch, (ids, probs, lens)
@@ -136,13 +141,34 @@ def _graph(path) -> tuple:
     )
 
 
+def _losses_by_hand(step, ckpt, targets_dir) -> tuple[float, float]:
+    """The final layer's loss and the layer-1 head's of distill=inter_ctc (alpha 0.5, T 2, top-4
+    targets, teacher residual in an "other" bucket), from the recorded weights and batch."""
+    student = load_model(ckpt).model
+    student.load_state_dict(step.model)
+    batch = step.batch
+    ids, probs, lens, _ = CachedTargets(SoftTargetStore(targets_dir), k=4)(batch)
+    args = (batch["tokens"], batch["token_lens"], ids, probs)
+    options = dict(alpha=0.5, temperature=2.0, renormalize=False, teacher_lens=lens)
+    head = {k.removeprefix("inter_ctc.heads.0."): v for k, v in step.kd_modules.items()}
+    with torch.no_grad():
+        log_probs, out_lens, hidden = student.train()(
+            batch["feats"], batch["feat_lens"], return_hidden=True
+        )
+        head_log_probs = (hidden[0] @ head["weight"].T + head["bias"]).log_softmax(-1)
+        final = distill_loss(log_probs, out_lens, *args, **options).loss
+        heads = distill_loss(head_log_probs, out_lens, *args, **options).loss
+    return float(final), float(heads)
+
+
 def test_heads_are_checkpointed_for_resume_and_dropped_by_load_model_and_export(
-    tmp_path, tiny_config, prepared_data_dir, teacher_ckpt, targets_dir
+    tmp_path, tiny_config, prepared_data_dir, teacher_ckpt, targets_dir, last_step
 ):
     runs = {}
     for name, setting in (("inter", "inter_ctc"), ("plain", "frame_kl")):
         result = _run(tiny_config, prepared_data_dir, tmp_path / name, teacher_ckpt,
-                      targets_dir, f"distill={setting}", "distill.source=cached")  # fmt: skip
+                      targets_dir, f"distill={setting}", "distill.source=cached",
+                      *last_step.overrides)  # fmt: skip
         assert result["global_step"] == 3 and result["bad_batches"] == 0
         runs[name] = tmp_path / name / "checkpoints" / "last.ckpt"
     assert result["metrics"].get("train/inter_ctc") is None  # frame_kl: no heads
@@ -161,8 +187,12 @@ def test_heads_are_checkpointed_for_resume_and_dropped_by_load_model_and_export(
     assert graphs["inter"] == graphs["plain"]  # the same nodes, inputs, outputs and weights
     # resume: the heads' weights and optimizer state come back (strict load, same keys)
     resumed = _run(tiny_config, prepared_data_dir, tmp_path / "inter", teacher_ckpt, targets_dir,
-                   "distill=inter_ctc", "resume=true", "trainer.max_steps=5", steps=5)  # fmt: skip
+                   "distill=inter_ctc", "resume=true", "trainer.max_steps=5",
+                   *last_step.overrides, steps=5)  # fmt: skip
     assert resumed["global_step"] == 5 and resumed["resumed_from"].endswith("last.ckpt")
-    assert resumed["metrics"]["train/inter_ctc"] > 0
+    final, heads = _losses_by_hand(last_step, runs["inter"], targets_dir)
+    figures = resumed["metrics"]  # of the last step, with the resumed heads
+    assert figures["train/inter_ctc"] == pytest.approx(heads, rel=1e-5)
+    assert figures["train/loss"] == pytest.approx(0.7 * final + 0.3 * heads, rel=1e-5)
     after = load_checkpoint(runs["inter"])["state_dict"]["kd_modules.inter_ctc.heads.0.weight"]
     assert not torch.equal(after, state["kd_modules.inter_ctc.heads.0.weight"])
