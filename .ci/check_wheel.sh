@@ -84,7 +84,7 @@ EOF
 # script of the scratch venv, and a tiny corpus prepared as in the README. The configs are found
 # as a user would find them (a wheel without them fails here), and the Hydra --help footer must
 # name site-packages/asr_kd/conf. train's --help is given a user's config dir beside the shipped
-# one (the README's --config-dir example) and must show the user's model composed.
+# one (docs/commands.md's --config-dir example) and must show the user's model composed.
 bin=$tmp/venv/bin
 tiny_corpus() {
     "$bin/asr-kd-synth" out_dir="$tmp/corpus" hours.train=0.003 hours.dev=0.003 hours.test=0.003 \

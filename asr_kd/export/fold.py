@@ -4,7 +4,7 @@ The graphs are not a trace of ``ConformerCTC``: they reuse its weights, refolded
 streaming step is as few ONNX nodes as possible: ONNX Runtime costs roughly 0.6-1 us per node on
 one thread, about as much as the arithmetic of a 320 ms ``student_tiny`` chunk (~3.5 M MACs).
 Measured on ``student_tiny``: 262 nodes / 0.30 ms per chunk for a plain 3-D export, 130 / 0.18
-ms for this one (README, "Export to ONNX"); per-head reshape attention (142 nodes) and fused
+ms for this one (docs/deploy.md, "Export to ONNX"); per-head reshape attention (142 nodes) and fused
 ``SkipLayerNormalization`` (118) were both slower. The folds:
 
 - each ``nn.Linear`` is one ``Gemm`` on ``(T, D)``; the FFN half-step ``0.5`` is in the weights;

@@ -19,7 +19,7 @@
 #
 # TEACHER=hf:<save_pretrained dir or hub id>[@revision] distils a public transformers CTC model
 # instead: stage 1 takes the tokenizer from it (tokenizer=from_teacher), stage 2 (teacher
-# training) is skipped, stages 3-6 use it as teacher_ckpt (README "Distil a public model").
+# training) is skipped, stages 3-6 use it as teacher_ckpt (README "Public (transformers) teachers").
 #
 # The directory is the one holding the subset folders (train-clean-100/, dev-clean/, ...), as
 # unpacked from OpenSLR resource 12 (https://www.openslr.org/12). Overrides work as in

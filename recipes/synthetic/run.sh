@@ -53,7 +53,7 @@ STUDENT_LR=${STUDENT_LR:-8e-3}
 EXPERIMENT=${EXPERIMENT:-demo_synthetic} # conf/experiment/: batch size, lr schedule of every training
 # conf/distill/<name> for the KD student. hidden (teacher layers 2,4,6 through learned projections,
 # DistilHuBERT loss, no frame KL) measured best: test WER KD / CTC-only 0.60 full, 0.63 at 320 ms
-# (3 seeds, README "Distillation methods"); DISTILL=frame_kl gives the output-only KD of before.
+# (3 seeds, docs/results.md); DISTILL=frame_kl gives the output-only KD of before.
 DISTILL=${DISTILL:-hidden}
 TOPK=${TOPK:-8}                          # soft targets kept per frame
 TEMPERATURE=${TEMPERATURE:-2.0}          # softmax temperature of the stored soft targets
