@@ -443,3 +443,25 @@ def test_subsets_are_checked_before_any_decoding_and_a_bare_name_is_one_subset(
     )
     rows = evaluate(cfg)["rows"]
     assert [(r["subset"], r["mode"]) for r in rows] == [("test", "stream-320ms")]
+
+
+def test_cost_per_audio_hour_of_a_known_row():
+    """Regression pin: a row's CPU-seconds per audio hour is its CPU-seconds scaled from the
+    decoded audio seconds to one hour (1.8 CPU s over 3.6 s of audio -> 1800), not per second."""
+    from asr_kd.evaluate import _row
+    from asr_kd.inference.timing import Decoded
+
+    decoded = Decoded(
+        hyps={"u1": "A B"},
+        refs={"u1": "A C"},
+        seconds=0.9,
+        audio_s=3.6,
+        cpu_seconds=1.8,
+        joules=7.2,
+        energy_note=None,
+    )
+    row = _row("student_kd", "test", "full", decoded, decoded)
+    assert row["cpu_s_per_audio_h"] == pytest.approx(1800.0)
+    assert row["joules_per_audio_h"] == pytest.approx(7200.0)
+    assert row["rtf"] == pytest.approx(0.25) and row["audio_s"] == 3.6
+    assert (row["wer"], row["num_utts"], row["ref_words"]) == (50.0, 1, 2)
