@@ -12,15 +12,16 @@ import warnings
 import pytest
 import torch
 from lhotse import CutSet
+from omegaconf import OmegaConf
 
 from asr_kd.config import compose
 from asr_kd.data.prepare import prepare_skips
-from asr_kd.evaluate import evaluate
+from asr_kd.evaluation.report import load_results
+from asr_kd.evaluation.run import evaluate
 from asr_kd.export.quantize import INT8_TOLERANCE
 from asr_kd.metrics import error_rates
 from asr_kd.models.decode import greedy_ctc
 from asr_kd.models.loading import load_model
-from asr_kd.report import load_results
 
 
 def _overrides(data_dir, out_dir, **checkpoints):
@@ -429,8 +430,10 @@ def test_subsets_are_checked_before_any_decoding_and_a_bare_name_is_one_subset(
         _overrides(prepared_data_dir, tmp_path / "bare", student_kd=student)
         + ["subsets=test", "chunk_sizes_ms=320", "runtime=torch", "full_context=false"],
     )
+    given = OmegaConf.to_container(cfg)
     rows = evaluate(cfg)["rows"]
     assert [(r["subset"], r["mode"]) for r in rows] == [("test", "stream-320ms")]
+    assert OmegaConf.to_container(cfg) == given  # settings are read from it, never written to it
     cfg = compose(  # a repeated entry is one row, not two identical ones
         "evaluate",
         _overrides(prepared_data_dir, tmp_path / "twice", student_kd=student)
@@ -443,25 +446,3 @@ def test_subsets_are_checked_before_any_decoding_and_a_bare_name_is_one_subset(
     )
     rows = evaluate(cfg)["rows"]
     assert [(r["subset"], r["mode"]) for r in rows] == [("test", "stream-320ms")]
-
-
-def test_cost_per_audio_hour_of_a_known_row():
-    """Regression pin: a row's CPU-seconds per audio hour is its CPU-seconds scaled from the
-    decoded audio seconds to one hour (1.8 CPU s over 3.6 s of audio -> 1800), not per second."""
-    from asr_kd.evaluate import _row
-    from asr_kd.inference.timing import Decoded
-
-    decoded = Decoded(
-        hyps={"u1": "A B"},
-        refs={"u1": "A C"},
-        seconds=0.9,
-        audio_s=3.6,
-        cpu_seconds=1.8,
-        joules=7.2,
-        energy_note=None,
-    )
-    row = _row("student_kd", "test", "full", decoded, decoded)
-    assert row["cpu_s_per_audio_h"] == pytest.approx(1800.0)
-    assert row["joules_per_audio_h"] == pytest.approx(7200.0)
-    assert row["rtf"] == pytest.approx(0.25) and row["audio_s"] == 3.6
-    assert (row["wer"], row["num_utts"], row["ref_words"]) == (50.0, 1, 2)
