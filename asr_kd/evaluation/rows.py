@@ -80,6 +80,12 @@ def _key(
     return field(default=None, metadata=meta) if optional else field(metadata=meta)
 
 
+def _rate(doc: str, position: int, header: str, json_key: str | None = None):
+    """A field of :class:`ResultRow` that is an error rate: in every row, a percentage."""
+    column = (position, header, ".2f")
+    return _key(doc, required=True, number=True, column=column, json_key=json_key)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ResultRow:
     """One (model, subset, mode, quantize) of an evaluation; field order is results.json's."""
@@ -96,37 +102,13 @@ class ResultRow:
         required=True,
         column=(1, "Mode", lambda row: row["mode"]),
     )
-    wer: float = _key(
-        "word error rate, percent, corpus level (jiwer)",
-        required=True,
-        number=True,
-        column=(2, "WER %", ".2f"),
+    wer: float = _rate("word error rate, percent, corpus level (jiwer)", 2, "WER %")
+    cer: float = _rate("character error rate, percent (spaces count as characters)", 3, "CER %")
+    sub: float = _rate(
+        "word substitutions, % of reference words (sub + del + ins = wer)", 4, "Sub %"
     )
-    cer: float = _key(
-        "character error rate, percent (spaces count as characters)",
-        required=True,
-        number=True,
-        column=(3, "CER %", ".2f"),
-    )
-    sub: float = _key(
-        "word substitutions, percent of reference words (sub + del + ins = wer)",
-        required=True,
-        number=True,
-        column=(4, "Sub %", ".2f"),
-    )
-    del_: float = _key(
-        "word deletions, percent of reference words",
-        required=True,
-        number=True,
-        column=(5, "Del %", ".2f"),
-        json_key="del",
-    )
-    ins: float = _key(
-        "word insertions, percent of reference words",
-        required=True,
-        number=True,
-        column=(6, "Ins %", ".2f"),
-    )
+    del_: float = _rate("word deletions, percent of reference words", 5, "Del %", json_key="del")
+    ins: float = _rate("word insertions, percent of reference words", 6, "Ins %")
     rtf: float = _key(
         "processing seconds / audio seconds of the timed pass (batch size 1 on ``threads`` "
         "threads, after warm-up; what it covers: ``rtf_scope``, else the meta's)",
