@@ -80,10 +80,11 @@ def _key(
     return field(default=None, metadata=meta) if optional else field(metadata=meta)
 
 
-def _rate(doc: str, position: int, header: str, json_key: str | None = None):
-    """A field of :class:`ResultRow` that is an error rate: in every row, a percentage."""
-    column = (position, header, ".2f")
-    return _key(doc, required=True, number=True, column=column, json_key=json_key)
+def _shown(doc: str, position: int, header: str, cell, required: bool = False, json_key=None):
+    """A figure of :class:`ResultRow` (a number or null) in results.md column ``position``
+    under ``header``; ``cell``: a :func:`fmt` spec of the value, or a function of the row."""
+    column = (position, header, cell)
+    return _key(doc, required=required, number=True, column=column, json_key=json_key)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,20 +103,18 @@ class ResultRow:
         required=True,
         column=(1, "Mode", lambda row: row["mode"]),
     )
-    wer: float = _rate("word error rate, percent, corpus level (jiwer)", 2, "WER %")
-    cer: float = _rate("character error rate, percent (spaces count as characters)", 3, "CER %")
-    sub: float = _rate(
-        "word substitutions, % of reference words (sub + del + ins = wer)", 4, "Sub %"
+    wer: float = _shown(
+        "word error rate, percent (jiwer; sub + del + ins)", 2, "WER %", ".2f", True
     )
-    del_: float = _rate("word deletions, percent of reference words", 5, "Del %", json_key="del")
-    ins: float = _rate("word insertions, percent of reference words", 6, "Ins %")
-    rtf: float = _key(
+    cer: float = _shown("character error rate, percent (spaces count)", 3, "CER %", ".2f", True)
+    sub: float = _shown("word substitutions, percent of ref. words", 4, "Sub %", ".2f", True)
+    del_: float = _shown("word deletions, percent of ref. words", 5, "Del %", ".2f", True, "del")
+    ins: float = _shown("word insertions, percent of ref. words", 6, "Ins %", ".2f", True)
+    rtf: float = _shown(
         "processing seconds / audio seconds of the timed pass (batch size 1 on ``threads`` "
         "threads, after warm-up; what it covers: ``rtf_scope``, else the meta's)",
-        required=True,
-        number=True,
-        column=(7, "RTF", ".4f"),
-    )
+        7, "RTF", ".4f", required=True,
+    )  # fmt: skip
     runtime: str = _key("what decoded and timed the row: ``torch``, ``onnx`` or ``sherpa-onnx``")
     rtf_scope: str | None = _key(
         "what ``rtf`` times when it differs from the meta's ``rtf_scope`` (sherpa-onnx: the "
@@ -127,18 +126,15 @@ class ResultRow:
         "variant (sherpa-onnx)",
         optional=True,
     )
-    cpu_s_per_audio_h: float | None = _key(
-        "CPU-seconds of the decoding process (all threads) per hour of audio, over the RTF's "
-        "timed spans",
-        number=True,
-        column=(14, "CPU s / audio h", ".2f"),
-    )
-    joules_per_audio_h: float | None = _key(
+    cpu_s_per_audio_h: float | None = _shown(
+        "CPU-seconds of the decoding process (all threads) per audio hour, in the RTF's spans",
+        14, "CPU s / audio h", ".2f",
+    )  # fmt: skip
+    joules_per_audio_h: float | None = _shown(
         "CPU-package joules (RAPL, the whole machine) per hour of audio; null where the "
         "machine exposes no readable RAPL counters (never an estimate)",
-        number=True,
-        column=(15, "J / audio h", _energy),
-    )
+        15, "J / audio h", _energy,
+    )  # fmt: skip
     energy_note: str | None = _key("why ``joules_per_audio_h`` is null (``n/a (no RAPL)``)")
     num_utts: int = _key("utterances scored")
     audio_s: float = _key(
@@ -150,12 +146,11 @@ class ResultRow:
         number=True,
         optional=True,
     )
-    rtf_batch: float | None = _key(
+    rtf_batch: float | None = _shown(
         "RTF of batched full-context decoding (torch, ``data.max_duration`` seconds of audio "
         "per batch, on ``threads_batch`` threads); null where there is no batched pass",
-        number=True,
-        column=(8, "RTF batched", ".4f"),
-    )
+        8, "RTF batched", ".4f",
+    )  # fmt: skip
     batch_size: int = _key("utterances per call of the timed pass")
     chunk_ms: float | None = _key("chunk size of a streaming row, ms; null for full context")
     left_chunks: int | None = _key(
@@ -164,34 +159,22 @@ class ResultRow:
     )
     threads: int = _key("threads of the timed pass (``rtf.threads``)")
     threads_batch: int | None = _key("torch threads of the batched pass; null without one")
-    latency_ms: float | None = _key(
+    latency_ms: float | None = _shown(
         "algorithmic latency (chunk + right context), ms; null for full context (the whole "
         "utterance)",
-        required=True,
-        number=True,
-        column=(9, "Latency ms", _latency),
-    )
-    params: int = _key(
-        "parameters of the model", required=True, number=True, column=(10, "Params", "si")
-    )
-    macs_per_audio_s: float = _key(
+        9, "Latency ms", _latency, required=True,
+    )  # fmt: skip
+    params: int = _shown("parameters of the model", 10, "Params", "si", True)
+    macs_per_audio_s: float = _shown(
         "multiply-accumulates per second of audio, at the row's chunk size and left context",
-        required=True,
-        number=True,
-        column=(11, "MACs / audio s", "si"),
-    )
-    model_mb: float = _key(
-        "size of the model's fp32 parameters, MB",
-        required=True,
-        number=True,
-        column=(12, "MB", ".2f"),
-    )
-    graph_mb: float | None = _key(
+        11, "MACs / audio s", "si", required=True,
+    )  # fmt: skip
+    model_mb: float = _shown("size of the model's fp32 parameters, MB", 12, "MB", ".2f", True)
+    graph_mb: float | None = _shown(
         "size of the graph file that decoded the row, MB (int8 rows: the quantised graph); "
         "null for torch",
-        number=True,
-        column=(13, "Graph MB", ".2f"),
-    )
+        13, "Graph MB", ".2f",
+    )  # fmt: skip
     source: str | None = _key(
         "a transformers model: where it was read from (``hf:<dir|hub id>[@revision]``)",
         optional=True,

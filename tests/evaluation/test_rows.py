@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 
 from asr_kd.evaluation.report import load_results, render_markdown
 from asr_kd.evaluation.rows import COLUMNS, NUMBER_KEYS, REQUIRED_KEYS, ResultRow
 
-COMMON = dict(
-    model="student_kd",
-    subset="test",
-    wer=12.5,
-    cer=4.25,
-    sub=6.5,
-    del_=4.0,
-    ins=2.0,
-    rtf=0.0123,
-    cpu_s_per_audio_h=44.5,
-    joules_per_audio_h=None,
-    energy_note="n/a (no RAPL)",
-    num_utts=10,
-    audio_s=90.0,
-    ref_words=200,
-    batch_size=1,
-    threads=1,
-    params=1_234_567,
-    macs_per_audio_s=2.5e7,
-    model_mb=4.9,
-)
+COMMON = dict(model="student_kd", subset="test", wer=12.5, cer=4.25, sub=6.5, del_=4.0, ins=2.0)
+COMMON.update(rtf=0.0123, cpu_s_per_audio_h=44.5, joules_per_audio_h=None)
+COMMON.update(energy_note="n/a (no RAPL)", num_utts=10, audio_s=90.0, ref_words=200)
+COMMON.update(batch_size=1, threads=1, params=1_234_567, macs_per_audio_s=2.5e7, model_mb=4.9)
 # The rows each runtime writes, with the keys (and their order) results.json has.
 STREAM = ResultRow(
     **COMMON,
@@ -44,29 +27,26 @@ STREAM = ResultRow(
     latency_ms=320.0,
     graph_mb=0.46,
 )
-SHERPA = ResultRow(
-    **COMMON,
+FULL_CONTEXT = dict.fromkeys(("chunk_ms", "left_chunks", "latency_ms"))
+SHERPA = replace(
+    STREAM,
+    **FULL_CONTEXT,
     mode="full-sherpa-onnx",
     runtime="sherpa-onnx",
+    quantize=None,  # sherpa-onnx rows have no int8 variant: no key
     rtf_scope="sherpa-onnx: fbank from audio + model + greedy CTC search (C++)",
     rtf_without_fbank=0.01,
-    rtf_batch=None,
-    chunk_ms=None,
-    left_chunks=None,
-    threads_batch=None,
-    latency_ms=None,
     graph_mb=0.9,
 )
-HF = ResultRow(
-    **COMMON,
+HF = replace(
+    SHERPA,
     mode="full",
     runtime="torch",
     quantize="none",
+    rtf_scope=None,
+    rtf_without_fbank=None,
     rtf_batch=0.002,
-    chunk_ms=None,
-    left_chunks=None,
     threads_batch=2,
-    latency_ms=None,
     graph_mb=None,
     source="hf:/models/tiny",
     frame_shift_ms=20.0,
