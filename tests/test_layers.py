@@ -34,7 +34,7 @@ LAYERS = [
     ("training", ["asr_kd.training"]),
     ("inference", ["asr_kd.inference"]),
     ("export", ["asr_kd.export"]),
-    ("evaluate", ["asr_kd.evaluate", "asr_kd.report"]),
+    ("evaluation", ["asr_kd.evaluation"]),
     ("cli", ["asr_kd.cli"]),
 ]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from asr_kd.report import load_results
+from asr_kd.evaluation.report import load_results
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "synthetic" / "run.sh"

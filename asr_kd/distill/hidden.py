@@ -132,4 +132,3 @@ class HiddenProjection(KDTerm):
         projected = self(step.student_hidden)
         hidden = hidden_state_loss(projected, teacher_hidden, step.out_lens, self.kind)
         return loss + self.weight * hidden, hidden.detach()
-

@@ -26,15 +26,21 @@ Usage:
     asr-kd-export ckpt=... out_dir=exp/onnx/student_kd quantize=int8   # + exp/onnx/student_kd/int8/
 
     # from Python: paths = export_checkpoint(load_model(ckpt), out_dir, chunk_sizes=[8])
+    checked = export_and_check(load_model(ckpt), out_dir, "asr_kd", [8], quantize="int8")
+    checked.check("exp/student_kd")         # RuntimeError above the tolerances
 
 ``quantize=int8`` also writes the int8 graphs (:mod:`asr_kd.export.quantize`) into
 ``<out_dir>/int8/`` under the same names, checked against torch with
 ``quantize.INT8_TOLERANCE`` (``int8_tolerance``) instead of the fp32 ``tolerance``.
+
+:func:`export_and_check` is the one way a checkpoint becomes checked graphs, in either format:
+``asr-kd-export`` and ``asr-kd-evaluate`` (runtimes onnx and sherpa-onnx) both call it.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +53,10 @@ from asr_kd.config import as_list, save_config
 from asr_kd.errors import ConfigError
 from asr_kd.export.fold import FoldedGraph
 from asr_kd.export.graph import METADATA_KEY, OPSET, _metadata, _save  # noqa: F401 (re-exported)
+from asr_kd.export.limits import TOLERANCE, check_left_chunks, check_tolerance
 from asr_kd.export.quantize import (
     DEFAULT_INT8_SCHEME,
+    INT8_TOLERANCE,
     check_int8_scheme,
     check_quantize,
     quantize_dir,
@@ -65,8 +73,11 @@ from asr_kd.models.streaming import chunk_frames
 __all__ = [
     "FORMATS",
     "FULL_FILE",
+    "INT8_SUFFIX",
     "TOLERANCE",
+    "Checked",
     "check_export",
+    "export_and_check",
     "export_checkpoint",
     "export_full",
     "export_step",
@@ -75,8 +86,7 @@ __all__ = [
     "step_file_name",
 ]
 
-TOLERANCE = 1e-3  # max |ORT - torch| log-prob difference accepted (measured: ~1e-5)
-FORMATS = ("asr_kd", "sherpa-onnx")  # ours (asr_kd.inference.onnx) | sherpa_onnx recognizers
+INT8_SUFFIX = " int8"  # the name of a graph's int8 copy: "full int8", "stream-c8 int8"
 
 
 # ---------------------------------------------------------------------------- export
@@ -93,16 +103,6 @@ def export_full(loaded: LoadedModel, path: str | Path) -> Path:
     return _save(FoldedGraph(model).eval(), (feats,), Path(path), names, meta)
 
 
-def _check_left_chunks(loaded: LoadedModel, left_chunks: int) -> None:
-    if left_chunks < 0:
-        raise ConfigError(
-            f"left_chunks={left_chunks}: the streaming ONNX step needs a finite attention cache "
-            f"(left_chunks >= 0); model {loaded.path} default is "
-            f"{loaded.model.default_left_chunks}. Pass left_chunks=N (or runtime=torch to "
-            "asr-kd-evaluate)"
-        )
-
-
 def export_step(loaded: LoadedModel, path: str | Path, chunk_size: int, left_chunks: int) -> Path:
     """Chunk-step graph of a streaming model with fixed-size caches: the inputs and outputs of
     ``model.step_spec(chunk_size, left_chunks)`` (:mod:`asr_kd.models.streaming`)."""
@@ -111,7 +111,7 @@ def export_step(loaded: LoadedModel, path: str | Path, chunk_size: int, left_chu
         raise ConfigError(f"{loaded.path}: a full-context model has no streaming step to export")
     if chunk_size <= 0:
         raise ConfigError(f"chunk_size must be > 0 encoder frames, got {chunk_size}")
-    _check_left_chunks(loaded, left_chunks)
+    check_left_chunks(loaded, left_chunks, "asr_kd")
     spec = model.step_spec(chunk_size, left_chunks)
     meta = _metadata(loaded, kind="step", **spec.to_metadata())
     args = tuple(torch.zeros(shape) for shape in spec.input_shapes.values())
@@ -127,7 +127,7 @@ def export_checkpoint(
     out_dir = Path(out_dir)
     lc = loaded.model.resolve_left_chunks(left_chunks)
     if loaded.model.streaming and chunk_sizes:
-        _check_left_chunks(loaded, lc)  # before any file is written
+        check_left_chunks(loaded, lc, "asr_kd")  # before any file is written
     paths = {"full": export_full(loaded, out_dir / FULL_FILE)}
     if loaded.model.streaming:
         for c in chunk_sizes:
@@ -193,22 +193,16 @@ def check_export(loaded: LoadedModel, paths: dict[str, Path], frames: int = 403,
     return diffs
 
 
-def _summary(paths: dict[str, Path], diffs: dict[str, float], suffix: str = "") -> dict:
+def _summary(checked: Checked) -> dict:
     return {
-        name + suffix: {
+        name: {
             "path": str(path),
-            "max_abs_diff": diffs[name],
+            "max_abs_diff": checked.diffs[name],
             "nodes": _count_nodes(path),
             "mb": round(path.stat().st_size / 2**20, 3),
         }
-        for name, path in paths.items()
+        for name, path in checked.paths.items()
     }
-
-
-def _check_tolerance(ckpt, summary: dict, tolerance: float, what: str = "ONNX export") -> None:
-    bad = {k: v["max_abs_diff"] for k, v in summary.items() if not v["max_abs_diff"] <= tolerance}
-    if bad:  # NaN is bad too
-        raise RuntimeError(f"{what} of {ckpt} differs from torch by {bad} > tolerance {tolerance}")
 
 
 def quantize_export(
@@ -226,17 +220,92 @@ def quantize_export(
     return int8_paths, check(loaded, int8_paths)
 
 
-def _check_sherpa_paths(loaded: LoadedModel, paths: dict[str, Path]) -> dict[str, float]:
+# ---------------------------------------------------------------------------- formats
+def _export_ours(loaded: LoadedModel, out_dir: Path, chunk_sizes, left_chunks, recognizer):
+    return export_checkpoint(loaded, out_dir, chunk_sizes, left_chunks)
+
+
+def _check_ours(loaded: LoadedModel, paths: dict[str, Path]) -> dict[str, float]:
+    return check_export(loaded, paths)  # looked up when called: tests stand in for it
+
+
+def _export_sherpa(loaded: LoadedModel, out_dir: Path, chunk_sizes, left_chunks, recognizer):
+    from asr_kd.export.sherpa import export_sherpa_dir
+
+    return export_sherpa_dir(loaded, out_dir, chunk_sizes, left_chunks, recognizer)
+
+
+def _check_sherpa(loaded: LoadedModel, paths: dict[str, Path]) -> dict[str, float]:
     from asr_kd.export.sherpa import check_sherpa
 
     return {name: check_sherpa(loaded, path) for name, path in paths.items()}
+
+
+# format -> (export into a directory, check the graphs against torch, what the errors call it);
+# ours for asr_kd.inference.onnx, sherpa-onnx's WeNet CTC for its recognizers.
+_FORMATS = {
+    "asr_kd": (_export_ours, _check_ours, "ONNX export"),
+    "sherpa-onnx": (_export_sherpa, _check_sherpa, "sherpa-onnx export"),
+}
+FORMATS = tuple(_FORMATS)
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The graphs :func:`export_and_check` wrote (name -> file) and their max |ORT - torch|
+    log-prob difference (name -> float, NaN if either is NaN); an int8 copy is named
+    ``"<name> int8"``."""
+
+    fmt: str
+    paths: dict[str, Path]
+    diffs: dict[str, float]
+
+    def check(
+        self, source: str, tolerance: float = TOLERANCE, int8_tolerance: float = INT8_TOLERANCE
+    ) -> None:
+        """``RuntimeError`` naming ``source`` when an fp32 graph is above ``tolerance`` or an
+        int8 one above ``int8_tolerance``."""
+        int8 = {k: d for k, d in self.diffs.items() if k.endswith(INT8_SUFFIX)}
+        fp32 = {k: d for k, d in self.diffs.items() if k not in int8}
+        check_tolerance(f"{_FORMATS[self.fmt][2]} of {source}", fp32, tolerance)
+        check_tolerance(f"int8 export of {source}", int8, int8_tolerance)
+
+
+def export_and_check(
+    loaded: LoadedModel,
+    out_dir: str | Path,
+    fmt: str = "asr_kd",
+    chunk_sizes=(),
+    left_chunks: int | None = None,
+    *,
+    recognizer: str = "auto",
+    quantize: str = "none",
+    int8_scheme: str = DEFAULT_INT8_SCHEME,
+) -> Checked:
+    """Export ``loaded`` into ``out_dir`` in format ``fmt`` (``asr_kd``: ``full.onnx`` and one
+    step graph per chunk size; ``sherpa-onnx``: ``model.onnx`` for ``recognizer``), and with
+    ``quantize="int8"`` its int8 copies (``int8_scheme``) into ``out_dir/int8``, each checked
+    against torch.
+    ``chunk_sizes`` in encoder frames; ``left_chunks=None``: the model's default. It does not
+    judge the differences: :meth:`Checked.check` does, once the caller has recorded them."""
+    if fmt not in _FORMATS:
+        raise ConfigError(f"format must be one of {FORMATS}, got {fmt!r}")
+    export, check, _ = _FORMATS[fmt]
+    out_dir = Path(out_dir)
+    paths = export(loaded, out_dir, list(chunk_sizes), left_chunks, recognizer)
+    diffs = check(loaded, paths)
+    if check_quantize(quantize) == "int8":
+        int8_paths, int8_diffs = quantize_export(loaded, paths, out_dir, check, int8_scheme)
+        paths = {**paths, **{k + INT8_SUFFIX: p for k, p in int8_paths.items()}}
+        diffs = {**diffs, **{k + INT8_SUFFIX: d for k, d in int8_diffs.items()}}
+    return Checked(fmt, paths, diffs)
 
 
 def run(cfg: DictConfig) -> dict:
     """Export ``cfg.ckpt`` into ``cfg.out_dir`` in ``cfg.format`` (and its int8 copy with
     ``quantize=int8``), check it against torch, return a summary (name -> path, diff, nodes,
     MB)."""
-    from asr_kd.export.sherpa import RECOGNIZERS, export_checked
+    from asr_kd.export.sherpa import RECOGNIZERS
 
     out_dir = Path(cfg.out_dir)
     if cfg.format not in FORMATS:
@@ -256,18 +325,11 @@ def run(cfg: DictConfig) -> dict:
     steps = loaded.model.streaming and recognizer != "offline"  # chunk sizes matter only there
     chunk_ms = as_list(cfg.chunk_sizes_ms) if steps else []
     chunk_sizes = [chunk_frames(loaded.model, ms, source=str(loaded.path)) for ms in chunk_ms]
-    if cfg.format == "sherpa-onnx":
-        paths, diffs = export_checked(loaded, out_dir, chunk_sizes, cfg.left_chunks, recognizer)
-        check = _check_sherpa_paths
-    else:
-        paths = export_checkpoint(loaded, out_dir, chunk_sizes, cfg.left_chunks)
-        diffs, check = check_export(loaded, paths), check_export
-    summary = _summary(paths, diffs)
-    int8_summary = {}
-    if quantize == "int8":
-        int8 = quantize_export(loaded, paths, out_dir, check, scheme)
-        int8_summary = _summary(*int8, suffix=" int8")
-    (out_dir / "export.json").write_text(json.dumps({**summary, **int8_summary}, indent=2) + "\n")
-    _check_tolerance(cfg.ckpt, summary, cfg.tolerance)
-    _check_tolerance(cfg.ckpt, int8_summary, cfg.int8_tolerance, "int8 export")
-    return {**summary, **int8_summary}
+    checked = export_and_check(
+        loaded, out_dir, cfg.format, chunk_sizes, cfg.left_chunks,
+        recognizer=recognizer, quantize=quantize, int8_scheme=scheme,
+    )  # fmt: skip
+    summary = _summary(checked)
+    (out_dir / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
+    checked.check(str(cfg.ckpt), cfg.tolerance, cfg.int8_tolerance)  # refused ones recorded too
+    return summary

@@ -86,6 +86,7 @@ from torch import nn
 from asr_kd.errors import ConfigError
 from asr_kd.export.fold import FoldedGraph
 from asr_kd.export.graph import METADATA_KEY, _metadata, _save
+from asr_kd.export.limits import check_left_chunks
 from asr_kd.inference.sherpa import (
     OFFLINE_KIND,
     ONLINE_KIND,
@@ -106,6 +107,7 @@ __all__ = [
     "SherpaStepGraph",
     "check_sherpa",
     "export_sherpa",
+    "export_sherpa_dir",
     "export_sherpa_model",
     "export_sherpa_offline",
     "sherpa_layout",
@@ -313,11 +315,7 @@ def export_sherpa(
     model = loaded.model.eval()
     if not getattr(model, "streaming", False):
         raise ConfigError(f"{loaded.path}: a full-context model has no streaming step for sherpa")
-    if left_chunks < 1:
-        raise ConfigError(
-            f"left_chunks={left_chunks}: sherpa-onnx's WeNet CTC model needs a cache of >= 1 "
-            "chunk (num_left_chunks >= 1); pass left_chunks=N"
-        )
+    check_left_chunks(loaded, left_chunks, "sherpa-onnx")
     graph = SherpaStepGraph(model, chunk_size, left_chunks).eval()
     meta = _metadata(loaded, kind=ONLINE_KIND, **graph.spec.to_metadata())
     names = {"input_names": list(INPUTS), "output_names": list(OUTPUTS)}
@@ -425,18 +423,17 @@ def _check_offline(loaded: LoadedModel, model_path: str | Path, seed: int, frame
     return float(np.abs(got - ref.numpy()).max())
 
 
-def export_checked(
+def export_sherpa_dir(
     loaded: LoadedModel,
     out_dir: str | Path,
     chunk_sizes,
     left_chunks: int | None,
     recognizer: str = "auto",
-) -> tuple[dict[str, Path], dict[str, float]]:
-    """``asr-kd-export format=sherpa-onnx``: one directory (``model.onnx``, ``tokens.txt``) for
-    ``recognizer`` (``online``: the one chunk size's step; ``offline``: the full-context graph;
-    ``auto``: online for a streaming model, offline otherwise) and its check against torch, as
-    ``({kind: model.onnx}, {kind: max_abs_diff})``, kind ``sherpa-onnx`` or
-    ``sherpa-onnx-offline``."""
+) -> dict[str, Path]:
+    """``format=sherpa-onnx`` of :func:`asr_kd.export.onnx.export_and_check`: one directory
+    (``model.onnx``, ``tokens.txt``) for ``recognizer`` (``online``: the one chunk size's step;
+    ``offline``: the full-context graph; ``auto``: online for a streaming model, offline
+    otherwise), as ``{kind: model.onnx}``, kind ``sherpa-onnx`` or ``sherpa-onnx-offline``."""
     streaming = bool(getattr(loaded.model, "streaming", False))
     if recognizer not in RECOGNIZERS:
         raise ConfigError(f"recognizer must be one of {RECOGNIZERS}, got {recognizer!r}")
@@ -454,6 +451,5 @@ def export_checked(
         )
     else:
         chunk_size, lc = chunk_sizes[0], loaded.model.resolve_left_chunks(left_chunks)
-    path = export_sherpa_model(loaded, out_dir, chunk_size, lc)
     kind = OFFLINE_KIND if chunk_size is None else ONLINE_KIND
-    return {kind: path}, {kind: check_sherpa(loaded, path)}
+    return {kind: export_sherpa_model(loaded, out_dir, chunk_size, lc)}

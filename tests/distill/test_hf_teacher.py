@@ -19,7 +19,7 @@ from asr_kd.distill.dump import dump_targets
 from asr_kd.distill.hf_teacher import HFTeacher
 from asr_kd.distill.store import SoftTargetStore
 from asr_kd.errors import ConfigError
-from asr_kd.evaluate import evaluate
+from asr_kd.evaluation.run import evaluate
 from asr_kd.models.hf import load_hf
 from asr_kd.training.run import distill
 

@@ -14,7 +14,7 @@ from tiny_runs import evaluate_overrides
 from asr_kd.config import compose
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.errors import BadFileError
-from asr_kd.evaluate import evaluate
+from asr_kd.evaluation.run import evaluate
 from asr_kd.export.onnx import export_checkpoint, export_full, export_step, run
 from asr_kd.inference.decoders import StreamingGreedyDecoder
 from asr_kd.inference.onnx import (

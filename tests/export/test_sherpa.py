@@ -17,7 +17,7 @@ from asr_kd.data.datamodule import load_cuts
 from asr_kd.data.features import compute_fbank, load_audio
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.errors import BadFileError, ConfigError
-from asr_kd.evaluate import evaluate
+from asr_kd.evaluation.run import evaluate
 from asr_kd.export.onnx import export_full, export_step, run
 from asr_kd.export.sherpa import LOG_SCALE, check_sherpa, export_sherpa, export_sherpa_offline
 from asr_kd.inference.onnx import OnnxCTC, OnnxStreamingCTC

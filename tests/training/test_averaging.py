@@ -9,7 +9,7 @@ from torch import nn
 
 from asr_kd.config import compose
 from asr_kd.errors import ConfigError
-from asr_kd.evaluate import evaluate
+from asr_kd.evaluation.run import evaluate
 from asr_kd.models.loading import load_model
 from asr_kd.training.averaging import WeightAverager, averaged_names
 from asr_kd.training.run import train

@@ -12,15 +12,16 @@ import warnings
 import pytest
 import torch
 from lhotse import CutSet
+from omegaconf import OmegaConf
 
 from asr_kd.config import compose
 from asr_kd.data.prepare import prepare_skips
-from asr_kd.evaluate import evaluate
+from asr_kd.evaluation.report import load_results
+from asr_kd.evaluation.run import evaluate
 from asr_kd.export.quantize import INT8_TOLERANCE
 from asr_kd.metrics import error_rates
 from asr_kd.models.decode import greedy_ctc
 from asr_kd.models.loading import load_model
-from asr_kd.report import load_results
 
 
 def _overrides(data_dir, out_dir, **checkpoints):
@@ -429,8 +430,10 @@ def test_subsets_are_checked_before_any_decoding_and_a_bare_name_is_one_subset(
         _overrides(prepared_data_dir, tmp_path / "bare", student_kd=student)
         + ["subsets=test", "chunk_sizes_ms=320", "runtime=torch", "full_context=false"],
     )
+    given = OmegaConf.to_container(cfg)
     rows = evaluate(cfg)["rows"]
     assert [(r["subset"], r["mode"]) for r in rows] == [("test", "stream-320ms")]
+    assert OmegaConf.to_container(cfg) == given  # settings are read from it, never written to it
     cfg = compose(  # a repeated entry is one row, not two identical ones
         "evaluate",
         _overrides(prepared_data_dir, tmp_path / "twice", student_kd=student)

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from asr_kd.report import load_results, main, render_markdown, write_report
+from asr_kd.cli.report import main
+from asr_kd.evaluation.report import load_results, render_markdown, write_report
 
 
 def _row(model, subset, mode, wer, latency_ms, macs, chunk_ms=None):

@@ -1,27 +1,25 @@
 """results.json -> results.md (a table a person reads) and plots (WER vs latency, MACs, CPU).
 
-``asr-kd-evaluate`` calls :func:`write_report` at the end of a run; the module also re-renders
-an existing ``results.json`` (after editing it, or with a newer asr_kd):
+``asr-kd-evaluate`` calls :func:`write_results` at the end of a run; ``python -m
+asr_kd.cli.report`` re-renders an existing ``results.json`` (after editing it, or with a newer
+asr_kd). The rows' keys and the table's columns are those of
+:class:`~asr_kd.evaluation.rows.ResultRow`.
 
 Usage:
-    python -m asr_kd.report exp/demo/results.json               # writes beside the json
-    python -m asr_kd.report exp/demo/results.json --out-dir /tmp/report
-
     results = load_results("exp/demo/results.json")
     print(render_markdown(results))
     write_report(results, "exp/demo")     # results.md, wer_vs_{latency,macs,cpu}.png
+    print(summary(results, "exp/demo"))   # the few columns asr-kd-evaluate prints
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from asr_kd.errors import BadFileError, MissingFileError
+from asr_kd.evaluation.rows import COLUMNS, NUMBER_KEYS, REQUIRED_KEYS, fmt, row_label
 
 __all__ = [
     "REQUIRED_KEYS",
@@ -31,47 +29,10 @@ __all__ = [
     "plot_wer_vs_macs",
     "render_markdown",
     "row_label",
+    "summary",
     "write_report",
+    "write_results",
 ]
-
-# Figures of a row: numbers, or null where a mode has none (the check in load_results).
-_FIGURES = (
-    "wer",
-    "cer",
-    "sub",
-    "del",
-    "ins",
-    "rtf",
-    "latency_ms",
-    "params",
-    "macs_per_audio_s",
-    "model_mb",
-)
-REQUIRED_KEYS = ("model", "subset", "mode", *_FIGURES)
-# optional: results.json files older than them lack the cost and graph-size figures
-_NUMBER_KEYS = (
-    *_FIGURES, "rtf_batch", "rtf_without_fbank", "cpu_s_per_audio_h", "joules_per_audio_h",
-    "graph_mb",
-)  # fmt: skip
-
-_COLUMNS = (
-    "Model",
-    "Mode",
-    "WER %",
-    "CER %",
-    "Sub %",
-    "Del %",
-    "Ins %",
-    "RTF",
-    "RTF batched",
-    "Latency ms",
-    "Params",
-    "MACs / audio s",
-    "MB",
-    "Graph MB",
-    "CPU s / audio h",
-    "J / audio h",
-)
 
 
 def load_results(path: str | Path) -> dict:
@@ -96,7 +57,7 @@ def load_results(path: str | Path) -> dict:
             raise BadFileError(f"{path}: row {i} ({row.get('model')}) lacks keys {missing}")
         not_numbers = {
             k: row[k]
-            for k in _NUMBER_KEYS
+            for k in NUMBER_KEYS
             if row.get(k) is not None
             and (isinstance(row[k], bool) or not isinstance(row[k], (int, float)))
         }
@@ -112,55 +73,8 @@ def load_results(path: str | Path) -> dict:
     return results
 
 
-def _num(value: float | None, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return format(value, fmt)
-
-
-def _si(value: float | None) -> str:
-    """1234567 -> '1.23 M'; a person compares orders of magnitude first."""
-    if value is None:
-        return "-"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f} {unit}"
-    return f"{value:.0f}"
-
-
-def row_label(row: dict) -> str:
-    """The model as rows and plots name it: ``student_kd``, ``student_kd (int8)``."""
-    return f"{row['model']} (int8)" if row.get("quantize") == "int8" else row["model"]
-
-
-def _energy(row: dict) -> str:
-    """Joules per audio hour, or why there is none ("n/a (no RAPL)")."""
-    if row.get("joules_per_audio_h") is not None:
-        return _num(row["joules_per_audio_h"], ".0f")
-    return row.get("energy_note") or "-"
-
-
 def _table_row(row: dict) -> str:
-    latency = "full utt." if row["latency_ms"] is None else _num(row["latency_ms"], ".0f")
-    cells = (
-        row_label(row),
-        row["mode"],
-        _num(row["wer"], ".2f"),
-        _num(row["cer"], ".2f"),
-        _num(row["sub"], ".2f"),
-        _num(row["del"], ".2f"),
-        _num(row["ins"], ".2f"),
-        _num(row["rtf"], ".4f"),
-        _num(row.get("rtf_batch"), ".4f"),
-        latency,
-        _si(row["params"]),
-        _si(row["macs_per_audio_s"]),
-        _num(row["model_mb"], ".2f"),
-        _num(row.get("graph_mb"), ".2f"),
-        _num(row.get("cpu_s_per_audio_h"), ".2f"),
-        _energy(row),
-    )
-    return "| " + " | ".join(str(c) for c in cells) + " |"
+    return "| " + " | ".join(column.cell(row) for column in COLUMNS) + " |"
 
 
 def _subsets(rows: Sequence[dict]) -> list[str]:
@@ -172,7 +86,7 @@ def _runtime(meta: dict) -> str | None:
         text = f"ONNX Runtime {meta.get('onnxruntime')} (graphs exported by asr_kd.export)"
     else:
         text = "torch eager" if meta.get("runtime") == "torch" else None
-    if text and meta.get("sherpa_onnx"):  # rows *-sherpa-onnx (asr_kd.evaluate)
+    if text and meta.get("sherpa_onnx"):  # rows *-sherpa-onnx (evaluation.backends.sherpa)
         text += (
             f"; rows `*-sherpa-onnx`: sherpa-onnx {meta['sherpa_onnx']} "
             "(`full-sherpa-onnx`: `OfflineRecognizer.from_wenet_ctc`, `stream-*-sherpa-onnx`: "
@@ -236,9 +150,9 @@ def _subset_heading(subset: str, first: dict, meta: dict) -> str:
 def _fbank_notes(rows: Sequence[dict]) -> list[str]:
     """sherpa-onnx rows time the fbank too: their RTF without it, the other rows' scope."""
     notes = [
-        f"- `{r['model']}` `{r['mode']}`: RTF {_num(r['rtf'], '.4f')} of which the fbank "
-        f"{_num(r['rtf'] - r['rtf_without_fbank'], '.4f')}; without it "
-        f"{_num(r['rtf_without_fbank'], '.4f')} (the scope of the other rows)"
+        f"- `{r['model']}` `{r['mode']}`: RTF {fmt(r['rtf'], '.4f')} of which the fbank "
+        f"{fmt(r['rtf'] - r['rtf_without_fbank'], '.4f')}; without it "
+        f"{fmt(r['rtf_without_fbank'], '.4f')} (the scope of the other rows)"
         for r in rows
         if r.get("rtf_without_fbank") is not None and r.get("rtf") is not None
     ]
@@ -259,8 +173,8 @@ def render_markdown(results: dict) -> str:
     for subset in _subsets(rows):
         subset_rows = [r for r in rows if r["subset"] == subset]
         lines += [_subset_heading(subset, subset_rows[0], meta), ""]
-        lines.append("| " + " | ".join(_COLUMNS) + " |")
-        lines.append("|" + "|".join("---" for _ in _COLUMNS) + "|")
+        lines.append("| " + " | ".join(column.header for column in COLUMNS) + " |")
+        lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
         lines += [_table_row(r) for r in subset_rows]
         lines.append("")
         lines += _fbank_notes(subset_rows)
@@ -360,23 +274,23 @@ def write_report(results: dict, out_dir: str | Path) -> list[Path]:
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m asr_kd.report",
-        description="Re-render results.md and the plots from a results.json.",
-    )
-    parser.add_argument("results", type=Path, help="results.json written by asr-kd-evaluate")
-    parser.add_argument("--out-dir", type=Path, help="where to write (default: beside the json)")
-    args = parser.parse_args(argv)
-    try:
-        results = load_results(args.results)
-    except (OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for path in write_report(results, args.out_dir or args.results.parent):
-        print(path)
-    return 0
+def write_results(results: dict, out_dir: str | Path, plots: bool = True) -> None:
+    """``results.json`` and results.md, and with ``plots`` the plots, into ``out_dir``."""
+    out_dir = Path(out_dir)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if plots:
+        write_report(results, out_dir)
+    else:
+        (out_dir / "results.md").write_text(render_markdown(results))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def summary(results: dict, out_dir: str) -> str:
+    """The table ``asr-kd-evaluate`` prints: model, subset, mode, WER, CER and RTF per row."""
+    lines = [f"{'model':<18} {'subset':<10} {'mode':<14} {'WER':>7} {'CER':>7} {'RTF':>8}"]
+    for r in results["rows"]:
+        lines.append(
+            f"{row_label(r):<18} {r['subset']:<10} {r['mode']:<14} "
+            f"{r['wer']:>7.2f} {r['cer']:>7.2f} {r['rtf']:>8.4f}"
+        )
+    lines.append(f"report: {out_dir}/results.md, results.json, plots")
+    return "\n".join(lines)

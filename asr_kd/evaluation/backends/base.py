@@ -1,0 +1,148 @@
+"""What every backend of ``asr-kd-evaluate`` is and shares: the :class:`Backend` interface, the
+:class:`Corpus` it reads, and :meth:`Backend.row`, the one place a decoding pass becomes a
+:class:`~asr_kd.evaluation.rows.ResultRow` (and its hypotheses file).
+
+A backend is one runtime (or, next, one decoding method): which models it decodes
+(:meth:`Backend.runs`), what it refuses before any export (:meth:`Backend.check`), what it
+exports and checks before any decoding (:meth:`Backend.prepare`), its rows of one model on one
+subset (:meth:`Backend.rows`) and its entries of the results' meta (:meth:`Backend.meta`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+from asr_kd.data.datamodule import AsrDataModule, load_cuts
+from asr_kd.evaluation.rows import ResultRow
+from asr_kd.evaluation.settings import EvalSettings
+from asr_kd.inference.timing import Decoded
+from asr_kd.metrics import error_rates
+from asr_kd.models.profile import (
+    algorithmic_latency_ms,
+    count_params,
+    macs_per_audio_second,
+    model_size_mb,
+)
+from asr_kd.models.streaming import chunk_frames
+
+__all__ = ["Backend", "Corpus", "model_figures", "scored_row"]
+
+
+class Corpus:
+    """The prepared subsets of ``data_dir`` as every backend reads them: batches in a fixed
+    order (``max_duration`` seconds of audio each), or the cuts themselves."""
+
+    def __init__(self, data_dir: str, max_duration: float, num_workers: int) -> None:
+        self.data_dir, self.max_duration = data_dir, max_duration
+        self.dm = AsrDataModule(data_dir, num_workers=num_workers)
+
+    def check(self, subsets) -> None:
+        """``MissingFileError`` for a subset that was never prepared, before any decoding."""
+        for subset in subsets:
+            self.dm.layout.prepared_cuts(subset)
+
+    def batches(self, subset: str, with_audio: bool = False) -> Iterator[dict]:
+        """Batches of ``subset`` (``feats``, ``feat_lens``, ``cut_ids``, ``texts``; and
+        ``audio``, ``audio_lens`` with ``with_audio``)."""
+        audio = {"with_audio": True} if with_audio else {}
+        yield from self.dm.dataloader(
+            subset, shuffle=False, max_duration=self.max_duration, **audio
+        )
+
+    def cuts(self, subset: str) -> dict:
+        """Cut id -> cut of ``subset`` (for what reads the audio itself)."""
+        return {cut.id: cut for cut in load_cuts(self.data_dir, subset)}
+
+
+def scored_row(
+    model: str, subset: str, mode: str, scored: Decoded, timed: Decoded, **figures
+) -> ResultRow:
+    """A row whose error rates are those of ``scored``'s hypotheses and whose RTF and cost per
+    audio hour are ``timed``'s (often the same pass); ``figures``: the row's other fields."""
+    refs = [scored.refs[k] for k in sorted(scored.refs)]
+    rates = error_rates(refs, [scored.hyps[k] for k in sorted(scored.refs)])
+    return ResultRow(
+        model=model,
+        subset=subset,
+        mode=mode,
+        wer=rates["wer"],
+        cer=rates["cer"],
+        sub=rates["sub"],
+        del_=rates["del"],
+        ins=rates["ins"],
+        rtf=timed.rtf,
+        cpu_s_per_audio_h=timed.cpu_s_per_audio_h,
+        joules_per_audio_h=timed.joules_per_audio_h,
+        energy_note=timed.energy_note,
+        num_utts=len(refs),
+        audio_s=round(scored.audio_s, 3),
+        ref_words=rates["ref_words"],
+        **figures,
+    )
+
+
+def model_figures(model, chunk_size: int | None, left_chunks: int = -1) -> dict:
+    """``latency_ms``, ``params``, ``macs_per_audio_s`` and ``model_mb`` of one of our models
+    decoded with ``chunk_size`` encoder frames (None: full context)."""
+    return {
+        "latency_ms": algorithmic_latency_ms(model, chunk_size),
+        "params": count_params(model),
+        "macs_per_audio_s": macs_per_audio_second(model, chunk_size, left_chunks),
+        "model_mb": model_size_mb(model),
+    }
+
+
+class Backend(ABC):
+    """One runtime of ``asr-kd-evaluate`` and the rows it decodes (module docstring)."""
+
+    name: ClassVar[str]  # its key in BACKENDS
+
+    def __init__(self, settings: EvalSettings, corpus: Corpus) -> None:
+        self.settings, self.corpus = settings, corpus
+
+    @classmethod
+    def reads_source(cls, source: str) -> bool:
+        """Whether ``source`` names a model this backend reads from elsewhere than a
+        checkpoint file (a hub id, a model directory)."""
+        return False
+
+    @abstractmethod
+    def runs(self, loaded) -> bool:
+        """Whether this backend decodes ``loaded`` (what ``load_model`` returned)."""
+
+    def check(self, name: str, loaded) -> None:
+        """Refuse (``ConfigError``) what it cannot run, before any model is exported."""
+        return None  # a backend that runs whatever it accepts has nothing to refuse
+
+    def prepare(self, name: str, loaded) -> None:
+        """Export, and check against torch, what its rows decode, before any decoding."""
+        return None  # a backend that decodes the checkpoint itself exports nothing
+
+    @abstractmethod
+    def rows(self, name: str, loaded, subset: str) -> list[ResultRow]:
+        """Its rows of model ``name`` on ``subset``, in the order of the report."""
+
+    def meta(self) -> dict:
+        """Its entries of ``results["meta"]`` (versions, export differences)."""
+        return {}
+
+    def row(self, scored: Decoded, timed: Decoded, **fields) -> ResultRow:
+        """:func:`scored_row`, and ``hyps/<model>.<subset>.<mode>[-int8].tsv`` of ``scored``."""
+        row = scored_row(scored=scored, timed=timed, **fields)
+        tag = "-int8" if row.quantize == "int8" else ""
+        path = self.settings.out_dir / "hyps" / f"{row.model}.{row.subset}.{row.mode}{tag}.tsv"
+        _write_hyps(path, scored)
+        return row
+
+    def chunk_size(self, name: str, loaded, chunk_ms: float) -> int:
+        """Encoder frames of a ``chunk_sizes_ms`` entry (``ValueError`` unless it fits)."""
+        return chunk_frames(loaded.model, chunk_ms, source=f"model {name} ({loaded.path})")
+
+
+def _write_hyps(path: Path, decoded: Decoded) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{k}\t{decoded.refs[k]}\t{decoded.hyps[k]}" for k in sorted(decoded.refs)]
+    path.write_text("cut_id\treference\thypothesis\n" + "\n".join(lines) + "\n")

@@ -1,0 +1,82 @@
+"""A transformers CTC model (``checkpoints.<name>=hf:<dir|hub id>[@revision]``, e.g. the public
+teacher a student was distilled from): one ``full`` row, always in torch, whatever ``runtime``
+and ``quantize`` are (it is not exported to ONNX, nor quantised, nor run through sherpa-onnx:
+its row says ``runtime: torch``, ``quantize: none``).
+
+WER/CER from batched decoding of the cuts' 16 kHz audio; ``rtf`` batch size 1 on
+``rtf.threads`` threads, timing its own feature extractor with the model and the greedy search
+(its features are part of it; our students' fbank is not timed); ``macs_per_audio_s`` counted
+on 10 s of audio through the model (the feature extractor not counted); ``params`` and
+``model_mb`` of its weights.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from asr_kd.data.teacher_vocab import is_hf_source
+from asr_kd.evaluation.backends.base import Backend
+from asr_kd.evaluation.rows import ResultRow
+from asr_kd.inference.timing import audio_utterances, decode_full_batched, decode_one_at_a_time
+from asr_kd.models.hf import HFLoaded, hf_macs_per_audio_second
+from asr_kd.models.profile import count_params, model_size_mb
+
+__all__ = ["TransformersBackend"]
+
+
+class TransformersBackend(Backend):
+    """The ``full`` row of a transformers CTC model (module docstring)."""
+
+    name = "transformers"
+
+    @classmethod
+    def reads_source(cls, source: str) -> bool:
+        return is_hf_source(source)
+
+    def runs(self, loaded) -> bool:
+        return isinstance(loaded, HFLoaded)
+
+    def rows(self, name: str, loaded: HFLoaded, subset: str) -> list[ResultRow]:
+        return [self._full_row(name, loaded, subset)] if self.settings.full_context else []
+
+    def _full_row(self, name: str, loaded: HFLoaded, subset: str) -> ResultRow:
+        settings = self.settings
+        batched = decode_full_batched(
+            loaded, self.corpus.batches(subset, with_audio=True), settings.device, f"{name} full"
+        )
+
+        def decode(samples: torch.Tensor) -> str:
+            return loaded.transcribe(samples[None], torch.tensor([samples.shape[0]]))[0]
+
+        timed = decode_one_at_a_time(
+            decode,
+            audio_utterances(self.corpus.batches(subset, with_audio=True)),
+            threads=settings.rtf.threads,
+            warmup_utts=settings.rtf.warmup_utts,
+            max_utts=settings.rtf.max_utts,
+            desc=f"{name} full, batch 1",
+            total=None,
+        )
+        model = loaded.model.hf
+        return self.row(
+            batched,
+            timed,
+            model=name,
+            subset=subset,
+            mode="full",
+            runtime="torch",
+            quantize="none",
+            rtf_batch=batched.rtf,
+            batch_size=1,
+            chunk_ms=None,
+            left_chunks=None,
+            threads=settings.rtf.threads,
+            threads_batch=torch.get_num_threads(),
+            latency_ms=None,
+            params=count_params(model),
+            macs_per_audio_s=hf_macs_per_audio_second(loaded.model),
+            model_mb=model_size_mb(model),
+            graph_mb=None,
+            source=str(loaded.source),
+            frame_shift_ms=loaded.model.frame_shift_ms,
+        )

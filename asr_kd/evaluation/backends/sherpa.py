@@ -1,0 +1,137 @@
+"""runtime sherpa-onnx: our checkpoints exported in sherpa-onnx's WeNet CTC format and decoded
+by ``sherpa_onnx`` itself from each cut's audio (:mod:`asr_kd.inference.sherpa`).
+
+Rows of one model on one subset: ``full-sherpa-onnx`` (with ``full_context``; exported into
+``<out_dir>/sherpa/<name>/offline/``, ``OfflineRecognizer``), then per streaming model and
+chunk size ``stream-<N>ms-sherpa-onnx`` (``<out_dir>/sherpa/<name>/c<C>-l<LC>/``,
+``OnlineRecognizer``), on ``rtf.threads`` threads. Their RTF covers what sherpa-onnx does (fbank
+from audio, model, greedy search); ``rtf_without_fbank`` leaves the fbank out, the other rows'
+scope.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from asr_kd.data.features import SAMPLE_RATE, resample
+from asr_kd.evaluation.backends.base import Backend, model_figures
+from asr_kd.evaluation.rows import ResultRow
+from asr_kd.evaluation.settings import SHERPA
+from asr_kd.export.limits import check_left_chunks
+from asr_kd.export.onnx import export_and_check
+from asr_kd.inference.timing import Decoded, utterances
+from asr_kd.metrics import RaplCounters, Timer
+from asr_kd.models.loading import LoadedModel
+
+__all__ = ["SHERPA_RTF_SCOPE", "SherpaBackend"]
+
+SHERPA_RTF_SCOPE = "sherpa-onnx: fbank from audio + model + greedy CTC search (C++)"
+
+
+def _audio(cut) -> np.ndarray:
+    samples = cut.load_audio()[0]
+    return resample(samples.astype("float32"), int(cut.sampling_rate), SAMPLE_RATE)
+
+
+class SherpaBackend(Backend):
+    """runtime=sherpa-onnx (module docstring)."""
+
+    name = SHERPA
+
+    def __init__(self, settings, corpus) -> None:
+        super().__init__(settings, corpus)
+        self.diffs: dict[str, dict[str, float]] = {}
+
+    def runs(self, loaded) -> bool:
+        return isinstance(loaded, LoadedModel)
+
+    def _streams(self, loaded) -> bool:
+        return getattr(loaded.model, "streaming", False)
+
+    def _variants(self, name: str, loaded: LoadedModel) -> list[tuple]:
+        """``(chunk_ms, chunk_size, left_chunks)`` of each row: ``(None, None, None)`` (offline,
+        full context) when ``full_context``, then one per chunk size of a streaming model."""
+        variants = [(None, None, None)] if self.settings.full_context else []
+        if self._streams(loaded):
+            left_chunks = loaded.model.resolve_left_chunks(self.settings.left_chunks)
+            for chunk_ms in self.settings.chunk_sizes_ms:
+                variants.append((chunk_ms, self.chunk_size(name, loaded, chunk_ms), left_chunks))
+        return variants
+
+    def _dir(self, name: str, chunk_size: int | None, left_chunks: int | None) -> Path:
+        """``<out_dir>/sherpa/<name>/c<C>-l<LC>/`` (OnlineRecognizer), ``.../offline/`` for
+        ``chunk_size=None`` (OfflineRecognizer)."""
+        leaf = "offline" if chunk_size is None else f"c{chunk_size}-l{left_chunks}"
+        return self.settings.out_dir / "sherpa" / name / leaf
+
+    def check(self, name: str, loaded: LoadedModel) -> None:
+        if self._streams(loaded) and self.settings.chunk_sizes_ms:
+            left_chunks = loaded.model.resolve_left_chunks(self.settings.left_chunks)
+            check_left_chunks(loaded, left_chunks, SHERPA)
+
+    def prepare(self, name: str, loaded: LoadedModel) -> None:
+        for _, chunk_size, left_chunks in self._variants(name, loaded):
+            out = self._dir(name, chunk_size, left_chunks)
+            chunk_sizes, recognizer = (
+                ([], "offline") if chunk_size is None else ([chunk_size], "online")
+            )
+            checked = export_and_check(
+                loaded, out, SHERPA, chunk_sizes, left_chunks, recognizer=recognizer
+            )
+            (diff,) = checked.diffs.values()
+            self.diffs.setdefault(name, {})[out.name] = diff
+            checked.check(f"{name} ({loaded.path}) in {out}")
+
+    def meta(self) -> dict:
+        import sherpa_onnx
+
+        return {"sherpa_onnx": sherpa_onnx.__version__, "sherpa_max_abs_diff": self.diffs}
+
+    def rows(self, name: str, loaded: LoadedModel, subset: str) -> list[ResultRow]:
+        return [self._row(name, loaded, subset, *v) for v in self._variants(name, loaded)]
+
+    def _decoded(self, decode, subset: str) -> tuple[Decoded, float]:
+        """One batch-1 pass of ``decode`` over the cuts' audio (audio seconds as the other rows
+        count them: fbank frames), and the seconds of it that sherpa-onnx spent in its fbank."""
+        cuts, warmup = self.corpus.cuts(subset), self.settings.rtf.warmup_utts
+        hyps, refs, timer, audio_s, fbank_s = {}, {}, Timer(energy=RaplCounters()), 0.0, 0.0
+        for n, utt in enumerate(utterances(self.corpus.batches(subset))):
+            samples = _audio(cuts[utt.cut_id])
+            if n < warmup:
+                decode(samples)
+            fbank_before = decode.fbank_seconds
+            with timer:
+                hyps[utt.cut_id] = decode(samples)
+            fbank_s += decode.fbank_seconds - fbank_before
+            refs[utt.cut_id], audio_s = utt.text, audio_s + utt.audio_s
+        return Decoded.timed_by(timer, hyps, refs, audio_s), fbank_s  # CPU s, J: sherpa-onnx's too
+
+    def _row(self, name, loaded, subset, chunk_ms, chunk_size, left_chunks) -> ResultRow:
+        """WER and RTF (fbank included) from one batch-1 pass of sherpa-onnx over the cuts'
+        audio. ``chunk_ms`` None: offline."""
+        from asr_kd.inference.sherpa import SherpaOfflineDecoder, SherpaStreamingDecoder
+
+        threads, out = self.settings.rtf.threads, self._dir(name, chunk_size, left_chunks)
+        offline = chunk_ms is None
+        decode = (SherpaOfflineDecoder if offline else SherpaStreamingDecoder)(out, threads=threads)
+        decoded, fbank_s = self._decoded(decode, subset)
+        return self.row(
+            decoded,
+            decoded,
+            model=name,
+            subset=subset,
+            mode=f"full-{SHERPA}" if offline else f"stream-{chunk_ms:g}ms-{SHERPA}",
+            runtime=SHERPA,
+            rtf_scope=SHERPA_RTF_SCOPE,
+            rtf_without_fbank=(decoded.seconds - fbank_s) / decoded.audio_s,
+            rtf_batch=None,
+            batch_size=1,
+            chunk_ms=chunk_ms,
+            left_chunks=left_chunks,
+            threads=threads,
+            threads_batch=None,
+            **model_figures(loaded.model, chunk_size, -1 if left_chunks is None else left_chunks),
+            graph_mb=round((out / "model.onnx").stat().st_size / 2**20, 3),
+        )

@@ -1,0 +1,114 @@
+"""``conf/evaluate.yaml`` read once into typed settings, checked before any model is loaded.
+
+The config is never edited: a bare value of a list key (``subsets=test``) becomes a tuple of one
+here, and the runtime of the full and streaming rows is resolved here (``onnx`` when
+``sherpa-onnx`` is the only one asked for), so the backends take plain values.
+
+Usage:
+    settings = EvalSettings.from_config(compose("evaluate", ["data.dir=DATA", ...]))
+    settings.runtime, settings.runtimes     # "onnx", ("onnx", "sherpa-onnx")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from asr_kd.config import as_list
+from asr_kd.errors import ConfigError
+from asr_kd.export.quantize import check_quantize
+from asr_kd.inference.factory import RUNTIMES
+
+__all__ = ["SHERPA", "EvalSettings", "RtfSettings"]
+
+SHERPA = "sherpa-onnx"  # a runtime added beside torch or onnx: rows of its own
+
+
+@dataclass(frozen=True)
+class RtfSettings:
+    """The timed batch-1 pass: ``threads`` torch / ORT / sherpa-onnx threads, ``warmup_utts``
+    decoded once untimed first, ``max_utts`` timed (runtime=torch full rows; None: all)."""
+
+    threads: int
+    warmup_utts: int
+    max_utts: int | None
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What ``asr-kd-evaluate`` runs (``conf/evaluate.yaml`` documents each key)."""
+
+    checkpoints: dict[str, str]  # name -> checkpoint path or hf:<dir|hub id>
+    data_dir: str
+    max_duration: float  # seconds of audio per batch of the batched pass
+    num_workers: int
+    subsets: tuple[str, ...]
+    chunk_sizes_ms: tuple[float, ...]
+    left_chunks: int | None  # None: each model's default
+    full_context: bool
+    runtimes: tuple[str, ...]  # torch | onnx, then sherpa-onnx when asked for
+    quantize: tuple[str, ...]  # none | int8 entries
+    device: str  # of the batched pass
+    rtf: RtfSettings
+    plots: bool
+    out_dir: Path
+
+    @property
+    def runtime(self) -> str:
+        """The runtime of the ``full`` and ``stream-<N>ms`` rows: torch or onnx."""
+        return self.runtimes[0]
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> EvalSettings:
+        """The settings of ``cfg``; ``ConfigError`` for a request no runtime can serve."""
+        quantize = tuple(str(q) for q in as_list(cfg.quantize))
+        left_chunks = cfg.left_chunks
+        return cls(
+            checkpoints=_checkpoints(cfg),
+            data_dir=str(cfg.data.dir),
+            max_duration=float(cfg.data.max_duration),
+            num_workers=int(cfg.data.num_workers),
+            subsets=tuple(str(s) for s in as_list(cfg.subsets)),
+            chunk_sizes_ms=tuple(as_list(cfg.chunk_sizes_ms)),
+            left_chunks=None if left_chunks is None else int(left_chunks),
+            full_context=bool(cfg.full_context),
+            runtimes=_runtimes([str(r) for r in as_list(cfg.runtime)], quantize),
+            quantize=quantize,
+            device=str(cfg.device),
+            rtf=RtfSettings(int(cfg.rtf.threads), int(cfg.rtf.warmup_utts), cfg.rtf.max_utts),
+            plots=bool(cfg.plots),
+            out_dir=Path(cfg.out_dir),
+        )
+
+
+def _checkpoints(cfg: DictConfig) -> dict[str, str]:
+    """Named checkpoints given on the command line; ``null`` entries are unused name slots."""
+    given = {str(k): str(v) for k, v in (cfg.checkpoints or {}).items() if v is not None}
+    if not given:
+        raise ConfigError(
+            "no checkpoints to evaluate: pass checkpoints.teacher=PATH, checkpoints.student_kd=PATH,"
+            " checkpoints.student_ctc=PATH or +checkpoints.<name>=PATH"
+        )
+    return given
+
+
+def _runtimes(asked: list[str], quantize: tuple[str, ...]) -> tuple[str, ...]:
+    """The runtime of the full rows first (torch or onnx; onnx when sherpa-onnx is the only one
+    given), then sherpa-onnx if asked for; the quantize entries checked against it."""
+    base = [r for r in asked if r != SHERPA]
+    if any(r not in RUNTIMES for r in base) or len(base) > 1 or not asked:
+        raise ConfigError(
+            f"runtime must be 'torch', 'onnx' or 'sherpa-onnx', or a list of one of torch/onnx "
+            f"and sherpa-onnx (runtime=[onnx,sherpa-onnx]), got {asked}"
+        )
+    runtimes = (*(base or ["onnx"]), *([SHERPA] if SHERPA in asked else []))
+    for q in quantize:
+        check_quantize(q, "quantize entry")
+    if "int8" in quantize and runtimes[0] != "onnx":
+        raise ConfigError(
+            f"quantize={list(quantize)} needs runtime=onnx (int8 graphs run in ONNX Runtime), "
+            f"got runtime={asked}: pass runtime=onnx or quantize=[none]"
+        )
+    return runtimes
