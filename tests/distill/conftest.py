@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from tiny_runs import tiny_run
 
 from asr_kd.config import compose
+from tests.helpers.tiny_runs import tiny_run
 
 
 @pytest.fixture(scope="session")

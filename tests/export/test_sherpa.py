@@ -10,7 +10,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from tiny_runs import evaluate_overrides
 
 from asr_kd.config import compose
 from asr_kd.data.datamodule import load_cuts
@@ -24,6 +23,7 @@ from asr_kd.inference.onnx import OnnxCTC, OnnxStreamingCTC
 from asr_kd.inference.sherpa import SherpaOfflineDecoder, SherpaStreamingDecoder
 from asr_kd.models.decode import collapse_ids
 from asr_kd.models.loading import LoadedModel
+from tests.helpers.tiny_runs import evaluate_overrides
 
 sherpa_onnx = pytest.importorskip("sherpa_onnx")
 pytestmark = pytest.mark.usefixtures("one_thread")

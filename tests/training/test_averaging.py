@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_runs import tiny_run
 from torch import nn
 
 from asr_kd.config import compose
@@ -18,6 +17,7 @@ from asr_kd.models.loading import LoadedModel, load_model
 from asr_kd.training.averaging import WeightAverager, averaged_names
 from asr_kd.training.run import train
 from asr_kd.training.task import AsrTask
+from tests.helpers.tiny_runs import tiny_run
 
 
 class _Tiny(nn.Module):
