@@ -4,7 +4,7 @@ tiny_corpus_dir    <tmp>/LibriSpeech written by asr-kd-synth: subsets train/dev/
                    4/2/2 speakers, ~40/10/10 s of audio (a few utterances each)
 prepared_data_dir  DATA written by asr-kd-prepare from it (tokenizer=char, subsets
                    train/dev/test): cuts_<subset>.jsonl.gz, feats/, lang/, cmvn.json
-hf_model_dir       a factory of tiny random transformers CTC model dirs (tests/hf_models.py)
+hf_model_dir       a factory of tiny random transformers CTC model dirs (tests/helpers/hf_models.py)
 
 Function fixtures: ``one_thread`` (torch on one thread for the test), ``tiny`` (a factory of
 tiny seeded eval-mode ConformerCTC models).
@@ -132,8 +132,8 @@ def tiny():
 @pytest.fixture(scope="session")
 def hf_model_dir(tmp_path_factory):
     """``hf_model_dir(family) -> Path``: a tiny random transformers CTC model written with
-    ``save_pretrained`` (tests/hf_models.py: wav2vec2_conformer, hubert, parakeet), made once."""
-    import hf_models
+    ``save_pretrained`` (tests/helpers/hf_models.py: wav2vec2_conformer, hubert, parakeet), made once."""
+    from tests.helpers import hf_models
 
     made: dict[str, Path] = {}
 

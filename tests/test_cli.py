@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from console import one_error_line, only_hydra_leftovers, run_console
 from hydra.errors import ConfigCompositionException
 
 from asr_kd.config import command_name
 from asr_kd.errors import ConfigError
+from tests.helpers.console import one_error_line, only_hydra_leftovers, run_console
 
 COMMANDS = ["synth", "prepare", "train", "dump_targets", "distill", "evaluate", "export"]
 # The groups each command's config has, and the presets (+experiment) that fit it.

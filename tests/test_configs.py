@@ -77,7 +77,7 @@ def _tokenizer(node: dict):
     if node["kind"] == "char":
         return Tokenizer.char()
     if node["kind"] == "from_teacher":
-        from hf_models import make_wav2vec2_conformer
+        from tests.helpers.hf_models import make_wav2vec2_conformer
 
         assert node["teacher"] == "???"  # required: hf:<dir or hub id>
         with tempfile.TemporaryDirectory() as tmp:

@@ -7,9 +7,9 @@ import copy
 
 import pytest
 import torch
-from tiny_runs import tiny_run
 
 from asr_kd.config import compose
+from tests.helpers.tiny_runs import tiny_run
 
 
 @pytest.fixture(scope="session")

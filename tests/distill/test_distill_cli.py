@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_runs import kd_student_run
 
 from asr_kd.checkpoint import load_checkpoint
 from asr_kd.config import compose
@@ -15,6 +14,7 @@ from asr_kd.distill.teachers import CachedTargets, OnlineTeacher
 from asr_kd.errors import ConfigError
 from asr_kd.models.loading import load_model
 from asr_kd.training.run import distill
+from tests.helpers.tiny_runs import kd_student_run
 
 
 def _distill_cfg(tiny_config, data_dir, out_dir, teacher_ckpt, targets_dir, *overrides):

@@ -7,8 +7,9 @@ import shutil
 import subprocess
 
 import torch
-from console import one_error_line, only_hydra_leftovers, run_console
-from tiny_runs import TINY_RUN
+
+from tests.helpers.console import one_error_line, only_hydra_leftovers, run_console
+from tests.helpers.tiny_runs import TINY_RUN
 
 
 def test_a_teacher_of_another_vocabulary_is_one_line(tmp_path, prepared_data_dir, teacher_ckpt):

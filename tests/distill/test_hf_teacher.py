@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_runs import tiny_run
 
 from asr_kd.config import compose
 from asr_kd.data import prepare
@@ -22,6 +21,7 @@ from asr_kd.errors import ConfigError
 from asr_kd.evaluation.run import evaluate
 from asr_kd.models.hf import load_hf
 from asr_kd.training.run import distill
+from tests.helpers.tiny_runs import tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_a_student_tokenizer_that_is_not_the_teachers_is_refused(
 
 def test_targets_of_another_teacher_are_refused(tmp_path, hf_targets, hf_data_dir, hf_model_dir):
     other = shutil.copytree(hf_model_dir("wav2vec2_conformer"), tmp_path / "other")
-    from hf_models import make_wav2vec2_conformer
+    from tests.helpers.hf_models import make_wav2vec2_conformer
 
     make_wav2vec2_conformer(other, seed=1)  # same vocabulary, other weights
     cfg = tiny_run("distill", hf_data_dir, tmp_path / "s", f"teacher_ckpt=hf:{other}",

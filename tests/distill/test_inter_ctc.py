@@ -9,7 +9,6 @@ from __future__ import annotations
 import onnx
 import pytest
 import torch
-from tiny_runs import kd_student_run, toy_batch
 
 from asr_kd.checkpoint import load_checkpoint
 from asr_kd.config import compose
@@ -24,6 +23,7 @@ from asr_kd.export.onnx import run as export
 from asr_kd.models.loading import load_model
 from asr_kd.training.run import distill
 from asr_kd.training.task import AsrTask, OptimConfig
+from tests.helpers.tiny_runs import kd_student_run, toy_batch
 
 
 def test_default_layer_is_the_middle_one_and_out_of_range_is_a_config_error():

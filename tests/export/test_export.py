@@ -9,7 +9,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from tiny_runs import evaluate_overrides
 
 from asr_kd.config import compose
 from asr_kd.data.tokenizer import Tokenizer
@@ -27,6 +26,7 @@ from asr_kd.inference.onnx import (
 from asr_kd.models.decode import greedy_ctc
 from asr_kd.models.loading import LoadedModel
 from asr_kd.models.streaming import StepSpec
+from tests.helpers.tiny_runs import evaluate_overrides
 
 
 def _loaded(tiny, streaming: bool) -> LoadedModel:

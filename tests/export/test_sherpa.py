@@ -10,7 +10,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from tiny_runs import evaluate_overrides
 
 from asr_kd.config import compose
 from asr_kd.data.datamodule import load_cuts
@@ -24,6 +23,7 @@ from asr_kd.inference.onnx import OnnxCTC, OnnxStreamingCTC
 from asr_kd.inference.sherpa import SherpaOfflineDecoder, SherpaStreamingDecoder
 from asr_kd.models.decode import collapse_ids
 from asr_kd.models.loading import LoadedModel
+from tests.helpers.tiny_runs import evaluate_overrides
 
 sherpa_onnx = pytest.importorskip("sherpa_onnx")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -234,7 +234,34 @@ def test_export_cli_sherpa_onnx_of_a_full_context_model_is_offline(tmp_path, mak
         run(compose("export", [*args, "recognizer=online"]))
 
 
-def test_evaluate_sherpa_rows_beside_the_onnx_ones(tmp_path, prepared_data_dir, make_checkpoint):
+def _opened_decoders(monkeypatch) -> dict[Path, list]:
+    """export dir -> the sherpa-onnx decoders opened on it from now on (their ``fbank_seconds``)."""
+    opened: dict[Path, list] = {}
+    for cls in (SherpaOfflineDecoder, SherpaStreamingDecoder):
+
+        def init(self, model_dir, *args, _init=cls.__init__, **kwargs):
+            _init(self, model_dir, *args, **kwargs)
+            opened.setdefault(Path(model_dir), []).append(self)
+
+        monkeypatch.setattr(cls, "__init__", init)
+    return opened
+
+
+# a sherpa-onnx row's figures that are the onnx row's of the same model and mode
+_SHARED_FIGURES = ("num_utts", "audio_s", "ref_words", "chunk_ms", "left_chunks", "latency_ms",
+                   "params", "macs_per_audio_s", "model_mb", "batch_size", "threads")  # fmt: skip
+
+
+def _shared_figures(row: dict) -> dict:
+    return {k: row[k] for k in _SHARED_FIGURES}
+
+
+def test_evaluate_sherpa_rows_beside_the_onnx_ones(
+    monkeypatch, tmp_path, prepared_data_dir, make_checkpoint
+):
+    """Each sherpa-onnx row counts the same audio and model figures as its onnx row, measures its
+    own export's graph, and takes exactly sherpa-onnx's fbank time out of rtf_without_fbank."""
+    opened = _opened_decoders(monkeypatch)
     teacher = make_checkpoint(tmp_path / "teacher.ckpt", streaming=False)
     student = make_checkpoint(tmp_path / "student.ckpt", streaming=True)
     overrides = evaluate_overrides(
@@ -250,12 +277,15 @@ def test_evaluate_sherpa_rows_beside_the_onnx_ones(tmp_path, prepared_data_dir, 
         ("student_kd", "full-sherpa-onnx", "sherpa-onnx"),
         ("student_kd", "stream-160ms-sherpa-onnx", "sherpa-onnx"),
     ]
-    for offline in (rows[1], rows[4]):
-        assert offline["num_utts"] == rows[0]["num_utts"] and offline["latency_ms"] is None
-        assert 0 < offline["rtf_without_fbank"] < offline["rtf"] and offline["graph_mb"] > 0
-    sherpa_row = rows[-1]
-    assert sherpa_row["num_utts"] == rows[2]["num_utts"] and sherpa_row["audio_s"] > 0
-    assert 0 < sherpa_row["rtf_without_fbank"] < sherpa_row["rtf"]
+    for sherpa_row, onnx_row in [(rows[1], rows[0]), (rows[4], rows[2]), (rows[5], rows[3])]:
+        assert _shared_figures(sherpa_row) == _shared_figures(onnx_row)
+        leaf = "offline" if sherpa_row["chunk_ms"] is None else "c4-l2"
+        export = tmp_path / "eval" / "sherpa" / sherpa_row["model"] / leaf
+        assert sherpa_row["graph_mb"] == round((export / "model.onnx").stat().st_size / 2**20, 3)
+        [decoder] = opened[export]  # rtf.warmup_utts=0: every fbank second it spent is timed
+        fbank_rtf = decoder.fbank_seconds / sherpa_row["audio_s"]
+        without = sherpa_row["rtf"] - fbank_rtf
+        assert 0 < sherpa_row["rtf_without_fbank"] == pytest.approx(without, rel=1e-4)
     hyps = (tmp_path / "eval" / "hyps" / "student_kd.test.stream-160ms-sherpa-onnx.tsv").read_text()
     decode = SherpaStreamingDecoder(tmp_path / "eval" / "sherpa" / "student_kd" / "c4-l2")
     cut_id, _, hyp = hyps.splitlines()[1].split("\t")

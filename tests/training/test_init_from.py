@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_runs import tiny_run
 
 from asr_kd.errors import ConfigError
 from asr_kd.training.run import distill, train
 from asr_kd.training.task import AsrTask
+from tests.helpers.tiny_runs import tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_runs import toy_batch
 from torch import nn
 
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.distill.losses import KDConfig, distill_loss
 from asr_kd.training.task import AsrTask, OptimConfig
+from tests.helpers.tiny_runs import toy_batch
 
 # Every knob away from its default, so that one dropped on the way to the loss shows.
 KNOBS = KDConfig(

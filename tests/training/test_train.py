@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import torch
-from tiny_runs import TINY_RUN, tiny_run
 
 from asr_kd.distill.losses import DistillLoss
 from asr_kd.errors import ConfigError
@@ -18,6 +17,7 @@ from asr_kd.models.loading import load_model
 from asr_kd.training.builders import AtomicCheckpointIO
 from asr_kd.training.run import train
 from asr_kd.training.task import AsrTask
+from tests.helpers.tiny_runs import TINY_RUN, tiny_run
 
 
 def _cfg(data_dir, out_dir, *overrides):

@@ -1,8 +1,7 @@
 """Running a command as its console script does (``python -m asr_kd.cli.<command>``) from this
 checkout, and the one-line ``error:`` check every refused command must pass.
 
-Imported by tests/test_cli.py and tests/distill/test_distill_cli_errors.py (pytest puts tests/ on
-sys.path).
+Usage: ``from tests.helpers.console import one_error_line, run_console``.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run_console(command: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -11,7 +11,8 @@ Three families (each a function ``make_<family>(out_dir) -> out_dir``):
 - ``parakeet``: ParakeetForCTC, its own 80-bin mel (10 ms hop) and 8x subsampling: 80 ms frames,
   a BPE piece vocabulary (tokenizers, Metaspace) with the blank last, as nvidia/parakeet-ctc.
 
-Imported by tests (pytest puts tests/ on sys.path).
+Usage: ``from tests.helpers.hf_models import FAMILIES``; the ``hf_model_dir`` fixture
+(tests/conftest.py) makes each once per session.
 """
 
 from __future__ import annotations

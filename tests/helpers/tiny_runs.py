@@ -1,6 +1,6 @@
 """Overrides for few-step runs of a ~25 k-parameter Conformer (seconds on 2 CPU cores).
 
-Imported by tests/training/test_train.py and tests/distill/conftest.py (pytest puts tests/ on sys.path).
+Usage: ``from tests.helpers.tiny_runs import tiny_run``.
 """
 
 from __future__ import annotations
