@@ -19,11 +19,14 @@ from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from asr_kd.errors import ConfigError
 from asr_kd.schemas import KDConfig
 
 __all__ = [
     "CONF_DIR",
+    "RENAMED_KEYS",
     "as_list",
+    "check_renamed",
     "command_name",
     "compose",
     "help_groups",
@@ -53,8 +56,34 @@ def _find_conf_dir(package: Path) -> Path:
 CONF_DIR = _find_conf_dir(Path(__file__).resolve().parent)
 
 
+# One spelling per idea across commands: a checkpoint is ``ckpt`` (``teacher_ckpt`` for the
+# teacher, ``ckpt.<name>`` for evaluate's several), a batch is ``data.max_duration`` seconds, the
+# subsets read are ``subsets``. primary config -> {old key: the key that replaced it}.
+RENAMED_KEYS = {
+    "evaluate": {"checkpoints": "ckpt"},
+    "dump_targets": {"subset": "subsets", "max_duration": "data.max_duration"},
+}
+
+
+def check_renamed(config_name: str, overrides: Sequence[str]) -> None:
+    """A ``ConfigError`` naming the new key for an override that spells a renamed one
+    (``checkpoints.teacher=X`` -> ``ckpt.teacher=X``)."""
+    renamed = RENAMED_KEYS.get(config_name, {})
+    for override in overrides:
+        plain = override.lstrip("+~")
+        key = plain.split("=", 1)[0]
+        for old, new in renamed.items():
+            if key == old or key.startswith(old + "."):
+                fixed = override[: len(override) - len(plain)] + new + plain[len(old) :]
+                raise ConfigError(
+                    f"{override}: {command_name(config_name)} spells {old!r} as {new!r} now; "
+                    f"pass {fixed}"
+                )
+
+
 def compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
     """Compose the primary config ``conf/<config_name>.yaml`` with command-line style overrides."""
+    check_renamed(config_name, overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return _hydra_compose(config_name=config_name, overrides=list(overrides))
 

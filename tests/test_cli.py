@@ -178,7 +178,7 @@ def test_a_checkpoint_carrying_code_is_refused_without_running_it(tmp_path, prep
     meta = {"model_config": {}, "role": "teacher", "extra": _Payload(marker)}
     torch.save({"state_dict": {"model.w": torch.ones(2)}, "asr_kd": meta}, evil)
     proc = run_console(
-        "evaluate", f"checkpoints.teacher={evil}", f"data.dir={prepared_data_dir}",
+        "evaluate", f"ckpt.teacher={evil}", f"data.dir={prepared_data_dir}",
         f"out_dir={tmp_path / 'eval'}", cwd=tmp_path,
     )  # fmt: skip
     line = one_error_line(proc, f"cannot read {evil} as a torch checkpoint: it holds objects")
@@ -196,7 +196,7 @@ def test_a_missing_data_dir_or_subset_is_one_line(tmp_path, prepared_data_dir, m
     assert not run.exists()
     ckpt = make_checkpoint(tmp_path / "student.ckpt", streaming=True)
     proc = run_console(
-        "evaluate", f"checkpoints.student_kd={ckpt}", f"data.dir={prepared_data_dir}",
+        "evaluate", f"ckpt.student_kd={ckpt}", f"data.dir={prepared_data_dir}",
         "subsets=[test,nope]", f"out_dir={run}", cwd=tmp_path,
     )  # fmt: skip
     one_error_line(proc, "no prepared subset 'nope'")

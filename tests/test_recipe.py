@@ -82,7 +82,7 @@ def test_stages_run_in_order_and_route_overrides(fake_env):
     # the baseline gets exactly as many updates as the KD student
     steps = [a for a in kd.split() if a.startswith("trainer.max_steps=")]
     assert steps and steps == [a for a in ctc.split() if a.startswith("trainer.max_steps=")]
-    assert "checkpoints.student_ctc=" in evaluate and evaluate.endswith("rtf.warmup_utts=0")
+    assert "ckpt.student_ctc=" in evaluate and evaluate.endswith("rtf.warmup_utts=0")
     assert proc.stdout.count("Stage ") == 7 and "TABLE" in proc.stdout
 
 
@@ -210,7 +210,7 @@ def test_kd_comparison_stage_distils_each_setting_and_reports_once(fake_env):
     calls = _calls(env)
     assert [c.split()[0] for c in calls] == ["asr-kd-distill"] * 2 + ["asr-kd-evaluate"]
     assert all("optim.lr=1e-3" in c for c in calls[:2])
-    assert "+checkpoints.none=" in calls[2] and "+checkpoints.frame_kl=" in calls[2]
+    assert "+ckpt.none=" in calls[2] and "+ckpt.frame_kl=" in calls[2]
 
 
 TINY = [
@@ -369,7 +369,7 @@ def test_avg_averages_every_training_stage_alike_and_the_averaged_checkpoints_ar
         assert (_arg(call, "average.last_n"), _arg(call, "average.every_n_steps")) == ("5", "100")
     assert _arg(dump, "teacher_ckpt").endswith("/teacher/checkpoints/averaged.ckpt")
     for name in ("teacher", "student_kd", "student_ctc"):
-        assert _arg(evaluate, f"checkpoints.{name}").endswith(f"/{name}/checkpoints/averaged.ckpt")
+        assert _arg(evaluate, f"ckpt.{name}").endswith(f"/{name}/checkpoints/averaged.ckpt")
     shutil.rmtree(fake_env["EXP"])
     assert _run(dict(fake_env, AVG="5", CKPT="last.ckpt")).returncode == 0  # CKPT still wins
     assert "averaged.ckpt" not in _calls(fake_env)[-1]
@@ -387,7 +387,7 @@ def test_librispeech_recipe_averages_the_teacher_and_both_students_alike(fake_en
     for call in (teacher, kd, ctc):
         assert (_arg(call, "average.last_n"), _arg(call, "average.every_n_steps")) == ("10", "5000")
     assert _arg(dump, "teacher_ckpt").endswith("averaged.ckpt")
-    assert _arg(evaluate, "checkpoints.student_ctc").endswith("averaged.ckpt")
+    assert _arg(evaluate, "ckpt.student_ctc").endswith("averaged.ckpt")
 
 
 def test_librispeech_recipe_with_a_public_teacher_skips_teacher_training(fake_env, tmp_path):
@@ -405,7 +405,7 @@ def test_librispeech_recipe_with_a_public_teacher_skips_teacher_training(fake_en
     assert f"tokenizer=from_teacher tokenizer.teacher={teacher}" in prepare
     assert "tokenizer=bpe" not in prepare
     assert all(f"teacher_ckpt={teacher}" in c for c in (*dumps, kd, ctc))
-    assert f"checkpoints.teacher={teacher}" in evaluate
+    assert f"ckpt.teacher={teacher}" in evaluate
     proc = _libri(dict(fake_env, TEACHER="exp/teacher.ckpt"), str(corpus))
     assert proc.returncode == 2 and "expected hf:<save_pretrained dir" in proc.stderr
 

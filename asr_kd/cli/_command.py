@@ -46,7 +46,7 @@ from hydra.errors import (
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from asr_kd.config import CONF_DIR, command_name
+from asr_kd.config import CONF_DIR, check_renamed, command_name
 from asr_kd.errors import ConfigError, UserError
 
 __all__ = [
@@ -314,6 +314,10 @@ def hydra_command(
             return call.run(main, cfg)
 
         task.__module__ = f"{__package__}.{config_name}"  # the job's name: <config_name>
+        try:
+            check_renamed(config_name, sys.argv[1:])
+        except ConfigError as err:
+            _fail(str(err))
         call(
             hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)
         )

@@ -92,7 +92,7 @@ class ResultRow:
     """One (model, subset, mode, quantize) of an evaluation; field order is results.json's."""
 
     model: str = _key(
-        "the checkpoint's name on the command line (``checkpoints.<name>``)",
+        "the checkpoint's name on the command line (``ckpt.<name>``)",
         required=True,
         column=(0, "Model", row_label),
     )

@@ -42,7 +42,7 @@ Writes into ``out_dir``: ``results.json`` (``{"rows": [...], "meta": {...}}``, o
 (model, subset, mode)), ``results.md``, ``wer_vs_latency.png``, ``wer_vs_macs.png``,
 ``wer_vs_cpu.png``, ``hyps/<model>.<subset>.<mode>[-int8].tsv`` (cut id, reference, hypothesis)
 and ``config.yaml``.
-A transformers CTC model (``checkpoints.<name>=hf:<dir|hub id>[@revision]``) gets one
+A transformers CTC model (``ckpt.<name>=hf:<dir|hub id>[@revision]``) gets one
 ``full`` row, always run in torch (:mod:`~asr_kd.evaluation.backends.hf`).
 
 When ``<data.dir>/prepare_report.json`` exists, ``meta["prepare"]`` gives per evaluated subset
@@ -50,11 +50,11 @@ how many cuts ``asr-kd-prepare`` dropped and why (and the subset's heading in ``
 says so when any were), so a WER over fewer utterances than the corpus holds is visible.
 
 Usage:
-    asr-kd-evaluate checkpoints.teacher=exp/teacher/checkpoints/last.ckpt \\
-        checkpoints.student_kd=exp/student_kd/checkpoints/last.ckpt \\
-        checkpoints.student_ctc=exp/student_ctc/checkpoints/last.ckpt \\
+    asr-kd-evaluate ckpt.teacher=exp/teacher/checkpoints/last.ckpt \\
+        ckpt.student_kd=exp/student_kd/checkpoints/last.ckpt \\
+        ckpt.student_ctc=exp/student_ctc/checkpoints/last.ckpt \\
         data.dir=exp/data subsets=[test] chunk_sizes_ms=[160,320,640] out_dir=exp/demo
-    asr-kd-evaluate +checkpoints.my_model=path/to.ckpt data.dir=DATA subsets=[dev,test]
+    asr-kd-evaluate +ckpt.my_model=path/to.ckpt data.dir=DATA subsets=[dev,test]
 
     # from Python (tests): results = evaluate(compose("evaluate", [...overrides]))
 """

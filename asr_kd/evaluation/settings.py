@@ -85,11 +85,11 @@ class EvalSettings:
 
 def _checkpoints(cfg: DictConfig) -> dict[str, str]:
     """Named checkpoints given on the command line; ``null`` entries are unused name slots."""
-    given = {str(k): str(v) for k, v in (cfg.checkpoints or {}).items() if v is not None}
+    given = {str(k): str(v) for k, v in (cfg.ckpt or {}).items() if v is not None}
     if not given:
         raise ConfigError(
-            "no checkpoints to evaluate: pass checkpoints.teacher=PATH, checkpoints.student_kd=PATH,"
-            " checkpoints.student_ctc=PATH or +checkpoints.<name>=PATH"
+            "no checkpoints to evaluate: pass ckpt.teacher=PATH, ckpt.student_kd=PATH,"
+            " ckpt.student_ctc=PATH or +ckpt.<name>=PATH"
         )
     return given
 

@@ -161,8 +161,8 @@ if in_range 6; then
   log "Stage 6: evaluate teacher, student_kd and student_ctc on $test_list,$dev_list"
   stale_if_newer "$EXP/report/.done" "$TEACHER_SOURCE" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)"
   run_stage 6 eval "$EXP/report/.done" asr-kd-evaluate data.dir="$data" \
-    subsets="[$test_list,$dev_list]" checkpoints.teacher="$TEACHER_SOURCE" \
-    checkpoints.student_kd="$(ckpt_of student_kd)" checkpoints.student_ctc="$(ckpt_of student_ctc)" \
+    subsets="[$test_list,$dev_list]" ckpt.teacher="$TEACHER_SOURCE" \
+    ckpt.student_kd="$(ckpt_of student_kd)" ckpt.student_ctc="$(ckpt_of student_ctc)" \
     chunk_sizes_ms="[$CHUNK_MS]" out_dir="$EXP/report"
   cat "$EXP/report/results.md"
 fi

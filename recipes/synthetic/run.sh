@@ -163,8 +163,8 @@ if in_range 6; then
   log "Stage 6: evaluate teacher, student_kd and student_ctc into $EXP/demo"
   stale_if_newer "$EXP/demo/.done" "$(ckpt_of teacher)" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)"
   run_stage 6 eval "$EXP/demo/.done" asr-kd-evaluate data.dir="$data" "subsets=[test]" \
-    checkpoints.teacher="$(ckpt_of teacher)" checkpoints.student_kd="$(ckpt_of student_kd)" \
-    checkpoints.student_ctc="$(ckpt_of student_ctc)" chunk_sizes_ms="[$CHUNK_MS]" \
+    ckpt.teacher="$(ckpt_of teacher)" ckpt.student_kd="$(ckpt_of student_kd)" \
+    ckpt.student_ctc="$(ckpt_of student_ctc)" chunk_sizes_ms="[$CHUNK_MS]" \
     out_dir="$EXP/demo"
   cat "$EXP/demo/results.md"
 fi
@@ -181,7 +181,7 @@ if in_range 7; then
   for setting in "${settings[@]}"; do
     distil_student "kd_compare/$setting" "$setting" compare 7
     ckpt_files+=("$(ckpt_of "kd_compare/$setting")")
-    ckpts+=("+checkpoints.$setting=${ckpt_files[-1]}")
+    ckpts+=("+ckpt.$setting=${ckpt_files[-1]}")
   done
   stale_if_newer "$EXP/kd_compare/report/.done" "${ckpt_files[@]}"
   run_stage 7 eval "$EXP/kd_compare/report/.done" asr-kd-evaluate data.dir="$data" "subsets=[test]" \

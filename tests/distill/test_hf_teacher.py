@@ -101,10 +101,10 @@ def test_distill_cached_and_online_then_evaluate_with_the_teacher_as_a_row(
         compose(
             "evaluate",
             [
-                f"+checkpoints.public={hf_teacher}",
+                f"+ckpt.public={hf_teacher}",
                 f"data.dir={hf_data_dir}",
                 "plots=false",
-                f"checkpoints.student_kd={tmp_path / 'cached/checkpoints/last.ckpt'}",
+                f"ckpt.student_kd={tmp_path / 'cached/checkpoints/last.ckpt'}",
                 f"out_dir={tmp_path / 'eval'}",
                 "chunk_sizes_ms=[320]",
                 "rtf.warmup_utts=0",

@@ -25,9 +25,7 @@ FIGURES.update(dict.fromkeys(("rtf_batch", "chunk_ms", "left_chunks", "threads_b
 
 def test_one_backend_per_runtime_in_the_table():
     assert set(BACKENDS) == {"torch", "onnx", "sherpa-onnx", "transformers"}
-    settings = EvalSettings.from_config(
-        compose("evaluate", ["data.dir=x", "checkpoints.teacher=t.ckpt"])
-    )
+    settings = EvalSettings.from_config(compose("evaluate", ["data.dir=x", "ckpt.teacher=t.ckpt"]))
     ours = LoadedModel(None, Tokenizer.char(), {}, "student", Path("<s>"))
     theirs = HFLoaded.__new__(HFLoaded)  # what load_model gives for hf:...
     for name, kind in BACKENDS.items():
@@ -76,7 +74,7 @@ def test_a_new_backend_is_one_entry_in_the_table(
     monkeypatch.setitem(BACKENDS, "torch", Constant)
     student = make_checkpoint(tmp_path / "student.ckpt", streaming=True)
     overrides = [f"data.dir={prepared_data_dir}", f"out_dir={tmp_path / 'out'}", "plots=false"]
-    cfg = compose("evaluate", [*overrides, f"checkpoints.student_kd={student}", "runtime=torch"])
+    cfg = compose("evaluate", [*overrides, f"ckpt.student_kd={student}", "runtime=torch"])
     (row,) = evaluate(cfg)["rows"]
     assert ResultRow.from_dict(row).mode == "x" and row["rtf"] == 0.5
     assert "| student_kd | x | 0.00 |" in (tmp_path / "out" / "results.md").read_text()

@@ -25,7 +25,7 @@ from asr_kd.models.loading import load_model
 
 
 def _overrides(data_dir, out_dir, **checkpoints):
-    ckpts = [f"checkpoints.{name}={path}" for name, path in checkpoints.items()]
+    ckpts = [f"ckpt.{name}={path}" for name, path in checkpoints.items()]
     return [
         f"data.dir={data_dir}",
         f"out_dir={out_dir}",
@@ -99,7 +99,7 @@ def evaluated_int8(tmp_path_factory, evaluated, prepared_data_dir):
     """quantize=[none,int8] on the student of ``evaluated`` (320 ms chunks)."""
     cfg, _ = evaluated
     out = tmp_path_factory.mktemp("evaluate_int8")
-    overrides = _overrides(prepared_data_dir, out, student_kd=cfg.checkpoints.student_kd)
+    overrides = _overrides(prepared_data_dir, out, student_kd=cfg.ckpt.student_kd)
     cfg_int8 = compose("evaluate", [*overrides, "chunk_sizes_ms=[320]", "quantize=[none,int8]"])
     return cfg_int8, evaluate(cfg_int8)
 
@@ -221,7 +221,7 @@ def test_streaming_rows_decode_through_the_chunk_path(evaluated, prepared_data_d
     cfg, _ = evaluated
     from asr_kd.data.datamodule import AsrDataModule
 
-    loaded = load_model(cfg.checkpoints.student_kd)
+    loaded = load_model(cfg.ckpt.student_kd)
     hyps = _read_hyps(f"{cfg.out_dir}/hyps/student_kd.test.stream-320ms.tsv")
     dm = AsrDataModule(prepared_data_dir, num_workers=0)
     left = loaded.model.default_left_chunks
@@ -347,7 +347,7 @@ def evaluated_torch(tmp_path_factory, evaluated, prepared_data_dir):
 
     cfg, _ = evaluated
     out = tmp_path_factory.mktemp("evaluate_torch")
-    overrides = _overrides(prepared_data_dir, out, student_kd=cfg.checkpoints.student_kd)
+    overrides = _overrides(prepared_data_dir, out, student_kd=cfg.ckpt.student_kd)
     overrides += ["runtime=torch", "chunk_sizes_ms=[320]", "plots=false"]
     sizes, accept = [], StreamingGreedyDecoder.accept
 
@@ -396,7 +396,7 @@ def test_evaluate_and_transcribe_give_the_same_text_through_the_factory(
     hyps = _read_hyps(f"{cfg.out_dir}/hyps/student_kd.test.{mode}.tsv")
     streaming = mode != "full"
     args = Namespace(
-        ckpt=Path(cfg.checkpoints.student_kd) if runtime == "torch" else None,
+        ckpt=Path(cfg.ckpt.student_kd) if runtime == "torch" else None,
         onnx=Path(cfg.out_dir) / "onnx" / "student_kd" if runtime == "onnx" else None,
         streaming=streaming,
         chunk_ms=320 if streaming else None,

@@ -9,7 +9,7 @@ from asr_kd.config import compose
 from asr_kd.errors import ConfigError
 from asr_kd.evaluation.settings import EvalSettings
 
-BASE = ["data.dir=DATA", "checkpoints.student_kd=s.ckpt"]
+BASE = ["data.dir=DATA", "ckpt.student_kd=s.ckpt"]
 
 
 def test_bare_values_are_lists_of_one_and_the_config_is_not_edited():

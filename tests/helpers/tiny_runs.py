@@ -48,8 +48,8 @@ def evaluate_overrides(data_dir, out_dir, teacher, student, runtime) -> list[str
         "chunk_sizes_ms=[160]",
         "rtf.warmup_utts=0",
         "plots=false",
-        f"checkpoints.teacher={teacher}",
-        f"checkpoints.student_kd={student}",
+        f"ckpt.teacher={teacher}",
+        f"ckpt.student_kd={student}",
         f"runtime={runtime}",
     ]
 

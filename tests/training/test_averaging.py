@@ -134,7 +134,7 @@ def test_averaged_checkpoint_holds_the_mean_weights_and_decodes(
     cfg = compose(
         "evaluate",
         [f"data.dir={prepared_data_dir}", f"out_dir={tmp_path / 'eval'}", "subsets=[test]",
-         "chunk_sizes_ms=[]", "rtf.warmup_utts=1", f"+checkpoints.averaged={path}", "plots=false"],
+         "chunk_sizes_ms=[]", "rtf.warmup_utts=1", f"+ckpt.averaged={path}", "plots=false"],
     )  # fmt: skip
     rows = evaluate(cfg)["rows"]
     assert [(r["model"], r["mode"]) for r in rows] == [("averaged", "full")]

@@ -1,4 +1,4 @@
-"""A transformers CTC model (``checkpoints.<name>=hf:<dir|hub id>[@revision]``, e.g. the public
+"""A transformers CTC model (``ckpt.<name>=hf:<dir|hub id>[@revision]``, e.g. the public
 teacher a student was distilled from): one ``full`` row, always in torch, whatever ``runtime``
 and ``quantize`` are (it is not exported to ONNX, nor quantised, nor run through sherpa-onnx:
 its row says ``runtime: torch``, ``quantize: none``).
