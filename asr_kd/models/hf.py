@@ -280,3 +280,10 @@ def load_hf(source: str, device: str | torch.device = "cpu", bf16: bool = False)
     )
     model = HFCTCModel(hf_model, extractor, torch.bfloat16 if bf16 else None).to(device)
     return HFLoaded(model, vocab.tokenizer, vocab, where, local, weights_sha256(local))
+
+
+def hf_weights_sha256(source: str) -> str | None:
+    """:func:`weights_sha256` of ``hf:<dir>``'s weight files; None for a hub id (known only once
+    downloaded: :attr:`HFLoaded.weights_sha256`)."""
+    where = parse_hf_source(source)
+    return weights_sha256(Path(where.name)) if where.local else None

@@ -43,11 +43,11 @@ def distill(cfg: DictConfig) -> dict:
     dm = build_datamodule(cfg.data)
     model, model_config = build_model(cfg.model, dm)
     kd = KDConfig.from_options(OmegaConf.to_container(cfg.distill, resolve=True))
-    targets = build_teacher_targets(cfg, model, dm.tokenizer, kd)
-    if getattr(targets, "needs_audio", False):  # a transformers teacher (hf:...) reads audio
+    targets, pairs = build_teacher_targets(cfg, model, dm.tokenizer, kd)
+    if targets is not None and targets.needs_audio:  # a transformers teacher (hf:...)
         dm.with_audio = True
     pseudo = build_pseudo_labels(cfg, dm, kd_term=targets is not None)
-    kd_modules = _kd_modules(model, targets)
+    kd_modules = _kd_modules(model, targets, pairs)
     figures = fit(
         cfg, dm, model, model_config, role=str(cfg.role), kd=kd, targets=targets,
         kd_modules=kd_modules,
@@ -55,10 +55,9 @@ def distill(cfg: DictConfig) -> dict:
     return figures if pseudo is None else {**figures, "pseudo_labels": pseudo}
 
 
-def _kd_modules(model, targets) -> dict[str, nn.Module]:
+def _kd_modules(model, targets, pairs) -> dict[str, nn.Module]:
     """The training-only modules the targets call for: ``"hidden"``, one projection per layer
-    pair of hidden-state KD (``targets.hidden_pairs``)."""
-    pairs = getattr(targets, "hidden_pairs", ())
+    pair of hidden-state KD (``pairs``: (student layer, teacher layer))."""
     if not pairs:
         return {}
     students = [s for s, _ in pairs]
