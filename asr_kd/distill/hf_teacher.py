@@ -35,7 +35,7 @@ import torch
 from asr_kd.data.features import FRAME_SHIFT_MS
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.distill.frames import FrameConversion, match_lengths, plan_conversion
-from asr_kd.distill.output import TeacherOutput
+from asr_kd.distill.output import TeacherOutput, require_same_tokenizer
 from asr_kd.distill.pseudo import greedy_labels
 from asr_kd.distill.store import MAX_INT16_VOCAB, teacher_fingerprint
 from asr_kd.errors import ConfigError
@@ -183,15 +183,13 @@ class TransformersTeacher:
 
     def check_vocab(self, tokenizer: Tokenizer, where: str) -> None:
         mine = self.tokenizer
-        if mine.fingerprint != tokenizer.fingerprint:
-            raise ConfigError(
-                f"teacher {self.source} vocab {self.loaded.model.vocab_size} ({mine.vocab_size} "
-                f"student ids, tokenizer {mine.fingerprint}) does not match the student's "
-                f"{tokenizer.kind} tokenizer {tokenizer.fingerprint} (vocab "
-                f"{tokenizer.vocab_size}) in {where}; expected the tokenizer built from the "
-                "teacher: prepare the data with asr-kd-prepare tokenizer=from_teacher "
-                f"tokenizer.teacher={self.source}"
-            )
+        require_same_tokenizer(mine, tokenizer, lambda: (
+            f"teacher {self.source} vocab {self.loaded.model.vocab_size} ({mine.vocab_size} "
+            f"student ids, tokenizer {mine.fingerprint}) does not match the student's "
+            f"{tokenizer.kind} tokenizer {tokenizer.fingerprint} (vocab {tokenizer.vocab_size}) "
+            f"in {where}; expected the tokenizer built from the teacher: prepare the data with "
+            f"asr-kd-prepare tokenizer=from_teacher tokenizer.teacher={self.source}"
+        ))  # fmt: skip
 
     def check_frame_rate(self, student_shift_ms: float) -> None:
         plan_conversion(self.frame_shift_ms, student_shift_ms)  # or ConfigError naming both

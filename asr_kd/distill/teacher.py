@@ -36,7 +36,7 @@ from asr_kd.checkpoint import file_sha256
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.distill.hf_teacher import TransformersTeacher
 from asr_kd.distill.losses import soften_teacher
-from asr_kd.distill.output import TeacherOutput
+from asr_kd.distill.output import TeacherOutput, require_same_tokenizer
 from asr_kd.distill.pseudo import greedy_labels
 from asr_kd.distill.store import MAX_INT16_VOCAB, teacher_fingerprint
 from asr_kd.errors import ConfigError
@@ -186,15 +186,13 @@ class CheckpointTeacher:
 
     def check_vocab(self, tokenizer: Tokenizer, where: str) -> None:
         mine = self.tokenizer
-        if mine.fingerprint != tokenizer.fingerprint:
-            raise ConfigError(
-                f"teacher vocab {mine.vocab_size} != student vocab {tokenizer.vocab_size} or "
-                f"another tokenizer (teacher {mine.kind} tokenizer {mine.fingerprint} in "
-                f"{self.source} vs student {tokenizer.kind} tokenizer {tokenizer.fingerprint} in "
-                f"{where}); expected identical tokenizers: give a teacher trained on this data "
-                "dir (or on one prepared with the same tokenizer), or set data.dir to the "
-                "teacher's"
-            )
+        require_same_tokenizer(mine, tokenizer, lambda: (
+            f"teacher vocab {mine.vocab_size} != student vocab {tokenizer.vocab_size} or "
+            f"another tokenizer (teacher {mine.kind} tokenizer {mine.fingerprint} in "
+            f"{self.source} vs student {tokenizer.kind} tokenizer {tokenizer.fingerprint} in "
+            f"{where}); expected identical tokenizers: give a teacher trained on this data "
+            "dir (or on one prepared with the same tokenizer), or set data.dir to the teacher's"
+        ))  # fmt: skip
 
     def check_frame_rate(self, student_shift_ms: float) -> None:
         mine, theirs = self.model.subsampling_factor, round(student_shift_ms / 10.0)
