@@ -59,16 +59,11 @@ from asr_kd.checkpoint import file_sha256
 from asr_kd.config import as_list, save_config
 from asr_kd.data.datamodule import build_datamodule
 from asr_kd.data.features import FRAME_SHIFT_MS
-from asr_kd.data.teacher_vocab import is_hf_source
-from asr_kd.data.tokenizer import Tokenizer
-from asr_kd.distill.hf_teacher import HFTeacher, hf_fingerprint
 from asr_kd.distill.hidden import check_layers
-from asr_kd.distill.losses import soften_teacher
 from asr_kd.distill.output import TeacherOutput
-from asr_kd.distill.pseudo import CONFIDENCE, greedy_labels, labels_summary
+from asr_kd.distill.pseudo import CONFIDENCE, labels_summary
 from asr_kd.distill.store import (
     LABELS_SUFFIX,
-    MAX_INT16_VOCAB,
     CodecStats,
     ShardWriter,
     SoftTargetStore,
@@ -87,12 +82,11 @@ from asr_kd.distill.store import (
     shard_markers,
     shard_problems,
     shard_stem,
-    teacher_fingerprint,
     write_index,
 )
+from asr_kd.distill.teacher import Teacher, open_teacher
 from asr_kd.errors import BadFileError, ConfigError
-from asr_kd.models.hf import load_hf
-from asr_kd.models.loading import load_model, resolve_device
+from asr_kd.models.loading import resolve_device
 
 __all__ = ["dump_targets"]
 
@@ -117,34 +111,6 @@ class HiddenDump:
             )
             for layer, h in zip(self.layers, hidden, strict=True)
         }
-
-
-class _OwnTeacherTargets:
-    """``(batch) -> TeacherOutput(ids, probs, lens, hidden)`` of an asr_kd teacher on ``device``,
-    from the fbank; ``hidden``: the outputs of teacher ``layers`` (1-based), None without.
-    :meth:`greedy` gives the last batch's greedy transcripts (ids, confidence) at temperature 1,
-    from the same forward pass (pseudo-labels)."""
-
-    def __init__(self, model, device, k: int, temperature: float, layers: Sequence[int] = ()):
-        self.model, self.device, self.k, self.temperature = model, device, k, temperature
-        self.layers = tuple(layers)
-        self._last = None
-
-    def __call__(self, batch: dict) -> TeacherOutput:
-        feats, feat_lens = batch["feats"].to(self.device), batch["feat_lens"].to(self.device)
-        hidden = None
-        if self.layers:
-            log_probs, out_lens, outputs = self.model(feats, feat_lens, return_hidden=True)
-            hidden = tuple(outputs[layer - 1] for layer in self.layers)
-        else:
-            log_probs, out_lens = self.model(feats, feat_lens)
-        self._last = (log_probs, out_lens)
-        ids, probs = soften_teacher(log_probs, self.temperature, self.k)
-        return TeacherOutput(ids, probs, out_lens, hidden)
-
-    def greedy(self) -> list:
-        """:func:`asr_kd.distill.pseudo.greedy_labels` of the last batch."""
-        return greedy_labels(*self._last)
 
 
 def _teacher_batches(
@@ -354,7 +320,7 @@ def _dump_subset(
     if labels:
         header["pseudo_labels"] = {"decoder": "greedy_ctc", "confidence": CONFIDENCE}
     writer = ShardWriter(out_dir, header, first_shard, cfg.shard_frames, labels=labels)
-    decode = teacher.tokenizer.decode if labels else None
+    decode = teacher.teacher.tokenizer.decode if labels else None
     audio_s, start = 0.0, time.perf_counter()
     runs = _teacher_batches(teacher.targets, batches, done, spec, decode)
     with tqdm(total=total, unit="cut", desc=f"dump {subset}") as progress:
@@ -416,15 +382,9 @@ def dump_targets(cfg: DictConfig) -> dict:
     save_config(cfg, out_dir)
     device = resolve_device(cfg.device)
     teacher = _teacher(cfg, device, compress)
-    fingerprint, vocab = teacher.fingerprint, teacher.tokenizer.vocab_size
+    fingerprint, vocab = teacher.fingerprint, teacher.teacher.tokenizer.vocab_size
     dm = build_datamodule(cfg.data)
-    if dm.tokenizer.fingerprint != teacher.tokenizer.fingerprint:
-        fix = f"; prepare it with tokenizer=from_teacher tokenizer.teacher={cfg.teacher_ckpt}"
-        raise ConfigError(
-            f"tokenizer of {cfg.data.dir} ({dm.tokenizer.fingerprint}, vocab "
-            f"{dm.tokenizer.vocab_size}) != teacher's ({teacher.tokenizer.fingerprint}, vocab "
-            f"{vocab}) in {cfg.teacher_ckpt}" + (fix if is_hf_source(cfg.teacher_ckpt) else "")
-        )
+    teacher.teacher.check_vocab(dm.tokenizer, f"{cfg.data.dir}/lang")
     # Every subset's identity first: a missing or re-prepared one fails now, not after hours.
     identities = [data_identity(Path(cfg.data.dir), s) for s in _subset_names(cfg.subset)]
     removed = _drop_unreadable_markers(out_dir) if out_dir.is_dir() else []
@@ -480,53 +440,31 @@ def _summary(index: dict, resumed: int, removed: list[str], vocab: int, throughp
 
 
 class _Teacher(NamedTuple):
-    targets: Callable[[dict], TeacherOutput]  # (batch) -> (ids, probs, lens, hidden)
-    needs_audio: bool  # batches must carry audio (a transformers teacher)
+    teacher: Teacher  # the opened source (its tokenizer: the student's)
+    targets: Callable[[dict], TeacherOutput]  # (batch) -> (ids, probs, lens, hidden), greedy()
     fingerprint: dict
-    tokenizer: Tokenizer  # the student's (teacher's) tokenizer
     layers: tuple[int, ...] = ()  # teacher layers stored (``hidden_layers``), in ``hidden``
-    hidden_dim: int = 0  # D_t, the width of each of those layers
+
+    @property
+    def needs_audio(self) -> bool:  # batches must carry audio
+        return self.teacher.needs_audio
+
+    @property
+    def hidden_dim(self) -> int:  # D_t, the width of each stored layer
+        return self.teacher.hidden_size
 
 
 def _teacher(cfg: DictConfig, device, compress: str = "none") -> _Teacher:
-    """The soft-target source of ``cfg.teacher_ckpt``: an asr_kd checkpoint, or ``hf:...``
-    (converted to ``cfg.student_frame_shift_ms``, bf16 autocast with ``cfg.bf16``), with the
-    ``cfg.hidden_layers`` outputs (codec ``compress``) when asked."""
-    source, temperature = str(cfg.teacher_ckpt), float(cfg.temperature)
-    if is_hf_source(source):
-        loaded = load_hf(source, device, bf16=bool(cfg.get("bf16", False)))
-        layers = _hidden_layers(cfg, loaded.model.num_layers)
-        shift = float(cfg.get("student_frame_shift_ms", 40.0))
-        k = min(int(cfg.k), loaded.tokenizer.vocab_size)
-        subsampling = round(shift / FRAME_SHIFT_MS)
-        teacher = HFTeacher(loaded, subsampling, shift, temperature, k, layers)
-        fingerprint = hf_fingerprint(
-            loaded,
-            teacher.conversion,
-            k,
-            temperature,
-            hidden_layers=layers,
-            hidden_compress=compress,
-        )
-        dim = loaded.model.hidden_size
-        return _Teacher(teacher, True, fingerprint, loaded.tokenizer, layers, dim)
-    if cfg.get("bf16", False):
-        raise ConfigError(
-            "bf16=true is for a transformers teacher (hf:...); an asr_kd teacher runs in float32"
-        )
-    loaded = load_model(source)
-    vocab = loaded.tokenizer.vocab_size
-    if vocab > MAX_INT16_VOCAB:
-        raise ConfigError(f"vocab {vocab} does not fit int16 ids (max {MAX_INT16_VOCAB})")
-    k = min(int(cfg.k), vocab)
-    layers = _hidden_layers(cfg, len(loaded.model.layers))
-    fingerprint = teacher_fingerprint(
-        file_sha256(source), loaded.tokenizer.fingerprint, loaded.model.frame_shift_ms, k,
-        temperature, layers, compress,
-    )  # fmt: skip
-    model = loaded.model.to(device)
-    targets = _OwnTeacherTargets(model, device, k, temperature, layers)
-    return _Teacher(targets, False, fingerprint, loaded.tokenizer, layers, int(model.d_model))
+    """The soft-target source of ``cfg.teacher_ckpt`` (:func:`open_teacher`: an asr_kd
+    checkpoint, or ``hf:...`` converted to ``cfg.student_frame_shift_ms`` with bf16 autocast
+    when ``cfg.bf16``), with the ``cfg.hidden_layers`` outputs (codec ``compress``) when asked."""
+    teacher = open_teacher(str(cfg.teacher_ckpt), device, bool(cfg.get("bf16", False)))
+    layers = _hidden_layers(cfg, teacher.num_layers)
+    shift = teacher.targets_shift_ms(float(cfg.get("student_frame_shift_ms", 40.0)))
+    k, temperature = min(int(cfg.k), teacher.tokenizer.vocab_size), float(cfg.temperature)
+    fingerprint = teacher.fingerprint(k, temperature, shift, layers, compress)
+    targets = teacher.targets(temperature, k, layers, shift, device)
+    return _Teacher(teacher, targets, fingerprint, layers)
 
 
 def _labels_report(out_dir: Path, index: dict) -> dict:

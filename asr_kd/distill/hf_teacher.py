@@ -1,7 +1,8 @@
 """A transformers CTC model (``teacher_ckpt=hf:...``) as the teacher: online, or for the dump.
 
-:class:`HFTeacher` is a teacher-targets callable, as :class:`asr_kd.distill.teachers.OnlineTeacher`
-is, but it reads the batch's 16 kHz audio (``batch["audio"]``, ``batch["audio_lens"]``: the data
+:class:`TransformersTeacher` is the ``hf:`` entry of :data:`asr_kd.distill.teacher.TEACHER_SOURCES`
+(the :class:`~asr_kd.distill.teacher.Teacher` interface). Its targets, :class:`HFTeacher`, are a
+teacher-targets callable, as :class:`asr_kd.distill.teacher.OnlineTeacher` is, but it reads the batch's 16 kHz audio (``batch["audio"]``, ``batch["audio_lens"]``: the data
 module carries them when asked, ``with_audio``) through the model's own feature extractor; the
 student keeps our fbank of the same cuts. SpecAugment never reaches the teacher (it is applied
 to the student's features after the teacher has run); speed perturbation is part of the cut, so
@@ -21,6 +22,7 @@ Per batch (B cuts; T_t teacher frames, T student frames, V_t teacher / V student
    the requested hidden layers converted by the same rule.
 
 Usage:
+    teacher = TransformersTeacher.open("hf:exp/hf_teacher", "cpu", bf16=False)
     teacher = HFTeacher(load_hf("hf:exp/hf_teacher"), student_subsampling=4, student_shift_ms=40,
                         temperature=2.0, k=8)
     ids, probs, lens, hidden = teacher(batch)         # batch from a with_audio data module
@@ -30,14 +32,16 @@ from __future__ import annotations
 
 import torch
 
+from asr_kd.data.features import FRAME_SHIFT_MS
+from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.distill.frames import FrameConversion, match_lengths, plan_conversion
-from asr_kd.distill.output import TeacherOutput
+from asr_kd.distill.output import TeacherOutput, require_same_tokenizer
 from asr_kd.distill.pseudo import greedy_labels
-from asr_kd.distill.store import teacher_fingerprint
+from asr_kd.distill.store import MAX_INT16_VOCAB, teacher_fingerprint
 from asr_kd.errors import ConfigError
-from asr_kd.models.hf import HFLoaded
+from asr_kd.models.hf import HFLoaded, load_hf
 
-__all__ = ["HFTeacher", "hf_fingerprint"]
+__all__ = ["HFTeacher", "TransformersTeacher", "hf_fingerprint"]
 
 
 def hf_fingerprint(
@@ -74,7 +78,11 @@ class HFTeacher:
         student_shift_ms: the student's frame shift (picks the conversion).
         temperature, k: the distillation temperature; ids kept per frame (None: all).
         layers: 1-based teacher layers whose outputs go in ``TeacherOutput.hidden``.
+        device: where to run (the batch moves there: the dump); None runs on the batch's device
+            (the model moves there: training).
     """
+
+    needs_audio = True  # asr-kd-distill builds its data module with_audio
 
     def __init__(
         self,
@@ -84,14 +92,14 @@ class HFTeacher:
         temperature: float,
         k: int | None = None,
         layers: tuple[int, ...] = (),
+        device: torch.device | str | None = None,
     ):
-        self.loaded, self.temperature, self.k = loaded, float(temperature), k
+        self.loaded, self.temperature, self.k, self.device = loaded, float(temperature), k, device
         self.student_subsampling, self.layers = int(student_subsampling), tuple(layers)
         self.hidden_dims = (loaded.model.hidden_size,) * len(self.layers)  # HiddenProjection's
         self.conversion: FrameConversion = plan_conversion(
             loaded.model.frame_shift_ms, student_shift_ms
         )
-        self.needs_audio = True  # asr-kd-distill builds its data module with_audio
         self._student_ids = torch.tensor(loaded.vocab.tokenizer.teacher["ids"], dtype=torch.long)
         self._last = None  # (log_probs, lens) of the last batch, for greedy()
 
@@ -114,7 +122,7 @@ class HFTeacher:
                 "a transformers teacher (hf:...) reads the audio of each cut, but the batch has "
                 "none: build the data module with with_audio=True (data.with_audio=true)"
             )
-        device = batch["feats"].device
+        device = batch["feats"].device if self.device is None else torch.device(self.device)
         model = self.loaded.model
         if next(model.parameters()).device != device:
             model.to(device)
@@ -139,3 +147,55 @@ class HFTeacher:
         posterior (:func:`asr_kd.distill.pseudo.greedy_labels`)."""
         labels = greedy_labels(*self._last, blank_id=self.loaded.vocab.blank_id)
         return [(self.loaded.student_tokens(ids), c) for ids, c in labels]
+
+
+class TransformersTeacher:
+    """``hf:<dir|hub id>[@revision]``: any transformers CTC model as the teacher (module doc);
+    it reads audio, gives the student the tokenizer built from its vocabulary, and converts its
+    frames to the student's (:func:`~asr_kd.distill.frames.plan_conversion`)."""
+
+    needs_audio = True
+
+    def __init__(self, loaded: HFLoaded):
+        self.loaded, self.source = loaded, str(loaded.source)
+        self.tokenizer: Tokenizer = loaded.tokenizer
+        self.frame_shift_ms = float(loaded.model.frame_shift_ms)
+        self.num_layers, self.hidden_size = loaded.model.num_layers, loaded.model.hidden_size
+        vocab = self.tokenizer.vocab_size
+        if vocab > MAX_INT16_VOCAB:
+            raise ConfigError(f"vocab {vocab} does not fit int16 ids (max {MAX_INT16_VOCAB})")
+
+    @classmethod
+    def open(cls, source: str, device: str | torch.device = "cpu", bf16: bool = False):
+        return cls(load_hf(source, device, bf16=bf16))
+
+    def fingerprint(
+        self, k, temperature, student_shift_ms, hidden_layers=(), hidden_compress="none"
+    ):
+        conversion = plan_conversion(self.frame_shift_ms, student_shift_ms)
+        return hf_fingerprint(
+            self.loaded, conversion, k, temperature,
+            hidden_layers=hidden_layers, hidden_compress=hidden_compress,
+        )  # fmt: skip
+
+    def targets_shift_ms(self, student_shift_ms: float) -> float:
+        return float(student_shift_ms)  # converted to the student's rate
+
+    def check_vocab(self, tokenizer: Tokenizer, where: str) -> None:
+        mine = self.tokenizer
+        require_same_tokenizer(mine, tokenizer, lambda: (
+            f"teacher {self.source} vocab {self.loaded.model.vocab_size} ({mine.vocab_size} "
+            f"student ids, tokenizer {mine.fingerprint}) does not match the student's "
+            f"{tokenizer.kind} tokenizer {tokenizer.fingerprint} (vocab {tokenizer.vocab_size}) "
+            f"in {where}; expected the tokenizer built from the teacher: prepare the data with "
+            f"asr-kd-prepare tokenizer=from_teacher tokenizer.teacher={self.source}"
+        ))  # fmt: skip
+
+    def check_frame_rate(self, student_shift_ms: float) -> None:
+        plan_conversion(self.frame_shift_ms, student_shift_ms)  # or ConfigError naming both
+
+    def targets(self, temperature, k, layers=(), student_shift_ms=40.0, device=None) -> HFTeacher:
+        subsampling = round(float(student_shift_ms) / FRAME_SHIFT_MS)
+        return HFTeacher(
+            self.loaded, subsampling, student_shift_ms, temperature, k, tuple(layers), device
+        )

@@ -12,7 +12,9 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["TeacherOutput", "TeacherTargets"]
+from asr_kd.errors import ConfigError
+
+__all__ = ["TeacherOutput", "TeacherTargets", "require_same_tokenizer"]
 
 
 class TeacherOutput(NamedTuple):
@@ -30,3 +32,10 @@ class TeacherOutput(NamedTuple):
 
 
 TeacherTargets = Callable[[dict], TeacherOutput]
+
+
+def require_same_tokenizer(teacher_tokenizer, student_tokenizer, message: Callable[[], str]):
+    """``ConfigError(message())`` unless the two tokenizers have the same fingerprint (each
+    teacher source words the mismatch and its fix its own way)."""
+    if teacher_tokenizer.fingerprint != student_tokenizer.fingerprint:
+        raise ConfigError(message())

@@ -40,13 +40,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr_kd.checkpoint import file_sha256
 from asr_kd.data.datamodule import cut_text, load_cuts
-from asr_kd.data.teacher_vocab import is_hf_source, parse_hf_source
 from asr_kd.data.tokenizer import normalize_text
 from asr_kd.distill.store import LABELS_SUFFIX, SoftTargetStore, data_identity, redump_hint
 from asr_kd.errors import ConfigError, MissingFileError
 from asr_kd.models.decode import collapse_ids
+from asr_kd.models.loading import source_sha256
 from asr_kd.schemas import KDConfig
 
 __all__ = [
@@ -144,20 +143,6 @@ def _encodable(tokenizer, cut_id: str, text: str, where: Path) -> str:
     return text
 
 
-def _teacher_sha256(teacher_ckpt) -> str | None:
-    """The run's teacher as the store fingerprints it: an asr_kd checkpoint's SHA-256, a
-    transformers directory's weight files' (``hf:<dir>``); None without a teacher, and for a
-    hub id (the soft targets' own check covers it when the run distils)."""
-    if not teacher_ckpt:
-        return None
-    if not is_hf_source(teacher_ckpt):
-        return file_sha256(teacher_ckpt)
-    from asr_kd.models.hf import weights_sha256
-
-    source = parse_hf_source(teacher_ckpt)
-    return weights_sha256(Path(source.name)) if source.local else None
-
-
 def load_pseudo_labels(
     store_dir: str | Path,
     data_dir: str | Path,
@@ -243,7 +228,10 @@ def build_pseudo_labels(cfg, kd: KDConfig, dm, kd_term: bool) -> dict | None:
     threshold = float(kd.pseudo_min_confidence)
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"distill.pseudo_min_confidence={threshold}, expected 0 <= it <= 1")
-    teacher_sha = _teacher_sha256(cfg.get("teacher_ckpt"))
+    # the run's teacher as the store fingerprints it (None without one, or for a hub id: the
+    # soft targets' own check covers it when the run distils)
+    teacher = cfg.get("teacher_ckpt")
+    teacher_sha = source_sha256(teacher) if teacher else None
     pseudo = load_pseudo_labels(
         store_dir, dm.data_dir, dm.train_subsets, threshold, dm.tokenizer, teacher_sha
     )

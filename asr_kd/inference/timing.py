@@ -9,7 +9,7 @@ feature extraction are outside them); audio seconds are fbank frames x 10 ms. Be
 seconds (RTF) they count this process's CPU seconds (all threads) and, where the machine exposes
 readable RAPL counters, the CPU packages' joules (:class:`asr_kd.metrics.RaplCounters`):
 ``Decoded.cpu_s_per_audio_h`` and ``joules_per_audio_h`` (None, ``energy_note`` "n/a (no RAPL)").
-A transformers model (:class:`~asr_kd.models.hf.HFLoaded`) reads the batches' audio instead,
+A model that reads audio (``model.reads_audio``: a transformers one) reads the batches' audio,
 and its timers cover its own feature extractor too (that is part of the model: its
 normalisation or mel); audio seconds are samples / 16 kHz (:func:`audio_utterances`).
 
@@ -32,8 +32,6 @@ from tqdm import tqdm
 
 from asr_kd.data.features import FRAME_SHIFT_MS, SAMPLE_RATE
 from asr_kd.metrics import RaplCounters, Timer, per_audio_hour, real_time_factor
-from asr_kd.models.decode import greedy_ctc
-from asr_kd.models.hf import HFLoaded
 from asr_kd.models.loading import LoadedModel
 
 __all__ = [
@@ -113,17 +111,15 @@ def audio_utterances(batches: Iterable[dict]) -> Iterator[Utterance]:
 
 
 def _batch_texts(loaded, batch: dict, device: str) -> tuple[list[str], float]:
-    """Greedy texts of one batch and its seconds of audio: fbank for our models, audio for a
-    transformers one."""
-    if isinstance(loaded, HFLoaded):
-        audio, lens = batch["audio"].to(device), batch["audio_lens"].to(device)
-        log_probs, out_lens, _ = loaded.model(audio, lens)
-        return loaded.decode_ids(log_probs, out_lens), float(lens.sum()) / SAMPLE_RATE
-    feats, feat_lens = batch["feats"].to(device), batch["feat_lens"].to(device)
-    log_probs, out_lens = loaded.model(feats, feat_lens)
-    ids = greedy_ctc(log_probs, out_lens, blank_id=loaded.tokenizer.blank_id)
-    audio_s = float(batch["feat_lens"].sum()) * FRAME_SHIFT_MS / 1000.0
-    return [loaded.tokenizer.decode(seq) for seq in ids], audio_s
+    """Greedy texts of one batch (``loaded.decode_ids``) and its seconds of audio: fbank for
+    our models, audio for one that ``reads_audio``."""
+    if getattr(loaded.model, "reads_audio", False):
+        inputs, audio_s = ("audio", "audio_lens"), float(batch["audio_lens"].sum()) / SAMPLE_RATE
+    else:
+        inputs = ("feats", "feat_lens")
+        audio_s = float(batch["feat_lens"].sum()) * FRAME_SHIFT_MS / 1000.0
+    log_probs, out_lens = loaded.model(*(batch[key].to(device) for key in inputs))[:2]
+    return loaded.decode_ids(log_probs, out_lens), audio_s
 
 
 @contextmanager

@@ -25,12 +25,10 @@ import torch
 from google.protobuf.message import DecodeError
 
 from asr_kd.data.features import FRAME_SHIFT_MS, compute_fbank, load_audio, resample
-from asr_kd.data.teacher_vocab import is_hf_source
-from asr_kd.errors import BadFileError, ConfigError, MissingFileError
+from asr_kd.errors import BadFileError, ConfigError, MissingFileError, UserError
 from asr_kd.inference.factory import Decoder, make_decoder
 from asr_kd.inference.onnx import FULL_FILE, STEP_GLOB, read_metadata
-from asr_kd.models.hf import HFLoaded, load_hf
-from asr_kd.models.loading import LoadedModel, load_model
+from asr_kd.models.loading import load_model
 from asr_kd.models.streaming import chunk_frames
 
 __all__ = [
@@ -50,9 +48,12 @@ class Refused(ConfigError):
 
 
 # ---------------------------------------------------------------------------- torch checkpoint
-def _load(ckpt: Path) -> LoadedModel:
+def _load(ckpt: Path | str):
+    """The model ``--ckpt`` names (:func:`~asr_kd.models.loading.load_model`: any source)."""
     try:
         return load_model(ckpt)
+    except UserError:
+        raise
     except FileNotFoundError as err:
         raise MissingFileError(f"cannot load checkpoint {ckpt}: {err}") from err
     except (OSError, ValueError, RuntimeError, KeyError) as err:
@@ -60,13 +61,13 @@ def _load(ckpt: Path) -> LoadedModel:
 
 
 class AudioDecoder(Decoder):
-    """A transformers CTC model (``--ckpt hf:...``): (N,) 16 kHz samples -> text, offline, in
-    torch (its own feature extractor, not our fbank)."""
+    """A model that reads audio (``--ckpt hf:...``, ``reads_audio``): (N,) 16 kHz samples ->
+    text, offline, in torch (its own feature extractor, not our fbank)."""
 
     runtime = "torch"
     reads_audio = True
 
-    def __init__(self, loaded: HFLoaded) -> None:
+    def __init__(self, loaded) -> None:
         self.loaded = loaded
 
     def __call__(self, samples, on_partial=None) -> str:
@@ -76,23 +77,18 @@ class AudioDecoder(Decoder):
 
 def torch_decode(args: argparse.Namespace) -> Decoder:
     """``--ckpt``: offline, or ``--streaming`` in ``--chunk-ms`` chunks (default 320) with
-    ``--left-chunks`` of attention context (default: the model's own). ``--ckpt hf:...``: a
-    transformers CTC model, offline only."""
-    if is_hf_source(str(args.ckpt)):
-        if args.streaming:
-            raise Refused(
-                f"{args.ckpt} is a full-context transformers model; --streaming needs a "
-                "streaming student. Drop --streaming to decode it offline."
-            )
-        return AudioDecoder(load_hf(str(args.ckpt)))
+    ``--left-chunks`` of attention context (default: the model's own). A model that reads audio
+    (``--ckpt hf:...``, a transformers CTC model) decodes offline only."""
     loaded = _load(args.ckpt)
-    if not args.streaming:
-        return make_decoder("torch", loaded=loaded)
-    if not getattr(loaded.model, "streaming", False):
+    if args.streaming and not getattr(loaded.model, "streaming", False):
         raise Refused(
             f"{args.ckpt} holds a full-context model (streaming=False); --streaming needs "
             "a streaming student. Drop --streaming to decode it offline."
         )
+    if getattr(loaded.model, "reads_audio", False):
+        return AudioDecoder(loaded)
+    if not args.streaming:
+        return make_decoder("torch", loaded=loaded)
     chunk_ms = DEFAULT_CHUNK_MS if args.chunk_ms is None else args.chunk_ms
     try:
         chunk_size = chunk_frames(loaded.model, chunk_ms, "--chunk-ms", str(args.ckpt))

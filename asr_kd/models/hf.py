@@ -4,16 +4,18 @@ CTC log-probs (and hidden states) out.
 ``hf:<local dir or hub id>[@revision]`` names the model (:mod:`asr_kd.data.teacher_vocab`); a
 directory written by ``save_pretrained`` loads with no network (``local_files_only``), a hub id
 is resolved by ``huggingface_hub.snapshot_download`` (the cache ``from_pretrained`` uses; it
-needs the network the first time). Families: wav2vec2, wav2vec2-conformer, HuBERT, WavLM,
-data2vec-audio, ... (waveform in, ``config.inputs_to_logits_ratio`` samples per frame: 20 ms)
-and Parakeet (its own 80-bin mel with ``hop_length`` 10 ms, ``subsampling_factor`` 8: 80 ms).
+needs the network the first time). Families: every ``AutoModelForCTC`` one whose extractor
+gives waveform or features (wav2vec2 and its kin: 20 ms frames; Parakeet, LASR, Granite
+Speech: mel; ...); one whose lengths follow no strided-convolution rule is refused by name.
 
 :class:`HFCTCModel` reads padded 16 kHz audio, never our fbank: each utterance goes through the
 model's own feature extractor (waveform models: the extractor's normalisation, per utterance
 over its valid samples; the attention mask when the extractor's ``return_attention_mask`` says
 the model was trained with one, else zero padding, as those models expect; Parakeet: its mel
-and the mel-frame mask). Output lengths come from the model's own length rule (the conv
-front-end's ``_get_feat_extract_output_lengths``, Parakeet's ``_get_subsampling_output_length``).
+and the mel-frame mask). Output lengths and the frame shift come from what the model returns,
+for any family: :func:`measure_lengths` reads the logits length of a few unpadded probe inputs
+once, at load, and fits the rule of strided convolutions to it (:class:`LengthRule`); each
+utterance's length is that rule on its valid input units (the extractor's mask).
 Outputs are in the *teacher's* vocabulary; :class:`HFLoaded.teacher_to_student` maps ids to the
 student tokenizer built from it (``-1``: a special the student has not).
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -39,7 +42,16 @@ from asr_kd.data.teacher_vocab import HfSource, TeacherVocab, parse_hf_source, t
 from asr_kd.errors import ConfigError, MissingFileError
 from asr_kd.models.decode import greedy_ctc
 
-__all__ = ["HFCTCModel", "HFLoaded", "hf_macs_per_audio_second", "load_hf", "weights_sha256"]
+__all__ = [
+    "HFCTCModel",
+    "HFLoaded",
+    "LengthRule",
+    "hf_macs_per_audio_second",
+    "hf_weights_sha256",
+    "load_hf",
+    "measure_lengths",
+    "weights_sha256",
+]
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -59,23 +71,86 @@ def weights_sha256(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def _frame_shift_ms(config, extractor) -> float:
-    """Output frame shift from the config: conv strides (waveform) or mel hop x subsampling."""
-    ratio = getattr(config, "inputs_to_logits_ratio", None)
-    if ratio is not None:
-        return 1000.0 * ratio / SAMPLE_RATE
-    encoder = getattr(config, "encoder_config", config)
-    factor, hop = (
-        getattr(encoder, "subsampling_factor", None),
-        getattr(extractor, "hop_length", None),
-    )
-    if factor is None or hop is None:
-        raise ConfigError(
-            f"cannot tell the frame shift of a {config.model_type} model (no "
-            "inputs_to_logits_ratio, nor subsampling_factor and a mel hop_length); expected a "
-            "wav2vec2-style or Parakeet CTC model"
+class LengthRule(NamedTuple):
+    """How many output frames a transformers CTC model gives for ``u`` valid input units (samples
+    or feature frames, as its extractor's mask counts them): ``(u + offset) // units + 1``, the
+    form every stack of strided convolutions, mel framing and frame stacking has; and its frame
+    shift. Measured by :func:`measure_lengths` from the logits of unpadded probe inputs."""
+
+    units: int  # input units per output frame
+    offset: int
+    frame_shift_ms: float
+
+    def __call__(self, valid_units: torch.Tensor) -> torch.Tensor:
+        """(B,) valid input units -> (B,) output frames (>= 0)."""
+        return (torch.div(valid_units + self.offset, self.units, rounding_mode="floor") + 1).clamp(
+            min=0
         )
-    return 1000.0 * hop * factor / extractor.sampling_rate
+
+
+_PROBE_SAMPLES = (SAMPLE_RATE, SAMPLE_RATE + 40960)  # 1 s and 2.56 s more: whole frames of any
+# family (320 samples, 1280 = 8 mel hops of 160 ...)
+_CHECK_SAMPLES = (12345, SAMPLE_RATE + 7777)  # odd lengths the measured rule must predict
+
+
+def measure_lengths(hf: nn.Module, features) -> LengthRule:
+    """The :class:`LengthRule` of a model from unpadded probe forwards: the frame shift from two
+    lengths' logits, the offset from where one more frame starts (a binary search over samples),
+    checked on two odd lengths. ``features(waves) -> model inputs, (mask (B, U))``; a model whose
+    lengths follow no such rule is refused naming its type (:class:`ConfigError`)."""
+    g = torch.Generator().manual_seed(0)
+
+    def probe(n: int) -> tuple[int, int]:  # (input units, output frames) of n samples
+        inputs, mask = features([0.1 * torch.randn(n, generator=g).numpy()])
+        try:
+            with torch.no_grad():
+                return int(mask.shape[-1]), int(hf(**inputs).logits.shape[1])
+        except Exception as error:  # a family that cannot run on its own extractor's output
+            raise ConfigError(
+                f"a {hf.config.model_type} model does not run on its feature extractor's output "
+                f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); expected a CTC "
+                "model that reads the waveform or features its extractor gives"
+            ) from error
+
+    was_training = hf.training  # eval: a probe must not move BatchNorm statistics
+    try:
+        return _measure(hf.eval(), probe)
+    finally:
+        hf.train(was_training)
+
+
+def _measure(hf: nn.Module, probe) -> LengthRule:
+    model_type = hf.config.model_type
+    (n1, n2), ((u1, t1), (u2, t2)) = _PROBE_SAMPLES, map(probe, _PROBE_SAMPLES)
+    units, samples = (u2 - u1) / max(t2 - t1, 1), (n2 - n1) / max(t2 - t1, 1)
+    if t2 <= t1 or units != int(units):
+        raise ConfigError(
+            f"a {model_type} model gives {t1} then {t2} frames for {u1} then {u2} input units: "
+            "not a whole number of units per output frame; expected a CTC model with a fixed "
+            "frame rate"
+        )
+    low, high = n1, n1 + int(round(samples)) + 1  # the first n with one frame more is in here
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if probe(mid)[1] > t1 else (mid, high)
+    rule = LengthRule(int(units), t1 * int(units) - probe(high)[0], 1000.0 * samples / SAMPLE_RATE)
+    for n in _CHECK_SAMPLES:
+        u, t = probe(n)
+        if int(rule(torch.tensor(u))) != t:
+            raise ConfigError(
+                f"a {model_type} model gives {t} frames for {u} input units, its measured rule "
+                f"{rule} says {int(rule(torch.tensor(u)))}; expected output lengths that "
+                "strided convolutions give (cannot tell its utterances' lengths in a batch)"
+            )
+    return rule
+
+
+def _encoder_config(config):
+    """The config that holds the layers (a composite model's encoder or audio sub-config)."""
+    return next(
+        (getattr(config, k) for k in ("encoder_config", "audio_config") if hasattr(config, k)),
+        config,
+    )
 
 
 class HFCTCModel(nn.Module):
@@ -99,53 +174,58 @@ class HFCTCModel(nn.Module):
         super().__init__()
         self.hf = model if trainable else model.eval().requires_grad_(False)
         self.extractor, self.dtype = extractor, dtype
-        self.frame_shift_ms = _frame_shift_ms(model.config, extractor)
         self.vocab_size = int(model.config.vocab_size)
         self.streaming = False  # full context: evaluate gives it a "full" row only
         self.waveform = "input_values" in extractor.model_input_names
+        # the extractor's mask counts each utterance's valid input units
+        self._mask_key = next(k for k in extractor.model_input_names if k.endswith("mask"))
         if extractor.sampling_rate != SAMPLE_RATE:
             raise ConfigError(
                 f"the model's feature extractor expects {extractor.sampling_rate} Hz audio; our "
                 f"cuts are {SAMPLE_RATE} Hz"
             )
+        self.lengths = measure_lengths(self.hf, self._inputs)
+        self.frame_shift_ms = self.lengths.frame_shift_ms
 
     @property
     def num_layers(self) -> int:
-        config = self.hf.config
-        return int(getattr(config, "encoder_config", config).num_hidden_layers)
+        return int(_encoder_config(self.hf.config).num_hidden_layers)
 
     @property
     def hidden_size(self) -> int:
         """D_t, the width of each layer's output (``hidden`` of :meth:`forward`)."""
-        config = self.hf.config
-        return int(getattr(config, "encoder_config", config).hidden_size)
+        return int(_encoder_config(self.hf.config).hidden_size)
 
-    def features(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> dict:
+    def _inputs(self, waves: list) -> tuple[dict, torch.Tensor]:
+        """(N_b,) float arrays -> the model's padded inputs, as its extractor gives them by
+        default, and the (B, U) mask of valid input units (asked for separately when the
+        default has none: its inputs must stay the default's, e.g. normalised without one)."""
+        kwargs = dict(sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt")
+        inputs = self.extractor(waves, **kwargs)
+        mask = inputs.get(self._mask_key)
+        if mask is None:
+            mask = self.extractor(waves, return_attention_mask=True, **kwargs)[self._mask_key]
+        return {name: value.to(self._device) for name, value in inputs.items()}, mask
+
+    def features(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[dict, torch.Tensor]:
         """The model's inputs for a padded batch: (B, N) audio, (B,) valid samples -> the
-        extractor's padded ``input_values``/``input_features`` (+ ``attention_mask``)."""
+        extractor's padded ``input_values``/``input_features`` (+ its mask when the model reads
+        one), and the (B, U) mask of valid input units."""
         waves = [audio[b, : int(n)].float().cpu().numpy() for b, n in enumerate(audio_lens)]
-        inputs = self.extractor(waves, sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt")
-        return {name: value.to(audio.device) for name, value in inputs.items()}
-
-    def _output_lengths(self, inputs: dict, audio_lens: torch.Tensor) -> torch.Tensor:
-        mask = inputs.get("attention_mask")
-        lens = mask.sum(-1) if mask is not None else audio_lens.to(self._device)
-        if self.waveform:
-            return self.hf._get_feat_extract_output_lengths(lens).long()
-        return self.hf._get_subsampling_output_length(lens).long()
+        return self._inputs(waves)
 
     @property
     def _device(self) -> torch.device:
         return next(self.hf.parameters()).device
 
-    def _augment(self, inputs: dict, augment) -> dict:
+    def _augment(self, inputs: dict, mask: torch.Tensor, augment) -> dict:
         """``augment(feats (B, T, F), lens (B,)) -> feats`` on a mel model's input features."""
         if self.waveform:
             raise ConfigError(
                 f"spec_augment masks mel features; a {self.hf.config.model_type} model reads the "
                 "waveform: set spec_augment=null (its config's mask_time_prob masks on its side)"
             )
-        lens = inputs["attention_mask"].sum(-1)
+        lens = mask.sum(-1)
         return {**inputs, "input_features": augment(inputs["input_features"], lens)}
 
     def forward(
@@ -171,14 +251,14 @@ class HFCTCModel(nn.Module):
                 raise ConfigError(
                     f"teacher layer {layer} asked, the model has layers 1..{self.num_layers}"
                 )
-        inputs = self.features(audio.to(self._device), audio_lens)
+        inputs, mask = self.features(audio, audio_lens)
         if augment is not None:
-            inputs = self._augment(inputs, augment)
+            inputs = self._augment(inputs, mask, augment)
         autocast = torch.autocast(self._device.type, self.dtype, enabled=self.dtype is not None)
         with autocast:
             out = self.hf(**inputs, output_hidden_states=bool(hidden_layers))
         log_probs = out.logits.float().log_softmax(dim=-1)
-        lens = self._output_lengths(inputs, audio_lens).clamp(max=log_probs.size(1))
+        lens = self.lengths(mask.sum(-1)).clamp(max=log_probs.size(1))
         # hidden_states[0] is the input of layer 1 (embeddings), [l] the output of layer l
         hidden = tuple(out.hidden_states[layer].float() for layer in hidden_layers)
         return log_probs, lens, hidden
@@ -194,7 +274,7 @@ def hf_macs_per_audio_second(model: HFCTCModel, seconds: float = 10.0) -> float:
 
     num = round(seconds * SAMPLE_RATE)
     audio = torch.randn(1, num, generator=torch.Generator().manual_seed(0)) * 0.1
-    inputs = model.features(audio.to(model._device), torch.tensor([num]))
+    inputs, _ = model.features(audio, torch.tensor([num]))
     with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=CPU_SDPA_FLOPS) as c:
         model.hf(**inputs)
     return c.get_total_flops() / 2 / seconds
@@ -280,3 +360,10 @@ def load_hf(source: str, device: str | torch.device = "cpu", bf16: bool = False)
     )
     model = HFCTCModel(hf_model, extractor, torch.bfloat16 if bf16 else None).to(device)
     return HFLoaded(model, vocab.tokenizer, vocab, where, local, weights_sha256(local))
+
+
+def hf_weights_sha256(source: str) -> str | None:
+    """:func:`weights_sha256` of ``hf:<dir>``'s weight files; None for a hub id (known only once
+    downloaded: :attr:`HFLoaded.weights_sha256`)."""
+    where = parse_hf_source(source)
+    return weights_sha256(Path(where.name)) if where.local else None

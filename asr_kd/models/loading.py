@@ -1,8 +1,11 @@
-"""A model rebuilt from an asr_kd checkpoint, and where it runs.
+"""A model rebuilt from an asr_kd checkpoint, and where it runs; the table of model sources.
 
-``hf:<dir or hub id>[@revision]`` loads a transformers CTC model instead
-(:func:`asr_kd.models.hf.load_hf`: an :class:`~asr_kd.models.hf.HFLoaded`, whose model reads
-16 kHz audio, not fbank).
+A source string names a model: an asr_kd checkpoint path, or ``hf:<dir or hub id>[@revision]``
+for a transformers CTC model (:func:`asr_kd.models.hf.load_hf`, whose model reads 16 kHz audio,
+not fbank). :data:`MODEL_SOURCES` maps the prefix of a source string to how that kind of model
+loads and how its weights are hashed; :func:`load_model` and :func:`source_sha256` read it,
+and the teachers of :mod:`asr_kd.distill.teacher` are keyed by the same prefixes. It sits in
+this layer because evaluate, transcribe and export load models by source string too.
 
 Usage:
     loaded = load_model("exp/teacher/checkpoints/last.ckpt")
@@ -14,6 +17,7 @@ Usage:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +26,23 @@ import hydra.utils
 import torch
 from torch import nn
 
-from asr_kd.checkpoint import load_checkpoint
-from asr_kd.data.teacher_vocab import is_hf_source
+from asr_kd.checkpoint import file_sha256, load_checkpoint
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.errors import ConfigError
-from asr_kd.models.hf import HFLoaded, load_hf
+from asr_kd.models.decode import greedy_ctc
+from asr_kd.models.hf import hf_weights_sha256, load_hf
 
-__all__ = ["LoadedModel", "init_weights_from", "load_model", "resolve_device"]
+__all__ = [
+    "MODEL_SOURCES",
+    "LoadedModel",
+    "ModelSource",
+    "init_weights_from",
+    "load_checkpoint_model",
+    "load_model",
+    "resolve_device",
+    "source_prefix",
+    "source_sha256",
+]
 
 _MODEL_PREFIX = "model."
 
@@ -43,13 +57,14 @@ class LoadedModel:
     role: str
     path: Path
 
+    def decode_ids(self, log_probs: torch.Tensor, lens: torch.Tensor) -> list[str]:
+        """Greedy CTC on (B, T', V) log-probs with (B,) valid frames -> B texts."""
+        ids = greedy_ctc(log_probs, lens, blank_id=self.tokenizer.blank_id)
+        return [self.tokenizer.decode(seq) for seq in ids]
 
-def load_model(path: str | os.PathLike) -> LoadedModel | HFLoaded:
-    """Rebuild the model and tokenizer stored in an asr_kd checkpoint; the model is in eval mode.
 
-    ``hf:...``: the transformers model (:func:`~asr_kd.models.hf.load_hf`, on the CPU)."""
-    if is_hf_source(str(path)):
-        return load_hf(str(path))
+def load_checkpoint_model(path: str | os.PathLike) -> LoadedModel:
+    """Rebuild the model and tokenizer stored in an asr_kd checkpoint; the model is in eval mode."""
     ckpt = load_checkpoint(path)
     meta = ckpt["asr_kd"]
     model = hydra.utils.instantiate(meta["model_config"])
@@ -68,6 +83,43 @@ def load_model(path: str | os.PathLike) -> LoadedModel | HFLoaded:
         role=str(meta.get("role", "unknown")),
         path=Path(path),
     )
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One kind of source string: ``load(source)`` -> a loaded model on the CPU (a
+    :class:`LoadedModel` or its peer), ``sha256(source)`` -> the hash of its weights as the soft
+    targets' fingerprint records it (None: not known without downloading)."""
+
+    load: Callable[[str], Any]
+    sha256: Callable[[str], str | None]
+
+
+# The longest key that starts the source string names its kind ("": an asr_kd checkpoint).
+MODEL_SOURCES: dict[str, ModelSource] = {
+    "": ModelSource(load_checkpoint_model, file_sha256),
+    "hf:": ModelSource(load_hf, hf_weights_sha256),
+}
+
+
+def source_prefix(source: str) -> str:
+    """The key of :data:`MODEL_SOURCES` that names ``source``'s kind.
+
+    >>> source_prefix("hf:facebook/wav2vec2-base-960h"), source_prefix("exp/t/last.ckpt")
+    ('hf:', '')
+    """
+    return max((p for p in MODEL_SOURCES if str(source).startswith(p)), key=len)
+
+
+def load_model(source: str | os.PathLike) -> Any:
+    """The model a source string names (:data:`MODEL_SOURCES`), on the CPU, in eval mode: an
+    asr_kd checkpoint's :class:`LoadedModel`, or ``hf:...``'s :class:`~asr_kd.models.hf.HFLoaded`."""
+    return MODEL_SOURCES[source_prefix(str(source))].load(str(source))
+
+
+def source_sha256(source: str | os.PathLike) -> str | None:
+    """The SHA-256 of the weights a source string names (:data:`MODEL_SOURCES`)."""
+    return MODEL_SOURCES[source_prefix(str(source))].sha256(str(source))
 
 
 def _model_state(ckpt: dict) -> dict:

@@ -42,11 +42,12 @@ def distill(cfg: DictConfig) -> dict:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_datamodule(cfg.data)
     model, model_config = build_model(cfg.model, dm)
-    targets = build_teacher_targets(cfg, model, dm.tokenizer, kd)
-    if getattr(targets, "needs_audio", False):  # a transformers teacher (hf:...) reads audio
+    setup = build_teacher_targets(cfg, model, dm.tokenizer, kd)
+    targets = setup.targets
+    if targets is not None and targets.needs_audio:  # a transformers teacher (hf:...)
         dm.with_audio = True
     pseudo = build_pseudo_labels(cfg, kd, dm, kd_term=targets is not None)
-    terms = build_kd_terms(kd, model, targets)  # training only: never in the student's ckpt
+    terms = build_kd_terms(kd, model, setup)  # training only: never in the student's ckpt
     figures = fit(
         cfg, dm, model, model_config, role=str(cfg.role), kd=kd, targets=targets,
         kd_modules=terms,

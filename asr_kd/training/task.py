@@ -24,7 +24,7 @@ wrapped by DDP and not switched to train mode by Lightning.
 Usage:
     kd = KDConfig(alpha=0.5, temperature=2.0)
     task = AsrTask(model, model_config, tokenizer, role="student", optim=OptimConfig(), kd=kd,
-                   targets=CachedTargets(store), kd_modules=build_kd_terms(kd, model, targets))
+                   targets=CachedTargets(store), kd_modules=build_kd_terms(kd, model, TeacherSetup(targets)))
     lightning.Trainer(max_steps=100).fit(task, datamodule=dm)
 """
 

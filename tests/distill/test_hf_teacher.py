@@ -13,13 +13,13 @@ import torch
 
 from asr_kd.config import compose
 from asr_kd.data import prepare
-from asr_kd.data.datamodule import AsrDataModule
+from asr_kd.data.datamodule import AsrDataModule, load_cuts
 from asr_kd.distill.dump import dump_targets
 from asr_kd.distill.hf_teacher import HFTeacher
 from asr_kd.distill.store import SoftTargetStore
 from asr_kd.errors import ConfigError
 from asr_kd.evaluation.run import evaluate
-from asr_kd.models.hf import load_hf
+from asr_kd.models.hf import hf_macs_per_audio_second, load_hf
 from asr_kd.training.run import distill
 from tests.helpers.tiny_runs import tiny_run
 
@@ -113,8 +113,12 @@ def test_distill_cached_and_online_then_evaluate_with_the_teacher_as_a_row(
     )
     row = next(r for r in results["rows"] if r["model"] == "public")
     assert row["mode"] == "full" and row["runtime"] == "torch"  # even with runtime=onnx
-    assert row["params"] > 0 and row["macs_per_audio_s"] > 0 and row["rtf"] > 0
-    assert row["num_utts"] > 0 and 0 <= row["cer"]
+    model = load_hf(hf_teacher).model
+    assert row["params"] == sum(p.numel() for p in model.hf.parameters())
+    assert row["macs_per_audio_s"] == pytest.approx(hf_macs_per_audio_second(model), rel=1e-6)
+    assert row["num_utts"] == len(load_cuts(hf_data_dir, "test"))
+    assert row["frame_shift_ms"] == 20.0 and row["source"] == hf_teacher
+    assert row["rtf"] > 0 and 0 <= row["cer"]
     assert {r["model"] for r in results["rows"]} == {"public", "student_kd"}
 
 
@@ -130,15 +134,25 @@ def test_a_student_tokenizer_that_is_not_the_teachers_is_refused(
     assert not (tmp_path / "s" / "checkpoints").exists()
 
 
-def test_targets_of_another_teacher_are_refused(tmp_path, hf_targets, hf_data_dir, hf_model_dir):
-    other = shutil.copytree(hf_model_dir("wav2vec2_conformer"), tmp_path / "other")
+def test_targets_of_a_teacher_overwritten_in_place_are_refused_by_its_weight_hash(
+    tmp_path, hf_data_dir, hf_model_dir
+):
+    """The same directory with other weights (save_pretrained again) is another teacher: the
+    weight hash alone refuses its old targets (the path and the vocabulary are the same)."""
     from tests.helpers.hf_models import make_wav2vec2_conformer
 
-    make_wav2vec2_conformer(other, seed=1)  # same vocabulary, other weights
-    cfg = tiny_run("distill", hf_data_dir, tmp_path / "s", f"teacher_ckpt=hf:{other}",
-                   f"targets_dir={hf_targets[0]}", "distill.source=cached", "distill.k=4")  # fmt: skip
-    with pytest.raises(ConfigError, match="made by another teacher: checkpoint_sha256.*teacher:"):
+    teacher = shutil.copytree(hf_model_dir("wav2vec2_conformer"), tmp_path / "teacher")
+    store = tmp_path / "targets"
+    dump_targets(compose("dump_targets", [f"teacher_ckpt=hf:{teacher}", f"data.dir={hf_data_dir}",
+                                          "subset=train", f"out_dir={store}", "k=4", "device=cpu",
+                                          "data.num_workers=0"]))  # fmt: skip
+    make_wav2vec2_conformer(teacher, seed=1)  # same vocabulary, other weights, same directory
+    cfg = tiny_run("distill", hf_data_dir, tmp_path / "s", f"teacher_ckpt=hf:{teacher}",
+                   f"targets_dir={store}", "distill.source=cached", "distill.k=4")  # fmt: skip
+    with pytest.raises(ConfigError, match="made by another teacher: checkpoint_sha256") as error:
         distill(cfg)
+    differs = str(error.value).split("made by another teacher: ")[1].split("; ")
+    assert [d.split(":")[0] for d in differs] == ["checkpoint_sha256"]  # the hash, nothing else
 
 
 @pytest.mark.parametrize(
@@ -212,3 +226,23 @@ def test_pseudo_labels_are_the_transformers_teachers_own_decoding(
     run = distill(tiny_run("distill", hf_data_dir, tmp_path / "s", f"teacher_ckpt={hf_teacher}",
                            "distill=none", f"distill.pseudo_labels={out}"))  # fmt: skip
     assert run["pseudo_labels"]["untranscribed_cuts"] == 0  # every train cut has its transcript
+
+
+def test_a_20ms_teacher_is_merged_to_40ms_in_probability_space(prepared_data_dir, hf_model_dir):
+    """k = all, T = 1: student frame j holds the mean of teacher frames 2j and 2j + 1's
+    probabilities (in the student's columns), not the softmax of their mean log-probs."""
+    loaded = load_hf(f"hf:{hf_model_dir('wav2vec2_conformer')}")
+    teacher = HFTeacher(loaded, 4, 40.0, 1.0, k=None)
+    dm = AsrDataModule(prepared_data_dir, num_workers=0)
+    batch = next(iter(dm.dataloader("dev", with_audio=True)))
+    ids, probs, lens, _ = teacher(batch)
+    with torch.no_grad():
+        log_probs, t_lens, _ = loaded.model(batch["audio"], batch["audio_lens"])
+    columns = torch.tensor(loaded.vocab.tokenizer.teacher["ids"])
+    p = log_probs.exp()[..., columns]  # (B, T_t, V) teacher probabilities, student columns
+    assert torch.equal(ids[0, 0], torch.arange(len(columns)))  # k = all: ids in column order
+    for b in range(len(lens)):
+        pairs = min(int(lens[b]), int(t_lens[b]) // 2)
+        assert pairs > 5
+        want = (p[b, 0 : 2 * pairs : 2] + p[b, 1 : 2 * pairs : 2]) / 2
+        torch.testing.assert_close(probs[b, :pairs], want, rtol=1e-5, atol=1e-6)

@@ -233,3 +233,37 @@ def test_a_student_trained_with_projections_exports_and_loads_like_a_plain_one(
     assert set(got) == set(want) and len(got) == 2
     for name in got:
         assert _graph_summary(got[name]) == _graph_summary(want[name])
+
+
+def _layer_outputs(model, batch, index: int) -> torch.Tensor:
+    """(B, T', D) output of ``model.layers[index]`` on ``batch``, caught by a forward hook (not
+    the ``return_hidden`` path the dump and the online teacher read)."""
+    caught = []
+    hook = model.layers[index].register_forward_hook(lambda _m, _i, out: caught.append(out))
+    try:
+        with torch.no_grad():
+            model(batch["feats"], batch["feat_lens"])
+    finally:
+        hook.remove()
+    out = caught[0]
+    return out[0] if isinstance(out, tuple) else out
+
+
+def test_layer_1_of_a_two_layer_teacher_is_its_first_layers_output_dumped_and_online(
+    tmp_path, prepared_data_dir, make_checkpoint, dump_targets_config
+):
+    """``hidden_layers=[1]`` of a 2-layer teacher: the dump stores, and the online teacher gives,
+    the output of the teacher's first Conformer layer, not its last."""
+    ckpt = make_checkpoint(tmp_path / "teacher2.ckpt", False)
+    teacher = load_model(ckpt)
+    assert len(teacher.model.layers) == 2
+    out = tmp_path / "targets"
+    dump_targets(dump_targets_config(prepared_data_dir, ckpt, out, "hidden_layers=[1]"))
+    batch = _first_batch(prepared_data_dir)
+    want, last = (_layer_outputs(teacher.model, batch, i) for i in (0, 1))
+    (stored,) = CachedTargets(SoftTargetStore(out), hidden_layers=[1])(batch).hidden
+    online = OnlineTeacher(teacher.model, temperature=2.0, k=4, hidden_layers=[1])(batch)
+    lens = online.lens
+    assert (_valid(want, lens) - _valid(last, lens)).abs().max() > 0.1  # the layers differ
+    torch.testing.assert_close(_valid(online.hidden[0], lens), _valid(want, lens))
+    torch.testing.assert_close(_valid(stored, lens), _valid(want, lens), rtol=1e-3, atol=1e-3)

@@ -16,7 +16,7 @@ from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.distill.inter_ctc import InterCTCHeads, inter_ctc_loss, resolve_inter_layers
 from asr_kd.distill.losses import KDConfig, distill_loss, soften_teacher
 from asr_kd.distill.store import SoftTargetStore
-from asr_kd.distill.teachers import CachedTargets
+from asr_kd.distill.teachers import CachedTargets, TeacherSetup
 from asr_kd.distill.terms import build_kd_terms
 from asr_kd.errors import ConfigError
 from asr_kd.export.onnx import run as export
@@ -80,7 +80,7 @@ def task_and_batch(tiny, one_thread):
     task = AsrTask(
         student, {"_target_": "asr_kd.models.ConformerCTC"}, Tokenizer.char(), role="student",
         optim=OptimConfig(), kd=kd, targets=targets,
-        kd_modules=build_kd_terms(kd, student, targets),
+        kd_modules=build_kd_terms(kd, student, TeacherSetup(targets)),
     )  # fmt: skip
     task.log_dict = lambda *args, **kwargs: None  # no trainer attached
     return task, batch, (ids, probs, lens)

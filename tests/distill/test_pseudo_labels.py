@@ -50,8 +50,23 @@ def labelled_store(tmp_path_factory, untranscribed_data_dir, label_teacher, dump
     return out, dump_targets(cfg)
 
 
-def _teacher_transcripts(teacher_ckpt, data_dir, subset) -> dict[str, str]:
-    """Cut id -> greedy_ctc decoding of the teacher, one cut at a time (no padding)."""
+def _peak_confidence(log_probs: torch.Tensor) -> float:
+    """The mean, over the tokens greedy CTC emits, of the largest probability in each token's
+    run of argmax frames (0.0 for none): a plain loop over (T', V) log-probs."""
+    probs, ids = log_probs.exp().max(-1)
+    peaks, run_id, run_peak = [], None, 0.0
+    for i, p in zip(ids.tolist() + [None], probs.tolist() + [0.0], strict=True):
+        if i != run_id:
+            if run_id not in (None, 0):
+                peaks.append(run_peak)
+            run_id, run_peak = i, p
+        run_peak = max(run_peak, p)
+    return sum(peaks) / len(peaks) if peaks else 0.0
+
+
+def _teacher_transcripts(teacher_ckpt, data_dir, subset, confidence=False) -> dict:
+    """Cut id -> greedy_ctc decoding of the teacher, one cut at a time (no padding); with
+    ``confidence``, cut id -> (text, :func:`_peak_confidence`)."""
     teacher = load_model(teacher_ckpt)
     dm = AsrDataModule(data_dir, num_workers=0)
     out = {}
@@ -60,6 +75,8 @@ def _teacher_transcripts(teacher_ckpt, data_dir, subset) -> dict[str, str]:
         with torch.no_grad():
             log_probs, lens = teacher.model(feats, torch.tensor([feats.shape[1]]))
         out[cut.id] = dm.tokenizer.decode(greedy_ctc(log_probs, lens)[0])
+        if confidence:
+            out[cut.id] = (out[cut.id], _peak_confidence(log_probs[0, : int(lens[0])]))
     return out
 
 
@@ -69,12 +86,14 @@ def test_the_dump_writes_the_teachers_greedy_transcripts(
     out_dir, summary = labelled_store
     labels = SoftTargetStore(out_dir).pseudo_labels()
     for subset in ("train", "test"):
-        want = _teacher_transcripts(label_teacher, untranscribed_data_dir, subset)
-        assert {c: labels[c]["text"] for c in want} == want
+        want = _teacher_transcripts(label_teacher, untranscribed_data_dir, subset, True)
+        assert {c: labels[c]["text"] for c in want} == {c: text for c, (text, _) in want.items()}
+        for cut_id, (_, confidence) in want.items():  # padded batch vs one cut: float noise
+            assert labels[cut_id]["confidence"] == pytest.approx(confidence, abs=1e-4), cut_id
         assert summary["pseudo_labels"][subset]["cuts"] == len(want)
     assert any(label["text"] for label in labels.values())  # the check above is not all ""
     confidences = [label["confidence"] for label in labels.values()]
-    assert all(0.0 <= c <= 1.0 for c in confidences) and len(set(confidences)) > 1
+    assert len(set(confidences)) > 1
     assert all((lab["num_tokens"] == 0) == (lab["text"] == "") for lab in labels.values())
     index = json.loads((out_dir / "index.json").read_text())
     assert index["pseudo_labels"] == {

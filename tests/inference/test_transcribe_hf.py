@@ -22,4 +22,4 @@ def test_transcribe_with_a_transformers_model(capsys, tiny_corpus_dir, hf_model_
 def test_streaming_with_a_transformers_model_is_refused(capsys, tiny_corpus_dir, hf_model_dir):
     flac = sorted((tiny_corpus_dir / "test").rglob("*.flac"))[0]
     assert main(["--ckpt", f"hf:{hf_model_dir('hubert')}", "--streaming", str(flac)]) == 2
-    assert "full-context transformers model" in capsys.readouterr().err
+    assert "holds a full-context model (streaming=False)" in capsys.readouterr().err

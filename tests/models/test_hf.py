@@ -81,3 +81,96 @@ def test_greedy_transcripts_use_the_student_spelling(hf_model_dir):
     audio, lens = _padded_audio()
     texts = loaded.transcribe(audio, lens)
     assert len(texts) == 3 and all(t == t.upper() for t in texts)
+
+
+_TINY = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+    intermediate_size=64, conv_dim=(8, 8, 8), conv_stride=(5, 8, 8), conv_kernel=(10, 8, 8),
+    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+)  # fmt: skip
+
+
+def _tiny_family(model_type: str):
+    """A tiny random ``AutoModelForCTC`` of ``model_type`` from its default config (the size keys
+    it has set small; a composite config's encoder/audio sub-config likewise), and its extractor.
+    """
+    import transformers
+    from transformers import AutoConfig, AutoModelForCTC
+    from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING_NAMES
+
+    config = AutoConfig.for_model(model_type)
+    sub = next((getattr(config, k) for k in ("encoder_config", "audio_config") if hasattr(config, k)), None)  # fmt: skip
+    if sub is None:
+        config = AutoConfig.for_model(model_type, vocab_size=12, **{
+            k: v for k, v in _TINY.items() if hasattr(config, k)})  # fmt: skip
+    else:
+        for key, value in _TINY.items():
+            if hasattr(sub, key):
+                setattr(sub, key, value)
+        config.vocab_size = 12
+    torch.manual_seed(0)
+    model = AutoModelForCTC.from_config(config).eval()
+    extractor = getattr(transformers, FEATURE_EXTRACTOR_MAPPING_NAMES[model_type])()
+    if model.main_input_name not in extractor.model_input_names:
+        # the auto table names wav2vec2's extractor for wav2vec2-bert, whose checkpoints ship
+        # SeamlessM4T's (the input_features it reads)
+        extractor = transformers.SeamlessM4TFeatureExtractor()
+    return model, extractor
+
+
+def _family_lengths(model, valid_units: torch.Tensor) -> list[int]:
+    """The family's own output-length method (transformers' private one: the reference only)."""
+    for name in ("_get_feat_extract_output_lengths", "_get_subsampling_output_length"):
+        if hasattr(model, name):
+            return getattr(model, name)(valid_units).tolist()
+    raise AssertionError(f"{model.config.model_type}: no length method to compare with")
+
+
+def _families() -> list[str]:
+    pytest.importorskip("transformers")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES
+
+    return sorted(MODEL_FOR_CTC_MAPPING_NAMES)
+
+
+@pytest.mark.parametrize("model_type", _families())
+def test_every_transformers_ctc_family_gives_its_own_posteriors_and_lengths(model_type, one_thread):
+    """Each family built tiny: our log-probs are the model's own ``log_softmax(logits)`` on the
+    padded batch, lengths are the family's own, and the frame shift is measured, not looked up."""
+    from asr_kd.models.hf import HFCTCModel
+
+    model, extractor = _tiny_family(model_type)
+    ours = HFCTCModel(model, extractor)
+    audio, lens = _padded_audio()
+    with torch.no_grad():
+        log_probs, out_lens, _ = ours(audio, lens)
+        inputs, mask = ours.features(audio, lens)
+        ref = model(**inputs).logits.log_softmax(-1)
+    waves = [audio[b, :n].numpy() for b, n in enumerate(lens.tolist())]
+    default = extractor(waves, sampling_rate=16000, padding=True, return_tensors="pt")
+    assert all(torch.equal(inputs[k], default[k]) for k in default) and set(inputs) == set(default)
+    assert log_probs.shape == ref.shape and (log_probs - ref).abs().max().item() <= 1e-5
+    assert out_lens.tolist() == _family_lengths(model, mask.sum(-1))
+    assert out_lens[0] == log_probs.shape[1]  # the longest utterance fills the batch
+    assert ours.frame_shift_ms * 16 * log_probs.shape[1] == pytest.approx(AUDIO_LENS[0], rel=0.1)
+
+
+def test_a_model_whose_lengths_follow_no_convolution_rule_is_refused_naming_it():
+    """Frames growing as the square root of the samples: no fixed frame rate, refused at load."""
+    from types import SimpleNamespace
+
+    from asr_kd.errors import ConfigError
+    from asr_kd.models.hf import measure_lengths
+
+    class Oddity(torch.nn.Module):
+        config = SimpleNamespace(model_type="oddity")
+
+        def forward(self, input_values):
+            return SimpleNamespace(logits=torch.zeros(1, int(input_values.shape[-1] ** 0.5), 3))
+
+    def features(waves):
+        x = torch.as_tensor(waves[0])[None]
+        return {"input_values": x}, torch.ones_like(x)
+
+    with pytest.raises(ConfigError, match="^a oddity model gives 126 then 238 frames"):
+        measure_lengths(Oddity(), features)
