@@ -201,3 +201,13 @@ def test_a_missing_data_dir_or_subset_is_one_line(tmp_path, prepared_data_dir, m
     )  # fmt: skip
     one_error_line(proc, "no prepared subset 'nope'")
     assert not only_hydra_leftovers(run)
+
+
+def test_an_old_spelling_is_one_error_line_naming_the_new_one(in_process, tmp_path):
+    status, out, err = in_process("dump_targets", "teacher_ckpt=t.ckpt", "subset=train")
+    assert status == 2 and out == ""
+    assert err == (
+        "error: subset=train: asr-kd-dump-targets spells 'subset' as 'subsets' now; "
+        "pass subsets=train\n"
+    )
+    assert list(tmp_path.iterdir()) == []

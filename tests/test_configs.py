@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -345,3 +346,27 @@ def test_every_command_runs_in_its_out_dir_from_the_one_shared_setting():
         cfg = _compose(primary, ["out_dir=/runs/x"])
         assert cfg.hydra.run.dir == "/runs/x" and cfg.hydra.job.chdir is False, primary
         assert cfg.hydra.output_subdir == ".hydra"
+
+
+@pytest.mark.parametrize(
+    ("command", "override", "fixed"),
+    [
+        ("evaluate", "checkpoints.teacher=t.ckpt", "ckpt.teacher=t.ckpt"),
+        ("evaluate", "+checkpoints.mine=t.ckpt", "+ckpt.mine=t.ckpt"),
+        ("dump_targets", "subset=[train,extra]", "subsets=[train,extra]"),
+        ("dump_targets", "max_duration=50", "data.max_duration=50"),
+    ],
+)
+def test_an_old_spelling_is_refused_naming_the_new_one(command, override, fixed):
+    """One spelling per idea across commands (asr_kd.config.RENAMED_KEYS); the old one is one
+    error naming the new one, not Hydra's 'not in struct'."""
+    from asr_kd.config import compose as compose_command
+    from asr_kd.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(f"pass {fixed}")):
+        compose_command(command, [override])
+
+
+def test_dump_targets_batch_is_data_max_duration():
+    cfg = _compose("dump_targets", ["teacher_ckpt=t.ckpt"])
+    assert cfg.data.max_duration == 200.0 and "max_duration" not in cfg and "subset" not in cfg

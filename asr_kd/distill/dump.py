@@ -15,8 +15,8 @@ of a damaged store is the same command again, which is what opening one says.
 ``index.json`` (:meth:`SoftTargetStore.verify`), then exits; it needs no ``teacher_ckpt`` and
 dumps nothing. A damaged store raises ``BadFileError`` naming each bad file and the repair.
 
-One store may hold several subsets (``subset=train``, then ``subset=extra``, or
-``subset=[train,extra]``): each shard records its data identity, the subset name and the SHA-256
+One store may hold several subsets (``subsets=train``, then ``subsets=extra``, or
+``subsets=[train,extra]``): each shard records its data identity, the subset name and the SHA-256
 of the decompressed ``cuts_<subset>.jsonl.gz``. Resuming a subset whose cuts file changed since
 (a re-prepared data dir: other features under the same cut ids) is an error, as is resuming into
 a store written before data identities were recorded; another subset appends. Cut ids must be
@@ -31,12 +31,12 @@ subset. The throughput (audio seconds per second) is on the progress bar and in 
 
 Usage:
     asr-kd-dump-targets teacher_ckpt=exp/teacher/checkpoints/last.ckpt data.dir=DATA \\
-        subset=train out_dir=exp/targets k=8 temperature=2.0
-    asr-kd-dump-targets ... subset=[train,extra]    # two subsets, one store
-    asr-kd-dump-targets ... subset=[train,extra] pseudo_labels=true   # + teacher transcripts
+        subsets=train out_dir=exp/targets k=8 temperature=2.0
+    asr-kd-dump-targets ... subsets=[train,extra]    # two subsets, one store
+    asr-kd-dump-targets ... subsets=[train,extra] pseudo_labels=true   # + teacher transcripts
     asr-kd-dump-targets out_dir=exp/targets verify=true   # check every checksum, dump nothing
     asr-kd-dump-targets teacher_ckpt=hf:facebook/wav2vec2-conformer-rope-large-960h-ft \\
-        data.dir=DATA subset=train out_dir=exp/targets_hf device=cuda bf16=true
+        data.dir=DATA subsets=train out_dir=exp/targets_hf device=cuda bf16=true
 
     summary = dump_targets(compose("dump_targets", [...overrides]))
 """
@@ -166,7 +166,7 @@ def _fit_stats(cfg: DictConfig, dm, teacher: _Teacher) -> dict[int, CodecStats]:
     batches = dm.dataloader(
         cfg.hidden_fit_subset,
         shuffle=False,
-        max_duration=cfg.max_duration,
+        max_duration=cfg.data.max_duration,
         with_audio=teacher.needs_audio,
     )
     for batch in tqdm(batches, unit="batch", desc=f"fit {cfg.hidden_compress}"):
@@ -235,7 +235,7 @@ def _resume_state(
         stored = meta.get("data")
         if stored is None:
             raise BadFileError(
-                f"cannot resume subset={data['subset']} into {out_dir}: {where} records no data "
+                f"cannot resume subsets={data['subset']} into {out_dir}: {where} records no data "
                 "identity (written before asr-kd-dump-targets hashed the cuts), so its targets "
                 f"may come from other features under the same cut ids; {redo} (the store "
                 "still reads fine for distillation)"
@@ -310,7 +310,7 @@ def _dump_subset(
     out_dir, subset = Path(cfg.out_dir), data["subset"]
     spec, codec = hidden if hidden is not None else (None, {})
     batches = dm.dataloader(
-        subset, shuffle=False, max_duration=cfg.max_duration, with_audio=teacher.needs_audio
+        subset, shuffle=False, max_duration=cfg.data.max_duration, with_audio=teacher.needs_audio
     )
     first_shard, done, taken = _resume_state(out_dir, fingerprint, data, codec)
     header = {"fingerprint": fingerprint, "data": data}
@@ -351,10 +351,10 @@ def _dump_subset(
 
 
 def _subset_names(subset: str | Sequence[str]) -> list[str]:
-    """``subset=train`` or ``subset=[train,extra]`` -> the names, in order, without repeats."""
+    """``subsets=train`` or ``subsets=[train,extra]`` -> the names, in order, without repeats."""
     names = [str(s) for s in as_list(subset)]
     if not names:
-        raise ConfigError("subset=[] names no subset to dump; expected a name or a list of names")
+        raise ConfigError("subsets=[] names no subset to dump; expected a name or a list of names")
     return names
 
 
@@ -371,7 +371,7 @@ def _hidden_index(spec: HiddenDump, records: dict, dim: int) -> dict:
 
 
 def dump_targets(cfg: DictConfig) -> dict:
-    """Dump the teacher's soft targets for ``cfg.subset`` (a name or a list) into ``cfg.out_dir``
+    """Dump the teacher's soft targets for ``cfg.subsets`` (a name or a list) into ``cfg.out_dir``
     (with ``cfg.hidden_layers``, also those teacher layers, coded per ``cfg.hidden_compress``);
     return the summary of the whole store."""
     out_dir = Path(cfg.out_dir)
@@ -386,7 +386,7 @@ def dump_targets(cfg: DictConfig) -> dict:
     dm = build_datamodule(cfg.data)
     teacher.teacher.check_vocab(dm.tokenizer, f"{cfg.data.dir}/lang")
     # Every subset's identity first: a missing or re-prepared one fails now, not after hours.
-    identities = [data_identity(Path(cfg.data.dir), s) for s in _subset_names(cfg.subset)]
+    identities = [data_identity(Path(cfg.data.dir), s) for s in _subset_names(cfg.subsets)]
     removed = _drop_unreadable_markers(out_dir) if out_dir.is_dir() else []
     for data, _ in identities:
         _resume_state(out_dir, fingerprint, data)  # the codec is checked per subset below

@@ -113,7 +113,7 @@ def source_prefix(source: str) -> str:
 
 def load_model(source: str | os.PathLike) -> Any:
     """The model a source string names (:data:`MODEL_SOURCES`), on the CPU, in eval mode: an
-    asr_kd checkpoint's :class:`LoadedModel`, or ``hf:...``'s :class:`~asr_kd.models.hf.HFLoaded`."""
+    asr_kd checkpoint's :class:`LoadedModel`, or the loaded transformers model of ``hf:...``."""
     return MODEL_SOURCES[source_prefix(str(source))].load(str(source))
 
 

@@ -139,7 +139,7 @@ if in_range 3; then
   reset_if_newer "$EXP/targets" "$TEACHER_SOURCE"  # a retrained teacher: dump again
   for subset in $TRAIN_SUBSETS; do
     run_stage 3 dump "$EXP/targets/.done-$subset" asr-kd-dump-targets \
-      teacher_ckpt="$TEACHER_SOURCE" data.dir="$data" subset="$subset" \
+      teacher_ckpt="$TEACHER_SOURCE" data.dir="$data" subsets="$subset" \
       out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE"
   done
 fi

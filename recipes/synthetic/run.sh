@@ -133,7 +133,7 @@ if in_range 3; then
   log "Stage 3: dump the teacher's top-$TOPK soft targets at T=$TEMPERATURE"
   reset_if_newer "$EXP/targets" "$(ckpt_of teacher)"  # a retrained teacher: dump again
   run_stage 3 dump "$EXP/targets/.done" asr-kd-dump-targets teacher_ckpt="$(ckpt_of teacher)" \
-    data.dir="$data" subset=train out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE" \
+    data.dir="$data" subsets=train out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE" \
     ${HIDDEN_LAYERS:+"hidden_layers=$HIDDEN_LAYERS" hidden_compress="$HIDDEN_COMPRESS"}
 fi
 

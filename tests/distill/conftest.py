@@ -39,7 +39,7 @@ def dump_config(data_dir, teacher_ckpt, out_dir, *overrides: str):
             f"teacher_ckpt={teacher_ckpt}",
             f"data.dir={data_dir}",
             f"out_dir={out_dir}",
-            "subset=train",
+            "subsets=train",
             "k=4",
             "temperature=2.0",
             "shard_frames=100",

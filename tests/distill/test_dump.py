@@ -90,7 +90,7 @@ def test_a_second_subset_appends_and_both_are_readable(
 ):
     train = SoftTargetStore(targets_dir)
     out = _copy(targets_dir, tmp_path / "targets")
-    summary = dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subset=dev"))
+    summary = dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subsets=dev"))
     dev_lines = _cuts_lines(prepared_data_dir, "dev")
     assert summary["resumed_cuts"] == 0  # another subset: nothing of it was in the store
     store = SoftTargetStore(out)
@@ -108,12 +108,12 @@ def test_a_second_subset_appends_and_both_are_readable(
         assert subsets[name]["num_cuts"] == len(lines)
         assert subsets[name]["data_dir"] == str(prepared_data_dir)
     assert sum(s["num_frames"] for s in subsets.values()) == store.info["num_frames"]
-    # subset=[train,dev] at once makes the same store; into the appended one it resumes it all
+    # subsets=[train,dev] at once makes the same store; into the appended one it resumes it all
     both = tmp_path / "both"
-    dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, both, "subset=[train,dev]"))
+    dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, both, "subsets=[train,dev]"))
     assert SoftTargetStore(both).info["subsets"] == subsets
     again = dump_targets(
-        dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subset=[train,dev]")
+        dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subsets=[train,dev]")
     )
     assert again["resumed_cuts"] == len(store)
 
@@ -125,7 +125,7 @@ def test_a_cut_id_already_stored_by_another_subset_is_refused(
     _write_cuts(data, "extra", _cuts_lines(data, "train"))  # same cut ids, another name
     out = _copy(targets_dir, tmp_path / "targets")
     with pytest.raises(ValueError, match="already has soft targets from subset 'train'"):
-        dump_targets(dump_targets_config(data, teacher_ckpt, out, "subset=extra"))
+        dump_targets(dump_targets_config(data, teacher_ckpt, out, "subsets=extra"))
 
 
 def test_a_store_without_data_identity_is_not_resumed(
@@ -140,7 +140,7 @@ def test_a_store_without_data_identity_is_not_resumed(
     with pytest.raises(BadFileError, match="predate recorded file sizes"):
         SoftTargetStore(out)
     with pytest.raises(ValueError, match="records no data identity") as err:
-        dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subset=dev"))
+        dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subsets=dev"))
     assert f"delete {out}" in str(err.value)
 
 
@@ -148,7 +148,7 @@ def test_a_missing_subset_in_a_list_fails_before_any_dump(
     tmp_path, teacher_ckpt, prepared_data_dir, dump_targets_config
 ):
     out = tmp_path / "targets"
-    cfg = dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subset=[dev,nosuch]")
+    cfg = dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subsets=[dev,nosuch]")
     with pytest.raises(FileNotFoundError, match="nosuch"):
         dump_targets(cfg)
     assert not list(out.glob("shard_*"))  # dev was not dumped first

@@ -47,7 +47,7 @@ def hf_targets(tmp_path_factory, hf_data_dir, hf_teacher) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("hf_targets")
     cfg = compose(
         "dump_targets",
-        [f"teacher_ckpt={hf_teacher}", f"data.dir={hf_data_dir}", "subset=train", f"out_dir={out}"]
+        [f"teacher_ckpt={hf_teacher}", f"data.dir={hf_data_dir}", "subsets=train", f"out_dir={out}"]
         + ["data.num_workers=0", "k=4", "device=cpu"],
     )
     return out, dump_targets(cfg)
@@ -144,7 +144,7 @@ def test_targets_of_a_teacher_overwritten_in_place_are_refused_by_its_weight_has
     teacher = shutil.copytree(hf_model_dir("wav2vec2_conformer"), tmp_path / "teacher")
     store = tmp_path / "targets"
     dump_targets(compose("dump_targets", [f"teacher_ckpt=hf:{teacher}", f"data.dir={hf_data_dir}",
-                                          "subset=train", f"out_dir={store}", "k=4", "device=cpu",
+                                          "subsets=train", f"out_dir={store}", "k=4", "device=cpu",
                                           "data.num_workers=0"]))  # fmt: skip
     make_wav2vec2_conformer(teacher, seed=1)  # same vocabulary, other weights, same directory
     cfg = tiny_run("distill", hf_data_dir, tmp_path / "s", f"teacher_ckpt=hf:{teacher}",
@@ -179,7 +179,7 @@ def test_hidden_state_kd_from_a_transformers_teacher_cached_and_online(
     converted to the student's rate) and read back, or run online; the projection maps the
     student's width to the teacher's (hidden_size 32)."""
     store_dir = tmp_path / "targets"
-    dump = [f"teacher_ckpt={hf_teacher}", f"data.dir={hf_data_dir}", "subset=train",
+    dump = [f"teacher_ckpt={hf_teacher}", f"data.dir={hf_data_dir}", "subsets=train",
             f"out_dir={store_dir}", "data.num_workers=0", "k=4", "device=cpu",
             "hidden_layers=[2]", "hidden_compress=int8"]  # fmt: skip
     summary = dump_targets(compose("dump_targets", dump))
@@ -208,7 +208,7 @@ def test_pseudo_labels_are_the_transformers_teachers_own_decoding(
     out = tmp_path / "labels"
     cfg = compose(
         "dump_targets",
-        [f"teacher_ckpt={hf_teacher}", f"data.dir={hf_data_dir}", "subset=train", f"out_dir={out}"]
+        [f"teacher_ckpt={hf_teacher}", f"data.dir={hf_data_dir}", "subsets=train", f"out_dir={out}"]
         + ["data.num_workers=0", "k=4", "device=cpu", "pseudo_labels=true"],
     )
     summary = dump_targets(cfg)

@@ -19,7 +19,7 @@ from asr_kd.models.decode import greedy_ctc
 from asr_kd.models.loading import load_model
 from asr_kd.training.run import distill
 
-SUBSETS = "subset=[train,test]"
+SUBSETS = "subsets=[train,test]"
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_a_resume_with_labels_relabels_shards_dumped_without_them(
     assert "pseudo_labels" not in plain and SoftTargetStore(out_dir).pseudo_labels() == {}
     labelled = dump_targets(
         dump_targets_config(
-            untranscribed_data_dir, label_teacher, out_dir, "subset=test", "pseudo_labels=true"
+            untranscribed_data_dir, label_teacher, out_dir, "subsets=test", "pseudo_labels=true"
         )
     )
     assert labelled["resumed_cuts"] == 0 and labelled["removed_shards"]  # test's, dumped again
@@ -214,7 +214,7 @@ def test_untranscribed_cuts_without_labels_are_an_error_naming_the_dump(
 ):
     out_dir = tmp_path / "store"
     cfg = dump_targets_config(
-        untranscribed_data_dir, label_teacher, out_dir, "subset=train", "pseudo_labels=true"
+        untranscribed_data_dir, label_teacher, out_dir, "subsets=train", "pseudo_labels=true"
     )
     dump_targets(cfg)
     tokenizer = AsrDataModule(untranscribed_data_dir, num_workers=0).tokenizer

@@ -123,7 +123,7 @@ def redump_hint(
     index: dict | None = None,
     pseudo_labels: bool | None = None,
 ) -> str:
-    """``re-run asr-kd-dump-targets teacher_ckpt=... data.dir=... subset=... out_dir=... k=...
+    """``re-run asr-kd-dump-targets teacher_ckpt=... data.dir=... subsets=... out_dir=... k=...
     temperature=... [pseudo_labels=true] (fixes)``: the resumed dump that repairs the store, with
     the settings recorded in its ``index`` (None: read from ``index.json``), else in its saved
     ``config.yaml``; generic words for what neither has. ``pseudo_labels`` None: as the store
@@ -135,7 +135,8 @@ def redump_hint(
     saved = _saved_dump_config(targets_dir)
     fingerprint = index.get("fingerprint") or {}
     names = sorted(set(subsets)) or list(index.get("subsets") or [])
-    names = names or [str(s) for s in as_list(saved.get("subset")) if s is not None]
+    saved_subsets = saved.get("subsets", saved.get("subset"))  # a config saved before the rename
+    names = names or [str(s) for s in as_list(saved_subsets) if s is not None]
     known = index.get("subsets") or {}
     saved_dir = (saved.get("data") or {}).get("dir") or index.get("data_dir")
     by_dir: dict[str, list[str]] = {}
@@ -148,12 +149,12 @@ def redump_hint(
     }
     if not by_dir or None in by_dir or None in settings.values() or "???" in settings.values():
         return (
-            f"re-run asr-kd-dump-targets with the dump's teacher_ckpt, data.dir, subset, k and "
+            f"re-run asr-kd-dump-targets with the dump's teacher_ckpt, data.dir, subsets, k and "
             f"temperature and out_dir={targets_dir}{labels} ({fixes})"
         )
     commands = [
         f"asr-kd-dump-targets teacher_ckpt={settings['teacher_ckpt']} data.dir={data_dir} "
-        f"subset={group[0] if len(group) == 1 else '[' + ','.join(group) + ']'} "
+        f"subsets={group[0] if len(group) == 1 else '[' + ','.join(group) + ']'} "
         f"out_dir={targets_dir} k={settings['k']} temperature={settings['temperature']}"
         f"{_hidden_words(fingerprint)}{labels}"
         for data_dir, group in by_dir.items()

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from asr_kd.data.teacher_vocab import is_hf_source
 from asr_kd.evaluation.backends.base import Backend
 from asr_kd.evaluation.rows import ResultRow
 from asr_kd.inference.timing import audio_utterances, decode_full_batched, decode_one_at_a_time
-from asr_kd.models.hf import HFLoaded, hf_macs_per_audio_second
+from asr_kd.models.hf import hf_macs_per_audio_second
+from asr_kd.models.loading import source_prefix
 from asr_kd.models.profile import count_params, model_size_mb
 
 __all__ = ["TransformersBackend"]
@@ -31,15 +31,16 @@ class TransformersBackend(Backend):
 
     @classmethod
     def reads_source(cls, source: str) -> bool:
-        return is_hf_source(source)
+        return source_prefix(source) == "hf:"
 
     def runs(self, loaded) -> bool:
-        return isinstance(loaded, HFLoaded)
+        """A model that reads audio (a transformers model's own feature extractor), not fbank."""
+        return bool(getattr(loaded.model, "reads_audio", False))
 
-    def rows(self, name: str, loaded: HFLoaded, subset: str) -> list[ResultRow]:
+    def rows(self, name: str, loaded, subset: str) -> list[ResultRow]:
         return [self._full_row(name, loaded, subset)] if self.settings.full_context else []
 
-    def _full_row(self, name: str, loaded: HFLoaded, subset: str) -> ResultRow:
+    def _full_row(self, name: str, loaded, subset: str) -> ResultRow:
         settings = self.settings
         batched = decode_full_batched(
             loaded, self.corpus.batches(subset, with_audio=True), settings.device, f"{name} full"

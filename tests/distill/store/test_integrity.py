@@ -62,7 +62,7 @@ def test_a_truncated_shard_is_named_on_open_with_the_repair(
     assert f"shard_00000.probs.npy is 100 bytes, index.json says {size}; " in message
     repair = (
         f"re-run asr-kd-dump-targets teacher_ckpt={teacher_ckpt} data.dir={prepared_data_dir} "
-        f"subset=train out_dir={out} k=4 temperature=2.0 (it recomputes damaged shards)"
+        f"subsets=train out_dir={out} k=4 temperature=2.0 (it recomputes damaged shards)"
     )
     assert message.endswith(repair)
     # an index from before teacher_ckpt was recorded: the dump's saved config.yaml names it
@@ -184,7 +184,7 @@ def test_a_store_from_before_sizes_is_refused_with_the_dump_that_re_dumps_it(
     assert str(err.value) == (
         f"soft targets in {out} predate recorded file sizes (index.json records none for its "
         "shards), so they cannot be checked; re-run asr-kd-dump-targets "
-        f"teacher_ckpt={teacher_ckpt} data.dir={prepared_data_dir} subset=train out_dir={out} "
+        f"teacher_ckpt={teacher_ckpt} data.dir={prepared_data_dir} subsets=train out_dir={out} "
         "k=4 temperature=2.0 (it re-dumps the shards written before sizes were recorded)"
     )
     with pytest.raises(BadFileError, match="predate recorded file sizes"):

@@ -86,7 +86,7 @@ def test_an_unreadable_marker_commits_nothing_and_is_named(hand_store):
         committed_shards(out)
     assert str(err.value) == (
         f"soft targets in {out} are damaged: shard_00001.json is not a shard marker (truncated?); "
-        f"re-run asr-kd-dump-targets teacher_ckpt=T.ckpt data.dir=DATA subset=train out_dir={out} "
+        f"re-run asr-kd-dump-targets teacher_ckpt=T.ckpt data.dir=DATA subsets=train out_dir={out} "
         "k=3 temperature=2.0 hidden_layers=[2] hidden_compress=int8 (it recomputes the cuts of "
         "unreadable shards)"
     )
