@@ -135,7 +135,7 @@ def test_a_refused_run_removes_only_a_run_dir_it_made(in_process, tmp_path):
     run = tmp_path / "run"
     args = ("evaluate", "data.dir=somewhere", f"out_dir={run}")  # no checkpoints given
     status, _, err = in_process(*args)
-    assert status == 2 and err.startswith("error: no checkpoints to evaluate: pass checkpoints.")
+    assert status == 2 and err.startswith("error: no checkpoints to evaluate: pass ckpt.")
     assert not run.exists()
     run.mkdir()
     (run / "notes.txt").write_text("mine")

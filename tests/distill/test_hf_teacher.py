@@ -216,7 +216,7 @@ def test_pseudo_labels_are_the_transformers_teachers_own_decoding(
     loaded = load_hf(hf_teacher)
     dm = AsrDataModule(hf_data_dir, num_workers=0)
     want = {}
-    for batch in dm.dataloader("train", max_duration=cfg.max_duration, with_audio=True):
+    for batch in dm.dataloader("train", max_duration=cfg.data.max_duration, with_audio=True):
         with torch.inference_mode():
             log_probs, lens, _ = loaded.model(batch["audio"], batch["audio_lens"])
         want.update(zip(batch["cut_ids"], loaded.decode_ids(log_probs, lens), strict=True))

@@ -14,7 +14,7 @@ from asr_kd.evaluation.rows import ResultRow
 from asr_kd.evaluation.run import evaluate
 from asr_kd.evaluation.settings import EvalSettings
 from asr_kd.inference.timing import Decoded
-from asr_kd.models.hf import HFLoaded
+from asr_kd.models.hf import HFCTCModel, HFLoaded
 from asr_kd.models.loading import LoadedModel
 
 # The fields of a full-context torch row that do not come from decoding.
@@ -27,7 +27,8 @@ def test_one_backend_per_runtime_in_the_table():
     assert set(BACKENDS) == {"torch", "onnx", "sherpa-onnx", "transformers"}
     settings = EvalSettings.from_config(compose("evaluate", ["data.dir=x", "ckpt.teacher=t.ckpt"]))
     ours = LoadedModel(None, Tokenizer.char(), {}, "student", Path("<s>"))
-    theirs = HFLoaded.__new__(HFLoaded)  # what load_model gives for hf:...
+    theirs = HFLoaded.__new__(HFLoaded)  # what load_model gives for hf:...: a model of audio
+    object.__setattr__(theirs, "model", HFCTCModel.__new__(HFCTCModel))
     for name, kind in BACKENDS.items():
         assert issubclass(kind, Backend) and kind.name == name
         backend = kind(settings, corpus=None)

@@ -137,7 +137,7 @@ def test_report_files_are_written_and_parseable(evaluated):
     assert "| student_kd | stream-320ms |" in md and "| teacher | full |" in md
     for png in ("wer_vs_latency.png", "wer_vs_macs.png"):
         assert open(f"{out}/{png}", "rb").read(4) == b"\x89PNG"
-    assert "checkpoints" in open(f"{out}/config.yaml").read()
+    assert "ckpt:" in open(f"{out}/config.yaml").read()
 
 
 def test_row_figures_are_those_of_its_hypotheses_file(evaluated):
