@@ -7,7 +7,7 @@ calling the library function ``train(cfg)``:
   override that does not parse, a ``???`` key left unset): until the run starts the wrapper sets
   Hydra's documented ``HYDRA_FULL_ERROR=1``, so Hydra raises them instead of printing several
   lines and exiting 1; each becomes one ``error:`` line naming the override and pointing at
-  ``--help``. Hydra composes the config once, as before: no added start-up cost.
+  ``--help``. Hydra composes the config once: no added start-up cost.
 - **Checked as the run starts** (:func:`check_config`): every ``???`` key is set, and a plain
   ``key=value`` override has the default's kind (``optim.lr=abc`` where the default is a number).
 - **User errors of the run** (:class:`asr_kd.errors.UserError`) are one line too. Any other

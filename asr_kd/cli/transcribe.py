@@ -45,7 +45,12 @@ from pathlib import Path
 import torch
 
 from asr_kd.errors import UserError
-from asr_kd.inference.transcribe import DEFAULT_CHUNK_MS, onnx_decode, torch_decode, transcribe_file
+from asr_kd.inference.transcribe import (
+    DEFAULT_CHUNK_MS,
+    TranscribeOptions,
+    open_decoder,
+    transcribe_file,
+)
 
 __all__ = ["main"]
 
@@ -101,11 +106,18 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _options(args: argparse.Namespace) -> TranscribeOptions:
+    return TranscribeOptions(
+        ckpt=args.ckpt, onnx=args.onnx, streaming=args.streaming, chunk_ms=args.chunk_ms,
+        left_chunks=args.left_chunks, threads=args.threads,
+    )  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        decoder = onnx_decode(args) if args.onnx is not None else torch_decode(args)
+        decoder = open_decoder(_options(args))
     except UserError as err:  # the model cannot be used as asked: before any file is read
         print(f"error: {err}", file=sys.stderr)
         return 2

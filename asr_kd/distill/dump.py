@@ -405,7 +405,7 @@ def dump_targets(cfg: DictConfig) -> dict:
             cfg, dm, teacher, fingerprint, data, total, hidden
         )
         resumed += cuts_resumed
-        # "subset"/"data_dir" name the latest dump (as before); "subsets" lists every one
+        # "subset"/"data_dir" name the latest dump; "subsets" lists every one
         extra.update(subset=subset, data_dir=str(cfg.data.dir), vocab_size=vocab)
         extra["teacher_ckpt"] = str(cfg.teacher_ckpt)  # for the repair command of a damaged store
         index = write_index(out_dir, fingerprint, extra)

@@ -182,14 +182,9 @@ class TransformersTeacher:
         return float(student_shift_ms)  # converted to the student's rate
 
     def check_vocab(self, tokenizer: Tokenizer, where: str) -> None:
-        mine = self.tokenizer
-        require_same_tokenizer(mine, tokenizer, lambda: (
-            f"teacher {self.source} vocab {self.loaded.model.vocab_size} ({mine.vocab_size} "
-            f"student ids, tokenizer {mine.fingerprint}) does not match the student's "
-            f"{tokenizer.kind} tokenizer {tokenizer.fingerprint} (vocab {tokenizer.vocab_size}) "
-            f"in {where}; expected the tokenizer built from the teacher: prepare the data with "
-            f"asr-kd-prepare tokenizer=from_teacher tokenizer.teacher={self.source}"
-        ))  # fmt: skip
+        fix = "the tokenizer built from the teacher: prepare the data with asr-kd-prepare "
+        fix += f"tokenizer=from_teacher tokenizer.teacher={self.source}"
+        require_same_tokenizer(self.source, self.tokenizer, tokenizer, where, fix)
 
     def check_frame_rate(self, student_shift_ms: float) -> None:
         plan_conversion(self.frame_shift_ms, student_shift_ms)  # or ConfigError naming both

@@ -34,8 +34,17 @@ class TeacherOutput(NamedTuple):
 TeacherTargets = Callable[[dict], TeacherOutput]
 
 
-def require_same_tokenizer(teacher_tokenizer, student_tokenizer, message: Callable[[], str]):
-    """``ConfigError(message())`` unless the two tokenizers have the same fingerprint (each
-    teacher source words the mismatch and its fix its own way)."""
-    if teacher_tokenizer.fingerprint != student_tokenizer.fingerprint:
-        raise ConfigError(message())
+def require_same_tokenizer(
+    source: str, teacher_tokenizer, student_tokenizer, where: str, fix: str
+) -> None:
+    """A ``ConfigError`` naming both tokenizers and ``fix`` unless the teacher's (from
+    ``source``) and the student's (in ``where``) have the same fingerprint; each teacher source
+    says its own fix."""
+    mine, theirs = teacher_tokenizer, student_tokenizer
+    if mine.fingerprint != theirs.fingerprint:
+        raise ConfigError(
+            f"teacher vocab {mine.vocab_size} != student vocab {theirs.vocab_size} or another "
+            f"tokenizer: teacher {source} ({mine.kind} tokenizer {mine.fingerprint}) does not "
+            f"match the student's {theirs.kind} tokenizer {theirs.fingerprint} in {where}; "
+            f"expected {fix}"
+        )

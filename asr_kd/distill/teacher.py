@@ -185,14 +185,9 @@ class CheckpointTeacher:
         return self.frame_shift_ms  # its own: a student of another rate is refused when distilling
 
     def check_vocab(self, tokenizer: Tokenizer, where: str) -> None:
-        mine = self.tokenizer
-        require_same_tokenizer(mine, tokenizer, lambda: (
-            f"teacher vocab {mine.vocab_size} != student vocab {tokenizer.vocab_size} or "
-            f"another tokenizer (teacher {mine.kind} tokenizer {mine.fingerprint} in "
-            f"{self.source} vs student {tokenizer.kind} tokenizer {tokenizer.fingerprint} in "
-            f"{where}); expected identical tokenizers: give a teacher trained on this data "
-            "dir (or on one prepared with the same tokenizer), or set data.dir to the teacher's"
-        ))  # fmt: skip
+        fix = "identical tokenizers: give a teacher trained on this data dir (or on one prepared "
+        fix += "with the same tokenizer), or set data.dir to the teacher's"
+        require_same_tokenizer(self.source, self.tokenizer, tokenizer, where, fix)
 
     def check_frame_rate(self, student_shift_ms: float) -> None:
         mine, theirs = self.model.subsampling_factor, round(student_shift_ms / 10.0)

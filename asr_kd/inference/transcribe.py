@@ -11,14 +11,14 @@ command prints them as one ``error:`` line and exits with status 2).
 own feature extractor on the 16 kHz samples).
 
 Usage:
-    decoder = torch_decode(args)          # or onnx_decode(args); args as asr-kd-transcribe's
+    decoder = open_decoder(TranscribeOptions(onnx=Path("exp/onnx/student_kd"), streaming=True))
     text = transcribe_file(decoder, Path("speech.wav"))
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,7 +35,9 @@ __all__ = [
     "DEFAULT_CHUNK_MS",
     "AudioDecoder",
     "Refused",
+    "TranscribeOptions",
     "onnx_decode",
+    "open_decoder",
     "torch_decode",
     "transcribe_file",
 ]
@@ -75,7 +77,24 @@ class AudioDecoder(Decoder):
         return self.loaded.transcribe(samples[None], torch.tensor([samples.shape[0]]))[0]
 
 
-def torch_decode(args: argparse.Namespace) -> Decoder:
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """What to decode with: ``asr-kd-transcribe``'s options (its ``--help`` says each)."""
+
+    ckpt: Path | str | None = None  # an asr_kd checkpoint or hf:<dir|hub id>[@revision]
+    onnx: Path | None = None  # full.onnx, a step graph or an export directory
+    streaming: bool = False
+    chunk_ms: int | None = None  # None: DEFAULT_CHUNK_MS (torch), the graph's own (onnx)
+    left_chunks: int | None = None  # None: the model's default
+    threads: int = 1
+
+
+def open_decoder(options: TranscribeOptions) -> Decoder:
+    """The decoder ``options`` ask for: ONNX Runtime with ``onnx``, else torch."""
+    return onnx_decode(options) if options.onnx is not None else torch_decode(options)
+
+
+def torch_decode(args: TranscribeOptions) -> Decoder:
     """``--ckpt``: offline, or ``--streaming`` in ``--chunk-ms`` chunks (default 320) with
     ``--left-chunks`` of attention context (default: the model's own). A model that reads audio
     (``--ckpt hf:...``, a transformers CTC model) decodes offline only."""
@@ -195,7 +214,7 @@ def _check_left_chunks(path: Path, meta: dict, left_chunks: int | None) -> None:
         )
 
 
-def onnx_decode(args: argparse.Namespace) -> Decoder:
+def onnx_decode(args: TranscribeOptions) -> Decoder:
     """``--onnx``: ``full.onnx`` offline, or ``--streaming`` with a step graph (its chunk and left
     context), ONNX Runtime on ``--threads`` threads; one session for every file."""
     if not args.streaming:

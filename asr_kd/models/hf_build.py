@@ -76,7 +76,7 @@ def _torch_default_init(model) -> None:
     Conformer gets. transformers' ``normal(0, initializer_range=0.02)`` suits fine-tuning, not
     training from scratch: a hf_parakeet_small with it stayed on the blank plateau (train CTC
     1.6-1.8 after 570 updates, dev WER 100 % at 500) where teacher_small, same data and
-    schedule, was at 0.67 and 68 % (measured 2026-12-01 on the demo corpus)."""
+    schedule, was at 0.67 and 68 % (docs/teachers.md)."""
     from torch import nn
 
     for module in model.modules():

@@ -385,17 +385,16 @@ def test_evaluate_and_transcribe_give_the_same_text_through_the_factory(
 ):
     """The hypotheses asr-kd-evaluate wrote are what asr-kd-transcribe's decoder makes of the
     same utterances, same checkpoint (torch) or same export directory (onnx)."""
-    from argparse import Namespace
     from pathlib import Path
 
     from asr_kd.data.datamodule import AsrDataModule
     from asr_kd.inference.timing import utterances
-    from asr_kd.inference.transcribe import onnx_decode, torch_decode
+    from asr_kd.inference.transcribe import TranscribeOptions, open_decoder
 
     cfg = evaluated[0] if runtime == "onnx" else evaluated_torch[0]
     hyps = _read_hyps(f"{cfg.out_dir}/hyps/student_kd.test.{mode}.tsv")
     streaming = mode != "full"
-    args = Namespace(
+    options = TranscribeOptions(
         ckpt=Path(cfg.ckpt.student_kd) if runtime == "torch" else None,
         onnx=Path(cfg.out_dir) / "onnx" / "student_kd" if runtime == "onnx" else None,
         streaming=streaming,
@@ -403,7 +402,7 @@ def test_evaluate_and_transcribe_give_the_same_text_through_the_factory(
         left_chunks=None,
         threads=1,
     )
-    decoder = torch_decode(args) if runtime == "torch" else onnx_decode(args)
+    decoder = open_decoder(options)
     assert (decoder.runtime, decoder.streaming) == (runtime, streaming)
     batches = AsrDataModule(prepared_data_dir, num_workers=0).dataloader("test", shuffle=False)
     texts = {utt.cut_id: decoder(utt.feats) for utt in utterances(batches)}

@@ -1,4 +1,4 @@
-"""ONNX export and the ONNX Runtime runners: the same log-probs and text as torch."""
+"""ONNX export (asr_kd.export.onnx): graphs checked against torch, the same log-probs and text."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import torch
 
 from asr_kd.config import compose
 from asr_kd.data.tokenizer import Tokenizer
-from asr_kd.errors import BadFileError
 from asr_kd.evaluation.run import evaluate
 from asr_kd.export.onnx import export_checkpoint, export_full, export_step, run
 from asr_kd.inference.decoders import StreamingGreedyDecoder
@@ -25,47 +24,23 @@ from asr_kd.inference.onnx import (
 )
 from asr_kd.models.decode import greedy_ctc
 from asr_kd.models.loading import LoadedModel
-from asr_kd.models.streaming import StepSpec
+from tests.helpers.onnx_graphs import random_feats, tiny_loaded, torch_stream
 from tests.helpers.tiny_runs import evaluate_overrides
-
-
-def _loaded(tiny, streaming: bool) -> LoadedModel:
-    """A tiny random model, char vocabulary; the full-context one with BatchNorm statistics."""
-    model = tiny(
-        streaming,
-        vocab_size=29,
-        default_left_chunks=2 if streaming else -1,
-        conv_norm="layer_norm" if streaming else "batch_norm",
-    )
-    for layer in model.layers:
-        if layer.conv.batch_norm:
-            layer.conv.norm_dw.running_mean.normal_()
-            layer.conv.norm_dw.running_var.uniform_(0.5, 2.0)
-            layer.conv.norm_dw.weight.data.normal_()
-    name = "student" if streaming else "teacher"
-    return LoadedModel(model, Tokenizer.char(), {}, name, Path(f"<tiny {name}>"))
-
-
-def _feats(loaded: LoadedModel, frames: int, seed: int = 1) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    model = loaded.model
-    return model.cmvn_mean + model.cmvn_std * torch.randn(frames, 80, generator=gen)
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
 def student(tiny) -> LoadedModel:
-    return _loaded(tiny, streaming=True)
+    return tiny_loaded(tiny, streaming=True)
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["batch_norm_teacher", "student"])
 def test_full_graph_matches_torch_forward(tmp_path, tiny, streaming):
-    loaded = _loaded(tiny, streaming)
+    loaded = tiny_loaded(tiny, streaming)
     runner = OnnxCTC(export_full(loaded, tmp_path / "full.onnx"))
     for frames in (203, 61, 4):  # dynamic length, down to one encoder frame
-        feats = _feats(loaded, frames)
+        feats = random_feats(loaded, frames)
         with torch.inference_mode():
             ref, lens = loaded.model(feats[None], torch.tensor([frames]))
         got = runner.log_probs(feats.numpy())
@@ -74,18 +49,6 @@ def test_full_graph_matches_torch_forward(tmp_path, tiny, streaming):
         text = loaded.tokenizer.decode(greedy_ctc(ref, lens)[0])
         assert runner.transcribe(feats) == text
     assert runner.log_probs(np.zeros((3, 80), np.float32)).shape == (0, 29)
-
-
-def _torch_stream(loaded, feats, pieces, chunk_size, left_chunks):
-    model = loaded.model
-    state = model.init_state(1, chunk_size, left_chunks)
-    out, start = [], 0
-    for n in pieces:
-        lp, state = model.forward_chunk(feats[None, start : start + n], state)
-        out.append(lp[0])
-        start += n
-    out.append(model.flush(state)[0][0])
-    return torch.cat(out).numpy()
 
 
 @pytest.mark.parametrize("left_chunks", [1, 4])
@@ -100,9 +63,9 @@ def test_streaming_graph_matches_forward_chunk_and_flush(
     # attention cache fills and slides; odd pieces cut chunks and subsampling windows anywhere.
     # No reset between utterances: flush() ends one and must leave the runner fresh.
     for frames, piece in ((13, 5), (403, 37), (97, 3), (250, 250)):
-        feats = _feats(student, frames, seed=frames + piece)
+        feats = random_feats(student, frames, seed=frames + piece)
         pieces = [min(piece, frames - s) for s in range(0, frames, piece)]
-        ref = _torch_stream(student, feats, pieces, chunk_size, left_chunks)
+        ref = torch_stream(student, feats, pieces, chunk_size, left_chunks)
         got = [runner.accept(feats[s : s + piece].numpy()) for s in range(0, frames, piece)]
         got = np.concatenate([*got, runner.flush()])
         assert got.shape == ref.shape == (frames // 4, 29)
@@ -117,67 +80,11 @@ def test_streaming_graph_matches_forward_chunk_and_flush(
         assert decoder.finalize() == torch_decoder.finalize()
 
 
-def test_runner_rebuilds_the_models_step_spec_and_binds_caches_by_it(tmp_path, tiny):
-    """3 layers, 4 heads, K 7: the graph's inputs and outputs are the spec's, in order, and the
-    runner, binding each cache to its source by the spec, streams like torch."""
-    model = tiny(num_layers=3, num_heads=4, conv_kernel_size=7, vocab_size=29)
-    loaded = LoadedModel(model, Tokenizer.char(), {}, "student", Path("<tiny, 3 layers>"))
-    path = export_step(loaded, tmp_path / "step.onnx", 4, 2)
-    spec = model.step_spec(4, 2)
-    assert StepSpec.from_metadata(read_metadata(path)) == spec
-    runner = OnnxStreamingCTC(path)
-    assert runner.spec == spec
-    graph_inputs = {i.name: tuple(i.shape) for i in runner.session.get_inputs()}
-    graph_outputs = {o.name: tuple(o.shape) for o in runner.session.get_outputs()}
-    assert list(graph_inputs.items()) == list(spec.input_shapes.items())
-    assert list(graph_outputs.items()) == list(spec.output_shapes.items())
-    feats = _feats(loaded, 403)
-    ref = _torch_stream(loaded, feats, [37] * 11, 4, 2)
-    got = [runner.accept(feats[s : s + 37].numpy()) for s in range(0, 403, 37)]
-    got = np.concatenate([*got, runner.flush()])
-    assert got.shape == ref.shape == (100, 29)
-    assert np.abs(got - ref).max() < 1e-4
-    decoder = OnnxStreamingDecoder(runner)
-    torch_decoder = StreamingGreedyDecoder(model, loaded.tokenizer, 4, 2)
-    for s in range(0, 403, 37):
-        assert decoder.accept(feats[s : s + 37]) == torch_decoder.accept(feats[s : s + 37])
-    assert decoder.finalize() == torch_decoder.finalize()
-
-
-def _edited(path: Path, out: Path, edit) -> Path:
-    proto = onnx.load(str(path))
-    edit(proto)
-    onnx.save(proto, str(out))
-    return out
-
-
-def test_runner_refuses_a_graph_its_metadata_does_not_describe(tmp_path, student):
-    path = export_step(student, tmp_path / "step.onnx", 4, 2)
-
-    def swap_caches(proto):
-        meta = json.loads(proto.metadata_props[0].value)
-        meta["caches"]["k_cache_0"], meta["caches"]["v_cache_0"] = "v_all_0", "k_all_0"
-        proto.metadata_props[0].value = json.dumps(meta)
-
-    with pytest.raises(BadFileError, match="caches"):
-        OnnxStreamingCTC(_edited(path, tmp_path / "swapped.onnx", swap_caches))
-
-    def rename_output(proto):
-        old = proto.graph.output[1].name
-        for node in proto.graph.node:
-            node.input[:] = ["k_out_0" if i == old else i for i in node.input]
-            node.output[:] = ["k_out_0" if o == old else o for o in node.output]
-        proto.graph.output[1].name = "k_out_0"
-
-    with pytest.raises(BadFileError, match=r"graph outputs .*k_out_0"):
-        OnnxStreamingCTC(_edited(path, tmp_path / "renamed.onnx", rename_output))
-
-
 def test_step_export_needs_a_finite_cache_and_a_streaming_model(tmp_path, tiny, student):
     with pytest.raises(ValueError, match="left_chunks=-1"):
         export_step(student, tmp_path / "s.onnx", 8, -1)
     with pytest.raises(ValueError, match="full-context"):
-        export_step(_loaded(tiny, streaming=False), tmp_path / "t.onnx", 8, 2)
+        export_step(tiny_loaded(tiny, streaming=False), tmp_path / "t.onnx", 8, 2)
 
 
 def test_metadata_is_enough_to_run(tmp_path, student):
