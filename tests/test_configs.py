@@ -210,6 +210,8 @@ def _assert_built_as_configured(group: str, node: dict, built: object) -> None:
             "shuffle": built.shuffle,
             "drop_last": built.drop_last,
             "seed": built.seed,
+            "global_shuffle": built.global_shuffle,
+            "buffer_size": built.buffer_size,
         }
     else:
         pytest.fail(f"conf/{group}/: no check of what it builds in tests/test_configs.py")

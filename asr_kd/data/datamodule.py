@@ -5,6 +5,12 @@ serves duration-bucketed dynamic batches (lhotse ``DynamicBucketingSampler``: at
 ``max_duration`` seconds of audio per batch), sharded by the ``torch.distributed`` rank when a
 process group is initialised (so Lightning runs with ``use_distributed_sampler=False``).
 
+Several training subsets (LibriSpeech's train-clean-100, -360, other-500) are read from one
+manifest of all their cuts in a random order (``global_shuffle``; :mod:`asr_kd.data.shuffle`),
+written into the data dir by :meth:`AsrDataModule.prepare_data` (Lightning runs it once per node)
+or on first use, and read lazily: a rank holds the sampler's buffer of cuts, not the corpus. A
+single training subset is read as prepared, in its own order.
+
 Each batch is a dict (B utterances, T frames, U tokens):
 
     feats       (B, T, 80) float32  raw fbank (no CMVN: the model owns it), zero-padded
@@ -36,6 +42,7 @@ Usage:
     dm = AsrDataModule("DATA", max_duration=120.0, num_workers=1)
     dm.tokenizer.vocab_size; mean, std = dm.cmvn
     for batch in dm.train_dataloader(): ...
+    sampler = dm.train_sampler()                      # the training batches' cuts, no loading
     for batch in dm.dataloader("test"): ...           # any prepared subset, fixed order
 """
 
@@ -45,6 +52,7 @@ import json
 import random
 import warnings
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -55,6 +63,7 @@ from torch.utils.data import DataLoader, Dataset
 from asr_kd.data.features import compute_fbank
 from asr_kd.data.layout import DataDir
 from asr_kd.data.sampling import ResumableSampler
+from asr_kd.data.shuffle import shuffled_cuts
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.errors import MissingFileError
 
@@ -71,26 +80,31 @@ def _distributed_rank() -> tuple[int, int]:
     return 0, 1
 
 
-def load_cuts(data_dir: str | Path, subset: str):
-    """The ``CutSet`` of one prepared subset; feature paths follow the data dir if it moved.
-
-    ``MissingFileError`` (listing the prepared subsets) when ``subset`` was not prepared."""
-    from lhotse import CutSet
+def _relocate(cut, data: DataDir):
     from lhotse.utils import fastcopy
 
-    data = DataDir(data_dir)
-    cuts = CutSet.from_file(data.prepared_cuts(subset))
+    path = data.relocated_features(cut.features.storage_path)
+    features = fastcopy(cut.features, storage_path=str(path))
+    return fastcopy(cut, features=features)
+
+
+def _with_local_features(cuts, data: DataDir):
+    """``cuts`` (lazy stays lazy) with feature paths under ``data`` if the data dir moved since
+    prepare (the first cut's features are not where it says)."""
     first = next(iter(cuts), None)
     if first is None or not first.has_features or Path(first.features.storage_path).exists():
         return cuts
+    return cuts.map(partial(_relocate, data=data))
 
-    # The data dir was moved or copied: features live in <data_dir>/feats/<subset>/.
-    def relocate(cut):
-        name = Path(cut.features.storage_path).name
-        features = fastcopy(cut.features, storage_path=str(data.feats(subset) / name))
-        return fastcopy(cut, features=features)
 
-    return CutSet.from_cuts(relocate(c) for c in cuts)
+def load_cuts(data_dir: str | Path, subset: str):
+    """The lazy ``CutSet`` of one prepared subset; feature paths follow the data dir if it moved.
+
+    ``MissingFileError`` (listing the prepared subsets) when ``subset`` was not prepared."""
+    from lhotse import CutSet
+
+    data = DataDir(data_dir)
+    return _with_local_features(CutSet.from_file(data.prepared_cuts(subset)), data)
 
 
 def cut_text(cut) -> str:
@@ -178,7 +192,13 @@ class AsrDataModule(L.LightningDataModule):
         speed_perturb: training cuts get speed 0.9/1.0/1.1 (``speed_factors``), fbank on the fly.
         shuffle: shuffle training batches (each epoch differently, via the sampler's epoch).
         drop_last: drop the last, incomplete training batch.
-        seed: sampler shuffling and speed-perturbation choices.
+        seed: sampler shuffling, the shuffled manifest's order and speed-perturbation choices.
+        global_shuffle: train from one manifest of all the training subsets in a random order
+            (:mod:`asr_kd.data.shuffle`, written into the data dir on first use), which the
+            sampler's buffer then reshuffles each epoch. None: when ``shuffle`` and there is
+            more than one training subset (one subset keeps its own file order).
+        buffer_size: cuts the bucketing sampler holds and shuffles among (lhotse's default):
+            more mixes farther, at the memory of that many cuts per rank.
         with_audio: batches also carry the cuts' audio (a transformers teacher reads it); set
             by ``asr-kd-distill`` / ``asr-kd-dump-targets`` for an ``hf:`` teacher.
     """
@@ -196,6 +216,8 @@ class AsrDataModule(L.LightningDataModule):
         shuffle: bool = True,
         drop_last: bool = False,
         seed: int = 0,
+        global_shuffle: bool | None = None,
+        buffer_size: int = 20000,
         with_audio: bool = False,
     ) -> None:
         super().__init__()
@@ -212,6 +234,8 @@ class AsrDataModule(L.LightningDataModule):
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.seed = seed
+        self.global_shuffle = global_shuffle
+        self.buffer_size = int(buffer_size)
         self.with_audio = with_audio
         self.tokenizer = Tokenizer.load(self.layout.lang)
         self._train_sampler: ResumableSampler | None = None
@@ -260,7 +284,9 @@ class AsrDataModule(L.LightningDataModule):
         buckets = min(self.num_buckets, count)
         if buckets < 2:
             return DynamicCutSampler(cuts, **common)
-        return DynamicBucketingSampler(cuts, num_buckets=buckets, **common)
+        return DynamicBucketingSampler(
+            cuts, num_buckets=buckets, buffer_size=self.buffer_size, **common
+        )
 
     def _loader(self, dataset, sampler) -> DataLoader:
         return DataLoader(
@@ -273,31 +299,48 @@ class AsrDataModule(L.LightningDataModule):
 
     def _batch_settings(self, sampler, num_cuts: int) -> dict:
         """Everything that fixes the training batch sequence: a resume needs all of it unchanged."""
-        return {k: getattr(sampler, k) for k in _SAMPLER_KEYS} | {
+        settings = {k: getattr(sampler, k) for k in _SAMPLER_KEYS} | {
             "train_subsets": list(self.train_subsets),
             "num_cuts": int(num_cuts),
             "num_buckets": self.num_buckets,
             "speed_perturb": bool(self.speed_perturb),
         }
+        if self._uses_shuffled_manifest():  # absent otherwise: older checkpoints still match
+            path = self.layout.shuffled_cuts(self.train_subsets, self.seed)
+            settings["shuffled_manifest"] = path.name
+        return settings
+
+    def _uses_shuffled_manifest(self) -> bool:
+        if self.global_shuffle is None:
+            return self.shuffle and len(self.train_subsets) > 1
+        return bool(self.global_shuffle)
+
+    def prepare_data(self) -> None:
+        """Lightning's hook, run once per node before any rank reads data: writes the shuffled
+        training manifest when training uses one and it is missing or stale."""
+        if self._uses_shuffled_manifest():
+            shuffled_cuts(self.layout, self.train_subsets, self.seed)
 
     def _train_cuts(self) -> tuple:
-        """``(cuts, number of cuts)`` of the training subsets, less the untranscribed cuts
-        without a pseudo-label when :meth:`use_pseudo_labels` drops them."""
-        cuts, count = self._cuts(self.train_subsets)
+        """``(cuts, number of cuts)`` of the training subsets (lazy, from the shuffled manifest
+        when it is used), less the untranscribed cuts without a pseudo-label when
+        :meth:`use_pseudo_labels` drops them."""
+        from lhotse import CutSet
+
+        if self._uses_shuffled_manifest():
+            path = shuffled_cuts(self.layout, self.train_subsets, self.seed)
+            cuts = _with_local_features(CutSet.from_jsonl_lazy(path), self.layout)
+            count = sum(self.layout.num_cuts(s) for s in self.train_subsets)
+        else:
+            cuts, count = self._cuts(self.train_subsets)
         if not self._drop_untranscribed:
             return cuts, count
         kept = cuts.filter(lambda c: bool(cut_text(c)) or c.id in self._pseudo_texts).to_eager()
         return kept, len(kept)
 
-    def train_dataloader(self) -> DataLoader:
-        factors = self.speed_factors if self.speed_perturb else ()
-        dataset = AsrDataset(
-            self.tokenizer,
-            speed_factors=factors,
-            seed=self.seed,
-            pseudo_texts=self._pseudo_texts,
-            with_audio=self.with_audio,
-        )
+    def train_sampler(self) -> ResumableSampler:
+        """The training sampler :meth:`train_dataloader` uses: lhotse's, wrapped to save its place,
+        restored to a checkpoint's place when :meth:`load_state_dict` gave one."""
         cuts = self._train_cuts()
         lhotse_sampler = self._sampler(cuts, self.shuffle, self.max_duration, self.drop_last)
         sampler = ResumableSampler(lhotse_sampler, self._batch_settings(lhotse_sampler, cuts[1]))
@@ -311,7 +354,18 @@ class AsrDataModule(L.LightningDataModule):
                 stacklevel=2,
             )
         self._train_sampler = sampler
-        return self._loader(dataset, sampler)
+        return sampler
+
+    def train_dataloader(self) -> DataLoader:
+        factors = self.speed_factors if self.speed_perturb else ()
+        dataset = AsrDataset(
+            self.tokenizer,
+            speed_factors=factors,
+            seed=self.seed,
+            pseudo_texts=self._pseudo_texts,
+            with_audio=self.with_audio,
+        )
+        return self._loader(dataset, self.train_sampler())
 
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Lightning's hook, called once per batch right before its step: counts the training

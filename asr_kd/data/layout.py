@@ -5,6 +5,9 @@
     DATA/cuts_<subset>.jsonl.gz          lhotse CutSet with features (one subset = one such file)
     DATA/recordings_<subset>.jsonl.gz    DATA/supervisions_<subset>.jsonl.gz
     DATA/feats/<subset>/                 fbank storage of the subset's cuts
+    DATA/shuffled/cuts_<a>+<b>_seed<n>.jsonl.gz
+                                         the cuts of training subsets a, b in one random order
+                                         (written by the data module, :mod:`asr_kd.data.shuffle`)
     DATA/lang/                           the tokenizer (Tokenizer.save / Tokenizer.load)
     DATA/cmvn.json                       mean/std per fbank bin over the train subsets
     DATA/prepare_report.json             counts and skips per subset (read by
@@ -15,6 +18,7 @@ Usage:
     data = DataDir("DATA")               # names only; nothing is checked
     data = DataDir.existing("DATA")      # MissingFileError when DATA is not a directory
     data.cuts("train"); data.feats("train"); data.lang; data.cmvn; data.report
+    data.shuffled_cuts(["train-clean-100", "train-clean-360"], seed=0)
     data.num_cuts("train")               # lines of the cuts file
     data.subsets()                       # ['dev', 'test', 'train']: subsets with a cuts file
     data.prepared_cuts("test")           # the cuts file, or MissingFileError naming the others
@@ -23,6 +27,7 @@ Usage:
 from __future__ import annotations
 
 import gzip
+from collections.abc import Sequence
 from pathlib import Path
 
 from asr_kd.errors import MissingFileError
@@ -72,6 +77,18 @@ class DataDir:
     def feats(self, subset: str) -> Path:
         """``feats/<subset>/``: where prepare stores the subset's fbank features."""
         return self.root / "feats" / subset
+
+    def relocated_features(self, storage_path: str | Path) -> Path:
+        """Where a feature file written into another data dir's ``feats/<subset>/`` lies in this
+        one (the data dir was moved or copied after prepare)."""
+        path = Path(storage_path)
+        return self.feats(path.parent.name) / path.name
+
+    def shuffled_cuts(self, subsets: Sequence[str], seed: int) -> Path:
+        """``shuffled/cuts_<a>+<b>_seed<seed>.jsonl.gz``: the cuts of ``subsets`` in one random
+        order fixed by ``seed``. In a folder of its own, so :meth:`subsets` never lists it."""
+        name = _MANIFEST.format(kind="cuts", subset=f"{'+'.join(subsets)}_seed{seed}")
+        return self.root / "shuffled" / name
 
     @property
     def lang(self) -> Path:

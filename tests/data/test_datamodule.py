@@ -13,6 +13,7 @@ from lhotse.utils import fastcopy
 from asr_kd.config import compose
 from asr_kd.data.datamodule import AsrDataModule, build_datamodule, load_cuts
 from asr_kd.data.features import FBANK_DIM
+from asr_kd.data.simulated import Opening, opening, write_simulated
 
 
 def _check_batch(batch: dict, dm: AsrDataModule, cuts: dict) -> None:
@@ -112,3 +113,96 @@ def test_one_bucket_and_one_cut_subsets_batch_without_bucketing(prepared_data_di
     CutSet.from_cuts([one]).to_file(data / "cuts_test.jsonl.gz")
     batches = list(AsrDataModule(data, num_workers=0).dataloader("test"))
     assert [b["cut_ids"] for b in batches] == [[one.id]]
+
+
+# LibriSpeech 960 h's three training subsets at 1/50 of the cuts and 1/10 of the speakers.
+SIMULATED = {
+    "train-clean-100": (571, 25),
+    "train-clean-360": (2080, 92),
+    "train-other-500": (2974, 117),
+}
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """A data dir of :data:`SIMULATED` (id-sorted subsets, no audio) and speaker -> subset."""
+    root = tmp_path_factory.mktemp("simulated")
+    return root, write_simulated(root, SIMULATED, seed=0)
+
+
+def _simulated_dm(root: Path, **kwargs) -> AsrDataModule:
+    # The buffer is to the manifest as lhotse's default 20 000 is to LibriSpeech's 281 k cuts.
+    return AsrDataModule(
+        root, train_subset=list(SIMULATED), max_duration=60.0, num_buckets=4,
+        buffer_size=400, num_workers=0, **kwargs,
+    )  # fmt: skip
+
+
+def _epoch(sampler, epoch: int = 0) -> list[list[str]]:
+    sampler.set_epoch(epoch)
+    return [[c.id for c in batch] for batch in sampler]
+
+
+def test_several_subsets_are_mixed_from_an_epochs_first_batches(simulated):
+    """Regression: subsets read one after the other (sorted by id) gave an epoch that began with
+    train-clean-100 alone, a few speakers at a time; the sampler's buffer cannot mix that."""
+    root, speakers = simulated
+    total = sum(n for n, _ in SIMULATED.values())
+    expected = {s: n / total for s, (n, _) in SIMULATED.items()}
+
+    def mixed(dm) -> tuple[bool, Opening]:
+        sampler = dm.train_sampler()
+        first = opening(sampler, 0, round(0.3 * len(_epoch(sampler))), speakers)
+        return all(abs(first.shares[s] / expected[s] - 1) <= 0.2 for s in expected), first
+
+    dm = _simulated_dm(root)
+    ok, first = mixed(dm)
+    assert ok, first.shares
+    assert first.num_speakers >= 200  # of 234
+    assert dm.layout.shuffled_cuts(list(SIMULATED), 0).is_file()
+    assert sorted(i for b in _epoch(dm.train_sampler()) for i in b) == sorted(
+        c.id for s in SIMULATED for c in load_cuts(root, s)
+    )  # every cut once per epoch
+    assert opening(dm.train_sampler(), 1, 20, speakers).cut_ids != first.cut_ids[:20]
+
+    ok, before = mixed(_simulated_dm(root, global_shuffle=False))
+    assert not ok and before.counts["train-other-500"] == 0 and before.num_speakers < 150
+
+
+def test_one_training_subset_keeps_its_own_order(prepared_data_dir):
+    """The demo's single subset: lhotse's batches over the prepared file, nothing written."""
+    from lhotse.dataset import DynamicBucketingSampler
+
+    dm = AsrDataModule(prepared_data_dir, max_duration=12.0, num_buckets=2, num_workers=0)
+    sampler = dm.train_sampler()
+    lhotse = DynamicBucketingSampler(
+        load_cuts(prepared_data_dir, "train"), max_duration=12.0, num_buckets=2, shuffle=True,
+        seed=0, world_size=1, rank=0,
+    )  # fmt: skip
+    for epoch in (0, 1):
+        lhotse.set_epoch(epoch)
+        assert _epoch(sampler, epoch) == [[c.id for c in b] for b in lhotse]
+    assert "shuffled_manifest" not in sampler.settings
+    assert not dm.layout.shuffled_cuts(["train"], 0).exists()
+
+
+def test_resume_mid_epoch_on_the_shuffled_manifest_goes_on_after_the_last_trained_batch(
+    simulated,
+):
+    root, _ = simulated
+    uninterrupted = _epoch(_simulated_dm(root).train_sampler())
+    first = _simulated_dm(root)
+    sampler = first.train_sampler()
+    sampler.set_epoch(0)
+    trained = []
+    for batch in sampler:
+        trained.append([c.id for c in batch])
+        sampler.batch_trained()
+        if len(trained) == 7:
+            break
+    state = first.state_dict()
+    assert state["data"]["shuffled_manifest"] == first.layout.shuffled_cuts(list(SIMULATED), 0).name
+    resumed = _simulated_dm(root)
+    resumed.load_state_dict(state)
+    rest = [[c.id for c in batch] for batch in resumed.train_sampler()]
+    assert trained + rest == uninterrupted

@@ -49,3 +49,20 @@ def test_a_missing_data_dir_is_a_missing_file_that_says_to_prepare(tmp_path):
     with pytest.raises(MissingFileError, match="does not exist: run asr-kd-prepare"):
         AsrDataModule(missing)
     assert DataDir(missing).subsets() == []
+
+
+def test_the_shuffled_manifest_is_named_by_subsets_and_seed_and_is_not_a_subset(tmp_path):
+    data = DataDir(tmp_path)
+    path = data.shuffled_cuts(["a", "b"], seed=3)
+    assert path == tmp_path / "shuffled" / "cuts_a+b_seed3.jsonl.gz"
+    assert data.shuffled_cuts(["b", "a"], 3) != path != data.shuffled_cuts(["a", "b"], 4)
+    path.parent.mkdir()
+    path.write_bytes(b"")
+    (tmp_path / "cuts_a.jsonl.gz").write_bytes(b"")
+    assert data.subsets() == ["a"]
+
+
+def test_features_of_a_moved_data_dir_are_found_under_its_new_root(tmp_path):
+    moved = DataDir(tmp_path / "new")
+    old = "/old/place/feats/train-clean-100/feats-3.lca"
+    assert moved.relocated_features(old) == tmp_path / "new/feats/train-clean-100/feats-3.lca"
