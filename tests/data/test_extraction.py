@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from lhotse import CutSet, Recording
+from lhotse import Recording
 
 from asr_kd.data.extraction import CmvnSums, WorkerPool, extract_features, probe_all, probe_audio
 
@@ -46,7 +46,8 @@ def test_the_probe_reads_the_header_only_and_counts_an_unreadable_file(tmp_path)
 
 
 def _cuts(paths: list[Path]) -> list:
-    return list(CutSet.from_manifests(recordings=[Recording.from_file(p) for p in paths]))
+    """One cut per file, id = the file's stem (lhotse reads the header)."""
+    return [Recording.from_file(p).to_cut() for p in paths]
 
 
 def test_a_body_that_does_not_decode_is_a_failure_not_a_crash(tmp_path):
