@@ -12,6 +12,7 @@
     DATA/cmvn.json                       mean/std per fbank bin over the train subsets
     DATA/prepare_report.json             counts and skips per subset (read by
                                          :func:`asr_kd.data.prepare.prepare_skips`)
+    DATA/prepared_<subset>.json          the subset is finished (a rerun of prepare keeps it)
     DATA/config.yaml                     the resolved prepare config (asr_kd.config.save_config)
 
 Usage:
@@ -19,6 +20,7 @@ Usage:
     data = DataDir.existing("DATA")      # MissingFileError when DATA is not a directory
     data.cuts("train"); data.feats("train"); data.lang; data.cmvn; data.report
     data.shuffled_cuts(["train-clean-100", "train-clean-360"], seed=0)
+    data.subset_done("train")            # prepared_train.json
     data.num_cuts("train")               # lines of the cuts file
     data.subsets()                       # ['dev', 'test', 'train']: subsets with a cuts file
     data.prepared_cuts("test")           # the cuts file, or MissingFileError naming the others
@@ -73,6 +75,11 @@ class DataDir:
 
     def supervisions(self, subset: str) -> Path:
         return self._manifest("supervisions", subset)
+
+    def subset_done(self, subset: str) -> Path:
+        """``prepared_<subset>.json``: written last when prepare finished ``subset`` (its counts,
+        skips and CMVN sums); a rerun keeps a subset that has one (delete it to redo the subset)."""
+        return self.root / f"prepared_{subset}.json"
 
     def feats(self, subset: str) -> Path:
         """``feats/<subset>/``: where prepare stores the subset's fbank features."""

@@ -8,6 +8,13 @@ Writes the data directory described in docs/internals.md (every path from
     DATA/lang/tokenizer.json           (+ lang/bpe.model for BPE), trained on the train subsets
     DATA/cmvn.json                     {"mean": [80], "std": [80], "num_frames": n} over train
     DATA/prepare_report.json           counts per subset, skips per reason with the first files
+    DATA/prepared_<subset>.json        the subset is finished (written last, atomically)
+
+Audio headers are probed and fbank extracted in ``num_jobs`` worker processes, with progress bars
+(fbank in hours of audio); CMVN comes from per-cut float64 sums added in cut-id order, so
+``num_jobs`` does not change it (:mod:`asr_kd.data.extraction`). A rerun (after a kill, or with
+more subsets) keeps every subset whose marker matches its utterances and redoes the others from
+scratch; the tokenizer, CMVN and report are written again from all subsets.
 
 Every utterance is validated; a bad one is dropped and counted under its reason (the first
 few file names kept as examples): ``unreadable_audio``, ``zero_length_audio``, ``not_mono``,
@@ -22,25 +29,26 @@ Usage:
         subsets=[train-clean-100,dev-clean,test-clean,test-other] tokenizer=bpe tokenizer.vocab_size=500
     asr-kd-prepare ... subsets=[train,extra,dev] untranscribed_subsets=[extra]   # KD-only audio
     asr-kd-prepare ... tokenizer=from_teacher tokenizer.teacher=hf:exp/hf_teacher   # its vocab
+    asr-kd-prepare ... num_jobs=$(nproc)   # one worker process per core
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import multiprocessing
+import os
+import shutil
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable
-from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 from omegaconf import DictConfig
 
 from asr_kd.config import save_config
-from asr_kd.data.features import SAMPLE_RATE, fbank_extractor, load_audio
+from asr_kd.data.extraction import AudioInfo, CmvnSums, WorkerPool, extract_features, probe_all
+from asr_kd.data.features import SAMPLE_RATE
 from asr_kd.data.layout import DataDir
 from asr_kd.data.librispeech import LibriUtterance, scan_subset, subset_table
 from asr_kd.data.teacher_vocab import teacher_vocab
@@ -51,14 +59,6 @@ __all__ = ["KEPT_REASONS", "ctc_frames_needed", "prepare", "prepare_skips", "run
 
 NUM_EXAMPLES = 5  # file names kept per skip reason in the report
 KEPT_REASONS = ("resampled",)  # reported, but the cut is kept (not counted as skipped)
-
-
-@dataclass(frozen=True)
-class _AudioInfo:
-    num_samples: int = 0
-    sample_rate: int = 0
-    channels: int = 0
-    error: str = ""
 
 
 class _Report:
@@ -90,37 +90,11 @@ def ctc_frames_needed(ids: list[int]) -> int:
     return len(ids) + repeats
 
 
-def _probe(path: str) -> _AudioInfo:
-    """Decode the whole file (a truncated FLAC only fails there), in a worker process.
-
-    An empty (0-byte) file counts as zero-length audio: it is what libsndfile writes for a
-    FLAC of no samples.
-    """
-    import os
-
-    import soundfile as sf
-
-    if os.path.getsize(path) == 0:
-        return _AudioInfo(0, 0, 1)
-    try:
-        info = sf.info(path)
-        load_audio(path)
-    except Exception as error:
-        return _AudioInfo(error=str(error).splitlines()[0][:200])
-    return _AudioInfo(int(info.frames), int(info.samplerate), int(info.channels))
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)  # two processes on two cores; more threads only contend
-
-
 @dataclass(frozen=True)
 class _Item:
     utt: LibriUtterance
     text: str  # normalised
-    info: _AudioInfo
+    info: AudioInfo
 
 
 def _relative(path: Path, corpus_dir: Path) -> str:
@@ -134,12 +108,13 @@ def _validate_subset(
     corpus_dir: Path,
     subset: str,
     transcribed: bool,
-    executor: Executor,
+    pool: WorkerPool,
     report: _Report,
     teacher: Tokenizer | None = None,
 ) -> list[_Item]:
-    """Scan one subset; drop (and report) what fails the text or the audio checks (``teacher``:
-    the tokenizer from a teacher's vocabulary, which must spell every transcript)."""
+    """Scan one subset; drop (and report) what fails the text or the audio header checks
+    (``teacher``: the tokenizer from a teacher's vocabulary, which must spell every transcript).
+    Audio that does not decode is caught later, by the fbank extraction (:func:`_extract`)."""
     scan = scan_subset(corpus_dir, subset, transcribed=transcribed)
     for reason, names in scan.problems.items():
         for name in names:
@@ -158,10 +133,9 @@ def _validate_subset(
         else:
             candidates.append((utt, text))
     paths = [str(utt.audio_path) for utt, _ in candidates]
+    infos = probe_all(pool, paths, desc=f"probe {subset}")
     items = []
-    for (utt, text), info in zip(
-        candidates, executor.map(_probe, paths, chunksize=16), strict=True
-    ):
+    for (utt, text), info in zip(candidates, infos, strict=True):
         name = _relative(utt.audio_path, corpus_dir)
         if info.error:
             report.add(subset, "unreadable_audio", f"{name}: {info.error}")
@@ -240,44 +214,73 @@ def _manifests(items: list[_Item]):
     )
 
 
-def _compute_features(cuts, data: DataDir, subset: str, executor: Executor, num_jobs: int):
-    """Fbank for every cut into ``feats/<subset>``; returns the cuts (sorted by id) with features.
+def _subset_key(items: list[_Item]) -> str:
+    """A digest of what a subset's features and cuts are made from: a finished subset whose key
+    still matches is kept on a rerun, one whose corpus or transcripts changed is redone."""
+    lines = (
+        f"{i.utt.utt_id}\t{i.utt.audio_path}\t{i.info.num_samples}\t{i.info.sample_rate}\t{i.text}"
+        for i in items
+    )
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
-    lhotse splits the cuts into ``num_jobs`` parts, one storage file each (``feats-<n>.lca``); at
-    least 2, because with 1 it ignores the executor and writes one file instead of the directory.
-    """
-    import shutil
 
-    from lhotse import CutSet, LilcomChunkyWriter
+def _finished(data: DataDir, subset: str, key: str) -> dict | None:
+    """The marker of ``subset`` when it was finished from the same utterances, else None."""
+    try:
+        done = json.loads(data.subset_done(subset).read_text())
+    except (OSError, ValueError):
+        return None
+    if done.get("key") != key or not (data.cuts(subset).is_file() and data.feats(subset).is_dir()):
+        return None
+    return done
 
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Written whole or not at all (a killed prepare leaves no half marker)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _extract(plan: _Plan, data: DataDir, subset: str, items: list[_Item], pool, report) -> dict:
+    """Manifests and fbank of one subset; the subset's marker (written last) is returned.
+
+    Features of an unfinished earlier run are removed first. Audio whose body fails to decode
+    is dropped as ``unreadable_audio``, as a bad header is."""
+    from lhotse import CutSet, RecordingSet, SupervisionSet
+
+    marker = data.subset_done(subset)
+    marker.unlink(missing_ok=True)
     storage = DataDir(data.root.resolve()).feats(subset)
     if storage.exists():
         shutil.rmtree(storage)
-    with_feats = cuts.compute_and_store_features(
-        extractor=fbank_extractor(),
-        storage_path=storage,
-        num_jobs=max(2, num_jobs),
-        executor=executor,
-        storage_type=LilcomChunkyWriter,
-        progress_bar=False,
-    )
-    return CutSet.from_cuts(sorted(with_feats, key=lambda c: c.id))
-
-
-def _cmvn(cut_sets) -> dict:
-    """Global mean/std per fbank bin over every frame of ``cut_sets`` (float64 sums)."""
-    total, total_sq, frames = np.zeros(80), np.zeros(80), 0
-    for cuts in cut_sets:
-        for cut in cuts:
-            feats = cut.load_features().astype(np.float64)
-            total += feats.sum(axis=0)
-            total_sq += (feats**2).sum(axis=0)
-            frames += feats.shape[0]
-    if frames == 0:
-        raise BadFileError("no training frames left for CMVN: every train utterance was dropped")
-    mean = total / frames
-    std = np.sqrt(np.maximum(total_sq / frames - mean**2, 1e-10))
-    return {"mean": mean.tolist(), "std": std.tolist(), "num_frames": int(frames)}
+    recordings, supervisions, cuts = _manifests(items)
+    result = extract_features(pool, list(cuts), storage, desc=f"fbank {subset}")
+    names = {i.utt.utt_id: _relative(i.utt.audio_path, plan.corpus_dir) for i in items}
+    failures = [
+        ["unreadable_audio", f"{names[k]}: {v}"] for k, v in sorted(result.failures.items())
+    ]
+    for reason, example in failures:
+        report.add(subset, reason, example)
+    if not result.cuts:
+        raise BadFileError(
+            f"{plan.corpus_dir / subset}: no usable utterance left: {report.for_subset(subset)}"
+        )
+    kept = recordings.filter(lambda r: r.id not in result.failures)
+    RecordingSet.from_recordings(kept).to_file(data.recordings(subset))
+    kept = supervisions.filter(lambda s: s.id not in result.failures)
+    SupervisionSet.from_segments(kept).to_file(data.supervisions(subset))
+    CutSet.from_cuts(result.cuts).to_file(data.cuts(subset))
+    done = {
+        "key": _subset_key(items),
+        "utterances": len(result.cuts),
+        "speakers": len({c.supervisions[0].speaker for c in result.cuts}),
+        "seconds": sum(c.duration for c in result.cuts),
+        "failures": failures,
+        "cmvn_sums": result.sums.to_json(),
+    }
+    _write_atomic(marker, json.dumps(done) + "\n")
+    return done
 
 
 def _default_train_subsets(subsets: list[str], untranscribed: list[str]) -> list[str]:
@@ -321,11 +324,14 @@ class _Plan:
     num_jobs: int
 
 
-def _prepare_subsets(plan: _Plan, data: DataDir, executor, report):
-    """Validate every subset, train the tokenizer, write manifests and features per subset."""
+def _prepare_subsets(plan: _Plan, data: DataDir, pool: WorkerPool, report) -> tuple:
+    """Validate every subset, train the tokenizer, then manifests and features per subset; a
+    subset finished by an earlier run from the same utterances is kept as it is.
+
+    Returns ``(tokenizer, {subset: its marker})``."""
     items = {
         s: _validate_subset(
-            plan.corpus_dir, s, s not in plan.untranscribed_subsets, executor, report, plan.teacher
+            plan.corpus_dir, s, s not in plan.untranscribed_subsets, pool, report, plan.teacher
         )
         for s in plan.subsets
     }
@@ -334,19 +340,21 @@ def _prepare_subsets(plan: _Plan, data: DataDir, executor, report):
         plan.tokenizer_kind, plan.bpe_vocab_size, train_texts
     )
     tokenizer.save(data.lang)
-    cut_sets = {}
+    done = {}
     for subset in plan.subsets:
         kept = _drop_too_short(subset, items[subset], tokenizer, plan.ctc_frame_shift_ms, report)
         if not kept:
             raise BadFileError(
                 f"{plan.corpus_dir / subset}: no usable utterance left: {report.for_subset(subset)}"
             )
-        recordings, supervisions, cuts = _manifests(kept)
-        recordings.to_file(data.recordings(subset))
-        supervisions.to_file(data.supervisions(subset))
-        cut_sets[subset] = _compute_features(cuts, data, subset, executor, plan.num_jobs)
-        cut_sets[subset].to_file(data.cuts(subset))
-    return tokenizer, cut_sets
+        done[subset] = _finished(data, subset, _subset_key(kept))
+        if done[subset] is None:
+            done[subset] = _extract(plan, data, subset, kept, pool, report)
+        else:
+            print(f"asr-kd-prepare: {subset} was finished ({data.subset_done(subset)}): kept")
+            for reason, example in done[subset]["failures"]:
+                report.add(subset, reason, example)
+    return tokenizer, done
 
 
 def prepare(
@@ -371,6 +379,8 @@ def prepare(
         if train_subsets
         else _default_train_subsets(subsets, list(untranscribed_subsets))
     )
+    if int(num_jobs) < 1:
+        raise ConfigError(f"num_jobs={num_jobs}: expected 1 or more worker processes")
     unknown = [s for s in [*train_subsets, *untranscribed_subsets] if s not in subsets]
     if unknown:
         raise ConfigError(f"train/untranscribed subsets {unknown} are not among subsets={subsets}")
@@ -382,20 +392,14 @@ def prepare(
     out_dir.mkdir(parents=True, exist_ok=True)
     data = DataDir(out_dir)
     report = _Report()
-    context = multiprocessing.get_context("spawn")  # workers import torch cleanly, no fork of it
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the work is in the workers (and lhotse warns otherwise)
-    try:
-        with ProcessPoolExecutor(
-            plan.num_jobs, mp_context=context, initializer=_init_worker
-        ) as pool:
-            tokenizer, cut_sets = _prepare_subsets(plan, data, pool, report)
-    finally:
-        torch.set_num_threads(threads)
-
-    cmvn = _cmvn(cut_sets[s] for s in train_subsets)
-    data.cmvn.write_text(json.dumps(cmvn) + "\n")
-    result = _summary(corpus_dir, out_dir, cut_sets, report, tokenizer, train_subsets)
+    with WorkerPool(plan.num_jobs) as pool:
+        tokenizer, done = _prepare_subsets(plan, data, pool, report)
+    sums = CmvnSums()
+    for subset in train_subsets:  # in a fixed order: the same statistics on every rerun
+        part = CmvnSums.from_json(done[subset]["cmvn_sums"])
+        sums.add(part.total, part.total_sq, part.num_frames)
+    data.cmvn.write_text(json.dumps(sums.stats()) + "\n")
+    result = _summary(corpus_dir, out_dir, done, report, tokenizer, train_subsets)
     result["untranscribed_subsets"] = list(untranscribed_subsets)
     data.report.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -446,14 +450,14 @@ def prepare_skips(data_dir: str | Path, subsets: Iterable[str]) -> dict | None:
     return {"report": str(path), "subsets": dropped}
 
 
-def _summary(corpus_dir, out_dir, cut_sets, report: _Report, tokenizer, train_subsets) -> dict:
+def _summary(corpus_dir, out_dir, done: dict, report: _Report, tokenizer, train_subsets) -> dict:
     subsets = {}
-    for subset, cuts in cut_sets.items():
+    for subset, marker in done.items():
         reasons = report.for_subset(subset)
         subsets[subset] = {
-            "utterances": len(cuts),
-            "speakers": len({c.supervisions[0].speaker for c in cuts}),
-            "hours": round(sum(c.duration for c in cuts) / 3600, 4),
+            "utterances": marker["utterances"],
+            "speakers": marker["speakers"],
+            "hours": round(marker["seconds"] / 3600, 4),
             "skipped": sum(r["count"] for k, r in reasons.items() if k not in KEPT_REASONS),
             "reasons": reasons,
         }

@@ -34,6 +34,7 @@ TRAIN_SUBSETS=${TRAIN_SUBSETS:-"train-clean-100 train-clean-360 train-other-500"
 DEV_SUBSETS=${DEV_SUBSETS:-"dev-clean dev-other"}
 TEST_SUBSETS=${TEST_SUBSETS:-"test-clean test-other"}
 BPE_SIZE=${BPE_SIZE:-500}
+PREPARE_JOBS=${PREPARE_JOBS:-$(nproc)}   # stage 1's worker processes (header probes, fbank)
 TEACHER_MODEL=${TEACHER_MODEL:-teacher_large}
 STUDENT_MODEL=${STUDENT_MODEL:-student_small}
 TRAINER=${TRAINER:-multi_gpu}            # conf/trainer/<name>: gpu (one GPU) or multi_gpu
@@ -118,10 +119,10 @@ read -r -a dev_array <<< "$DEV_SUBSETS"
 data_args=(data.dir="$data" data.train_subset="[$train_list]" data.dev_subset="${dev_array[0]}")
 
 if in_range 1; then
-  log "Stage 1: prepare $train_list, $dev_list, $test_list with $tokenizer_name into $data"
+  log "Stage 1: prepare $train_list, $dev_list, $test_list with $tokenizer_name into $data ($(override_value prepare num_jobs "$PREPARE_JOBS") jobs)"
   run_stage 1 prepare "$data/.done" asr-kd-prepare corpus_dir="$corpus" \
     subsets="[$train_list,$dev_list,$test_list]" train_subsets="[$train_list]" \
-    out_dir="$data" "${tokenizer_args[@]}"
+    out_dir="$data" num_jobs="$PREPARE_JOBS" "${tokenizer_args[@]}"
 fi
 
 if in_range 2 && [ -n "$TEACHER" ]; then

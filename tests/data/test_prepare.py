@@ -14,6 +14,7 @@ from lhotse import CutSet
 from asr_kd.config import compose
 from asr_kd.data import prepare
 from asr_kd.data.features import FBANK_DIM, compute_fbank, load_audio
+from asr_kd.errors import ConfigError
 
 TRAIN, DEV = "train-clean-100", "dev-clean"
 
@@ -269,3 +270,79 @@ def test_stereo_audio_is_skipped_as_not_mono_and_the_ctc_length_boundary_is_exac
         "too_short_for_ctc": {"count": 1, "examples": ["7-70-0003 (3 frames < 4 needed)"]},
     }
     assert report["subsets"][TRAIN]["skipped"] == 2
+
+
+def _stamps(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
+
+
+def test_a_killed_prepare_keeps_finished_subsets_and_redoes_the_others(
+    corpus, prepared, tmp_path, monkeypatch
+):
+    """Killed while extracting dev (its partial features on disk): the rerun keeps train's
+    features untouched, redoes dev, and writes the report and CMVN of an uninterrupted run."""
+    real = prepare.extract_features
+
+    def killed_on_dev(pool, cuts, storage, desc):
+        if DEV in desc:
+            storage.mkdir(parents=True)
+            (storage / "feats-0.lca").write_bytes(b"half written")
+            raise KeyboardInterrupt
+        return real(pool, cuts, storage, desc)
+
+    out = tmp_path / "data"
+    monkeypatch.setattr(prepare, "extract_features", killed_on_dev)
+    with pytest.raises(KeyboardInterrupt):
+        _prepare(corpus, out, "tokenizer=char")
+    monkeypatch.undo()
+    assert (out / f"prepared_{TRAIN}.json").is_file()
+    assert not (out / f"prepared_{DEV}.json").exists()
+    train_stamps = _stamps(out / "feats" / TRAIN)
+
+    report = _prepare(corpus, out, "tokenizer=char")
+    assert _stamps(out / "feats" / TRAIN) == train_stamps
+    assert (out / f"prepared_{DEV}.json").is_file()
+    dev = CutSet.from_file(out / f"cuts_{DEV}.jsonl.gz")
+    assert all(c.load_features().shape[1] == FBANK_DIM for c in dev)
+    first_out, first = prepared
+    assert {**report, "out_dir": None} == {**first, "out_dir": None}
+    assert (out / "cmvn.json").read_bytes() == (first_out / "cmvn.json").read_bytes()
+
+    dev_stamps = _stamps(out / "feats" / DEV)
+    assert _prepare(corpus, out, "tokenizer=char") == report  # all finished: nothing redone
+    assert _stamps(out / "feats" / DEV) == dev_stamps
+
+
+def test_a_truncated_flac_is_counted_as_unreadable_audio_also_when_its_subset_is_kept(tmp_path):
+    """Its header is whole, so the probe passes it; the fbank extraction fails to decode it and
+    counts it, with its name, as a header that does not read is. A rerun that keeps the subset
+    reports it again (the count lives in the subset's marker)."""
+    root = tmp_path / "LibriSpeech"
+    folder = _chapter(root, TRAIN, "7", "70", [f"7-70-000{n} A GOOD ONE" for n in range(3)])
+    _flac(folder / "7-70-0000.flac", seed=30)
+    _flac(folder / "7-70-0001.flac", seconds=3.0, seed=31)
+    _flac(folder / "7-70-0002.flac", seed=32)
+    data = (folder / "7-70-0001.flac").read_bytes()
+    (folder / "7-70-0001.flac").write_bytes(data[: len(data) // 3])
+    assert sf.info(folder / "7-70-0001.flac").frames == 48000
+
+    out = tmp_path / "data"
+    report = _prepare(root, out, f"subsets=[{TRAIN}]", "tokenizer=char")
+    row = report["subsets"][TRAIN]
+    assert row["utterances"] == 2 and row["skipped"] == 1
+    (example,) = row["reasons"]["unreadable_audio"]["examples"]
+    assert example.startswith(f"{TRAIN}/7/70/7-70-0001.flac: cannot decode audio")
+    recordings = [json.loads(line) for line in _gz_lines(out / f"recordings_{TRAIN}.jsonl.gz")]
+    assert [r["id"] for r in recordings] == ["7-70-0000", "7-70-0002"]
+    assert _prepare(root, out, f"subsets=[{TRAIN}]", "tokenizer=char") == report
+
+
+def _gz_lines(path: Path) -> list[str]:
+    import gzip
+
+    return gzip.open(path, "rt").read().splitlines()
+
+
+def test_num_jobs_below_one_is_a_config_error(corpus, tmp_path):
+    with pytest.raises(ConfigError, match="num_jobs=0"):
+        _prepare(corpus, tmp_path, "num_jobs=0")
