@@ -17,6 +17,7 @@ def test_prepare_writes_the_documented_layout_and_datadir_names_it(prepared_data
     expected = {"lang", "feats", "cmvn.json", "prepare_report.json", "config.yaml"}
     for s in SUBSETS:
         expected |= {f"cuts_{s}.jsonl.gz", f"recordings_{s}.jsonl.gz", f"supervisions_{s}.jsonl.gz"}
+        expected.add(f"prepared_{s}.json")
     assert {p.name for p in prepared_data_dir.iterdir()} == expected
 
     data = DataDir(prepared_data_dir)
