@@ -201,7 +201,7 @@ def _assert_built_as_configured(group: str, node: dict, built: object) -> None:
         assert isinstance(built, AsrDataModule)
         checked = {
             "train_subset": built.train_subsets[0],
-            "dev_subset": built.dev_subset,
+            "dev_subset": built.dev_subsets[0],
             "max_duration": built.max_duration,
             "num_buckets": built.num_buckets,
             "num_workers": built.num_workers,
