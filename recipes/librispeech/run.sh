@@ -52,7 +52,8 @@ WARMUP_STEPS=${WARMUP_STEPS:-25000}
 # HIDDEN_TEACHER_LAYERS (1-based, pairwise), stored by stage 3 beside the soft targets.
 DISTILL=${DISTILL:-hidden}
 # student_small's 10 layers 4,7,10 <- teacher_large's 16 layers 6,11,16 (the same relative
-# depth: 0.4, 0.7, 1.0); three pairs as DistilHuBERT and the demo (2,4,6 of 6).
+# depth: 0.4, 0.7, 1.0); three pairs as DistilHuBERT and the demo (2,4,6 of 6). Other models or
+# a TEACHER=hf:... teacher: pick layers they have (a layer out of range stops stage 3 at once).
 HIDDEN_STUDENT_LAYERS=${HIDDEN_STUDENT_LAYERS:-4,7,10}
 HIDDEN_TEACHER_LAYERS=${HIDDEN_TEACHER_LAYERS:-6,11,16}
 # The stored teacher layers' codec: pca32 = 32 fp16 coefficients per layer and frame: 3 x 64 B
