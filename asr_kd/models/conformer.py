@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr_kd.errors import ConfigError
+from asr_kd.models.dropout import Dropout
 from asr_kd.models.masks import attention_mask, padding_mask
 from asr_kd.models.streaming import StepSpec, check_chunk_args
 from asr_kd.models.subsampling import Conv2dSubsampling
@@ -90,9 +91,9 @@ class _FeedForward(nn.Sequential):
             nn.LayerNorm(d_model),
             nn.Linear(d_model, ff_dim),
             nn.SiLU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(ff_dim, d_model),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
 
     norm = property(lambda self: self[0], doc="LayerNorm(D)")
@@ -110,7 +111,7 @@ class _SelfAttention(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.num_heads = num_heads
 
     def forward(self, x, cos, sin, mask=None, cache=None):
@@ -145,7 +146,7 @@ class _ConvModule(nn.Module):
         self.batch_norm = norm == "batch_norm"
         self.norm_dw = nn.BatchNorm1d(d_model) if self.batch_norm else nn.LayerNorm(d_model)
         self.pointwise_out = nn.Linear(d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.causal = causal
         self.context = kernel_size - 1
 
@@ -226,7 +227,8 @@ class ConformerCTC(nn.Module):
         subsampling_factor: 2, 4, 6 or 8; the encoder frame shift is 10 ms times this.
         subsampling_channels: Conv2d channels of the subsampling; D when None (WeNet).
         dropout: dropout on the FFN hidden layer and every residual branch (not on attention
-            weights: costly on CPU).
+            weights: costly on CPU); :class:`asr_kd.models.dropout.Dropout`, whose CPU mask is
+            cheaper than ``nn.Dropout``'s.
         streaming: causal, chunk-wise model (student) instead of full context (teacher).
         train_chunk_sizes: chunk sizes (encoder frames) drawn by ``sample_chunk_size``;
             ``None`` = full context. Default ``[None]`` (full context only).
@@ -279,7 +281,7 @@ class ConformerCTC(nn.Module):
         self.subsampling = Conv2dSubsampling(
             input_dim, d_model, subsampling_factor, subsampling_channels or d_model
         )
-        self.input_dropout = nn.Dropout(dropout)
+        self.input_dropout = Dropout(dropout)
         layer_args = (d_model, num_heads, ff_dim or 4 * d_model, conv_kernel_size, dropout)
         self.layers = nn.ModuleList(
             _ConformerLayer(*layer_args, causal=streaming, conv_norm=conv_norm)
