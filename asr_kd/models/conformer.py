@@ -116,15 +116,20 @@ class _SelfAttention(nn.Module):
 
     def forward(self, x, cos, sin, mask=None, cache=None):
         """x (B, T', D); cos, sin (T', Dh); mask (B, 1, T', T') or None; cache (B, H, Tc, 2*Dh)
-        or None -> out (B, T', D), keys+values (B, H, Tc + T', 2*Dh) for the next cache."""
+        or None -> out (B, T', D), keys+values (B, H, Tc + T', 2*Dh) for the next cache (None
+        when ``cache`` is None: the full forward keeps no cache)."""
         b, t, d = x.shape
         qkv = self.qkv(self.norm(x)).view(b, t, 3, self.num_heads, d // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T', Dh)
-        q = q * cos + _rotate_half(q) * sin
-        kv = torch.cat((k * cos + _rotate_half(k) * sin, v), dim=-1)
-        if cache is not None and cache.size(2) > 0:
-            kv = torch.cat((cache, kv), dim=2)
-        k, v = kv.chunk(2, dim=-1)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, T', Dh)
+        # Queries and keys rotate together (one set of elementwise kernels, not two); the full
+        # forward keeps no cache, so it never concatenates keys and values.
+        (q, k), v = qkv[:2] * cos + _rotate_half(qkv[:2]) * sin, qkv[2]
+        kv = None
+        if cache is not None:  # streaming: attend over the cached frames too
+            kv = torch.cat((k, v), dim=-1)
+            if cache.size(2) > 0:
+                kv = torch.cat((cache, kv), dim=2)
+            k, v = kv.chunk(2, dim=-1)
         # No dropout on the attention weights: on CPU it forces the unfused path and a
         # (B, H, T', T') Bernoulli draw, 6 % of a teacher_small training step for little gain.
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -190,13 +195,14 @@ class _ConformerLayer(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, x, cos, sin, att_mask=None, pad_mask=None, att_cache=None, cnn_cache=None):
-        """x (B, T', D) -> (x, keys+values (B, H, Tc + T', 2*Dh), conv cache (B, D, K-1))."""
-        x = x + 0.5 * self.ff1(x)
+        """x (B, T', D) -> (x, keys+values (B, H, Tc + T', 2*Dh) or None without ``att_cache``,
+        conv cache (B, D, K-1) or None when not causal)."""
+        x = torch.add(x, self.ff1(x), alpha=0.5)  # one kernel for x + 0.5 * ff1(x), same values
         att, kv = self.attn(x, cos, sin, att_mask, att_cache)
         x = x + att
         conv, cnn = self.conv(x, pad_mask, cnn_cache)
         x = x + conv
-        x = x + 0.5 * self.ff2(x)
+        x = torch.add(x, self.ff2(x), alpha=0.5)
         return self.norm(x), kv, cnn
 
 
