@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr_kd.errors import ConfigError
+from asr_kd.models.dropout import Dropout
 from asr_kd.models.masks import attention_mask, padding_mask
 from asr_kd.models.streaming import StepSpec, check_chunk_args
 from asr_kd.models.subsampling import Conv2dSubsampling
@@ -90,9 +91,9 @@ class _FeedForward(nn.Sequential):
             nn.LayerNorm(d_model),
             nn.Linear(d_model, ff_dim),
             nn.SiLU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(ff_dim, d_model),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
 
     norm = property(lambda self: self[0], doc="LayerNorm(D)")
@@ -110,20 +111,25 @@ class _SelfAttention(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.num_heads = num_heads
 
     def forward(self, x, cos, sin, mask=None, cache=None):
         """x (B, T', D); cos, sin (T', Dh); mask (B, 1, T', T') or None; cache (B, H, Tc, 2*Dh)
-        or None -> out (B, T', D), keys+values (B, H, Tc + T', 2*Dh) for the next cache."""
+        or None -> out (B, T', D), keys+values (B, H, Tc + T', 2*Dh) for the next cache (None
+        when ``cache`` is None: the full forward keeps no cache)."""
         b, t, d = x.shape
         qkv = self.qkv(self.norm(x)).view(b, t, 3, self.num_heads, d // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, T', Dh)
-        q = q * cos + _rotate_half(q) * sin
-        kv = torch.cat((k * cos + _rotate_half(k) * sin, v), dim=-1)
-        if cache is not None and cache.size(2) > 0:
-            kv = torch.cat((cache, kv), dim=2)
-        k, v = kv.chunk(2, dim=-1)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, T', Dh)
+        # Queries and keys rotate together (one set of elementwise kernels, not two); the full
+        # forward keeps no cache, so it never concatenates keys and values.
+        (q, k), v = qkv[:2] * cos + _rotate_half(qkv[:2]) * sin, qkv[2]
+        kv = None
+        if cache is not None:  # streaming: attend over the cached frames too
+            kv = torch.cat((k, v), dim=-1)
+            if cache.size(2) > 0:
+                kv = torch.cat((cache, kv), dim=2)
+            k, v = kv.chunk(2, dim=-1)
         # No dropout on the attention weights: on CPU it forces the unfused path and a
         # (B, H, T', T') Bernoulli draw, 6 % of a teacher_small training step for little gain.
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
@@ -145,7 +151,7 @@ class _ConvModule(nn.Module):
         self.batch_norm = norm == "batch_norm"
         self.norm_dw = nn.BatchNorm1d(d_model) if self.batch_norm else nn.LayerNorm(d_model)
         self.pointwise_out = nn.Linear(d_model, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.causal = causal
         self.context = kernel_size - 1
 
@@ -189,13 +195,14 @@ class _ConformerLayer(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, x, cos, sin, att_mask=None, pad_mask=None, att_cache=None, cnn_cache=None):
-        """x (B, T', D) -> (x, keys+values (B, H, Tc + T', 2*Dh), conv cache (B, D, K-1))."""
-        x = x + 0.5 * self.ff1(x)
+        """x (B, T', D) -> (x, keys+values (B, H, Tc + T', 2*Dh) or None without ``att_cache``,
+        conv cache (B, D, K-1) or None when not causal)."""
+        x = torch.add(x, self.ff1(x), alpha=0.5)  # one kernel for x + 0.5 * ff1(x), same values
         att, kv = self.attn(x, cos, sin, att_mask, att_cache)
         x = x + att
         conv, cnn = self.conv(x, pad_mask, cnn_cache)
         x = x + conv
-        x = x + 0.5 * self.ff2(x)
+        x = torch.add(x, self.ff2(x), alpha=0.5)
         return self.norm(x), kv, cnn
 
 
@@ -226,7 +233,8 @@ class ConformerCTC(nn.Module):
         subsampling_factor: 2, 4, 6 or 8; the encoder frame shift is 10 ms times this.
         subsampling_channels: Conv2d channels of the subsampling; D when None (WeNet).
         dropout: dropout on the FFN hidden layer and every residual branch (not on attention
-            weights: costly on CPU).
+            weights: costly on CPU); :class:`asr_kd.models.dropout.Dropout`, whose CPU mask is
+            cheaper than ``nn.Dropout``'s.
         streaming: causal, chunk-wise model (student) instead of full context (teacher).
         train_chunk_sizes: chunk sizes (encoder frames) drawn by ``sample_chunk_size``;
             ``None`` = full context. Default ``[None]`` (full context only).
@@ -279,7 +287,7 @@ class ConformerCTC(nn.Module):
         self.subsampling = Conv2dSubsampling(
             input_dim, d_model, subsampling_factor, subsampling_channels or d_model
         )
-        self.input_dropout = nn.Dropout(dropout)
+        self.input_dropout = Dropout(dropout)
         layer_args = (d_model, num_heads, ff_dim or 4 * d_model, conv_kernel_size, dropout)
         self.layers = nn.ModuleList(
             _ConformerLayer(*layer_args, causal=streaming, conv_norm=conv_norm)
