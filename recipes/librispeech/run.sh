@@ -14,6 +14,8 @@
 #   TRAINER=gpu TRAIN_SUBSETS="train-clean-100" bash recipes/librispeech/run.sh /data/LibriSpeech
 #   AVG=10 bash recipes/librispeech/run.sh /data/LibriSpeech   # average each model's last 10 checkpoints
 #   bash recipes/librispeech/run.sh /data/LibriSpeech train:trainer.devices=4 eval:device=cuda
+#   LAUNCH="srun --ntasks-per-node=8 --kill-on-bad-exit=1" bash recipes/librispeech/run.sh \
+#       /data/LibriSpeech train:trainer.num_nodes=2 train:trainer.devices=8   # docs/commands.md "Several nodes"
 #   TEACHER=hf:facebook/wav2vec2-conformer-rope-large-960h-ft bash recipes/librispeech/run.sh \
 #       /data/LibriSpeech dump:device=cuda dump:bf16=true
 #
