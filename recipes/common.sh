@@ -8,6 +8,17 @@
 #   students:key=value -> both students (kd, ctc, compare): keeps KD-vs-CTC comparisons fair
 #   train:key=value, or no prefix -> every training stage (teacher, kd, ctc, compare)
 # A ':' after the '=' belongs to the value (out_dir=/a:b has no prefix).
+#
+# Training under a launcher (several GPUs, several nodes): LAUNCH is the command prefix of every
+# training command (asr-kd-train, asr-kd-distill) and of nothing else; empty (the default) runs
+# them directly. The other stages, the .done markers and every resume or redo decision stay in
+# this one recipe process:
+#   LAUNCH="srun --ntasks-per-node=8 --kill-on-bad-exit=1"       (inside an sbatch allocation)
+#   LAUNCH="torchrun --nnodes=2 --nproc-per-node=8 --node-rank=0 --master-addr=HOST --master-port=29500 --no-python"
+# A torchrun LAUNCH with a --node-rank other than 0 makes the run a worker node's: it runs the
+# same recipe command (the EXP directory shared with node 0), launches the same training
+# commands with the same resume decisions, waits for node 0's .done markers of the other stages
+# (LAUNCH_POLL_S seconds between looks) and never writes or removes anything itself.
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') $*"; }
 die() { echo "error: $*" >&2; exit 2; }  # a usage error: one line, status 2 (as the commands)
@@ -16,9 +27,15 @@ stage=${stage:-0}
 stop_stage=${stop_stage:-100}
 overrides=()
 positional=()
+recipe_args=()
+LAUNCH=${LAUNCH:-}
+LAUNCH_POLL_S=${LAUNCH_POLL_S:-10}
+_marker_inputs=()  # a worker node: files a marker must be newer than to count as node 0's latest
+_afresh=            # a worker node: the next training stage starts afresh (node 0 removed its dir)
 
-# parse_args "$@": fills stage, stop_stage, overrides and positional.
+# parse_args "$@": fills stage, stop_stage, overrides and positional; checks them and LAUNCH.
 parse_args() {
+  recipe_args=("$@")
   while [ $# -gt 0 ]; do
     case "$1" in
       --stage|--stop-stage)
@@ -34,6 +51,7 @@ parse_args() {
   done
   [[ "$stage" =~ ^[0-9]+$ && "$stop_stage" =~ ^[0-9]+$ ]] \
     || die "--stage and --stop-stage take integers, got '$stage' and '$stop_stage'"
+  _check_launch
 }
 
 # check_stages FIRST LAST: the recipe has stages FIRST..LAST; refuse a range that would run none
@@ -88,38 +106,135 @@ override_value() {
 
 in_range() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 
+# _run_with_overrides KIND CMD...: log and run CMD plus KIND's overrides (last, so they win).
+_run_with_overrides() {
+  local kind=$1 extra=()
+  shift
+  mapfile -t extra < <(overrides_for "$kind")
+  log "+ $* ${extra[*]+"${extra[*]}"}"
+  "$@" ${extra[@]+"${extra[@]}"}
+}
+
 # run_stage N KIND MARKER CMD...: run CMD plus KIND's overrides, then create the MARKER file
-# (a `.done` in the stage's output dir); skip the command when MARKER exists (delete the directory to redo).
+# (a `.done` in the stage's output dir); skip the command when MARKER exists (delete the directory
+# to redo). A worker node waits for node 0's MARKER instead.
 run_stage() {
-  local n=$1 kind=$2 marker=$3 extra=()
+  local n=$1 kind=$2 marker=$3
   shift 3
+  if is_worker; then
+    _wait_for_marker "$n" "$marker"
+    return 0
+  fi
   if [ -f "$marker" ]; then
     log "Stage $n: $marker exists, skipping (delete $(dirname "$marker") to redo)"
     return 0
   fi
-  mapfile -t extra < <(overrides_for "$kind")
-  log "+ $* ${extra[*]+"${extra[*]}"}"
-  "$@" ${extra[@]+"${extra[@]}"}
+  _run_with_overrides "$kind" "$@"
   mkdir -p "$(dirname "$marker")" && touch "$marker"
 }
 
-# train_stage N KIND OUT_DIR CMD...: run_stage for a training command. A run stopped before it
-# wrote OUT_DIR/.done (OUT_DIR/checkpoints/last.ckpt, no marker) is resumed with resume=true,
-# where asr-kd-train would refuse to start over it; delete OUT_DIR to train from scratch.
+# train_stage N KIND OUT_DIR CMD...: run_stage for a training command, under $LAUNCH. A run
+# stopped before it wrote OUT_DIR/.done (OUT_DIR/checkpoints/last.ckpt, no marker) is resumed
+# with resume=true, where asr-kd-train would refuse to start over it; delete OUT_DIR to train from
+# scratch. A worker node makes the same decisions from the same files and launches the same
+# command, without the marker.
 train_stage() {
-  local n=$1 kind=$2 dir=$3 resume=()
+  local n=$1 kind=$2 dir=$3 resume=() launch=() afresh=$_afresh
   shift 3
-  if [ ! -f "$dir/.done" ] && [ -f "$dir/checkpoints/last.ckpt" ]; then
+  _afresh=
+  read -r -a launch <<< "$LAUNCH"
+  if [ -z "$afresh" ] && [ ! -f "$dir/.done" ] && [ -f "$dir/checkpoints/last.ckpt" ]; then
     log "Stage $n: resuming the unfinished run in $dir (delete the directory to start over)"
     resume=(resume=true)
   fi
-  run_stage "$n" "$kind" "$dir/.done" "$@" ${resume[@]+"${resume[@]}"}
+  if ! is_worker; then
+    if [ ! -f "$dir/.done" ]; then _worker_hint "$n"; fi
+    run_stage "$n" "$kind" "$dir/.done" ${launch[@]+"${launch[@]}"} "$@" ${resume[@]+"${resume[@]}"}
+  elif [ -z "$afresh" ] && [ -f "$dir/.done" ]; then
+    log "Stage $n: $dir/.done exists (node 0 finished it), skipping"
+  else
+    _run_with_overrides "$kind" "${launch[@]}" "$@" ${resume[@]+"${resume[@]}"}
+  fi
 }
 
-# stale_if_newer MARKER FILE...: delete MARKER when an input (a checkpoint) is newer than it.
+# _find_launch_option NAME: split LAUNCH into launch_words and set launch_at to the index of the
+# word holding torchrun's --NAME value (--NAME=V or --NAME V, `-` or `_` in NAME); -1: absent.
+_find_launch_option() {
+  local i opt
+  read -r -a launch_words <<< "$LAUNCH"
+  launch_at=-1
+  for ((i = 0; i < ${#launch_words[@]}; i++)); do
+    opt=${launch_words[i]%%=*}
+    if [ "${opt//_/-}" = "--$1" ]; then
+      if [[ ${launch_words[i]} == *=* ]]; then launch_at=$i; else launch_at=$((i + 1)); fi
+      return 0
+    fi
+  done
+}
+
+# launch_option NAME DEFAULT: the value of torchrun's --NAME in LAUNCH, else DEFAULT.
+launch_option() {
+  _find_launch_option "$1"
+  local value=$2
+  if [ "$launch_at" -ge 0 ]; then value=${launch_words[launch_at]:-}; value=${value#--*=}; fi
+  echo "$value"
+}
+
+# _check_launch: refuse a torchrun LAUNCH without --no-python before any stage runs (torchrun
+# would hand the training commands, console scripts, to python as files).
+_check_launch() {
+  _find_launch_option no-python
+  [[ ${launch_words[0]:-} == torchrun || ${launch_words[0]:-} == */torchrun ]] || return 0
+  [ "$launch_at" -ge 0 ] \
+    || die "LAUNCH=\"$LAUNCH\": add --no-python (the training commands are console scripts, such as asr-kd-train, not Python files)"
+}
+
+# is_worker: this run is a worker node's (a torchrun LAUNCH with --node-rank other than 0).
+is_worker() { [ "$(launch_option node-rank 0)" != 0 ]; }
+
+# _worker_hint N: on node 0 of a torchrun LAUNCH of several nodes, log the command each other
+# node runs to join stage N (its --node-rank for RANK); the whole recipe command works as well.
+_worker_hint() {
+  local args=""
+  [ "$(launch_option nnodes 1)" != 1 ] || return 0
+  _find_launch_option node-rank
+  if [ "$launch_at" -lt 0 ]; then
+    launch_words+=(--node-rank=RANK)
+  elif [[ ${launch_words[launch_at]} == --* ]]; then
+    launch_words[launch_at]=${launch_words[launch_at]%%=*}=RANK
+  else
+    launch_words[launch_at]=RANK
+  fi
+  if [ ${#recipe_args[@]} -gt 0 ]; then args=$(printf ' %q' "${recipe_args[@]}"); fi
+  log "Stage $1: each other node joins it with: LAUNCH=\"${launch_words[*]}\" bash $0$args --stage $1 --stop-stage $1 (RANK: the node's rank)"
+}
+
+# _wait_for_marker N MARKER: a worker node waits until node 0 has written MARKER, newer than
+# the stage's inputs (_marker_inputs: node 0 redoes a stage whose marker is older).
+_wait_for_marker() {
+  local waiting=
+  until _marker_current "$2"; do
+    if [ -z "$waiting" ]; then log "Stage $1: node 0 runs it; waiting for $2"; waiting=yes; fi
+    sleep "$LAUNCH_POLL_S"
+  done
+  log "Stage $1: done by node 0 ($2)"
+}
+
+_marker_current() {
+  local f
+  [ -f "$1" ] || return 1
+  for f in ${_marker_inputs[@]+"${_marker_inputs[@]}"}; do
+    if [ "$f" -nt "$1" ]; then return 1; fi
+  done
+}
+
+# stale_if_newer MARKER FILE...: delete MARKER when an input (a checkpoint) is newer than it. A
+# worker node deletes nothing: it waits for a MARKER newer than the inputs.
 stale_if_newer() {
   local marker=$1 f
   shift
+  _marker_inputs=("$@")
+  if is_worker; then return 0; fi
   for f in "$@"; do
     if [ -f "$marker" ] && [ "$f" -nt "$marker" ]; then rm -f "$marker"; fi
   done
@@ -127,9 +242,12 @@ stale_if_newer() {
 
 # reset_if_newer DIR FILE: remove DIR when FILE is newer than any of its .done markers. Used for
 # the soft targets: a retrained teacher's targets cannot be appended to the old store (the dump
-# refuses another teacher's shards), so the whole store is dumped again.
+# refuses another teacher's shards), so the whole store is dumped again. A worker node removes
+# nothing: it waits for markers newer than FILE.
 reset_if_newer() {
   local dir=$1 file=$2 marker
+  _marker_inputs=("$file")
+  if is_worker; then return 0; fi
   for marker in "$dir"/.done*; do
     if [ -f "$marker" ] && [ "$file" -nt "$marker" ]; then rm -rf "$dir"; return 0; fi
   done
@@ -161,7 +279,7 @@ distil_student() {
     kd_args=(distill.temperature="$TEMPERATURE")
     if [ -f "$last" ] && [ "$EXP/targets/index.json" -nt "$last" ]; then
       log "Stage $n: $EXP/targets is newer than $last: training $name again"
-      rm -rf "${EXP:?}/$name"
+      if is_worker; then _afresh=yes; else rm -rf "${EXP:?}/$name"; fi
     fi
   fi
   train_stage "$n" "$kind" "$EXP/$name" asr-kd-distill model="$STUDENT_MODEL" \
@@ -172,12 +290,13 @@ distil_student() {
 
 # students_side_by_side: whether stages 4 and 5 run at once (STUDENTS_PARALLEL: auto | yes | no).
 # auto: yes on a CPU with two or more cores, unless a training stage is sent to a GPU (there the
-# two would share one device, which the demo has not measured).
+# two would share one device, which the demo has not measured) or runs under a LAUNCH.
 students_side_by_side() {
   case $STUDENTS_PARALLEL in
-    yes) return 0 ;;
+    yes) [ -z "$LAUNCH" ] || die "STUDENTS_PARALLEL=yes with LAUNCH set: the launcher's processes and port serve one training at a time (STUDENTS_PARALLEL=auto trains the students one after the other)"
+      return 0 ;;
     no) return 1 ;;
-    auto) [ "$(nproc)" -ge 2 ] && ! overrides_for kd | grep -q '^trainer.accelerator=\(gpu\|cuda\)' ;;
+    auto) [ -z "$LAUNCH" ] && [ "$(nproc)" -ge 2 ] && ! overrides_for kd | grep -q '^trainer.accelerator=\(gpu\|cuda\)' ;;
     *) die "STUDENTS_PARALLEL=$STUDENTS_PARALLEL: expected auto, yes or no" ;;
   esac
 }

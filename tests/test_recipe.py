@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -295,6 +296,113 @@ def test_an_interrupted_training_stage_is_resumed(fake_env):
     assert "resuming the unfinished run" in proc.stdout
     assert _run(fake_env, "--stage", "2", "--stop-stage", "2").returncode == 0
     assert _calls(fake_env) == []  # finished now: skipped
+
+
+# A fake launcher: records its own options and the command it was given, runs nothing.
+LAUNCHER = '#!/usr/bin/env bash\necho "launch $*" >> "$CALLS"\n'
+NODE = "--nnodes=2 --nproc-per-node=8 --node-rank={} --master-addr=node0 --master-port=29500"
+
+
+def _launch_env(env: dict, rank: int) -> dict:
+    launcher = Path(env["PATH"].split(":")[0]) / "launch"
+    launcher.write_text(LAUNCHER)
+    launcher.chmod(0o755)
+    return dict(env, LAUNCH="launch " + NODE.format(rank), STUDENTS_PARALLEL="auto")
+
+
+def _tree(root: Path) -> dict[str, int]:
+    """Every path under root with its mtime in ns (what a worker node must leave untouched)."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def test_only_the_training_commands_run_under_launch_once_per_stage(fake_env):
+    env = _launch_env(fake_env, rank=0)
+    proc = _run(env, "students:optim.lr=2e-3")
+    assert proc.returncode == 0, proc.stderr
+    calls = _calls(env)
+    launch = "launch " + NODE.format(0) + " "
+    assert [c.split()[0] for c in calls] == [
+        "asr-kd-synth", "asr-kd-prepare", "launch", "asr-kd-dump-targets", "launch", "launch",
+        "asr-kd-evaluate",
+    ]  # fmt: skip
+    teacher, kd, ctc = (c for c in calls if c.startswith("launch"))
+    assert teacher.startswith(launch + "asr-kd-train model=teacher_small")
+    assert kd.startswith(launch + "asr-kd-distill") and "distill=hidden" in kd  # one at a time
+    assert ctc.startswith(launch + "asr-kd-distill") and ctc.endswith("optim.lr=2e-3")
+    exp = Path(env["EXP"])
+    assert all(
+        (exp / name / ".done").is_file() for name in ("teacher", "student_kd", "student_ctc")
+    )
+    # node 0 says how the other nodes join each training stage
+    hint = f'LAUNCH="launch {NODE.format("RANK")}" bash {RECIPE} students:optim.lr=2e-3'
+    assert f"{hint} --stage 2 --stop-stage 2 (RANK: the node's rank)" in proc.stdout
+    assert f"{hint} --stage 5 --stop-stage 5" in proc.stdout
+    proc = _run(dict(env, STUDENTS_PARALLEL="yes"), "--stage", "4")
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        "error: STUDENTS_PARALLEL=yes with LAUNCH"
+    )
+    proc = _run(dict(env, LAUNCH="torchrun --nnodes=2 --node-rank=0"))  # runs python FILE
+    assert proc.returncode == 2 and proc.stderr.startswith("error: LAUNCH=") and not _calls(env)
+    assert "add --no-python" in proc.stderr
+
+
+def test_a_worker_node_launches_the_same_training_commands_and_writes_nothing(fake_env):
+    """A torchrun LAUNCH with --node-rank 1: the training commands of node 0 (resume decisions
+    included), node 0's markers awaited for the other stages, no file written or removed."""
+    node0, worker = _launch_env(fake_env, rank=0), _launch_env(fake_env, rank=1)
+    exp = Path(fake_env["EXP"])
+    assert _run(node0, "--stage", "0", "--stop-stage", "1").returncode == 0
+    _checkpoint(exp / "teacher", time.time() - 100)  # stage 2 was stopped midway
+    _calls(node0)
+    before = _tree(exp)
+    proc = _run(worker, "--stage", "0", "--stop-stage", "2", "teacher:trainer.max_steps=9")
+    assert proc.returncode == 0, proc.stderr
+    (teacher,) = _calls(worker)
+    assert teacher.startswith("launch " + NODE.format(1) + " asr-kd-train")
+    assert teacher.endswith("resume=true trainer.max_steps=9")  # node 0's decision, node 0's order
+    assert "Stage 1: done by node 0" in proc.stdout and "each other node joins" not in proc.stdout
+    assert _tree(exp) == before
+    # node 0's stage 2 runs the same command, then marks it done
+    assert (
+        _run(node0, "--stage", "2", "--stop-stage", "2", "teacher:trainer.max_steps=9").returncode
+        == 0
+    )
+    assert _calls(node0) == [teacher.replace(NODE.format(1), NODE.format(0))]
+    # a student whose targets are newer (a retrained teacher): node 0 removes it and starts afresh
+    (exp / "targets").mkdir()
+    (exp / "targets" / "index.json").write_text("{}")
+    _checkpoint(exp / "student_kd", time.time() - 50)
+    (exp / "student_kd" / ".done").touch()
+    os.utime(exp / "student_kd" / ".done", (time.time() - 50,) * 2)
+    before = _tree(exp)
+    proc = _run(worker, "--stage", "4", "--stop-stage", "4")
+    assert proc.returncode == 0, proc.stderr
+    (kd,) = _calls(worker)
+    assert "asr-kd-distill" in kd and "resume=true" not in kd and _tree(exp) == before
+    (exp / "student_kd" / ".done").unlink()  # the same, stopped midway: not resumed either
+    assert _run(worker, "--stage", "4", "--stop-stage", "4").returncode == 0
+    (kd,) = _calls(worker)
+    assert "asr-kd-distill" in kd and "resume=true" not in kd
+
+
+def test_a_worker_node_waits_for_node_0s_current_marker(fake_env):
+    worker = dict(_launch_env(fake_env, rank=1), LAUNCH_POLL_S="0.1")
+    exp = Path(fake_env["EXP"])
+    teacher = _checkpoint(exp / "teacher", time.time())
+    (exp / "targets").mkdir()
+    marker = exp / "targets" / ".done"
+    marker.touch()
+    os.utime(marker, (time.time() - 10,) * 2)  # older than the teacher: node 0 dumps again
+    args = ["bash", str(RECIPE), "--stage", "3", "--stop-stage", "3"]
+    proc = subprocess.Popen(args, env=worker, stdout=subprocess.PIPE, text=True)
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=1.5)
+    marker.touch()  # node 0's new dump is done
+    assert proc.wait(timeout=20) == 0
+    out = proc.stdout.read()
+    assert f"Stage 3: node 0 runs it; waiting for {marker}" in out
+    assert f"Stage 3: done by node 0 ({marker})" in out
+    assert _calls(worker) == [] and teacher.is_file() and marker.is_file()
 
 
 LIBRI = REPO / "recipes" / "librispeech" / "run.sh"

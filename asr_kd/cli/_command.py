@@ -17,6 +17,9 @@ calling the library function ``train(cfg)``:
   a directory that held anything else before the run is never removed.
 - The run's ``<job>.log`` (Hydra's job log in the run directory, e.g. ``train.log``) gets the
   command line, Lightning's messages, the outcome (:func:`report`) and the error line.
+- Under a launcher (torchrun, srun, Lightning's own DDP processes) only rank 0 writes the run's
+  files: the other ranks write no ``.hydra/`` and no ``<job>.log`` (their console output is the
+  launcher's to collect), report nothing and remove nothing, so N ranks leave one set of files.
 
 Usage (asr_kd/cli/train.py):
     main = hydra_command("train", train, show=run_summary)
@@ -62,6 +65,9 @@ __all__ = [
 EXIT_USER_ERROR = 2
 _FULL_ERROR = "HYDRA_FULL_ERROR"  # Hydra's switch: raise errors instead of printing them
 _HYDRA_FILES = {"config.yaml", "hydra.yaml", "overrides.yaml"}  # what Hydra writes in .hydra/
+# Hydra's overrides for ranks other than 0: no .hydra/ files, logs on the console only. Hydra
+# reads them from sys.argv, as Lightning's own DDP launcher passes its per-process overrides.
+_OTHER_RANK_OVERRIDES = ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
 # Lightning adds its own console handler and stops propagating when it is imported before Hydra
 # configures logging (our commands import it first), so its messages miss the job's log file.
 _LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
@@ -235,8 +241,9 @@ def _log_into_run_files() -> list[tuple[logging.Logger, logging.Handler]]:
 class _Invocation:
     """One call of a command: Hydra's errors before the run, the run's user errors, its run dir."""
 
-    def __init__(self, prog: str):
+    def __init__(self, prog: str, rank_zero: bool = True):
         self.prog = prog
+        self.rank_zero = rank_zero
         self.env = os.environ.get(_FULL_ERROR)
         self.tracebacks = self.env == "1"  # the user asked for full tracebacks (Hydra's test)
         self.started = False
@@ -266,7 +273,7 @@ class _Invocation:
         self._restore_env()  # a bug now gets Hydra's usual report; DDP ranks see the user's env
         hydra_cfg = HydraConfig.get()
         run_dir, subdir = Path(hydra_cfg.runtime.output_dir), hydra_cfg.output_subdir
-        fresh = _holds_only_hydra_files(run_dir, subdir, empty_logs=True)
+        fresh = self.rank_zero and _holds_only_hydra_files(run_dir, subdir, empty_logs=True)
         attached = _log_into_run_files()
         run_log.info("%s %s", self.prog, " ".join(hydra_cfg.overrides.task))
         try:
@@ -290,34 +297,43 @@ def hydra_command(
     config_name: str,
     run: Callable[[DictConfig], Any],
     show: Callable[[Any, DictConfig], str] | None = None,
+    rank_zero: Callable[[], bool] | None = None,
 ) -> Callable[[], None]:
     """The entry point of ``asr-kd-<config_name>``: ``@hydra.main`` on ``conf/<config_name>.yaml``
     calling the library function ``run(cfg)``, errors as described in the module docstring.
 
     ``show(result, cfg)`` is the text the command reports (stdout and the run log); None for a
     command that prints its own table, whose result then goes to the run log as JSON.
-    Hydra names the job, and its ``<job>.log``, after ``asr_kd.cli.<config_name>``.
+    ``rank_zero()`` (a command that runs under a launcher:
+    :func:`asr_kd.training.launch.is_global_zero`) says whether this process writes the run's
+    files; None: it always does. Hydra names the job, and its ``<job>.log``, after
+    ``asr_kd.cli.<config_name>``.
     """
     prog = command_name(config_name)
 
-    def main(cfg: DictConfig) -> None:
+    def main(cfg: DictConfig, primary: bool) -> None:
         result = run(cfg)
+        if not primary:
+            return
         if show is None:
             run_log.info("result: %s", json.dumps(result))
         else:
             report(show(result, cfg))
 
     def entry_point() -> None:
-        call = _Invocation(prog)
+        primary = rank_zero is None or rank_zero()
+        call = _Invocation(prog, primary)
 
         def task(cfg: DictConfig) -> Any:
-            return call.run(main, cfg)
+            return call.run(lambda c: main(c, primary), cfg)
 
         task.__module__ = f"{__package__}.{config_name}"  # the job's name: <config_name>
         try:
             check_renamed(config_name, sys.argv[1:])
         except ConfigError as err:
             _fail(str(err))
+        if not primary:
+            sys.argv += _OTHER_RANK_OVERRIDES
         call(
             hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(task)
         )

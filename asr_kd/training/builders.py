@@ -178,6 +178,8 @@ def build_trainer(
 
 
 def _resume_path(cfg: DictConfig, out_dir: Path) -> Path | None:
+    # Under a launcher every rank checks this before the process group forms (in trainer.fit),
+    # so rank 0 cannot have written last.ckpt yet: all ranks see the same files.
     last = out_dir / "checkpoints" / "last.ckpt"
     if cfg.resume and not last.is_file():
         raise MissingFileError(f"resume=true but {last} does not exist (nothing to resume)")

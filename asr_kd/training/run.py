@@ -23,12 +23,14 @@ from asr_kd.distill.pseudo import build_pseudo_labels
 from asr_kd.distill.teachers import build_teacher_targets
 from asr_kd.distill.terms import build_kd_terms
 from asr_kd.training.builders import build_model, fit
+from asr_kd.training.launch import check_launch
 
 __all__ = ["distill", "train"]
 
 
 def train(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` with CTC on ``cfg.data``; return :func:`fit`'s figures."""
+    check_launch(cfg.trainer)  # a node count the launcher did not start hangs: refused first
     # verbose=False: no "Seed set to" line on stderr, where a refused run prints one error line
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_datamodule(cfg.data)
@@ -38,6 +40,7 @@ def train(cfg: DictConfig) -> dict:
 
 def distill(cfg: DictConfig) -> dict:
     """Distil ``cfg.model`` from the teacher per ``cfg.distill``; return the run's figures."""
+    check_launch(cfg.trainer)
     kd = KDConfig.from_options(OmegaConf.to_container(cfg.distill, resolve=True))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_datamodule(cfg.data)

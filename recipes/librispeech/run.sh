@@ -18,6 +18,8 @@
 #   SYNTH=yes bash recipes/librispeech/run.sh     # every stage on 3 h of synthetic LibriSpeech-shaped
 #       speech (no LibriSpeech needed; synth:hours.train-other-500=5 and the like resize it)
 #   bash recipes/librispeech/run.sh /data/LibriSpeech train:trainer.devices=4 eval:device=cuda
+#   LAUNCH="srun --ntasks-per-node=8 --kill-on-bad-exit=1" bash recipes/librispeech/run.sh \
+#       /data/LibriSpeech train:trainer.num_nodes=2 train:trainer.devices=8   # docs/commands.md "Several nodes"
 #   TEACHER=hf:facebook/wav2vec2-conformer-rope-large-960h-ft bash recipes/librispeech/run.sh \
 #       /data/LibriSpeech dump:device=cuda dump:bf16=true
 #

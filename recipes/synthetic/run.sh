@@ -18,6 +18,7 @@
 #   TEACHER_STEPS=4000 bash recipes/synthetic/run.sh       # the knobs below are env variables
 #   AVG=5 bash recipes/synthetic/run.sh                    # average the last 5 checkpoints of each model
 #   bash recipes/synthetic/run.sh teacher:model.d_model=192 students:optim.lr=2e-3 trainer.accelerator=cpu
+#   LAUNCH="torchrun ... --no-python" bash recipes/synthetic/run.sh ...  # training under a launcher (common.sh)
 #
 # Extra arguments are Hydra overrides. `TAG:key=value` goes to one kind of stage, where TAG is
 # synth, prepare, teacher, dump, kd, ctc, eval or compare; `students:key=value` goes to both

@@ -237,6 +237,9 @@ def test_two_process_ddp_on_cpu(tmp_path, prepared_data_dir):
     assert f"asr-kd-train data.dir={prepared_data_dir} out_dir={out} trainer=ddp_cpu" in log
     assert "`Trainer.fit` stopped: `max_steps=3` reached." in log
     assert "{'global_step': 3, 'epochs': " in log and "{'global_step': 3, " in proc.stdout
+    # Regression: the second process wrote train_ddp_process_1.log and printed the figures again
+    assert [p.name for p in out.glob("*.log")] == ["train.log"]
+    assert proc.stdout.count("{'global_step': 3, ") == 1
 
 
 def _record_batches(monkeypatch) -> list[list[str]]:

@@ -1,0 +1,93 @@
+"""The launcher a training command runs under: which rank this process is, and whether the
+trainer's ``num_nodes * devices`` is the number of processes the launcher started.
+
+A run on N nodes is started by a launcher, never by the command itself: torchrun on every node,
+or SLURM's ``srun`` inside an allocation. Lightning reads their environments (the same rules,
+in the same order, as here: torchrun first, since it also runs inside SLURM jobs). What it does
+not do is refuse a mismatch before the run starts: ``trainer.num_nodes=2`` without a launcher
+makes Lightning start one node's processes and wait forever for the other node's ranks, and a
+torchrun or srun world of another size fails after the run wrote its config and logs.
+
+Usage:
+    check_launch(cfg.trainer)            # ConfigError before anything is written
+    if is_global_zero(): write_run_files()
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+from asr_kd.errors import ConfigError
+
+__all__ = ["check_launch", "is_global_zero", "launcher_world_size"]
+
+
+def is_global_zero() -> bool:
+    """Whether this process is the run's rank 0, as its launcher says: torchrun's ``RANK``,
+    srun's ``SLURM_PROCID``, or the ``LOCAL_RANK``/``NODE_RANK`` that Lightning gives the DDP
+    processes it starts itself (``trainer=ddp_cpu``); True with no launcher."""
+    if TorchElasticEnvironment.detect():
+        return int(os.environ["RANK"]) == 0
+    if SLURMEnvironment.detect():
+        return int(os.environ.get("SLURM_PROCID", "0")) == 0
+    return all(int(os.environ.get(name, "0")) == 0 for name in ("LOCAL_RANK", "NODE_RANK"))
+
+
+def launcher_world_size() -> int | None:
+    """How many processes the launcher started in all (torchrun's ``WORLD_SIZE``, srun's
+    ``SLURM_NTASKS``, or a ``WORLD_SIZE`` set for Lightning's own processes); None without one."""
+    if TorchElasticEnvironment.detect():
+        return int(os.environ["WORLD_SIZE"])
+    if SLURMEnvironment.detect():
+        return int(os.environ["SLURM_NTASKS"])
+    world = os.environ.get("WORLD_SIZE")
+    return None if world is None else int(world)
+
+
+def _devices_per_node(trainer: Mapping[str, Any]) -> int | None:
+    """``trainer.devices`` as a count: an int, a list of device ids, or every visible GPU for
+    ``-1``/``"auto"`` with a GPU accelerator; None where Lightning decides later (CPU ``auto``)."""
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if str(devices) in ("-1", "auto") and trainer.get("accelerator") in ("gpu", "cuda"):
+        return torch.cuda.device_count() or None
+    return None
+
+
+def check_launch(trainer: Mapping[str, Any]) -> None:
+    """Refuse a trainer config that does not match the launcher, before anything is written.
+
+    Raises:
+        ConfigError: ``trainer.num_nodes > 1`` with no launcher (no torchrun, no srun, no
+            ``NODE_RANK`` set by hand for Lightning), or a launcher world size other than
+            ``trainer.num_nodes * trainer.devices``.
+    """
+    num_nodes = int(trainer.get("num_nodes", 1))
+    world = launcher_world_size()
+    if world is None:
+        if num_nodes > 1 and "NODE_RANK" not in os.environ:
+            raise ConfigError(
+                f"trainer.num_nodes={num_nodes} but no launcher started this command: run every "
+                "node's processes with torchrun (--nnodes, --node-rank) or srun in a SLURM "
+                "allocation (the recipes: LAUNCH=...); alone it waits forever for the other "
+                "nodes' ranks"
+            )
+        return
+    per_node = _devices_per_node(trainer)
+    expected = None if per_node is None else per_node * num_nodes
+    if world % num_nodes or (expected is not None and expected != world):
+        devices = trainer.get("devices", "auto")
+        raise ConfigError(
+            f"the launcher started {world} processes but trainer.num_nodes * trainer.devices = "
+            f"{num_nodes} * {devices}{'' if expected is None else f' = {expected}'}: set them to "
+            "the launcher's nodes and processes per node (a mismatch waits forever for ranks that "
+            "never come)"
+        )
