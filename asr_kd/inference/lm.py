@@ -10,6 +10,8 @@
   ``3-gram.pruned.1e-7.arpa.gz``, ``4-gram.arpa.gz``) decompressed once into a cache.
 - :func:`read_arpa` / :func:`arpa_words`: the n-grams of a (small) ARPA file; its unigram words
   (read up to the end of the 1-gram section only, so a 4-gram LM's vocabulary is quick).
+- :func:`subset_texts` / :func:`text_lines`: the sentences to build from: a prepared data dir's
+  training transcripts, or any text file (one sentence per line, normalised as transcripts are).
 - :func:`lexicon_words`: the words of a lexicon file (``WORD spelling...`` per line, as
   ``librispeech-lexicon.txt``; the spelling is dropped: the decoder re-spells each word with our
   tokenizer).
@@ -34,11 +36,13 @@ import math
 import os
 import shutil
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tqdm import tqdm
 
+from asr_kd.data.datamodule import cut_text, load_cuts
+from asr_kd.data.tokenizer import normalize_text
 from asr_kd.errors import BadFileError, ConfigError, MissingFileError
 
 __all__ = [
@@ -52,6 +56,8 @@ __all__ = [
     "discounts",
     "lexicon_words",
     "read_arpa",
+    "subset_texts",
+    "text_lines",
 ]
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
@@ -90,6 +96,8 @@ def discounts(counts: Counter) -> tuple[float, float, float]:
     (0.5, 1, 1.5) where they are too few to estimate one (tiny texts).
 
     >>> discounts(Counter({"a": 1, "b": 1, "c": 2, "d": 3, "e": 4}))
+    (0.5, 0.5, 1.0)
+    >>> discounts(Counter({"a": 1, "b": 2}))  # no count of 3 or 4
     (0.5, 1.0, 1.5)
     """
     n = Counter(min(c, 4) for c in counts.values())
@@ -210,6 +218,25 @@ def arpa_words(path: str | Path) -> list[str]:
     """The unigram words of ARPA ``path`` in file order, without ``<s>``, ``</s>``, ``<unk>``."""
     specials = {BOS, EOS, UNK}
     return [f[1] for _, f in _sections(Path(path), 1) if f[1] not in specials]
+
+
+def text_lines(path: str | Path) -> Iterator[str]:
+    """The normalised lines of a text file (``.gz`` too), one sentence each: any text."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MissingFileError(f"text file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            yield normalize_text(line)
+
+
+def subset_texts(data_dir: str | Path, subsets: Iterable[str]) -> Iterator[str]:
+    """The transcripts of prepared ``subsets`` of ``data_dir`` (as asr-kd-prepare normalised
+    them): the training text of an LM that never sees dev or test."""
+    for subset in subsets:
+        for cut in load_cuts(data_dir, subset):
+            yield cut_text(cut)
 
 
 def lexicon_words(path: str | Path) -> list[str]:

@@ -233,8 +233,9 @@ class BeamSearch(CtcSearch):
             words = arpa_words(lm)
         else:
             raise ConfigError(
-                f"decoding beam_lm needs a lexicon (beam.lexicon=FILE) or an ARPA LM to take its "
-                f"words from (beam.lm=FILE.arpa[.gz]), got lexicon={beam.lexicon}, lm={beam.lm}"
+                f"decoding beam_lm needs a lexicon (beam.lexicon=FILE, --lexicon FILE) or an ARPA "
+                f"LM to take its words from (beam.lm=FILE.arpa[.gz], --lm FILE), got lexicon="
+                f"{beam.lexicon}, lm={beam.lm}"
             )
         lines = spell_lexicon(words, self.tokenizer)
         if not lines:

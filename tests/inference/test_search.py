@@ -130,7 +130,9 @@ def test_a_librispeech_lexicon_is_respelled_and_limits_the_words(tmp_path):
 
 
 def test_beam_lm_without_a_word_list_is_one_config_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"needs a lexicon \(beam.lexicon=FILE\) or an ARPA"):
+    with pytest.raises(
+        ConfigError, match=r"needs a lexicon \(beam.lexicon=FILE, --lexicon FILE\) or an ARPA"
+    ):
         make_search("beam_lm", Tokenizer.char(), _settings(tmp_path))
     with pytest.raises(ConfigError, match=r"decoding must be one of .*got 'beam_search'"):
         make_search("beam_search", Tokenizer.char())
