@@ -136,12 +136,14 @@ def _search_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--beam-size", type=_positive_int, default=beam.size,
                    help=f"hypotheses kept per frame (default {beam.size})")  # fmt: skip
+    p.add_argument("--prune-frames", type=_positive_int, default=None,
+                   help="streaming beam: keep N frames of beam history (default: all)")  # fmt: skip
 
 
 def _options(args: argparse.Namespace) -> TranscribeOptions:
     beam = BeamSettings(
         size=args.beam_size, lm=args.lm, lexicon=args.lexicon, lm_weight=args.lm_weight,
-        word_score=args.word_score,
+        word_score=args.word_score, prune_frames=args.prune_frames,
     )  # fmt: skip
     return TranscribeOptions(
         ckpt=args.ckpt, onnx=args.onnx, streaming=args.streaming, chunk_ms=args.chunk_ms,

@@ -142,6 +142,7 @@ def beam_settings(cfg: DictConfig) -> BeamSettings:
         lm_weight=float(cfg.lm_weight),
         word_score=float(cfg.word_score),
         cache_dir=str(cfg.cache_dir),
+        prune_frames=None if cfg.prune_frames is None else int(cfg.prune_frames),
     )
 
 

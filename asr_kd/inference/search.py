@@ -75,6 +75,7 @@ class BeamSettings:
     lm_weight: float = 0.5
     word_score: float = 0.0
     cache_dir: str = "~/.cache/asr_kd/lm"  # decompressed .arpa.gz and spelled lexicons
+    prune_frames: int | None = None  # streaming: commit and forget history this far back
 
 
 class SearchStream(ABC):
@@ -170,31 +171,57 @@ class GreedySearch(CtcSearch):
 
 class BeamStream(SearchStream):
     """flashlight's incremental decoding of one utterance; its decoder is the search's, so a
-    search runs one stream at a time (a batch-1 decoder's)."""
+    search runs one stream at a time (a batch-1 decoder's).
+
+    With ``BeamSettings.prune_frames`` = P, every P decoded frames the best path is committed up
+    to P frames back (flashlight moves further back, to a word boundary) and flashlight's
+    history before it is dropped (``prune``), so memory and the cost of a partial transcript stay
+    bounded on an endless stream; the transcript can then differ from the offline search's where
+    the best path of P frames ago is not the final one's. Without it (the default) the search
+    keeps every frame's beam and equals the offline search exactly.
+    """
 
     def __init__(self, search: BeamSearch) -> None:
         self.search = search
         self.decoder = search.decoder
         self.decoder.decode_begin()
         self._final: str | None = None
+        self._committed: list[int] = []  # per-frame tokens before flashlight's buffer
+        self._unpruned = 0  # frames decoded since the last prune
 
     def extend(self, log_probs: Any) -> None:
         log_probs = torch.as_tensor(log_probs, dtype=torch.float32).contiguous()
         if log_probs.shape[0]:
             self.decoder.decode_step(log_probs)
+            self._unpruned += log_probs.shape[0]
+        look_back = self.search.beam.prune_frames
+        if look_back is not None and self._unpruned >= 2 * look_back:
+            self._commit(look_back)
+
+    def _commit(self, look_back: int) -> None:
+        # flashlight's decoder (torchaudio wraps neither call) gives the path to the frame it
+        # prunes at, which stays as the first frame of its buffer: kept once, here
+        path = list(self.decoder.decoder.get_best_hypothesis(look_back).tokens)
+        self._committed += path[1:] if self._committed else path
+        self.decoder.decoder.prune(look_back)
+        self._unpruned = look_back
+
+    def _frames(self, path) -> list[int]:
+        """The whole utterance's per-frame path: committed frames, then flashlight's buffer."""
+        path = list(path)
+        return self._committed + path[1:] if self._committed else path
 
     @property
     def text(self) -> str:
         if self._final is not None:
             return self._final
-        # torchaudio wraps no partial result: flashlight's own decoder gives the best path so far
-        return self.search.text_of(self.decoder.decoder.get_best_hypothesis().tokens)
+        return self.search.text_of(self._frames(self.decoder.decoder.get_best_hypothesis().tokens))
 
     def finalize(self) -> str:
         if self._final is None:
             self.decoder.decode_end()
-            best = self.decoder.get_final_hypothesis()  # tokens: merged, blanks dropped
-            self._final = self.search.text_of_ids(best[0].tokens.tolist()) if best else ""
+            best = self.decoder.decoder.get_all_final_hypothesis()
+            self._final = self.search.text_of(self._frames(best[0].tokens)) if best else ""
         return self._final
 
 

@@ -144,3 +144,26 @@ def test_empty_log_probs_decode_to_nothing(tmp_path, arpa):
     for decoding in DECODINGS:
         search = make_search(decoding, tok, _settings(tmp_path, lm=str(arpa)))
         assert search.offline(np.zeros((0, tok.vocab_size), np.float32)) == ""
+
+
+@pytest.mark.parametrize("decoding", ["beam", "beam_lm"])
+def test_pruned_history_keeps_the_transcript_of_a_long_stream(decoding, tmp_path, arpa):
+    """prune_frames=30 on 60 words (~1000 frames) fed 8 frames at a time: the committed prefix
+    and flashlight's pruned buffer join into the unpruned search's transcript."""
+    tok = Tokenizer.char()
+    text = " ".join(TEXT * 3)
+    log_probs = _emissions(tok, text, noise=1.5, seed=5)
+    results = []
+    for prune_frames in (None, 30):
+        search = make_search(
+            decoding, tok, _settings(tmp_path, lm=str(arpa), prune_frames=prune_frames)
+        )
+        stream = search.stream()
+        for start in range(0, log_probs.shape[0], 8):
+            stream.extend(log_probs[start : start + 8])
+        partial = stream.text
+        results.append((partial, stream.finalize()))
+    (partial, full), (pruned_partial, pruned) = results
+    assert pruned == full and pruned_partial == partial
+    assert decoding == "beam" or full == text
+    assert len(search.decoder.decoder.get_best_hypothesis().tokens) < 200  # history dropped
