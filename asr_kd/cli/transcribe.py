@@ -33,6 +33,8 @@ Usage:
     asr-kd-transcribe --onnx exp/onnx/student_kd speech.wav                  # full.onnx
     asr-kd-transcribe --onnx exp/onnx/student_kd --streaming --chunk-ms 320 speech.wav
     asr-kd-transcribe --onnx exp/onnx/student_kd/stream-c8-l4.onnx --streaming speech.wav
+    asr-kd-transcribe --onnx exp/onnx/student_kd --streaming --decoding beam_lm \
+        --lm exp/lm/3gram.arpa --lm-weight 0.5 speech.wav
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from pathlib import Path
 import torch
 
 from asr_kd.errors import UserError
+from asr_kd.inference.search import DECODINGS, BeamSettings
 from asr_kd.inference.transcribe import (
     DEFAULT_CHUNK_MS,
     TranscribeOptions,
@@ -64,7 +67,8 @@ def _positive_int(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="asr-kd-transcribe",
-        description="Transcribe audio files (greedy CTC) with an asr_kd checkpoint (torch) or "
+        description="Transcribe audio files (CTC: greedy, or beam search with a word n-gram) "
+        "with an asr_kd checkpoint (torch) or "
         "with the ONNX graphs asr-kd-export wrote (ONNX Runtime).",
     )
     p.add_argument("files", nargs="+", type=Path, help="audio files (any format, any rate)")
@@ -103,13 +107,47 @@ def _parser() -> argparse.ArgumentParser:
         "--onnx it is fixed by the step graph and must match it)",
     )
     p.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (default 1)")
+    _search_options(p)
     return p
 
 
+def _search_options(p: argparse.ArgumentParser) -> None:
+    """``--decoding`` and the beam searches' settings (``conf/evaluate.yaml``'s ``beam``)."""
+    beam = BeamSettings()
+    p.add_argument(
+        "--decoding",
+        choices=sorted(DECODINGS),
+        default="greedy",
+        help="greedy (default), beam (no LM) or beam_lm (lexicon + word n-gram)",
+    )
+    p.add_argument("--lm", help="beam_lm: ARPA n-gram (.arpa, .arpa.gz) or KenLM binary")
+    p.add_argument("--lexicon", help="beam_lm: words, first column (default: the LM's unigrams)")
+    p.add_argument(
+        "--lm-weight",
+        type=float,
+        default=beam.lm_weight,
+        help=f"beam_lm: LM weight (default {beam.lm_weight}; asr-kd-lm tune)",
+    )
+    p.add_argument(
+        "--word-score",
+        type=float,
+        default=beam.word_score,
+        help=f"beam_lm: bonus per word (default {beam.word_score})",
+    )
+    p.add_argument("--beam-size", type=_positive_int, default=beam.size,
+                   help=f"hypotheses kept per frame (default {beam.size})")  # fmt: skip
+    p.add_argument("--prune-frames", type=_positive_int, default=None,
+                   help="streaming beam: keep N frames of beam history (default: all)")  # fmt: skip
+
+
 def _options(args: argparse.Namespace) -> TranscribeOptions:
+    beam = BeamSettings(
+        size=args.beam_size, lm=args.lm, lexicon=args.lexicon, lm_weight=args.lm_weight,
+        word_score=args.word_score, prune_frames=args.prune_frames,
+    )  # fmt: skip
     return TranscribeOptions(
         ckpt=args.ckpt, onnx=args.onnx, streaming=args.streaming, chunk_ms=args.chunk_ms,
-        left_chunks=args.left_chunks, threads=args.threads,
+        left_chunks=args.left_chunks, threads=args.threads, decoding=args.decoding, beam=beam,
     )  # fmt: skip
 
 

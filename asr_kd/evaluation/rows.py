@@ -40,8 +40,12 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def row_label(row: Mapping) -> str:
-    """The model as rows and plots name it: ``student_kd``, ``student_kd (int8)``."""
-    return f"{row['model']} (int8)" if row.get("quantize") == "int8" else row["model"]
+    """The model as rows and plots name it: ``student_kd``, ``student_kd (int8)``,
+    ``student_kd (beam_lm)``: one line per label in the plots."""
+    notes = [
+        n for n in ("int8" if row.get("quantize") == "int8" else None, row.get("decoding")) if n
+    ]
+    return f"{row['model']} ({', '.join(notes)})" if notes else row["model"]
 
 
 def _latency(row: Mapping) -> str:
@@ -99,7 +103,8 @@ class ResultRow:
     subset: str = _key("the prepared subset decoded (an entry of ``subsets``)", required=True)
     mode: str = _key(
         "``full`` (the whole utterance at once) or ``stream-<N>ms`` (N ms chunks through "
-        "``forward_chunk`` with caches); ``-sherpa-onnx`` after either for that runtime's rows",
+        "``forward_chunk`` with caches); ``-sherpa-onnx`` after either for that runtime's rows, "
+        "``-<decoding>`` for a search other than greedy (``full-beam_lm``)",
         required=True,
         column=(1, "Mode", lambda row: row["mode"]),
     )
@@ -124,6 +129,11 @@ class ResultRow:
     quantize: str | None = _key(
         "``none`` or ``int8`` (the ORT-quantised graphs); absent where the runtime has no int8 "
         "variant (sherpa-onnx)",
+        optional=True,
+    )
+    decoding: str | None = _key(
+        "the search when it is not greedy: ``beam`` or ``beam_lm`` (``asr_kd.inference.search``"
+        "; the mode then ends in ``-<decoding>``); absent for greedy",
         optional=True,
     )
     cpu_s_per_audio_h: float | None = _shown(

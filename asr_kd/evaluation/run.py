@@ -14,6 +14,11 @@ For each subset and each checkpoint it decodes
   streaming path, ``init_state`` then ``forward_chunk`` on N ms feature chunks with caches
   (``StreamingGreedyDecoder``), batch size 1, one CPU thread, after warm-up.
 
+``decoding=[greedy,beam_lm]`` repeats both with each search of
+:data:`~asr_kd.inference.search.DECODINGS` listed: rows ``full-beam_lm``,
+``stream-<N>ms-beam_lm`` (their ``decoding`` key says which; settings in ``beam``, echoed in
+``meta["beam"]``); greedy rows keep their names.
+
 ``runtime`` picks what runs the batch-1 passes (their RTF, and the WER/CER of every row):
 ``torch`` (eager) or ``onnx``: each checkpoint is exported by ``asr_kd.export`` into
 ``<out_dir>/onnx/<name>/`` (full-context graph + one chunk-step graph per chunk size), checked
@@ -63,7 +68,9 @@ from __future__ import annotations
 
 import os
 import platform
+from dataclasses import asdict
 from datetime import datetime
+from importlib.metadata import version
 from pathlib import Path
 
 import onnxruntime
@@ -76,7 +83,7 @@ from asr_kd.data.prepare import prepare_skips
 from asr_kd.errors import MissingFileError
 from asr_kd.evaluation.backends import BACKENDS, Backend, Corpus
 from asr_kd.evaluation.report import write_results
-from asr_kd.evaluation.settings import EvalSettings
+from asr_kd.evaluation.settings import EvalSettings, only_greedy
 from asr_kd.models.loading import load_model
 
 __all__ = ["evaluate"]
@@ -103,7 +110,10 @@ def _machine() -> str:
 
 
 def _meta(settings: EvalSettings) -> dict:
+    # a greedy-only run's meta keeps its keys: its results.json reads as it always did
+    searches = {} if only_greedy(settings) else _search_meta(settings)
     return {
+        **searches,
         "date": datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": _machine(),
         "torch": torch.__version__,
@@ -124,6 +134,14 @@ def _meta(settings: EvalSettings) -> dict:
         "chunk_sizes_ms": list(settings.chunk_sizes_ms),
         "checkpoints": settings.checkpoints,
         "runtimes": list(settings.runtimes),
+    }
+
+
+def _search_meta(settings: EvalSettings) -> dict:
+    return {
+        "decodings": list(settings.decodings),
+        "beam": asdict(settings.beam),
+        "flashlight_text": version("flashlight-text"),
     }
 
 

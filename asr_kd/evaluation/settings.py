@@ -20,8 +20,9 @@ from asr_kd.config import as_list
 from asr_kd.errors import ConfigError
 from asr_kd.export.quantize import check_quantize
 from asr_kd.inference.factory import RUNTIMES
+from asr_kd.inference.search import DECODINGS, BeamSettings, GreedySearch
 
-__all__ = ["SHERPA", "EvalSettings", "RtfSettings"]
+__all__ = ["SHERPA", "EvalSettings", "RtfSettings", "beam_settings", "only_greedy"]
 
 SHERPA = "sherpa-onnx"  # a runtime added beside torch or onnx: rows of its own
 
@@ -52,6 +53,8 @@ class EvalSettings:
     quantize: tuple[str, ...]  # none | int8 entries
     device: str  # of the batched pass
     rtf: RtfSettings
+    decodings: tuple[str, ...]  # DECODINGS names: one set of rows each
+    beam: BeamSettings
     plots: bool
     out_dir: Path
 
@@ -78,6 +81,8 @@ class EvalSettings:
             quantize=quantize,
             device=str(cfg.device),
             rtf=RtfSettings(int(cfg.rtf.threads), int(cfg.rtf.warmup_utts), cfg.rtf.max_utts),
+            decodings=_decodings([str(d) for d in as_list(cfg.decoding)]),
+            beam=beam_settings(cfg.beam),
             plots=bool(cfg.plots),
             out_dir=Path(cfg.out_dir),
         )
@@ -112,3 +117,35 @@ def _runtimes(asked: list[str], quantize: tuple[str, ...]) -> tuple[str, ...]:
             f"got runtime={asked}: pass runtime=onnx or quantize=[none]"
         )
     return runtimes
+
+
+def _decodings(asked: list[str]) -> tuple[str, ...]:
+    unknown = [d for d in asked if d not in DECODINGS]
+    if unknown or not asked or len(set(asked)) != len(asked):
+        raise ConfigError(
+            f"decoding must list distinct entries of {sorted(DECODINGS)} "
+            f"(decoding=[greedy,beam_lm]), got {asked}"
+        )
+    return tuple(asked)
+
+
+def beam_settings(cfg: DictConfig) -> BeamSettings:
+    """``conf/evaluate.yaml``'s ``beam`` group as :class:`BeamSettings`."""
+    size = int(cfg.size)
+    if size < 1:
+        raise ConfigError(f"beam.size must be >= 1, got {size}")
+    return BeamSettings(
+        size=size,
+        threshold=float(cfg.threshold),
+        lm=None if cfg.lm is None else str(cfg.lm),
+        lexicon=None if cfg.lexicon is None else str(cfg.lexicon),
+        lm_weight=float(cfg.lm_weight),
+        word_score=float(cfg.word_score),
+        cache_dir=str(cfg.cache_dir),
+        prune_frames=None if cfg.prune_frames is None else int(cfg.prune_frames),
+    )
+
+
+def only_greedy(settings: EvalSettings) -> bool:
+    """Whether the run decodes greedily only (its results look as they always did)."""
+    return settings.decodings == (GreedySearch.name,)

@@ -1,4 +1,5 @@
-"""One way to build a batch-1 decoder: torch or ONNX Runtime, offline or streaming.
+"""One way to build a batch-1 decoder: torch or ONNX Runtime, offline or streaming, with any
+search of :data:`~asr_kd.inference.search.DECODINGS` (greedy, beam, beam_lm).
 
 ``make_decoder`` is what ``asr-kd-evaluate`` (its batch-1 rows) and ``asr-kd-transcribe`` call to
 turn one utterance's raw fbank into text; ``open_graph`` is the level below it (log-probs, no
@@ -7,7 +8,7 @@ text), used by ``asr_kd.export.check_export`` to compare a graph with torch.
 =======  =====================================  ============================================
 runtime  offline (``chunk_size=None``)           streaming (``chunk_size=C`` encoder frames)
 =======  =====================================  ============================================
-torch    eager ``forward`` + greedy CTC          ``StreamingGreedyDecoder`` (``forward_chunk``)
+torch    eager ``forward`` + the search          ``StreamingGreedyDecoder`` (``forward_chunk``)
          (:func:`decode_offline`)
 onnx     ``OnnxCTC`` on ``full.onnx``            ``OnnxStreamingDecoder`` on ``OnnxStreamingCTC``
                                                  (``stream-c<C>-l<LC>.onnx``)
@@ -24,6 +25,9 @@ Usage:
     text = decode(feats, on_partial=lambda frames, partial: print(frames, partial))
     decode = make_decoder("onnx", onnx="exp/onnx/student_kd", chunk_size=8, left_chunks=4)
     decode = make_decoder("onnx", onnx="exp/onnx/teacher")           # full.onnx, offline
+    search = make_search("beam_lm", loaded.tokenizer, BeamSettings(lm="lm/3gram.arpa"))
+    decode = make_decoder("onnx", onnx="exp/onnx/student_kd", chunk_size=8, left_chunks=4,
+                          search=search)
 
     runner = open_graph("exp/onnx/student_kd/stream-c8-l4.onnx", streaming=True)
     log_probs = np.concatenate([runner.accept(piece) for piece in pieces] + [runner.flush()])
@@ -48,6 +52,7 @@ from asr_kd.inference.onnx import (
     OnnxStreamingDecoder,
     step_file_name,
 )
+from asr_kd.inference.search import CtcSearch, GreedySearch
 from asr_kd.models.loading import LoadedModel
 
 __all__ = [
@@ -148,6 +153,7 @@ def make_decoder(
     chunk_size: int | None = None,
     left_chunks: int | None = None,
     threads: int = 1,
+    search: CtcSearch | None = None,
 ) -> Decoder:
     """The batch-1 decoder of a checkpoint (``runtime="torch"``) or of its exported graphs
     (``runtime="onnx"``), offline when ``chunk_size`` is None, else streaming.
@@ -164,38 +170,44 @@ def make_decoder(
             so a value given must match it.
         threads: ONNX Runtime intra-op threads. Torch runs on ``torch.get_num_threads()``, which
             the caller sets (evaluate per timed pass, transcribe once).
+        search: what turns log-probs into text (``asr_kd.inference.search.make_search``, built
+            once: a beam search loads its LM); None: greedy. A beam search serves one decoder.
     """
     if runtime == "torch":
         if loaded is None:
             raise TypeError("make_decoder('torch') needs loaded= (a LoadedModel)")
-        return _torch_decoder(loaded, chunk_size, left_chunks)
+        search = search or GreedySearch(loaded.tokenizer)
+        return _torch_decoder(loaded, chunk_size, left_chunks, search)
     if runtime == "onnx":
         if onnx is None:
             raise TypeError("make_decoder('onnx') needs onnx= (a graph or an export directory)")
-        return _onnx_decoder(Path(onnx), chunk_size, left_chunks, threads)
+        return _onnx_decoder(Path(onnx), chunk_size, left_chunks, threads, search)
     raise ConfigError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
 
 
-def _torch_decoder(loaded: LoadedModel, chunk_size: int | None, left_chunks: int | None):
+def _torch_decoder(loaded: LoadedModel, chunk_size: int | None, left_chunks: int | None, search):
     model, tokenizer = loaded.model, loaded.tokenizer
     if chunk_size is None:
-        return OfflineDecoder("torch", lambda feats: decode_offline(model, tokenizer, feats))
+        return OfflineDecoder(
+            "torch", lambda feats: decode_offline(model, tokenizer, feats, search)
+        )
     if not getattr(model, "streaming", False):
         raise ConfigError(
             f"{loaded.path} holds a full-context model (streaming=False): it has no streaming "
             f"path for chunk_size {chunk_size}; decode it offline (chunk_size=None)"
         )
     left_chunks = model.resolve_left_chunks(left_chunks)
-    stream = StreamingGreedyDecoder(model, tokenizer, chunk_size, left_chunks)
+    stream = StreamingGreedyDecoder(model, tokenizer, chunk_size, left_chunks, search)
     factor = model.subsampling_factor
     return StreamingDecoder("torch", stream, chunk_size, left_chunks, factor, torch.as_tensor)
 
 
-def _onnx_decoder(onnx: Path, chunk_size: int | None, left_chunks: int | None, threads: int):
+def _onnx_decoder(onnx: Path, chunk_size, left_chunks, threads: int, search: CtcSearch | None):
     path = graph_path(onnx, chunk_size, left_chunks)
+    runner = open_graph(path, streaming=chunk_size is not None, threads=threads)
+    search = search or GreedySearch(runner.tokenizer)
     if chunk_size is None:
-        return OfflineDecoder("onnx", open_graph(path, streaming=False, threads=threads).transcribe)
-    runner = open_graph(path, streaming=True, threads=threads)
+        return OfflineDecoder("onnx", lambda feats: runner.transcribe(feats, search))
     asked = (chunk_size, runner.left_chunks if left_chunks is None else left_chunks)
     if asked != (runner.chunk_size, runner.left_chunks):
         raise ConfigError(
@@ -204,7 +216,7 @@ def _onnx_decoder(onnx: Path, chunk_size: int | None, left_chunks: int | None, t
             f"left_chunks {asked[1]}: export that chunk and left context, or pass that graph"
         )
     factor = int(runner.meta["subsampling_factor"])
-    stream = OnnxStreamingDecoder(runner)  # one session, reset per utterance
+    stream = OnnxStreamingDecoder(runner, search.tokenizer, search)  # reset per utterance
     return StreamingDecoder("onnx", stream, runner.chunk_size, runner.left_chunks, factor, _numpy)
 
 

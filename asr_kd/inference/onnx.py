@@ -41,8 +41,8 @@ import onnxruntime as ort
 
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.errors import BadFileError, MissingFileError
-from asr_kd.inference.decoders import GreedyDecoderText, GreedyTokenStream
-from asr_kd.models.decode import collapse_ids
+from asr_kd.inference.decoders import SearchText
+from asr_kd.inference.search import CtcSearch, GreedySearch
 from asr_kd.models.streaming import StepSpec
 
 __all__ = [
@@ -148,9 +148,9 @@ class OnnxCTC:
             return np.zeros((0, self.meta["vocab_size"]), dtype=np.float32)
         return self.session.run(None, {"feats": feats})[0]
 
-    def transcribe(self, feats: Any) -> str:
-        frame_ids = self.log_probs(feats).argmax(-1)
-        return self.tokenizer.decode(collapse_ids(frame_ids, blank_id=self.tokenizer.blank_id))
+    def transcribe(self, feats: Any, search: CtcSearch | None = None) -> str:
+        """(T, F) raw fbank -> text; greedy unless ``search`` is given."""
+        return (search or GreedySearch(self.tokenizer)).offline(self.log_probs(feats))
 
 
 class OnnxStreamingCTC:
@@ -166,6 +166,7 @@ class OnnxStreamingCTC:
         if meta.get("kind") != "step":
             raise BadFileError(f"{path} is a {meta.get('kind')!r} graph, expected 'step'")
         self.meta = meta
+        self.tokenizer = _tokenizer(meta)
         self.spec = spec = StepSpec.from_metadata(meta, str(path))
         _check_graph(self.session, spec, path)
         self.chunk_size, self.left_chunks = spec.chunk_size, spec.left_chunks
@@ -283,30 +284,34 @@ class OnnxStreamingCTC:
         return out
 
 
-class OnnxStreamingDecoder(GreedyDecoderText):
+class OnnxStreamingDecoder(SearchText):
     """``StreamingGreedyDecoder`` on ONNX Runtime: partial transcript per ``accept``.
 
     Args:
         model: an ``OnnxStreamingCTC`` (reused across utterances: call ``reset``).
         tokenizer: ``.decode``/``.blank_id``; the one in the graph's metadata when None.
+        search: a :class:`~asr_kd.inference.search.CtcSearch` (default: greedy).
     """
 
-    def __init__(self, model: OnnxStreamingCTC, tokenizer: Any = None) -> None:
+    def __init__(
+        self, model: OnnxStreamingCTC, tokenizer: Any = None, search: CtcSearch | None = None
+    ) -> None:
         self.model = model
-        self.tokenizer = tokenizer or _tokenizer(model.meta)
+        self.tokenizer = tokenizer or model.tokenizer
+        self.search = search or GreedySearch(self.tokenizer)
         self.reset()
 
     def reset(self) -> None:
         self.model.reset()
-        self.tokens = GreedyTokenStream(self.tokenizer)
+        self.tokens = self.search.stream()
 
     def accept(self, feats_chunk: Any) -> str:
         """Feed (t, F) or (1, t, F) raw fbank frames; return the partial transcript."""
         for log_probs in self.model.chunks(feats_chunk):
-            self.tokens.extend(log_probs.argmax(-1))
+            self.tokens.extend(log_probs)  # (C, V), a view the search reads before the next step
         return self.tokens.text
 
     def finalize(self) -> str:
         """End of utterance: decode the buffered tail and return the final transcript."""
-        self.tokens.extend(self.model.flush().argmax(-1))
-        return self.tokens.text
+        self.tokens.extend(self.model.flush())
+        return self.tokens.finalize()

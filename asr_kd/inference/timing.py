@@ -110,16 +110,17 @@ def audio_utterances(batches: Iterable[dict]) -> Iterator[Utterance]:
             yield Utterance(cut_id, batch["texts"][i], samples, 1.0 / SAMPLE_RATE)
 
 
-def _batch_texts(loaded, batch: dict, device: str) -> tuple[list[str], float]:
-    """Greedy texts of one batch (``loaded.decode_ids``) and its seconds of audio: fbank for
-    our models, audio for one that ``reads_audio``."""
+def _batch_texts(loaded, batch: dict, device: str, search=None) -> tuple[list[str], float]:
+    """Texts of one batch (greedy: ``loaded.decode_ids``; else ``search.batch_texts``) and its
+    seconds of audio: fbank for our models, audio for one that ``reads_audio``."""
     if getattr(loaded.model, "reads_audio", False):
         inputs, audio_s = ("audio", "audio_lens"), float(batch["audio_lens"].sum()) / SAMPLE_RATE
     else:
         inputs = ("feats", "feat_lens")
         audio_s = float(batch["feat_lens"].sum()) * FRAME_SHIFT_MS / 1000.0
     log_probs, out_lens = loaded.model(*(batch[key].to(device) for key in inputs))[:2]
-    return loaded.decode_ids(log_probs, out_lens), audio_s
+    texts_of = loaded.decode_ids if search is None else search.batch_texts
+    return texts_of(log_probs, out_lens), audio_s
 
 
 @contextmanager
@@ -137,16 +138,19 @@ def _progress(desc: str, total: int | None):
 
 
 @torch.inference_mode()
-def decode_full_batched(loaded: LoadedModel, batches, device: str, desc: str) -> Decoded:
-    """Full-context greedy CTC over batches; the timer covers forward + search on ``device``."""
+def decode_full_batched(
+    loaded: LoadedModel, batches, device: str, desc: str, search=None
+) -> Decoded:
+    """Full-context CTC over batches, greedy unless ``search`` (a ``CtcSearch``) is given; the
+    timer covers forward + search on ``device`` (a beam search runs on the CPU)."""
     loaded.model.to(device)
     hyps, refs, timer, audio_s = {}, {}, Timer(), 0.0
     with _progress(desc, None) as bar:
         for n, batch in enumerate(batches):
             if n == 0:  # warm-up, untimed: allocator growth and kernel choice are one-off costs
-                _batch_texts(loaded, batch, device)
+                _batch_texts(loaded, batch, device, search)
             with timer:
-                texts, seconds = _batch_texts(loaded, batch, device)
+                texts, seconds = _batch_texts(loaded, batch, device, search)
                 if device != "cpu":
                     torch.cuda.synchronize()
             for cut_id, ref, text in zip(batch["cut_ids"], batch["texts"], texts, strict=True):

@@ -10,6 +10,9 @@ command prints them as one ``error:`` line and exits with status 2).
 ``--ckpt hf:<dir|hub id>[@revision]`` decodes with a transformers CTC model (offline, torch, its
 own feature extractor on the 16 kHz samples).
 
+``decoding`` (``--decoding``) picks the search of :data:`asr_kd.inference.search.DECODINGS`
+(greedy, beam, beam_lm with ``beam``'s LM and lexicon), built once for every file.
+
 Usage:
     decoder = open_decoder(TranscribeOptions(onnx=Path("exp/onnx/student_kd"), streaming=True))
     text = transcribe_file(decoder, Path("speech.wav"))
@@ -25,9 +28,11 @@ import torch
 from google.protobuf.message import DecodeError
 
 from asr_kd.data.features import FRAME_SHIFT_MS, compute_fbank, load_audio, resample
+from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.errors import BadFileError, ConfigError, MissingFileError, UserError
 from asr_kd.inference.factory import Decoder, make_decoder
 from asr_kd.inference.onnx import FULL_FILE, STEP_GLOB, read_metadata
+from asr_kd.inference.search import BeamSettings, GreedySearch, make_search
 from asr_kd.models.loading import load_model
 from asr_kd.models.streaming import chunk_frames
 
@@ -87,6 +92,8 @@ class TranscribeOptions:
     chunk_ms: int | None = None  # None: DEFAULT_CHUNK_MS (torch), the graph's own (onnx)
     left_chunks: int | None = None  # None: the model's default
     threads: int = 1
+    decoding: str = GreedySearch.name  # a DECODINGS name
+    beam: BeamSettings = BeamSettings()
 
 
 def open_decoder(options: TranscribeOptions) -> Decoder:
@@ -105,9 +112,12 @@ def torch_decode(args: TranscribeOptions) -> Decoder:
             "a streaming student. Drop --streaming to decode it offline."
         )
     if getattr(loaded.model, "reads_audio", False):
+        if args.decoding != GreedySearch.name:
+            raise Refused(f"--decoding {args.decoding}: {args.ckpt} decodes greedily only")
         return AudioDecoder(loaded)
+    search = make_search(args.decoding, loaded.tokenizer, args.beam)
     if not args.streaming:
-        return make_decoder("torch", loaded=loaded)
+        return make_decoder("torch", loaded=loaded, search=search)
     chunk_ms = DEFAULT_CHUNK_MS if args.chunk_ms is None else args.chunk_ms
     try:
         chunk_size = chunk_frames(loaded.model, chunk_ms, "--chunk-ms", str(args.ckpt))
@@ -116,7 +126,9 @@ def torch_decode(args: TranscribeOptions) -> Decoder:
     left_chunks = loaded.model.resolve_left_chunks(args.left_chunks)
     if left_chunks < -1:
         raise Refused(f"--left-chunks {left_chunks}: must be >= 0, or -1 for unlimited context")
-    return make_decoder("torch", loaded=loaded, chunk_size=chunk_size, left_chunks=left_chunks)
+    return make_decoder(
+        "torch", loaded=loaded, chunk_size=chunk_size, left_chunks=left_chunks, search=search
+    )
 
 
 # ---------------------------------------------------------------------------- ONNX graphs
@@ -218,10 +230,19 @@ def onnx_decode(args: TranscribeOptions) -> Decoder:
     """``--onnx``: ``full.onnx`` offline, or ``--streaming`` with a step graph (its chunk and left
     context), ONNX Runtime on ``--threads`` threads; one session for every file."""
     if not args.streaming:
-        return make_decoder("onnx", onnx=_full_graph(args.onnx), threads=args.threads)
+        graph = _full_graph(args.onnx)
+        search = _search(args, _graph_meta(graph))
+        return make_decoder("onnx", onnx=graph, threads=args.threads, search=search)
     graph, meta = _step_graph(args.onnx, args.chunk_ms, args.left_chunks)
-    chunk_size = int(meta["chunk_size"])
-    return make_decoder("onnx", onnx=graph, chunk_size=chunk_size, threads=args.threads)
+    chunk_size, search = int(meta["chunk_size"]), _search(args, meta)
+    return make_decoder(
+        "onnx", onnx=graph, chunk_size=chunk_size, threads=args.threads, search=search
+    )
+
+
+def _search(args: TranscribeOptions, meta: dict):
+    """The search ``args`` ask for, over the tokenizer in a graph's metadata."""
+    return make_search(args.decoding, Tokenizer.from_dict(meta["tokenizer"]), args.beam)
 
 
 # ---------------------------------------------------------------------------- command line

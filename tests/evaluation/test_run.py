@@ -8,6 +8,7 @@ import os
 import shutil
 import types
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -445,3 +446,62 @@ def test_subsets_are_checked_before_any_decoding_and_a_bare_name_is_one_subset(
     )
     rows = evaluate(cfg)["rows"]
     assert [(r["subset"], r["mode"]) for r in rows] == [("test", "stream-320ms")]
+
+
+@pytest.fixture(scope="module")
+def evaluated_beam(tmp_path_factory, evaluated, evaluated_torch, prepared_data_dir):
+    """``evaluated_torch``'s run with decoding=[greedy,beam,beam_lm], the LM a trigram of the
+    training transcripts."""
+    from asr_kd.inference.lm import build_arpa, subset_texts
+
+    cfg, _ = evaluated
+    out = tmp_path_factory.mktemp("evaluate_beam")
+    build_arpa(subset_texts(prepared_data_dir, ["train"]), out / "lm.arpa", order=3)
+    overrides = _overrides(prepared_data_dir, out / "run", student_kd=cfg.ckpt.student_kd)
+    overrides += ["runtime=torch", "chunk_sizes_ms=[320]", "plots=false"]
+    overrides += ["decoding=[greedy,beam,beam_lm]", f"beam.lm={out / 'lm.arpa'}"]
+    overrides += [f"beam.cache_dir={out / 'cache'}", "beam.size=8"]
+    cfg_beam = compose("evaluate", overrides)
+    return cfg_beam, evaluate(cfg_beam)
+
+
+def test_beam_decodings_add_rows_and_leave_the_greedy_rows_as_they_were(
+    evaluated, evaluated_torch, evaluated_beam
+):
+    (cfg_beam, beam), (cfg_greedy, greedy, _) = evaluated_beam, evaluated_torch
+    assert [(r["mode"], r.get("decoding")) for r in beam["rows"]] == [
+        ("full", None),
+        ("stream-320ms", None),
+        ("full-beam", "beam"),
+        ("stream-320ms-beam", "beam"),
+        ("full-beam_lm", "beam_lm"),
+        ("stream-320ms-beam_lm", "beam_lm"),
+    ]
+    skip = {"rtf", "rtf_batch", "cpu_s_per_audio_h"}  # timings differ from run to run
+    for before, after in zip(greedy["rows"], beam["rows"][:2], strict=True):
+        assert {k: v for k, v in before.items() if k not in skip} == {
+            k: v for k, v in after.items() if k not in skip
+        }
+    for mode in ("full", "stream-320ms"):
+        assert _read_hyps(cfg_greedy.out_dir + f"/hyps/student_kd.test.{mode}.tsv") == _read_hyps(
+            cfg_beam.out_dir + f"/hyps/student_kd.test.{mode}.tsv"
+        )
+    words = set((Path(cfg_beam.beam.lm)).read_text().split())  # every token of the ARPA file
+    lm_hyps = _read_hyps(cfg_beam.out_dir + "/hyps/student_kd.test.full-beam_lm.tsv")
+    assert set(" ".join(r["hypothesis"] for r in lm_hyps.values()).split()) <= words
+    assert beam["meta"]["beam"]["lm"] == cfg_beam.beam.lm and beam["meta"]["beam"]["size"] == 8
+    assert "beam" not in greedy["meta"] and "beam" not in evaluated[1]["meta"]
+    assert "(beam_lm)" in (Path(cfg_beam.out_dir) / "results.md").read_text()
+
+
+def test_an_unknown_decoding_or_a_missing_lm_fails_before_decoding(tmp_path, evaluated):
+    from asr_kd.errors import ConfigError, MissingFileError
+
+    cfg, _ = evaluated
+    overrides = _overrides(cfg.data.dir, tmp_path / "out", student_kd=cfg.ckpt.student_kd)
+    with pytest.raises(ConfigError, match=r"decoding must list distinct entries of .*beam_serch"):
+        evaluate(compose("evaluate", [*overrides, "decoding=[greedy,beam_serch]"]))
+    missing = [*overrides, "runtime=torch", "decoding=[beam_lm]", f"beam.lm={tmp_path}/no.arpa"]
+    with pytest.raises(MissingFileError, match="language model not found: .*no.arpa"):
+        evaluate(compose("evaluate", missing))
+    assert not (tmp_path / "out" / "results.json").exists()

@@ -65,14 +65,14 @@ def test_docstring_examples_and_the_shared_token_stream():
 
     import numpy as np
 
-    from asr_kd.inference import decoders
+    from asr_kd.inference import decoders, search
     from asr_kd.models import decode
 
     assert doctest.testmod(decoders).failed == 0
-    stream = decoders.GreedyTokenStream(CharTokenizer())
+    stream = search.GreedyTokenStream(CharTokenizer())
     ids = np.array([5, 5, 0, 5, 6, 6, 0, 0, 7])
     for piece in np.split(ids, [1, 2, 5, 5, 8]):  # a repeat split across pieces, empty pieces
-        stream.extend(piece)
+        stream.extend_ids(piece)
     assert stream.token_ids == decode.collapse_ids(ids) == [5, 5, 6, 7]
 
 

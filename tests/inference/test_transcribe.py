@@ -301,3 +301,26 @@ def test_refusals_are_user_errors_of_the_fitting_kind(audio_files, onnx_dir, tmp
     with pytest.raises(Refused, match="--chunk-ms 640"):
         onnx_decode(args(onnx=onnx_dir, streaming=True, chunk_ms=640))
     assert issubclass(Refused, ConfigError)
+
+
+def test_beam_lm_decoding_prints_the_same_text_through_torch_and_onnx(
+    audio_files, student_ckpt, onnx_dir, tmp_path, capsys, monkeypatch
+):
+    """--decoding beam_lm with a lexicon of words the random model never spells: every printed
+    word is a lexicon word; torch and ONNX Runtime print the same, streaming and offline."""
+    from asr_kd.inference.lm import build_arpa
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # the LM cache (~/.cache/asr_kd/lm) of this test
+    wav, _, _, _ = audio_files
+    build_arpa(["A B C", "B C D", "E A"], tmp_path / "lm.arpa", order=2)
+    search = ["--decoding", "beam_lm", "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.1"]
+    printed = []
+    for model in (["--ckpt", str(student_ckpt)], ["--onnx", str(onnx_dir)]):
+        for streaming in ([], ["--streaming", "--chunk-ms", "320"]):
+            assert main([*model, *streaming, *search, str(wav)]) == 0
+            printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[2] and printed[1] == printed[3]
+    assert all(p.strip() for p in printed), "an empty transcript would make this vacuous"
+    assert set(" ".join(printed).split()) <= {"A", "B", "C", "D", "E"}
+    assert main(["--ckpt", str(student_ckpt), "--decoding", "beam_lm", str(wav)]) == 2
+    assert "decoding beam_lm needs a lexicon" in capsys.readouterr().err

@@ -1,0 +1,129 @@
+"""``asr-kd-lm``: word n-gram LMs for ``decoding=beam_lm``: build one, tune its weights.
+
+``build`` writes an interpolated modified Kneser-Ney ARPA n-gram (:mod:`asr_kd.inference.lm`)
+of a prepared data dir's training transcripts (``--data-dir``, ``--subsets``, default train:
+never dev or test) and/or any text files (``--text``, one sentence per line, ``.gz`` too).
+``tune`` decodes a dev subset with ``beam_lm`` at every ``--lm-weights`` x ``--word-scores``
+point (the model runs once; :mod:`asr_kd.evaluation.tune`) and prints the WER of each, best
+first, then the overrides that select the best for ``asr-kd-evaluate`` and the flags for
+``asr-kd-transcribe``. openslr 11's LMs (``3-gram.pruned.1e-7.arpa.gz``, ``4-gram.arpa.gz``) and
+``librispeech-lexicon.txt`` are used as downloaded (``--lm``, ``--lexicon``).
+
+Why argparse, not Hydra: as ``asr-kd-transcribe``, a tool over files with nothing to compose,
+that should not make a run directory per call.
+
+Usage:
+    asr-kd-lm build --data-dir exp/data --order 3 --out exp/lm/3gram.arpa
+    asr-kd-lm build --text extra.txt --data-dir exp/data --order 4 --out exp/lm/4gram.arpa
+    asr-kd-lm tune --ckpt exp/student_kd/checkpoints/last.ckpt --data-dir exp/data \\
+        --lm exp/lm/3gram.arpa --chunk-ms 320 --lm-weights 0.2,0.5,1,2 --word-scores -1,0,1
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from asr_kd.errors import ConfigError, MissingFileError, UserError
+from asr_kd.evaluation.tune import dev_log_probs, grid_search
+from asr_kd.inference.lm import build_arpa, subset_texts, text_lines
+from asr_kd.inference.search import BeamSettings
+from asr_kd.models.loading import load_model
+from asr_kd.models.streaming import chunk_frames
+
+__all__ = ["main"]
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be numbers separated by commas, got {text!r}"
+        ) from None
+
+
+def _build(args: argparse.Namespace) -> None:
+    if args.data_dir is None and not args.text:
+        raise ConfigError(
+            "asr-kd-lm build needs --data-dir DATA (its training transcripts) or --text FILE"
+        )
+    sources = [text_lines(path) for path in args.text]
+    if args.data_dir is not None:
+        sources.append(subset_texts(args.data_dir, args.subsets))
+    counts = build_arpa(itertools.chain(*sources), args.out, order=args.order)
+    sizes = ", ".join(f"{n}-grams {c}" for n, c in counts.items())
+    print(f"{args.out}: {sizes}")
+
+
+def _tune(args: argparse.Namespace) -> None:
+    if not args.ckpt.is_file():
+        raise MissingFileError(f"checkpoint not found: {args.ckpt}")
+    loaded = load_model(args.ckpt)
+    chunk_size, left_chunks = None, -1
+    if args.chunk_ms is not None:
+        try:
+            chunk_size = chunk_frames(loaded.model, args.chunk_ms, "--chunk-ms", str(args.ckpt))
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        left_chunks = loaded.model.resolve_left_chunks(args.left_chunks)
+    beam = BeamSettings(size=args.beam_size, lm=args.lm, lexicon=args.lexicon)
+    utts = dev_log_probs(loaded, str(args.data_dir), args.subset, chunk_size, left_chunks)
+    rows = grid_search(utts, loaded.tokenizer, beam, args.lm_weights, args.word_scores)
+    print(f"{'lm_weight':>9} {'word_score':>10} {'WER':>7} {'sub':>6} {'del':>6} {'ins':>6}")
+    for r in rows:
+        print(
+            f"{r['lm_weight']:>9g} {r['word_score']:>10g} {r['wer']:>7.2f} "
+            f"{r['sub']:>6.2f} {r['del']:>6.2f} {r['ins']:>6.2f}"
+        )
+    best = rows[0]
+    print(
+        f"best on {args.subset}: beam.lm_weight={best['lm_weight']:g} "
+        f"beam.word_score={best['word_score']:g} (asr-kd-transcribe --lm-weight "
+        f"{best['lm_weight']:g} --word-score {best['word_score']:g})"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="asr-kd-lm", description=__doc__.split("\n\n")[0])
+    commands = p.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="write a Kneser-Ney ARPA n-gram")
+    build.set_defaults(run=_build)
+    build.add_argument("--data-dir", type=Path, help="a data dir written by asr-kd-prepare")
+    build.add_argument("--subsets", nargs="+", default=["train"], help="its subsets (train)")
+    build.add_argument("--text", type=Path, nargs="+", default=[], help="text files, any")
+    build.add_argument("--order", type=int, default=3, help="n-gram order (default 3)")
+    build.add_argument("--out", type=Path, required=True, help="the .arpa file to write")
+    tune = commands.add_parser("tune", help="grid of lm_weight x word_score on dev")
+    tune.set_defaults(run=_tune)
+    tune.add_argument("--ckpt", type=Path, required=True, help="an asr_kd checkpoint")
+    tune.add_argument("--data-dir", type=Path, required=True)
+    tune.add_argument("--subset", default="dev", help="the subset to tune on (default dev)")
+    tune.add_argument("--lm", help="ARPA (.arpa, .arpa.gz) or KenLM binary")
+    tune.add_argument("--lexicon", help="words (first column); default: the LM's unigrams")
+    tune.add_argument("--chunk-ms", type=int, help="a streaming chunk (default: full context)")
+    tune.add_argument("--left-chunks", type=int, help="left context in chunks (model default)")
+    tune.add_argument("--lm-weights", type=_floats, default=[0.25, 0.5, 1.0, 2.0])
+    tune.add_argument("--word-scores", type=_floats, default=[-1.0, 0.0, 1.0])
+    tune.add_argument("--beam-size", type=int, default=BeamSettings.size)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    torch.set_num_threads(1)
+    try:
+        args.run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
