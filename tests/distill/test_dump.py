@@ -1,4 +1,5 @@
-"""asr-kd-dump-targets: resume, several subsets in one store, and what it refuses."""
+"""asr-kd-dump-targets: resume, several subsets in one store, a dump split over ranks, and what
+it refuses."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 import torch
 
 from asr_kd.distill.dump import dump_targets
-from asr_kd.distill.store import SoftTargetStore
-from asr_kd.errors import BadFileError
+from asr_kd.distill.store import SoftTargetStore, validate
+from asr_kd.errors import BadFileError, ConfigError
 
 
 def _copy(src, dst):
@@ -152,3 +153,66 @@ def test_a_missing_subset_in_a_list_fails_before_any_dump(
     with pytest.raises(FileNotFoundError, match="nosuch"):
         dump_targets(cfg)
     assert not list(out.glob("shard_*"))  # dev was not dumped first
+
+
+def _same_targets(a: SoftTargetStore, b: SoftTargetStore) -> None:
+    assert sorted(a._cuts) == sorted(b._cuts)
+    for cut_id in a._cuts:
+        for x, y in zip(a.get(cut_id), b.get(cut_id), strict=True):
+            assert torch.equal(x, y), cut_id
+
+
+def _dump_rank(config, data_dir, teacher_ckpt, out, rank, *overrides):
+    return dump_targets(
+        config(data_dir, teacher_ckpt, out, "world_size=2", f"rank={rank}", *overrides)
+    )
+
+
+def test_two_ranks_dump_the_same_targets_as_one_process_and_the_last_merges(
+    tmp_path, targets_dir, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    out = tmp_path / "targets"
+    first = _dump_rank(dump_targets_config, prepared_data_dir, teacher_ckpt, out, 1)
+    assert not first["merged"] and not (out / "index.json").exists()
+    cuts = len(_cuts_lines(prepared_data_dir, "train"))
+    assert 0 < first["missing_cuts"]["train"] < cuts  # rank 0's cuts: neither none nor all
+    odd = sorted(int(p.name[6:11]) for p in out.glob("shard_*.json"))
+    assert odd and all(n % 2 == 1 for n in odd)  # rank 1 of 2: odd shard numbers
+    summary = _dump_rank(dump_targets_config, prepared_data_dir, teacher_ckpt, out, 0)
+    assert summary["num_cuts"] == cuts  # the last rank merged the index
+    even = sorted(int(p.name[6:11]) for p in out.glob("shard_*.json") if int(p.name[6:11]) % 2 == 0)
+    assert even and validate(out, read_data=True)["shards"] == len(odd) + len(even)
+    _same_targets(SoftTargetStore(targets_dir), SoftTargetStore(out))
+
+
+def test_a_stopped_rank_resumes_and_merge_names_what_is_missing(
+    tmp_path, targets_dir, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    out = tmp_path / "targets"
+    _dump_rank(dump_targets_config, prepared_data_dir, teacher_ckpt, out, 0)
+    _dump_rank(dump_targets_config, prepared_data_dir, teacher_ckpt, out, 1)
+    # rank 1 killed during its last shard: its .json never written, so the shard is not there
+    last = max(int(p.name[6:11]) for p in out.glob("shard_*.json"))
+    assert last % 2 == 1
+    (out / f"shard_{last:05d}.json").unlink()
+    (out / "index.json").unlink()
+    with pytest.raises(ConfigError, match=r"cannot merge .*: \d+ of \d+ cuts of 'train' are in no"):
+        dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out, "merge=true"))
+    assert not (out / "index.json").exists()
+    again = _dump_rank(dump_targets_config, prepared_data_dir, teacher_ckpt, out, 1)
+    assert 0 < again["resumed_cuts"] < again["num_cuts"]  # rank 1's committed shards kept
+    validate(out, read_data=True)
+    _same_targets(SoftTargetStore(targets_dir), SoftTargetStore(out))
+    (out / "index.json").unlink()
+    merged = dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out, "merge=true"))
+    assert merged["num_cuts"] == again["num_cuts"] and merged["throughput"] == {}
+
+
+def test_a_rank_outside_the_world_is_refused(
+    tmp_path, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    cfg = dump_targets_config(prepared_data_dir, teacher_ckpt, tmp_path, "world_size=2", "rank=2")
+    with pytest.raises(
+        ConfigError, match=r"rank=2 of world_size=2, expected .* 0 <= rank < world_size"
+    ):
+        dump_targets(cfg)

@@ -91,12 +91,20 @@ class ShardWriter:
     stored teacher layers, :func:`~asr_kd.distill.store.format.hidden_suffix`), the same
     suffixes for every cut. With ``labels``, every cut also brings its pseudo-label (a JSON
     object, ``{"text", "confidence", "num_tokens"}``), written as the shard's ``.labels.jsonl``.
+    Shards are numbered ``first_shard``, then every ``stride``-th number (one rank of a split
+    dump, :class:`~asr_kd.distill.store.ranks.DumpRank`: the other ranks take the others).
     """
 
     def __init__(
-        self, out_dir: Path, header: dict, first_shard: int, shard_frames: int, labels=False
+        self,
+        out_dir: Path,
+        header: dict,
+        first_shard: int,
+        shard_frames: int,
+        labels=False,
+        stride: int = 1,
     ):
-        self.out_dir, self.header = out_dir, header
+        self.out_dir, self.header, self.stride = out_dir, header, stride
         self.shard, self.shard_frames, self.labels = first_shard, shard_frames, labels
         self._parts: dict[str, list[np.ndarray]] = {}
         self._labels: list[dict] = []
@@ -142,7 +150,7 @@ class ShardWriter:
         # the .json is the commit marker: written last, so a crash before it leaves no shard
         marker = self.out_dir / f"{stem}{MARKER_SUFFIX}"
         _write_json(marker, {**self.header, "files": files, "cuts": self._cuts})
-        self.shard += 1
+        self.shard += self.stride
         self._parts, self._labels, self._cuts, self._frames = {}, [], {}, 0
 
 
@@ -183,7 +191,7 @@ def remove_shard(out_dir: Path, shard: int) -> None:
     stem = shard_stem(shard)
     (out_dir / f"{stem}{MARKER_SUFFIX}").unlink(missing_ok=True)
     for path in list(out_dir.glob(f"{stem}.*")):  # arrays, stored layers, labels
-        path.unlink()
+        path.unlink(missing_ok=True)  # another rank of a split dump may remove it first
 
 
 def write_index(out_dir: Path, fingerprint: dict, extra: dict) -> dict:
