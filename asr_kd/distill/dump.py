@@ -24,8 +24,15 @@ unique across the subsets of one store (the store is keyed by cut id).
 
 A transformers teacher (``teacher_ckpt=hf:<dir|hub id>[@revision]``) reads each cut's audio
 (:mod:`asr_kd.distill.hf_teacher`); its targets are stored in the student's vocabulary at
-``student_frame_shift_ms`` (the frame conversion is in the fingerprint), with ``device=cuda``
-and ``bf16=true`` on a GPU. Batches hold ``max_duration`` seconds of audio; each batch's
+``student_frame_shift_ms`` (the frame conversion is in the fingerprint). ``bf16=true`` runs
+either kind of teacher under bfloat16 autocast, ``tf32=true`` lets CUDA use TF32; the precision
+is recorded in every shard and the index (absent: fp32), and a resume in another is refused.
+
+Split over ranks (``world_size=N rank=i``, or torchrun's environment): each rank dumps the cuts
+:func:`~asr_kd.distill.store.ranks.rank_of` gives it into its own shard numbers, and the last to
+finish merges ``index.json`` (``merge=true``: merge only). One process is the dump as before.
+
+Batches hold ``max_duration`` seconds of audio; each batch's
 targets go to the shard writer at once, so memory holds one batch and one shard, never a
 subset. The throughput (audio seconds per second) is on the progress bar and in the summary.
 
@@ -37,6 +44,8 @@ Usage:
     asr-kd-dump-targets out_dir=exp/targets verify=true   # check every checksum, dump nothing
     asr-kd-dump-targets teacher_ckpt=hf:facebook/wav2vec2-conformer-rope-large-960h-ft \\
         data.dir=DATA subsets=train out_dir=exp/targets_hf device=cuda bf16=true
+    asr-kd-dump-targets ... device=cuda:1 bf16=true world_size=4 rank=1   # one of 4 GPUs
+    asr-kd-dump-targets ... merge=true      # index.json from every rank's shards
 
     summary = dump_targets(compose("dump_targets", [...overrides]))
 """

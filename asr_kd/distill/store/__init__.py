@@ -34,7 +34,7 @@ from asr_kd.distill.store.format import (
 )
 from asr_kd.distill.store.integrity import redump_hint, shard_problems, validate
 from asr_kd.distill.store.ranks import DumpRank, missing_cuts, rank_of
-from asr_kd.distill.store.reader import SoftTargetStore
+from asr_kd.distill.store.reader import SoftTargetStore, StoredBatch
 from asr_kd.distill.store.writer import (
     ShardWriter,
     committed_shards,
@@ -52,6 +52,7 @@ __all__ = [
     "DumpRank",
     "ShardWriter",
     "SoftTargetStore",
+    "StoredBatch",
     "bytes_per_frame",
     "check_fingerprint",
     "codec_bytes_per_frame",
