@@ -216,3 +216,21 @@ def test_a_rank_outside_the_world_is_refused(
         ConfigError, match=r"rank=2 of world_size=2, expected .* 0 <= rank < world_size"
     ):
         dump_targets(cfg)
+
+
+def test_a_bf16_dump_records_its_precision_and_another_precision_does_not_resume(
+    tmp_path, targets_dir, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    out = tmp_path / "bf16"
+    dump_targets(
+        dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subsets=dev", "bf16=true")
+    )
+    store = SoftTargetStore(out)
+    assert store.info["precision"] == "bf16"
+    assert all(json.loads(p.read_text())["precision"] == "bf16" for p in out.glob("shard_*.json"))
+    with pytest.raises(BadFileError, match=r"dumped in bf16, this dump runs in fp32"):
+        dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subsets=dev"))
+    fp32 = _copy(targets_dir, tmp_path / "fp32")  # an fp32 store records no precision
+    assert "precision" not in SoftTargetStore(fp32).info
+    with pytest.raises(BadFileError, match=r"dumped in fp32, this dump runs in bf16"):
+        dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, fp32, "bf16=true"))
