@@ -8,11 +8,12 @@ import hashlib
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
-from asr_kd.distill.dump import dump_targets
-from asr_kd.distill.store import SoftTargetStore, validate
+from asr_kd.distill.dump import HiddenDump, dump_targets
+from asr_kd.distill.store import CodecStats, SoftTargetStore, encode_hidden, fit_codec, validate
 from asr_kd.errors import BadFileError, ConfigError
 
 
@@ -234,3 +235,24 @@ def test_a_bf16_dump_records_its_precision_and_another_precision_does_not_resume
     assert "precision" not in SoftTargetStore(fp32).info
     with pytest.raises(BadFileError, match=r"dumped in fp32, this dump runs in bf16"):
         dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, fp32, "bf16=true"))
+
+
+@pytest.mark.parametrize("compress", ["none", "int8", "pca4"])
+def test_stored_layers_coded_per_batch_are_each_cuts_own_codes(compress):
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 9, 8, generator=generator) * 2 + 1  # (B, T', D): a padded batch
+    stats = CodecStats(8)
+    stats.update(hidden.reshape(-1, 8).numpy())
+    spec = HiddenDump(
+        (2, 4), compress, {2: fit_codec(compress, stats), 4: fit_codec(compress, stats)}
+    )
+    lens = [9, 4, 1]
+    coded = spec.encode((hidden, -hidden), lens)
+    assert len(coded) == 3
+    for b, frames in enumerate(lens):
+        for suffix, layer in ((".hidden2.npy", hidden), (".hidden4.npy", -hidden)):
+            alone = encode_hidden(compress, spec.params[2], layer[b, :frames].numpy())
+            got = coded[b][suffix]
+            assert got.shape == alone.shape and got.dtype == alone.dtype
+            # pca's matrix product may round one fp16 unit apart on another batch shape
+            np.testing.assert_allclose(got.astype(np.float32), alone.astype(np.float32), rtol=1e-3)
