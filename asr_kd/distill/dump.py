@@ -90,7 +90,7 @@ from asr_kd.distill.store import (
     missing_cuts,
     parse_compress,
     remove_shard,
-    save_array,
+    save_array_once,
     shard_markers,
     shard_problems,
     shard_stem,
@@ -221,7 +221,9 @@ def _hidden_codecs(cfg: DictConfig, dm, teacher: _Teacher) -> tuple[dict, dict]:
         stats = _fit_stats(cfg, dm, teacher)
         params = {layer: fit_codec(spec, stats[layer]) for layer in layers}
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = {paths[layer].name: save_array(paths[layer], params[layer]) for layer in layers}
+    saved = {layer: save_array_once(paths[layer], params[layer]) for layer in layers}
+    params = {layer: array for layer, (array, _) in saved.items()}
+    records = {paths[layer].name: record for layer, (_, record) in saved.items()}
     return params, records
 
 

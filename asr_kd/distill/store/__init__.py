@@ -40,6 +40,7 @@ from asr_kd.distill.store.writer import (
     committed_shards,
     remove_shard,
     save_array,
+    save_array_once,
     shard_markers,
     write_index,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "redump_hint",
     "remove_shard",
     "save_array",
+    "save_array_once",
     "shard_markers",
     "shard_problems",
     "shard_stem",

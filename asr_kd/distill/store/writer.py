@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from asr_kd.checkpoint import atomic_write
+from asr_kd.checkpoint import atomic_write, file_sha256
 from asr_kd.distill.store.format import (
     ARRAY_SUFFIXES,
     INDEX_NAME,
@@ -42,6 +43,7 @@ __all__ = [
     "committed_shards",
     "remove_shard",
     "save_array",
+    "save_array_once",
     "shard_markers",
     "write_index",
 ]
@@ -82,6 +84,23 @@ def save_array(path: Path, array: np.ndarray) -> dict:
 
     atomic_write(path, write)
     return tallies[-1].record()
+
+
+def save_array_once(path: Path, array: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Save ``array`` at ``path`` unless another process (a rank of a split dump) has already:
+    the first writer wins, and every process returns what is on disk and its ``{"bytes",
+    "sha256"}``. Exclusive by ``os.link`` (it fails on an existing name): ranks fitting a codec
+    side by side all encode with the same saved parameters."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.once")
+    record = save_array(tmp, array)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        array = np.load(path)
+        record = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    finally:
+        tmp.unlink(missing_ok=True)
+    return array, record
 
 
 class ShardWriter:
