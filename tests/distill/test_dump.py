@@ -6,7 +6,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ import torch
 from asr_kd.distill.dump import HiddenDump, dump_targets
 from asr_kd.distill.store import CodecStats, SoftTargetStore, encode_hidden, fit_codec, validate
 from asr_kd.errors import BadFileError, ConfigError
+from tests.helpers.console import REPO
 
 
 def _copy(src, dst):
@@ -256,3 +260,37 @@ def test_stored_layers_coded_per_batch_are_each_cuts_own_codes(compress):
             assert got.shape == alone.shape and got.dtype == alone.dtype
             # pca's matrix product may round one fp16 unit apart on another batch shape
             np.testing.assert_allclose(got.astype(np.float32), alone.astype(np.float32), rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_two_rank_processes_side_by_side_from_torchruns_environment(
+    tmp_path, targets_dir, teacher_ckpt, prepared_data_dir
+):
+    # What a user runs: two processes at once, WORLD_SIZE/RANK in the environment (torchrun's),
+    # both fitting the int8 codec of a stored layer; no shard number or codec file collides.
+    out = tmp_path / "targets"
+    args = [f"teacher_ckpt={teacher_ckpt}", f"data.dir={prepared_data_dir}", f"out_dir={out}"]
+    args += ["subsets=train", "k=4", "temperature=2.0", "shard_frames=100", "device=cpu"]
+    args += ["hidden_layers=[1]", "hidden_compress=int8", "hidden_fit_frames=50"]
+    command = [sys.executable, "-m", "asr_kd.cli.dump_targets", *args]
+    env = dict(os.environ, PYTHONPATH=str(REPO), WORLD_SIZE="2", OMP_NUM_THREADS="1")
+    ranks = [
+        subprocess.Popen(command, env={**env, "RANK": str(r)}, cwd=tmp_path, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for r in (0, 1)
+    ]  # fmt: skip
+    for proc in ranks:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    validate(out, read_data=True)
+    store = SoftTargetStore(out)
+    codecs = {json.loads(p.read_text())["codec_sha256"]["hidden_codec1.int8.npy"]
+              for p in out.glob("shard_*.json")}  # fmt: skip
+    assert codecs == {store.info["hidden"]["codec_files"]["hidden_codec1.int8.npy"]["sha256"]}
+    numbers = sorted(int(p.name[6:11]) for p in out.glob("shard_*.json"))
+    assert {n % 2 for n in numbers} == {0, 1}
+    full = SoftTargetStore(targets_dir)
+    assert sorted(full._cuts) == sorted(store._cuts)
+    for cut_id in full._cuts:
+        for x, y in zip(full.get(cut_id), store.get(cut_id), strict=True):
+            assert torch.equal(x, y), cut_id
