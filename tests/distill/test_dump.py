@@ -279,9 +279,10 @@ def test_two_rank_processes_side_by_side_from_torchruns_environment(
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for r in (0, 1)
     ]  # fmt: skip
-    for proc in ranks:
+    for rank, proc in enumerate(ranks):
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]
+        assert f"dump train (rank {rank} of 2)" in err  # its progress bar: the split it took
     validate(out, read_data=True)
     store = SoftTargetStore(out)
     codecs = {json.loads(p.read_text())["codec_sha256"]["hidden_codec1.int8.npy"]
