@@ -65,7 +65,6 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from asr_kd.checkpoint import file_sha256
 from asr_kd.config import as_list, save_config
 from asr_kd.data.datamodule import build_datamodule
 from asr_kd.data.features import FRAME_SHIFT_MS
@@ -85,6 +84,7 @@ from asr_kd.distill.store import (
     committed_shards,
     data_identity,
     encode_hidden,
+    file_record,
     fit_codec,
     hidden_suffix,
     missing_cuts,
@@ -212,8 +212,7 @@ def _hidden_codecs(cfg: DictConfig, dm, teacher: _Teacher) -> tuple[dict, dict]:
     paths = {layer: out_dir / codec_name(layer, spec) for layer in layers}
     if all(path.is_file() for path in paths.values()):
         params = {layer: np.load(path) for layer, path in paths.items()}
-        records = {path.name: {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
-                   for path in paths.values()}  # fmt: skip
+        records = {path.name: file_record(path) for path in paths.values()}
         return params, records
     if parse_compress(spec)[0] == "none":
         params = {layer: fit_codec(spec, CodecStats(teacher.hidden_dim)) for layer in layers}

@@ -38,6 +38,7 @@ from asr_kd.distill.store.reader import SoftTargetStore, StoredBatch
 from asr_kd.distill.store.writer import (
     ShardWriter,
     committed_shards,
+    file_record,
     remove_shard,
     save_array,
     save_array_once,
@@ -61,6 +62,7 @@ __all__ = [
     "committed_shards",
     "data_identity",
     "encode_hidden",
+    "file_record",
     "fit_codec",
     "hidden_suffix",
     "missing_cuts",

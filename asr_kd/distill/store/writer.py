@@ -41,6 +41,7 @@ from asr_kd.errors import BadFileError
 __all__ = [
     "ShardWriter",
     "committed_shards",
+    "file_record",
     "remove_shard",
     "save_array",
     "save_array_once",
@@ -86,6 +87,11 @@ def save_array(path: Path, array: np.ndarray) -> dict:
     return tallies[-1].record()
 
 
+def file_record(path: Path) -> dict:
+    """The ``{"bytes", "sha256"}`` record of a file already on disk (read back once)."""
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
 def save_array_once(path: Path, array: np.ndarray) -> tuple[np.ndarray, dict]:
     """Save ``array`` at ``path`` unless another process (a rank of a split dump) has already:
     the first writer wins, and every process returns what is on disk and its ``{"bytes",
@@ -97,7 +103,7 @@ def save_array_once(path: Path, array: np.ndarray) -> tuple[np.ndarray, dict]:
         os.link(tmp, path)
     except FileExistsError:
         array = np.load(path)
-        record = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        record = file_record(path)
     finally:
         tmp.unlink(missing_ok=True)
     return array, record
