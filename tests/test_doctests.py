@@ -30,6 +30,7 @@ MODULES_WITH_EXAMPLES = [
     "asr_kd.distill.pseudo",
     "asr_kd.distill.store.codecs",
     "asr_kd.distill.store.format",
+    "asr_kd.distill.store.ranks",
     "asr_kd.distill.teacher",
     "asr_kd.export.sherpa",
     "asr_kd.inference.factory",

@@ -24,8 +24,15 @@ unique across the subsets of one store (the store is keyed by cut id).
 
 A transformers teacher (``teacher_ckpt=hf:<dir|hub id>[@revision]``) reads each cut's audio
 (:mod:`asr_kd.distill.hf_teacher`); its targets are stored in the student's vocabulary at
-``student_frame_shift_ms`` (the frame conversion is in the fingerprint), with ``device=cuda``
-and ``bf16=true`` on a GPU. Batches hold ``max_duration`` seconds of audio; each batch's
+``student_frame_shift_ms`` (the frame conversion is in the fingerprint). ``bf16=true`` runs
+either kind of teacher under bfloat16 autocast, ``tf32=true`` lets CUDA use TF32; the precision
+is recorded in every shard and the index (absent: fp32), and a resume in another is refused.
+
+Split over ranks (``world_size=N rank=i``, or torchrun's environment): each rank dumps the cuts
+:func:`~asr_kd.distill.store.ranks.rank_of` gives it into its own shard numbers, and the last to
+finish merges ``index.json`` (``merge=true``: merge only). One process is the dump as before.
+
+Batches hold ``max_duration`` seconds of audio; each batch's
 targets go to the shard writer at once, so memory holds one batch and one shard, never a
 subset. The throughput (audio seconds per second) is on the progress bar and in the summary.
 
@@ -37,6 +44,8 @@ Usage:
     asr-kd-dump-targets out_dir=exp/targets verify=true   # check every checksum, dump nothing
     asr-kd-dump-targets teacher_ckpt=hf:facebook/wav2vec2-conformer-rope-large-960h-ft \\
         data.dir=DATA subsets=train out_dir=exp/targets_hf device=cuda bf16=true
+    asr-kd-dump-targets ... device=cuda:1 bf16=true world_size=4 rank=1   # one of 4 GPUs
+    asr-kd-dump-targets ... merge=true      # index.json from every rank's shards
 
     summary = dump_targets(compose("dump_targets", [...overrides]))
 """
@@ -44,6 +53,7 @@ Usage:
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -55,7 +65,6 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from asr_kd.checkpoint import file_sha256
 from asr_kd.config import as_list, save_config
 from asr_kd.data.datamodule import build_datamodule
 from asr_kd.data.features import FRAME_SHIFT_MS
@@ -65,6 +74,7 @@ from asr_kd.distill.pseudo import CONFIDENCE, labels_summary
 from asr_kd.distill.store import (
     LABELS_SUFFIX,
     CodecStats,
+    DumpRank,
     ShardWriter,
     SoftTargetStore,
     bytes_per_frame,
@@ -74,11 +84,13 @@ from asr_kd.distill.store import (
     committed_shards,
     data_identity,
     encode_hidden,
+    file_record,
     fit_codec,
     hidden_suffix,
+    missing_cuts,
     parse_compress,
     remove_shard,
-    save_array,
+    save_array_once,
     shard_markers,
     shard_problems,
     shard_stem,
@@ -92,6 +104,9 @@ __all__ = ["dump_targets"]
 
 log = logging.getLogger(__name__)
 
+FP32 = "fp32"  # the precision of a dump without bf16 / tf32 (stores record no precision then)
+_ONE_RANK = DumpRank()  # a dump in one process: every cut, shards 0, 1, 2, ...
+
 
 @dataclass
 class HiddenDump:
@@ -102,15 +117,22 @@ class HiddenDump:
     compress: str
     params: dict[int, np.ndarray]
 
-    def encode(self, hidden: Sequence[torch.Tensor], i: int, frames: int) -> dict:
-        """Cut ``i``'s stored arrays by file suffix, from the (B, T', D) outputs of
-        ``self.layers`` (``TeacherOutput.hidden``: one per layer, in that order)."""
-        return {
+    def encode(self, hidden: Sequence[torch.Tensor], lens: Sequence[int]) -> list[dict]:
+        """Per cut of the batch, its stored arrays by file suffix ((T'_b, C) views), from the
+        (B, T', D) outputs of ``self.layers`` (``TeacherOutput.hidden``: one per layer, in that
+        order) and the cuts' frame counts ``lens`` (B,). Each layer is coded once for the whole
+        padded batch: one array operation per batch, not per cut. Every codec acts on each
+        frame alone, so a cut's codes are those of the cut alone (pca<N>'s matrix product may
+        round one fp16 unit in the last place apart on another batch shape)."""
+        codes = {
             hidden_suffix(layer): encode_hidden(
-                self.compress, self.params[layer], h[i, :frames].float().cpu().numpy()
+                self.compress, self.params[layer], h.float().cpu().numpy()
             )
             for layer, h in zip(self.layers, hidden, strict=True)
         }
+        return [
+            {suffix: c[b, :frames] for suffix, c in codes.items()} for b, frames in enumerate(lens)
+        ]
 
 
 def _teacher_batches(
@@ -137,12 +159,13 @@ def _teacher_batches(
         ids = out.ids.to(torch.int16).cpu().numpy()
         probs = out.probs.to(torch.float16).cpu().numpy()
         lens = out.lens.cpu().tolist()
+        coded = hidden.encode(out.hidden, lens) if hidden is not None else [None] * len(lens)
         records = [
             (
                 batch["cut_ids"][i],
                 ids[i, : lens[i]],
                 probs[i, : lens[i]],
-                hidden.encode(out.hidden, i, lens[i]) if hidden is not None else None,
+                coded[i],
                 _label(greedy, i, decode),
             )
             for i in todo
@@ -189,8 +212,7 @@ def _hidden_codecs(cfg: DictConfig, dm, teacher: _Teacher) -> tuple[dict, dict]:
     paths = {layer: out_dir / codec_name(layer, spec) for layer in layers}
     if all(path.is_file() for path in paths.values()):
         params = {layer: np.load(path) for layer, path in paths.items()}
-        records = {path.name: {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
-                   for path in paths.values()}  # fmt: skip
+        records = {path.name: file_record(path) for path in paths.values()}
         return params, records
     if parse_compress(spec)[0] == "none":
         params = {layer: fit_codec(spec, CodecStats(teacher.hidden_dim)) for layer in layers}
@@ -198,7 +220,9 @@ def _hidden_codecs(cfg: DictConfig, dm, teacher: _Teacher) -> tuple[dict, dict]:
         stats = _fit_stats(cfg, dm, teacher)
         params = {layer: fit_codec(spec, stats[layer]) for layer in layers}
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = {paths[layer].name: save_array(paths[layer], params[layer]) for layer in layers}
+    saved = {layer: save_array_once(paths[layer], params[layer]) for layer in layers}
+    params = {layer: array for layer, (array, _) in saved.items()}
+    records = {paths[layer].name: record for layer, (_, record) in saved.items()}
     return params, records
 
 
@@ -213,12 +237,18 @@ def _hidden_layers(cfg: DictConfig, num_layers: int) -> tuple[int, ...]:
 
 
 def _resume_state(
-    out_dir: Path, fingerprint: dict, data: dict, codec: dict | None = None
+    out_dir: Path,
+    fingerprint: dict,
+    data: dict,
+    codec: dict | None = None,
+    precision: str | None = None,
+    rank: DumpRank = _ONE_RANK,
 ) -> tuple[int, set[str], dict[str, str]]:
-    """(next shard number, cuts of ``data["subset"]`` already committed, cut id -> subset of the
-    other subsets' cuts) after checking the committed shards: another teacher, another codec of
-    the stored teacher layers (``codec``: file name -> SHA-256), unknown data (a store written
-    before data identities) or other cuts under this subset's name are errors."""
+    """(this ``rank``'s first shard number, cuts of ``data["subset"]`` already committed, cut id
+    -> subset of the other subsets' cuts) after checking the committed shards: another teacher,
+    another codec of the stored teacher layers (``codec``: file name -> SHA-256), another
+    ``precision`` (None: not checked), unknown data (a store written before data identities) or
+    other cuts under this subset's name are errors."""
     committed = committed_shards(out_dir)
     done: set[str] = set()
     taken: dict[str, str] = {}
@@ -226,6 +256,12 @@ def _resume_state(
     for shard, meta in committed.items():
         where = out_dir / f"shard_{shard:05d}.json"
         check_fingerprint(meta["fingerprint"], fingerprint, str(where))
+        if precision is not None and meta.get("precision", FP32) != precision:
+            raise BadFileError(
+                f"cannot resume into {out_dir}: {where} was dumped in "
+                f"{meta.get('precision', FP32)}, this dump runs in {precision}; set bf16/tf32 as "
+                f"that dump did, or {redo}"
+            )
         if codec is not None and (meta.get("codec_sha256") or {}) != codec:
             raise BadFileError(
                 f"cannot resume into {out_dir}: {where} was encoded with other hidden-layer "
@@ -251,7 +287,7 @@ def _resume_state(
             )
         else:
             done.update(meta["cuts"])
-    return max(committed, default=-1) + 1, done, taken
+    return rank.first_shard(committed), done, taken
 
 
 def _drop_unreadable_markers(out_dir: Path) -> list[str]:
@@ -294,16 +330,40 @@ def _drop_damaged_shards(out_dir: Path, subsets: set[str], labels: bool = False)
     return dropped
 
 
+def _writer(
+    cfg: DictConfig, teacher: _Teacher, data: dict, codec: dict, rank: DumpRank
+) -> tuple[ShardWriter, set[str], dict[str, str]]:
+    """(the shard writer of ``rank`` for subset ``data["subset"]``, its cuts already committed,
+    cut id -> subset of the other subsets' cuts): :func:`_resume_state`, then the header every
+    shard's ``.json`` carries."""
+    out_dir, fingerprint = Path(cfg.out_dir), teacher.fingerprint
+    first_shard, done, taken = _resume_state(
+        out_dir, fingerprint, data, codec, teacher.precision, rank
+    )
+    header = {"fingerprint": fingerprint, "data": data}
+    if codec:
+        header["codec_sha256"] = codec
+    if teacher.precision != FP32:  # absent: fp32, as every store written before bf16 dumps
+        header["precision"] = teacher.precision
+    labels = bool(cfg.get("pseudo_labels", False))
+    if labels:
+        header["pseudo_labels"] = {"decoder": "greedy_ctc", "confidence": CONFIDENCE}
+    writer = ShardWriter(
+        out_dir, header, first_shard, cfg.shard_frames, labels=labels, stride=rank.world_size
+    )
+    return writer, done, taken
+
+
 def _dump_subset(
     cfg: DictConfig,
     dm,
-    teacher,
-    fingerprint: dict,
+    teacher: _Teacher,
     data: dict,
     total: int | None,
     hidden: tuple[HiddenDump, dict] | None = None,
+    rank: DumpRank = _ONE_RANK,
 ) -> tuple[int, dict]:
-    """Append the soft targets of subset ``data["subset"]`` (``data``, ``total``: from
+    """Append ``rank``'s soft targets of subset ``data["subset"]`` (``data``, ``total``: from
     ``data_identity``; ``hidden``: the layers to store and their codec files' SHA-256) to the
     store in ``cfg.out_dir``; return the cuts resumed and the throughput (``{"audio_s",
     "seconds", "audio_s_per_s"}`` of the batches run)."""
@@ -312,18 +372,16 @@ def _dump_subset(
     batches = dm.dataloader(
         subset, shuffle=False, max_duration=cfg.data.max_duration, with_audio=teacher.needs_audio
     )
-    first_shard, done, taken = _resume_state(out_dir, fingerprint, data, codec)
-    header = {"fingerprint": fingerprint, "data": data}
-    if codec:
-        header["codec_sha256"] = codec
-    labels = bool(cfg.get("pseudo_labels", False))
-    if labels:
-        header["pseudo_labels"] = {"decoder": "greedy_ctc", "confidence": CONFIDENCE}
-    writer = ShardWriter(out_dir, header, first_shard, cfg.shard_frames, labels=labels)
+    if rank.split:  # lhotse's sampler filter: batches are filled with this rank's cuts only
+        batches.sampler.filter(lambda cut: rank.owns(cut.id))
+        total = None  # this rank's share is known only once its cuts are read
+    writer, done, taken = _writer(cfg, teacher, data, codec, rank)
+    labels = writer.labels
     decode = teacher.teacher.tokenizer.decode if labels else None
     audio_s, start = 0.0, time.perf_counter()
     runs = _teacher_batches(teacher.targets, batches, done, spec, decode)
-    with tqdm(total=total, unit="cut", desc=f"dump {subset}") as progress:
+    desc = f"dump {subset}" + (f" ({rank})" if rank.split else "")
+    with tqdm(total=total, unit="cut", desc=desc) as progress:
         for num_cuts, seconds, records in runs:
             audio_s += seconds
             for cut_id, ids, probs, extra, label in records:
@@ -347,7 +405,7 @@ def _dump_subset(
         elapsed,
         speed["audio_s_per_s"],
     )
-    return len(done), speed
+    return (sum(map(rank.owns, done)) if rank.split else len(done)), speed
 
 
 def _subset_names(subset: str | Sequence[str]) -> list[str]:
@@ -372,16 +430,18 @@ def _hidden_index(spec: HiddenDump, records: dict, dim: int) -> dict:
 
 def dump_targets(cfg: DictConfig) -> dict:
     """Dump the teacher's soft targets for ``cfg.subsets`` (a name or a list) into ``cfg.out_dir``
-    (with ``cfg.hidden_layers``, also those teacher layers, coded per ``cfg.hidden_compress``);
-    return the summary of the whole store."""
+    (with ``cfg.hidden_layers``, also those teacher layers, coded per ``cfg.hidden_compress``;
+    with ``world_size`` > 1, only this ``rank``'s cuts); return the summary of the whole store,
+    or, from a rank that finishes before the others, of its own part."""
     out_dir = Path(cfg.out_dir)
     if cfg.get("verify", False):
         return SoftTargetStore(out_dir).verify()
+    rank = DumpRank.resolve(cfg.get("world_size"), cfg.get("rank"))
     compress = str(cfg.get("hidden_compress", "none"))
     parse_compress(compress)  # a bad spec fails before any output
-    save_config(cfg, out_dir)
-    device = resolve_device(cfg.device)
-    teacher = _teacher(cfg, device, compress)
+    if rank.rank == 0:  # one writer: ranks side by side would interleave the file
+        save_config(cfg, out_dir)
+    teacher = _teacher(cfg, _rank_device(cfg.device, rank), compress)
     fingerprint, vocab = teacher.fingerprint, teacher.teacher.tokenizer.vocab_size
     dm = build_datamodule(cfg.data)
     teacher.teacher.check_vocab(dm.tokenizer, f"{cfg.data.dir}/lang")
@@ -389,7 +449,7 @@ def dump_targets(cfg: DictConfig) -> dict:
     identities = [data_identity(Path(cfg.data.dir), s) for s in _subset_names(cfg.subsets)]
     removed = _drop_unreadable_markers(out_dir) if out_dir.is_dir() else []
     for data, _ in identities:
-        _resume_state(out_dir, fingerprint, data)  # the codec is checked per subset below
+        _resume_state(out_dir, fingerprint, data, precision=teacher.precision)  # codec: below
     labels = bool(cfg.get("pseudo_labels", False))
     removed += _drop_damaged_shards(out_dir, {data["subset"] for data, _ in identities}, labels)
     hidden, extra = None, {}
@@ -398,21 +458,86 @@ def dump_targets(cfg: DictConfig) -> dict:
         spec = HiddenDump(teacher.layers, compress, params)
         hidden = (spec, {name: r["sha256"] for name, r in records.items()})
         extra["hidden"] = _hidden_index(spec, records, teacher.hidden_dim)
-    resumed, throughput = 0, {}
-    for data, total in identities:
+    if teacher.precision != FP32:
+        extra["precision"] = teacher.precision
+    merge_only, resumed, throughput, index = bool(cfg.get("merge", False)), 0, {}, None
+    for i, (data, total) in enumerate(identities):
         subset = data["subset"]
-        cuts_resumed, throughput[subset] = _dump_subset(
-            cfg, dm, teacher, fingerprint, data, total, hidden
-        )
-        resumed += cuts_resumed
+        if not merge_only:
+            cuts_resumed, throughput[subset] = _dump_subset(
+                cfg, dm, teacher, data, total, hidden, rank
+            )
+            resumed += cuts_resumed
         # "subset"/"data_dir" name the latest dump; "subsets" lists every one
         extra.update(subset=subset, data_dir=str(cfg.data.dir), vocab_size=vocab)
         extra["teacher_ckpt"] = str(cfg.teacher_ckpt)  # for the repair command of a damaged store
-        index = write_index(out_dir, fingerprint, extra)
+        index = _merge_index(out_dir, fingerprint, extra, identities[: i + 1], merge_only)
+    if index is None:  # other ranks still hold cuts: the last one to finish merges
+        return _rank_summary(out_dir, rank, resumed, removed, throughput, identities)
     summary = _summary(index, resumed, removed, vocab, throughput)
     if labels:
         summary["pseudo_labels"] = _labels_report(out_dir, index)
     return summary
+
+
+def _rank_device(name: str, rank: DumpRank) -> torch.device:
+    """``device`` for this rank: a bare ``cuda`` (or ``auto`` on a GPU machine) of a split dump
+    is GPU ``LOCAL_RANK`` (torchrun), else ``rank`` modulo the GPUs, so ranks share no GPU."""
+    device = resolve_device(name)
+    if device.type != "cuda" or device.index is not None or not rank.split:
+        return device
+    local = os.environ.get("LOCAL_RANK")
+    index = int(local) if local is not None else rank.rank
+    return torch.device("cuda", index % max(torch.cuda.device_count(), 1))
+
+
+def _merge_index(
+    out_dir: Path, fingerprint: dict, extra: dict, identities: list, required: bool
+) -> dict | None:
+    """Merge the committed shards into ``index.json`` once every cut of the subsets of
+    ``identities`` (``(data, number of cuts)``) is in one; return it, or None while some are
+    not (``required``: a ``ConfigError`` naming them instead)."""
+    counts = {data["subset"]: total for data, total in identities}
+    missing = {s: n for s, n in missing_cuts(committed_shards(out_dir), counts).items() if n}
+    if not missing:
+        return write_index(out_dir, fingerprint, extra)
+    if required:
+        which = ", ".join(f"{n} of {counts[s]} cuts of {s!r}" for s, n in missing.items())
+        raise ConfigError(
+            f"cannot merge {out_dir}: {which} are in no committed shard yet; expected every rank "
+            "finished: re-run the rank that was stopped (the same command with its rank=; it "
+            "resumes and merges when it is the last)"
+        )
+    return None
+
+
+def _rank_summary(
+    out_dir: Path,
+    rank: DumpRank,
+    resumed: int,
+    removed: list[str],
+    throughput: dict,
+    identities: list,
+) -> dict:
+    """What a rank that finishes before the others prints: its part, and what is left."""
+    counts = {data["subset"]: total for data, total in identities}
+    missing = missing_cuts(committed_shards(out_dir), counts)
+    log.info(
+        "%s done; %s cuts not dumped yet (other ranks): index.json is merged by the last rank "
+        "to finish, or by merge=true",
+        rank,
+        sum(missing.values()),
+    )
+    return {
+        "out_dir": str(out_dir),
+        "rank": rank.rank,
+        "world_size": rank.world_size,
+        "merged": False,
+        "missing_cuts": missing,
+        "resumed_cuts": resumed,
+        "removed_shards": removed,
+        "throughput": throughput,
+    }
 
 
 def _summary(index: dict, resumed: int, removed: list[str], vocab: int, throughput: dict) -> dict:
@@ -444,6 +569,7 @@ class _Teacher(NamedTuple):
     targets: Callable[[dict], TeacherOutput]  # (batch) -> (ids, probs, lens, hidden), greedy()
     fingerprint: dict
     layers: tuple[int, ...] = ()  # teacher layers stored (``hidden_layers``), in ``hidden``
+    precision: str = FP32  # fp32 | bf16 (autocast) | tf32 (CUDA matmuls and convolutions)
 
     @property
     def needs_audio(self) -> bool:  # batches must carry audio
@@ -454,17 +580,31 @@ class _Teacher(NamedTuple):
         return self.teacher.hidden_size
 
 
+def _precision(cfg: DictConfig, device: torch.device) -> str:
+    """``bf16`` (the teacher's forward under bfloat16 autocast, any device), ``tf32`` (CUDA's
+    TensorFloat-32 matmuls and convolutions, switched on here for this process) or ``fp32``."""
+    if bool(cfg.get("bf16", False)):
+        return "bf16"
+    if bool(cfg.get("tf32", False)) and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return "tf32"
+    return FP32
+
+
 def _teacher(cfg: DictConfig, device, compress: str = "none") -> _Teacher:
     """The soft-target source of ``cfg.teacher_ckpt`` (:func:`open_teacher`: an asr_kd
-    checkpoint, or ``hf:...`` converted to ``cfg.student_frame_shift_ms`` with bf16 autocast
-    when ``cfg.bf16``), with the ``cfg.hidden_layers`` outputs (codec ``compress``) when asked."""
-    teacher = open_teacher(str(cfg.teacher_ckpt), device, bool(cfg.get("bf16", False)))
+    checkpoint, or ``hf:...`` converted to ``cfg.student_frame_shift_ms``; bf16 autocast when
+    ``cfg.bf16``, TF32 on CUDA when ``cfg.tf32``), with the ``cfg.hidden_layers`` outputs (codec
+    ``compress``) when asked."""
+    precision = _precision(cfg, device)
+    teacher = open_teacher(str(cfg.teacher_ckpt), device, precision == "bf16")
     layers = _hidden_layers(cfg, teacher.num_layers)
     shift = teacher.targets_shift_ms(float(cfg.get("student_frame_shift_ms", 40.0)))
     k, temperature = min(int(cfg.k), teacher.tokenizer.vocab_size), float(cfg.temperature)
     fingerprint = teacher.fingerprint(k, temperature, shift, layers, compress)
     targets = teacher.targets(temperature, k, layers, shift, device)
-    return _Teacher(teacher, targets, fingerprint, layers)
+    return _Teacher(teacher, targets, fingerprint, layers, precision)
 
 
 def _labels_report(out_dir: Path, index: dict) -> dict:

@@ -26,6 +26,7 @@ Usage:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -106,6 +107,8 @@ class OnlineTeacher:
             in this order (repeats allowed); () = no hidden states (``hidden`` None).
         device: where to run (the batch moves there: the dump); None runs on the batch's device
             (the model moves there: training, where Lightning places the batch).
+        autocast: ``torch.bfloat16`` runs the forward under autocast on its device (the
+            posteriors are softened in float32); None: float32.
     """
 
     needs_audio = False
@@ -117,9 +120,11 @@ class OnlineTeacher:
         k: int | None = None,
         hidden_layers: Sequence[int] = (),
         device: torch.device | str | None = None,
+        autocast: torch.dtype | None = None,
     ):
         self.model = model.eval().requires_grad_(False)
         self.temperature, self.k, self.device = temperature, k, device
+        self.autocast = autocast
         self.hidden_layers = tuple(int(x) for x in hidden_layers)
         self.hidden_dims = (int(model.d_model),) * len(self.hidden_layers)
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -131,12 +136,18 @@ class OnlineTeacher:
             self.model.to(feats.device)
         self.model.eval()
         hidden = None
-        with torch.no_grad():
+        precision = (
+            contextlib.nullcontext()
+            if self.autocast is None
+            else torch.autocast(feats.device.type, dtype=self.autocast)
+        )
+        with torch.no_grad(), precision:
             if self.hidden_layers:
                 log_probs, lens, layers = self.model(feats, feat_lens, return_hidden=True)
                 hidden = tuple(layers[i - 1] for i in self.hidden_layers)
             else:
                 log_probs, lens = self.model(feats, feat_lens)
+        log_probs = log_probs.float()  # a no-op in float32; bf16 log-probs soften in float32
         self._last = (log_probs, lens)
         ids, probs = soften_teacher(log_probs, self.temperature, self.k)
         return TeacherOutput(ids, probs, lens, hidden)
@@ -153,8 +164,8 @@ class CheckpointTeacher:
 
     needs_audio = False
 
-    def __init__(self, loaded: LoadedModel, device: str | torch.device = "cpu"):
-        self.loaded, self.source = loaded, str(loaded.path)
+    def __init__(self, loaded: LoadedModel, device: str | torch.device = "cpu", bf16: bool = False):
+        self.loaded, self.source, self.bf16 = loaded, str(loaded.path), bf16
         self.model = loaded.model.to(device)
         self.tokenizer = loaded.tokenizer
         self.frame_shift_ms = self.model.frame_shift_ms
@@ -166,12 +177,7 @@ class CheckpointTeacher:
 
     @classmethod
     def open(cls, source: str, device: str | torch.device = "cpu", bf16: bool = False):
-        if bf16:
-            raise ConfigError(
-                "bf16=true is for a transformers teacher (hf:...); an asr_kd teacher runs in "
-                "float32"
-            )
-        return cls(load_checkpoint_model(source), device)
+        return cls(load_checkpoint_model(source), device, bf16)
 
     def fingerprint(
         self, k, temperature, student_shift_ms, hidden_layers=(), hidden_compress="none"
@@ -199,7 +205,8 @@ class CheckpointTeacher:
             )
 
     def targets(self, temperature, k, layers=(), student_shift_ms=40.0, device=None):
-        return OnlineTeacher(self.model, temperature, k, layers, device)
+        autocast = torch.bfloat16 if self.bf16 else None
+        return OnlineTeacher(self.model, temperature, k, layers, device, autocast)
 
 
 # The longest key that starts the source string names its implementation ("": the rest).
@@ -216,6 +223,6 @@ def teacher_class(source: str) -> type:
 
 
 def open_teacher(source: str, device: str | torch.device = "cpu", bf16: bool = False) -> Teacher:
-    """The teacher named by ``source`` on ``device`` (``bf16``: a transformers teacher's
-    autocast; refused by an asr_kd one)."""
+    """The teacher named by ``source`` on ``device`` (``bf16``: its forward under bfloat16
+    autocast)."""
     return teacher_class(source).open(str(source), device, bf16)

@@ -1,18 +1,24 @@
-"""asr-kd-dump-targets: resume, several subsets in one store, and what it refuses."""
+"""asr-kd-dump-targets: resume, several subsets in one store, a dump split over ranks, and what
+it refuses."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 
-from asr_kd.distill.dump import dump_targets
-from asr_kd.distill.store import SoftTargetStore
-from asr_kd.errors import BadFileError
+from asr_kd.distill.dump import HiddenDump, dump_targets
+from asr_kd.distill.store import CodecStats, SoftTargetStore, encode_hidden, fit_codec, validate
+from asr_kd.errors import BadFileError, ConfigError
+from tests.helpers.console import REPO
 
 
 def _copy(src, dst):
@@ -152,3 +158,140 @@ def test_a_missing_subset_in_a_list_fails_before_any_dump(
     with pytest.raises(FileNotFoundError, match="nosuch"):
         dump_targets(cfg)
     assert not list(out.glob("shard_*"))  # dev was not dumped first
+
+
+def _same_targets(a: SoftTargetStore, b: SoftTargetStore) -> None:
+    assert sorted(a._cuts) == sorted(b._cuts)
+    for cut_id in a._cuts:
+        for x, y in zip(a.get(cut_id), b.get(cut_id), strict=True):
+            assert torch.equal(x, y), cut_id
+
+
+def _dump_rank(config, data_dir, teacher_ckpt, out, rank, *overrides):
+    return dump_targets(
+        config(data_dir, teacher_ckpt, out, "world_size=2", f"rank={rank}", *overrides)
+    )
+
+
+def test_two_ranks_dump_the_same_targets_as_one_process_and_the_last_merges(
+    tmp_path, targets_dir, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    out = tmp_path / "targets"
+    first = _dump_rank(dump_targets_config, prepared_data_dir, teacher_ckpt, out, 1)
+    assert not first["merged"] and not (out / "index.json").exists()
+    cuts = len(_cuts_lines(prepared_data_dir, "train"))
+    assert 0 < first["missing_cuts"]["train"] < cuts  # rank 0's cuts: neither none nor all
+    odd = sorted(int(p.name[6:11]) for p in out.glob("shard_*.json"))
+    assert odd and all(n % 2 == 1 for n in odd)  # rank 1 of 2: odd shard numbers
+    summary = _dump_rank(dump_targets_config, prepared_data_dir, teacher_ckpt, out, 0)
+    assert summary["num_cuts"] == cuts  # the last rank merged the index
+    even = sorted(int(p.name[6:11]) for p in out.glob("shard_*.json") if int(p.name[6:11]) % 2 == 0)
+    assert even and validate(out, read_data=True)["shards"] == len(odd) + len(even)
+    _same_targets(SoftTargetStore(targets_dir), SoftTargetStore(out))
+
+
+def test_a_stopped_rank_resumes_and_merge_names_what_is_missing(
+    tmp_path, targets_dir, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    out = tmp_path / "targets"
+    _dump_rank(dump_targets_config, prepared_data_dir, teacher_ckpt, out, 0)
+    _dump_rank(dump_targets_config, prepared_data_dir, teacher_ckpt, out, 1)
+    # rank 1 killed during its last shard: its .json never written, so the shard is not there
+    last = max(int(p.name[6:11]) for p in out.glob("shard_*.json"))
+    assert last % 2 == 1
+    (out / f"shard_{last:05d}.json").unlink()
+    (out / "index.json").unlink()
+    with pytest.raises(ConfigError, match=r"cannot merge .*: \d+ of \d+ cuts of 'train' are in no"):
+        dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out, "merge=true"))
+    assert not (out / "index.json").exists()
+    again = _dump_rank(dump_targets_config, prepared_data_dir, teacher_ckpt, out, 1)
+    assert 0 < again["resumed_cuts"] < again["num_cuts"]  # rank 1's committed shards kept
+    validate(out, read_data=True)
+    _same_targets(SoftTargetStore(targets_dir), SoftTargetStore(out))
+    (out / "index.json").unlink()
+    merged = dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out, "merge=true"))
+    assert merged["num_cuts"] == again["num_cuts"] and merged["throughput"] == {}
+
+
+def test_a_rank_outside_the_world_is_refused(
+    tmp_path, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    cfg = dump_targets_config(prepared_data_dir, teacher_ckpt, tmp_path, "world_size=2", "rank=2")
+    with pytest.raises(
+        ConfigError, match=r"rank=2 of world_size=2, expected .* 0 <= rank < world_size"
+    ):
+        dump_targets(cfg)
+
+
+def test_a_bf16_dump_records_its_precision_and_another_precision_does_not_resume(
+    tmp_path, targets_dir, teacher_ckpt, prepared_data_dir, dump_targets_config
+):
+    out = tmp_path / "bf16"
+    dump_targets(
+        dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subsets=dev", "bf16=true")
+    )
+    store = SoftTargetStore(out)
+    assert store.info["precision"] == "bf16"
+    assert all(json.loads(p.read_text())["precision"] == "bf16" for p in out.glob("shard_*.json"))
+    with pytest.raises(BadFileError, match=r"dumped in bf16, this dump runs in fp32"):
+        dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, out, "subsets=dev"))
+    fp32 = _copy(targets_dir, tmp_path / "fp32")  # an fp32 store records no precision
+    assert "precision" not in SoftTargetStore(fp32).info
+    with pytest.raises(BadFileError, match=r"dumped in fp32, this dump runs in bf16"):
+        dump_targets(dump_targets_config(prepared_data_dir, teacher_ckpt, fp32, "bf16=true"))
+
+
+@pytest.mark.parametrize("compress", ["none", "int8", "pca4"])
+def test_stored_layers_coded_per_batch_are_each_cuts_own_codes(compress):
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 9, 8, generator=generator) * 2 + 1  # (B, T', D): a padded batch
+    stats = CodecStats(8)
+    stats.update(hidden.reshape(-1, 8).numpy())
+    spec = HiddenDump(
+        (2, 4), compress, {2: fit_codec(compress, stats), 4: fit_codec(compress, stats)}
+    )
+    lens = [9, 4, 1]
+    coded = spec.encode((hidden, -hidden), lens)
+    assert len(coded) == 3
+    for b, frames in enumerate(lens):
+        for suffix, layer in ((".hidden2.npy", hidden), (".hidden4.npy", -hidden)):
+            alone = encode_hidden(compress, spec.params[2], layer[b, :frames].numpy())
+            got = coded[b][suffix]
+            assert got.shape == alone.shape and got.dtype == alone.dtype
+            # pca's matrix product may round one fp16 unit apart on another batch shape
+            np.testing.assert_allclose(got.astype(np.float32), alone.astype(np.float32), rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_two_rank_processes_side_by_side_from_torchruns_environment(
+    tmp_path, targets_dir, teacher_ckpt, prepared_data_dir
+):
+    # What a user runs: two processes at once, WORLD_SIZE/RANK in the environment (torchrun's),
+    # both fitting the int8 codec of a stored layer; no shard number or codec file collides.
+    out = tmp_path / "targets"
+    args = [f"teacher_ckpt={teacher_ckpt}", f"data.dir={prepared_data_dir}", f"out_dir={out}"]
+    args += ["subsets=train", "k=4", "temperature=2.0", "shard_frames=100", "device=cpu"]
+    args += ["hidden_layers=[1]", "hidden_compress=int8", "hidden_fit_frames=50"]
+    command = [sys.executable, "-m", "asr_kd.cli.dump_targets", *args]
+    env = dict(os.environ, PYTHONPATH=str(REPO), WORLD_SIZE="2", OMP_NUM_THREADS="1")
+    ranks = [
+        subprocess.Popen(command, env={**env, "RANK": str(r)}, cwd=tmp_path, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for r in (0, 1)
+    ]  # fmt: skip
+    for rank, proc in enumerate(ranks):
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        assert f"dump train (rank {rank} of 2)" in err  # its progress bar: the split it took
+    validate(out, read_data=True)
+    store = SoftTargetStore(out)
+    codecs = {json.loads(p.read_text())["codec_sha256"]["hidden_codec1.int8.npy"]
+              for p in out.glob("shard_*.json")}  # fmt: skip
+    assert codecs == {store.info["hidden"]["codec_files"]["hidden_codec1.int8.npy"]["sha256"]}
+    numbers = sorted(int(p.name[6:11]) for p in out.glob("shard_*.json"))
+    assert {n % 2 for n in numbers} == {0, 1}
+    full = SoftTargetStore(targets_dir)
+    assert sorted(full._cuts) == sorted(store._cuts)
+    for cut_id in full._cuts:
+        for x, y in zip(full.get(cut_id), store.get(cut_id), strict=True):
+            assert torch.equal(x, y), cut_id

@@ -5,7 +5,9 @@ distillation, its coded layers), sharded, fingerprinted, checked.
 - :mod:`.writer`: shards committed one at a time (``.json`` last), then ``index.json``;
 - :mod:`.reader`: :class:`SoftTargetStore`, checked on open;
 - :mod:`.integrity`: cheap (sizes) and full (SHA-256) checks, and the command that repairs;
-- :mod:`.codecs`: the codecs of stored teacher layers (``none``, ``int8``, ``pca<N>``).
+- :mod:`.codecs`: the codecs of stored teacher layers (``none``, ``int8``, ``pca<N>``);
+- :mod:`.ranks`: a dump split over N processes: which rank dumps a cut, its shard numbers, when
+  the index is merged.
 
 Written by :mod:`asr_kd.distill.dump`; read by :mod:`asr_kd.distill.teachers` (cached targets)
 and :mod:`asr_kd.distill.pseudo` (pseudo-labels). The names those use are re-exported here.
@@ -31,12 +33,15 @@ from asr_kd.distill.store.format import (
     teacher_fingerprint,
 )
 from asr_kd.distill.store.integrity import redump_hint, shard_problems, validate
-from asr_kd.distill.store.reader import SoftTargetStore
+from asr_kd.distill.store.ranks import DumpRank, missing_cuts, rank_of
+from asr_kd.distill.store.reader import SoftTargetStore, StoredBatch
 from asr_kd.distill.store.writer import (
     ShardWriter,
     committed_shards,
+    file_record,
     remove_shard,
     save_array,
+    save_array_once,
     shard_markers,
     write_index,
 )
@@ -46,8 +51,10 @@ __all__ = [
     "LABELS_SUFFIX",
     "MAX_INT16_VOCAB",
     "CodecStats",
+    "DumpRank",
     "ShardWriter",
     "SoftTargetStore",
+    "StoredBatch",
     "bytes_per_frame",
     "check_fingerprint",
     "codec_bytes_per_frame",
@@ -55,12 +62,16 @@ __all__ = [
     "committed_shards",
     "data_identity",
     "encode_hidden",
+    "file_record",
     "fit_codec",
     "hidden_suffix",
+    "missing_cuts",
     "parse_compress",
+    "rank_of",
     "redump_hint",
     "remove_shard",
     "save_array",
+    "save_array_once",
     "shard_markers",
     "shard_problems",
     "shard_stem",

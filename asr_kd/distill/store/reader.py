@@ -6,6 +6,7 @@ Usage:
     ids, probs = store.get(cut_id)                  # (T', k) int64, (T', k) float32
     ids, probs, lens = store.batch(cut_ids)         # (B, T', k), (B, T', k), (B,)
     hidden = store.hidden(cut_ids, [4])             # ((B, T', D_t) float32,) decoded
+    stored = store.decode_batch(cut_ids, k=4, layers=[4])   # all of it: a data-loader worker's job
     store.pseudo_labels()                           # {cut_id: {"text", "confidence", ...}}
     store.verify()                                  # every SHA-256 too; raises naming bad files
 """
@@ -16,6 +17,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,7 +35,17 @@ from asr_kd.distill.store.format import (
 from asr_kd.distill.store.integrity import read_index, redump_hint, validate
 from asr_kd.errors import BadFileError, ConfigError
 
-__all__ = ["SoftTargetStore"]
+__all__ = ["SoftTargetStore", "StoredBatch"]
+
+
+class StoredBatch(NamedTuple):
+    """One batch of stored targets, decoded (:meth:`SoftTargetStore.decode_batch`); B cuts,
+    T' their longest frame count, zero-padded."""
+
+    ids: torch.Tensor  # (B, T', k) int64, by decreasing probability
+    probs: torch.Tensor  # (B, T', k) float32
+    lens: torch.Tensor  # (B,) int64
+    hidden: tuple[torch.Tensor, ...]  # per asked teacher layer, (B, T', D_t) float32
 
 
 class SoftTargetStore:
@@ -68,6 +80,13 @@ class SoftTargetStore:
 
     def __len__(self) -> int:
         return len(self._cuts)
+
+    def __getstate__(self) -> dict:
+        """Pickled (into data-loader workers) without its memory maps: pickling a map copies
+        the whole shard; each process maps the shards it reads itself."""
+        state = self.__dict__.copy()
+        state.update(_shards={}, _hidden_arrays={}, _codecs={})
+        return state
 
     def __contains__(self, cut_id: str) -> bool:
         return cut_id in self._cuts
@@ -152,6 +171,17 @@ class SoftTargetStore:
             ids[b, : lens[b]] = cut_ids_b[:, :k]  # stored sorted by decreasing probability
             probs[b, : lens[b]] = cut_probs_b[:, :k]
         return ids, probs, lens
+
+    def decode_batch(
+        self, cut_ids: Sequence[str], k: int | None = None, layers: Sequence[int] = ()
+    ) -> StoredBatch:
+        """Everything stored for a batch of cuts, read and decoded on the CPU: :meth:`batch`
+        (``k`` most probable ids) and :meth:`hidden` of ``layers``. Meant for a data-loader
+        worker (the store pickles without its maps), so the training loop only moves the
+        tensors to its device."""
+        ids, probs, lens = self.batch(cut_ids, k)
+        hidden = self.hidden(cut_ids, layers) if layers else ()
+        return StoredBatch(ids, probs, lens, hidden)
 
     def hidden_dim(self, layer: int) -> int:
         """The width D_t of stored teacher layer ``layer`` (KeyError if it is not stored)."""

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from asr_kd.checkpoint import atomic_write
+from asr_kd.checkpoint import atomic_write, file_sha256
 from asr_kd.distill.store.format import (
     ARRAY_SUFFIXES,
     INDEX_NAME,
@@ -40,8 +41,10 @@ from asr_kd.errors import BadFileError
 __all__ = [
     "ShardWriter",
     "committed_shards",
+    "file_record",
     "remove_shard",
     "save_array",
+    "save_array_once",
     "shard_markers",
     "write_index",
 ]
@@ -84,6 +87,28 @@ def save_array(path: Path, array: np.ndarray) -> dict:
     return tallies[-1].record()
 
 
+def file_record(path: Path) -> dict:
+    """The ``{"bytes", "sha256"}`` record of a file already on disk (read back once)."""
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def save_array_once(path: Path, array: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Save ``array`` at ``path`` unless another process (a rank of a split dump) has already:
+    the first writer wins, and every process returns what is on disk and its ``{"bytes",
+    "sha256"}``. Exclusive by ``os.link`` (it fails on an existing name): ranks fitting a codec
+    side by side all encode with the same saved parameters."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.once")
+    record = save_array(tmp, array)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        array = np.load(path)
+        record = file_record(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return array, record
+
+
 class ShardWriter:
     """Buffers cuts' targets and commits them as numbered shards of about ``shard_frames``;
     ``header`` (fingerprint and data identity) goes into every shard's ``.json``, with the size
@@ -91,12 +116,20 @@ class ShardWriter:
     stored teacher layers, :func:`~asr_kd.distill.store.format.hidden_suffix`), the same
     suffixes for every cut. With ``labels``, every cut also brings its pseudo-label (a JSON
     object, ``{"text", "confidence", "num_tokens"}``), written as the shard's ``.labels.jsonl``.
+    Shards are numbered ``first_shard``, then every ``stride``-th number (one rank of a split
+    dump, :class:`~asr_kd.distill.store.ranks.DumpRank`: the other ranks take the others).
     """
 
     def __init__(
-        self, out_dir: Path, header: dict, first_shard: int, shard_frames: int, labels=False
+        self,
+        out_dir: Path,
+        header: dict,
+        first_shard: int,
+        shard_frames: int,
+        labels=False,
+        stride: int = 1,
     ):
-        self.out_dir, self.header = out_dir, header
+        self.out_dir, self.header, self.stride = out_dir, header, stride
         self.shard, self.shard_frames, self.labels = first_shard, shard_frames, labels
         self._parts: dict[str, list[np.ndarray]] = {}
         self._labels: list[dict] = []
@@ -142,7 +175,7 @@ class ShardWriter:
         # the .json is the commit marker: written last, so a crash before it leaves no shard
         marker = self.out_dir / f"{stem}{MARKER_SUFFIX}"
         _write_json(marker, {**self.header, "files": files, "cuts": self._cuts})
-        self.shard += 1
+        self.shard += self.stride
         self._parts, self._labels, self._cuts, self._frames = {}, [], {}, 0
 
 
@@ -183,7 +216,7 @@ def remove_shard(out_dir: Path, shard: int) -> None:
     stem = shard_stem(shard)
     (out_dir / f"{stem}{MARKER_SUFFIX}").unlink(missing_ok=True)
     for path in list(out_dir.glob(f"{stem}.*")):  # arrays, stored layers, labels
-        path.unlink()
+        path.unlink(missing_ok=True)  # another rank of a split dump may remove it first
 
 
 def write_index(out_dir: Path, fingerprint: dict, extra: dict) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -62,6 +63,39 @@ def test_hidden_decodes_the_stored_codes_and_pads_with_the_zero_code(hand_store)
     assert torch.equal(got[0, 3:], zero_code.expand(4, 6))
     with pytest.raises(KeyError, match=f"teacher layer 1 is not stored in {store.dir}"):
         store.hidden(cut_ids, [1])
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Each item: the store's decoded targets of a list of cuts (what a loader worker returns)."""
+
+    def __init__(self, store, batches):
+        self.store, self.batches = store, batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        return self.store.decode_batch(self.batches[i], k=2, layers=[2])
+
+
+def test_decode_batch_in_a_loader_worker_equals_the_main_process(hand_store):
+    store = SoftTargetStore(hand_store.dir)
+    batches = [["cut-3", "cut-2"], ["cut-0"], ["cut-1", "cut-0", "cut-2"]]
+    here = [store.decode_batch(cut_ids, k=2, layers=[2]) for cut_ids in batches]
+    # the store has mapped all three shards; pickled into a worker it carries none of them
+    assert len(store._shards) == 3 and not pickle.loads(pickle.dumps(store))._shards
+    loader = torch.utils.data.DataLoader(
+        _Batches(store, batches), batch_size=None, num_workers=1, multiprocessing_context="fork"
+    )
+    for want, got in zip(here, loader, strict=True):
+        assert got.ids.shape == (len(want.lens), int(want.lens.max()), 2)
+        for a, b in zip(
+            [want.ids, want.probs, want.lens, *want.hidden],
+            [got.ids, got.probs, got.lens, *got.hidden],
+            strict=True,
+        ):
+            assert torch.equal(a, b)
+    assert store.decode_batch(["cut-1"]).hidden == ()
 
 
 def test_stored_targets_are_the_teachers_top_k(targets_dir, teacher_ckpt, prepared_data_dir):

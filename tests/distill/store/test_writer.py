@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import asr_kd.distill.store.writer as writer_module
@@ -13,6 +14,7 @@ from asr_kd.distill.store import (
     ShardWriter,
     committed_shards,
     remove_shard,
+    save_array_once,
     shard_markers,
     write_index,
 )
@@ -102,3 +104,16 @@ def test_remove_shard_deletes_every_file_of_the_shard_and_no_other(hand_store):
         n for n in before if not n.startswith("shard_00001.")
     }
     assert sorted(committed_shards(out)) == [0, 2]
+
+
+def test_save_array_once_keeps_the_first_writers_array(tmp_path):
+    # Two ranks of a split dump fit the same codec; the second must encode with the first's
+    # saved parameters, never replace the file the first rank's shards were encoded with.
+    path = tmp_path / "hidden_codec2.int8.npy"
+    first = np.arange(6, dtype=np.float32).reshape(2, 3)
+    got, record = save_array_once(path, first)
+    assert np.array_equal(got, first) and record["sha256"] == file_sha256(path)
+    again, again_record = save_array_once(path, first + 1)
+    assert np.array_equal(again, first) and np.array_equal(np.load(path), first)
+    assert again_record == record
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left
