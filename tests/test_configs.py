@@ -212,6 +212,7 @@ def _assert_built_as_configured(group: str, node: dict, built: object) -> None:
             "seed": built.seed,
             "global_shuffle": built.global_shuffle,
             "buffer_size": built.buffer_size,
+            "pin_memory": built.pin_memory,
         }
     else:
         pytest.fail(f"conf/{group}/: no check of what it builds in tests/test_configs.py")
