@@ -31,10 +31,29 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["BadBatches"]
+__all__ = ["BadBatches", "zero_gradients_if"]
 
 # Slots of the device state vector.
 _BAD_NOW, _RUN, _TOTAL, _HIT_STEP, _LOCAL, _LAST = 0, 1, 2, 3, 4, slice(5, 8)
+
+
+def zero_gradients_if(
+    grads: list[torch.Tensor], flag: torch.Tensor, read_is_free: bool | None = None
+) -> None:
+    """Zero every tensor of ``grads`` in place when the 0-dim bool ``flag`` is true.
+
+    On an accelerator with no host read: a fill under the flag (never a multiply: NaN * 0 is
+    NaN). On the CPU a read waits for nothing and the broadcast fill costs ~15 ms per 5 M values
+    per step, so a branch. ``read_is_free``: None = ``flag`` is on the CPU.
+    """
+    if read_is_free is None:
+        read_is_free = flag.device.type == "cpu"
+    if not read_is_free:
+        for g in grads:
+            g.masked_fill_(flag, 0.0)
+    elif bool(flag):
+        for g in grads:
+            g.zero_()
 
 
 class BadBatches:
@@ -83,9 +102,7 @@ class BadBatches:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
         flag = bad[0] > 0
-        for p in parameters:
-            if p.grad is not None:
-                p.grad.masked_fill_(flag, 0.0)  # NaN * 0 is NaN: fill, never multiply
+        zero_gradients_if([p.grad for p in parameters if p.grad is not None], flag)
         run = torch.where(flag, state[_RUN] + 1, torch.zeros_like(state[_RUN]))
         reached = (run >= self.max_consecutive) & (state[_HIT_STEP] < 0)
         state[_HIT_STEP] = torch.where(reached, float(step), state[_HIT_STEP])

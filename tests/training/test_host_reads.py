@@ -5,6 +5,7 @@ an all-reduce."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import subprocess
@@ -15,18 +16,28 @@ from collections import Counter
 import pytest
 
 from asr_kd.training import builders
+from asr_kd.training.bad_batches import BadBatches, zero_gradients_if
 from asr_kd.training.run import train
 from tests.helpers.host_reads import count_host_reads
 from tests.helpers.tiny_runs import TINY_RUN, tiny_run
 
+
+def _line(function, text: str) -> str:
+    """``asr_kd/...py:N`` of the first line of ``function`` that holds ``text``."""
+    lines, start = inspect.getsourcelines(function)
+    path = inspect.getsourcefile(function).replace("\\", "/").rsplit("/asr_kd/", 1)[1]
+    return f"asr_kd/{path}:{start + next(i for i, line in enumerate(lines) if text in line)}"
+
+
 # Reads that only a CPU step makes: each site asks for the tensor's device first and, on any
-# other device, reads nothing (a host read of a CPU tensor waits for nothing).
-# Reads of tensors that stay on the CPU in a GPU run do not wait for the GPU either.
+# other device, reads nothing (a host read of a CPU tensor waits for nothing); and reads of
+# tensors that stay on the CPU in a GPU run.
 CPU_ONLY = {
     "asr_kd/models/conformer.py",  # is the batch padded? (an accelerator builds the masks anyway);
     # the dynamic-chunk draw (a CPU RNG tensor)
     "asr_kd/distill/output.py",  # teacher vs student frames (a device flag on an accelerator)
     "torch/optim/optimizer.py",  # AdamW's step counts (torch keeps them on the CPU for this)
+    _line(zero_gradients_if, "bool(flag)"),  # a bad step? (a fill under the flag elsewhere)
 }
 GPU_LIKE = ("data.num_workers=1", "trainer.log_every_n_steps=50")
 
@@ -41,7 +52,9 @@ def reads_per_step(monkeypatch, run, cfg) -> list[Counter]:
             lambda cfg, out, callbacks=(): real(cfg, out, [*callbacks, reads.callback]),
         )
         run(cfg)
-    strip = lambda c: Counter({s: n for s, n in c.items() if s.split(":")[0] not in CPU_ONLY})  # noqa: E731
+    strip = lambda c: Counter(  # noqa: E731
+        {s: n for s, n in c.items() if s not in CPU_ONLY and s.split(":")[0] not in CPU_ONLY}
+    )
     return [strip(step) for step in reads.per_step]
 
 
@@ -56,16 +69,7 @@ def test_a_training_step_reads_nothing_on_the_host_but_every_nth(
     # the last step also ends the run (Lightning reads its logged values once): not compared.
     # Steps 1, 2, 4, 5: none; step 3 (global_step 3 after it): the one read of the counts
     assert [sum(c.values()) for c in steps[:5]] == [0, 0, 1, 0, 0], steps
-    assert list(steps[2]) == [f"asr_kd/training/bad_batches.py:{_check_read_line()}"]
-
-
-def _check_read_line() -> int:
-    import inspect
-
-    from asr_kd.training.bad_batches import BadBatches
-
-    lines, start = inspect.getsourcelines(BadBatches.check)
-    return start + next(i for i, line in enumerate(lines) if ".tolist()" in line)
+    assert list(steps[2]) == [_line(BadBatches.check, ".tolist()")]
 
 
 _ONE_BAD_RANK = """
@@ -84,7 +88,8 @@ AsrTask.compute_loss = nan_on_rank_1
 try:
     train(compose("train", sys.argv[1:]))
 except RuntimeError as err:
-    print(f"rank {os.environ.get('LOCAL_RANK', '0')} error: {err}", file=sys.stderr, flush=True)
+    # one write per line: both ranks share the pipe (a write under PIPE_BUF is not interleaved)
+    os.write(2, f"rank {os.environ.get('LOCAL_RANK', '0')} error: {err}\\n".encode())
     sys.exit(3)
 """
 
@@ -100,7 +105,7 @@ def test_bad_batches_on_one_ddp_rank_stop_both_ranks_together(tmp_path, prepared
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, str(script), *overrides],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
     )  # fmt: skip
     errors = sorted(line for line in proc.stderr.splitlines() if " error: " in line)
     assert proc.returncode == 3, proc.stderr[-3000:]
@@ -136,3 +141,14 @@ def test_a_single_process_run_of_bad_batches_stops_at_the_next_read(
     with pytest.raises(RuntimeError, match=r"^3 consecutive batches .* at step 2;"):
         train(cfg)
     assert len(seen) == (3 if read_every == 1 else 4)  # stops at the first read after step 3
+
+
+@pytest.mark.parametrize("read_is_free", [False, True])  # an accelerator's fill / the CPU's branch
+def test_a_bad_steps_gradients_become_zero_nan_included(read_is_free):
+    import torch
+
+    grads = [torch.tensor([1.0, float("nan"), float("inf")]), torch.ones(2, 2)]
+    zero_gradients_if(grads, torch.tensor(False), read_is_free)
+    assert torch.equal(grads[1], torch.ones(2, 2)) and grads[0][0] == 1.0
+    zero_gradients_if(grads, torch.tensor(True), read_is_free)
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)
