@@ -230,6 +230,7 @@ def _assert_built_as_configured(group: str, node: dict, built: object) -> None:
             "seed": built.seed,
             "global_shuffle": built.global_shuffle,
             "buffer_size": built.buffer_size,
+            "pin_memory": built.pin_memory,
         }
     elif group == "corpus":
         checked = {"hours": built.hours, "speakers": built.speakers}

@@ -29,6 +29,11 @@ Validation runs on one dev subset (``dev_subset="dev"``: one dataloader) or on e
 (``dev_subset=[dev-clean,dev-other]``: one dataloader per subset, in that order; the task logs
 each subset's WER and the combined one).
 
+More fields per training batch (:attr:`AsrDataModule.train_batch_fields`): a callable
+``fields(batch) -> dict`` run on each batch where it is built, in the loader's worker processes,
+whose entries join the batch (cached soft targets: :class:`asr_kd.distill.teachers.CachedTargets`
+looks them up there, beside the step rather than on its thread). It must be picklable.
+
 Pseudo-labels (:meth:`AsrDataModule.use_pseudo_labels`): a training cut without a transcript
 whose id has a pseudo transcript gets that text's ``tokens``/``token_lens`` (its ``texts`` entry
 stays "": it is not a reference); a real transcript always wins.
@@ -55,7 +60,7 @@ from __future__ import annotations
 import json
 import random
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -126,6 +131,8 @@ class AsrDataset(Dataset):
         seed: makes the perturbation choice a function of (seed, cut ids).
         pseudo_texts: cut id -> transcript to train on for a cut that has none (pseudo-labels).
         with_audio: also ``audio`` (B, N) and ``audio_lens`` (B,), the cuts' 16 kHz samples.
+        batch_fields: ``fields(batch) -> dict`` of more entries for each batch (run in the
+            loader's worker processes); None: none.
     """
 
     def __init__(
@@ -135,8 +142,10 @@ class AsrDataset(Dataset):
         seed: int = 0,
         pseudo_texts: Mapping[str, str] | None = None,
         with_audio: bool = False,
+        batch_fields: Callable[[dict], dict] | None = None,
     ) -> None:
         self.tokenizer = tokenizer
+        self.batch_fields = batch_fields
         self.speed_factors = tuple(float(f) for f in speed_factors)
         self.seed = seed
         self.pseudo_texts = pseudo_texts or {}
@@ -179,6 +188,8 @@ class AsrDataset(Dataset):
             audio = [torch.from_numpy(c.load_audio()[0]).float() for c in cuts]
             batch["audio"] = pad_sequence(audio, batch_first=True)
             batch["audio_lens"] = torch.tensor([len(a) for a in audio], dtype=torch.long)
+        if self.batch_fields is not None:
+            batch.update(self.batch_fields(batch))
         return batch
 
 
@@ -206,6 +217,8 @@ class AsrDataModule(L.LightningDataModule):
             more mixes farther, at the memory of that many cuts per rank.
         with_audio: batches also carry the cuts' audio (a transformers teacher reads it); set
             by ``asr-kd-distill`` / ``asr-kd-dump-targets`` for an ``hf:`` teacher.
+        pin_memory: batches in page-locked memory, so that their copy to a GPU runs beside the
+            step (the CPU trains on them as they are).
     """
 
     def __init__(
@@ -224,6 +237,7 @@ class AsrDataModule(L.LightningDataModule):
         global_shuffle: bool | None = None,
         buffer_size: int = 20000,
         with_audio: bool = False,
+        pin_memory: bool = False,
     ) -> None:
         super().__init__()
         self.layout = DataDir.existing(dir)
@@ -241,6 +255,9 @@ class AsrDataModule(L.LightningDataModule):
         self.global_shuffle = global_shuffle
         self.buffer_size = int(buffer_size)
         self.with_audio = with_audio
+        self.pin_memory = bool(pin_memory)
+        # fields(batch) -> dict added to each training batch in the workers (see the module doc)
+        self.train_batch_fields: Callable[[dict], dict] | None = None
         self.tokenizer = Tokenizer.load(self.layout.lang)
         self._train_sampler: ResumableSampler | None = None
         self._train_sampler_state: dict | None = None  # from a checkpoint, until applied
@@ -299,6 +316,7 @@ class AsrDataModule(L.LightningDataModule):
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
         )
 
     def _batch_settings(self, sampler, num_cuts: int) -> dict:
@@ -368,6 +386,7 @@ class AsrDataModule(L.LightningDataModule):
             seed=self.seed,
             pseudo_texts=self._pseudo_texts,
             with_audio=self.with_audio,
+            batch_fields=self.train_batch_fields,
         )
         return self._loader(dataset, self.train_sampler())
 

@@ -14,7 +14,7 @@ import torch
 
 from asr_kd.errors import ConfigError
 
-__all__ = ["TeacherOutput", "TeacherTargets", "require_same_tokenizer"]
+__all__ = ["TeacherOutput", "TeacherTargets", "check_frame_counts", "require_same_tokenizer"]
 
 
 class TeacherOutput(NamedTuple):
@@ -47,4 +47,16 @@ def require_same_tokenizer(
             f"tokenizer: teacher {source} ({mine.kind} tokenizer {mine.fingerprint}) does not "
             f"match the student's {theirs.kind} tokenizer {theirs.fingerprint} in {where}; "
             f"expected {fix}"
+        )
+
+
+def check_frame_counts(teacher_lens: torch.Tensor, student_lens: torch.Tensor, cut_ids) -> None:
+    """A ``ValueError`` naming the first cut whose teacher frame count (B,) is not the
+    student's (B,); a host read, so call it on CPU tensors (a loader worker, a CPU step)."""
+    differ = (teacher_lens != student_lens).nonzero()
+    if len(differ):
+        b = int(differ[0, 0])
+        raise ValueError(
+            f"cut {cut_ids[b]}: teacher has {int(teacher_lens[b])} frames, "
+            f"student {int(student_lens[b])} (expected equal: same features and frame rate)"
         )

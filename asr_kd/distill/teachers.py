@@ -8,7 +8,9 @@ audio) and ``hidden_dims`` (the width of each teacher layer in ``hidden``):
 
 - online: the teacher's own targets (:meth:`asr_kd.distill.teacher.Teacher.targets`: a frozen
   teacher, eval mode, no grad, on the clean batch);
-- :class:`CachedTargets` reads the same numbers from an ``asr-kd-dump-targets`` store by cut id.
+- :class:`CachedTargets` reads the same numbers from an ``asr-kd-dump-targets`` store by cut id,
+  in the data loader's worker processes: its ``batch_fields(batch) -> dict`` (a callable that a
+  targets object may have) is the data module's ``train_batch_fields``.
 
 The teacher is deliberately *not* a submodule of the task: it is not saved in the student's
 checkpoint, not wrapped by DDP and not switched to train mode by Lightning.
@@ -32,17 +34,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from asr_kd.distill.hidden import layer_map
 from asr_kd.distill.losses import KDConfig
-from asr_kd.distill.output import TeacherOutput, TeacherTargets
+from asr_kd.distill.output import TeacherOutput, TeacherTargets, check_frame_counts
 from asr_kd.distill.store import SoftTargetStore
 from asr_kd.distill.teacher import OnlineTeacher, Teacher, open_teacher
 from asr_kd.errors import ConfigError
 
 __all__ = [
+    "SOFT_TARGETS_KEY",
     "SOURCES",
     "CachedTargets",
     "OnlineTeacher",
@@ -60,28 +64,70 @@ __all__ = [
 # so the same soft targets as the original.
 _LHOTSE_DUPLICATE = re.compile(r"(_dup\d+)+$")
 
+# The batch entry that holds the targets a loader worker looked up (CachedTargets.batch_fields).
+SOFT_TARGETS_KEY = "soft_targets"
+
 
 class CachedTargets:
     """Soft targets of the batch's cuts from a :class:`SoftTargetStore`, on the batch's device;
-    with ``hidden_layers``, also those stored teacher layers (decompressed, float32)."""
+    with ``hidden_layers``, also those stored teacher layers (decompressed, float32).
+
+    The lookup runs where the batch is built: :meth:`batch_fields` is the data module's
+    ``train_batch_fields`` (``asr-kd-distill`` sets it), run in the loader's worker processes,
+    so reading and decompressing the store overlaps the training step; it also checks each
+    cut's frame count against the student's there, once per cut, with no device involved.
+    Called on a batch without those fields (a batch built elsewhere), it looks them up itself.
+
+    Args:
+        store: the dumped targets.
+        k: top-k ids per frame to keep (None: all stored).
+        hidden_layers: stored teacher layers to read (hidden-state KD).
+        subsampling_factor: the student's (its output frames are ``feat_lens // factor``);
+            None: frame counts are left to the training step's check.
+    """
 
     needs_audio = False
 
     def __init__(
-        self, store: SoftTargetStore, k: int | None = None, hidden_layers: Sequence[int] = ()
+        self,
+        store: SoftTargetStore,
+        k: int | None = None,
+        hidden_layers: Sequence[int] = (),
+        subsampling_factor: int | None = None,
     ):
         self.store, self.k = store, k
         self.hidden_layers = tuple(int(x) for x in hidden_layers)
         self.hidden_dims = tuple(store.hidden_dim(layer) for layer in self.hidden_layers)
+        self.subsampling_factor = subsampling_factor
 
-    def __call__(self, batch: dict) -> TeacherOutput:
-        cut_ids = [c if c in self.store else _LHOTSE_DUPLICATE.sub("", c) for c in batch["cut_ids"]]
+    def lookup(self, cut_ids: Sequence[str]) -> TeacherOutput:
+        """The targets of ``cut_ids`` on the CPU: ids, probs (B, T', k), lens (B,), hidden."""
+        cut_ids = [c if c in self.store else _LHOTSE_DUPLICATE.sub("", c) for c in cut_ids]
         ids, probs, lens = self.store.batch(cut_ids, self.k)
-        device = batch["feats"].device
         hidden = None
         if self.hidden_layers:
-            hidden = tuple(h.to(device) for h in self.store.hidden(cut_ids, self.hidden_layers))
-        return TeacherOutput(ids.to(device), probs.to(device), lens.to(device), hidden)
+            hidden = self.store.hidden(cut_ids, self.hidden_layers)
+        return TeacherOutput(ids, probs, lens, hidden)
+
+    def batch_fields(self, batch: dict) -> dict:
+        """``{"soft_targets": TeacherOutput}`` of a CPU batch (in a loader worker); a
+        ``ValueError`` naming the first cut whose stored frames are not the student's."""
+        targets = self.lookup(batch["cut_ids"])
+        if self.subsampling_factor is not None:
+            student = torch.div(batch["feat_lens"], self.subsampling_factor, rounding_mode="floor")
+            check_frame_counts(targets.lens, student, batch["cut_ids"])
+        return {SOFT_TARGETS_KEY: targets}
+
+    def __call__(self, batch: dict) -> TeacherOutput:
+        """The batch's targets on its device: those its worker looked up (moved there with the
+        batch), else looked up now."""
+        targets = batch.get(SOFT_TARGETS_KEY)
+        if targets is None:
+            targets = self.lookup(batch["cut_ids"])
+        device = batch["feats"].device
+        ids, probs, lens = (x.to(device) for x in targets[:3])
+        hidden = None if targets.hidden is None else tuple(h.to(device) for h in targets.hidden)
+        return TeacherOutput(ids, probs, lens, hidden)
 
 
 SOURCES = ("none", "cached", "online")
@@ -146,7 +192,7 @@ def _cached_targets(
             f"{missing}); dump them with asr-kd-dump-targets ... hidden_layers=[{','.join(map(str, wanted))}] "
             "into a new out_dir, or set distill.teacher_layers to stored layers"
         )
-    return CachedTargets(store, k, hidden_layers)
+    return CachedTargets(store, k, hidden_layers, student.subsampling.factor)
 
 
 class TeacherSetup(NamedTuple):

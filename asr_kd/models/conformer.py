@@ -355,7 +355,9 @@ class ConformerCTC(nn.Module):
             empty = x.new_zeros(x.size(0), 0, self.vocab_size), lens
             return (*empty, (x,) * len(self.layers)) if return_hidden else empty
         att_mask = pad_mask = None
-        if chunk_size is not None or bool((lens != t).any()):
+        # Whether the batch has padding is a host read: free on the CPU, a stall on a GPU, where
+        # the masks are built anyway (same result: an all-True mask masks nothing)
+        if chunk_size is not None or lens.device.type != "cpu" or bool((lens != t).any()):
             att_mask = attention_mask(lens, t, chunk_size, left_chunks).unsqueeze(1)
             pad_mask = padding_mask(lens, t)
         cos, sin = self._rotary(0, t)

@@ -222,6 +222,7 @@ def _build_task(cfg, dm, model, model_config, role, kd, targets, kd_modules) -> 
         targets=targets,
         spec_augment=spec_augment,
         max_consecutive_bad_batches=int(cfg.max_consecutive_bad_batches),
+        bad_batches_read_every=int(cfg.get("bad_batches_read_every", 50)),
         val_chunk_size=cfg.get("val_chunk_size"),
         kd_modules=kd_modules,
         val_subsets=dm.dev_subsets,

@@ -49,6 +49,8 @@ def distill(cfg: DictConfig) -> dict:
     targets = setup.targets
     if targets is not None and targets.needs_audio:  # a transformers teacher (hf:...)
         dm.with_audio = True
+    # cached targets are looked up in the loader's workers, beside the step (None: online)
+    dm.train_batch_fields = getattr(targets, "batch_fields", None)
     pseudo = build_pseudo_labels(cfg, kd, dm, kd_term=targets is not None)
     terms = build_kd_terms(kd, model, setup)  # training only: never in the student's ckpt
     figures = fit(

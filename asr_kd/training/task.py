@@ -40,10 +40,12 @@ from torch import nn
 
 from asr_kd.distill.kd_term import KDStep, KDTerm
 from asr_kd.distill.losses import DistillLoss, KDConfig, distill_loss
+from asr_kd.distill.output import check_frame_counts
 from asr_kd.distill.teachers import TeacherOutput, TeacherTargets
 from asr_kd.errors import ConfigError
 from asr_kd.metrics import char_error_rate, word_error_rate
 from asr_kd.models.decode import greedy_ctc
+from asr_kd.training.bad_batches import BadBatches
 
 __all__ = ["AsrTask", "OptimConfig", "lr_lambda"]
 
@@ -110,6 +112,8 @@ class AsrTask(L.LightningModule):
         kd: loss knobs; None = CTC only. targets: teacher targets callable or None.
         spec_augment: module ``(feats, feat_lens) -> feats`` for training only, or None.
         max_consecutive_bad_batches: this many non-finite losses in a row stop training.
+        bad_batches_read_every: steps between host reads of the bad-batch counts, which
+            otherwise stay on the device (:mod:`asr_kd.training.bad_batches`).
         val_chunk_size: chunk size (encoder frames) for the dev WER of a streaming model;
             None = full context.
         val_subsets: the dev subsets' names, in dataloader order. With one (or none given),
@@ -136,6 +140,7 @@ class AsrTask(L.LightningModule):
         val_chunk_size: int | None = None,
         kd_modules: dict[str, KDTerm] | None = None,
         val_subsets: Sequence[str] = ("dev",),
+        bad_batches_read_every: int = 50,
     ):
         super().__init__()
         self.model, self.spec_augment = model, spec_augment
@@ -143,9 +148,11 @@ class AsrTask(L.LightningModule):
         self.model_config, self.tokenizer, self.role = model_config, tokenizer, role
         self.optim, self.kd = optim, kd if kd is not None else KDConfig()
         self.targets = targets
-        self.max_consecutive_bad_batches = max_consecutive_bad_batches
         self.val_chunk_size = val_chunk_size
-        self.bad_batches, self.consecutive_bad_batches = 0, 0
+        self._bad = BadBatches(max_consecutive_bad_batches, bad_batches_read_every)
+        self._frames_differ: torch.Tensor | None = None  # teacher vs student, on the device
+        # prog_bar values only with a progress bar: Lightning reads them on the host every step
+        self._show_progress = True  # set by on_train_start
         self.averaged_steps: list[int] | None = None  # set while averaged.ckpt is written
         self.val_subsets = tuple(val_subsets) or ("dev",)
         # per dev subset: word errors, words, char errors, chars
@@ -168,11 +175,11 @@ class AsrTask(L.LightningModule):
         loss = losses.loss
         for name, term in self.kd_modules.items():  # the training-only KD terms, in order
             loss, figures[f"train/{name}"] = term.add_to(loss, step)
-        if not torch.isfinite(loss):
-            return self._skip_bad_batch(losses._replace(loss=loss))
-        self.consecutive_bad_batches = 0
-        self.log_dict({"train/loss": loss, **figures}, prog_bar=True, batch_size=log_probs.size(0))
-        return loss
+        self.log_dict(
+            {"train/loss": loss, **figures}, prog_bar=self._show_progress,
+            batch_size=log_probs.size(0),
+        )  # fmt: skip
+        return self._bad.loss(loss, losses.ctc, losses.kd)  # 0 when non-finite: no host read
 
     def _teacher(self, batch: dict) -> TeacherOutput | None:
         """The teacher's targets of ``batch`` (None without a teacher)."""
@@ -200,39 +207,58 @@ class AsrTask(L.LightningModule):
         if teacher is None:
             return distill_loss(log_probs, out_lens, batch["tokens"], batch["token_lens"])
         ids, probs, teacher_lens, _hidden = teacher
-        if not torch.equal(teacher_lens.to(out_lens.device), out_lens):
-            bad = int((teacher_lens.to(out_lens.device) != out_lens).nonzero()[0, 0])
-            raise ValueError(
-                f"cut {batch['cut_ids'][bad]}: teacher has {int(teacher_lens[bad])} frames, "
-                f"student {int(out_lens[bad])} (expected equal: same features and frame rate)"
-            )
+        self._check_frames(teacher_lens, out_lens, batch["cut_ids"])
         return distill_loss(
             log_probs, out_lens, batch["tokens"], batch["token_lens"], ids, probs,
             teacher_lens=teacher_lens, **self.kd.loss_options(),
         )  # fmt: skip
 
-    def _skip_bad_batch(self, losses: DistillLoss) -> torch.Tensor | None:
-        """Count a non-finite loss and skip its batch (raise after too many in a row).
+    def _check_frames(self, teacher_lens, out_lens, cut_ids) -> None:
+        """Teacher and student frame counts must be equal. On the CPU a host read is free: raise
+        now, naming the cut. On an accelerator a read would stall the step, so a device flag
+        notes it and :meth:`on_train_batch_end` raises at its next read (cached targets are
+        also checked per cut when their batch is built, in the loader's workers)."""
+        teacher_lens = teacher_lens.to(out_lens.device)
+        if out_lens.device.type != "cpu":
+            differ = (teacher_lens != out_lens).any()
+            prev = self._frames_differ
+            self._frames_differ = differ if prev is None else prev | differ
+            return
+        check_frame_counts(teacher_lens, out_lens, cut_ids)
 
-        Single process: return None, Lightning's own skip (no backward, no optimizer step).
-        DDP forbids None (the other ranks would wait in all-reduce), so this rank contributes
-        an all-zero gradient instead.
-        """
-        self.bad_batches += 1
-        self.consecutive_bad_batches += 1
-        self.log("train/bad_batches", float(self.bad_batches), reduce_fx="max")
-        if self.consecutive_bad_batches >= self.max_consecutive_bad_batches:
-            raise RuntimeError(
-                f"{self.consecutive_bad_batches} consecutive batches with a non-finite loss "
-                f"(last: loss={losses.loss.item()}, ctc={losses.ctc.item()}, "
-                f"kd={losses.kd.item()}) at step {self.global_step}; expected at most "
-                f"max_consecutive_bad_batches={self.max_consecutive_bad_batches - 1}. "
-                "Lower optim.lr, check the data, or use fp32 (trainer.precision=32-true)."
-            )
-        if self.trainer.world_size == 1:
-            return None
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """After backward, before clipping: a bad step's gradients become zero on every rank,
+        and the fused AdamW skips it."""
         params = [*self.model.parameters(), *self.kd_modules.parameters()]
-        return sum(p.sum() for p in params if p.requires_grad) * 0.0
+        self._bad.before_optimizer_step(params, int(self.global_step), optimizer)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        """The device-side checks, read by the host every ``bad_batches_read_every`` steps."""
+        self._read_device_checks(force=False)
+
+    def on_train_start(self) -> None:
+        self._show_progress = self.trainer.progress_bar_callback is not None
+
+    def on_train_end(self) -> None:
+        self._read_device_checks(force=True)  # a run may end between two reads
+
+    def _read_device_checks(self, force: bool) -> None:
+        step = int(self.global_step)
+        if self._frames_differ is not None and (force or step % self._bad.read_every == 0):
+            if bool(self._frames_differ):
+                raise ValueError(
+                    f"the teacher's frame counts differ from the student's in a batch of the "
+                    f"{self._bad.read_every} steps up to step {step} (expected equal: same "
+                    "features and frame rate)"
+                )
+        total = self._bad.check(step, force=force)
+        if total and not force:  # on_train_end may not log
+            self.log("train/bad_batches", float(total), reduce_fx="max")
+
+    @property
+    def bad_batches(self) -> int:
+        """Training steps with a non-finite loss, agreed across ranks (a host read)."""
+        return self._bad.total
 
     # ---------------------------------------------------------------- validation
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -309,10 +335,10 @@ class AsrTask(L.LightningModule):
             "model_config": self.model_config,
             "tokenizer": self.tokenizer.to_dict(),
             "role": self.role,
-            "bad_batches": self.bad_batches,
+            "bad_batches": self._bad.total,
         }
         if self.averaged_steps is not None:  # the steps whose weights this checkpoint averages
             checkpoint["asr_kd"]["averaged_steps"] = list(self.averaged_steps)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.bad_batches = int(checkpoint.get("asr_kd", {}).get("bad_batches", 0))
+        self._bad.base = int(checkpoint.get("asr_kd", {}).get("bad_batches", 0))
