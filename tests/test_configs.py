@@ -90,10 +90,27 @@ def _tokenizer(node: dict):
     return tokenizer
 
 
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+
+
+def _corpus(node: dict):
+    """``conf/corpus/*`` (asr-kd-synth's subsets): the settings, and speakers for every subset
+    from the voice pool, disjoint (dev and test speakers never in train)."""
+    from asr_kd.data.synthetic import assign_speakers, settings_from_config
+
+    settings = settings_from_config(OmegaConf.create(node))
+    speakers = assign_speakers(settings)
+    ids = [s.speaker_id for subset in speakers.values() for s in subset]
+    assert len(ids) == len(set(ids)) == sum(settings.speakers.values())
+    return settings
+
+
 _BUILDERS: dict[str, Callable[[dict], object]] = {
     "trainer": _trainer,
     "distill": _distill,
     "tokenizer": _tokenizer,
+    "corpus": _corpus,
 }
 
 
@@ -120,7 +137,8 @@ def test_option_composes_and_instantiates(group, option, request):
     if group in hosts:
         cfg = _compose(hosts[group], [f"{group}={option}"])
         assert cfg.hydra.runtime.choices[group] == option
-        nodes = {group: cfg[group]}
+        # a `# @package _global_` option (conf/corpus/) sets top-level keys: the whole config
+        nodes = {group: cfg[group] if group in cfg else _without_hydra(cfg)}
     else:  # e.g. experiment/: `+experiment=name` on whichever primary it is written for
         cfg = _compose_experiment(group, option)
         nodes = {k: v for k, v in cfg.items() if k in hosts and OmegaConf.is_dict(v)}
@@ -201,7 +219,7 @@ def _assert_built_as_configured(group: str, node: dict, built: object) -> None:
         assert isinstance(built, AsrDataModule)
         checked = {
             "train_subset": built.train_subsets[0],
-            "dev_subset": built.dev_subset,
+            "dev_subset": built.dev_subsets[0],
             "max_duration": built.max_duration,
             "num_buckets": built.num_buckets,
             "num_workers": built.num_workers,
@@ -213,6 +231,8 @@ def _assert_built_as_configured(group: str, node: dict, built: object) -> None:
             "global_shuffle": built.global_shuffle,
             "buffer_size": built.buffer_size,
         }
+    elif group == "corpus":
+        checked = {"hours": built.hours, "speakers": built.speakers}
     else:
         pytest.fail(f"conf/{group}/: no check of what it builds in tests/test_configs.py")
     checked = {key: value for key, value in checked.items() if key in node}

@@ -337,15 +337,15 @@ def test_librispeech_recipe_runs_its_stages_in_order(fake_env, tmp_path):
     corpus = _libri_layout(tmp_path / "LibriSpeech", LIBRI_SUBSETS)
     proc = _libri(fake_env, str(corpus), "kd:distill.alpha=0.7", "students:trainer.max_steps=7")
     assert proc.returncode == 0, proc.stderr
-    assert "(student_small, distill=frame_kl, 7 steps, warm-up 25000)" in proc.stdout
+    assert "(student_small, distill=hidden, 7 steps, warm-up 25000)" in proc.stdout
     calls = _calls(fake_env)
     names = [c.split()[0] for c in calls]
-    assert names == ["asr-kd-prepare", "asr-kd-train"] + ["asr-kd-dump-targets"] * 3 + [
+    assert names == ["asr-kd-prepare", "asr-kd-train", "asr-kd-dump-targets"] + [
         "asr-kd-distill",
         "asr-kd-distill",
         "asr-kd-evaluate",
     ]
-    prepare, teacher, *_, kd, ctc, evaluate = calls
+    prepare, teacher, dump, kd, ctc, evaluate = calls
     assert "tokenizer=bpe" in prepare and "tokenizer.vocab_size=500" in prepare
     assert "model=teacher_large" in teacher and "trainer=multi_gpu" in teacher
     assert "model=student_small" in kd and "distill=none" in ctc
@@ -355,7 +355,35 @@ def test_librispeech_recipe_runs_its_stages_in_order(fake_env, tmp_path):
     assert steps and steps == [a for a in ctc.split() if a.startswith("trainer.max_steps=")]
     assert "subsets=[test-clean,test-other,dev-clean,dev-other]" in evaluate
     proc = _libri(fake_env, str(corpus), "--stage", "7")
-    assert proc.returncode != 0 and "this recipe has stages 1-6" in proc.stderr
+    assert proc.returncode != 0 and "this recipe has stages 0-6" in proc.stderr
+
+
+def test_librispeech_recipe_defaults_to_hidden_kd_from_one_compressed_dump(fake_env, tmp_path):
+    """Regression: stage 3 passed no hidden_layers (DISTILL=hidden then failed at stage 4, after
+    the whole dump). Now: one dump of every training subset with the paired teacher layers and a
+    codec fitted on a training subset; the pairs go to the KD student only; both students are
+    validated streaming on every dev subset."""
+    corpus = _libri_layout(tmp_path / "LibriSpeech", LIBRI_SUBSETS)
+    assert _libri(fake_env, str(corpus)).returncode == 0
+    _, teacher, dump, kd, ctc, _ = _calls(fake_env)
+    assert _arg(dump, "subsets") == "[train-clean-100,train-clean-360,train-other-500]"
+    assert _arg(dump, "hidden_layers") == "[6,11,16]" == _arg(kd, "distill.teacher_layers")
+    assert _arg(kd, "distill.student_layers") == "[4,7,10]" and "distill=hidden" in kd
+    assert _arg(dump, "hidden_compress") == "pca32"
+    assert _arg(dump, "hidden_fit_subset") == "train-clean-100"
+    assert "layers" not in ctc and "val_chunk_size" not in teacher
+    for call in (teacher, kd, ctc):
+        assert _arg(call, "data.dev_subset") == "[dev-clean,dev-other]"
+    assert _arg(kd, "val_chunk_size") == "8" == _arg(ctc, "val_chunk_size")  # 320 ms / 40 ms
+    shutil.rmtree(fake_env["EXP"])
+    env = dict(fake_env, DISTILL="frame_kl", VAL_CHUNK_MS="")
+    assert _libri(env, str(corpus)).returncode == 0
+    _, _, dump, kd, ctc, _ = _calls(fake_env)
+    assert "hidden_" not in dump and "layers" not in kd
+    assert "val_chunk_size" not in kd + ctc
+    proc = _libri(dict(fake_env, VAL_CHUNK_MS="300"), str(corpus))
+    assert proc.returncode == 2
+    assert proc.stderr == "error: VAL_CHUNK_MS=300: expected a multiple of the 40 ms frame\n"
 
 
 def test_avg_averages_every_training_stage_alike_and_the_averaged_checkpoints_are_used(fake_env):
@@ -382,12 +410,38 @@ def test_avg_averages_every_training_stage_alike_and_the_averaged_checkpoints_ar
 
 def test_librispeech_recipe_averages_the_teacher_and_both_students_alike(fake_env, tmp_path):
     corpus = _libri_layout(tmp_path / "LibriSpeech", LIBRI_SUBSETS)
-    assert _libri(dict(fake_env, AVG="10"), str(corpus)).returncode == 0
-    _, teacher, dump, *_, kd, ctc, evaluate = _calls(fake_env)
-    for call in (teacher, kd, ctc):
-        assert (_arg(call, "average.last_n"), _arg(call, "average.every_n_steps")) == ("10", "5000")
-    assert _arg(dump, "teacher_ckpt").endswith("averaged.ckpt")
-    assert _arg(evaluate, "ckpt.student_ctc").endswith("averaged.ckpt")
+    for knobs, last_n in (({}, "5"), ({"AVG": "10"}, "10")):  # averaging is on by default
+        shutil.rmtree(fake_env["EXP"], ignore_errors=True)
+        assert _libri(dict(fake_env, **knobs), str(corpus)).returncode == 0
+        _, teacher, dump, kd, ctc, evaluate = _calls(fake_env)
+        for call in (teacher, kd, ctc):
+            assert (_arg(call, "average.last_n"), _arg(call, "average.every_n_steps")) == (
+                last_n,
+                "5000",
+            )
+        assert _arg(dump, "teacher_ckpt").endswith("averaged.ckpt")
+        for name in ("teacher", "student_kd", "student_ctc"):
+            assert _arg(evaluate, f"ckpt.{name}").endswith(f"/{name}/checkpoints/averaged.ckpt")
+
+
+def test_synth_yes_writes_a_librispeech_shaped_corpus_at_stage_0_and_runs_on_it(fake_env):
+    exp = Path(fake_env["EXP"])
+    _libri_layout(exp / "synth-corpus" / "LibriSpeech", LIBRI_SUBSETS)  # the fake writes none
+    env = dict(fake_env, SYNTH="yes")
+    proc = _libri(env, "synth:hours.dev-clean=0.5", "prepare:num_jobs=3")
+    assert proc.returncode == 0, proc.stderr
+    synth, prepare, *_ = calls = _calls(env)
+    assert len(calls) == 7 and "Stage 0: synthesize a LibriSpeech-shaped corpus" in proc.stdout
+    assert synth.startswith("asr-kd-synth corpus=librispeech")
+    assert _arg(synth, "out_dir") == str(exp / "synth-corpus")
+    assert synth.endswith("hours.dev-clean=0.5") and "hours" not in prepare
+    assert _arg(prepare, "corpus_dir") == str(exp / "synth-corpus" / "LibriSpeech")
+    assert _libri(env).stdout.count(".done exists, skipping") == 7  # a rerun redoes nothing
+    proc = _libri(env, "/data/LibriSpeech")
+    assert proc.returncode == 2 and "give no directory" in proc.stderr
+    proc = _libri(dict(fake_env, SYNTH="maybe"), "/data/LibriSpeech")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: SYNTH=maybe: expected yes")
+    assert _calls(env) == []
 
 
 def test_librispeech_recipe_with_a_public_teacher_skips_teacher_training(fake_env, tmp_path):
@@ -398,7 +452,7 @@ def test_librispeech_recipe_with_a_public_teacher_skips_teacher_training(fake_en
     assert f"Stage 2: TEACHER={teacher} given: no teacher to train" in proc.stdout
     calls = _calls(fake_env)
     names = [c.split()[0] for c in calls]
-    assert names == ["asr-kd-prepare"] + ["asr-kd-dump-targets"] * 3 + ["asr-kd-distill"] * 2 + [
+    assert names == ["asr-kd-prepare", "asr-kd-dump-targets"] + ["asr-kd-distill"] * 2 + [
         "asr-kd-evaluate"
     ]
     prepare, *dumps, kd, ctc, evaluate = calls

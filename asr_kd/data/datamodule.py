@@ -25,6 +25,10 @@ Each batch is a dict (B utterances, T frames, U tokens):
 ``with_audio`` is for a teacher that reads audio through its own feature extractor (``hf:...``,
 :mod:`asr_kd.distill.hf_teacher`); the student still gets the fbank of the same cut.
 
+Validation runs on one dev subset (``dev_subset="dev"``: one dataloader) or on each of several
+(``dev_subset=[dev-clean,dev-other]``: one dataloader per subset, in that order; the task logs
+each subset's WER and the combined one).
+
 Pseudo-labels (:meth:`AsrDataModule.use_pseudo_labels`): a training cut without a transcript
 whose id has a pseudo transcript gets that text's ``tokens``/``token_lens`` (its ``texts`` entry
 stays "": it is not a reference); a real transcript always wins.
@@ -189,7 +193,8 @@ class AsrDataModule(L.LightningDataModule):
     Args:
         dir: the data directory written by ``asr-kd-prepare`` (``data.dir=DATA`` in configs).
         train_subset: subset (or list of subsets) for training.
-        dev_subset: subset for validation.
+        dev_subset: subset for validation, or a list of subsets (each validated apart:
+            ``dev_subsets``, one dataloader each).
         max_duration: seconds of audio per batch (before speed perturbation).
         num_buckets: duration buckets of the sampler (similar lengths batch together: less
             padding).
@@ -213,7 +218,7 @@ class AsrDataModule(L.LightningDataModule):
         self,
         dir: str | Path,
         train_subset: str | Sequence[str] = "train",
-        dev_subset: str = "dev",
+        dev_subset: str | Sequence[str] = "dev",
         max_duration: float = 120.0,
         num_buckets: int = 8,
         num_workers: int = 1,
@@ -229,9 +234,8 @@ class AsrDataModule(L.LightningDataModule):
         super().__init__()
         self.layout = DataDir.existing(dir)
         self.data_dir = self.layout.root
-        subsets = [train_subset] if isinstance(train_subset, str) else list(train_subset)
-        self.train_subsets = subsets
-        self.dev_subset = dev_subset
+        self.train_subsets = _subset_list("data.train_subset", train_subset)
+        self.dev_subsets = _subset_list("data.dev_subset", dev_subset)
         self.max_duration = float(max_duration)
         self.num_buckets = num_buckets
         self.num_workers = num_workers
@@ -397,8 +401,10 @@ class AsrDataModule(L.LightningDataModule):
             self._train_sampler.batch_trained()
         return batch
 
-    def val_dataloader(self) -> DataLoader:
-        return self.dataloader(self.dev_subset)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The dev subset's loader; with several dev subsets a list, one loader per subset."""
+        loaders = [self.dataloader(subset) for subset in self.dev_subsets]
+        return loaders[0] if len(loaders) == 1 else loaders
 
     def dataloader(
         self,
@@ -426,6 +432,14 @@ class AsrDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         """Keep the sampler state of a checkpoint for the next :meth:`train_dataloader`."""
         self._train_sampler_state = state_dict if state_dict.get("train_sampler") else None
+
+
+def _subset_list(key: str, subsets: str | Sequence[str]) -> list[str]:
+    """``subsets`` (a name or a list of names) as a list; ConfigError for an empty list."""
+    names = [subsets] if isinstance(subsets, str) else [str(s) for s in subsets]
+    if not names:
+        raise ConfigError(f"{key}=[] names no subset; expected a subset name or a list of names")
+    return names
 
 
 def build_datamodule(data_cfg) -> AsrDataModule:

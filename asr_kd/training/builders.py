@@ -8,7 +8,8 @@ Run directory (``out_dir``):
 
     config.yaml                    the resolved config
     checkpoints/last.ckpt          every ``checkpoint.every_n_steps`` and at the end
-    checkpoints/best.ckpt          lowest dev WER (``val/wer``), checked every
+    checkpoints/best.ckpt          lowest dev WER (``val/wer``: of all the dev subsets together
+                                   when ``data.dev_subset`` lists several), checked every
                                    ``trainer.val_check_interval`` steps
     checkpoints/averaged.ckpt      with ``average.last_n=N``: the mean weights of the last N
                                    snapshots, ``average.every_n_steps`` apart (weights only;
@@ -221,6 +222,7 @@ def _build_task(cfg, dm, model, model_config, role, kd, targets, kd_modules) -> 
         max_consecutive_bad_batches=int(cfg.max_consecutive_bad_batches),
         val_chunk_size=cfg.get("val_chunk_size"),
         kd_modules=kd_modules,
+        val_subsets=dm.dev_subsets,
     )
 
 

@@ -31,7 +31,7 @@ Usage:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import lightning as L
@@ -112,6 +112,11 @@ class AsrTask(L.LightningModule):
         max_consecutive_bad_batches: this many non-finite losses in a row stop training.
         val_chunk_size: chunk size (encoder frames) for the dev WER of a streaming model;
             None = full context.
+        val_subsets: the dev subsets' names, in dataloader order. With one (or none given),
+            ``val/wer``, ``val/cer`` and ``val/loss`` are that subset's; with several, each
+            subset's figures are ``val/<subset>/wer`` (``cer``, ``loss``) and ``val/wer`` and
+            ``val/cer`` are the combined ones (errors over reference words of all the subsets
+            together), which ``best.ckpt`` follows.
         kd_modules: the training-only KD terms by name
             (:func:`asr_kd.distill.terms.build_kd_terms`), added to the loss in this order;
             None = none.
@@ -130,6 +135,7 @@ class AsrTask(L.LightningModule):
         max_consecutive_bad_batches: int = 20,
         val_chunk_size: int | None = None,
         kd_modules: dict[str, KDTerm] | None = None,
+        val_subsets: Sequence[str] = ("dev",),
     ):
         super().__init__()
         self.model, self.spec_augment = model, spec_augment
@@ -141,7 +147,9 @@ class AsrTask(L.LightningModule):
         self.val_chunk_size = val_chunk_size
         self.bad_batches, self.consecutive_bad_batches = 0, 0
         self.averaged_steps: list[int] | None = None  # set while averaged.ckpt is written
-        self._val_counts = torch.zeros(4, dtype=torch.float64)  # word errs, words, char errs, chars
+        self.val_subsets = tuple(val_subsets) or ("dev",)
+        # per dev subset: word errors, words, char errors, chars
+        self._val_counts = torch.zeros(len(self.val_subsets), 4, dtype=torch.float64)
         # self.kd_modules (above) is training only: never under self.model
         self.reads_audio = bool(getattr(model, "reads_audio", False))  # batch["audio"] in
         if self.reads_audio and (targets is not None or kd_modules or self.kd.inter_weight > 0):
@@ -227,7 +235,7 @@ class AsrTask(L.LightningModule):
         return sum(p.sum() for p in params if p.requires_grad) * 0.0
 
     # ---------------------------------------------------------------- validation
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         if self.reads_audio:
             log_probs, out_lens, _ = self.model(batch["audio"], batch["audio_lens"])
         else:
@@ -238,7 +246,10 @@ class AsrTask(L.LightningModule):
                 left_chunks=self.model.default_left_chunks,
             )
         losses = self.compute_loss(log_probs, out_lens, batch, None)
-        self.log("val/loss", losses.loss, batch_size=log_probs.size(0), sync_dist=True)
+        self.log(
+            self._val_key("loss", dataloader_idx), losses.loss, batch_size=log_probs.size(0),
+            sync_dist=True, add_dataloader_idx=False,
+        )  # fmt: skip
         hyps = [self.tokenizer.decode(ids) for ids in greedy_ctc(log_probs, out_lens)]
         pairs = [(r, h) for r, h in zip(batch["texts"], hyps, strict=True) if r.strip()]
         if not pairs:
@@ -247,17 +258,31 @@ class AsrTask(L.LightningModule):
         words, chars = word_error_rate(refs, hyps), char_error_rate(refs, hyps)
         for i, stats in enumerate((words, chars)):
             errors = stats["num_sub"] + stats["num_del"] + stats["num_ins"]
-            self._val_counts[2 * i] += errors
-            self._val_counts[2 * i + 1] += stats["ref_words" if i == 0 else "ref_chars"]
+            self._val_counts[dataloader_idx, 2 * i] += errors
+            self._val_counts[dataloader_idx, 2 * i + 1] += stats[
+                "ref_words" if i == 0 else "ref_chars"
+            ]
+
+    def _val_key(self, metric: str, dataloader_idx: int) -> str:
+        """``val/<metric>`` with one dev subset, else ``val/<subset>/<metric>``."""
+        if len(self.val_subsets) == 1:
+            return f"val/{metric}"
+        return f"val/{self.val_subsets[dataloader_idx]}/{metric}"
 
     def on_validation_epoch_end(self) -> None:
         counts = self.trainer.strategy.reduce(
             self._val_counts.to(self.device, torch.float32), reduce_op="sum"
-        )
+        )  # (S, 4)
         self._val_counts.zero_()
-        if counts[1] > 0:
-            self.log("val/wer", 100.0 * counts[0] / counts[1], prog_bar=True)
-            self.log("val/cer", 100.0 * counts[2] / counts[3])
+        if len(self.val_subsets) > 1:
+            for i in range(len(self.val_subsets)):
+                if counts[i, 1] > 0:
+                    self.log(self._val_key("wer", i), 100.0 * counts[i, 0] / counts[i, 1])
+                    self.log(self._val_key("cer", i), 100.0 * counts[i, 2] / counts[i, 3])
+            counts = counts.sum(0, keepdim=True)  # the subsets together
+        if counts[0, 1] > 0:
+            self.log("val/wer", 100.0 * counts[0, 0] / counts[0, 1], prog_bar=True)
+            self.log("val/cer", 100.0 * counts[0, 2] / counts[0, 3])
 
     # ------------------------------------------------------------ optimizer, ckpt
     def configure_optimizers(self):

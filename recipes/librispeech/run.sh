@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # asr_kd on a LibriSpeech download you already have: the synthetic recipe's stages at scale.
 #
+#   0 (SYNTH=yes) a LibriSpeech-shaped synthetic corpus   asr-kd-synth -> $EXP/synth-corpus
 #   1 prepare cuts, features, BPE-500     asr-kd-prepare        -> $EXP/data
 #   2 train the teacher (teacher_large)   asr-kd-train          -> $EXP/teacher
-#   3 dump its soft targets               asr-kd-dump-targets   -> $EXP/targets
-#   4 distil the student (student_small)  asr-kd-distill        -> $EXP/student_kd
+#   3 dump its soft targets (+ layers)    asr-kd-dump-targets   -> $EXP/targets
+#   4 distil the student (student_small)  asr-kd-distill distill=hidden -> $EXP/student_kd
 #   5 same student, CTC only (baseline)   asr-kd-distill distill=none -> $EXP/student_ctc
 #   6 evaluate all three                  asr-kd-evaluate       -> $EXP/report
 #
@@ -13,6 +14,9 @@
 #   bash recipes/librispeech/run.sh /data/LibriSpeech --stage 4 --stop-stage 6
 #   TRAINER=gpu TRAIN_SUBSETS="train-clean-100" bash recipes/librispeech/run.sh /data/LibriSpeech
 #   AVG=10 bash recipes/librispeech/run.sh /data/LibriSpeech   # average each model's last 10 checkpoints
+#   DISTILL=frame_kl bash recipes/librispeech/run.sh /data/LibriSpeech  # output-only KD, no layers stored
+#   SYNTH=yes bash recipes/librispeech/run.sh     # every stage on 3 h of synthetic LibriSpeech-shaped
+#       speech (no LibriSpeech needed; synth:hours.train-other-500=5 and the like resize it)
 #   bash recipes/librispeech/run.sh /data/LibriSpeech train:trainer.devices=4 eval:device=cuda
 #   TEACHER=hf:facebook/wav2vec2-conformer-rope-large-960h-ft bash recipes/librispeech/run.sh \
 #       /data/LibriSpeech dump:device=cuda dump:bf16=true
@@ -23,8 +27,8 @@
 #
 # The directory is the one holding the subset folders (train-clean-100/, dev-clean/, ...), as
 # unpacked from OpenSLR resource 12 (https://www.openslr.org/12). Overrides work as in
-# recipes/synthetic/run.sh: `TAG:key=value` for one kind of stage (prepare, teacher, dump, kd,
-# ctc, students, train, eval); a plain `key=value` goes to the training stages.
+# recipes/synthetic/run.sh: `TAG:key=value` for one kind of stage (synth, prepare, teacher, dump,
+# kd, ctc, students, train, eval); a plain `key=value` goes to the training stages.
 set -euo pipefail
 
 # ---- knobs (environment variables override them) --------------------------------------------
@@ -46,20 +50,36 @@ STUDENT_STEPS=${STUDENT_STEPS:-100000}   # each student; KD and CTC-only get the
 # Noam warmup of every training stage. conf/train.yaml's 500 suits the short CPU runs; LibriSpeech
 # Conformer recipes warm up far longer (ESPnet's conformer: 25000-40000 steps). Not measured here.
 WARMUP_STEPS=${WARMUP_STEPS:-25000}
-DISTILL=${DISTILL:-frame_kl}
+# conf/distill/<name> of the KD student. hidden, the best measured method (0.60 of the CTC-only
+# WER on the demo, docs/results.md): student layers HIDDEN_STUDENT_LAYERS learn teacher layers
+# HIDDEN_TEACHER_LAYERS (1-based, pairwise), stored by stage 3 beside the soft targets.
+DISTILL=${DISTILL:-hidden}
+# student_small's 10 layers 4,7,10 <- teacher_large's 16 layers 6,11,16 (the same relative
+# depth: 0.4, 0.7, 1.0); three pairs as DistilHuBERT and the demo (2,4,6 of 6). Other models or
+# a TEACHER=hf:... teacher: pick layers they have (a layer out of range stops stage 3 at once).
+HIDDEN_STUDENT_LAYERS=${HIDDEN_STUDENT_LAYERS:-4,7,10}
+HIDDEN_TEACHER_LAYERS=${HIDDEN_TEACHER_LAYERS:-6,11,16}
+# The stored teacher layers' codec: pca32 = 32 fp16 coefficients per layer and frame: 3 x 64 B
+# + 32 B of top-8 posteriors = 224 B per frame, ~19 GB for 960 h (86 M frames at 40 ms; raw fp16
+# 3 x 1 KB: 268 GB). On the demo pca20 of 192 dims cost under 1 WER point; 32 of 512 is a guess.
+HIDDEN_COMPRESS=${HIDDEN_COMPRESS:-pca32}
 TOPK=${TOPK:-8}
 TEMPERATURE=${TEMPERATURE:-2.0}
 CHUNK_MS=${CHUNK_MS:-"160,320,640,1280"}
+# The students' dev WER (every dev subset) is taken streaming at this chunk (a multiple of the
+# 40 ms frame); best.ckpt follows it. Empty: full context.
+VAL_CHUNK_MS=${VAL_CHUNK_MS-320}
 # Checkpoint averaging (icefall's --avg), the same for the teacher and both students: AVG=N
 # writes checkpoints/averaged.ckpt, the mean weights of the last N snapshots AVG_EVERY updates
-# apart (the last at the final update). 0 = off. icefall averages the last few epochs' weights;
-# 5000 updates is a guess, not measured here.
-AVG=${AVG:-0}
+# apart (the last at the final update), which stages 3 and 6 then use. 0 = off. icefall
+# averages the last few epochs' weights; 5 x 5000 updates is a guess, not measured here.
+AVG=${AVG:-5}
 AVG_EVERY=${AVG_EVERY:-5000}
 # The checkpoint dumped and evaluated; unset: averaged.ckpt with AVG > 0, else last.ckpt.
 CKPT=${CKPT:-}
 TEACHER=${TEACHER:-}                     # hf:<dir|hub id>[@rev]: a public teacher, no stage 2
-stage=1
+SYNTH=${SYNTH:-no}                       # yes: stage 0 writes the corpus (no directory argument)
+stage=0
 stop_stage=6
 
 usage_missing() {
@@ -79,6 +99,8 @@ test-other.tar.gz), which gives:
 
 then run:  bash recipes/librispeech/run.sh /data/LibriSpeech
 (a subset of the training data works too: TRAIN_SUBSETS="train-clean-100")
+Without LibriSpeech, SYNTH=yes bash recipes/librispeech/run.sh runs every stage on a small
+synthetic corpus of the same shape (stage 0).
 EOF
   exit 2
 }
@@ -88,19 +110,42 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;; esac
 parse_args "$@"
-check_stages 1 6
-check_overrides prepare teacher dump kd ctc eval
+check_stages 0 6
+check_overrides synth prepare teacher dump kd ctc eval
 set_averaging  # avg_args and CKPT from AVG, AVG_EVERY (common.sh)
 [ ${#positional[@]} -le 1 ] || die "one LibriSpeech directory expected, got: ${positional[*]}"
-corpus=${positional[0]:-}
+case $SYNTH in
+  yes) [ ${#positional[@]} -eq 0 ] \
+         || die "SYNTH=yes writes its own corpus into $EXP/synth-corpus: give no directory (got ${positional[0]})"
+       corpus=$EXP/synth-corpus/LibriSpeech ;;
+  no) corpus=${positional[0]:-} ;;
+  *) die "SYNTH=$SYNTH: expected yes (stage 0 synthesizes the corpus) or no" ;;
+esac
+case $VAL_CHUNK_MS in
+  '') val_args=() ;;
+  *[!0-9]*|0) die "VAL_CHUNK_MS=$VAL_CHUNK_MS: expected a chunk in ms (a multiple of 40), or empty for full context" ;;
+  *) [ $((VAL_CHUNK_MS % 40)) -eq 0 ] || die "VAL_CHUNK_MS=$VAL_CHUNK_MS: expected a multiple of the 40 ms frame"
+     val_args=(val_chunk_size=$((VAL_CHUNK_MS / 40))) ;;
+esac
 
-[ -n "$corpus" ] || usage_missing "no LibriSpeech directory given"
-[ -d "$corpus" ] || usage_missing "LibriSpeech directory not found: $corpus"
-for subset in $TRAIN_SUBSETS $DEV_SUBSETS $TEST_SUBSETS; do
-  [ -d "$corpus/$subset" ] || usage_missing "subset $subset missing: expected $corpus/$subset/"
-  compgen -G "$corpus/$subset/*/*/*.trans.txt" > /dev/null \
-    || usage_missing "$corpus/$subset holds no <speaker>/<chapter>/*.trans.txt"
-done
+# check_corpus: the directory and each subset the stages read, else where LibriSpeech comes from.
+check_corpus() {
+  [ -n "$corpus" ] || usage_missing "no LibriSpeech directory given"
+  [ -d "$corpus" ] || usage_missing "LibriSpeech directory not found: $corpus"
+  for subset in $TRAIN_SUBSETS $DEV_SUBSETS $TEST_SUBSETS; do
+    [ -d "$corpus/$subset" ] || usage_missing "subset $subset missing: expected $corpus/$subset/"
+    compgen -G "$corpus/$subset/*/*/*.trans.txt" > /dev/null \
+      || usage_missing "$corpus/$subset holds no <speaker>/<chapter>/*.trans.txt"
+  done
+}
+if [ "$SYNTH" = no ]; then
+  check_corpus  # before any stage: a missing subset fails now, not after hours
+elif in_range 0; then
+  log "Stage 0: synthesize a LibriSpeech-shaped corpus (asr-kd-synth corpus=librispeech) into $corpus"
+  run_stage 0 synth "$EXP/synth-corpus/.done" asr-kd-synth corpus=librispeech \
+    out_dir="$EXP/synth-corpus" seed="$SEED"
+fi
+if [ "$SYNTH" = yes ] && in_range 1; then check_corpus; fi
 
 csv() { echo "$*" | tr -s ' ' ','; }
 data=$EXP/data
@@ -117,9 +162,18 @@ fi
 train_list=$(csv $TRAIN_SUBSETS)
 dev_list=$(csv $DEV_SUBSETS)
 test_list=$(csv $TEST_SUBSETS)
-# Training stages read every training subset and validate on the first dev subset.
-read -r -a dev_array <<< "$DEV_SUBSETS"
-data_args=(data.dir="$data" data.train_subset="[$train_list]" data.dev_subset="${dev_array[0]}")
+# Training stages read every training subset and validate on each dev subset (best.ckpt: the
+# combined dev WER).
+data_args=(data.dir="$data" data.train_subset="[$train_list]" data.dev_subset="[$dev_list]")
+# Hidden-state KD (DISTILL=hidden): the layer pairs the KD student gets, the teacher layers stage
+# 3 stores (codec fitted on the first training subset's frames; one call for every subset).
+kd_layer_args=() dump_layer_args=()
+if [ "$DISTILL" = hidden ]; then
+  kd_layer_args=(distill.student_layers="[$HIDDEN_STUDENT_LAYERS]" distill.teacher_layers="[$HIDDEN_TEACHER_LAYERS]")
+  read -r -a train_array <<< "$TRAIN_SUBSETS"
+  dump_layer_args=(hidden_layers="[$HIDDEN_TEACHER_LAYERS]" hidden_compress="$HIDDEN_COMPRESS"
+    hidden_fit_subset="${train_array[0]}")
+fi
 
 if in_range 1; then
   log "Stage 1: prepare $train_list, $dev_list, $test_list with $tokenizer_name into $data ($(override_value prepare num_jobs "$PREPARE_JOBS") jobs)"
@@ -138,26 +192,31 @@ elif in_range 2; then
 fi
 
 if in_range 3; then
-  log "Stage 3: dump the teacher's top-$TOPK soft targets at T=$TEMPERATURE for $train_list"
-  # One store for all training subsets: each run appends its shards (cuts keyed by id).
+  layers_words=""
+  if [ ${#dump_layer_args[@]} -gt 0 ]; then layers_words=" and teacher layers $HIDDEN_TEACHER_LAYERS ($HIDDEN_COMPRESS)"; fi
+  log "Stage 3: dump the teacher's top-$TOPK soft targets at T=$TEMPERATURE$layers_words for $train_list"
+  # One store, one call for every training subset: a fitted codec is fitted once.
   reset_if_newer "$EXP/targets" "$TEACHER_SOURCE"  # a retrained teacher: dump again
-  for subset in $TRAIN_SUBSETS; do
-    run_stage 3 dump "$EXP/targets/.done-$subset" asr-kd-dump-targets \
-      teacher_ckpt="$TEACHER_SOURCE" data.dir="$data" subsets="$subset" \
-      out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE"
-  done
+  run_stage 3 dump "$EXP/targets/.done" asr-kd-dump-targets \
+    teacher_ckpt="$TEACHER_SOURCE" data.dir="$data" subsets="[$train_list]" \
+    out_dir="$EXP/targets" k="$TOPK" temperature="$TEMPERATURE" \
+    ${dump_layer_args[@]+"${dump_layer_args[@]}"}
 fi
 
-STUDENT_ARGS=(trainer="$TRAINER" "${data_args[@]}" optim.warmup_steps="$WARMUP_STEPS"
-  ${avg_args[@]+"${avg_args[@]}"})  # for distil_student (common.sh)
+# Both students' settings; both are validated streaming (VAL_CHUNK_MS). STUDENT_ARGS (read by
+# distil_student, common.sh) is these, plus the layer pairs for the KD student.
+student_args=(trainer="$TRAINER" "${data_args[@]}" optim.warmup_steps="$WARMUP_STEPS"
+  ${avg_args[@]+"${avg_args[@]}"} ${val_args[@]+"${val_args[@]}"})
 
 if in_range 4; then
   log "Stage 4: distil the student ($STUDENT_MODEL, distill=$DISTILL, $(override_value kd trainer.max_steps "$STUDENT_STEPS") steps, warm-up $(override_value kd optim.warmup_steps "$WARMUP_STEPS"))"
+  STUDENT_ARGS=("${student_args[@]}" ${kd_layer_args[@]+"${kd_layer_args[@]}"})
   distil_student student_kd "$DISTILL" kd 4
 fi
 
 if in_range 5; then
   log "Stage 5: train the same student with CTC only ($(override_value ctc trainer.max_steps "$STUDENT_STEPS") steps, warm-up $(override_value ctc optim.warmup_steps "$WARMUP_STEPS"), the baseline)"
+  STUDENT_ARGS=("${student_args[@]}")
   distil_student student_ctc none ctc 5
 fi
 

@@ -227,3 +227,15 @@ def test_resume_mid_epoch_on_the_shuffled_manifest_goes_on_after_the_last_traine
     resumed.load_state_dict(state)
     rest = [[c.id for c in batch] for batch in resumed.train_sampler()]
     assert trained + rest == uninterrupted
+
+
+def test_several_dev_subsets_give_one_val_loader_each_in_order(prepared_data_dir):
+    dm = AsrDataModule(prepared_data_dir, dev_subset=["dev", "test"], num_workers=0)
+    assert dm.dev_subsets == ["dev", "test"]
+    loaders = dm.val_dataloader()
+    assert isinstance(loaders, list) and len(loaders) == 2
+    for subset, loader in zip(["dev", "test"], loaders, strict=True):
+        ids = sorted(i for b in loader for i in b["cut_ids"])
+        assert ids == sorted(c.id for c in load_cuts(prepared_data_dir, subset))
+    with pytest.raises(ConfigError, match=r"data.dev_subset=\[\] names no subset"):
+        AsrDataModule(prepared_data_dir, dev_subset=[], num_workers=0)

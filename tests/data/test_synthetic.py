@@ -112,3 +112,20 @@ def test_vocabulary_is_words_of_the_alphabet_with_probabilities():
     assert len(words) == len(set(words)) == 300
     assert all(re.fullmatch(r"[a-z']+", w) for w in words) and "it's" in words
     assert probs.sum() == pytest.approx(1.0) and probs[0] == probs.max()
+
+
+LIBRISPEECH_SUBSETS = ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean",
+                       "dev-other", "test-clean", "test-other")  # fmt: skip
+
+
+def test_corpus_librispeech_writes_the_seven_subsets_with_speakers_disjoint_across_them(tmp_path):
+    """``corpus=librispeech`` replaces the demo's subsets (no train/dev/test beside them)."""
+    hours = [f"hours.{subset}=0.002" for subset in LIBRISPEECH_SUBSETS]
+    cfg = compose("synth", [f"out_dir={tmp_path}", "corpus=librispeech", "num_workers=1", *hours])
+    summary = synthetic.run(cfg)
+    root = tmp_path / "LibriSpeech"
+    assert tuple(summary["subsets"]) == LIBRISPEECH_SUBSETS
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(LIBRISPEECH_SUBSETS)
+    speakers = [_speakers(root, subset) for subset in LIBRISPEECH_SUBSETS]
+    assert all(speakers) and sum(map(len, speakers)) == len(set().union(*speakers))
+    assert cfg.speakers["train-other-500"] == 160 and sum(cfg.speakers.values()) == 400

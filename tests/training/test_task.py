@@ -218,3 +218,31 @@ def test_dev_wer_is_corpus_level_over_the_batches_and_restarts_each_validation()
     assert figures[0]["val/cer"] == pytest.approx(char_error_rate(refs, hyps)["cer"])
     assert figures[1]["val/wer"] == pytest.approx(25.0)
     assert figures[1]["val/cer"] == pytest.approx(char_error_rate(["A B C D"], ["A X C D"])["cer"])
+
+
+def test_several_dev_subsets_log_each_wer_and_the_combined_one_that_best_ckpt_follows():
+    """With val_subsets [dev-clean, dev-other] (one dataloader each): val/<subset>/wer per subset
+    and val/wer over the words of both together (not the mean of the two rates)."""
+    import types
+
+    tok = Tokenizer.char()
+    loaders = [  # per dev subset: (references, hypotheses) of its one batch
+        (["THE CAT SAT", "A B"], ["THE BAT SAT", "A B"]),  # 1 error / 5 words
+        (["A B C"], ["X Y C"]),  # 2 errors / 3 words
+    ]
+    outputs = [_emitting(tok, hyps) for _, hyps in loaders]
+    task = AsrTask(
+        ScriptedModel(outputs), {}, tok, role="student", optim=OptimConfig(),
+        val_subsets=["dev-clean", "dev-other"],
+    )  # fmt: skip
+    logged = {}
+    task.log = lambda name, value, **kwargs: logged.update({name: float(value)})
+    task.trainer = types.SimpleNamespace(strategy=types.SimpleNamespace(reduce=lambda x, **_: x))
+    for idx, (refs, _) in enumerate(loaders):
+        task.validation_step(_val_batch(tok, refs), 0, dataloader_idx=idx)
+    task.on_validation_epoch_end()
+    assert logged["val/dev-clean/wer"] == pytest.approx(20.0)
+    assert logged["val/dev-other/wer"] == pytest.approx(100 * 2 / 3)
+    assert logged["val/wer"] == pytest.approx(100 * 3 / 8)
+    assert {"val/dev-clean/loss", "val/dev-other/loss", "val/cer"} <= set(logged)
+    assert "val/loss" not in logged and not task._val_counts.any()  # restarts next time

@@ -317,3 +317,18 @@ def test_resume_from_a_run_stopped_mid_epoch_by_max_steps_keeps_the_next_epochs_
     after it."""
     seen, whole = _resumed_vs_whole(monkeypatch, tmp_path, prepared_data_dir, stop=3, steps=9)
     assert seen == whole
+
+
+def test_several_dev_subsets_are_each_validated_and_best_ckpt_follows_the_combined_wer(
+    tmp_path, prepared_data_dir
+):
+    """``data.dev_subset=[dev,test]``: a WER per subset and the combined one in the logs, at
+    each validation; best.ckpt is kept on the combined ``val/wer``."""
+    out = tmp_path / "run"
+    result = train(_cfg(prepared_data_dir, out, "data.dev_subset=[dev,test]"))
+    combined, dev, test = (_logged_dev(out, f"val{k}/wer") for k in ("", "/dev", "/test"))
+    assert set(combined) == set(dev) == set(test) == {2, 4}
+    assert result["best_wer"] == pytest.approx(min(combined.values()))
+    assert all(min(dev[s], test[s]) - 1e-4 <= combined[s] <= max(dev[s], test[s]) + 1e-4
+               for s in combined)  # fmt: skip
+    assert (out / "checkpoints" / "best.ckpt").is_file()
