@@ -249,7 +249,7 @@ class AsrDataModule(L.LightningDataModule):
         self.with_audio = with_audio
         self.tokenizer = Tokenizer.load(self.layout.lang)
         # copies prepared by asr-kd-prepare speed_perturb=[...] (asr_kd.data.perturb)
-        self._speed_copies = {s: prepared_speed_factors(self.layout, s) for s in subsets}
+        self._speed_copies = {s: prepared_speed_factors(self.layout, s) for s in self.train_subsets}
         self._check_speed_perturb()
         self._train_sampler: ResumableSampler | None = None
         self._train_sampler_state: dict | None = None  # from a checkpoint, until applied
