@@ -4,6 +4,7 @@ tiny_corpus_dir    <tmp>/LibriSpeech written by asr-kd-synth: subsets train/dev/
                    4/2/2 speakers, ~40/10/10 s of audio (a few utterances each)
 prepared_data_dir  DATA written by asr-kd-prepare from it (tokenizer=char, subsets
                    train/dev/test): cuts_<subset>.jsonl.gz, feats/, lang/, cmvn.json
+prepared_sp_data_dir  the same (train/dev), train with speed-perturbed copies at 0.9 and 1.1
 hf_model_dir       a factory of tiny random transformers CTC model dirs (tests/helpers/hf_models.py)
 
 Function fixtures: ``one_thread`` (torch on one thread for the test), ``tiny`` (a factory of
@@ -47,6 +48,18 @@ def prepared_data_dir(tmp_path_factory, tiny_corpus_dir) -> Path:
     out = tmp_path_factory.mktemp("tiny_data")
     overrides = [f"corpus_dir={tiny_corpus_dir}", f"out_dir={out}", "subsets=[train,dev,test]"]
     prepare.run(compose("prepare", [*overrides, "tokenizer=char"]))
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared_sp_data_dir(tmp_path_factory, tiny_corpus_dir) -> Path:
+    """:func:`prepared_data_dir` (subsets train/dev) with speed-perturbed copies of the train
+    cuts at 0.9 and 1.1 (``asr-kd-prepare speed_perturb=[0.9,1.1]``)."""
+    from asr_kd.data import prepare
+
+    out = tmp_path_factory.mktemp("tiny_data_sp")
+    overrides = [f"corpus_dir={tiny_corpus_dir}", f"out_dir={out}", "subsets=[train,dev]"]
+    prepare.run(compose("prepare", [*overrides, "tokenizer=char", "speed_perturb=[0.9,1.1]"]))
     return out
 
 

@@ -20,6 +20,7 @@ PACKAGE_DIR = Path(asr_kd.__file__).parent
 
 MODULES_WITH_EXAMPLES = [
     "asr_kd.data.librispeech",
+    "asr_kd.data.perturb",
     "asr_kd.data.prepare",
     "asr_kd.data.teacher_vocab",
     "asr_kd.data.tokenizer",

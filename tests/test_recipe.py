@@ -619,3 +619,17 @@ def test_step_time_tables_each_method_against_frame_kl(tmp_path):
         "trainer.max_steps=4" in c and "trainer.limit_val_batches=0" in c
         for c in (frame_kl, hidden, wide)
     )
+
+
+def test_librispeech_recipe_prepares_speed_perturbed_copies_unless_speed_perturb_is_empty(
+    fake_env, tmp_path
+):
+    corpus = _libri_layout(tmp_path / "LibriSpeech", LIBRI_SUBSETS)
+    assert _libri(fake_env, str(corpus), "--stop-stage", "1").returncode == 0
+    (prepare,) = _calls(fake_env)
+    assert _arg(prepare, "speed_perturb") == "[0.9,1.1]"
+    shutil.rmtree(fake_env["EXP"])
+    env = dict(fake_env, SPEED_PERTURB="")
+    assert _libri(env, str(corpus), "--stop-stage", "1").returncode == 0
+    (prepare,) = _calls(fake_env)
+    assert _arg(prepare, "speed_perturb") == "[]"

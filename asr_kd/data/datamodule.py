@@ -41,6 +41,10 @@ stays "": it is not a reference); a real transcript always wins.
 Speed perturbation (``speed_perturb=True``, training only) changes a cut's audio with lhotse's
 ``perturb_speed`` and computes its fbank on the fly; such a cut's id gains a ``_sp0.9`` style
 suffix, and a batch may then hold up to ``1 / min(speed_factors)`` times ``max_duration``.
+Training subsets prepared with speed-perturbed copies (``asr-kd-prepare speed_perturb=[0.9,1.1]``,
+:mod:`asr_kd.data.perturb`) need neither: their copies are cuts with precomputed features (and
+soft targets, once dumped), read like the others, through the shuffled manifest (each copy lies
+next to its original in the subset's file); ``speed_perturb=True`` on them is an error.
 
 The training sampler's place in its epoch is part of every Lightning checkpoint (the
 ``state_dict``/``load_state_dict`` hooks; :class:`asr_kd.data.sampling.ResumableSampler` counts
@@ -71,6 +75,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from asr_kd.data.features import compute_fbank
 from asr_kd.data.layout import DataDir
+from asr_kd.data.perturb import prepared_speed_factors
 from asr_kd.data.sampling import ResumableSampler
 from asr_kd.data.shuffle import shuffled_cuts
 from asr_kd.data.tokenizer import Tokenizer
@@ -212,7 +217,8 @@ class AsrDataModule(L.LightningDataModule):
         global_shuffle: train from one manifest of all the training subsets in a random order
             (:mod:`asr_kd.data.shuffle`, written into the data dir on first use), which the
             sampler's buffer then reshuffles each epoch. None: when ``shuffle`` and there is
-            more than one training subset (one subset keeps its own file order).
+            more than one training subset or one with prepared speed-perturbed copies (one
+            plain subset keeps its own file order).
         buffer_size: cuts the bucketing sampler holds and shuffles among (lhotse's default):
             more mixes farther, at the memory of that many cuts per rank.
         with_audio: batches also carry the cuts' audio (a transformers teacher reads it); set
@@ -259,10 +265,25 @@ class AsrDataModule(L.LightningDataModule):
         # fields(batch) -> dict added to each training batch in the workers (see the module doc)
         self.train_batch_fields: Callable[[dict], dict] | None = None
         self.tokenizer = Tokenizer.load(self.layout.lang)
+        # copies prepared by asr-kd-prepare speed_perturb=[...] (asr_kd.data.perturb)
+        self._speed_copies = {s: prepared_speed_factors(self.layout, s) for s in self.train_subsets}
+        self._check_speed_perturb()
         self._train_sampler: ResumableSampler | None = None
         self._train_sampler_state: dict | None = None  # from a checkpoint, until applied
         self._pseudo_texts: dict[str, str] = {}
         self._drop_untranscribed = False
+
+    def _check_speed_perturb(self) -> None:
+        """On-the-fly perturbation of cuts that are speed-perturbed copies already would stack
+        the two (0.9 x 0.9 ...): refused, naming the subsets and their markers."""
+        prepared = {s: f for s, f in self._speed_copies.items() if f}
+        if self.speed_perturb and prepared:
+            markers = ", ".join(str(self.layout.subset_done(s)) for s in prepared)
+            raise ConfigError(
+                f"data.speed_perturb=true, but the training subsets {list(prepared)} hold "
+                f"speed-perturbed copies already ({markers}: speed_perturb="
+                f"{list(next(iter(prepared.values())))}); set data.speed_perturb=false"
+            )
 
     def use_pseudo_labels(self, texts: Mapping[str, str], drop_untranscribed: bool) -> None:
         """Train CTC on ``texts`` (cut id -> transcript) for training cuts without a transcript;
@@ -334,7 +355,9 @@ class AsrDataModule(L.LightningDataModule):
 
     def _uses_shuffled_manifest(self) -> bool:
         if self.global_shuffle is None:
-            return self.shuffle and len(self.train_subsets) > 1
+            # a prepared copy lies next to its original in the file: shuffle those apart too
+            copies = any(self._speed_copies.values())
+            return self.shuffle and (len(self.train_subsets) > 1 or copies)
         return bool(self.global_shuffle)
 
     def prepare_data(self) -> None:

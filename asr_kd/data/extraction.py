@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+from collections.abc import Collection
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,7 +221,7 @@ def _extract_job(cuts: list, storage: str) -> _JobResult:
 class ExtractResult:
     cuts: list  # sorted by id, every one with features
     failures: dict[str, str]  # cut id -> one-line error (no features stored for it)
-    sums: CmvnSums  # over ``cuts``, added in their order
+    sums: CmvnSums  # over ``cuts`` (those in ``cmvn_ids`` when given), added in their order
 
 
 def _wait_with_progress(pool: WorkerPool, futures: list, bar: tqdm) -> None:
@@ -242,9 +243,17 @@ def _drain(pool: WorkerPool, bar: tqdm) -> None:
         bar.update(seconds / 3600)
 
 
-def extract_features(pool: WorkerPool, cuts: list, storage_dir: Path, desc: str) -> ExtractResult:
-    """Fbank of ``cuts`` (lhotse cuts with recordings) into ``storage_dir/feats-<job>.lca``, one job per worker;
-    a progress bar in hours of audio. ``storage_dir`` must not hold features of another run."""
+def extract_features(
+    pool: WorkerPool,
+    cuts: list,
+    storage_dir: Path,
+    desc: str,
+    cmvn_ids: Collection[str] | None = None,
+) -> ExtractResult:
+    """Fbank of ``cuts`` (lhotse cuts with recordings) into ``storage_dir/feats-<job>.lca``, one
+    job per worker; a progress bar in hours of audio. ``storage_dir`` must not hold features of
+    another run. The CMVN sums cover the cuts whose ids are in ``cmvn_ids`` (None: all), still
+    added in cut-id order: the sums of a subset of the cuts equal those of extracting only it."""
     storage_dir.mkdir(parents=True, exist_ok=True)
     n = pool.num_jobs
     futures = [
@@ -260,7 +269,9 @@ def extract_features(pool: WorkerPool, cuts: list, storage_dir: Path, desc: str)
         (cut.id, job, row) for job, r in enumerate(results) for row, cut in enumerate(r.cuts)
     )
     sums = CmvnSums()
-    for _, job, row in order:
+    for cut_id, job, row in order:
+        if cmvn_ids is not None and cut_id not in cmvn_ids:
+            continue
         r = results[job]
         sums.add(r.totals[row], r.totals_sq[row], r.frames[row])
     failures = {k: v for r in results for k, v in r.failures.items()}

@@ -10,6 +10,12 @@ Writes the data directory described in docs/internals.md (every path from
     DATA/prepare_report.json           counts per subset, skips per reason with the first files
     DATA/prepared_<subset>.json        the subset is finished (written last, atomically)
 
+``speed_perturb=[0.9,1.1]`` adds to each train subset's cuts one copy of every cut per factor
+(ids ``<id>_sp0.9``, ``<id>_sp1.1``), with its own fbank in ``feats/<subset>/``, so that soft
+targets can be dumped for them like for any cut (:mod:`asr_kd.data.perturb`); CMVN, the
+tokenizer and the report's utterances and hours come from the unperturbed cuts only. Default
+off: a prepare without it writes what it always wrote.
+
 Audio headers are probed and fbank extracted in ``num_jobs`` worker processes, with progress bars
 (fbank in hours of audio); CMVN comes from per-cut float64 sums added in cut-id order, so
 ``num_jobs`` does not change it (:mod:`asr_kd.data.extraction`). A rerun (after a kill, or with
@@ -30,6 +36,7 @@ Usage:
     asr-kd-prepare ... subsets=[train,extra,dev] untranscribed_subsets=[extra]   # KD-only audio
     asr-kd-prepare ... tokenizer=from_teacher tokenizer.teacher=hf:exp/hf_teacher   # its vocab
     asr-kd-prepare ... num_jobs=$(nproc)   # one worker process per core
+    asr-kd-prepare ... speed_perturb=[0.9,1.1]   # + speed-perturbed copies of the train cuts
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import os
 import shutil
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +58,7 @@ from asr_kd.data.extraction import AudioInfo, CmvnSums, WorkerPool, extract_feat
 from asr_kd.data.features import SAMPLE_RATE
 from asr_kd.data.layout import DataDir
 from asr_kd.data.librispeech import LibriUtterance, scan_subset, subset_table
+from asr_kd.data.perturb import MARKER_KEY, speed_copies, speed_factors
 from asr_kd.data.teacher_vocab import teacher_vocab
 from asr_kd.data.tokenizer import Tokenizer, normalize_text, outside_alphabet
 from asr_kd.errors import BadFileError, ConfigError
@@ -150,6 +158,13 @@ def _validate_subset(
     return items
 
 
+def _ctc_shortfall(seconds: float, text: str, tokenizer: Tokenizer, frame_shift_ms: float) -> str:
+    """ "" when ``seconds`` of audio give CTC enough output frames for ``text``, else why not."""
+    frames = int(seconds * 1000 // frame_shift_ms)
+    needed = ctc_frames_needed(tokenizer.encode(text)) if text else 0
+    return f"{frames} frames < {needed} needed" if frames < needed else ""
+
+
 def _drop_too_short(
     subset: str, items: list[_Item], tokenizer: Tokenizer, frame_shift_ms: float, report: _Report
 ) -> list[_Item]:
@@ -157,14 +172,35 @@ def _drop_too_short(
     kept = []
     for item in items:
         seconds = item.info.num_samples / item.info.sample_rate
-        frames = int(seconds * 1000 // frame_shift_ms)
-        needed = ctc_frames_needed(tokenizer.encode(item.text)) if item.text else 0
-        if frames < needed:
-            name = f"{item.utt.utt_id} ({frames} frames < {needed} needed)"
-            report.add(subset, "too_short_for_ctc", name)
+        shortfall = _ctc_shortfall(seconds, item.text, tokenizer, frame_shift_ms)
+        if shortfall:
+            report.add(subset, "too_short_for_ctc", f"{item.utt.utt_id} ({shortfall})")
         else:
             kept.append(item)
     return kept
+
+
+def _speed_factors_of(plan: _Plan, subset: str) -> tuple[float, ...]:
+    """The speed-perturbation factors of ``subset``: the plan's for a training subset, else ()."""
+    return plan.speed_perturb if subset in plan.train_subsets else ()
+
+
+def _with_speed_copies(plan: _Plan, subset: str, cuts, tokenizer: Tokenizer, report) -> list:
+    """``cuts`` and their speed-perturbed copies (:mod:`asr_kd.data.perturb`) when ``subset`` is
+    a training subset and ``plan.speed_perturb`` is set, sorted by id. A copy made too short for
+    CTC (a factor above 1 shortens it) is dropped and reported as ``too_short_for_ctc``."""
+    factors = _speed_factors_of(plan, subset)
+    if not factors:
+        return list(cuts)
+    kept = list(cuts)
+    for copy in speed_copies(cuts, factors):
+        text = copy.supervisions[0].text
+        shortfall = _ctc_shortfall(copy.duration, text, tokenizer, plan.ctc_frame_shift_ms)
+        if shortfall:
+            report.add(subset, "too_short_for_ctc", f"{copy.id} ({shortfall})")
+        else:
+            kept.append(copy)
+    return sorted(kept, key=lambda c: c.id)
 
 
 def _manifests(items: list[_Item]):
@@ -214,13 +250,16 @@ def _manifests(items: list[_Item]):
     )
 
 
-def _subset_key(items: list[_Item]) -> str:
+def _subset_key(items: list[_Item], speed_factors: tuple[float, ...] = ()) -> str:
     """A digest of what a subset's features and cuts are made from: a finished subset whose key
-    still matches is kept on a rerun, one whose corpus or transcripts changed is redone."""
-    lines = (
+    still matches is kept on a rerun, one whose corpus, transcripts or speed-perturbation
+    factors changed is redone. Without factors, the key of a prepare that had none."""
+    lines = [
         f"{i.utt.utt_id}\t{i.utt.audio_path}\t{i.info.num_samples}\t{i.info.sample_rate}\t{i.text}"
         for i in items
-    )
+    ]
+    if speed_factors:
+        lines.append(f"{MARKER_KEY}\t{list(speed_factors)}")
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -242,11 +281,15 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _extract(plan: _Plan, data: DataDir, subset: str, items: list[_Item], pool, report) -> dict:
-    """Manifests and fbank of one subset; the subset's marker (written last) is returned.
+def _extract(
+    plan: _Plan, data: DataDir, subset: str, items: list[_Item], tokenizer, pool, report
+) -> dict:
+    """Manifests and fbank of one subset (with its speed-perturbed copies, CMVN sums over the
+    originals only); the subset's marker (written last) is returned.
 
     Features of an unfinished earlier run are removed first. Audio whose body fails to decode
-    is dropped as ``unreadable_audio``, as a bad header is."""
+    is dropped as ``unreadable_audio``, as a bad header is (once per utterance, its copies
+    failing with it)."""
     from lhotse import CutSet, RecordingSet, SupervisionSet
 
     marker = data.subset_done(subset)
@@ -255,14 +298,18 @@ def _extract(plan: _Plan, data: DataDir, subset: str, items: list[_Item], pool, 
     if storage.exists():
         shutil.rmtree(storage)
     recordings, supervisions, cuts = _manifests(items)
-    result = extract_features(pool, list(cuts), storage, desc=f"fbank {subset}")
     names = {i.utt.utt_id: _relative(i.utt.audio_path, plan.corpus_dir) for i in items}
+    every = _with_speed_copies(plan, subset, cuts, tokenizer, report)
+    result = extract_features(pool, every, storage, desc=f"fbank {subset}", cmvn_ids=names)
     failures = [
-        ["unreadable_audio", f"{names[k]}: {v}"] for k, v in sorted(result.failures.items())
+        ["unreadable_audio", f"{names[k]}: {v}" if k in names else f"{k}: {v}"]
+        for k, v in sorted(result.failures.items())
+        if k.rpartition("_sp")[0] not in result.failures  # a copy fails with its original
     ]
     for reason, example in failures:
         report.add(subset, reason, example)
-    if not result.cuts:
+    originals = [c for c in result.cuts if c.id in names]
+    if not originals:
         raise BadFileError(
             f"{plan.corpus_dir / subset}: no usable utterance left: {report.for_subset(subset)}"
         )
@@ -271,14 +318,19 @@ def _extract(plan: _Plan, data: DataDir, subset: str, items: list[_Item], pool, 
     kept = supervisions.filter(lambda s: s.id not in result.failures)
     SupervisionSet.from_segments(kept).to_file(data.supervisions(subset))
     CutSet.from_cuts(result.cuts).to_file(data.cuts(subset))
+    factors = _speed_factors_of(plan, subset)
     done = {
-        "key": _subset_key(items),
-        "utterances": len(result.cuts),
-        "speakers": len({c.supervisions[0].speaker for c in result.cuts}),
-        "seconds": sum(c.duration for c in result.cuts),
+        "key": _subset_key(items, factors),
+        "utterances": len(originals),
+        "speakers": len({c.supervisions[0].speaker for c in originals}),
+        "seconds": sum(c.duration for c in originals),
         "failures": failures,
         "cmvn_sums": result.sums.to_json(),
     }
+    if factors:
+        copies = [c for c in result.cuts if c.id not in names]
+        done[MARKER_KEY] = list(factors)
+        done["speed_copies"] = {"cuts": len(copies), "seconds": sum(c.duration for c in copies)}
     _write_atomic(marker, json.dumps(done) + "\n")
     return done
 
@@ -322,6 +374,7 @@ class _Plan:
     teacher: Tokenizer | None  # tokenizer=from_teacher: built from the teacher's vocabulary
     ctc_frame_shift_ms: float
     num_jobs: int
+    speed_perturb: tuple[float, ...] = ()  # copies of the train subsets' cuts at these speeds
 
 
 def _prepare_subsets(plan: _Plan, data: DataDir, pool: WorkerPool, report) -> tuple:
@@ -347,9 +400,10 @@ def _prepare_subsets(plan: _Plan, data: DataDir, pool: WorkerPool, report) -> tu
             raise BadFileError(
                 f"{plan.corpus_dir / subset}: no usable utterance left: {report.for_subset(subset)}"
             )
-        done[subset] = _finished(data, subset, _subset_key(kept))
+        key = _subset_key(kept, _speed_factors_of(plan, subset))
+        done[subset] = _finished(data, subset, key)
         if done[subset] is None:
-            done[subset] = _extract(plan, data, subset, kept, pool, report)
+            done[subset] = _extract(plan, data, subset, kept, tokenizer, pool, report)
         else:
             print(f"asr-kd-prepare: {subset} was finished ({data.subset_done(subset)}): kept")
             for reason, example in done[subset]["failures"]:
@@ -368,10 +422,13 @@ def prepare(
     ctc_frame_shift_ms: float = 40.0,
     num_jobs: int = 2,
     teacher: str | None = None,
+    speed_perturb: Sequence[float] = (),
 ) -> dict:
     """Write the data directory ``out_dir`` from ``corpus_dir``; returns the report (also saved).
 
-    ``tokenizer_kind="from_teacher"`` takes the tokenizer from ``teacher`` (``hf:...``)."""
+    ``tokenizer_kind="from_teacher"`` takes the tokenizer from ``teacher`` (``hf:...``).
+    ``speed_perturb`` (e.g. ``[0.9, 1.1]``) adds speed-perturbed copies of the train subsets'
+    cuts, with their own features (:mod:`asr_kd.data.perturb`); CMVN leaves them out."""
     corpus_dir, out_dir = Path(corpus_dir), Path(out_dir)
     subsets = list(subsets)
     train_subsets = (
@@ -387,7 +444,7 @@ def prepare(
     plan = _Plan(
         corpus_dir, subsets, train_subsets, list(untranscribed_subsets), tokenizer_kind,
         int(bpe_vocab_size), _teacher_tokenizer(tokenizer_kind, teacher),
-        float(ctc_frame_shift_ms), int(num_jobs),
+        float(ctc_frame_shift_ms), int(num_jobs), speed_factors(speed_perturb),
     )  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     data = DataDir(out_dir)
@@ -461,6 +518,13 @@ def _summary(corpus_dir, out_dir, done: dict, report: _Report, tokenizer, train_
             "skipped": sum(r["count"] for k, r in reasons.items() if k not in KEPT_REASONS),
             "reasons": reasons,
         }
+        if MARKER_KEY in marker:  # hours and skips above count the unperturbed utterances
+            copies = marker["speed_copies"]
+            subsets[subset]["speed_copies"] = {
+                "factors": marker[MARKER_KEY],
+                "cuts": copies["cuts"],
+                "hours": round(copies["seconds"] / 3600, 4),
+            }
     return {
         "corpus_dir": str(corpus_dir),
         "out_dir": str(out_dir),
@@ -484,6 +548,12 @@ def _print_summary(result: dict) -> None:
             kept = " (kept)" if reason in KEPT_REASONS else ""
             examples = ", ".join(entry["examples"][:3])
             print(f"  {name}: {reason}{kept} x{entry['count']}: {examples}")
+        if "speed_copies" in row:
+            copies = row["speed_copies"]
+            print(
+                f"  {name}: + {copies['cuts']} speed-perturbed copies ({copies['hours']:.3f} h) "
+                f"at speeds {copies['factors']}, with their own features; CMVN without them"
+            )
     tok = result["tokenizer"]
     print(
         f"tokenizer: {tok['kind']}, {tok['vocab_size']} ids, fingerprint {tok['fingerprint']}; "
@@ -506,6 +576,7 @@ def run(cfg: DictConfig) -> dict:
         ctc_frame_shift_ms=float(cfg.ctc_frame_shift_ms),
         num_jobs=int(cfg.num_jobs),
         teacher=cfg.tokenizer.get("teacher"),
+        speed_perturb=list(cfg.get("speed_perturb") or ()),
     )
     _print_summary(result)
     return result

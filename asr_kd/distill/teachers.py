@@ -158,7 +158,8 @@ def _cached_targets(
         raise ConfigError(
             "distill.source=cached needs data.speed_perturb=false: the soft targets were "
             "dumped from unperturbed features, and a speed-perturbed cut has other frames "
-            "(and another cut id); use distill.source=online to distil with speed perturbation"
+            "(and another cut id); prepare speed-perturbed copies instead (asr-kd-prepare "
+            "speed_perturb=[0.9,1.1], then dump their targets), or use distill.source=online"
         )
     store = SoftTargetStore(cfg.targets_dir)
     # any stored k serves a distill.k <= it (checked below); the stored layers and codec too:

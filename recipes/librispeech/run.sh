@@ -41,6 +41,9 @@ DEV_SUBSETS=${DEV_SUBSETS:-"dev-clean dev-other"}
 TEST_SUBSETS=${TEST_SUBSETS:-"test-clean test-other"}
 BPE_SIZE=${BPE_SIZE:-500}
 PREPARE_JOBS=${PREPARE_JOBS:-$(nproc)}   # stage 1's worker processes (header probes, fbank)
+# Stage 1's speed-perturbed copies of the training cuts (icefall's 0.9/1.1), each with its own
+# features and soft targets: 3x the training cuts, fbank and dump time. Empty = off.
+SPEED_PERTURB=${SPEED_PERTURB-"0.9,1.1"}
 TEACHER_MODEL=${TEACHER_MODEL:-teacher_large}
 STUDENT_MODEL=${STUDENT_MODEL:-student_small}
 TRAINER=${TRAINER:-multi_gpu}            # conf/trainer/<name>: gpu (one GPU) or multi_gpu
@@ -178,7 +181,7 @@ if in_range 1; then
   log "Stage 1: prepare $train_list, $dev_list, $test_list with $tokenizer_name into $data ($(override_value prepare num_jobs "$PREPARE_JOBS") jobs)"
   run_stage 1 prepare "$data/.done" asr-kd-prepare corpus_dir="$corpus" \
     subsets="[$train_list,$dev_list,$test_list]" train_subsets="[$train_list]" \
-    out_dir="$data" num_jobs="$PREPARE_JOBS" "${tokenizer_args[@]}"
+    out_dir="$data" num_jobs="$PREPARE_JOBS" speed_perturb="[$SPEED_PERTURB]" "${tokenizer_args[@]}"
 fi
 
 if in_range 2 && [ -n "$TEACHER" ]; then

@@ -13,6 +13,7 @@ from lhotse.utils import fastcopy
 from asr_kd.config import compose
 from asr_kd.data.datamodule import AsrDataModule, build_datamodule, load_cuts
 from asr_kd.data.features import FBANK_DIM
+from asr_kd.data.layout import DataDir
 from asr_kd.data.simulated import Opening, opening, write_simulated
 from asr_kd.errors import ConfigError
 
@@ -54,6 +55,25 @@ def test_eval_dataloader_is_in_a_fixed_order_and_val_uses_dev(prepared_data_dir)
     assert dev_ids == sorted(c.id for c in load_cuts(prepared_data_dir, "dev"))
     with pytest.raises(FileNotFoundError, match="cuts_nope.jsonl.gz"):
         dm.dataloader("nope")
+
+
+def test_prepared_speed_copies_are_trained_on_with_their_stored_features(prepared_sp_data_dir):
+    """The copies from asr-kd-prepare speed_perturb=[0.9,1.1] are batched like any cut, with
+    their stored fbank, once per epoch, from the shuffled manifest (a copy lies next to its
+    original in the subset's file); on-the-fly perturbation on top of them is refused."""
+    data = prepared_sp_data_dir
+    dm = AsrDataModule(data, max_duration=12.0, num_buckets=2, num_workers=0)
+    cuts = {c.id: c for c in load_cuts(data, "train")}
+    seen = []
+    for batch in dm.train_dataloader():
+        _check_batch(batch, dm, cuts)
+        seen += batch["cut_ids"]
+    assert sorted(seen) == sorted(cuts)
+    assert sum(i.endswith("_sp0.9") for i in seen) == sum(i.endswith("_sp1.1") for i in seen)
+    assert 3 * sum("_sp" not in i for i in seen) == len(seen)
+    assert DataDir(data).shuffled_cuts(["train"], seed=0).is_file()
+    with pytest.raises(ConfigError, match=r"^data.speed_perturb=true, but the training subsets "):
+        AsrDataModule(data, num_workers=0, speed_perturb=True)
 
 
 def test_speed_perturbation_renames_cuts_and_computes_features(prepared_data_dir):

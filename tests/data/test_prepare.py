@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -283,12 +284,12 @@ def test_a_killed_prepare_keeps_finished_subsets_and_redoes_the_others(
     features untouched, redoes dev, and writes the report and CMVN of an uninterrupted run."""
     real = prepare.extract_features
 
-    def killed_on_dev(pool, cuts, storage, desc):
+    def killed_on_dev(pool, cuts, storage, desc, **kwargs):
         if DEV in desc:
             storage.mkdir(parents=True)
             (storage / "feats-0.lca").write_bytes(b"half written")
             raise KeyboardInterrupt
-        return real(pool, cuts, storage, desc)
+        return real(pool, cuts, storage, desc, **kwargs)
 
     out = tmp_path / "data"
     monkeypatch.setattr(prepare, "extract_features", killed_on_dev)
@@ -346,3 +347,71 @@ def _gz_lines(path: Path) -> list[str]:
 def test_num_jobs_below_one_is_a_config_error(corpus, tmp_path):
     with pytest.raises(ConfigError, match="num_jobs=0"):
         _prepare(corpus, tmp_path, "num_jobs=0")
+
+
+@pytest.fixture(scope="module")
+def prepared_sp(corpus, tmp_path_factory) -> tuple[Path, dict]:
+    """:func:`prepared` with speed-perturbed copies of the train cuts at 0.9 and 1.1."""
+    out = tmp_path_factory.mktemp("data_sp")
+    return out, _prepare(corpus, out, "tokenizer=char", "speed_perturb=[0.9,1.1]")
+
+
+def test_speed_perturb_adds_copies_of_the_train_cuts_with_their_own_features(prepared, prepared_sp):
+    """Each train cut gets a 0.9 and a 1.1 copy (icefall's ids, their own scaled fbank and the
+    same text); dev gets none; CMVN and the counted utterances are those of a prepare without
+    copies, byte for byte."""
+    (plain_out, plain), (out, report) = prepared, prepared_sp
+    originals = {c.id: c for c in CutSet.from_file(plain_out / f"cuts_{TRAIN}.jsonl.gz")}
+    cuts = {c.id: c for c in CutSet.from_file(out / f"cuts_{TRAIN}.jsonl.gz")}
+    assert sorted(cuts) == sorted(f"{i}{s}" for i in originals for s in ("", "_sp0.9", "_sp1.1"))
+    for cut_id, original in originals.items():
+        for factor in (0.9, 1.1):
+            copy = cuts[f"{cut_id}_sp{factor}"]
+            assert copy.supervisions[0].text == original.supervisions[0].text
+            frames = copy.load_features().shape[0]
+            assert abs(frames - original.num_frames / factor) <= 2
+        np.testing.assert_array_equal(cuts[cut_id].load_features(), original.load_features())
+    assert sorted(c.id for c in CutSet.from_file(out / f"cuts_{DEV}.jsonl.gz")) == [
+        "84-121123-0000",
+        "84-121123-0001",
+    ]
+    assert (out / "cmvn.json").read_bytes() == (plain_out / "cmvn.json").read_bytes()
+    copies = report["subsets"][TRAIN].pop("speed_copies")
+    assert copies == {"factors": [0.9, 1.1], "cuts": 10, "hours": pytest.approx(0.0042, abs=2e-4)}
+    assert {**report, "out_dir": None} == {**plain, "out_dir": None}
+
+
+def test_speed_perturb_is_part_of_a_finished_subsets_identity(prepared_sp, tmp_path):
+    """A rerun with the same factors keeps the subset; without them it redoes the subset (no
+    copies left), and with them again redoes it once more."""
+    corpus_out, _ = prepared_sp
+    out = tmp_path / "data"
+    shutil.copytree(corpus_out, out)
+    corpus = Path(json.loads((out / "prepare_report.json").read_text())["corpus_dir"])
+    stamps = _stamps(out / "feats" / TRAIN)
+    _prepare(corpus, out, "tokenizer=char", "speed_perturb=[0.9,1.1]")
+    assert _stamps(out / "feats" / TRAIN) == stamps
+    _prepare(corpus, out, "tokenizer=char")
+    assert not any("_sp" in c.id for c in CutSet.from_file(out / f"cuts_{TRAIN}.jsonl.gz"))
+    report = _prepare(corpus, out, "tokenizer=char", "speed_perturb=[1.1]")
+    assert report["subsets"][TRAIN]["speed_copies"]["cuts"] == 5
+
+
+def test_a_speed_copy_too_short_for_ctc_is_dropped_and_its_original_kept(tmp_path):
+    """1.0 s gives 25 output frames for a 24-character transcript; its 1.1 copy (0.909 s, 22
+    frames) is dropped as too_short_for_ctc, its 0.9 copy kept."""
+    corpus = tmp_path / "LibriSpeech"
+    folder = _chapter(corpus, TRAIN, "7", "70", ["7-70-0000 ABCDEFGHIJKLMNOPQRSTUVWX"])
+    _flac(folder / "7-70-0000.flac", seconds=1.0)
+    out = tmp_path / "data"
+    report = _prepare(corpus, out, f"subsets=[{TRAIN}]", "num_jobs=1", "speed_perturb=[0.9,1.1]")
+    cuts = CutSet.from_file(out / f"cuts_{TRAIN}.jsonl.gz")
+    assert sorted(c.id for c in cuts) == ["7-70-0000", "7-70-0000_sp0.9"]
+    reasons = report["subsets"][TRAIN]["reasons"]
+    assert reasons["too_short_for_ctc"]["examples"] == ["7-70-0000_sp1.1 (22 frames < 24 needed)"]
+
+
+def test_bad_speed_factors_are_a_config_error(corpus, tmp_path):
+    for factors in ("[1.0]", "[0.9,0.9]", "[0]"):
+        with pytest.raises(ConfigError, match=r"speed_perturb=.*expected distinct factors"):
+            _prepare(corpus, tmp_path, f"speed_perturb={factors}")

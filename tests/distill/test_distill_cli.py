@@ -7,7 +7,8 @@ import torch
 
 from asr_kd.checkpoint import load_checkpoint
 from asr_kd.config import compose
-from asr_kd.data.datamodule import build_datamodule
+from asr_kd.data.datamodule import build_datamodule, load_cuts
+from asr_kd.distill.dump import dump_targets
 from asr_kd.distill.losses import distill_loss
 from asr_kd.distill.store import SoftTargetStore
 from asr_kd.distill.teachers import CachedTargets, OnlineTeacher
@@ -36,6 +37,30 @@ def test_a_few_steps_of_each_source(
     assert ckpt["asr_kd"]["role"] == "student"
     assert not any(k.startswith("teacher") for k in ckpt["state_dict"])  # teacher not saved
     assert load_model(tmp_path / "checkpoints" / "last.ckpt").model.streaming
+
+
+def test_cached_kd_trains_on_prepared_speed_copies_with_their_own_targets(
+    tmp_path, prepared_sp_data_dir, teacher_ckpt, dump_targets_config
+):
+    """Speed perturbation with cached targets: the dump gives every prepared copy its own
+    targets (its own frame count), and asr-kd-distill trains on batches holding copies."""
+    data, targets = prepared_sp_data_dir, tmp_path / "targets"
+    dump_targets(dump_targets_config(data, teacher_ckpt, targets))
+    store = SoftTargetStore(targets)
+    cuts = list(load_cuts(data, "train"))
+    assert len(store) == len(cuts) and all(c.id in store for c in cuts)
+    copy = next(c for c in cuts if c.id.endswith("_sp0.9"))
+    original = copy.id.removesuffix("_sp0.9")
+    lens = store.batch([original, copy.id])[2].tolist()
+    assert abs(lens[1] - lens[0] / 0.9) <= 2
+    cfg = kd_student_run(data, tmp_path / "run", teacher_ckpt, targets, "distill.k=4")
+    assert distill(cfg)["global_step"] == 3
+    trained = [
+        c.id
+        for batch, _ in zip(build_datamodule(cfg.data).train_sampler(), range(3), strict=False)
+        for c in batch
+    ]
+    assert any("_sp" in cut_id for cut_id in trained)
 
 
 def test_distill_none_is_plain_ctc_without_a_teacher(tmp_path, tiny_config, prepared_data_dir):
