@@ -17,6 +17,7 @@ Usage:
     with timer:
         model(feats, feat_lens)
     real_time_factor(timer.seconds, audio_seconds)
+    error_split(refs, teacher_hyps, student_hyps)    # the student's errors: shared, own, fixed
     per_audio_hour(timer.cpu_seconds, audio_seconds)  # CPU-seconds per audio hour
 
     timer = Timer(energy=RaplCounters())              # + RAPL package energy, where readable
@@ -39,6 +40,7 @@ __all__ = [
     "Timer",
     "char_error_rate",
     "error_rates",
+    "error_split",
     "per_audio_hour",
     "real_time_factor",
     "word_error_rate",
@@ -140,6 +142,57 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict:
         "num_del": words["num_del"],
         "num_ins": words["num_ins"],
     }
+
+
+def _error_slots(alignment, num_ref: int) -> list[int]:
+    """One utterance's errors by place in the reference: slot ``2 i + 1`` is reference word
+    ``i`` (1 if substituted or deleted), slot ``2 i`` the words inserted just before it (slot
+    ``2 n``: after the last), so two hypotheses' errors compare place by place."""
+    slots = [0] * (2 * num_ref + 1)
+    for chunk in alignment:
+        if chunk.type == "insert":
+            slots[2 * chunk.ref_start_idx] += chunk.hyp_end_idx - chunk.hyp_start_idx
+        elif chunk.type != "equal":  # substitute, delete: one error per reference word
+            for i in range(chunk.ref_start_idx, chunk.ref_end_idx):
+                slots[2 * i + 1] = 1
+    return slots
+
+
+def error_split(
+    references: Sequence[str], teacher_hyps: Sequence[str], student_hyps: Sequence[str]
+) -> dict:
+    """The student's word errors split by whether its teacher makes them too, in percent of
+    reference words: ``shared`` (the teacher errs at the same place: the same reference word
+    substituted or deleted, even by another word; or words inserted at the same gap), ``own``
+    (``shared + own`` is the student's WER) and ``fixed`` (the teacher's errors the student
+    does not make; ``shared + fixed`` is the teacher's WER). Each hypothesis is aligned to the
+    reference on its own (jiwer), so the split needs no alignment between the two models.
+
+    >>> r = error_split(["A B C D"], ["A X C D E"], ["A Y C"])  # teacher: B->X, +E; student: B->Y, -D
+    >>> r["num_shared"], r["num_own"], r["num_fixed"], r["ref_words"]
+    (1, 1, 1, 4)
+    >>> [r[key] for key in ("shared", "own", "fixed")]
+    [25.0, 25.0, 25.0]
+
+    Returns:
+        ``{"shared", "own", "fixed", "num_shared", "num_own", "num_fixed", "ref_words"}``
+    """
+    _check_pairs(references, teacher_hyps)
+    _check_pairs(references, student_hyps)
+    refs = list(references)
+    teacher = jiwer.process_words(refs, list(teacher_hyps))
+    student = jiwer.process_words(refs, list(student_hyps))
+    shared = own = fixed = 0
+    for words, t_align, s_align in zip(
+        teacher.references, teacher.alignments, student.alignments, strict=True
+    ):
+        t_slots, s_slots = _error_slots(t_align, len(words)), _error_slots(s_align, len(words))
+        both = sum(min(t, s) for t, s in zip(t_slots, s_slots, strict=True))
+        shared, own, fixed = shared + both, own + sum(s_slots) - both, fixed + sum(t_slots) - both
+    ref_words = sum(len(words) for words in teacher.references)
+    counts = {"num_shared": shared, "num_own": own, "num_fixed": fixed, "ref_words": ref_words}
+    rates = {k: 100.0 * counts[f"num_{k}"] / ref_words for k in ("shared", "own", "fixed")}
+    return rates | counts
 
 
 def real_time_factor(processing_seconds: float, audio_seconds: float) -> float:

@@ -11,6 +11,7 @@ from asr_kd.metrics import (
     Timer,
     char_error_rate,
     error_rates,
+    error_split,
     per_audio_hour,
     real_time_factor,
     word_error_rate,
@@ -163,3 +164,21 @@ def test_rapl_absent_or_unreadable_says_na_never_a_number(tmp_path, monkeypatch)
     with t:
         pass
     assert t.joules is None and t.energy_note == "n/a (RAPL not readable)"
+
+
+def test_error_split_compares_each_hypothesis_to_the_reference_place_by_place():
+    refs = ["A B C D", "E F G", "K L"]
+    teacher = ["A X C D", "E F G H", "K L"]  # B->X; +H after G
+    student = ["A Y C", "E G", "K L M"]  # B->Y (shared place, other word), -D; -F; +M
+    split = error_split(refs, teacher, student)
+    assert (split["num_shared"], split["num_own"], split["num_fixed"]) == (1, 3, 1)
+    assert split["ref_words"] == 9 and split["shared"] == pytest.approx(100 / 9)
+    assert split["shared"] + split["own"] == pytest.approx(error_rates(refs, student)["wer"])
+    assert split["shared"] + split["fixed"] == pytest.approx(error_rates(refs, teacher)["wer"])
+
+
+def test_error_split_of_the_teacher_against_itself_is_all_shared():
+    refs, hyps = ["A B C", "D E"], ["A C C C", ""]
+    split = error_split(refs, hyps, hyps)
+    assert split["own"] == split["fixed"] == 0
+    assert split["shared"] == pytest.approx(error_rates(refs, hyps)["wer"])
