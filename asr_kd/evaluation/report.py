@@ -8,7 +8,7 @@ asr_kd). The rows' keys and the table's columns are those of
 Usage:
     results = load_results("exp/demo/results.json")
     print(render_markdown(results))
-    write_report(results, "exp/demo")     # results.md, wer_vs_{latency,macs,cpu}.png
+    write_report(results, "exp/demo")     # results.md, wer_vs_{latency,macs,cpu,agreement}.png
     print(summary(results, "exp/demo"))   # the few columns asr-kd-evaluate prints
 """
 
@@ -19,11 +19,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from asr_kd.errors import BadFileError, MissingFileError
-from asr_kd.evaluation.rows import COLUMNS, NUMBER_KEYS, REQUIRED_KEYS, fmt, row_label
+from asr_kd.evaluation.rows import (
+    COLUMNS,
+    DISTILL_COLUMNS,
+    NUMBER_KEYS,
+    REQUIRED_KEYS,
+    fmt,
+    row_label,
+)
 
 __all__ = [
     "REQUIRED_KEYS",
     "load_results",
+    "plot_wer_vs_agreement",
     "plot_wer_vs_cpu",
     "plot_wer_vs_latency",
     "plot_wer_vs_macs",
@@ -73,8 +81,27 @@ def load_results(path: str | Path) -> dict:
     return results
 
 
-def _table_row(row: dict) -> str:
-    return "| " + " | ".join(column.cell(row) for column in COLUMNS) + " |"
+def _table(rows: Sequence[dict], columns=COLUMNS) -> list[str]:
+    """A markdown table of ``rows``: a header line, a rule, one line per row."""
+    lines = ["| " + " | ".join(column.header for column in columns) + " |"]
+    lines.append("|" + "|".join("---" for _ in columns) + "|")
+    return lines + ["| " + " | ".join(c.cell(r) for c in columns) + " |" for r in rows]
+
+
+_DISTILL_LEGEND = """What distillation did, each row against `{teacher}` (full context): Agree = percent of the
+teacher's non-blank (blank) frames on which the row's argmax is the teacher's; KL = mean
+KL(teacher || row) per frame, nats; the row's word errors that the teacher makes at the same
+place (shared) and its own (shared + own = WER), and the teacher's errors it does not make
+(fixed), in percent of reference words. Frame figures: batched torch at the row's context."""
+
+
+def _distill_table(rows: Sequence[dict]) -> list[str]:
+    """The second table of a subset: the rows compared with a teacher, if any."""
+    compared = [r for r in rows if r.get("teacher")]
+    if not compared:
+        return []
+    legend = _DISTILL_LEGEND.format(teacher=compared[0]["teacher"])
+    return [legend, "", *_table(compared, DISTILL_COLUMNS), ""]
 
 
 def _subsets(rows: Sequence[dict]) -> list[str]:
@@ -173,11 +200,10 @@ def render_markdown(results: dict) -> str:
     for subset in _subsets(rows):
         subset_rows = [r for r in rows if r["subset"] == subset]
         lines += [_subset_heading(subset, subset_rows[0], meta), ""]
-        lines.append("| " + " | ".join(column.header for column in COLUMNS) + " |")
-        lines.append("|" + "|".join("---" for _ in COLUMNS) + "|")
-        lines += [_table_row(r) for r in subset_rows]
+        lines += _table(subset_rows)
         lines.append("")
         lines += _fbank_notes(subset_rows)
+        lines += _distill_table(subset_rows)
     return "\n".join(lines)
 
 
@@ -221,9 +247,11 @@ def plot_wer_vs_latency(rows: Sequence[dict], path: str | Path) -> Path:
     return Path(path)
 
 
-def _plot_wer_vs(rows: Sequence[dict], key: str, xlabel: str, path: str | Path) -> Path:
-    """WER against ``row[key]`` (log scale; rows without it are left out): colour = model,
-    marker = mode, one panel per subset."""
+def _plot_wer_vs(
+    rows: Sequence[dict], key: str, xlabel: str, path: str | Path, log: bool = True
+) -> Path:
+    """WER against ``row[key]`` (log scale unless ``log`` is False; rows without it are left
+    out): colour = model, marker = mode, one panel per subset."""
     subsets = _subsets(rows)
     plt, fig, axes = _figure(len(subsets))
     models = list(dict.fromkeys(row_label(r) for r in rows))
@@ -239,7 +267,8 @@ def _plot_wer_vs(rows: Sequence[dict], key: str, xlabel: str, path: str | Path) 
                 label=f"{row_label(r)} ({r['mode']})",
                 s=48,
             )
-        ax.set_xscale("log")
+        if log:
+            ax.set_xscale("log")
         ax.set(title=subset, xlabel=xlabel, ylabel="WER (%)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
@@ -258,9 +287,17 @@ def plot_wer_vs_cpu(rows: Sequence[dict], path: str | Path) -> Path:
     return _plot_wer_vs(rows, "cpu_s_per_audio_h", "CPU-seconds per audio hour", path)
 
 
+def plot_wer_vs_agreement(rows: Sequence[dict], path: str | Path) -> Path:
+    """WER against the frame agreement with the teacher (non-blank frames, percent): colour =
+    model, marker = mode; rows compared with no teacher are left out."""
+    return _plot_wer_vs(
+        rows, "agree_nonblank", "agreement with the teacher, non-blank frames (%)", path, False
+    )
+
+
 def write_report(results: dict, out_dir: str | Path) -> list[Path]:
-    """Write results.md, wer_vs_latency.png, wer_vs_macs.png and (when the rows have the cost
-    figure) wer_vs_cpu.png into ``out_dir``."""
+    """Write results.md, wer_vs_latency.png, wer_vs_macs.png and (when the rows have the
+    figures) wer_vs_cpu.png and wer_vs_agreement.png into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "results.md"
@@ -271,6 +308,8 @@ def write_report(results: dict, out_dir: str | Path) -> list[Path]:
         written.append(plot_wer_vs_macs(results["rows"], out_dir / "wer_vs_macs.png"))
     if any(r.get("cpu_s_per_audio_h") is not None for r in results["rows"]):
         written.append(plot_wer_vs_cpu(results["rows"], out_dir / "wer_vs_cpu.png"))
+    if any(r.get("agree_nonblank") is not None for r in results["rows"]):
+        written.append(plot_wer_vs_agreement(results["rows"], out_dir / "wer_vs_agreement.png"))
     return written
 
 

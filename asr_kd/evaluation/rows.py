@@ -4,11 +4,12 @@ Every key a row may hold is declared once, in :class:`ResultRow`, with what it m
 backends of ``asr-kd-evaluate`` build ``ResultRow`` s; :mod:`asr_kd.evaluation.report` checks a
 ``results.json`` and renders its table from the same declarations: :data:`REQUIRED_KEYS` (what
 every row has, in old files too), :data:`NUMBER_KEYS` (numbers or null), :data:`COLUMNS` (the
-table's columns, in order, each with its header and how its cell is written).
+table's columns, in order, each with its header and how its cell is written) and
+:data:`DISTILL_COLUMNS` (the second table: what distillation did, the rows that have a teacher).
 
 A row's JSON object holds its keys in declaration order; an ``optional`` key (``rtf_scope``,
-``quantize``, ``rtf_without_fbank``, ``source``, ``frame_shift_ms``) is written only by the rows
-that have it, so one runtime's figure is not a column of nulls in every other row.
+``quantize``, ``rtf_without_fbank``, ``source``, ``frame_shift_ms``, the teacher comparison)
+is written only by the rows that have it, so one runtime's figure is not a column of nulls in every other row.
 
 Usage:
     row = ResultRow(model="student_kd", subset="test", mode="stream-320ms", wer=12.5, ...)
@@ -23,7 +24,16 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 
-__all__ = ["COLUMNS", "NUMBER_KEYS", "REQUIRED_KEYS", "Column", "ResultRow", "fmt", "row_label"]
+__all__ = [
+    "COLUMNS",
+    "DISTILL_COLUMNS",
+    "NUMBER_KEYS",
+    "REQUIRED_KEYS",
+    "Column",
+    "ResultRow",
+    "fmt",
+    "row_label",
+]
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -67,12 +77,14 @@ def _key(
     optional: bool = False,
     column: tuple[int, str, str | Callable[[Mapping], str]] | None = None,
     json_key: str | None = None,
+    table: str = "main",
 ):
     """A field of :class:`ResultRow`. ``required``: every results.json row has it (checked on
     load); ``number``: a number or null; ``optional``: written only when set (default None);
     ``column``: ``(position, header, cell)`` in results.md, ``cell`` a :func:`fmt` spec of the
     value or a function of the whole row;
-    ``json_key``: the key when the name is a Python keyword (``del``)."""
+    ``json_key``: the key when the name is a Python keyword (``del``); ``table``: ``main`` or
+    ``distill`` (the second table, :data:`DISTILL_COLUMNS`)."""
     meta = {
         "doc": doc,
         "required": required,
@@ -80,6 +92,7 @@ def _key(
         "optional": optional,
         "column": column,
         "json_key": json_key,
+        "table": table,
     }
     return field(default=None, metadata=meta) if optional else field(metadata=meta)
 
@@ -89,6 +102,13 @@ def _shown(doc: str, position: int, header: str, cell, required: bool = False, j
     under ``header``; ``cell``: a :func:`fmt` spec of the value, or a function of the row."""
     column = (position, header, cell)
     return _key(doc, required=required, number=True, column=column, json_key=json_key)
+
+
+def _distill(doc: str, position: int, header: str, cell):
+    """An optional figure of the teacher comparison, in the second table (:data:`DISTILL_COLUMNS`)
+    at column ``position`` (0 and 1 are the model and the mode)."""
+    column = (position, header, cell)
+    return _key(doc, number=True, optional=True, column=column, table="distill")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -193,6 +213,44 @@ class ResultRow:
         "a transformers model: its output frame shift, ms", optional=True
     )
 
+    teacher: str | None = _key(
+        "the checkpoint name of the teacher the next keys compare this row with (``teacher``)",
+        optional=True,
+    )
+    agree_nonblank: float | None = _distill(
+        "percent of the frames where the teacher's argmax is not blank on which this row's "
+        "argmax is the same token",
+        2, "Agree non-blank %", ".2f",
+    )  # fmt: skip
+    agree_blank: float | None = _distill(
+        "percent of the teacher's blank frames on which this row's argmax is blank too",
+        3, "Agree blank %", ".2f",
+    )  # fmt: skip
+    kl_teacher_student: float | None = _distill(
+        "mean KL(teacher || this row's model) per valid frame, nats", 4, "KL nats/frame", ".4f"
+    )
+    err_shared: float | None = _distill(
+        "word errors the teacher makes at the same place too (the same reference word "
+        "substituted or deleted, or insertions at the same gap), percent of ref. words",
+        5, "Errors shared %", ".2f",
+    )  # fmt: skip
+    err_own: float | None = _distill(
+        "word errors the teacher does not make, percent of ref. words (shared + own = WER)",
+        6, "Errors own %", ".2f",
+    )  # fmt: skip
+    err_fixed: float | None = _distill(
+        "the teacher's word errors this row does not make, percent of ref. words "
+        "(shared + fixed = the teacher's WER)",
+        7, "Teacher errors fixed %", ".2f",
+    )  # fmt: skip
+    agreement_note: str | None = _key(
+        "why the frame figures (``agree_*``, ``kl_teacher_student``) are null (another "
+        "vocabulary or frame rate; an int8 or sherpa-onnx row)",
+        optional=True,
+        column=(8, "Note", lambda row: row.get("agreement_note") or ""),
+        table="distill",
+    )
+
     def to_dict(self) -> dict:
         """The results.json object: every key in declaration order, optional ones when set."""
         return {
@@ -231,9 +289,12 @@ def _column(f) -> Column:
 _FIELDS = fields(ResultRow)
 REQUIRED_KEYS = tuple(_json_key(f) for f in _FIELDS if f.metadata["required"])
 NUMBER_KEYS = tuple(_json_key(f) for f in _FIELDS if f.metadata["number"])
-COLUMNS = tuple(
-    _column(f)
-    for f in sorted(
-        (f for f in _FIELDS if f.metadata["column"]), key=lambda f: f.metadata["column"][0]
-    )
-)
+
+
+def _columns(table: str) -> tuple[Column, ...]:
+    shown = [f for f in _FIELDS if f.metadata["column"] and f.metadata["table"] == table]
+    return tuple(_column(f) for f in sorted(shown, key=lambda f: f.metadata["column"][0]))
+
+
+COLUMNS = _columns("main")
+DISTILL_COLUMNS = COLUMNS[:2] + _columns("distill")  # Model, Mode, then the comparison

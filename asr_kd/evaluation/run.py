@@ -50,6 +50,12 @@ and ``config.yaml``.
 A transformers CTC model (``ckpt.<name>=hf:<dir|hub id>[@revision]``) gets one
 ``full`` row, always run in torch (:mod:`~asr_kd.evaluation.backends.hf`).
 
+When a checkpoint is named ``teacher``, every other model's rows say what it took from that
+teacher (:mod:`~asr_kd.evaluation.agreement`): frame agreement of the argmaxes (the teacher's
+non-blank and blank frames), KL(teacher || student) per frame, and its word errors split into
+those the teacher shares and its own (and the teacher's it fixed); results.md shows them in a
+second table, ``wer_vs_agreement.png`` plots WER against the non-blank agreement.
+
 When ``<data.dir>/prepare_report.json`` exists, ``meta["prepare"]`` gives per evaluated subset
 how many cuts ``asr-kd-prepare`` dropped and why (and the subset's heading in ``results.md``
 says so when any were), so a WER over fewer utterances than the corpus holds is visible.
@@ -81,6 +87,7 @@ import asr_kd
 from asr_kd.config import save_config
 from asr_kd.data.prepare import prepare_skips
 from asr_kd.errors import MissingFileError
+from asr_kd.evaluation.agreement import add_agreement
 from asr_kd.evaluation.backends import BACKENDS, Backend, Corpus
 from asr_kd.evaluation.report import write_results
 from asr_kd.evaluation.settings import EvalSettings, only_greedy
@@ -177,6 +184,7 @@ def evaluate(cfg: DictConfig) -> dict:
             for backend in backends:
                 if backend.runs(loaded):
                     rows += [row.to_dict() for row in backend.rows(name, loaded, subset)]
+    rows = add_agreement(rows, models, corpus, settings)
     meta = _meta(settings)
     for backend in backends:
         meta.update(backend.meta())

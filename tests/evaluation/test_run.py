@@ -141,6 +141,22 @@ def test_report_files_are_written_and_parseable(evaluated):
     assert "ckpt:" in open(f"{out}/config.yaml").read()
 
 
+def test_student_rows_say_what_they_took_from_the_teacher(evaluated):
+    """Every student row (full and each chunk size) is compared with ``ckpt.teacher``: frame
+    agreement, KL and its word errors split, in results.json, results.md and a plot."""
+    cfg, results = evaluated
+    teacher, *students = results["rows"]
+    assert "teacher" not in teacher and "err_shared" not in teacher
+    for row in students:
+        assert row["teacher"] == "teacher" and "agreement_note" not in row
+        assert 0 <= row["agree_nonblank"] <= 100 and row["kl_teacher_student"] > 0
+        assert row["err_shared"] + row["err_own"] == pytest.approx(row["wer"])
+        assert row["err_shared"] + row["err_fixed"] == pytest.approx(teacher["wer"])
+    md = open(f"{cfg.out_dir}/results.md").read()
+    assert "Agree non-blank %" in md and "Errors shared %" in md
+    assert open(f"{cfg.out_dir}/wer_vs_agreement.png", "rb").read(4) == b"\x89PNG"
+
+
 def test_row_figures_are_those_of_its_hypotheses_file(evaluated):
     """wer, cer, sub, del and ins of a row: the error rates of the hypotheses it wrote."""
     cfg, results = evaluated

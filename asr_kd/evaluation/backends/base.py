@@ -28,7 +28,7 @@ from asr_kd.models.profile import (
 )
 from asr_kd.models.streaming import chunk_frames
 
-__all__ = ["Backend", "Corpus", "model_figures", "scored_row"]
+__all__ = ["Backend", "Corpus", "hyps_path", "model_figures", "read_hyps", "scored_row"]
 
 
 class Corpus:
@@ -132,14 +132,24 @@ class Backend(ABC):
     def row(self, scored: Decoded, timed: Decoded, **fields) -> ResultRow:
         """:func:`scored_row`, and ``hyps/<model>.<subset>.<mode>[-int8].tsv`` of ``scored``."""
         row = scored_row(scored=scored, timed=timed, **fields)
-        tag = "-int8" if row.quantize == "int8" else ""
-        path = self.settings.out_dir / "hyps" / f"{row.model}.{row.subset}.{row.mode}{tag}.tsv"
-        _write_hyps(path, scored)
+        _write_hyps(hyps_path(self.settings.out_dir, row), scored)
         return row
 
     def chunk_size(self, name: str, loaded, chunk_ms: float) -> int:
         """Encoder frames of a ``chunk_sizes_ms`` entry (``ValueError`` unless it fits)."""
         return chunk_frames(loaded.model, chunk_ms, source=f"model {name} ({loaded.path})")
+
+
+def hyps_path(out_dir: Path, row: ResultRow) -> Path:
+    """``<out_dir>/hyps/<model>.<subset>.<mode>[-int8].tsv``: the hypotheses of ``row``."""
+    tag = "-int8" if row.quantize == "int8" else ""
+    return Path(out_dir) / "hyps" / f"{row.model}.{row.subset}.{row.mode}{tag}.tsv"
+
+
+def read_hyps(path: Path) -> dict[str, tuple[str, str]]:
+    """Cut id -> (reference, hypothesis) of a file :meth:`Backend.row` wrote."""
+    lines = Path(path).read_text().splitlines()[1:]  # the header
+    return {cut_id: (ref, hyp) for cut_id, ref, hyp in (line.split("\t") for line in lines)}
 
 
 def _write_hyps(path: Path, decoded: Decoded) -> None:
