@@ -8,7 +8,13 @@ from dataclasses import fields, replace
 import pytest
 
 from asr_kd.evaluation.report import load_results, render_markdown
-from asr_kd.evaluation.rows import COLUMNS, NUMBER_KEYS, REQUIRED_KEYS, ResultRow
+from asr_kd.evaluation.rows import (
+    COLUMNS,
+    DISTILL_COLUMNS,
+    NUMBER_KEYS,
+    REQUIRED_KEYS,
+    ResultRow,
+)
 
 COMMON = dict(model="student_kd", subset="test", wer=12.5, cer=4.25, sub=6.5, del_=4.0, ins=2.0)
 COMMON.update(rtf=0.0123, cpu_s_per_audio_h=44.5, joules_per_audio_h=None)
@@ -104,6 +110,8 @@ def test_load_checks_come_from_the_schema():
         *("wer", "cer", "sub", "del", "ins", "rtf", "latency_ms", "params"),
         *("macs_per_audio_s", "model_mb", "rtf_batch", "rtf_without_fbank"),
         *("cpu_s_per_audio_h", "joules_per_audio_h", "graph_mb"),
+        *("agree_nonblank", "agree_blank", "kl_teacher_student"),
+        *("err_shared", "err_own", "err_fixed"),
     }
 
 
@@ -128,3 +136,31 @@ def test_markdown_columns_and_cells(tmp_path):
         *("0.0123", "-", "320", "1.23 M", "25.00 M", "4.90", "0.46", "44.50", "n/a (no RAPL)"),
     ]
     assert sherpa[:2] == ["student_kd", "full-sherpa-onnx"] and sherpa[9] == "full utt."
+
+
+def test_the_teacher_comparison_is_a_second_table_of_the_rows_that_have_it(tmp_path):
+    compared = replace(
+        STREAM,
+        teacher="teacher",
+        agree_nonblank=91.25,
+        kl_teacher_student=0.1234,
+        err_shared=8.5,
+        err_own=4.0,
+        err_fixed=2.25,
+    )
+    assert [c.header for c in DISTILL_COLUMNS] == [
+        *("Model", "Mode", "Agree non-blank %", "Agree blank %", "KL nats/frame"),
+        *("Errors shared %", "Errors own %", "Teacher errors fixed %", "Note"),
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"rows": [r.to_dict() for r in (compared, SHERPA)], "meta": {}}))
+    md = render_markdown(load_results(path)).splitlines()
+    second = md.index("| " + " | ".join(c.header for c in DISTILL_COLUMNS) + " |")
+    cells = [c.strip() for c in md[second + 2].strip("|").split("|")]
+    assert cells == [
+        *("student_kd (int8)", "stream-320ms", "91.25", "-", "0.1234", "8.50", "4.00", "2.25"),
+        "",
+    ]
+    # the sherpa row has no teacher keys: not in the second table
+    assert [line for line in md[second:] if line.startswith("| student_kd")] == [md[second + 2]]
+    assert "agree_nonblank" not in SHERPA.to_dict()  # absent, not a column of nulls
