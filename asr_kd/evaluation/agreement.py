@@ -15,9 +15,10 @@ model's rows get, beside their WER (keys declared in :class:`~asr_kd.evaluation.
 The frame figures come from one batched torch pass per subset on ``device``: the teacher's full
 context, and each student at each row's context (full, or the chunk attention mask of a
 ``stream-<N>ms`` row, which equals ``forward_chunk`` to 1e-4). The ONNX graphs are checked
-against torch before decoding, so the figures hold for runtime=onnx rows; int8 and sherpa-onnx
-rows get the error split only. They need the teacher's frame rate and vocabulary: a teacher with
-others (a transformers model) gives the error split only, and ``agreement_note`` says why.
+against torch before decoding, so the figures hold for runtime=onnx rows; int8, sherpa-onnx and
+beam-search rows get the error split only. The frame figures need the teacher's frame rate and
+vocabulary: a teacher with others (a transformers model) gives the error split only, and
+``agreement_note`` says why.
 
 Usage:
     rows = add_agreement(rows, models, corpus, settings)   # in asr_kd.evaluation.run
@@ -172,6 +173,6 @@ def add_agreement(rows: list[dict], models: dict, corpus: Corpus, settings: Eval
                 figures |= frame_figures(counts[key])
             else:
                 note = frames_note(teacher, models[row.model])
-                figures["agreement_note"] = note or "n/a: frame figures on the fp32 rows"
+                figures["agreement_note"] = note or "n/a: frame figures on the fp32 greedy rows"
             parsed[i] = replace(row, **figures)
     return [r.to_dict() for r in parsed]

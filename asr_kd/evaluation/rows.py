@@ -245,7 +245,7 @@ class ResultRow:
     )  # fmt: skip
     agreement_note: str | None = _key(
         "why the frame figures (``agree_*``, ``kl_teacher_student``) are null (another "
-        "vocabulary or frame rate; an int8 or sherpa-onnx row)",
+        "vocabulary or frame rate; an int8, sherpa-onnx or beam-search row)",
         optional=True,
         column=(8, "Note", lambda row: row.get("agreement_note") or ""),
         table="distill",
