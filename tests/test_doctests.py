@@ -41,6 +41,7 @@ MODULES_WITH_EXAMPLES = [
     "asr_kd.metrics",
     "asr_kd.models.conformer",
     "asr_kd.models.decode",
+    "asr_kd.models.dropout",
     "asr_kd.export.fold",
     "asr_kd.models.loading",
     "asr_kd.models.masks",
