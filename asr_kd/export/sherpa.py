@@ -9,7 +9,11 @@ streaming CTC wants a cache-aware FastConformer's caches and its own (per-featur
 features; Zipformer2's wants Zipformer's ~7 state tensors per layer.
 
 The directory (``model.onnx``, ``tokens.txt``) is what ``from_wenet_ctc(tokens, model,
-chunk_size=C, num_left_chunks=LC)`` loads as it is. What sherpa-onnx does with it (read from
+chunk_size=C, num_left_chunks=LC)`` loads as it is. sherpa-onnx takes ``C`` and ``LC`` from that
+call, never from the model, and its stock ``streaming_server.py`` passes neither (defaults 16
+and 4): so the default export is ``C = 16``, ``LC = 4`` (:data:`SHERPA_CHUNK_SIZE`,
+:data:`SHERPA_LEFT_CHUNKS`), which the stock tools serve as they are, and any other chunk comes
+with a warning of what to pass (:func:`serve_note`). What sherpa-onnx does with it (read from
 ``sherpa-onnx/csrc/online-wenet-ctc-model.cc`` and ``online-recognizer-ctc-impl.h``), and what
 the graph does about each point:
 
@@ -57,7 +61,9 @@ student 143, teacher 140; the teacher's changed between three calls on 1).
 
 Usage:
     asr-kd-export format=sherpa-onnx ckpt=exp/student_kd/checkpoints/last.ckpt \\
-        out_dir=exp/sherpa/student_kd chunk_sizes_ms=[320]
+        out_dir=exp/sherpa/student_kd      # 16 frames, 4 left chunks: streaming_server.py serves it
+    asr-kd-export format=sherpa-onnx ckpt=exp/student_kd/checkpoints/last.ckpt \\
+        out_dir=exp/sherpa/student_kd_320ms chunk_sizes_ms=[320]    # pass chunk_size=8 (warned)
 
     asr-kd-export format=sherpa-onnx ckpt=exp/teacher/checkpoints/last.ckpt \\
         out_dir=exp/sherpa/teacher                        # offline: sherpa_onnx.OfflineRecognizer
