@@ -403,7 +403,9 @@ def test_stock_streaming_server_and_client_give_our_runners_transcripts(
         cmd = [sys.executable, str(EXAMPLES / "streaming_server.py"), *flags]
     else:
         cmd = [sys.executable, "-c", _LAUNCH.format(c=c, lc=lc), str(EXAMPLES), *flags]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(  # in tmp_path: it writes log/ into its working directory
+        cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         _wait_for(server, port, seconds=60)
         runner = OnnxStreamingCTC(export_step(loaded, tmp_path / "step.onnx", c, lc))
