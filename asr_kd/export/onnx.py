@@ -21,6 +21,7 @@ Usage:
     asr-kd-export ckpt=exp/student_kd/checkpoints/last.ckpt out_dir=exp/onnx/student_kd \\
         chunk_sizes_ms=[320] left_chunks=null       # null = the model's default_left_chunks
     asr-kd-export format=sherpa-onnx ckpt=... out_dir=exp/sherpa/student_kd   # asr_kd.export.sherpa
+        # (chunk_sizes_ms=null there: sherpa-onnx's default chunk, 16 frames / 4 left chunks)
     asr-kd-export format=sherpa-onnx recognizer=offline ckpt=... out_dir=...  # OfflineRecognizer
 
     asr-kd-export ckpt=... out_dir=exp/onnx/student_kd quantize=int8   # + exp/onnx/student_kd/int8/
@@ -243,6 +244,7 @@ def _check_sherpa(loaded: LoadedModel, paths: dict[str, Path]) -> dict[str, floa
 
 # format -> (export into a directory, check the graphs against torch, what the errors call it);
 # ours for asr_kd.inference.onnx, sherpa-onnx's WeNet CTC for its recognizers.
+DEFAULT_CHUNK_MS = 320  # chunk_sizes_ms=null with format=asr_kd: the demo's streaming latency
 _FORMATS = {
     "asr_kd": (_export_ours, _check_ours, "ONNX export"),
     "sherpa-onnx": (_export_sherpa, _check_sherpa, "sherpa-onnx export"),
@@ -286,19 +288,35 @@ def export_and_check(
     step graph per chunk size; ``sherpa-onnx``: ``model.onnx`` for ``recognizer``), and with
     ``quantize="int8"`` its int8 copies (``int8_scheme``) into ``out_dir/int8``, each checked
     against torch.
-    ``chunk_sizes`` in encoder frames; ``left_chunks=None``: the model's default. It does not
+    ``chunk_sizes`` in encoder frames (None: sherpa-onnx's default chunk, that format only);
+    ``left_chunks=None``: the model's default (sherpa-onnx's with its default chunk). It does not
     judge the differences: :meth:`Checked.check` does, once the caller has recorded them."""
     if fmt not in _FORMATS:
         raise ConfigError(f"format must be one of {FORMATS}, got {fmt!r}")
     export, check, _ = _FORMATS[fmt]
     out_dir = Path(out_dir)
-    paths = export(loaded, out_dir, list(chunk_sizes), left_chunks, recognizer)
+    chunk_sizes = None if chunk_sizes is None else list(chunk_sizes)
+    paths = export(loaded, out_dir, chunk_sizes, left_chunks, recognizer)
     diffs = check(loaded, paths)
     if check_quantize(quantize) == "int8":
         int8_paths, int8_diffs = quantize_export(loaded, paths, out_dir, check, int8_scheme)
         paths = {**paths, **{k + INT8_SUFFIX: p for k, p in int8_paths.items()}}
         diffs = {**diffs, **{k + INT8_SUFFIX: d for k, d in int8_diffs.items()}}
     return Checked(fmt, paths, diffs)
+
+
+def _chunk_sizes(cfg: DictConfig, loaded: LoadedModel, recognizer: str) -> list[int] | None:
+    """``cfg.chunk_sizes_ms`` in encoder frames; when null, [``DEFAULT_CHUNK_MS``] for our
+    format and None (sherpa-onnx's own default chunk) for ``format=sherpa-onnx``."""
+    if not loaded.model.streaming or recognizer == "offline":  # chunk sizes matter only there
+        return []
+    if cfg.chunk_sizes_ms is None:
+        if cfg.format == "sherpa-onnx":
+            return None
+        chunk_ms = [DEFAULT_CHUNK_MS]
+    else:
+        chunk_ms = as_list(cfg.chunk_sizes_ms)
+    return [chunk_frames(loaded.model, ms, source=str(loaded.path)) for ms in chunk_ms]
 
 
 def run(cfg: DictConfig) -> dict:
@@ -322,11 +340,8 @@ def run(cfg: DictConfig) -> dict:
     scheme = check_int8_scheme(str(cfg.get("int8_scheme", DEFAULT_INT8_SCHEME)))
     save_config(cfg, out_dir)
     loaded = load_model(cfg.ckpt)
-    steps = loaded.model.streaming and recognizer != "offline"  # chunk sizes matter only there
-    chunk_ms = as_list(cfg.chunk_sizes_ms) if steps else []
-    chunk_sizes = [chunk_frames(loaded.model, ms, source=str(loaded.path)) for ms in chunk_ms]
     checked = export_and_check(
-        loaded, out_dir, cfg.format, chunk_sizes, cfg.left_chunks,
+        loaded, out_dir, cfg.format, _chunk_sizes(cfg, loaded, recognizer), cfg.left_chunks,
         recognizer=recognizer, quantize=quantize, int8_scheme=scheme,
     )  # fmt: skip
     summary = _summary(checked)

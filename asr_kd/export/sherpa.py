@@ -9,7 +9,11 @@ streaming CTC wants a cache-aware FastConformer's caches and its own (per-featur
 features; Zipformer2's wants Zipformer's ~7 state tensors per layer.
 
 The directory (``model.onnx``, ``tokens.txt``) is what ``from_wenet_ctc(tokens, model,
-chunk_size=C, num_left_chunks=LC)`` loads as it is. What sherpa-onnx does with it (read from
+chunk_size=C, num_left_chunks=LC)`` loads as it is. sherpa-onnx takes ``C`` and ``LC`` from that
+call, never from the model, and its stock ``streaming_server.py`` passes neither (defaults 16
+and 4): so the default export is ``C = 16``, ``LC = 4`` (:data:`SHERPA_CHUNK_SIZE`,
+:data:`SHERPA_LEFT_CHUNKS`), which the stock tools serve as they are, and any other chunk comes
+with a warning of what to pass (:func:`serve_note`). What sherpa-onnx does with it (read from
 ``sherpa-onnx/csrc/online-wenet-ctc-model.cc`` and ``online-recognizer-ctc-impl.h``), and what
 the graph does about each point:
 
@@ -57,7 +61,9 @@ student 143, teacher 140; the teacher's changed between three calls on 1).
 
 Usage:
     asr-kd-export format=sherpa-onnx ckpt=exp/student_kd/checkpoints/last.ckpt \\
-        out_dir=exp/sherpa/student_kd chunk_sizes_ms=[320]
+        out_dir=exp/sherpa/student_kd      # 16 frames, 4 left chunks: streaming_server.py serves it
+    asr-kd-export format=sherpa-onnx ckpt=exp/student_kd/checkpoints/last.ckpt \\
+        out_dir=exp/sherpa/student_kd_320ms chunk_sizes_ms=[320]    # pass chunk_size=8 (warned)
 
     asr-kd-export format=sherpa-onnx ckpt=exp/teacher/checkpoints/last.ckpt \\
         out_dir=exp/sherpa/teacher                        # offline: sherpa_onnx.OfflineRecognizer
@@ -75,6 +81,7 @@ Usage:
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -97,11 +104,14 @@ from asr_kd.inference.sherpa import (
 from asr_kd.models.loading import LoadedModel
 from asr_kd.models.streaming import StepSpec
 
+log = logging.getLogger(__name__)
 __all__ = [
     "LOG_FLOOR",
     "LOG_SCALE",
     "MODEL_FILE",
     "RECOGNIZERS",
+    "SHERPA_CHUNK_SIZE",
+    "SHERPA_LEFT_CHUNKS",
     "TOKENS_FILE",
     "SherpaOfflineGraph",
     "SherpaStepGraph",
@@ -110,6 +120,7 @@ __all__ = [
     "export_sherpa_dir",
     "export_sherpa_model",
     "export_sherpa_offline",
+    "serve_note",
     "sherpa_layout",
     "write_tokens",
 ]
@@ -118,6 +129,11 @@ MODEL_FILE = "model.onnx"
 TOKENS_FILE = "tokens.txt"
 LOG_SCALE = 2 * math.log(32768.0)  # WeNet models get samples * 32768: power spectra * 2**30
 LOG_FLOOR = math.log(float(np.finfo(np.float32).eps))  # lhotse's and kaldi-native-fbank's floor
+# sherpa-onnx's OnlineWenetCtcModelConfig defaults (encoder frames): what
+# ``OnlineRecognizer.from_wenet_ctc`` and so its stock ``streaming_server.py`` use when the caller
+# passes no chunk size. The online graph has a fixed chunk, so we export these unless asked.
+SHERPA_CHUNK_SIZE = 16
+SHERPA_LEFT_CHUNKS = 4
 INPUTS = ("x", "offset", "required_cache_size", "att_cache", "cnn_cache", "att_mask")
 OUTPUTS = ("log_probs", "r_att_cache", "r_cnn_cache")
 OFFLINE_INPUTS = ("x", "x_lens")
@@ -319,7 +335,32 @@ def export_sherpa(
     graph = SherpaStepGraph(model, chunk_size, left_chunks).eval()
     meta = _metadata(loaded, kind=ONLINE_KIND, **graph.spec.to_metadata())
     names = {"input_names": list(INPUTS), "output_names": list(OUTPUTS)}
-    return _write_sherpa(loaded, graph, Path(out_dir), names, meta, "streaming")
+    note = serve_note(chunk_size, left_chunks)
+    paths = _write_sherpa(loaded, graph, Path(out_dir), names, meta, f"streaming; {note}")
+    if (chunk_size, left_chunks) != (SHERPA_CHUNK_SIZE, SHERPA_LEFT_CHUNKS):
+        log.warning("%s: %s", paths["model"], note)
+    return paths
+
+
+def serve_note(chunk_size: int, left_chunks: int) -> str:
+    """What a caller of ``from_wenet_ctc`` must pass to serve an online graph of ``chunk_size``
+    frames and ``left_chunks`` cached chunks (sherpa-onnx reads neither from the model).
+
+    >>> serve_note(16, 4)[:42]
+    "sherpa-onnx's defaults (chunk_size=16, num"
+    >>> serve_note(8, 4)[:60]
+    'pass chunk_size=8, num_left_chunks=4 to OnlineRecognizer.fro'
+    """
+    if (chunk_size, left_chunks) == (SHERPA_CHUNK_SIZE, SHERPA_LEFT_CHUNKS):
+        return (
+            f"sherpa-onnx's defaults (chunk_size={chunk_size}, num_left_chunks={left_chunks}): "
+            "its streaming_server.py serves it as it is"
+        )
+    return (
+        f"pass chunk_size={chunk_size}, num_left_chunks={left_chunks} to "
+        "OnlineRecognizer.from_wenet_ctc: sherpa-onnx's streaming_server.py passes none "
+        f"(defaults {SHERPA_CHUNK_SIZE}, {SHERPA_LEFT_CHUNKS}) and cannot run this graph"
+    )
 
 
 def export_sherpa_offline(loaded: LoadedModel, out_dir: str | Path) -> dict[str, Path]:
@@ -433,7 +474,9 @@ def export_sherpa_dir(
     """``format=sherpa-onnx`` of :func:`asr_kd.export.onnx.export_and_check`: one directory
     (``model.onnx``, ``tokens.txt``) for ``recognizer`` (``online``: the one chunk size's step;
     ``offline``: the full-context graph; ``auto``: online for a streaming model, offline
-    otherwise), as ``{kind: model.onnx}``, kind ``sherpa-onnx`` or ``sherpa-onnx-offline``."""
+    otherwise), as ``{kind: model.onnx}``, kind ``sherpa-onnx`` or ``sherpa-onnx-offline``.
+    ``chunk_sizes=None``: sherpa-onnx's default chunk (:data:`SHERPA_CHUNK_SIZE`) and, unless
+    ``left_chunks`` is given, its default left context (:data:`SHERPA_LEFT_CHUNKS`)."""
     streaming = bool(getattr(loaded.model, "streaming", False))
     if recognizer not in RECOGNIZERS:
         raise ConfigError(f"recognizer must be one of {RECOGNIZERS}, got {recognizer!r}")
@@ -444,6 +487,9 @@ def export_sherpa_dir(
             f"{loaded.path} holds a full-context model: it has no streaming step for "
             "sherpa_onnx.OnlineRecognizer; use recognizer=offline (OfflineRecognizer)"
         )
+    elif chunk_sizes is None:  # the chunk sherpa-onnx's tools run when given none
+        chunk_size = SHERPA_CHUNK_SIZE
+        lc = SHERPA_LEFT_CHUNKS if left_chunks is None else int(left_chunks)
     elif len(chunk_sizes) != 1:
         raise ConfigError(
             f"format=sherpa-onnx writes one model.onnx per directory: give one chunk size "

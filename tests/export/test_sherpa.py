@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+import os
+import runpy
+import socket
+import subprocess
+import sys
+import time
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +26,18 @@ from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.errors import BadFileError, ConfigError
 from asr_kd.evaluation.run import evaluate
 from asr_kd.export.onnx import export_full, export_step, run
-from asr_kd.export.sherpa import LOG_SCALE, check_sherpa, export_sherpa, export_sherpa_offline
+from asr_kd.export.sherpa import (
+    LOG_SCALE,
+    SHERPA_CHUNK_SIZE,
+    SHERPA_LEFT_CHUNKS,
+    check_sherpa,
+    export_sherpa,
+    export_sherpa_offline,
+)
 from asr_kd.inference.onnx import OnnxCTC, OnnxStreamingCTC
-from asr_kd.inference.sherpa import SherpaOfflineDecoder, SherpaStreamingDecoder
+from asr_kd.inference.sherpa import SherpaOfflineDecoder, SherpaStreamingDecoder, read_layout
 from asr_kd.models.decode import collapse_ids
-from asr_kd.models.loading import LoadedModel
+from asr_kd.models.loading import LoadedModel, load_model
 from tests.helpers.tiny_runs import evaluate_overrides
 
 sherpa_onnx = pytest.importorskip("sherpa_onnx")
@@ -301,3 +316,113 @@ def test_evaluate_sherpa_rows_beside_the_onnx_ones(
         evaluate(compose("evaluate", [*overrides[:-1], "runtime=[torch,onnx]"]))
     with pytest.raises(ConfigError, match=r"cache of >= 1 chunk.*left_chunks=0"):
         evaluate(compose("evaluate", [*overrides, "left_chunks=0"]))  # before any export
+
+
+# ------------------------------------------------ sherpa-onnx's own server and client, loopback
+# sherpa-onnx's python-api-examples/ (streaming_server.py, http_server.py and
+# online-websocket-client-decode-file.py, which its wheel does not ship): a checkout of
+# k2-fsa/sherpa-onnx named by SHERPA_ONNX_EXAMPLES; their code stays theirs, not copied here.
+EXAMPLES = Path(os.environ.get("SHERPA_ONNX_EXAMPLES", "/nonexistent"))
+SERVER_TAIL = 4800  # streaming_server.py's 0.3 s of tail padding after the client's "Done"
+# The stock server with sherpa-onnx's chunk_size / num_left_chunks replaced, as a user who
+# exports another chunk size does to its from_wenet_ctc call (the server has no such flag).
+_LAUNCH = """import functools, runpy, sys, sherpa_onnx
+online = sherpa_onnx.OnlineRecognizer
+online.from_wenet_ctc = functools.partial(online.from_wenet_ctc, chunk_size={c}, num_left_chunks={lc})
+sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0] + "/streaming_server.py", run_name="__main__")
+"""
+
+
+def _doc_root(path: Path) -> Path:
+    """Empty stand-ins for the web page's static files, which the server reads at start."""
+    for name, _ in runpy.run_path(str(EXAMPLES / "http_server.py"))["_static_files"]:
+        (path / name.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (path / name.lstrip("/")).touch()
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(server: subprocess.Popen, port: int, seconds: float) -> None:
+    """Return once ``server`` accepts connections on ``port``; fail if it exits or is late."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"streaming_server.py exited: {server.stderr.read()[-2000:]}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    pytest.fail(f"streaming_server.py not listening on {port} after {seconds} s")
+
+
+def _client_text(port: int, wav: Path) -> str:
+    """The final text sherpa-onnx's client prints for ``wav`` (it waits for the server's last
+    message: a server that dies inside its handler leaves it waiting, hence the timeout)."""
+    client = EXAMPLES / "online-websocket-client-decode-file.py"
+    args = [sys.executable, str(client), "--server-port", str(port), "--seconds-per-message", "0"]
+    out = subprocess.run([*args, str(wav)], capture_output=True, text=True, timeout=30)
+    final = out.stderr.split("Final result is:\n")
+    assert out.returncode == 0 and len(final) == 2, out.stderr[-2000:]
+    return ast.literal_eval(final[1].splitlines()[0])["text"]
+
+
+def _int16_wav(samples: np.ndarray, path: Path) -> np.ndarray:
+    """Write ``samples`` as the client's 16-bit wav; return the samples it will send."""
+    pcm = np.clip(np.round(samples * 32768), -32768, 32767).astype(np.int16)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(16000)
+        out.writeframes(pcm.tobytes())
+    return pcm.astype(np.float32) / 32768
+
+
+@pytest.mark.parametrize("chunk", ["default", 8])
+def test_stock_streaming_server_and_client_give_our_runners_transcripts(
+    tmp_path, chunk, make_checkpoint, utterances
+):
+    """Regression: the default export (320 ms) left sherpa-onnx's stock server, which passes no
+    chunk_size, failing inside its handler (x of 64 frames, the graph's 32) and its client
+    waiting forever. The default is now sherpa-onnx's chunk; another runs when passed."""
+    pytest.importorskip("websockets", reason="sherpa-onnx's server and client need websockets")
+    if not (EXAMPLES / "streaming_server.py").is_file():
+        pytest.skip("set SHERPA_ONNX_EXAMPLES=<sherpa-onnx checkout>/python-api-examples")
+    ckpt = make_checkpoint(tmp_path / "student.ckpt", streaming=True)
+    loaded = load_model(ckpt)
+    out = tmp_path / "sherpa"
+    args = [f"ckpt={ckpt}", f"out_dir={out}", "format=sherpa-onnx"]
+    if chunk != "default":
+        args += [f"chunk_sizes_ms=[{chunk * loaded.model.frame_shift_ms}]", "left_chunks=4"]
+    run(compose("export", args))
+    layout = read_layout(out / "model.onnx")
+    c, lc = layout["chunk_size"], layout["num_left_chunks"]
+    assert (c, lc) == ((SHERPA_CHUNK_SIZE, SHERPA_LEFT_CHUNKS) if chunk == "default" else (8, 4))
+    port = _free_port()
+    flags = ["--wenet-ctc", str(out / "model.onnx"), "--tokens", str(out / "tokens.txt")]
+    flags += ["--port", str(port), "--num-threads", "1", "--use-endpoint", "0"]
+    flags += ["--doc-root", str(_doc_root(tmp_path / "web"))]
+    if chunk == "default":
+        cmd = [sys.executable, str(EXAMPLES / "streaming_server.py"), *flags]
+    else:
+        cmd = [sys.executable, "-c", _LAUNCH.format(c=c, lc=lc), str(EXAMPLES), *flags]
+    server = subprocess.Popen(  # in tmp_path: it writes log/ into its working directory
+        cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(server, port, seconds=60)
+        runner = OnnxStreamingCTC(export_step(loaded, tmp_path / "step.onnx", c, lc))
+        texts, ours = [], []
+        for i, samples in enumerate(utterances):
+            sent = _int16_wav(samples, tmp_path / f"{i}.wav")
+            texts.append(_client_text(port, tmp_path / f"{i}.wav"))
+            # The server sends sherpa-onnx's result text, which drops a leading "'" (see
+            # asr_kd.inference.sherpa._text; our decoder reads the result's tokens instead).
+            ours.append(_ours(runner, loaded.tokenizer, sent, SERVER_TAIL).removeprefix("'"))
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    assert texts == ours and sum(map(len, texts)) > 10  # a random model says something
