@@ -161,10 +161,16 @@ def test_a_missing_subset_in_a_list_fails_before_any_dump(
 
 
 def _same_targets(a: SoftTargetStore, b: SoftTargetStore) -> None:
+    """The same cuts, token ids and lengths; probabilities and layers within fp16 rounding: a
+    cut padded in another batch shape goes through other matmul blockings (docs/results.md: on
+    the demo's teacher, 8 of 89,466 frames' probabilities moved by at most 7.6e-6)."""
     assert sorted(a._cuts) == sorted(b._cuts)
     for cut_id in a._cuts:
         for x, y in zip(a.get(cut_id), b.get(cut_id), strict=True):
-            assert torch.equal(x, y), cut_id
+            if x.is_floating_point():
+                torch.testing.assert_close(x, y, rtol=0, atol=2e-3, msg=cut_id)
+            else:
+                assert torch.equal(x, y), cut_id
 
 
 def _dump_rank(config, data_dir, teacher_ckpt, out, rank, *overrides):
@@ -290,8 +296,4 @@ def test_two_rank_processes_side_by_side_from_torchruns_environment(
     assert codecs == {store.info["hidden"]["codec_files"]["hidden_codec1.int8.npy"]["sha256"]}
     numbers = sorted(int(p.name[6:11]) for p in out.glob("shard_*.json"))
     assert {n % 2 for n in numbers} == {0, 1}
-    full = SoftTargetStore(targets_dir)
-    assert sorted(full._cuts) == sorted(store._cuts)
-    for cut_id in full._cuts:
-        for x, y in zip(full.get(cut_id), store.get(cut_id), strict=True):
-            assert torch.equal(x, y), cut_id
+    _same_targets(SoftTargetStore(targets_dir), store)
