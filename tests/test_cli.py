@@ -26,7 +26,7 @@ from tests.helpers.console import one_error_line, only_hydra_leftovers, run_cons
 COMMANDS = ["synth", "prepare", "train", "dump_targets", "distill", "evaluate", "export"]
 # The groups each command's config has, and the presets (+experiment) that fit it.
 GROUPS = {
-    "synth": set(),
+    "synth": {"corpus"},
     "prepare": {"tokenizer"},
     "train": {"data", "model", "trainer", "experiment"},
     "dump_targets": {"data"},
