@@ -38,6 +38,7 @@ from asr_kd.inference.onnx import OnnxCTC, OnnxStreamingCTC
 from asr_kd.inference.sherpa import SherpaOfflineDecoder, SherpaStreamingDecoder, read_layout
 from asr_kd.models.decode import collapse_ids
 from asr_kd.models.loading import LoadedModel, load_model
+from tests.helpers.net import free_port
 from tests.helpers.tiny_runs import evaluate_overrides
 
 sherpa_onnx = pytest.importorskip("sherpa_onnx")
@@ -342,12 +343,6 @@ def _doc_root(path: Path) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _wait_for(server: subprocess.Popen, port: int, seconds: float) -> None:
     """Return once ``server`` accepts connections on ``port``; fail if it exits or is late."""
     deadline = time.monotonic() + seconds
@@ -401,7 +396,7 @@ def test_stock_streaming_server_and_client_give_our_runners_transcripts(
     layout = read_layout(out / "model.onnx")
     c, lc = layout["chunk_size"], layout["num_left_chunks"]
     assert (c, lc) == ((SHERPA_CHUNK_SIZE, SHERPA_LEFT_CHUNKS) if chunk == "default" else (8, 4))
-    port = _free_port()
+    port = free_port()
     flags = ["--wenet-ctc", str(out / "model.onnx"), "--tokens", str(out / "tokens.txt")]
     flags += ["--port", str(port), "--num-threads", "1", "--use-endpoint", "0"]
     flags += ["--doc-root", str(_doc_root(tmp_path / "web"))]

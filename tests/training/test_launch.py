@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import torch
 
 from asr_kd.errors import ConfigError
 from asr_kd.training.launch import check_launch, is_global_zero, launcher_world_size
+from tests.helpers.net import free_port
 from tests.helpers.tiny_runs import TINY_RUN
 
 _LAUNCH_ENV = ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK",
@@ -77,18 +77,12 @@ def test_a_world_size_other_than_nodes_times_devices_is_refused(no_launcher):
     check_launch({"accelerator": "cpu", "devices": [0, 1], "num_nodes": 1})
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_nodes(out: Path, overrides: list[str], tag: str) -> list[subprocess.Popen]:
     """Two torchrun processes on localhost acting as two nodes of one process each, running
     ``asr-kd-distill`` with ``overrides``; stdout+stderr in ``out.parent/<tag>-node<r>.txt``."""
     torchrun = Path(sys.executable).parent / "torchrun"
     command = Path(sys.executable).parent / "asr-kd-distill"
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = []
     for rank in (0, 1):
