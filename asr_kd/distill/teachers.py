@@ -103,11 +103,8 @@ class CachedTargets:
     def lookup(self, cut_ids: Sequence[str]) -> TeacherOutput:
         """The targets of ``cut_ids`` on the CPU: ids, probs (B, T', k), lens (B,), hidden."""
         cut_ids = [c if c in self.store else _LHOTSE_DUPLICATE.sub("", c) for c in cut_ids]
-        ids, probs, lens = self.store.batch(cut_ids, self.k)
-        hidden = None
-        if self.hidden_layers:
-            hidden = self.store.hidden(cut_ids, self.hidden_layers)
-        return TeacherOutput(ids, probs, lens, hidden)
+        stored = self.store.decode_batch(cut_ids, self.k, self.hidden_layers)
+        return TeacherOutput(stored.ids, stored.probs, stored.lens, stored.hidden or None)
 
     def batch_fields(self, batch: dict) -> dict:
         """``{"soft_targets": TeacherOutput}`` of a CPU batch (in a loader worker); a
