@@ -167,3 +167,25 @@ def test_pruned_history_keeps_the_transcript_of_a_long_stream(decoding, tmp_path
     assert pruned == full and pruned_partial == partial
     assert decoding == "beam" or full == text
     assert len(search.decoder.decoder.get_best_hypothesis().tokens) < 200  # history dropped
+
+
+@pytest.mark.parametrize("decoding", ["beam", "beam_lm"])
+def test_a_streamed_chunk_reads_the_best_hypothesis_only_for_a_partial(decoding, tmp_path, arpa):
+    """Regression: every accept traced flashlight's best hypothesis back to the first frame, so
+    a chunk cost more the longer the utterance. Fed without partials the stream never traces it;
+    with prune_frames each trace stays short however long the stream."""
+    tok = Tokenizer.char()
+    log_probs = _emissions(tok, " ".join(TEXT * 3), noise=1.5, seed=5)
+    quiet = make_search(decoding, tok, _settings(tmp_path, lm=str(arpa))).stream()
+    for start in range(0, log_probs.shape[0], 8):
+        quiet.extend(log_probs[start : start + 8])
+    assert quiet.reads == 0
+    search = make_search(decoding, tok, _settings(tmp_path, lm=str(arpa), prune_frames=30))
+    stream, traced, partials = search.stream(), [], []
+    for start in range(0, log_probs.shape[0], 8):
+        stream.extend(log_probs[start : start + 8])
+        partials.append(stream.text)
+        traced.append(len(search.decoder.decoder.get_best_hypothesis().tokens))
+    assert stream.commits > 5 and max(traced) < 200 < log_probs.shape[0] and partials[-1]
+    assert stream.reads == len(traced) + stream.commits
+    assert stream.finalize() == quiet.finalize()
