@@ -8,6 +8,8 @@ beam       CTC prefix beam search, lexicon-free, no LM (flashlight's ``LexiconFr
 beam_lm    beam search constrained to a lexicon, scored by a word n-gram LM (ARPA, KenLM
            inside flashlight-text): ``lm_weight`` x LM log-prob + ``word_score`` per word;
            without ``lm`` the lexicon alone
+beam_hotwords     ``beam`` biased per token towards ``hotwords`` (:mod:`asr_kd.inference.hotwords`)
+beam_lm_hotwords  ``beam_lm`` biased per word towards ``hotwords`` (added to the lexicon)
 =========  ==================================================================================
 
 A :class:`CtcSearch` (``DECODINGS[name](tokenizer, beam)``) makes :class:`SearchStream` s:
@@ -42,6 +44,7 @@ import numpy as np
 import torch
 
 from asr_kd.errors import ConfigError
+from asr_kd.inference.hotwords import ContextGraph, HotwordLM, read_hotwords
 from asr_kd.inference.lm import arpa_file, arpa_words, lexicon_words
 from asr_kd.models.decode import collapse_ids, greedy_ctc
 
@@ -77,6 +80,8 @@ class BeamSettings:
     word_score: float = 0.0
     cache_dir: str = "~/.cache/asr_kd/lm"  # decompressed .arpa.gz and spelled lexicons
     prune_frames: int | None = None  # streaming: commit and forget history this far back
+    hotwords: str | None = None  # WORD or WORD<TAB>boost lines; the *_hotwords searches only
+    hotword_boost: float = 3.0  # log-score bonus per hotword word where the line gives none
 
 
 class SearchStream(ABC):
@@ -307,17 +312,26 @@ class BeamSearch(CtcSearch):
         if self.uses_lexicon:
             lm = None if beam.lm is None else str(arpa_file(beam.lm, beam.cache_dir))
             lexicon = str(self._lexicon_file(lm))
+        lm, lm_weight = self._scorer(lm, lexicon)
         self.decoder = ctc_decoder(
             lexicon=lexicon,
             tokens=symbols,
             lm=lm,
             beam_size=beam.size,
             beam_threshold=beam.threshold,
-            lm_weight=beam.lm_weight,
+            lm_weight=lm_weight,
             word_score=beam.word_score,
             blank_token=symbols[tokenizer.blank_id],
             sil_token=word_end(tokenizer),
         )
+
+    def _scorer(self, lm: str | None, lexicon: str | None) -> tuple[Any, float]:
+        """What flashlight scores words or tokens with, and its weight: the LM file as is."""
+        return lm, self.beam.lm_weight
+
+    def _extra_words(self) -> list[str]:
+        """Words the lexicon gets besides its own (hotwords)."""
+        return []
 
     def _lexicon_file(self, lm: str | None) -> Path:
         beam = self.beam
@@ -331,6 +345,7 @@ class BeamSearch(CtcSearch):
                 f"LM to take its words from (beam.lm=FILE.arpa[.gz], --lm FILE), got lexicon="
                 f"{beam.lexicon}, lm={beam.lm}"
             )
+        words = list(dict.fromkeys([*words, *self._extra_words()]))
         lines = spell_lexicon(words, self.tokenizer)
         if not lines:
             raise ConfigError(
@@ -380,6 +395,65 @@ class LexiconBeamSearch(BeamSearch):
     uses_lexicon = True
 
 
+class HotwordBeamSearch(BeamSearch):
+    """``beam_hotwords``: ``beam`` biased towards ``BeamSettings.hotwords`` per token
+    (:mod:`asr_kd.inference.hotwords`)."""
+
+    name = "beam_hotwords"
+
+    def _hotwords(self) -> list[tuple[str, float]]:
+        if self.beam.hotwords is None:
+            raise ConfigError(
+                f"decoding {self.name} needs a hotword file (beam.hotwords=FILE, --hotwords "
+                "FILE): WORD or WORD<TAB>boost per line"
+            )
+        return read_hotwords(self.beam.hotwords, self.beam.hotword_boost)
+
+    def _extra_words(self) -> list[str]:
+        return [word for hotword, _ in self._hotwords() for word in hotword.split()]
+
+    def _units(self, hotword: str, lexicon: str | None) -> list[int]:
+        return [] if self.tokenizer.cannot_spell(hotword) else self.tokenizer.encode(hotword)
+
+    def _scorer(self, lm: str | None, lexicon: str | None) -> tuple[Any, float]:
+        from flashlight.lib.text.decoder import ZeroLM
+
+        inner = ZeroLM() if lm is None else _kenlm(lm, lexicon)
+        sequences = []
+        for hotword, boost in self._hotwords():
+            units = self._units(hotword, lexicon)
+            if units:
+                sequences.append((tuple(units), boost * len(hotword.split()) / len(units)))
+        return HotwordLM(inner, ContextGraph(sequences), self.beam.lm_weight), 1.0
+
+
+class HotwordLexiconBeamSearch(HotwordBeamSearch):
+    """``beam_lm_hotwords``: ``beam_lm`` biased towards ``BeamSettings.hotwords`` per word;
+    a hotword the lexicon lacks is added to it."""
+
+    name = "beam_lm_hotwords"
+    uses_lexicon = True
+
+    def _units(self, hotword: str, lexicon: str | None) -> list[int]:
+        words = _word_dict(lexicon)
+        return [words.get_index(word) for word in hotword.split()]
+
+
+def _word_dict(lexicon: str):
+    """flashlight's word dictionary of a lexicon file, as torchaudio's decoder makes it (the
+    word ids its LM is called with)."""
+    from flashlight.lib.text.dictionary import create_word_dict, load_words
+
+    return create_word_dict(load_words(lexicon))
+
+
+def _kenlm(lm: str, lexicon: str | None):
+    """flashlight's KenLM over the lexicon's words (or the tokens, lexicon-free)."""
+    from flashlight.lib.text.decoder import KenLM
+
+    return KenLM(lm, _word_dict(lexicon))
+
+
 def word_end(tokenizer) -> str:
     """The token that ends every lexicon spelling, flashlight's "silence": ``▁`` for characters
     (the space the model emits between words), the blank for BPE (whose words begin with their
@@ -412,7 +486,14 @@ def spell_lexicon(words, tokenizer) -> list[str]:
 
 
 DECODINGS: dict[str, type[CtcSearch]] = {
-    search.name: search for search in (GreedySearch, BeamSearch, LexiconBeamSearch)
+    search.name: search
+    for search in (
+        GreedySearch,
+        BeamSearch,
+        LexiconBeamSearch,
+        HotwordBeamSearch,
+        HotwordLexiconBeamSearch,
+    )
 }
 
 

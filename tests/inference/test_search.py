@@ -39,7 +39,9 @@ def arpa(tmp_path):
 
 
 def _settings(tmp_path, **kw) -> BeamSettings:
-    return BeamSettings(cache_dir=str(tmp_path / "cache"), **kw)
+    hotwords = tmp_path / "hotwords.txt"
+    hotwords.write_text("CAT\nDOG\t5\n")
+    return BeamSettings(cache_dir=str(tmp_path / "cache"), **{"hotwords": str(hotwords), **kw})
 
 
 def test_a_lexicon_and_a_word_lm_repair_what_greedy_misspells(tmp_path, arpa):
@@ -65,7 +67,9 @@ def test_the_lm_weight_picks_between_acoustics_and_the_lm(tmp_path, arpa):
     assert heavy.offline(log_probs) != "A DOG SAT ON A MAT"
 
 
-@pytest.mark.parametrize("decoding", ["greedy", "beam", "beam_lm"])
+@pytest.mark.parametrize(
+    "decoding", ["greedy", "beam", "beam_lm", "beam_hotwords", "beam_lm_hotwords"]
+)
 def test_streaming_search_equals_offline_search_over_the_same_log_probs(
     decoding, tmp_path, arpa, tiny
 ):
@@ -89,7 +93,7 @@ def test_streaming_search_equals_offline_search_over_the_same_log_probs(
     assert decoder.finalize() == offline
 
 
-@pytest.mark.parametrize("decoding", ["beam", "beam_lm"])
+@pytest.mark.parametrize("decoding", ["beam", "beam_lm", "beam_lm_hotwords"])
 def test_onnx_runtime_and_torch_give_the_same_beam_transcripts(decoding, tmp_path, arpa, tiny):
     loaded = tiny_loaded(tiny, streaming=True)
     with torch.no_grad():
@@ -136,7 +140,13 @@ def test_beam_lm_without_a_word_list_is_one_config_error(tmp_path):
         make_search("beam_lm", Tokenizer.char(), _settings(tmp_path))
     with pytest.raises(ConfigError, match=r"decoding must be one of .*got 'beam_search'"):
         make_search("beam_search", Tokenizer.char())
-    assert sorted(DECODINGS) == ["beam", "beam_lm", "greedy"]
+    assert sorted(DECODINGS) == [
+        "beam",
+        "beam_hotwords",
+        "beam_lm",
+        "beam_lm_hotwords",
+        "greedy",
+    ]
 
 
 def test_empty_log_probs_decode_to_nothing(tmp_path, arpa):
@@ -189,3 +199,48 @@ def test_a_streamed_chunk_reads_the_best_hypothesis_only_for_a_partial(decoding,
     assert stream.commits > 5 and max(traced) < 200 < log_probs.shape[0] and partials[-1]
     assert stream.reads == len(traced) + stream.commits
     assert stream.finalize() == quiet.finalize()
+
+
+def _runner_up(tok, text: str, best: str, runner_up: str, gap: float) -> torch.Tensor:
+    """Clean log-probs of ``text`` where the first token of ``best`` (on one frame, then
+    blanks) has the first token of ``runner_up`` ``gap`` nats below it."""
+    log_probs = _emissions(tok, text, noise=0.0)
+    frames = [i for token in tok.encode(text) for i in (token, token, 0)]
+    first, second = tok.encode(best)[0], tok.encode(runner_up)[0]
+    t = frames.index(first)
+    log_probs[t, second] = log_probs[t, first] - gap
+    log_probs[t + 1] = log_probs[t + 2]  # a blank frame: no room for both tokens
+    return log_probs.log_softmax(-1)
+
+
+@pytest.mark.parametrize("decoding", ["beam", "beam_lm"])
+def test_a_hotword_the_acoustics_rank_second_is_recognised_when_boosted(decoding, tmp_path, arpa):
+    """KAT is the runner-up to CAT (1.5 nats on its first frames); beam_lm's lexicon lacks it.
+    Unboosted, CAT; boosted, KAT, and only there: the rest of the sentence is unchanged."""
+    tok = Tokenizer.char()
+    log_probs = _runner_up(tok, "THE CAT SAT ON THE MAT", "CAT", "KAT", gap=1.5)
+    (tmp_path / "kat.txt").write_text("KAT\n")
+    plain = make_search(decoding, tok, _settings(tmp_path, lm=str(arpa), lm_weight=0.0))
+    assert plain.offline(log_probs) == "THE CAT SAT ON THE MAT"
+    boosted = make_search(
+        f"{decoding}_hotwords",
+        tok,
+        _settings(tmp_path, lm=str(arpa), lm_weight=0.0, hotwords=str(tmp_path / "kat.txt")),
+    )
+    assert boosted.offline(log_probs) == "THE KAT SAT ON THE MAT"
+    stream = boosted.stream()
+    for start in range(0, log_probs.shape[0], 5):
+        stream.extend(log_probs[start : start + 5])
+    assert stream.finalize() == "THE KAT SAT ON THE MAT"  # streaming too
+    (tmp_path / "weak.txt").write_text("KAT\t0.1\n")  # a per-word boost below the gap
+    weak = make_search(
+        f"{decoding}_hotwords",
+        tok,
+        _settings(tmp_path, lm=str(arpa), lm_weight=0.0, hotwords=str(tmp_path / "weak.txt")),
+    )
+    assert weak.offline(log_probs) == "THE CAT SAT ON THE MAT"
+
+
+def test_hotword_searches_need_a_hotword_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"beam_hotwords needs a hotword file"):
+        make_search("beam_hotwords", Tokenizer.char(), BeamSettings(cache_dir=str(tmp_path)))
