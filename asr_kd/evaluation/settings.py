@@ -143,6 +143,8 @@ def beam_settings(cfg: DictConfig) -> BeamSettings:
         word_score=float(cfg.word_score),
         cache_dir=str(cfg.cache_dir),
         prune_frames=None if cfg.prune_frames is None else int(cfg.prune_frames),
+        hotwords=None if cfg.hotwords is None else str(cfg.hotwords),
+        hotword_boost=float(cfg.hotword_boost),
     )
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "GreedyTokenStream",
     "SearchStream",
     "WordText",
+    "hotword_decoding",
     "make_search",
     "mode_suffix",
     "row_decoding",
@@ -105,6 +106,7 @@ class CtcSearch(ABC):
     """A search method over a tokenizer's CTC log-probs (module docstring)."""
 
     name: ClassVar[str]
+    with_hotwords: ClassVar[str | None] = None  # the DECODINGS name of this search + hotwords
 
     def __init__(self, tokenizer: Any, beam: BeamSettings | None = None) -> None:
         self.tokenizer = tokenizer
@@ -302,6 +304,7 @@ class BeamSearch(CtcSearch):
     (``beam_lm``)."""
 
     name = "beam"
+    with_hotwords = "beam_hotwords"
     uses_lexicon: ClassVar[bool] = False
 
     def __init__(self, tokenizer: Any, beam: BeamSettings | None = None) -> None:
@@ -392,6 +395,7 @@ class LexiconBeamSearch(BeamSearch):
     """``beam_lm``: words of the lexicon only, scored by the LM when there is one."""
 
     name = "beam_lm"
+    with_hotwords = "beam_lm_hotwords"
     uses_lexicon = True
 
 
@@ -432,6 +436,7 @@ class HotwordLexiconBeamSearch(HotwordBeamSearch):
     a hotword the lexicon lacks is added to it."""
 
     name = "beam_lm_hotwords"
+    with_hotwords = "beam_lm_hotwords"
     uses_lexicon = True
 
     def _units(self, hotword: str, lexicon: str | None) -> list[int]:
@@ -502,6 +507,19 @@ def make_search(name: str, tokenizer: Any, beam: BeamSettings | None = None) -> 
     if name not in DECODINGS:
         raise ConfigError(f"decoding must be one of {sorted(DECODINGS)}, got {name!r}")
     return DECODINGS[name](tokenizer, beam)
+
+
+def hotword_decoding(name: str) -> str:
+    """The search ``name`` biased towards hotwords (``beam`` -> ``beam_hotwords``).
+
+    >>> hotword_decoding("beam_lm"), hotword_decoding("beam_hotwords")
+    ('beam_lm_hotwords', 'beam_hotwords')
+    """
+    biased = DECODINGS[name].with_hotwords if name in DECODINGS else None
+    if biased is None:
+        names = sorted(n for n, s in DECODINGS.items() if s.with_hotwords)
+        raise ConfigError(f"hotwords need a beam search (one of {names}), got decoding {name!r}")
+    return biased
 
 
 def row_decoding(name: str) -> str | None:
