@@ -12,7 +12,11 @@ flashlight calls per token without a lexicon and per word with one. With a lexic
 also spreads each word's unigram score over its spelling (smearing), so a hotword's prefix gets
 its bonus before the word ends.
 
+:func:`pick_hotwords` chooses a measurable set: test words the training transcripts hold at most
+once (``asr-kd-lm hotwords`` writes them to a file).
+
 Usage:
+    write_hotwords("hotwords.txt", [w for w, _, _ in pick_hotwords(test_texts, train_texts)])
     hotwords = read_hotwords("hotwords.txt", default_boost=3.0)   # [("ANNA KARENINA", 3.0), ...]
     graph = ContextGraph([((5, 9, 9, 5), 1.5)])                  # unit ids, bonus per unit
     node, bonus = graph.step(graph.root, 5)
@@ -20,14 +24,15 @@ Usage:
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from asr_kd.data.tokenizer import normalize_text
 from asr_kd.errors import BadFileError, MissingFileError
 
-__all__ = ["ContextGraph", "HotwordLM", "read_hotwords"]
+__all__ = ["ContextGraph", "HotwordLM", "pick_hotwords", "read_hotwords", "write_hotwords"]
 
 
 def read_hotwords(path: str | Path, default_boost: float) -> list[tuple[str, float]]:
@@ -54,6 +59,39 @@ def read_hotwords(path: str | Path, default_boost: float) -> list[tuple[str, flo
     if not found:
         raise BadFileError(f"{path} holds no hotword (expected WORD or WORD<TAB>boost lines)")
     return list(found.items())
+
+
+def pick_hotwords(
+    texts: Iterable[str],
+    train_texts: Iterable[str],
+    max_train_count: int = 1,
+    min_chars: int = 4,
+    limit: int | None = None,
+) -> list[tuple[str, int, int]]:
+    """The realistic hotwords of an evaluation set: the words of ``texts`` (its transcripts)
+    with at least ``min_chars`` characters that the training transcripts hold at most
+    ``max_train_count`` times (names, rare words: what a user would list), as ``(word, count
+    in texts, count in training)``, most frequent in ``texts`` first, at most ``limit``.
+
+    >>> pick_hotwords(["ANNA SAW THE DOG", "ANNA AND BORIS"], ["THE DOG SAW BORIS"] * 2)
+    [('ANNA', 2, 0)]
+    """
+    train = Counter(word for text in train_texts for word in text.split())
+    found = Counter(word for text in texts for word in text.split())
+    picked = [
+        (word, n, train[word])
+        for word, n in found.items()
+        if len(word) >= min_chars and train[word] <= max_train_count
+    ]
+    picked.sort(key=lambda item: (-item[1], item[0]))
+    return picked if limit is None else picked[:limit]
+
+
+def write_hotwords(path: str | Path, words: Iterable[str]) -> None:
+    """A hotword file of ``words``, one per line, no boost (the search's default applies)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{word}\n" for word in words), encoding="utf-8")
 
 
 class ContextGraph:
