@@ -4,7 +4,8 @@ Prints figures; it is not a test (timings depend on the machine). One CPU thread
 synthetic log-probs over the character vocabulary (:mod:`asr_kd.inference.search_cost`), a
 3-gram of the same words for ``beam_lm``. For each decoding: without partial transcripts (what
 ``asr-kd-evaluate`` does), with one after every chunk (``asr-kd-transcribe --streaming``), and
-with one after every chunk and ``prune_frames``. The last column is the 60 s / 5 s ratio: 1.0
+with one after every chunk and ``prune_frames``; and the hotword searches (four hotwords that
+occur in the text) without partials. The last column is the 60 s / 5 s ratio: 1.0
 is a cost that does not grow with the audio already decoded.
 
 Usage:
@@ -33,6 +34,14 @@ _WORDS = (
     "THEY ALL BY THIS HAVE FROM SO WERE SAID ONE WHEN NO THERE IF WHAT OR WOULD THEM WILL ME "
     "MY AN WHO BEEN UPON OUT UP COULD MORE THEN THEIR INTO DID NOW SOME LITTLE TIME VERY"
 ).split()
+
+
+_ROWS = (  # decoding, partials, prune_frames
+    *((d, partials, prune) for d in ("beam", "beam_lm") for partials, prune in
+      ((False, False), (True, False), (True, True))),
+    ("beam_hotwords", False, False),
+    ("beam_lm_hotwords", False, False),
+)  # fmt: skip
 
 
 def _text(seconds: float, frame_ms: int, frames_per_token: int, seed: int) -> str:
@@ -65,26 +74,29 @@ def main(argv: list[str] | None = None) -> None:
         f"char vocabulary, 1 thread, torch {torch.__version__}; ms per chunk (median of "
         f"{args.chunks})"
     )
-    print(f"{'decoding':9s} {'partials':8s} {'prune':>5s} {'at 5 s':>8s} {'at 60 s':>8s} ratio")
+    print(f"{'decoding':16s} {'partials':8s} {'prune':>5s} {'at 5 s':>8s} {'at 60 s':>8s} ratio")
     with tempfile.TemporaryDirectory() as tmp:
         lm = Path(tmp) / "lm.arpa"
         build_arpa([_text(60, 40, 3, seed) for seed in range(1, 50)], lm, order=3)
-        for decoding in ("beam", "beam_lm"):
-            for partials, prune in ((False, None), (True, None), (True, args.prune_frames)):
-                beam = BeamSettings(
-                    size=args.beam_size, lm=str(lm), prune_frames=prune, cache_dir=tmp
+        hotwords = Path(tmp) / "hotwords.txt"
+        hotwords.write_text("LITTLE\nUPON\nVERY\nSOME TIME\n")
+        for decoding, partials, prune in _ROWS:
+            prune = args.prune_frames if prune else None
+            beam = BeamSettings(
+                size=args.beam_size, lm=str(lm), prune_frames=prune, cache_dir=tmp,
+                hotwords=str(hotwords),
+            )  # fmt: skip
+            search = make_search(decoding, tokenizer, beam)
+            cost = {
+                s: chunk_cost_ms(
+                    search, log_probs, frames, args.chunk_frames, partials, args.chunks
                 )
-                search = make_search(decoding, tokenizer, beam)
-                cost = {
-                    s: chunk_cost_ms(
-                        search, log_probs, frames, args.chunk_frames, partials, args.chunks
-                    )
-                    for s, frames in at.items()
-                }
-                print(
-                    f"{decoding:9s} {'yes' if partials else 'no':8s} {prune or '-':>5} "
-                    f"{cost[5]:8.3f} {cost[60]:8.3f} {cost[60] / cost[5]:5.2f}"
-                )
+                for s, frames in at.items()
+            }
+            print(
+                f"{decoding:16s} {'yes' if partials else 'no':8s} {prune or '-':>5} "
+                f"{cost[5]:8.3f} {cost[60]:8.3f} {cost[60] / cost[5]:5.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -138,6 +138,8 @@ def _search_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--beam-size", type=_positive_int, default=beam.size,
                    help=f"hypotheses kept per frame (default {beam.size})")  # fmt: skip
+    p.add_argument("--beam-size-token", type=_positive_int, default=None,
+                   help="tokens tried per frame, the most likely N (default: all)")  # fmt: skip
     p.add_argument("--prune-frames", type=_positive_int, default=None,
                    help="streaming beam: keep N frames of beam history (default: all)")  # fmt: skip
     p.add_argument(
@@ -157,7 +159,7 @@ def _search_options(p: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace) -> TranscribeOptions:
     beam = BeamSettings(
-        size=args.beam_size, lm=args.lm, lexicon=args.lexicon, lm_weight=args.lm_weight,
+        size=args.beam_size, size_token=args.beam_size_token, lm=args.lm, lexicon=args.lexicon, lm_weight=args.lm_weight,
         word_score=args.word_score, prune_frames=args.prune_frames, hotwords=args.hotwords,
         hotword_boost=args.hotword_boost,
     )  # fmt: skip

@@ -137,6 +137,7 @@ def beam_settings(cfg: DictConfig) -> BeamSettings:
     return BeamSettings(
         size=size,
         threshold=float(cfg.threshold),
+        size_token=None if cfg.size_token is None else int(cfg.size_token),
         lm=None if cfg.lm is None else str(cfg.lm),
         lexicon=None if cfg.lexicon is None else str(cfg.lexicon),
         lm_weight=float(cfg.lm_weight),

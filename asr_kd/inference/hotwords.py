@@ -176,35 +176,48 @@ def _lm_base():
 
 
 def HotwordLM(inner: Any, graph: ContextGraph, lm_weight: float):  # noqa: N802 (a class factory)
-    """A flashlight LM (``CTCDecoderLM``): ``lm_weight`` x ``inner``'s score (KenLM, or ZeroLM
-    without an LM) plus the :class:`ContextGraph` bonus of the same unit. The decoder's own
-    ``lm_weight`` must be 1 (it would scale the bonus too). Built on call: torchaudio's decoder
-    module needs flashlight-text, an optional dependency."""
+    """A flashlight LM (``CTCDecoderLM``): ``lm_weight`` x ``inner``'s score (a flashlight LM:
+    KenLM; None: no LM) plus the :class:`ContextGraph` bonus of the same unit. The decoder's
+    own ``lm_weight`` must be 1 (it would scale the bonus too). Built on call: torchaudio's
+    decoder module needs flashlight-text, an optional dependency.
+
+    flashlight calls ``score`` for every (hypothesis, token) of every frame without a lexicon
+    (per word with one), so a call is one dictionary lookup when it was made before, and a new
+    state costs one graph step; its states stay distinct per prefix, as ZeroLM's and KenLM's
+    do, so that flashlight never merges hypotheses with different histories."""
     base, state_type = _lm_base()
+    no_lm = (None, 0.0)
 
     class _HotwordLM(base):
         def __init__(self) -> None:
             base.__init__(self)
-            self._states: dict[Any, tuple[Any, int, float]] = {}
+            self._states: dict[Any, tuple[Any, int]] = {}  # ours -> (inner's, graph node)
+            self._scored: dict[tuple[Any, int], tuple[Any, float]] = {}
 
         def start(self, start_with_nothing: bool):
             self._states.clear()  # a new utterance: the states of the last one are unreachable
+            self._scored.clear()
             state = state_type()
-            self._states[state] = (inner.start(start_with_nothing), graph.root, 0.0)
+            first = None if inner is None else inner.start(start_with_nothing)
+            self._states[state] = (first, graph.root)
             return state
 
         def score(self, state, usr_token_idx: int):
-            out = state.child(usr_token_idx)
-            if out not in self._states:
-                inner_state, node, _ = self._states[state]
-                inner_out, lm_score = inner.score(inner_state, usr_token_idx)
+            found = self._scored.get((state, usr_token_idx))
+            if found is None:
+                inner_state, node = self._states[state]
+                inner_out, lm_score = (
+                    no_lm if inner is None else inner.score(inner_state, usr_token_idx)
+                )
                 node, bonus = graph.step(node, usr_token_idx)
-                self._states[out] = (inner_out, node, lm_weight * lm_score + bonus)
-            return out, self._states[out][2]
+                out = state.child(usr_token_idx)
+                self._states[out] = (inner_out, node)
+                found = self._scored[state, usr_token_idx] = (out, lm_weight * lm_score + bonus)
+            return found
 
         def finish(self, state):
-            inner_state, node, _ = self._states[state]
-            inner_out, lm_score = inner.finish(inner_state)
+            inner_state, node = self._states[state]
+            lm_score = 0.0 if inner is None else inner.finish(inner_state)[1]
             return state.child(-1), lm_weight * lm_score + graph.finish(node)
 
     return _HotwordLM()

@@ -75,6 +75,7 @@ class BeamSettings:
 
     size: int = 50
     threshold: float = 25.0  # hypotheses this far (log) below the best are dropped
+    size_token: int | None = None  # tokens tried per frame: the most likely N (None: all)
     lm: str | None = None  # ARPA (.arpa, .arpa.gz) or KenLM binary; beam_lm only
     lexicon: str | None = None  # None: the LM's unigram words (beam_lm needs one of the two)
     lm_weight: float = 0.5
@@ -321,6 +322,7 @@ class BeamSearch(CtcSearch):
             tokens=symbols,
             lm=lm,
             beam_size=beam.size,
+            beam_size_token=beam.size_token,
             beam_threshold=beam.threshold,
             lm_weight=lm_weight,
             word_score=beam.word_score,
@@ -420,9 +422,7 @@ class HotwordBeamSearch(BeamSearch):
         return [] if self.tokenizer.cannot_spell(hotword) else self.tokenizer.encode(hotword)
 
     def _scorer(self, lm: str | None, lexicon: str | None) -> tuple[Any, float]:
-        from flashlight.lib.text.decoder import ZeroLM
-
-        inner = ZeroLM() if lm is None else _kenlm(lm, lexicon)
+        inner = None if lm is None else _kenlm(lm, lexicon)
         sequences = []
         for hotword, boost in self._hotwords():
             units = self._units(hotword, lexicon)

@@ -244,3 +244,25 @@ def test_a_hotword_the_acoustics_rank_second_is_recognised_when_boosted(decoding
 def test_hotword_searches_need_a_hotword_file(tmp_path):
     with pytest.raises(ConfigError, match=r"beam_hotwords needs a hotword file"):
         make_search("beam_hotwords", Tokenizer.char(), BeamSettings(cache_dir=str(tmp_path)))
+
+
+def test_a_hotword_with_no_boost_changes_nothing(tmp_path, arpa):
+    """The hotword LM hook with a zero bonus scores as flashlight's own KenLM does (the wrapper
+    weighs the LM itself): the same transcript at an LM weight that keeps the acoustics and at
+    one that rewrites them; without a lexicon, as the plain beam."""
+    tok = Tokenizer.char()
+    log_probs = _emissions(tok, "A DOG SAT ON A MAT", noise=0.5, seed=7)
+    (tmp_path / "zero.txt").write_text("CAT\t0\nDOG\t0\n")
+    texts = {}
+    for decoding in ("beam", "beam_lm"):
+        for lm_weight in (0.0, 50.0):
+            kw = {"lm": str(arpa), "lm_weight": lm_weight, "word_score": 0.5, "size": 20}
+            plain = make_search(decoding, tok, _settings(tmp_path, **kw)).offline(log_probs)
+            hooked = make_search(
+                f"{decoding}_hotwords",
+                tok,
+                _settings(tmp_path, hotwords=str(tmp_path / "zero.txt"), **kw),
+            )
+            assert hooked.offline(log_probs) == plain
+            texts[decoding, lm_weight] = plain
+    assert texts["beam_lm", 0.0] == "A DOG SAT ON A MAT" != texts["beam_lm", 50.0]
