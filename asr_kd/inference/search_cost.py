@@ -54,9 +54,11 @@ def chunk_cost_ms(
     partials: bool,
     chunks: int = 25,
 ) -> float:
-    """Median milliseconds of one chunk of ``chunk_frames`` frames (``extend``, then ``text``
-    if ``partials``) over the ``chunks`` chunks after the first ``at_frames`` frames of
-    ``log_probs`` (T, V), which are streamed first in chunks of the same size, untimed."""
+    """Median CPU milliseconds of one chunk of ``chunk_frames`` frames (``extend``, then
+    ``text`` if ``partials``) over the ``chunks`` chunks after the first ``at_frames`` frames of
+    ``log_probs`` (T, V), which are streamed first in chunks of the same size, untimed. CPU
+    time (``time.process_time``; one thread) rather than wall time: a shared machine's other
+    jobs delay a chunk without adding to its cost."""
     needed = at_frames + chunks * chunk_frames
     if log_probs.shape[0] < needed:
         raise ValueError(f"{log_probs.shape[0]} frames of log-probs, {needed} needed")
@@ -67,10 +69,10 @@ def chunk_cost_ms(
             stream.text  # noqa: B018 (a stream that shows partials builds them all along)
     times = []
     for start in range(at_frames, needed, chunk_frames):
-        begin = time.perf_counter()
+        begin = time.process_time()
         stream.extend(log_probs[start : start + chunk_frames])
         if partials:
             stream.text  # noqa: B018
-        times.append(time.perf_counter() - begin)
+        times.append(time.process_time() - begin)
     stream.finalize()
     return 1000.0 * statistics.median(times)
