@@ -105,18 +105,20 @@ def _shown(doc: str, position: int, header: str, cell, required: bool = False, j
     return _key(doc, required=required, number=True, column=column, json_key=json_key)
 
 
-def _hotword(doc: str, position: int, header: str, cell):
-    """An optional figure of the hotword table (:data:`HOTWORD_COLUMNS`, rows of a run with
-    ``beam.hotwords``) at column ``position`` (0 and 1 are the model and the mode)."""
-    column = (position, header, cell)
-    return _key(doc, number=True, optional=True, column=column, table="hotwords")
+def _figure_of(table: str):
+    """The field maker of an optional figure in results.md's table ``table``: ``distill`` (the
+    teacher comparison, :data:`DISTILL_COLUMNS`) or ``hotwords`` (rows of a run with
+    ``beam.hotwords``, :data:`HOTWORD_COLUMNS`), at column ``position`` (0 and 1 are the model
+    and the mode)."""
+
+    def figure(doc: str, position: int, header: str, cell):
+        column = (position, header, cell)
+        return _key(doc, number=True, optional=True, column=column, table=table)
+
+    return figure
 
 
-def _distill(doc: str, position: int, header: str, cell):
-    """An optional figure of the teacher comparison, in the second table (:data:`DISTILL_COLUMNS`)
-    at column ``position`` (0 and 1 are the model and the mode)."""
-    column = (position, header, cell)
-    return _key(doc, number=True, optional=True, column=column, table="distill")
+_distill, _hotword = _figure_of("distill"), _figure_of("hotwords")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -359,21 +359,21 @@ def test_unreadable_prepare_report_warns_and_evaluation_goes_on(tmp_path):
 @pytest.fixture(scope="module")
 def evaluated_torch(tmp_path_factory, evaluated, prepared_data_dir):
     """runtime=torch on the student of ``evaluated`` (320 ms chunks), recording the frames of
-    every streaming ``accept`` call."""
+    every streaming ``push`` call (``accept`` without the partial transcript)."""
     from asr_kd.inference.decoders import StreamingGreedyDecoder
 
     cfg, _ = evaluated
     out = tmp_path_factory.mktemp("evaluate_torch")
     overrides = _overrides(prepared_data_dir, out, student_kd=cfg.ckpt.student_kd)
     overrides += ["runtime=torch", "chunk_sizes_ms=[320]", "plots=false"]
-    sizes, accept = [], StreamingGreedyDecoder.accept
+    sizes, push = [], StreamingGreedyDecoder.push  # evaluate makes no partials
 
-    def recording_accept(self, feats):
+    def recording_push(self, feats):
         sizes.append(feats.shape[-2])
-        return accept(self, feats)
+        return push(self, feats)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(StreamingGreedyDecoder, "accept", recording_accept)
+        patch.setattr(StreamingGreedyDecoder, "push", recording_push)
         cfg_torch = compose("evaluate", overrides)
         return cfg_torch, evaluate(cfg_torch), sizes
 
