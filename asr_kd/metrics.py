@@ -41,6 +41,7 @@ __all__ = [
     "char_error_rate",
     "error_rates",
     "error_split",
+    "hotword_scores",
     "per_audio_hour",
     "real_time_factor",
     "word_error_rate",
@@ -333,3 +334,47 @@ class Timer:
             if end is not None:
                 self._joules += self.energy.joules(self._energy_start, end)
             self._energy_start = None
+
+
+def _occurrences(words: list[str], phrase: tuple[str, ...]) -> int:
+    n = len(phrase)
+    return sum(tuple(words[i : i + n]) == phrase for i in range(len(words) - n + 1))
+
+
+def hotword_scores(
+    references: Sequence[str], hypotheses: Sequence[str], hotwords: Sequence[str]
+) -> dict:
+    """How a decoding treats a hotword list: ``hotword_recall``, percent of the hotwords'
+    occurrences in the references that the hypothesis of the same utterance holds too (an
+    utterance with two and a hypothesis with one: one recognised); ``hotword_false``, hotword
+    occurrences in hypotheses beyond their reference's count; ``wer_no_hotword``, the WER of the
+    utterances whose reference holds no hotword (what biasing may cost elsewhere), null when
+    there are none; ``hotword_refs`` and ``no_hotword_utts``, the counts behind them.
+
+    >>> r = hotword_scores(["ANNA SAW BOB", "BOB RAN", "A DOG"], ["ANA SAW BOB", "BOB RAN",
+    ...                    "A BOB"], ["ANNA", "BOB"])
+    >>> r["hotword_recall"], r["hotword_false"], r["wer_no_hotword"], r["no_hotword_utts"]
+    (66.67, 1, 50.0, 1)
+    """
+    _check_pairs(references, hypotheses)
+    phrases = [tuple(h.split()) for h in hotwords if h.split()]
+    occurring = recognised = false = 0
+    plain_refs, plain_hyps = [], []
+    for ref, hyp in zip(references, hypotheses, strict=True):
+        ref_words, hyp_words = ref.split(), hyp.split()
+        in_ref = [_occurrences(ref_words, p) for p in phrases]
+        in_hyp = [_occurrences(hyp_words, p) for p in phrases]
+        occurring += sum(in_ref)
+        recognised += sum(min(r, h) for r, h in zip(in_ref, in_hyp, strict=True))
+        false += sum(max(h - r, 0) for r, h in zip(in_ref, in_hyp, strict=True))
+        if not any(in_ref):
+            plain_refs.append(ref)
+            plain_hyps.append(hyp)
+    plain = word_error_rate(plain_refs, plain_hyps)["wer"] if plain_refs else None
+    return {
+        "hotword_recall": round(100.0 * recognised / occurring, 2) if occurring else None,
+        "hotword_false": false,
+        "wer_no_hotword": None if plain is None else round(plain, 2),
+        "hotword_refs": occurring,
+        "no_hotword_utts": len(plain_refs),
+    }

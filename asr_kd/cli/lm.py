@@ -7,7 +7,10 @@ never dev or test) and/or any text files (``--text``, one sentence per line, ``.
 point (the model runs once; :mod:`asr_kd.evaluation.tune`) and prints the WER of each, best
 first, then the overrides that select the best for ``asr-kd-evaluate`` and the flags for
 ``asr-kd-transcribe``. openslr 11's LMs (``3-gram.pruned.1e-7.arpa.gz``, ``4-gram.arpa.gz``) and
-``librispeech-lexicon.txt`` are used as downloaded (``--lm``, ``--lexicon``).
+``librispeech-lexicon.txt`` are used as downloaded (``--lm``, ``--lexicon``). ``hotwords``
+writes the words of a test subset that training holds at most ``--max-train-count`` times (the
+realistic case: names) as a hotword file for ``decoding=[beam_lm,beam_lm_hotwords]
+beam.hotwords=FILE``.
 
 Why argparse, not Hydra: as ``asr-kd-transcribe``, a tool over files with nothing to compose,
 that should not make a run directory per call.
@@ -17,6 +20,7 @@ Usage:
     asr-kd-lm build --text extra.txt --data-dir exp/data --order 4 --out exp/lm/4gram.arpa
     asr-kd-lm tune --ckpt exp/student_kd/checkpoints/last.ckpt --data-dir exp/data \\
         --lm exp/lm/3gram.arpa --chunk-ms 320 --lm-weights 0.2,0.5,1,2 --word-scores -1,0,1
+    asr-kd-lm hotwords --data-dir exp/data --subset test --out exp/lm/hotwords.txt
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch
 
 from asr_kd.errors import ConfigError, MissingFileError, UserError
 from asr_kd.evaluation.tune import dev_log_probs, grid_search
+from asr_kd.inference.hotwords import pick_hotwords, write_hotwords
 from asr_kd.inference.lm import build_arpa, subset_texts, text_lines
 from asr_kd.inference.search import BeamSettings
 from asr_kd.models.loading import load_model
@@ -89,6 +94,29 @@ def _tune(args: argparse.Namespace) -> None:
     )
 
 
+def _hotwords(args: argparse.Namespace) -> None:
+    picked = pick_hotwords(
+        subset_texts(args.data_dir, [args.subset]),
+        subset_texts(args.data_dir, args.train_subsets),
+        args.max_train_count,
+        args.min_chars,
+        args.limit,
+    )
+    if not picked:
+        raise ConfigError(
+            f"no word of {args.data_dir} {args.subset} with >= {args.min_chars} characters occurs "
+            f"<= {args.max_train_count} times in {args.train_subsets}: raise --max-train-count"
+        )
+    write_hotwords(args.out, [word for word, _, _ in picked])
+    occurrences = sum(n for _, n, _ in picked)
+    print(
+        f"{args.out}: {len(picked)} hotwords, {occurrences} occurrences in {args.subset} "
+        f"(each <= {args.max_train_count} times in {'+'.join(args.train_subsets)}): "
+        + " ".join(word for word, _, _ in picked[:10])
+        + (" ..." if len(picked) > 10 else "")
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asr-kd-lm", description=__doc__.split("\n\n")[0])
     commands = p.add_subparsers(dest="command", required=True)
@@ -111,6 +139,16 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--lm-weights", type=_floats, default=[0.25, 0.5, 1.0, 2.0])
     tune.add_argument("--word-scores", type=_floats, default=[-1.0, 0.0, 1.0])
     tune.add_argument("--beam-size", type=int, default=BeamSettings.size)
+    hot = commands.add_parser("hotwords", help="pick rare test words as a hotword file")
+    hot.set_defaults(run=_hotwords)
+    hot.add_argument("--data-dir", type=Path, required=True)
+    hot.add_argument("--subset", default="test", help="where the hotwords occur (test)")
+    hot.add_argument("--train-subsets", nargs="+", default=["train"], help="(train)")
+    hot.add_argument("--max-train-count", type=int, default=1,
+                     help="most occurrences in training (default 1: rare or unseen)")  # fmt: skip
+    hot.add_argument("--min-chars", type=int, default=4, help="shortest word (default 4)")
+    hot.add_argument("--limit", type=int, default=None, help="most hotwords (default: all)")
+    hot.add_argument("--out", type=Path, required=True, help="the hotword file to write")
     return p
 
 

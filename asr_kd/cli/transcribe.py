@@ -35,6 +35,8 @@ Usage:
     asr-kd-transcribe --onnx exp/onnx/student_kd/stream-c8-l4.onnx --streaming speech.wav
     asr-kd-transcribe --onnx exp/onnx/student_kd --streaming --decoding beam_lm \
         --lm exp/lm/3gram.arpa --lm-weight 0.5 speech.wav
+    asr-kd-transcribe --onnx exp/onnx/student_kd --streaming --decoding beam_lm \
+        --lm exp/lm/3gram.arpa --hotwords names.txt speech.wav   # beam_lm_hotwords
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from pathlib import Path
 import torch
 
 from asr_kd.errors import UserError
-from asr_kd.inference.search import DECODINGS, BeamSettings
+from asr_kd.inference.search import DECODINGS, BeamSettings, hotword_decoding
 from asr_kd.inference.transcribe import (
     DEFAULT_CHUNK_MS,
     TranscribeOptions,
@@ -136,18 +138,35 @@ def _search_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--beam-size", type=_positive_int, default=beam.size,
                    help=f"hypotheses kept per frame (default {beam.size})")  # fmt: skip
+    p.add_argument("--beam-size-token", type=_positive_int, default=None,
+                   help="tokens tried per frame, the most likely N (default: all)")  # fmt: skip
     p.add_argument("--prune-frames", type=_positive_int, default=None,
                    help="streaming beam: keep N frames of beam history (default: all)")  # fmt: skip
+    p.add_argument(
+        "--hotwords",
+        metavar="FILE",
+        help="bias the beam search towards these words (WORD or WORD<TAB>boost per line): "
+        "--decoding beam or beam_lm becomes beam_hotwords or beam_lm_hotwords",
+    )
+    p.add_argument(
+        "--hotword-boost",
+        type=float,
+        default=beam.hotword_boost,
+        help=f"hotwords: log-score bonus per word where the file gives none "
+        f"(default {beam.hotword_boost})",
+    )
 
 
 def _options(args: argparse.Namespace) -> TranscribeOptions:
     beam = BeamSettings(
-        size=args.beam_size, lm=args.lm, lexicon=args.lexicon, lm_weight=args.lm_weight,
-        word_score=args.word_score, prune_frames=args.prune_frames,
+        size=args.beam_size, size_token=args.beam_size_token, lm=args.lm, lexicon=args.lexicon, lm_weight=args.lm_weight,
+        word_score=args.word_score, prune_frames=args.prune_frames, hotwords=args.hotwords,
+        hotword_boost=args.hotword_boost,
     )  # fmt: skip
+    decoding = args.decoding if args.hotwords is None else hotword_decoding(args.decoding)
     return TranscribeOptions(
         ckpt=args.ckpt, onnx=args.onnx, streaming=args.streaming, chunk_ms=args.chunk_ms,
-        left_chunks=args.left_chunks, threads=args.threads, decoding=args.decoding, beam=beam,
+        left_chunks=args.left_chunks, threads=args.threads, decoding=decoding, beam=beam,
     )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ from asr_kd.errors import BadFileError, MissingFileError
 from asr_kd.evaluation.rows import (
     COLUMNS,
     DISTILL_COLUMNS,
+    HOTWORD_COLUMNS,
     NUMBER_KEYS,
     REQUIRED_KEYS,
     fmt,
@@ -102,6 +103,22 @@ def _distill_table(rows: Sequence[dict]) -> list[str]:
         return []
     legend = _DISTILL_LEGEND.format(teacher=compared[0]["teacher"])
     return [legend, "", *_table(compared, DISTILL_COLUMNS), ""]
+
+
+_HOTWORD_LEGEND = """Hotwords (`{hotwords}`): recall = percent of their occurrences in the references that
+the hypothesis of the same utterance holds; false = occurrences in hypotheses beyond the
+reference's; WER without hotwords = the WER of the utterances whose reference holds none (what
+biasing costs elsewhere). Rows `*-beam_hotwords`, `*-beam_lm_hotwords` are biased, the others
+not."""
+
+
+def _hotword_table(rows: Sequence[dict], meta: dict) -> list[str]:
+    """The hotword table of a subset: every row of a run with ``beam.hotwords``."""
+    scored = [r for r in rows if r.get("hotword_refs") is not None]
+    if not scored:
+        return []
+    legend = _HOTWORD_LEGEND.format(hotwords=meta.get("beam", {}).get("hotwords"))
+    return [legend, "", *_table(scored, HOTWORD_COLUMNS), ""]
 
 
 def _subsets(rows: Sequence[dict]) -> list[str]:
@@ -204,6 +221,7 @@ def render_markdown(results: dict) -> str:
         lines.append("")
         lines += _fbank_notes(subset_rows)
         lines += _distill_table(subset_rows)
+        lines += _hotword_table(subset_rows, meta)
     return "\n".join(lines)
 
 

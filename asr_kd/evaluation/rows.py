@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields
 __all__ = [
     "COLUMNS",
     "DISTILL_COLUMNS",
+    "HOTWORD_COLUMNS",
     "NUMBER_KEYS",
     "REQUIRED_KEYS",
     "Column",
@@ -104,11 +105,20 @@ def _shown(doc: str, position: int, header: str, cell, required: bool = False, j
     return _key(doc, required=required, number=True, column=column, json_key=json_key)
 
 
-def _distill(doc: str, position: int, header: str, cell):
-    """An optional figure of the teacher comparison, in the second table (:data:`DISTILL_COLUMNS`)
-    at column ``position`` (0 and 1 are the model and the mode)."""
-    column = (position, header, cell)
-    return _key(doc, number=True, optional=True, column=column, table="distill")
+def _figure_of(table: str):
+    """The field maker of an optional figure in results.md's table ``table``: ``distill`` (the
+    teacher comparison, :data:`DISTILL_COLUMNS`) or ``hotwords`` (rows of a run with
+    ``beam.hotwords``, :data:`HOTWORD_COLUMNS`), at column ``position`` (0 and 1 are the model
+    and the mode)."""
+
+    def figure(doc: str, position: int, header: str, cell):
+        column = (position, header, cell)
+        return _key(doc, number=True, optional=True, column=column, table=table)
+
+    return figure
+
+
+_distill, _hotword = _figure_of("distill"), _figure_of("hotwords")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -251,6 +261,24 @@ class ResultRow:
         table="distill",
     )
 
+    hotword_recall: float | None = _hotword(
+        "percent of the hotwords' occurrences in the references (``beam.hotwords``) that the "
+        "hypothesis of the same utterance holds (``asr_kd.metrics.hotword_scores``)",
+        2, "Hotword recall %", ".2f",
+    )  # fmt: skip
+    hotword_false: int | None = _hotword(
+        "hotword occurrences in hypotheses beyond their reference's count", 3, "False hotwords", "d"
+    )
+    wer_no_hotword: float | None = _hotword(
+        "WER of the utterances whose reference holds no hotword", 4, "WER without hotwords", ".2f"
+    )
+    hotword_refs: int | None = _hotword(
+        "hotword occurrences in the references", 5, "Hotwords in refs", "d"
+    )
+    no_hotword_utts: int | None = _hotword(
+        "utterances whose reference holds no hotword", 6, "Utts without", "d"
+    )
+
     def to_dict(self) -> dict:
         """The results.json object: every key in declaration order, optional ones when set."""
         return {
@@ -298,3 +326,4 @@ def _columns(table: str) -> tuple[Column, ...]:
 
 COLUMNS = _columns("main")
 DISTILL_COLUMNS = COLUMNS[:2] + _columns("distill")  # Model, Mode, then the comparison
+HOTWORD_COLUMNS = COLUMNS[:2] + _columns("hotwords")  # Model, Mode, then the hotword figures

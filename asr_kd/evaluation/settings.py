@@ -137,12 +137,15 @@ def beam_settings(cfg: DictConfig) -> BeamSettings:
     return BeamSettings(
         size=size,
         threshold=float(cfg.threshold),
+        size_token=None if cfg.size_token is None else int(cfg.size_token),
         lm=None if cfg.lm is None else str(cfg.lm),
         lexicon=None if cfg.lexicon is None else str(cfg.lexicon),
         lm_weight=float(cfg.lm_weight),
         word_score=float(cfg.word_score),
         cache_dir=str(cfg.cache_dir),
         prune_frames=None if cfg.prune_frames is None else int(cfg.prune_frames),
+        hotwords=None if cfg.hotwords is None else str(cfg.hotwords),
+        hotword_boost=float(cfg.hotword_boost),
     )
 
 

@@ -84,12 +84,16 @@ class StreamingGreedyDecoder(SearchText):
         self.state = self.model.init_state(1, self.chunk_size, self.left_chunks)
         self.tokens = self.search.stream()
 
-    def accept(self, feats_chunk: torch.Tensor) -> str:
-        """Feed (t, F) or (1, t, F) raw fbank frames; return the partial transcript."""
+    def push(self, feats_chunk: torch.Tensor) -> None:
+        """Feed (t, F) or (1, t, F) raw fbank frames, no partial transcript (its cost)."""
         if feats_chunk.dim() == 2:
             feats_chunk = feats_chunk.unsqueeze(0)
         log_probs, self.state = self.model.forward_chunk(feats_chunk, self.state)
         self.tokens.extend(log_probs[0])  # (1, n, V) -> (n, V)
+
+    def accept(self, feats_chunk: torch.Tensor) -> str:
+        """Feed (t, F) or (1, t, F) raw fbank frames; return the partial transcript."""
+        self.push(feats_chunk)
         return self.text
 
     def finalize(self) -> str:
@@ -102,11 +106,17 @@ class StreamingGreedyDecoder(SearchText):
 def feed_chunks(decoder: Any, feats: Any, step: int, on_partial: Any = None) -> str:
     """Feed ``feats`` (T, F) to a streaming decoder ``step`` frames per ``accept``, as a live
     microphone would, then ``finalize``; ``on_partial(frames_fed, text)`` after every chunk.
-    Used by evaluation and ``asr-kd-transcribe``, torch and ONNX Runtime decoders alike."""
+    Without ``on_partial`` no partial transcript is made (``push``, not ``accept``): a beam
+    search's partial transcript is the one part of a chunk whose cost can grow with the audio
+    (:class:`~asr_kd.inference.search.BeamStream`). Used by evaluation and
+    ``asr-kd-transcribe``, torch and ONNX Runtime decoders alike."""
     if feats.ndim != 2:
         raise ValueError(f"feats must be (frames, channels), got shape {tuple(feats.shape)}")
     for start in range(0, feats.shape[0], step):
-        partial = decoder.accept(feats[start : start + step])
-        if on_partial is not None:
-            on_partial(min(start + step, feats.shape[0]), partial)
+        if on_partial is None:
+            decoder.push(feats[start : start + step])
+        else:
+            on_partial(
+                min(start + step, feats.shape[0]), decoder.accept(feats[start : start + step])
+            )
     return decoder.finalize()

@@ -127,6 +127,10 @@ class StreamingDecoder(Decoder):
         """Feed (t, F) raw fbank frames, any t; return the partial transcript."""
         return self.stream.accept(self._as_input(feats_chunk))
 
+    def push(self, feats_chunk: Any) -> None:
+        """Feed (t, F) raw fbank frames, any t, without making a partial transcript."""
+        self.stream.push(self._as_input(feats_chunk))
+
     def finalize(self) -> str:
         """End of utterance: decode the buffered tail; the final transcript."""
         return self.stream.finalize()

@@ -305,10 +305,14 @@ class OnnxStreamingDecoder(SearchText):
         self.model.reset()
         self.tokens = self.search.stream()
 
-    def accept(self, feats_chunk: Any) -> str:
-        """Feed (t, F) or (1, t, F) raw fbank frames; return the partial transcript."""
+    def push(self, feats_chunk: Any) -> None:
+        """Feed (t, F) or (1, t, F) raw fbank frames, no partial transcript (its cost)."""
         for log_probs in self.model.chunks(feats_chunk):
             self.tokens.extend(log_probs)  # (C, V), a view the search reads before the next step
+
+    def accept(self, feats_chunk: Any) -> str:
+        """Feed (t, F) or (1, t, F) raw fbank frames; return the partial transcript."""
+        self.push(feats_chunk)
         return self.tokens.text
 
     def finalize(self) -> str:

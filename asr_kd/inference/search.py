@@ -8,6 +8,8 @@ beam       CTC prefix beam search, lexicon-free, no LM (flashlight's ``LexiconFr
 beam_lm    beam search constrained to a lexicon, scored by a word n-gram LM (ARPA, KenLM
            inside flashlight-text): ``lm_weight`` x LM log-prob + ``word_score`` per word;
            without ``lm`` the lexicon alone
+beam_hotwords     ``beam`` biased per token towards ``hotwords`` (:mod:`asr_kd.inference.hotwords`)
+beam_lm_hotwords  ``beam_lm`` biased per word towards ``hotwords`` (added to the lexicon)
 =========  ==================================================================================
 
 A :class:`CtcSearch` (``DECODINGS[name](tokenizer, beam)``) makes :class:`SearchStream` s:
@@ -42,6 +44,7 @@ import numpy as np
 import torch
 
 from asr_kd.errors import ConfigError
+from asr_kd.inference.hotwords import ContextGraph, HotwordLM, read_hotwords
 from asr_kd.inference.lm import arpa_file, arpa_words, lexicon_words
 from asr_kd.models.decode import collapse_ids, greedy_ctc
 
@@ -53,6 +56,8 @@ __all__ = [
     "GreedySearch",
     "GreedyTokenStream",
     "SearchStream",
+    "WordText",
+    "hotword_decoding",
     "make_search",
     "mode_suffix",
     "row_decoding",
@@ -70,12 +75,15 @@ class BeamSettings:
 
     size: int = 50
     threshold: float = 25.0  # hypotheses this far (log) below the best are dropped
+    size_token: int | None = None  # tokens tried per frame: the most likely N (None: all)
     lm: str | None = None  # ARPA (.arpa, .arpa.gz) or KenLM binary; beam_lm only
     lexicon: str | None = None  # None: the LM's unigram words (beam_lm needs one of the two)
     lm_weight: float = 0.5
     word_score: float = 0.0
     cache_dir: str = "~/.cache/asr_kd/lm"  # decompressed .arpa.gz and spelled lexicons
     prune_frames: int | None = None  # streaming: commit and forget history this far back
+    hotwords: str | None = None  # WORD or WORD<TAB>boost lines; the *_hotwords searches only
+    hotword_boost: float = 3.0  # log-score bonus per hotword word where the line gives none
 
 
 class SearchStream(ABC):
@@ -99,6 +107,7 @@ class CtcSearch(ABC):
     """A search method over a tokenizer's CTC log-probs (module docstring)."""
 
     name: ClassVar[str]
+    with_hotwords: ClassVar[str | None] = None  # the DECODINGS name of this search + hotwords
 
     def __init__(self, tokenizer: Any, beam: BeamSettings | None = None) -> None:
         self.tokenizer = tokenizer
@@ -120,13 +129,55 @@ class CtcSearch(ABC):
         return [self.offline(log_probs[b, : int(n)]) for b, n in enumerate(lens.tolist())]
 
 
+class WordText:
+    """A transcript whose token ids arrive in pieces, as text at a cost that does not grow with
+    its length: ids are decoded up to the last word start (a token spelled with ``▁``: the space
+    of a character vocabulary, a BPE piece that begins a word) once, when committed, and kept
+    as text; only the ids after it are decoded again with each new tail.
+
+    >>> from asr_kd.data.tokenizer import Tokenizer
+    >>> tok = Tokenizer.char()
+    >>> words = WordText(tok)
+    >>> words.commit(tok.encode("THE CA")); words.done, words.text(tok.encode("T SAT"))
+    ('THE', 'THE CAT SAT')
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self._word_start = np.array([s.startswith(SPACE) for s in tokenizer.symbols])
+        self.done = ""  # text of the ids before the last word start
+        self._pending: list[int] = []  # committed ids from the last word start on
+
+    def commit(self, ids: list[int]) -> None:
+        """Append ids that no later piece changes."""
+        ids = self._pending + list(ids)
+        starts = np.flatnonzero(self._word_start[np.asarray(ids, dtype=np.int64)]) if ids else []
+        if len(starts) and starts[-1] > 0:
+            self.done = _join(self.done, self._decode(ids[: starts[-1]]))
+            ids = ids[starts[-1] :]
+        self._pending = ids
+
+    def text(self, tail: list[int]) -> str:
+        """The committed text followed by ``tail``, ids that may still change."""
+        return _join(self.done, self._decode(self._pending + list(tail)))
+
+    def _decode(self, ids: list[int]) -> str:
+        return " ".join(self.tokenizer.decode(ids).split()) if ids else ""
+
+
+def _join(left: str, right: str) -> str:
+    return f"{left} {right}" if left and right else left or right
+
+
 class GreedyTokenStream(SearchStream):
     """Greedy CTC over the frames of one utterance arriving in pieces: a token repeated across a
-    piece boundary is merged, as offline; the text is detokenised only when tokens were added.
+    piece boundary is merged, as offline; a greedy token is final when emitted, so the partial
+    transcript grows through :class:`WordText` and the final one decodes every token once.
 
     >>> class Chars:
     ...     blank_id = 0
-    ...     def decode(self, ids): return "".join("_ab"[i] for i in ids)
+    ...     symbols = ["_", "a", "b"]
+    ...     def decode(self, ids): return "".join(self.symbols[i] for i in ids)
     >>> stream = GreedyTokenStream(Chars())
     >>> stream.extend_ids(np.array([1, 1])); stream.extend_ids(np.array([1, 0, 2])); stream.text
     'ab'
@@ -136,7 +187,7 @@ class GreedyTokenStream(SearchStream):
         self.tokenizer = tokenizer
         self.token_ids: list[int] = []
         self._last = -1
-        self._text, self._decoded = "", 0
+        self._words = WordText(tokenizer)
 
     def extend(self, log_probs: Any) -> None:
         ids = log_probs.argmax(-1)
@@ -145,15 +196,17 @@ class GreedyTokenStream(SearchStream):
     def extend_ids(self, frame_ids: np.ndarray) -> None:
         """(n,) per-frame argmax ids of the next n frames (n may be 0)."""
         if frame_ids.size:
-            self.token_ids += collapse_ids(frame_ids, self._last, self.tokenizer.blank_id)
+            ids = collapse_ids(frame_ids, self._last, self.tokenizer.blank_id)
+            self.token_ids += ids
+            self._words.commit(ids)
             self._last = int(frame_ids[-1])
 
     @property
     def text(self) -> str:
-        if self._decoded != len(self.token_ids):
-            self._text = self.tokenizer.decode(self.token_ids)
-            self._decoded = len(self.token_ids)
-        return self._text
+        return self._words.text([])
+
+    def finalize(self) -> str:
+        return self.tokenizer.decode(self.token_ids)
 
 
 class GreedySearch(CtcSearch):
@@ -173,12 +226,16 @@ class BeamStream(SearchStream):
     """flashlight's incremental decoding of one utterance; its decoder is the search's, so a
     search runs one stream at a time (a batch-1 decoder's).
 
-    With ``BeamSettings.prune_frames`` = P, every P decoded frames the best path is committed up
-    to P frames back (flashlight moves further back, to a word boundary) and flashlight's
-    history before it is dropped (``prune``), so memory and the cost of a partial transcript stay
-    bounded on an endless stream; the transcript can then differ from the offline search's where
-    the best path of P frames ago is not the final one's. Without it (the default) the search
-    keeps every frame's beam and equals the offline search exactly.
+    ``extend`` costs the same per frame however much audio came before (flashlight's beam is
+    a fixed size). ``text`` (a partial transcript) traces flashlight's best hypothesis back to
+    the first frame it keeps: read it every chunk over a long utterance and its cost grows
+    with the audio, unless ``BeamSettings.prune_frames`` = P is set: then every P frames the
+    best path is committed up to P frames back (flashlight moves further back, to a word
+    boundary), its text kept (:class:`WordText`), and flashlight's history before it dropped
+    (``prune``), so a partial transcript costs the same at any length; the transcript can then
+    differ from the offline search's where the best path of P frames ago is not the final
+    one's. Without it (the default) the final transcript equals the offline search's exactly.
+    ``reads`` counts the traces of the best hypothesis (partial transcripts and commits).
     """
 
     def __init__(self, search: BeamSearch) -> None:
@@ -186,42 +243,60 @@ class BeamStream(SearchStream):
         self.decoder = search.decoder
         self.decoder.decode_begin()
         self._final: str | None = None
-        self._committed: list[int] = []  # per-frame tokens before flashlight's buffer
-        self._unpruned = 0  # frames decoded since the last prune
+        self._ids: list[int] = []  # token ids of the committed frames
+        self._last = -1  # the last committed frame's token (flashlight's buffer frame 0)
+        self._words = WordText(search.tokenizer)  # the committed ids as text
+        self._buffered = 0  # frames in flashlight's buffer after its first
+        self.commits = self.reads = 0
 
     def extend(self, log_probs: Any) -> None:
         log_probs = torch.as_tensor(log_probs, dtype=torch.float32).contiguous()
         if log_probs.shape[0]:
             self.decoder.decode_step(log_probs)
-            self._unpruned += log_probs.shape[0]
+            self._buffered += log_probs.shape[0]
         look_back = self.search.beam.prune_frames
-        if look_back is not None and self._unpruned >= 2 * look_back:
-            self._commit(look_back)
+        if look_back is not None:
+            self._try_commit(look_back)
 
-    def _commit(self, look_back: int) -> None:
+    def _try_commit(self, look_back: int) -> None:
         # flashlight's decoder (torchaudio wraps neither call) gives the path to the frame it
         # prunes at, which stays as the first frame of its buffer: kept once, here
-        path = list(self.decoder.decoder.get_best_hypothesis(look_back).tokens)
-        self._committed += path[1:] if self._committed else path
-        self.decoder.decoder.prune(look_back)
-        self._unpruned = look_back
+        if self._buffered < 2 * look_back:
+            return
+        flashlight = self.decoder.decoder
+        path = list(flashlight.get_best_hypothesis(look_back).tokens)
+        self.reads += 1
+        if len(path) < 2:  # flashlight found no word boundary in reach
+            return
+        ids = self._tail_ids(path)
+        self._ids += ids
+        self._words.commit(ids)
+        self._last = path[-1]
+        flashlight.prune(look_back)
+        self._buffered -= len(path) - 1
+        self.commits += 1
 
-    def _frames(self, path) -> list[int]:
-        """The whole utterance's per-frame path: committed frames, then flashlight's buffer."""
-        path = list(path)
-        return self._committed + path[1:] if self._committed else path
+    def _tail_ids(self, path) -> list[int]:
+        """Token ids of flashlight's buffer path after the committed frames."""
+        frames = np.asarray(path[1:] if self.commits else path, dtype=np.int64)
+        return (
+            collapse_ids(frames, self._last, self.search.tokenizer.blank_id) if len(frames) else []
+        )
 
     @property
     def text(self) -> str:
         if self._final is not None:
             return self._final
-        return self.search.text_of(self._frames(self.decoder.decoder.get_best_hypothesis().tokens))
+        path = self.decoder.decoder.get_best_hypothesis().tokens
+        self.reads += 1
+        return self._words.text(self._tail_ids(path))
 
     def finalize(self) -> str:
         if self._final is None:
             self.decoder.decode_end()
             best = self.decoder.decoder.get_all_final_hypothesis()
-            self._final = self.search.text_of(self._frames(best[0].tokens)) if best else ""
+            ids = self._ids + self._tail_ids(best[0].tokens) if best else []
+            self._final = self.search.text_of_ids(ids) if best else ""
         return self._final
 
 
@@ -230,6 +305,7 @@ class BeamSearch(CtcSearch):
     (``beam_lm``)."""
 
     name = "beam"
+    with_hotwords = "beam_hotwords"
     uses_lexicon: ClassVar[bool] = False
 
     def __init__(self, tokenizer: Any, beam: BeamSettings | None = None) -> None:
@@ -240,17 +316,27 @@ class BeamSearch(CtcSearch):
         if self.uses_lexicon:
             lm = None if beam.lm is None else str(arpa_file(beam.lm, beam.cache_dir))
             lexicon = str(self._lexicon_file(lm))
+        lm, lm_weight = self._scorer(lm, lexicon)
         self.decoder = ctc_decoder(
             lexicon=lexicon,
             tokens=symbols,
             lm=lm,
             beam_size=beam.size,
+            beam_size_token=beam.size_token,
             beam_threshold=beam.threshold,
-            lm_weight=beam.lm_weight,
+            lm_weight=lm_weight,
             word_score=beam.word_score,
             blank_token=symbols[tokenizer.blank_id],
             sil_token=word_end(tokenizer),
         )
+
+    def _scorer(self, lm: str | None, lexicon: str | None) -> tuple[Any, float]:
+        """What flashlight scores words or tokens with, and its weight: the LM file as is."""
+        return lm, self.beam.lm_weight
+
+    def _extra_words(self) -> list[str]:
+        """Words the lexicon gets besides its own (hotwords)."""
+        return []
 
     def _lexicon_file(self, lm: str | None) -> Path:
         beam = self.beam
@@ -264,6 +350,7 @@ class BeamSearch(CtcSearch):
                 f"LM to take its words from (beam.lm=FILE.arpa[.gz], --lm FILE), got lexicon="
                 f"{beam.lexicon}, lm={beam.lm}"
             )
+        words = list(dict.fromkeys([*words, *self._extra_words()]))
         lines = spell_lexicon(words, self.tokenizer)
         if not lines:
             raise ConfigError(
@@ -310,7 +397,66 @@ class LexiconBeamSearch(BeamSearch):
     """``beam_lm``: words of the lexicon only, scored by the LM when there is one."""
 
     name = "beam_lm"
+    with_hotwords = "beam_lm_hotwords"
     uses_lexicon = True
+
+
+class HotwordBeamSearch(BeamSearch):
+    """``beam_hotwords``: ``beam`` biased towards ``BeamSettings.hotwords`` per token
+    (:mod:`asr_kd.inference.hotwords`)."""
+
+    name = "beam_hotwords"
+
+    def _hotwords(self) -> list[tuple[str, float]]:
+        if self.beam.hotwords is None:
+            raise ConfigError(
+                f"decoding {self.name} needs a hotword file (beam.hotwords=FILE, --hotwords "
+                "FILE): WORD or WORD<TAB>boost per line"
+            )
+        return read_hotwords(self.beam.hotwords, self.beam.hotword_boost)
+
+    def _extra_words(self) -> list[str]:
+        return [word for hotword, _ in self._hotwords() for word in hotword.split()]
+
+    def _units(self, hotword: str, lexicon: str | None) -> list[int]:
+        return [] if self.tokenizer.cannot_spell(hotword) else self.tokenizer.encode(hotword)
+
+    def _scorer(self, lm: str | None, lexicon: str | None) -> tuple[Any, float]:
+        inner = None if lm is None else _kenlm(lm, lexicon)
+        sequences = []
+        for hotword, boost in self._hotwords():
+            units = self._units(hotword, lexicon)
+            if units:
+                sequences.append((tuple(units), boost * len(hotword.split()) / len(units)))
+        return HotwordLM(inner, ContextGraph(sequences), self.beam.lm_weight), 1.0
+
+
+class HotwordLexiconBeamSearch(HotwordBeamSearch):
+    """``beam_lm_hotwords``: ``beam_lm`` biased towards ``BeamSettings.hotwords`` per word;
+    a hotword the lexicon lacks is added to it."""
+
+    name = "beam_lm_hotwords"
+    with_hotwords = "beam_lm_hotwords"
+    uses_lexicon = True
+
+    def _units(self, hotword: str, lexicon: str | None) -> list[int]:
+        words = _word_dict(lexicon)
+        return [words.get_index(word) for word in hotword.split()]
+
+
+def _word_dict(lexicon: str):
+    """flashlight's word dictionary of a lexicon file, as torchaudio's decoder makes it (the
+    word ids its LM is called with)."""
+    from flashlight.lib.text.dictionary import create_word_dict, load_words
+
+    return create_word_dict(load_words(lexicon))
+
+
+def _kenlm(lm: str, lexicon: str | None):
+    """flashlight's KenLM over the lexicon's words (or the tokens, lexicon-free)."""
+    from flashlight.lib.text.decoder import KenLM
+
+    return KenLM(lm, _word_dict(lexicon))
 
 
 def word_end(tokenizer) -> str:
@@ -345,7 +491,14 @@ def spell_lexicon(words, tokenizer) -> list[str]:
 
 
 DECODINGS: dict[str, type[CtcSearch]] = {
-    search.name: search for search in (GreedySearch, BeamSearch, LexiconBeamSearch)
+    search.name: search
+    for search in (
+        GreedySearch,
+        BeamSearch,
+        LexiconBeamSearch,
+        HotwordBeamSearch,
+        HotwordLexiconBeamSearch,
+    )
 }
 
 
@@ -354,6 +507,19 @@ def make_search(name: str, tokenizer: Any, beam: BeamSettings | None = None) -> 
     if name not in DECODINGS:
         raise ConfigError(f"decoding must be one of {sorted(DECODINGS)}, got {name!r}")
     return DECODINGS[name](tokenizer, beam)
+
+
+def hotword_decoding(name: str) -> str:
+    """The search ``name`` biased towards hotwords (``beam`` -> ``beam_hotwords``).
+
+    >>> hotword_decoding("beam_lm"), hotword_decoding("beam_hotwords")
+    ('beam_lm_hotwords', 'beam_hotwords')
+    """
+    biased = DECODINGS[name].with_hotwords if name in DECODINGS else None
+    if biased is None:
+        names = sorted(n for n, s in DECODINGS.items() if s.with_hotwords)
+        raise ConfigError(f"hotwords need a beam search (one of {names}), got decoding {name!r}")
+    return biased
 
 
 def row_decoding(name: str) -> str | None:

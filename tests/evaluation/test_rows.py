@@ -112,6 +112,7 @@ def test_load_checks_come_from_the_schema():
         *("cpu_s_per_audio_h", "joules_per_audio_h", "graph_mb"),
         *("agree_nonblank", "agree_blank", "kl_teacher_student"),
         *("err_shared", "err_own", "err_fixed"),
+        *("hotword_recall", "hotword_false", "wer_no_hotword", "hotword_refs", "no_hotword_utts"),
     }
 
 

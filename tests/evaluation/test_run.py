@@ -359,21 +359,21 @@ def test_unreadable_prepare_report_warns_and_evaluation_goes_on(tmp_path):
 @pytest.fixture(scope="module")
 def evaluated_torch(tmp_path_factory, evaluated, prepared_data_dir):
     """runtime=torch on the student of ``evaluated`` (320 ms chunks), recording the frames of
-    every streaming ``accept`` call."""
+    every streaming ``push`` call (``accept`` without the partial transcript)."""
     from asr_kd.inference.decoders import StreamingGreedyDecoder
 
     cfg, _ = evaluated
     out = tmp_path_factory.mktemp("evaluate_torch")
     overrides = _overrides(prepared_data_dir, out, student_kd=cfg.ckpt.student_kd)
     overrides += ["runtime=torch", "chunk_sizes_ms=[320]", "plots=false"]
-    sizes, accept = [], StreamingGreedyDecoder.accept
+    sizes, push = [], StreamingGreedyDecoder.push  # evaluate makes no partials
 
-    def recording_accept(self, feats):
+    def recording_push(self, feats):
         sizes.append(feats.shape[-2])
-        return accept(self, feats)
+        return push(self, feats)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(StreamingGreedyDecoder, "accept", recording_accept)
+        patch.setattr(StreamingGreedyDecoder, "push", recording_push)
         cfg_torch = compose("evaluate", overrides)
         return cfg_torch, evaluate(cfg_torch), sizes
 
@@ -521,3 +521,37 @@ def test_an_unknown_decoding_or_a_missing_lm_fails_before_decoding(tmp_path, eva
     with pytest.raises(MissingFileError, match="language model not found: .*no.arpa"):
         evaluate(compose("evaluate", missing))
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_hotword_figures_beside_every_row_of_a_run_with_hotwords(
+    tmp_path, evaluated, prepared_data_dir
+):
+    """decoding=[beam_lm,beam_lm_hotwords] beam.hotwords=FILE: both sets of rows get recall,
+    false hotwords and the WER without hotwords, those of their hypotheses files; results.md
+    gets the hotword table."""
+    from asr_kd.inference.hotwords import pick_hotwords, write_hotwords
+    from asr_kd.inference.lm import build_arpa, subset_texts
+    from asr_kd.metrics import hotword_scores
+
+    cfg, _ = evaluated
+    build_arpa(subset_texts(prepared_data_dir, ["train"]), tmp_path / "lm.arpa", order=2)
+    test, train = (
+        subset_texts(prepared_data_dir, ["test"]),
+        subset_texts(prepared_data_dir, ["train"]),
+    )
+    words = [w for w, _, _ in pick_hotwords(test, train, 10**6, min_chars=3, limit=3)]
+    write_hotwords(tmp_path / "hot.txt", words)
+    overrides = _overrides(prepared_data_dir, tmp_path / "run", student_kd=cfg.ckpt.student_kd)
+    overrides += ["runtime=torch", "chunk_sizes_ms=[320]", "plots=false", "full_context=false"]
+    overrides += ["decoding=[beam_lm,beam_lm_hotwords]", f"beam.lm={tmp_path / 'lm.arpa'}"]
+    overrides += [f"beam.hotwords={tmp_path / 'hot.txt'}", "beam.size=4", "beam.hotword_boost=8"]
+    overrides += [f"beam.cache_dir={tmp_path / 'cache'}"]
+    run = compose("evaluate", overrides)
+    rows = evaluate(run)["rows"]
+    assert [r["mode"] for r in rows] == ["stream-320ms-beam_lm", "stream-320ms-beam_lm_hotwords"]
+    for row in rows:
+        hyps = _read_hyps(f"{run.out_dir}/hyps/student_kd.test.{row['mode']}.tsv")
+        refs = [h["reference"] for h in hyps.values()]
+        expected = hotword_scores(refs, [h["hypothesis"] for h in hyps.values()], words)
+        assert {k: row[k] for k in expected} == expected and row["hotword_refs"] > 0
+    assert "| Hotword recall % |" in (Path(run.out_dir) / "results.md").read_text()

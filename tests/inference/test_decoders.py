@@ -80,8 +80,11 @@ class _RecordingDecoder:
     def __init__(self):
         self.fed, self.finalized = [], False
 
-    def accept(self, feats):
+    def push(self, feats):
         self.fed.append(tuple(feats.shape))
+
+    def accept(self, feats):
+        self.push(feats)
         return f"p{len(self.fed)}"
 
     def finalize(self):
@@ -94,5 +97,7 @@ def test_feed_chunks_feeds_one_chunk_per_accept_and_reports_partials():
     text = feed_chunks(decoder, torch.zeros(10, 3), 4, lambda n, t: partials.append((n, t)))
     assert decoder.fed == [(4, 3), (4, 3), (2, 3)] and decoder.finalized and text == "final"
     assert partials == [(4, "p1"), (8, "p2"), (10, "p3")]
+    quiet = _RecordingDecoder()
+    assert feed_chunks(quiet, torch.zeros(10, 3), 4) == "final" and len(quiet.fed) == 3
     with pytest.raises(ValueError, match="frames, channels"):  # (1, T, F) would be one chunk
         feed_chunks(_RecordingDecoder(), torch.zeros(1, 10, 3), 4)

@@ -83,13 +83,13 @@ def test_streaming_feeds_the_model_one_chunk_at_a_time(student, utts, runtime, m
     call, so its streaming RTF was not that of a live feed."""
     loaded, onnx_dir = student
     owner = decoders.StreamingGreedyDecoder if runtime == "torch" else onnx.OnnxStreamingDecoder
-    sizes, accept = [], owner.accept
+    sizes, push = [], owner.push  # accept when partials are asked for: push, then the text
 
-    def recording_accept(self, feats):
+    def recording_push(self, feats):
         sizes.append(feats.shape[-2])
-        return accept(self, feats)
+        return push(self, feats)
 
-    monkeypatch.setattr(owner, "accept", recording_accept)
+    monkeypatch.setattr(owner, "push", recording_push)
     decode = make_decoder(runtime, loaded=loaded, onnx=onnx_dir, chunk_size=8, left_chunks=2)
     feats = utts[0].feats
     decode(feats)

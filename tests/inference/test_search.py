@@ -39,7 +39,9 @@ def arpa(tmp_path):
 
 
 def _settings(tmp_path, **kw) -> BeamSettings:
-    return BeamSettings(cache_dir=str(tmp_path / "cache"), **kw)
+    hotwords = tmp_path / "hotwords.txt"
+    hotwords.write_text("CAT\nDOG\t5\n")
+    return BeamSettings(cache_dir=str(tmp_path / "cache"), **{"hotwords": str(hotwords), **kw})
 
 
 def test_a_lexicon_and_a_word_lm_repair_what_greedy_misspells(tmp_path, arpa):
@@ -65,7 +67,9 @@ def test_the_lm_weight_picks_between_acoustics_and_the_lm(tmp_path, arpa):
     assert heavy.offline(log_probs) != "A DOG SAT ON A MAT"
 
 
-@pytest.mark.parametrize("decoding", ["greedy", "beam", "beam_lm"])
+@pytest.mark.parametrize(
+    "decoding", ["greedy", "beam", "beam_lm", "beam_hotwords", "beam_lm_hotwords"]
+)
 def test_streaming_search_equals_offline_search_over_the_same_log_probs(
     decoding, tmp_path, arpa, tiny
 ):
@@ -89,7 +93,7 @@ def test_streaming_search_equals_offline_search_over_the_same_log_probs(
     assert decoder.finalize() == offline
 
 
-@pytest.mark.parametrize("decoding", ["beam", "beam_lm"])
+@pytest.mark.parametrize("decoding", ["beam", "beam_lm", "beam_lm_hotwords"])
 def test_onnx_runtime_and_torch_give_the_same_beam_transcripts(decoding, tmp_path, arpa, tiny):
     loaded = tiny_loaded(tiny, streaming=True)
     with torch.no_grad():
@@ -136,7 +140,13 @@ def test_beam_lm_without_a_word_list_is_one_config_error(tmp_path):
         make_search("beam_lm", Tokenizer.char(), _settings(tmp_path))
     with pytest.raises(ConfigError, match=r"decoding must be one of .*got 'beam_search'"):
         make_search("beam_search", Tokenizer.char())
-    assert sorted(DECODINGS) == ["beam", "beam_lm", "greedy"]
+    assert sorted(DECODINGS) == [
+        "beam",
+        "beam_hotwords",
+        "beam_lm",
+        "beam_lm_hotwords",
+        "greedy",
+    ]
 
 
 def test_empty_log_probs_decode_to_nothing(tmp_path, arpa):
@@ -167,3 +177,92 @@ def test_pruned_history_keeps_the_transcript_of_a_long_stream(decoding, tmp_path
     assert pruned == full and pruned_partial == partial
     assert decoding == "beam" or full == text
     assert len(search.decoder.decoder.get_best_hypothesis().tokens) < 200  # history dropped
+
+
+@pytest.mark.parametrize("decoding", ["beam", "beam_lm"])
+def test_a_streamed_chunk_reads_the_best_hypothesis_only_for_a_partial(decoding, tmp_path, arpa):
+    """Regression: every accept traced flashlight's best hypothesis back to the first frame, so
+    a chunk cost more the longer the utterance. Fed without partials the stream never traces it;
+    with prune_frames each trace stays short however long the stream."""
+    tok = Tokenizer.char()
+    log_probs = _emissions(tok, " ".join(TEXT * 3), noise=1.5, seed=5)
+    quiet = make_search(decoding, tok, _settings(tmp_path, lm=str(arpa))).stream()
+    for start in range(0, log_probs.shape[0], 8):
+        quiet.extend(log_probs[start : start + 8])
+    assert quiet.reads == 0
+    search = make_search(decoding, tok, _settings(tmp_path, lm=str(arpa), prune_frames=30))
+    stream, traced, partials = search.stream(), [], []
+    for start in range(0, log_probs.shape[0], 8):
+        stream.extend(log_probs[start : start + 8])
+        partials.append(stream.text)
+        traced.append(len(search.decoder.decoder.get_best_hypothesis().tokens))
+    assert stream.commits > 5 and max(traced) < 200 < log_probs.shape[0] and partials[-1]
+    assert stream.reads == len(traced) + stream.commits
+    assert stream.finalize() == quiet.finalize()
+
+
+def _runner_up(tok, text: str, best: str, runner_up: str, gap: float) -> torch.Tensor:
+    """Clean log-probs of ``text`` where the first token of ``best`` (on one frame, then
+    blanks) has the first token of ``runner_up`` ``gap`` nats below it."""
+    log_probs = _emissions(tok, text, noise=0.0)
+    frames = [i for token in tok.encode(text) for i in (token, token, 0)]
+    first, second = tok.encode(best)[0], tok.encode(runner_up)[0]
+    t = frames.index(first)
+    log_probs[t, second] = log_probs[t, first] - gap
+    log_probs[t + 1] = log_probs[t + 2]  # a blank frame: no room for both tokens
+    return log_probs.log_softmax(-1)
+
+
+@pytest.mark.parametrize("decoding", ["beam", "beam_lm"])
+def test_a_hotword_the_acoustics_rank_second_is_recognised_when_boosted(decoding, tmp_path, arpa):
+    """KAT is the runner-up to CAT (1.5 nats on its first frames); beam_lm's lexicon lacks it.
+    Unboosted, CAT; boosted, KAT, and only there: the rest of the sentence is unchanged."""
+    tok = Tokenizer.char()
+    log_probs = _runner_up(tok, "THE CAT SAT ON THE MAT", "CAT", "KAT", gap=1.5)
+    (tmp_path / "kat.txt").write_text("KAT\n")
+    plain = make_search(decoding, tok, _settings(tmp_path, lm=str(arpa), lm_weight=0.0))
+    assert plain.offline(log_probs) == "THE CAT SAT ON THE MAT"
+    boosted = make_search(
+        f"{decoding}_hotwords",
+        tok,
+        _settings(tmp_path, lm=str(arpa), lm_weight=0.0, hotwords=str(tmp_path / "kat.txt")),
+    )
+    assert boosted.offline(log_probs) == "THE KAT SAT ON THE MAT"
+    stream = boosted.stream()
+    for start in range(0, log_probs.shape[0], 5):
+        stream.extend(log_probs[start : start + 5])
+    assert stream.finalize() == "THE KAT SAT ON THE MAT"  # streaming too
+    (tmp_path / "weak.txt").write_text("KAT\t0.1\n")  # a per-word boost below the gap
+    weak = make_search(
+        f"{decoding}_hotwords",
+        tok,
+        _settings(tmp_path, lm=str(arpa), lm_weight=0.0, hotwords=str(tmp_path / "weak.txt")),
+    )
+    assert weak.offline(log_probs) == "THE CAT SAT ON THE MAT"
+
+
+def test_hotword_searches_need_a_hotword_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"beam_hotwords needs a hotword file"):
+        make_search("beam_hotwords", Tokenizer.char(), BeamSettings(cache_dir=str(tmp_path)))
+
+
+def test_a_hotword_with_no_boost_changes_nothing(tmp_path, arpa):
+    """The hotword LM hook with a zero bonus scores as flashlight's own KenLM does (the wrapper
+    weighs the LM itself): the same transcript at an LM weight that keeps the acoustics and at
+    one that rewrites them; without a lexicon, as the plain beam."""
+    tok = Tokenizer.char()
+    log_probs = _emissions(tok, "A DOG SAT ON A MAT", noise=0.5, seed=7)
+    (tmp_path / "zero.txt").write_text("CAT\t0\nDOG\t0\n")
+    texts = {}
+    for decoding in ("beam", "beam_lm"):
+        for lm_weight in (0.0, 50.0):
+            kw = {"lm": str(arpa), "lm_weight": lm_weight, "word_score": 0.5, "size": 20}
+            plain = make_search(decoding, tok, _settings(tmp_path, **kw)).offline(log_probs)
+            hooked = make_search(
+                f"{decoding}_hotwords",
+                tok,
+                _settings(tmp_path, hotwords=str(tmp_path / "zero.txt"), **kw),
+            )
+            assert hooked.offline(log_probs) == plain
+            texts[decoding, lm_weight] = plain
+    assert texts["beam_lm", 0.0] == "A DOG SAT ON A MAT" != texts["beam_lm", 50.0]

@@ -324,3 +324,26 @@ def test_beam_lm_decoding_prints_the_same_text_through_torch_and_onnx(
     assert set(" ".join(printed).split()) <= {"A", "B", "C", "D", "E"}
     assert main(["--ckpt", str(student_ckpt), "--decoding", "beam_lm", str(wav)]) == 2
     assert "decoding beam_lm needs a lexicon" in capsys.readouterr().err
+
+
+def test_hotwords_bias_the_beam_and_need_one(
+    audio_files, student_ckpt, tmp_path, capsys, monkeypatch
+):
+    """--hotwords turns beam_lm into beam_lm_hotwords: a hotword absent from the LM joins the
+    lexicon and, boosted hard, is printed; greedy has no beam to bias: one error line, status 2."""
+    from asr_kd.inference.lm import build_arpa
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # the LM cache (~/.cache/asr_kd/lm) of this test
+    wav, _, _, _ = audio_files
+    build_arpa(["A B C", "B C D", "E A"], tmp_path / "lm.arpa", order=2)
+    (tmp_path / "hot.txt").write_text("QQ\t40\n")
+    search = ["--decoding", "beam_lm", "--lm", str(tmp_path / "lm.arpa"), "--lm-weight", "0.1"]
+    search += ["--beam-size", "8"]
+    assert main(["--ckpt", str(student_ckpt), *search, str(wav)]) == 0
+    assert "QQ" not in capsys.readouterr().out.split()
+    hot = ["--hotwords", str(tmp_path / "hot.txt")]
+    assert main(["--ckpt", str(student_ckpt), *search, *hot, str(wav)]) == 0
+    assert "QQ" in capsys.readouterr().out.split()
+    assert main(["--ckpt", str(student_ckpt), *hot, str(wav)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: hotwords need a beam search") and err.count("\n") == 1

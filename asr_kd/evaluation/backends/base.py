@@ -18,8 +18,9 @@ from typing import ClassVar
 from asr_kd.data.datamodule import AsrDataModule, load_cuts
 from asr_kd.evaluation.rows import ResultRow
 from asr_kd.evaluation.settings import EvalSettings
+from asr_kd.inference.hotwords import read_hotwords
 from asr_kd.inference.timing import Decoded
-from asr_kd.metrics import error_rates
+from asr_kd.metrics import error_rates, hotword_scores
 from asr_kd.models.profile import (
     algorithmic_latency_ms,
     count_params,
@@ -130,7 +131,15 @@ class Backend(ABC):
         return {}
 
     def row(self, scored: Decoded, timed: Decoded, **fields) -> ResultRow:
-        """:func:`scored_row`, and ``hyps/<model>.<subset>.<mode>[-int8].tsv`` of ``scored``."""
+        """:func:`scored_row`, and ``hyps/<model>.<subset>.<mode>[-int8].tsv`` of ``scored``;
+        with ``beam.hotwords``, the row's hotword figures (every row: greedy and unbiased
+        rows are the baseline)."""
+        hotwords = self.settings.beam.hotwords
+        if hotwords is not None:
+            words = [word for word, _ in read_hotwords(hotwords, default_boost=0.0)]
+            keys = sorted(scored.refs)
+            refs, hyps = [scored.refs[k] for k in keys], [scored.hyps[k] for k in keys]
+            fields = {**hotword_scores(refs, hyps, words), **fields}
         row = scored_row(scored=scored, timed=timed, **fields)
         _write_hyps(hyps_path(self.settings.out_dir, row), scored)
         return row
