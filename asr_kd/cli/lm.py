@@ -7,7 +7,9 @@ never dev or test) and/or any text files (``--text``, one sentence per line, ``.
 point (the model runs once; :mod:`asr_kd.evaluation.tune`) and prints the WER of each, best
 first, then the overrides that select the best for ``asr-kd-evaluate`` and the flags for
 ``asr-kd-transcribe``. openslr 11's LMs (``3-gram.pruned.1e-7.arpa.gz``, ``4-gram.arpa.gz``) and
-``librispeech-lexicon.txt`` are used as downloaded (``--lm``, ``--lexicon``).
+``librispeech-lexicon.txt`` are used as downloaded (``--lm``, ``--lexicon``). ``hlg`` writes the
+HLG graph of an ARPA LM and a tokenizer (:mod:`asr_kd.inference.hlg`) for sherpa-onnx's CTC FST
+decoder (``asr-kd-evaluate runtime=[onnx,sherpa-onnx-hlg]``), at ``beam_lm``'s weights.
 
 Why argparse, not Hydra: as ``asr-kd-transcribe``, a tool over files with nothing to compose,
 that should not make a run directory per call.
@@ -17,6 +19,8 @@ Usage:
     asr-kd-lm build --text extra.txt --data-dir exp/data --order 4 --out exp/lm/4gram.arpa
     asr-kd-lm tune --ckpt exp/student_kd/checkpoints/last.ckpt --data-dir exp/data \\
         --lm exp/lm/3gram.arpa --chunk-ms 320 --lm-weights 0.2,0.5,1,2 --word-scores -1,0,1
+    asr-kd-lm hlg --lm exp/lm/3gram.arpa --data-dir exp/data --lm-weight 0.5 --word-score 1 \\
+        --out exp/lm/HLG.fst
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ from pathlib import Path
 
 import torch
 
+from asr_kd.data.layout import DataDir
+from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.errors import ConfigError, MissingFileError, UserError
 from asr_kd.evaluation.tune import dev_log_probs, grid_search
-from asr_kd.inference.lm import build_arpa, subset_texts, text_lines
+from asr_kd.inference.hlg import arpa_grammar, build_hlg
+from asr_kd.inference.lm import build_arpa, lexicon_words, subset_texts, text_lines
 from asr_kd.inference.search import BeamSettings
 from asr_kd.models.loading import load_model
 from asr_kd.models.streaming import chunk_frames
@@ -89,6 +96,25 @@ def _tune(args: argparse.Namespace) -> None:
     )
 
 
+def _hlg(args: argparse.Namespace) -> None:
+    if (args.data_dir is None) == (args.ckpt is None):
+        raise ConfigError("asr-kd-lm hlg needs the tokenizer: --data-dir DATA or --ckpt CKPT")
+    if args.ckpt is not None:
+        if not args.ckpt.is_file():
+            raise MissingFileError(f"checkpoint not found: {args.ckpt}")
+        tokenizer = load_model(args.ckpt).tokenizer
+    else:
+        tokenizer = Tokenizer.load(DataDir(args.data_dir).lang)
+    grammar = arpa_grammar(args.lm, args.lm_weight, args.word_score, args.cache_dir)
+    words = None if args.lexicon is None else lexicon_words(args.lexicon)
+    hlg = build_hlg(tokenizer, grammar, words)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    hlg.write(str(tmp))
+    tmp.replace(args.out)  # a half-written graph is never read as a whole one
+    print(f"{args.out}: {hlg.num_states} states, {tokenizer}")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asr-kd-lm", description=__doc__.split("\n\n")[0])
     commands = p.add_subparsers(dest="command", required=True)
@@ -111,6 +137,26 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--lm-weights", type=_floats, default=[0.25, 0.5, 1.0, 2.0])
     tune.add_argument("--word-scores", type=_floats, default=[-1.0, 0.0, 1.0])
     tune.add_argument("--beam-size", type=int, default=BeamSettings.size)
+    hlg = commands.add_parser("hlg", help="HLG.fst for sherpa-onnx's CTC FST decoder")
+    hlg.set_defaults(run=_hlg)
+    hlg.add_argument("--lm", required=True, help="ARPA (.arpa, .arpa.gz)")
+    hlg.add_argument("--data-dir", type=Path, help="the tokenizer: its lang/ (asr-kd-prepare)")
+    hlg.add_argument("--ckpt", type=Path, help="the tokenizer: an asr_kd checkpoint's")
+    hlg.add_argument("--lexicon", help="words (first column); default: the LM's unigrams")
+    hlg.add_argument(
+        "--lm-weight",
+        type=float,
+        default=BeamSettings.lm_weight,
+        help="beam_lm's lm_weight (x log10 p), e.g. the one asr-kd-lm tune found",
+    )
+    hlg.add_argument(
+        "--word-score",
+        type=float,
+        default=BeamSettings.word_score,
+        help="beam_lm's word_score (bonus per word)",
+    )
+    hlg.add_argument("--cache-dir", default=BeamSettings.cache_dir, help="for .arpa.gz")
+    hlg.add_argument("--out", type=Path, required=True, help="the .fst file to write")
     return p
 
 
