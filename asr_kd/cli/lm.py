@@ -37,8 +37,8 @@ from asr_kd.data.layout import DataDir
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.errors import ConfigError, MissingFileError, UserError
 from asr_kd.evaluation.tune import dev_log_probs, grid_search
-from asr_kd.inference.hlg import arpa_grammar, build_hlg
-from asr_kd.inference.lm import build_arpa, lexicon_words, subset_texts, text_lines
+from asr_kd.inference.hlg import write_hlg
+from asr_kd.inference.lm import build_arpa, subset_texts, text_lines
 from asr_kd.inference.search import BeamSettings
 from asr_kd.models.loading import load_model
 from asr_kd.models.streaming import chunk_frames
@@ -105,13 +105,9 @@ def _hlg(args: argparse.Namespace) -> None:
         tokenizer = load_model(args.ckpt).tokenizer
     else:
         tokenizer = Tokenizer.load(DataDir(args.data_dir).lang)
-    grammar = arpa_grammar(args.lm, args.lm_weight, args.word_score, args.cache_dir)
-    words = None if args.lexicon is None else lexicon_words(args.lexicon)
-    hlg = build_hlg(tokenizer, grammar, words)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    hlg.write(str(tmp))
-    tmp.replace(args.out)  # a half-written graph is never read as a whole one
+    hlg = write_hlg(
+        tokenizer, args.lm, args.out, args.lm_weight, args.word_score, args.lexicon, args.cache_dir
+    )
     print(f"{args.out}: {hlg.num_states} states, {tokenizer}")
 
 

@@ -25,6 +25,7 @@ Usage:
     grammar = arpa_grammar("exp/lm/3gram.arpa", lm_weight=0.5, word_score=1.0)
     hlg = build_hlg(tokenizer, grammar)          # a kaldifst.StdVectorFst
     hlg.write("exp/lm/HLG.fst")                  # OnlineCtcFstDecoderConfig(graph=...)
+    write_hlg(tokenizer, "exp/lm/3gram.arpa", "exp/lm/HLG.fst", lm_weight=0.5)  # the same
 """
 
 from __future__ import annotations
@@ -36,10 +37,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asr_kd.errors import ConfigError
-from asr_kd.inference.lm import arpa_file
+from asr_kd.inference.lm import arpa_file, lexicon_words
 from asr_kd.inference.search import SPACE, UNKNOWN
 
-__all__ = ["Grammar", "arpa_grammar", "build_hlg", "ctc_topology", "lexicon_fst", "spellings"]
+__all__ = [
+    "Grammar",
+    "arpa_grammar",
+    "build_hlg",
+    "ctc_topology",
+    "lexicon_fst",
+    "spellings",
+    "write_hlg",
+]
 
 WORD_DISAMBIG = "#0"  # G's back-off symbol (kaldilm's disambig_symbol)
 _SPECIAL_WORDS = {"<eps>", WORD_DISAMBIG, "<s>", "</s>", "<unk>", "<UNK>"}
@@ -212,3 +221,24 @@ def _without_disambig(fst, first: int):
     out = kaldifst.compile(s="\n".join(lines) + "\n", acceptor=False)
     kaldifst.connect(out)
     return out
+
+
+def write_hlg(
+    tokenizer,
+    lm: str | Path,
+    out: str | Path,
+    lm_weight: float = 1.0,
+    word_score: float = 0.0,
+    lexicon: str | Path | None = None,
+    cache_dir: str | Path = "~/.cache/asr_kd/lm",
+):
+    """Build the HLG of ARPA ``lm`` (words: its own, or those of ``lexicon`` it has) and write
+    it to ``out`` atomically; returns the graph."""
+    grammar = arpa_grammar(lm, lm_weight, word_score, cache_dir)
+    hlg = build_hlg(tokenizer, grammar, None if lexicon is None else lexicon_words(lexicon))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    hlg.write(str(tmp))
+    tmp.replace(out)  # a half-written graph is never read as a whole one
+    return hlg

@@ -10,13 +10,17 @@ import pytest
 import torch
 
 from asr_kd.cli.lm import main as lm_main
+from asr_kd.config import compose
 from asr_kd.data.features import load_audio
 from asr_kd.data.tokenizer import Tokenizer
+from asr_kd.errors import ConfigError
+from asr_kd.evaluation.run import evaluate
 from asr_kd.export.sherpa import export_sherpa
 from asr_kd.inference.hlg import Grammar, arpa_grammar, build_hlg, lexicon_fst, spellings
-from asr_kd.inference.lm import build_arpa
+from asr_kd.inference.lm import arpa_words, build_arpa
 from asr_kd.inference.sherpa import SherpaStreamingDecoder
 from asr_kd.models.loading import LoadedModel
+from tests.helpers.tiny_runs import evaluate_overrides
 
 kaldifst = pytest.importorskip("kaldifst")
 pytest.importorskip("kaldilm")
@@ -122,3 +126,40 @@ def test_sherpa_with_an_lm_graph_says_only_lm_words(
     words = {w for s in SENTENCES for w in s.split()}
     texts = [decode(samples) for samples in utterances]
     assert all(set(t.split()) <= words for t in texts) and any(texts)
+
+
+def test_evaluate_hlg_rows_beside_the_beam_lm_ones(tmp_path, prepared_data_dir, make_checkpoint):
+    """runtime=[onnx,sherpa-onnx-hlg] builds the HLG of beam.lm once and adds a timed
+    stream-<N>ms-sherpa-onnx-hlg row per streaming model, saying only the LM's words."""
+    teacher = make_checkpoint(tmp_path / "teacher.ckpt", streaming=False)
+    student = make_checkpoint(tmp_path / "student.ckpt", streaming=True)
+    lm = tmp_path / "lm.arpa"
+    assert lm_main(["build", "--data-dir", str(prepared_data_dir), "--out", str(lm)]) == 0
+    overrides = [
+        *evaluate_overrides(
+            prepared_data_dir, tmp_path / "eval", teacher, student, "[onnx,sherpa-onnx-hlg]"
+        ),
+        "decoding=[greedy,beam_lm]",
+        f"beam.lm={lm}",
+        f"beam.cache_dir={tmp_path / 'cache'}",
+    ]
+    results = evaluate(compose("evaluate", overrides))
+    rows = [r for r in results["rows"] if r["model"] == "student_kd"]
+    assert [(r["mode"], r["runtime"], r.get("decoding")) for r in rows] == [
+        ("full", "onnx", None),
+        ("stream-160ms", "onnx", None),
+        ("full-beam_lm", "onnx", "beam_lm"),
+        ("stream-160ms-beam_lm", "onnx", "beam_lm"),
+        ("stream-160ms-sherpa-onnx-hlg", "sherpa-onnx-hlg", "hlg"),
+    ]
+    hlg_row, beam_row = rows[4], rows[3]
+    assert hlg_row["rtf"] > 0 and hlg_row["num_utts"] == beam_row["num_utts"]
+    assert not any(r["model"] == "teacher" and "hlg" in r["mode"] for r in results["rows"])
+    [graph] = results["meta"]["hlg"]["graphs"]
+    assert Path(graph).parent == tmp_path / "eval" / "sherpa" and Path(graph).is_file()
+    hyps = tmp_path / "eval" / "hyps" / "student_kd.test.stream-160ms-sherpa-onnx-hlg.tsv"
+    words = set(arpa_words(lm))
+    said = [line.split("\t")[2].split() for line in hyps.read_text().splitlines()[1:]]
+    assert all(set(s) <= words for s in said) and any(said)
+    with pytest.raises(ConfigError, match="needs a graph"):
+        evaluate(compose("evaluate", overrides[:-3]))  # no beam.lm, no hlg.graph
