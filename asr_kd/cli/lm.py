@@ -89,11 +89,16 @@ def _tune(args: argparse.Namespace) -> None:
             f"{r['sub']:>6.2f} {r['del']:>6.2f} {r['ins']:>6.2f}"
         )
     best = rows[0]
+    overrides = [f"beam.lm_weight={best['lm_weight']:g}", f"beam.word_score={best['word_score']:g}"]
     print(
-        f"best on {args.subset}: beam.lm_weight={best['lm_weight']:g} "
-        f"beam.word_score={best['word_score']:g} (asr-kd-transcribe --lm-weight "
+        f"best on {args.subset}: {' '.join(overrides)} (asr-kd-transcribe --lm-weight "
         f"{best['lm_weight']:g} --word-score {best['word_score']:g})"
     )
+    if args.overrides_out is not None:  # for a recipe: one asr-kd-evaluate override per line
+        args.overrides_out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.overrides_out.with_name(args.overrides_out.name + ".tmp")
+        tmp.write_text("".join(f"{o}\n" for o in overrides))
+        tmp.replace(args.overrides_out)
 
 
 def _hlg(args: argparse.Namespace) -> None:
@@ -133,6 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--lm-weights", type=_floats, default=[0.25, 0.5, 1.0, 2.0])
     tune.add_argument("--word-scores", type=_floats, default=[-1.0, 0.0, 1.0])
     tune.add_argument("--beam-size", type=int, default=BeamSettings.size)
+    tune.add_argument(
+        "--overrides-out", type=Path, help="write the best as asr-kd-evaluate overrides, one a line"
+    )
     hlg = commands.add_parser("hlg", help="HLG.fst for sherpa-onnx's CTC FST decoder")
     hlg.set_defaults(run=_hlg)
     hlg.add_argument("--lm", required=True, help="ARPA (.arpa, .arpa.gz)")
