@@ -497,9 +497,10 @@ def test_librispeech_recipe_runs_its_stages_in_order(fake_env, tmp_path):
     assert names == ["asr-kd-prepare", "asr-kd-train", "asr-kd-dump-targets"] + [
         "asr-kd-distill",
         "asr-kd-distill",
+        *["asr-kd-lm"] * 3,
         "asr-kd-evaluate",
     ]
-    prepare, teacher, dump, kd, ctc, evaluate = calls
+    prepare, teacher, dump, kd, ctc, build, tune, hlg, evaluate = calls
     assert "tokenizer=bpe" in prepare and "tokenizer.vocab_size=500" in prepare
     assert "model=teacher_large" in teacher and "trainer=multi_gpu" in teacher
     assert "model=student_small" in kd and "distill=none" in ctc
@@ -508,8 +509,37 @@ def test_librispeech_recipe_runs_its_stages_in_order(fake_env, tmp_path):
     steps = [a for a in kd.split() if a.startswith("trainer.max_steps=")]
     assert steps and steps == [a for a in ctc.split() if a.startswith("trainer.max_steps=")]
     assert "subsets=[test-clean,test-other,dev-clean,dev-other]" in evaluate
-    proc = _libri(fake_env, str(corpus), "--stage", "7")
-    assert proc.returncode != 0 and "this recipe has stages 0-6" in proc.stderr
+    # no openslr 11 files beside the corpus: a 3-gram of the three training subsets' transcripts
+    assert "--subsets train-clean-100 train-clean-360 train-other-500 --order 3" in build
+    assert "--subset dev-clean" in tune and "--chunk-ms 320" in tune and "--lexicon" not in tune
+    assert "decoding=[greedy,beam_lm] runtime=[onnx,sherpa-onnx-hlg]" in evaluate
+    built = Path(fake_env["EXP"]) / "lm" / "3gram.arpa"
+    assert _arg(evaluate, "beam.lm") == str(built) and f"--lm {built} " in hlg
+    proc = _libri(fake_env, str(corpus), "--stage", "8")
+    assert proc.returncode != 0 and "this recipe has stages 0-7" in proc.stderr
+
+
+def test_librispeech_lm_stage_takes_openslr_11_files_as_downloaded(fake_env, tmp_path):
+    """LM_DIR with openslr 11's pruned 3-gram and lexicon: nothing is built; both are tuned on
+    dev-clean and used by the graph and the evaluation. Only the LM text: built from it too."""
+    corpus = _libri_layout(tmp_path / "LibriSpeech", LIBRI_SUBSETS)
+    openslr = tmp_path / "openslr-11"
+    openslr.mkdir()
+    for name in ("3-gram.pruned.1e-7.arpa.gz", "librispeech-lexicon.txt"):
+        (openslr / name).write_text("")
+    env = dict(fake_env, LM_DIR=str(openslr))
+    assert _libri(env, str(corpus), "--stage", "6", "--stop-stage", "7").returncode == 0
+    tune, hlg, evaluate = _calls(env)
+    lm, lexicon = openslr / "3-gram.pruned.1e-7.arpa.gz", openslr / "librispeech-lexicon.txt"
+    assert f"--lm {lm} --lexicon {lexicon}" in tune and f"--lm {lm} " in hlg
+    assert f"--lexicon {lexicon}" in hlg and "--lm-weight 0.5 --word-score 1" in hlg
+    assert f"beam.lm={lm} beam.lexicon={lexicon} beam.lm_weight=0.5 beam.word_score=1" in evaluate
+    shutil.rmtree(fake_env["EXP"])
+    (openslr / "3-gram.pruned.1e-7.arpa.gz").unlink()
+    (openslr / "librispeech-lm-norm.txt.gz").write_text("")
+    assert _libri(env, str(corpus), "--stage", "6", "--stop-stage", "6").returncode == 0
+    build, *_ = _calls(env)
+    assert f"--text {openslr / 'librispeech-lm-norm.txt.gz'} --order 3" in build
 
 
 def test_librispeech_recipe_defaults_to_hidden_kd_from_one_compressed_dump(fake_env, tmp_path):
@@ -519,7 +549,7 @@ def test_librispeech_recipe_defaults_to_hidden_kd_from_one_compressed_dump(fake_
     validated streaming on every dev subset."""
     corpus = _libri_layout(tmp_path / "LibriSpeech", LIBRI_SUBSETS)
     assert _libri(fake_env, str(corpus)).returncode == 0
-    _, teacher, dump, kd, ctc, _ = _calls(fake_env)
+    _, teacher, dump, kd, ctc, *_ = _calls(fake_env)
     assert _arg(dump, "subsets") == "[train-clean-100,train-clean-360,train-other-500]"
     assert _arg(dump, "hidden_layers") == "[6,11,16]" == _arg(kd, "distill.teacher_layers")
     assert _arg(kd, "distill.student_layers") == "[4,7,10]" and "distill=hidden" in kd
@@ -532,7 +562,7 @@ def test_librispeech_recipe_defaults_to_hidden_kd_from_one_compressed_dump(fake_
     shutil.rmtree(fake_env["EXP"])
     env = dict(fake_env, DISTILL="frame_kl", VAL_CHUNK_MS="")
     assert _libri(env, str(corpus)).returncode == 0
-    _, _, dump, kd, ctc, _ = _calls(fake_env)
+    _, _, dump, kd, ctc, *_ = _calls(fake_env)
     assert "hidden_" not in dump and "layers" not in kd
     assert "val_chunk_size" not in kd + ctc
     proc = _libri(dict(fake_env, VAL_CHUNK_MS="300"), str(corpus))
@@ -568,13 +598,14 @@ def test_librispeech_recipe_averages_the_teacher_and_both_students_alike(fake_en
     for knobs, last_n in (({}, "5"), ({"AVG": "10"}, "10")):  # averaging is on by default
         shutil.rmtree(fake_env["EXP"], ignore_errors=True)
         assert _libri(dict(fake_env, **knobs), str(corpus)).returncode == 0
-        _, teacher, dump, kd, ctc, evaluate = _calls(fake_env)
+        _, teacher, dump, kd, ctc, _, tune, _, evaluate = _calls(fake_env)
         for call in (teacher, kd, ctc):
             assert (_arg(call, "average.last_n"), _arg(call, "average.every_n_steps")) == (
                 last_n,
                 "5000",
             )
         assert _arg(dump, "teacher_ckpt").endswith("averaged.ckpt")
+        assert "/student_kd/checkpoints/averaged.ckpt " in tune
         for name in ("teacher", "student_kd", "student_ctc"):
             assert _arg(evaluate, f"ckpt.{name}").endswith(f"/{name}/checkpoints/averaged.ckpt")
 
@@ -586,12 +617,12 @@ def test_synth_yes_writes_a_librispeech_shaped_corpus_at_stage_0_and_runs_on_it(
     proc = _libri(env, "synth:hours.dev-clean=0.5", "prepare:num_jobs=3")
     assert proc.returncode == 0, proc.stderr
     synth, prepare, *_ = calls = _calls(env)
-    assert len(calls) == 7 and "Stage 0: synthesize a LibriSpeech-shaped corpus" in proc.stdout
+    assert len(calls) == 10 and "Stage 0: synthesize a LibriSpeech-shaped corpus" in proc.stdout
     assert synth.startswith("asr-kd-synth corpus=librispeech")
     assert _arg(synth, "out_dir") == str(exp / "synth-corpus")
     assert synth.endswith("hours.dev-clean=0.5") and "hours" not in prepare
     assert _arg(prepare, "corpus_dir") == str(exp / "synth-corpus" / "LibriSpeech")
-    assert _libri(env).stdout.count(".done exists, skipping") == 7  # a rerun redoes nothing
+    assert _libri(env).stdout.count(" exists, skipping") == 10  # a rerun redoes nothing
     proc = _libri(env, "/data/LibriSpeech")
     assert proc.returncode == 2 and "give no directory" in proc.stderr
     proc = _libri(dict(fake_env, SYNTH="maybe"), "/data/LibriSpeech")
@@ -608,9 +639,10 @@ def test_librispeech_recipe_with_a_public_teacher_skips_teacher_training(fake_en
     calls = _calls(fake_env)
     names = [c.split()[0] for c in calls]
     assert names == ["asr-kd-prepare", "asr-kd-dump-targets"] + ["asr-kd-distill"] * 2 + [
-        "asr-kd-evaluate"
+        *["asr-kd-lm"] * 3,
+        "asr-kd-evaluate",
     ]
-    prepare, *dumps, kd, ctc, evaluate = calls
+    prepare, *dumps, kd, ctc, _, _, _, evaluate = calls
     assert f"tokenizer=from_teacher tokenizer.teacher={teacher}" in prepare
     assert "tokenizer=bpe" not in prepare
     assert all(f"teacher_ckpt={teacher}" in c for c in (*dumps, kd, ctc))

@@ -61,7 +61,7 @@ def _table_rows(results_md: Path) -> set[tuple[str, str, str]]:
 
 @pytest.mark.slow
 def test_librispeech_recipe_runs_every_stage_on_a_librispeech_shaped_corpus(tmp_path):
-    """Stages 0-6 with the recipe's defaults (DISTILL=hidden, a pca store, AVG, streaming dev
+    """Stages 0-7 with the recipe's defaults (DISTILL=hidden, a pca store, AVG, streaming dev
     WER on both dev subsets), tiny: results.md has every model, mode and subset. Regression:
     stage 3 dumped no teacher layers, so DISTILL=hidden failed at stage 4 after the dump."""
     venv_bin = Path(sys.executable).parent
@@ -75,15 +75,19 @@ def test_librispeech_recipe_runs_every_stage_on_a_librispeech_shaped_corpus(tmp_
         env=env, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    print(f"stages 0-6: {time.perf_counter() - start:.0f} s")
+    print(f"stages 0-7: {time.perf_counter() - start:.0f} s")
     rows = {
         (r["model"], r["mode"], r["subset"])
         for r in load_results(exp / "report" / "results.json")["rows"]
     }
     subsets = ["test-clean", "test-other", "dev-clean", "dev-other"]
-    modes = {"teacher": ["full"], "student_kd": ["full", "stream-320ms"]}
-    modes["student_ctc"] = modes["student_kd"]
+    modes = {"teacher": ["full", "full-beam_lm"]}
+    modes["student_kd"] = modes["student_ctc"] = [
+        "full", "stream-320ms", "full-beam_lm", "stream-320ms-beam_lm",
+        "stream-320ms-sherpa-onnx-hlg",
+    ]  # fmt: skip
     assert rows == {(m, mode, s) for m, ms in modes.items() for mode in ms for s in subsets}
+    assert (exp / "lm" / "3gram.arpa").is_file() and (exp / "lm" / "HLG.fst").is_file()
     assert _table_rows(exp / "report" / "results.md") == rows
     for name in ("teacher", "student_kd", "student_ctc"):
         assert (exp / name / "checkpoints" / "averaged.ckpt").is_file()
