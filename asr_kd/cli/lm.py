@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -164,8 +165,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_NUMBER_LIST = re.compile(r"^-\d")
+_LIST_OPTIONS = ("--lm-weights", "--word-scores")
+
+
+def _joined(argv: Sequence[str]) -> list[str]:
+    """``--word-scores -1,0,1`` as ``--word-scores=-1,0,1``: argparse takes ``-1`` for a number
+    but ``-1,0,1`` for an unknown option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in _LIST_OPTIONS and _NUMBER_LIST.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_joined(sys.argv[1:] if argv is None else argv))
     torch.set_num_threads(1)
     try:
         args.run(args)

@@ -267,7 +267,7 @@ if in_range 6; then
   stale_if_newer "$EXP/lm/.done.tune" "$(ckpt_of student_kd)" "$lm"
   run_stage 6 lm "$EXP/lm/.done.tune" asr-kd-lm tune --ckpt "$(ckpt_of student_kd)" \
     --data-dir "$data" --subset "$LM_TUNE_SUBSET" --lm "$lm" ${lexicon_args[@]+"${lexicon_args[@]}"} \
-    --chunk-ms "$LM_TUNE_CHUNK_MS" --lm-weights "$LM_WEIGHTS" --word-scores "$WORD_SCORES" \
+    --chunk-ms "$LM_TUNE_CHUNK_MS" --lm-weights="$LM_WEIGHTS" --word-scores="$WORD_SCORES" \
     --overrides-out "$EXP/lm/tuned.txt"
   mapfile -t tuned < "$EXP/lm/tuned.txt"
   if [[ ",$EVAL_RUNTIME," == *,sherpa-onnx-hlg,* ]]; then  # the graph only where it is used

@@ -188,7 +188,7 @@ if in_range 6; then
   stale_if_newer "$EXP/lm/.done.tune" "$(ckpt_of student_kd)" "$lm"
   run_stage 6 lm "$EXP/lm/.done.tune" asr-kd-lm tune --ckpt "$(ckpt_of student_kd)" \
     --data-dir "$data" --subset dev --lm "$lm" --chunk-ms "$LM_TUNE_CHUNK_MS" \
-    --lm-weights "$LM_WEIGHTS" --word-scores "$WORD_SCORES" --overrides-out "$EXP/lm/tuned.txt"
+    --lm-weights="$LM_WEIGHTS" --word-scores="$WORD_SCORES" --overrides-out "$EXP/lm/tuned.txt"
   mapfile -t tuned < "$EXP/lm/tuned.txt"
   if [[ ",$EVAL_RUNTIME," == *,sherpa-onnx-hlg,* ]]; then  # the graph only where it is used
     stale_if_newer "$EXP/lm/.done.hlg" "$EXP/lm/tuned.txt"
