@@ -49,13 +49,15 @@ TINY_KNOBS = {
 
 
 def _table_rows(results_md: Path) -> set[tuple[str, str, str]]:
-    """(model, mode, subset) of every row of results.md (a ``## <subset>`` section each)."""
+    """(model, mode, subset) of every row of results.md (a ``## <subset>`` section each); the
+    model without the notes its cell adds (``student_kd (beam_lm)``)."""
     rows, subset = set(), None
     for line in results_md.read_text().splitlines():
         if line.startswith("## "):
             subset = line[3:].split(" (")[0]
         elif line.startswith("| ") and subset and not line.startswith(("| Model", "|---")):
-            rows.add((*(cell.strip() for cell in line.split("|")[1:3]), subset))
+            model, mode = (cell.strip() for cell in line.split("|")[1:3])
+            rows.add((model.split(" (")[0], mode, subset))
     return rows
 
 
