@@ -208,19 +208,33 @@ def build_hlg(tokenizer, grammar: Grammar, words=None):
     return _without_disambig(HLG, token_disambig0)
 
 
+# OpenFst property bits (fst/properties.h) that relabelling input labels can change: acceptor,
+# input determinism, epsilons, input epsilons, input-label order (each a bit and its negation).
+_ILABEL_PROPERTIES = (
+    0x10000
+    | 0x20000
+    | 0x40000
+    | 0x80000
+    | 0x400000
+    | 0x800000
+    | 0x1000000
+    | 0x2000000
+    | 0x10000000
+    | 0x20000000
+)
+
+
 def _without_disambig(fst, first: int):
-    """``fst`` with input labels ``>= first`` made epsilon, through its text form: editing arcs
-    in place (icefall's way) leaves the stored properties saying "no input epsilons"."""
+    """``fst`` with input labels ``>= first`` made epsilon, in place. kaldifst's arc iterator
+    writes the arcs without updating the stored properties (a graph would still say "no input
+    epsilons"), so the properties those labels decide are reset to unknown afterwards."""
     kaldifst = _kaldifst()
-    lines = []
-    for line in str(fst).splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and int(fields[2]) >= first:
-            fields[2] = "0"
-        lines.append(" ".join(fields))
-    out = kaldifst.compile(s="\n".join(lines) + "\n", acceptor=False)
-    kaldifst.connect(out)
-    return out
+    for state in kaldifst.StateIterator(fst):
+        for arc in kaldifst.ArcIterator(fst, state):
+            if arc.ilabel >= first:
+                arc.ilabel = 0
+    fst.set_properties(0, _ILABEL_PROPERTIES)
+    return fst
 
 
 def write_hlg(

@@ -86,7 +86,7 @@ COMPARE_DISTILL=${COMPARE_DISTILL:-}     # stage 8 settings; empty = every conf/
 # asr-kd-synth wrote one; never dev or test text. Its weight and word bonus are tuned on dev
 # (beam_lm over the KD student's LM_TUNE_CHUNK_MS streaming log-probs) over this grid.
 LM_ORDER=${LM_ORDER:-3}
-LM_WEIGHTS=${LM_WEIGHTS:-0.25,0.5,1,2}
+LM_WEIGHTS=${LM_WEIGHTS:-0.5,1,2,3}
 WORD_SCORES=${WORD_SCORES:--1,0,1,2}
 LM_TUNE_CHUNK_MS=${LM_TUNE_CHUNK_MS:-320}
 # Stage 7's searches (conf/evaluate.yaml's decoding) and runtimes: the stream-*-sherpa-onnx-hlg

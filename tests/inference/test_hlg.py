@@ -154,6 +154,7 @@ def test_evaluate_hlg_rows_beside_the_beam_lm_ones(tmp_path, prepared_data_dir, 
     ]
     hlg_row, beam_row = rows[4], rows[3]
     assert hlg_row["rtf"] > 0 and hlg_row["num_utts"] == beam_row["num_utts"]
+    assert "HLG search" in hlg_row["rtf_scope"] and "beam search" in results["meta"]["rtf_scope"]
     assert not any(r["model"] == "teacher" and "hlg" in r["mode"] for r in results["rows"])
     [graph] = results["meta"]["hlg"]["graphs"]
     assert Path(graph).parent == tmp_path / "eval" / "sherpa" and Path(graph).is_file()
