@@ -264,33 +264,11 @@ if in_range 6; then
     run_stage 6 lm "$EXP/lm/.done.build" asr-kd-lm build --data-dir "$data" \
       --subsets "${train_array[@]}" ${extra_text[@]+"${extra_text[@]}"} --order "$LM_ORDER" --out "$lm"
   fi
-  stale_if_newer "$EXP/lm/.done.tune" "$(ckpt_of student_kd)" "$lm"
-  run_stage 6 lm "$EXP/lm/.done.tune" asr-kd-lm tune --ckpt "$(ckpt_of student_kd)" \
-    --data-dir "$data" --subset "$LM_TUNE_SUBSET" --lm "$lm" ${lexicon_args[@]+"${lexicon_args[@]}"} \
-    --chunk-ms "$LM_TUNE_CHUNK_MS" --lm-weights="$LM_WEIGHTS" --word-scores="$WORD_SCORES" \
-    --overrides-out "$EXP/lm/tuned.txt"
-  mapfile -t tuned < "$EXP/lm/tuned.txt"
-  if [[ ",$EVAL_RUNTIME," == *,sherpa-onnx-hlg,* ]]; then  # the graph only where it is used
-    stale_if_newer "$EXP/lm/.done.hlg" "$EXP/lm/tuned.txt"
-    run_stage 6 lm "$EXP/lm/.done.hlg" asr-kd-lm hlg --lm "$lm" --data-dir "$data" \
-      ${lexicon_args[@]+"${lexicon_args[@]}"} --lm-weight "${tuned[0]#*=}" \
-      --word-score "${tuned[1]#*=}" --out "$EXP/lm/HLG.fst"
-  fi
+  tune_lm 6 "$lm" "$LM_TUNE_SUBSET" ${lexicon_args[@]+"${lexicon_args[@]}"}
 fi
 
 if in_range 7; then
-  lm_args=()  # stage 6's LM, tuned weights and graph, for the rows that use them
-  if [[ ",$DECODING," == *,beam_lm,* || ",$EVAL_RUNTIME," == *,sherpa-onnx-hlg,* ]]; then
-    [ -f "$EXP/lm/.done.tune" ] || die "$EXP/lm/.done.tune not found: run stage 6 (the LM) first, or DECODING=greedy EVAL_RUNTIME=onnx"
-    mapfile -t tuned < "$EXP/lm/tuned.txt"
-    hlg_args=()
-    if [[ ",$EVAL_RUNTIME," == *,sherpa-onnx-hlg,* ]]; then
-      [ -f "$EXP/lm/.done.hlg" ] || die "$EXP/lm/.done.hlg not found: run stage 6 with EVAL_RUNTIME=$EVAL_RUNTIME"
-      hlg_args=(hlg.graph="$EXP/lm/HLG.fst")
-    fi
-    lm_args=(beam.lm="$lm" ${lexicon_override[@]+"${lexicon_override[@]}"} "${tuned[@]}"
-      ${hlg_args[@]+"${hlg_args[@]}"})
-  fi
+  lm_eval_args "$lm" ${lexicon_override[@]+"${lexicon_override[@]}"}  # lm_args: stage 6's LM, weights and graph (common.sh)
   log "Stage 7: evaluate teacher, student_kd and student_ctc on $test_list,$dev_list (decoding $DECODING, runtimes $EVAL_RUNTIME${lm_args[*]+; ${lm_args[*]}})"
   stale_if_newer "$EXP/report/.done" "$TEACHER_SOURCE" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)" \
     "$EXP/lm/.done.tune" "$EXP/lm/.done.hlg"

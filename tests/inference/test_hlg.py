@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from asr_kd.cli.lm import main as lm_main
 from asr_kd.config import compose
@@ -20,7 +18,7 @@ from asr_kd.inference.hlg import Grammar, arpa_grammar, build_hlg, lexicon_fst, 
 from asr_kd.inference.lm import arpa_words, build_arpa
 from asr_kd.inference.sherpa import SherpaStreamingDecoder
 from asr_kd.models.loading import LoadedModel
-from tests.helpers.tiny_runs import evaluate_overrides
+from tests.helpers.tiny_runs import evaluate_overrides, tiny_char_model
 
 kaldifst = pytest.importorskip("kaldifst")
 pytest.importorskip("kaldilm")
@@ -33,10 +31,7 @@ SENTENCES = ["THE CAT SAT", "THE DOG SAT ON THE MAT", "A CAT SAT ON A DOG"]
 @pytest.fixture
 def student(tiny, prepared_data_dir) -> LoadedModel:
     """A tiny random streaming model (char vocabulary) with the prepared data's CMVN."""
-    cmvn = json.loads((prepared_data_dir / "cmvn.json").read_text())
-    model = tiny(True, vocab_size=29, default_left_chunks=LEFT)
-    model.set_cmvn(torch.tensor(cmvn["mean"]), torch.tensor(cmvn["std"]))
-    return LoadedModel(model, Tokenizer.char(), {}, "student", Path("<tiny student>"))
+    return tiny_char_model(tiny, prepared_data_dir, "student", True, default_left_chunks=LEFT)
 
 
 @pytest.fixture
