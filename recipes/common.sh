@@ -288,6 +288,46 @@ distil_student() {
     ${STUDENT_ARGS[@]+"${STUDENT_ARGS[@]}"} ${kd_args[@]+"${kd_args[@]}"}
 }
 
+# uses_hlg: EVAL_RUNTIME decodes with the HLG graph (runtime sherpa-onnx-hlg).
+uses_hlg() { [[ ",$EVAL_RUNTIME," == *,sherpa-onnx-hlg,* ]]; }
+
+# tune_lm N LM SUBSET [ARG...]: stage N's grid of LM's weight and word bonus (LM_WEIGHTS x
+# WORD_SCORES) on SUBSET, decoded by student_kd at LM_TUNE_CHUNK_MS, the best into
+# $EXP/lm/tuned.txt; then, when uses_hlg, the HLG of LM at those weights ($EXP/lm/HLG.fst). ARGs
+# go to both commands (--lexicon FILE). A newer KD student or LM is tuned again; new weights make
+# the graph again. Reads $data and ckpt_of from the recipe.
+tune_lm() {
+  local n=$1 lm=$2 subset=$3 tuned=()
+  shift 3
+  stale_if_newer "$EXP/lm/.done.tune" "$(ckpt_of student_kd)" "$lm"
+  run_stage "$n" lm "$EXP/lm/.done.tune" asr-kd-lm tune --ckpt "$(ckpt_of student_kd)" \
+    --data-dir "$data" --subset "$subset" --lm "$lm" "$@" --chunk-ms "$LM_TUNE_CHUNK_MS" \
+    --lm-weights="$LM_WEIGHTS" --word-scores="$WORD_SCORES" --overrides-out "$EXP/lm/tuned.txt"
+  uses_hlg || return 0
+  mapfile -t tuned < "$EXP/lm/tuned.txt"
+  stale_if_newer "$EXP/lm/.done.hlg" "$EXP/lm/tuned.txt"
+  run_stage "$n" lm "$EXP/lm/.done.hlg" asr-kd-lm hlg --lm "$lm" --data-dir "$data" "$@" \
+    --lm-weight "${tuned[0]#*=}" --word-score "${tuned[1]#*=}" --out "$EXP/lm/HLG.fst"
+}
+
+# lm_eval_args LM [OVERRIDE...]: lm_args, the evaluation's overrides from the LM stage: beam.lm=LM,
+# the OVERRIDEs (beam.lexicon=FILE), the tuned weights and, when uses_hlg, hlg.graph; none when
+# neither DECODING (beam_lm) nor EVAL_RUNTIME (sherpa-onnx-hlg) uses the LM.
+lm_eval_args() {
+  local lm=$1 tuned=() hlg_args=()
+  shift
+  lm_args=()
+  [[ ",$DECODING," == *,beam_lm,* ]] || uses_hlg || return 0
+  [ -f "$EXP/lm/.done.tune" ] \
+    || die "$EXP/lm/.done.tune not found: run stage 6 (the LM) first, or leave beam_lm out of DECODING and sherpa-onnx-hlg out of EVAL_RUNTIME"
+  mapfile -t tuned < "$EXP/lm/tuned.txt"
+  if uses_hlg; then
+    [ -f "$EXP/lm/.done.hlg" ] || die "$EXP/lm/.done.hlg not found: run stage 6 with EVAL_RUNTIME=$EVAL_RUNTIME"
+    hlg_args=(hlg.graph="$EXP/lm/HLG.fst")
+  fi
+  lm_args=(beam.lm="$lm" "$@" "${tuned[@]}" ${hlg_args[@]+"${hlg_args[@]}"})
+}
+
 # students_side_by_side: whether stages 4 and 5 run at once (STUDENTS_PARALLEL: auto | yes | no).
 # auto: yes on a CPU with two or more cores, unless a training stage is sent to a GPU (there the
 # two would share one device, which the demo has not measured) or runs under a LAUNCH.

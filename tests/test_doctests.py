@@ -36,6 +36,7 @@ MODULES_WITH_EXAMPLES = [
     "asr_kd.evaluation.agreement",
     "asr_kd.export.sherpa",
     "asr_kd.inference.factory",
+    "asr_kd.inference.hlg",
     "asr_kd.inference.hotwords",
     "asr_kd.inference.lm",
     "asr_kd.inference.search",

@@ -22,13 +22,17 @@ COMMANDS = [
     "asr-kd-train",
     "asr-kd-dump-targets",
     "asr-kd-distill",
+    "asr-kd-lm",
     "asr-kd-evaluate",
 ]
-# A fake command: records its arguments, creates out_dir with a results.md and an index.json.
+# A fake command: records its arguments, creates out_dir with a results.md and an index.json,
+# and the files of asr-kd-lm's --out and --overrides-out (tuned overrides as its tune writes).
 FAKE = """#!/usr/bin/env bash
 echo "$(basename "$0") $*" >> "$CALLS"
 echo "$(basename "$0") ${OMP_NUM_THREADS:-unset}" >> "$CALLS.threads"
 for a in "$@"; do case $a in out_dir=*) mkdir -p "${a#out_dir=}"; echo TABLE > "${a#out_dir=}/results.md"; echo "{}" > "${a#out_dir=}/index.json";; esac; done
+prev=
+for a in "$@"; do case $prev in --out|--overrides-out) mkdir -p "$(dirname "$a")"; printf 'beam.lm_weight=0.5\nbeam.word_score=1\n' > "$a";; esac; prev=$a; done
 """
 
 
@@ -71,8 +75,10 @@ def test_stages_run_in_order_and_route_overrides(fake_env):
     )
     assert proc.returncode == 0, proc.stderr
     calls = _calls(fake_env)
-    assert [c.split()[0] for c in calls] == COMMANDS[:5] + ["asr-kd-distill"] + COMMANDS[5:]
-    synth, prepare, teacher, dump, *students, evaluate = calls
+    assert [c.split()[0] for c in calls] == COMMANDS[:5] + ["asr-kd-distill"] + [
+        "asr-kd-lm"
+    ] * 3 + ["asr-kd-evaluate"]
+    synth, prepare, teacher, dump, *students, build, tune, hlg, evaluate = calls
     # stages 4 and 5 may run side by side (STUDENTS_PARALLEL=auto): either may log first
     ctc, kd = sorted(students, key=lambda c: "distill=none" not in c)
     assert "model.d_model=32" in teacher and "model.d_model=32" not in kd
@@ -84,7 +90,18 @@ def test_stages_run_in_order_and_route_overrides(fake_env):
     steps = [a for a in kd.split() if a.startswith("trainer.max_steps=")]
     assert steps and steps == [a for a in ctc.split() if a.startswith("trainer.max_steps=")]
     assert "ckpt.student_ctc=" in evaluate and evaluate.endswith("rtf.warmup_utts=0")
-    assert proc.stdout.count("Stage ") == 7 and "TABLE" in proc.stdout
+    assert proc.stdout.count("Stage ") == 8 and "TABLE" in proc.stdout
+    # stage 6: the LM of the training transcripts only (no LM text in the corpus), tuned on dev
+    # with the KD student at 320 ms; its graph and tuned weights reach stage 7
+    assert build.startswith("asr-kd-lm build") and "--subsets train " in build
+    assert "--text" not in build and "dev" not in build.replace("--subsets train", "")
+    assert "--subset dev" in tune and "student_kd/checkpoints/" in tune and "--chunk-ms 320" in tune
+    assert "--lm-weight 0.5 --word-score 1" in hlg
+    assert (
+        "decoding=[greedy,beam,beam_lm]" in evaluate
+        and "runtime=[onnx,sherpa-onnx-hlg]" in evaluate
+    )
+    assert "beam.lm_weight=0.5 beam.word_score=1" in evaluate and "hlg.graph=" in evaluate
 
 
 def test_the_students_train_side_by_side_on_half_the_cores_each(fake_env, tmp_path):
@@ -99,15 +116,15 @@ def test_the_students_train_side_by_side_on_half_the_cores_each(fake_env, tmp_pa
     assert sorted(lines) == sorted(
         ["asr-kd-synth unset", "asr-kd-prepare unset", "asr-kd-train unset",
          "asr-kd-dump-targets unset", f"asr-kd-distill {half}", f"asr-kd-distill {half}",
-         "asr-kd-evaluate unset"]
+         *["asr-kd-lm unset"] * 3, "asr-kd-evaluate unset"]
     )  # fmt: skip
     exp = Path(env["EXP"])
     for name in ("student_kd", "student_ctc"):
         assert "+ asr-kd-distill" in (exp / f"{name}.log").read_text()
-    assert "side by side" in proc.stdout and proc.stdout.count("Stage ") == 7
+    assert "side by side" in proc.stdout and proc.stdout.count("Stage ") == 8
     rerun = _run(env)  # both finished: skipped one after the other, the skips on the console
     assert rerun.returncode == 0 and "side by side" not in rerun.stdout
-    assert rerun.stdout.count(".done exists, skipping") == 7
+    assert rerun.stdout.count(" exists, skipping") == 10  # stage 6: three markers
     _calls(env)
     Path(env["CALLS"] + ".threads").unlink()
     shutil.rmtree(exp)
@@ -131,7 +148,7 @@ def test_a_failed_side_by_side_student_fails_the_recipe_with_its_log(fake_env, t
     assert proc.returncode == 2
     assert "boom: bad batch" in proc.stderr and "a student stage failed" in proc.stderr
     calls = _calls(fake_env)
-    assert not any(c.startswith("asr-kd-evaluate") for c in calls)  # stage 6 never ran
+    assert not any(c.startswith("asr-kd-evaluate") for c in calls)  # stage 7 never ran
 
 
 def test_done_markers_skip_finished_stages(fake_env):
@@ -148,10 +165,10 @@ def test_bad_arguments_are_refused(fake_env):
     assert proc.returncode != 0 and "unknown override prefix 'bogus:'" in proc.stderr
     proc = _run(fake_env, "--stage", "two")
     assert proc.returncode != 0 and "integers" in proc.stderr
-    proc = _run(fake_env, "--stage", "7")  # the default --stop-stage is 6
-    assert proc.returncode != 0 and "--stage 7 --stop-stage 7" in proc.stderr
-    proc = _run(fake_env, "--stage", "8", "--stop-stage", "9")
-    assert proc.returncode != 0 and "this recipe has stages 0-7" in proc.stderr
+    proc = _run(fake_env, "--stage", "8")  # the default --stop-stage is 7
+    assert proc.returncode != 0 and "--stage 8 --stop-stage 8" in proc.stderr
+    proc = _run(fake_env, "--stage", "9", "--stop-stage", "10")
+    assert proc.returncode != 0 and "this recipe has stages 0-8" in proc.stderr
     assert _calls(fake_env) == []
 
 
@@ -174,16 +191,16 @@ def test_a_smoke_run_warms_up_over_a_tenth_of_its_few_updates(fake_env):
     warms up over 200 updates and cosine decay needs more updates than that. Unset, WARMUP_STEPS
     is the experiment's 200 for the demo's long stages; set, it is used as is."""
     assert _run(dict(fake_env, TEACHER_STEPS="5", STUDENT_STEPS="40")).returncode == 0
-    _, _, teacher, _, kd, ctc, _ = _calls(fake_env)
+    _, _, teacher, _, kd, ctc, *_ = _calls(fake_env)
     assert [_arg(c, "optim.warmup_steps") for c in (teacher, kd, ctc)] == ["1", "4", "4"]
     shutil.rmtree(fake_env["EXP"])
     assert _run(fake_env).returncode == 0  # the demo: 1800 and 2000 updates
-    _, _, teacher, _, kd, ctc, _ = _calls(fake_env)
+    _, _, teacher, _, kd, ctc, *_ = _calls(fake_env)
     assert [_arg(c, "optim.warmup_steps") for c in (teacher, kd, ctc)] == ["200"] * 3
     assert [_arg(c, "trainer.max_steps") for c in (teacher, kd, ctc)] == ["1800", "2000", "2000"]
     shutil.rmtree(fake_env["EXP"])
     assert _run(dict(fake_env, TEACHER_STEPS="5", WARMUP_STEPS="50")).returncode == 0
-    _, _, teacher, _, kd, ctc, _ = _calls(fake_env)
+    _, _, teacher, _, kd, ctc, *_ = _calls(fake_env)
     assert [_arg(c, "optim.warmup_steps") for c in (teacher, kd, ctc)] == ["50"] * 3
 
 
@@ -206,12 +223,36 @@ def test_stage_log_shows_the_overrides_in_effect(fake_env):
 
 def test_kd_comparison_stage_distils_each_setting_and_reports_once(fake_env):
     env = dict(fake_env, COMPARE_DISTILL="none frame_kl")
-    proc = _run(env, "--stage", "7", "--stop-stage", "7", "compare:optim.lr=1e-3")
+    proc = _run(env, "--stage", "8", "--stop-stage", "8", "compare:optim.lr=1e-3")
     assert proc.returncode == 0, proc.stderr
     calls = _calls(env)
     assert [c.split()[0] for c in calls] == ["asr-kd-distill"] * 2 + ["asr-kd-evaluate"]
     assert all("optim.lr=1e-3" in c for c in calls[:2])
     assert "+ckpt.none=" in calls[2] and "+ckpt.frame_kl=" in calls[2]
+
+
+def test_lm_stage_adds_the_corpus_lm_text_and_evaluation_needs_it_only_for_lm_rows(fake_env):
+    """Stage 6 builds from the training transcripts plus the corpus's LM text when asr-kd-synth
+    wrote one; stage 7 refuses beam_lm or HLG rows without stage 6, not greedy and beam ones."""
+    lm_text = Path(fake_env["EXP"]) / "synth-corpus" / "librispeech-lm-norm.txt.gz"
+    lm_text.parent.mkdir(parents=True)
+    lm_text.write_bytes(b"")
+    proc = _run(fake_env, "--stage", "7", "--stop-stage", "7")
+    assert proc.returncode == 2 and "run stage 6 (the LM) first" in proc.stderr
+    env = dict(fake_env, DECODING="greedy,beam", EVAL_RUNTIME="onnx")
+    assert _run(env, "--stage", "7", "--stop-stage", "7").returncode == 0
+    (evaluate,) = _calls(env)
+    assert (
+        "decoding=[greedy,beam] runtime=[onnx] out_dir=" in evaluate and "beam.lm" not in evaluate
+    )
+    assert _run(fake_env, "--stage", "6", "--stop-stage", "6").returncode == 0
+    build, tune, hlg = _calls(fake_env)
+    assert f"--subsets train --text {lm_text} --order 3" in build
+    student = Path(fake_env["EXP"]) / "student_kd" / "checkpoints" / "last.ckpt"
+    student.parent.mkdir(parents=True)
+    student.write_text("retrained")  # a newer KD student: tuned and graphed again, not rebuilt
+    assert _run(fake_env, "--stage", "6", "--stop-stage", "6").returncode == 0
+    assert [c.split()[1] for c in _calls(fake_env)] == ["tune", "hlg"]
 
 
 TINY = [
@@ -240,18 +281,23 @@ def test_synthetic_recipe_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = load_results(tmp_path / "exp" / "demo" / "results.json")
     rows = {(r["model"], r["mode"]) for r in results["rows"]}
+    searches = ("", "-beam", "-beam_lm")
+    student_modes = [m + s for s in searches for m in ("full", "stream-320ms")]
     assert rows == {
-        ("teacher", "full"),
-        ("student_kd", "full"),
-        ("student_kd", "stream-320ms"),
-        ("student_ctc", "full"),
-        ("student_ctc", "stream-320ms"),
+        *(("teacher", "full" + s) for s in searches),
+        *((name, mode) for name in ("student_kd", "student_ctc") for mode in student_modes),
+        ("student_kd", "stream-320ms-sherpa-onnx-hlg"),
+        ("student_ctc", "stream-320ms-sherpa-onnx-hlg"),
     }
+    assert all(r["rtf"] > 0 for r in results["rows"])  # every decoding mode is timed
+    tuned = (tmp_path / "exp" / "lm" / "tuned.txt").read_text().split()
+    assert results["meta"]["beam"]["lm_weight"] == float(tuned[0].split("=")[1])
+    assert results["meta"]["hlg"]["graphs"] == [str(tmp_path / "exp" / "lm" / "HLG.fst")]
     assert "| student_kd | stream-320ms |" in proc.stdout  # the table is printed at the end
     for name in ("results.md", "wer_vs_latency.png", "wer_vs_macs.png"):
         assert (tmp_path / "exp" / "demo" / name).is_file()
     rerun = _run(env, *TINY)  # everything done: every stage is skipped
-    assert rerun.returncode == 0 and rerun.stdout.count(".done exists, skipping") == 7
+    assert rerun.returncode == 0 and rerun.stdout.count(" exists, skipping") == 10
     json.loads((tmp_path / "exp" / "demo" / "results.json").read_text())
     shutil.rmtree(tmp_path / "exp" / "synth-corpus", ignore_errors=True)
 
@@ -323,7 +369,7 @@ def test_only_the_training_commands_run_under_launch_once_per_stage(fake_env):
     launch = "launch " + NODE.format(0) + " "
     assert [c.split()[0] for c in calls] == [
         "asr-kd-synth", "asr-kd-prepare", "launch", "asr-kd-dump-targets", "launch", "launch",
-        "asr-kd-evaluate",
+        "asr-kd-lm", "asr-kd-lm", "asr-kd-lm", "asr-kd-evaluate",
     ]  # fmt: skip
     teacher, kd, ctc = (c for c in calls if c.startswith("launch"))
     assert teacher.startswith(launch + "asr-kd-train model=teacher_small")
@@ -451,9 +497,10 @@ def test_librispeech_recipe_runs_its_stages_in_order(fake_env, tmp_path):
     assert names == ["asr-kd-prepare", "asr-kd-train", "asr-kd-dump-targets"] + [
         "asr-kd-distill",
         "asr-kd-distill",
+        *["asr-kd-lm"] * 3,
         "asr-kd-evaluate",
     ]
-    prepare, teacher, dump, kd, ctc, evaluate = calls
+    prepare, teacher, dump, kd, ctc, build, tune, hlg, evaluate = calls
     assert "tokenizer=bpe" in prepare and "tokenizer.vocab_size=500" in prepare
     assert "model=teacher_large" in teacher and "trainer=multi_gpu" in teacher
     assert "model=student_small" in kd and "distill=none" in ctc
@@ -462,8 +509,37 @@ def test_librispeech_recipe_runs_its_stages_in_order(fake_env, tmp_path):
     steps = [a for a in kd.split() if a.startswith("trainer.max_steps=")]
     assert steps and steps == [a for a in ctc.split() if a.startswith("trainer.max_steps=")]
     assert "subsets=[test-clean,test-other,dev-clean,dev-other]" in evaluate
-    proc = _libri(fake_env, str(corpus), "--stage", "7")
-    assert proc.returncode != 0 and "this recipe has stages 0-6" in proc.stderr
+    # no openslr 11 files beside the corpus: a 3-gram of the three training subsets' transcripts
+    assert "--subsets train-clean-100 train-clean-360 train-other-500 --order 3" in build
+    assert "--subset dev-clean" in tune and "--chunk-ms 320" in tune and "--lexicon" not in tune
+    assert "decoding=[greedy,beam_lm] runtime=[onnx,sherpa-onnx-hlg]" in evaluate
+    built = Path(fake_env["EXP"]) / "lm" / "3gram.arpa"
+    assert _arg(evaluate, "beam.lm") == str(built) and f"--lm {built} " in hlg
+    proc = _libri(fake_env, str(corpus), "--stage", "8")
+    assert proc.returncode != 0 and "this recipe has stages 0-7" in proc.stderr
+
+
+def test_librispeech_lm_stage_takes_openslr_11_files_as_downloaded(fake_env, tmp_path):
+    """LM_DIR with openslr 11's pruned 3-gram and lexicon: nothing is built; both are tuned on
+    dev-clean and used by the graph and the evaluation. Only the LM text: built from it too."""
+    corpus = _libri_layout(tmp_path / "LibriSpeech", LIBRI_SUBSETS)
+    openslr = tmp_path / "openslr-11"
+    openslr.mkdir()
+    for name in ("3-gram.pruned.1e-7.arpa.gz", "librispeech-lexicon.txt"):
+        (openslr / name).write_text("")
+    env = dict(fake_env, LM_DIR=str(openslr))
+    assert _libri(env, str(corpus), "--stage", "6", "--stop-stage", "7").returncode == 0
+    tune, hlg, evaluate = _calls(env)
+    lm, lexicon = openslr / "3-gram.pruned.1e-7.arpa.gz", openslr / "librispeech-lexicon.txt"
+    assert f"--lm {lm} --lexicon {lexicon}" in tune and f"--lm {lm} " in hlg
+    assert f"--lexicon {lexicon}" in hlg and "--lm-weight 0.5 --word-score 1" in hlg
+    assert f"beam.lm={lm} beam.lexicon={lexicon} beam.lm_weight=0.5 beam.word_score=1" in evaluate
+    shutil.rmtree(fake_env["EXP"])
+    (openslr / "3-gram.pruned.1e-7.arpa.gz").unlink()
+    (openslr / "librispeech-lm-norm.txt.gz").write_text("")
+    assert _libri(env, str(corpus), "--stage", "6", "--stop-stage", "6").returncode == 0
+    build, *_ = _calls(env)
+    assert f"--text {openslr / 'librispeech-lm-norm.txt.gz'} --order 3" in build
 
 
 def test_librispeech_recipe_defaults_to_hidden_kd_from_one_compressed_dump(fake_env, tmp_path):
@@ -473,7 +549,7 @@ def test_librispeech_recipe_defaults_to_hidden_kd_from_one_compressed_dump(fake_
     validated streaming on every dev subset."""
     corpus = _libri_layout(tmp_path / "LibriSpeech", LIBRI_SUBSETS)
     assert _libri(fake_env, str(corpus)).returncode == 0
-    _, teacher, dump, kd, ctc, _ = _calls(fake_env)
+    _, teacher, dump, kd, ctc, *_ = _calls(fake_env)
     assert _arg(dump, "subsets") == "[train-clean-100,train-clean-360,train-other-500]"
     assert _arg(dump, "hidden_layers") == "[6,11,16]" == _arg(kd, "distill.teacher_layers")
     assert _arg(kd, "distill.student_layers") == "[4,7,10]" and "distill=hidden" in kd
@@ -486,7 +562,7 @@ def test_librispeech_recipe_defaults_to_hidden_kd_from_one_compressed_dump(fake_
     shutil.rmtree(fake_env["EXP"])
     env = dict(fake_env, DISTILL="frame_kl", VAL_CHUNK_MS="")
     assert _libri(env, str(corpus)).returncode == 0
-    _, _, dump, kd, ctc, _ = _calls(fake_env)
+    _, _, dump, kd, ctc, *_ = _calls(fake_env)
     assert "hidden_" not in dump and "layers" not in kd
     assert "val_chunk_size" not in kd + ctc
     proc = _libri(dict(fake_env, VAL_CHUNK_MS="300"), str(corpus))
@@ -500,10 +576,11 @@ def test_avg_averages_every_training_stage_alike_and_the_averaged_checkpoints_ar
     assert not any("average." in c or "averaged.ckpt" in c for c in calls)
     shutil.rmtree(fake_env["EXP"])
     assert _run(dict(fake_env, AVG="5")).returncode == 0
-    _, _, teacher, dump, kd, ctc, evaluate = _calls(fake_env)
+    _, _, teacher, dump, kd, ctc, _, tune, _, evaluate = _calls(fake_env)
     for call in (teacher, kd, ctc):  # the fair-comparison rule: the same averaging for all three
         assert (_arg(call, "average.last_n"), _arg(call, "average.every_n_steps")) == ("5", "100")
     assert _arg(dump, "teacher_ckpt").endswith("/teacher/checkpoints/averaged.ckpt")
+    assert "/student_kd/checkpoints/averaged.ckpt " in tune  # the LM is tuned on it too
     for name in ("teacher", "student_kd", "student_ctc"):
         assert _arg(evaluate, f"ckpt.{name}").endswith(f"/{name}/checkpoints/averaged.ckpt")
     shutil.rmtree(fake_env["EXP"])
@@ -521,13 +598,14 @@ def test_librispeech_recipe_averages_the_teacher_and_both_students_alike(fake_en
     for knobs, last_n in (({}, "5"), ({"AVG": "10"}, "10")):  # averaging is on by default
         shutil.rmtree(fake_env["EXP"], ignore_errors=True)
         assert _libri(dict(fake_env, **knobs), str(corpus)).returncode == 0
-        _, teacher, dump, kd, ctc, evaluate = _calls(fake_env)
+        _, teacher, dump, kd, ctc, _, tune, _, evaluate = _calls(fake_env)
         for call in (teacher, kd, ctc):
             assert (_arg(call, "average.last_n"), _arg(call, "average.every_n_steps")) == (
                 last_n,
                 "5000",
             )
         assert _arg(dump, "teacher_ckpt").endswith("averaged.ckpt")
+        assert "/student_kd/checkpoints/averaged.ckpt " in tune
         for name in ("teacher", "student_kd", "student_ctc"):
             assert _arg(evaluate, f"ckpt.{name}").endswith(f"/{name}/checkpoints/averaged.ckpt")
 
@@ -539,12 +617,12 @@ def test_synth_yes_writes_a_librispeech_shaped_corpus_at_stage_0_and_runs_on_it(
     proc = _libri(env, "synth:hours.dev-clean=0.5", "prepare:num_jobs=3")
     assert proc.returncode == 0, proc.stderr
     synth, prepare, *_ = calls = _calls(env)
-    assert len(calls) == 7 and "Stage 0: synthesize a LibriSpeech-shaped corpus" in proc.stdout
+    assert len(calls) == 10 and "Stage 0: synthesize a LibriSpeech-shaped corpus" in proc.stdout
     assert synth.startswith("asr-kd-synth corpus=librispeech")
     assert _arg(synth, "out_dir") == str(exp / "synth-corpus")
     assert synth.endswith("hours.dev-clean=0.5") and "hours" not in prepare
     assert _arg(prepare, "corpus_dir") == str(exp / "synth-corpus" / "LibriSpeech")
-    assert _libri(env).stdout.count(".done exists, skipping") == 7  # a rerun redoes nothing
+    assert _libri(env).stdout.count(" exists, skipping") == 10  # a rerun redoes nothing
     proc = _libri(env, "/data/LibriSpeech")
     assert proc.returncode == 2 and "give no directory" in proc.stderr
     proc = _libri(dict(fake_env, SYNTH="maybe"), "/data/LibriSpeech")
@@ -561,9 +639,10 @@ def test_librispeech_recipe_with_a_public_teacher_skips_teacher_training(fake_en
     calls = _calls(fake_env)
     names = [c.split()[0] for c in calls]
     assert names == ["asr-kd-prepare", "asr-kd-dump-targets"] + ["asr-kd-distill"] * 2 + [
-        "asr-kd-evaluate"
+        *["asr-kd-lm"] * 3,
+        "asr-kd-evaluate",
     ]
-    prepare, *dumps, kd, ctc, evaluate = calls
+    prepare, *dumps, kd, ctc, _, _, _, evaluate = calls
     assert f"tokenizer=from_teacher tokenizer.teacher={teacher}" in prepare
     assert "tokenizer=bpe" not in prepare
     assert all(f"teacher_ckpt={teacher}" in c for c in (*dumps, kd, ctc))

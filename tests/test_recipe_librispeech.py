@@ -49,19 +49,21 @@ TINY_KNOBS = {
 
 
 def _table_rows(results_md: Path) -> set[tuple[str, str, str]]:
-    """(model, mode, subset) of every row of results.md (a ``## <subset>`` section each)."""
+    """(model, mode, subset) of every row of results.md (a ``## <subset>`` section each); the
+    model without the notes its cell adds (``student_kd (beam_lm)``)."""
     rows, subset = set(), None
     for line in results_md.read_text().splitlines():
         if line.startswith("## "):
             subset = line[3:].split(" (")[0]
         elif line.startswith("| ") and subset and not line.startswith(("| Model", "|---")):
-            rows.add((*(cell.strip() for cell in line.split("|")[1:3]), subset))
+            model, mode = (cell.strip() for cell in line.split("|")[1:3])
+            rows.add((model.split(" (")[0], mode, subset))
     return rows
 
 
 @pytest.mark.slow
 def test_librispeech_recipe_runs_every_stage_on_a_librispeech_shaped_corpus(tmp_path):
-    """Stages 0-6 with the recipe's defaults (DISTILL=hidden, a pca store, AVG, streaming dev
+    """Stages 0-7 with the recipe's defaults (DISTILL=hidden, a pca store, AVG, streaming dev
     WER on both dev subsets), tiny: results.md has every model, mode and subset. Regression:
     stage 3 dumped no teacher layers, so DISTILL=hidden failed at stage 4 after the dump."""
     venv_bin = Path(sys.executable).parent
@@ -75,15 +77,19 @@ def test_librispeech_recipe_runs_every_stage_on_a_librispeech_shaped_corpus(tmp_
         env=env, capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    print(f"stages 0-6: {time.perf_counter() - start:.0f} s")
+    print(f"stages 0-7: {time.perf_counter() - start:.0f} s")
     rows = {
         (r["model"], r["mode"], r["subset"])
         for r in load_results(exp / "report" / "results.json")["rows"]
     }
     subsets = ["test-clean", "test-other", "dev-clean", "dev-other"]
-    modes = {"teacher": ["full"], "student_kd": ["full", "stream-320ms"]}
-    modes["student_ctc"] = modes["student_kd"]
+    modes = {"teacher": ["full", "full-beam_lm"]}
+    modes["student_kd"] = modes["student_ctc"] = [
+        "full", "stream-320ms", "full-beam_lm", "stream-320ms-beam_lm",
+        "stream-320ms-sherpa-onnx-hlg",
+    ]  # fmt: skip
     assert rows == {(m, mode, s) for m, ms in modes.items() for mode in ms for s in subsets}
+    assert (exp / "lm" / "3gram.arpa").is_file() and (exp / "lm" / "HLG.fst").is_file()
     assert _table_rows(exp / "report" / "results.md") == rows
     for name in ("teacher", "student_kd", "student_ctc"):
         assert (exp / name / "checkpoints" / "averaged.ckpt").is_file()

@@ -7,10 +7,12 @@ never dev or test) and/or any text files (``--text``, one sentence per line, ``.
 point (the model runs once; :mod:`asr_kd.evaluation.tune`) and prints the WER of each, best
 first, then the overrides that select the best for ``asr-kd-evaluate`` and the flags for
 ``asr-kd-transcribe``. openslr 11's LMs (``3-gram.pruned.1e-7.arpa.gz``, ``4-gram.arpa.gz``) and
-``librispeech-lexicon.txt`` are used as downloaded (``--lm``, ``--lexicon``). ``hotwords``
-writes the words of a test subset that training holds at most ``--max-train-count`` times (the
-realistic case: names) as a hotword file for ``decoding=[beam_lm,beam_lm_hotwords]
-beam.hotwords=FILE``.
+``librispeech-lexicon.txt`` are used as downloaded (``--lm``, ``--lexicon``). ``hlg`` writes the
+HLG graph of an ARPA LM and a tokenizer (:mod:`asr_kd.inference.hlg`) for sherpa-onnx's CTC FST
+decoder (``asr-kd-evaluate runtime=[onnx,sherpa-onnx-hlg]``), at ``beam_lm``'s weights.
+``hotwords`` writes the words of a test subset that training holds at most
+``--max-train-count`` times (the realistic case: names) as a hotword file for
+``decoding=[beam_lm,beam_lm_hotwords] beam.hotwords=FILE``.
 
 Why argparse, not Hydra: as ``asr-kd-transcribe``, a tool over files with nothing to compose,
 that should not make a run directory per call.
@@ -20,6 +22,8 @@ Usage:
     asr-kd-lm build --text extra.txt --data-dir exp/data --order 4 --out exp/lm/4gram.arpa
     asr-kd-lm tune --ckpt exp/student_kd/checkpoints/last.ckpt --data-dir exp/data \\
         --lm exp/lm/3gram.arpa --chunk-ms 320 --lm-weights 0.2,0.5,1,2 --word-scores -1,0,1
+    asr-kd-lm hlg --lm exp/lm/3gram.arpa --data-dir exp/data --lm-weight 0.5 --word-score 1 \\
+        --out exp/lm/HLG.fst
     asr-kd-lm hotwords --data-dir exp/data --subset test --out exp/lm/hotwords.txt
 """
 
@@ -27,14 +31,18 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from asr_kd.data.layout import DataDir
+from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.errors import ConfigError, MissingFileError, UserError
 from asr_kd.evaluation.tune import dev_log_probs, grid_search
+from asr_kd.inference.hlg import write_hlg
 from asr_kd.inference.hotwords import pick_hotwords, write_hotwords
 from asr_kd.inference.lm import build_arpa, subset_texts, text_lines
 from asr_kd.inference.search import BeamSettings
@@ -87,11 +95,31 @@ def _tune(args: argparse.Namespace) -> None:
             f"{r['sub']:>6.2f} {r['del']:>6.2f} {r['ins']:>6.2f}"
         )
     best = rows[0]
+    overrides = [f"beam.lm_weight={best['lm_weight']:g}", f"beam.word_score={best['word_score']:g}"]
     print(
-        f"best on {args.subset}: beam.lm_weight={best['lm_weight']:g} "
-        f"beam.word_score={best['word_score']:g} (asr-kd-transcribe --lm-weight "
+        f"best on {args.subset}: {' '.join(overrides)} (asr-kd-transcribe --lm-weight "
         f"{best['lm_weight']:g} --word-score {best['word_score']:g})"
     )
+    if args.overrides_out is not None:  # for a recipe: one asr-kd-evaluate override per line
+        args.overrides_out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.overrides_out.with_name(args.overrides_out.name + ".tmp")
+        tmp.write_text("".join(f"{o}\n" for o in overrides))
+        tmp.replace(args.overrides_out)
+
+
+def _hlg(args: argparse.Namespace) -> None:
+    if (args.data_dir is None) == (args.ckpt is None):
+        raise ConfigError("asr-kd-lm hlg needs the tokenizer: --data-dir DATA or --ckpt CKPT")
+    if args.ckpt is not None:
+        if not args.ckpt.is_file():
+            raise MissingFileError(f"checkpoint not found: {args.ckpt}")
+        tokenizer = load_model(args.ckpt).tokenizer
+    else:
+        tokenizer = Tokenizer.load(DataDir(args.data_dir).lang)
+    hlg = write_hlg(
+        tokenizer, args.lm, args.out, args.lm_weight, args.word_score, args.lexicon, args.cache_dir
+    )
+    print(f"{args.out}: {hlg.num_states} states, {tokenizer}")
 
 
 def _hotwords(args: argparse.Namespace) -> None:
@@ -139,6 +167,29 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--lm-weights", type=_floats, default=[0.25, 0.5, 1.0, 2.0])
     tune.add_argument("--word-scores", type=_floats, default=[-1.0, 0.0, 1.0])
     tune.add_argument("--beam-size", type=int, default=BeamSettings.size)
+    tune.add_argument(
+        "--overrides-out", type=Path, help="write the best as asr-kd-evaluate overrides, one a line"
+    )
+    hlg = commands.add_parser("hlg", help="HLG.fst for sherpa-onnx's CTC FST decoder")
+    hlg.set_defaults(run=_hlg)
+    hlg.add_argument("--lm", required=True, help="ARPA (.arpa, .arpa.gz)")
+    hlg.add_argument("--data-dir", type=Path, help="the tokenizer: its lang/ (asr-kd-prepare)")
+    hlg.add_argument("--ckpt", type=Path, help="the tokenizer: an asr_kd checkpoint's")
+    hlg.add_argument("--lexicon", help="words (first column); default: the LM's unigrams")
+    hlg.add_argument(
+        "--lm-weight",
+        type=float,
+        default=BeamSettings.lm_weight,
+        help="beam_lm's lm_weight (x log10 p), e.g. the one asr-kd-lm tune found",
+    )
+    hlg.add_argument(
+        "--word-score",
+        type=float,
+        default=BeamSettings.word_score,
+        help="beam_lm's word_score (bonus per word)",
+    )
+    hlg.add_argument("--cache-dir", default=BeamSettings.cache_dir, help="for .arpa.gz")
+    hlg.add_argument("--out", type=Path, required=True, help="the .fst file to write")
     hot = commands.add_parser("hotwords", help="pick rare test words as a hotword file")
     hot.set_defaults(run=_hotwords)
     hot.add_argument("--data-dir", type=Path, required=True)
@@ -152,8 +203,24 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_NUMBER_LIST = re.compile(r"^-\d")
+_LIST_OPTIONS = ("--lm-weights", "--word-scores")
+
+
+def _joined(argv: Sequence[str]) -> list[str]:
+    """``--word-scores -1,0,1`` as ``--word-scores=-1,0,1``: argparse takes ``-1`` for a number
+    but ``-1,0,1`` for an unknown option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in _LIST_OPTIONS and _NUMBER_LIST.match(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_joined(sys.argv[1:] if argv is None else argv))
     torch.set_num_threads(1)
     try:
         args.run(args)

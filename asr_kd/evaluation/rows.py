@@ -133,7 +133,8 @@ class ResultRow:
     subset: str = _key("the prepared subset decoded (an entry of ``subsets``)", required=True)
     mode: str = _key(
         "``full`` (the whole utterance at once) or ``stream-<N>ms`` (N ms chunks through "
-        "``forward_chunk`` with caches); ``-sherpa-onnx`` after either for that runtime's rows, "
+        "``forward_chunk`` with caches); ``-sherpa-onnx`` (``-sherpa-onnx-hlg``) after either for "
+        "that runtime's rows, "
         "``-<decoding>`` for a search other than greedy (``full-beam_lm``)",
         required=True,
         column=(1, "Mode", lambda row: row["mode"]),
@@ -150,7 +151,10 @@ class ResultRow:
         "threads, after warm-up; what it covers: ``rtf_scope``, else the meta's)",
         7, "RTF", ".4f", required=True,
     )  # fmt: skip
-    runtime: str = _key("what decoded and timed the row: ``torch``, ``onnx`` or ``sherpa-onnx``")
+    runtime: str = _key(
+        "what decoded and timed the row: ``torch``, ``onnx``, ``sherpa-onnx`` or "
+        "``sherpa-onnx-hlg``"
+    )
     rtf_scope: str | None = _key(
         "what ``rtf`` times when it differs from the meta's ``rtf_scope`` (sherpa-onnx: the "
         "fbank from audio too)",
@@ -163,7 +167,8 @@ class ResultRow:
     )
     decoding: str | None = _key(
         "the search when it is not greedy: ``beam`` or ``beam_lm`` (``asr_kd.inference.search``"
-        "; the mode then ends in ``-<decoding>``); absent for greedy",
+        "; the mode then ends in ``-<decoding>``), ``hlg`` (runtime sherpa-onnx-hlg: "
+        "sherpa-onnx's FST decoder on an HLG graph); absent for greedy",
         optional=True,
     )
     cpu_s_per_audio_h: float | None = _shown(

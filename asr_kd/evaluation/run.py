@@ -96,6 +96,11 @@ from asr_kd.models.loading import load_model
 __all__ = ["evaluate"]
 
 RTF_SCOPE = "model + greedy CTC search on precomputed fbank; feature extraction not timed"
+# with decoding=[...beam...]: each row times its own search (its ``decoding``), LM included
+SEARCH_RTF_SCOPE = (
+    "model + the row's CTC search (greedy, or its decoding's beam search with the LM) on "
+    "precomputed fbank; feature extraction not timed"
+)
 COST_SCOPE = (
     "process CPU time (time.process_time, all threads) and RAPL CPU-package energy (whole "
     "machine) over the same timed spans as the RTF, per hour of audio"
@@ -131,7 +136,7 @@ def _meta(settings: EvalSettings) -> dict:
         "batch_max_duration_s": settings.max_duration,
         "rtf_threads": settings.rtf.threads,
         "rtf_warmup_utts": settings.rtf.warmup_utts,
-        "rtf_scope": RTF_SCOPE,
+        "rtf_scope": RTF_SCOPE if only_greedy(settings) else SEARCH_RTF_SCOPE,
         "cost_scope": COST_SCOPE,
         "quantize": list(settings.quantize),
         "runtime": settings.runtime,

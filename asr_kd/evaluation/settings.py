@@ -22,9 +22,29 @@ from asr_kd.export.quantize import check_quantize
 from asr_kd.inference.factory import RUNTIMES
 from asr_kd.inference.search import DECODINGS, BeamSettings, GreedySearch
 
-__all__ = ["SHERPA", "EvalSettings", "RtfSettings", "beam_settings", "only_greedy"]
+__all__ = [
+    "ADDED_RUNTIMES",
+    "SHERPA",
+    "SHERPA_HLG",
+    "EvalSettings",
+    "HlgSettings",
+    "RtfSettings",
+    "beam_settings",
+    "only_greedy",
+]
 
 SHERPA = "sherpa-onnx"  # a runtime added beside torch or onnx: rows of its own
+SHERPA_HLG = "sherpa-onnx-hlg"  # sherpa-onnx's streaming recognizer with an HLG graph
+ADDED_RUNTIMES = (SHERPA, SHERPA_HLG)  # runtimes listed beside torch or onnx, never instead
+
+
+@dataclass(frozen=True)
+class HlgSettings:
+    """runtime=sherpa-onnx-hlg: ``graph`` (an HLG.fst; None: built from ``beam.lm`` at
+    ``beam.lm_weight`` / ``beam.word_score``), the FST decoder's ``max_active`` states."""
+
+    graph: str | None
+    max_active: int
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,7 @@ class EvalSettings:
     rtf: RtfSettings
     decodings: tuple[str, ...]  # DECODINGS names: one set of rows each
     beam: BeamSettings
+    hlg: HlgSettings
     plots: bool
     out_dir: Path
 
@@ -83,6 +104,9 @@ class EvalSettings:
             rtf=RtfSettings(int(cfg.rtf.threads), int(cfg.rtf.warmup_utts), cfg.rtf.max_utts),
             decodings=_decodings([str(d) for d in as_list(cfg.decoding)]),
             beam=beam_settings(cfg.beam),
+            hlg=HlgSettings(
+                None if cfg.hlg.graph is None else str(cfg.hlg.graph), int(cfg.hlg.max_active)
+            ),
             plots=bool(cfg.plots),
             out_dir=Path(cfg.out_dir),
         )
@@ -100,15 +124,15 @@ def _checkpoints(cfg: DictConfig) -> dict[str, str]:
 
 
 def _runtimes(asked: list[str], quantize: tuple[str, ...]) -> tuple[str, ...]:
-    """The runtime of the full rows first (torch or onnx; onnx when sherpa-onnx is the only one
-    given), then sherpa-onnx if asked for; the quantize entries checked against it."""
-    base = [r for r in asked if r != SHERPA]
+    """The runtime of the full rows first (torch or onnx; onnx when only added runtimes are
+    given), then the :data:`ADDED_RUNTIMES` asked for; the quantize entries checked against it."""
+    base = [r for r in asked if r not in ADDED_RUNTIMES]
     if any(r not in RUNTIMES for r in base) or len(base) > 1 or not asked:
         raise ConfigError(
-            f"runtime must be 'torch', 'onnx' or 'sherpa-onnx', or a list of one of torch/onnx "
-            f"and sherpa-onnx (runtime=[onnx,sherpa-onnx]), got {asked}"
+            f"runtime must be 'torch', 'onnx', 'sherpa-onnx' or 'sherpa-onnx-hlg', or a list of "
+            f"one of torch/onnx and sherpa-onnx runtimes (runtime=[onnx,sherpa-onnx]), got {asked}"
         )
-    runtimes = (*(base or ["onnx"]), *([SHERPA] if SHERPA in asked else []))
+    runtimes = (*(base or ["onnx"]), *(r for r in ADDED_RUNTIMES if r in asked))
     for q in quantize:
         check_quantize(q, "quantize entry")
     if "int8" in quantize and runtimes[0] != "onnx":

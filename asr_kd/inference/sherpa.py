@@ -175,16 +175,26 @@ class SherpaOfflineDecoder:
 
 
 class SherpaStreamingDecoder:
-    """``sherpa_onnx.OnlineRecognizer.from_wenet_ctc`` on one export directory, greedy CTC.
+    """``sherpa_onnx.OnlineRecognizer.from_wenet_ctc`` on one export directory: greedy CTC, or
+    with ``graph`` sherpa-onnx's CTC FST decoder (kaldi-decoder's ``FasterDecoder``) over an
+    H, HL or HLG graph (``asr-kd-lm hlg`` builds one).
 
     Args:
         model_dir: holds ``model.onnx`` and ``tokens.txt`` (asr-kd-export format=sherpa-onnx).
         threads: sherpa-onnx's ONNX Runtime threads.
+        graph: an OpenFst graph file, input labels token id + 1 (:mod:`asr_kd.inference.hlg`).
+        max_active: the FST decoder's most active states per frame (sherpa-onnx's default).
     """
 
     runtime = "sherpa-onnx"
 
-    def __init__(self, model_dir: str | Path, threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_dir: str | Path,
+        threads: int = 1,
+        graph: str | Path | None = None,
+        max_active: int = 3000,
+    ) -> None:
         import sherpa_onnx
 
         model, props, tokens = _open_export(model_dir, ONLINE_KIND)
@@ -203,6 +213,19 @@ class SherpaStreamingDecoder:
             sample_rate=SAMPLE_RATE,
             feature_dim=_input_dim(props),
         )
+        if graph is not None:
+            self._use_graph(Path(graph), max_active)
+
+    def _use_graph(self, graph: Path, max_active: int) -> None:
+        """The recognizer rebuilt with the FST decoder: ``from_wenet_ctc`` takes no graph (its
+        ``from_zipformer2_ctc`` sibling does), but the config it made holds the field."""
+        if not graph.is_file():
+            raise MissingFileError(f"decoding graph not found: {graph} (asr-kd-lm hlg builds one)")
+        config = self.recognizer.config
+        fst_config = config.ctc_fst_decoder_config
+        fst_config.graph, fst_config.max_active = str(graph), int(max_active)
+        config.ctc_fst_decoder_config = fst_config
+        self.recognizer.recognizer = type(self.recognizer.recognizer)(config)
 
     def _accept(self, stream, sample_rate: int, samples: np.ndarray) -> None:
         start = time.perf_counter()

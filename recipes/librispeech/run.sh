@@ -7,11 +7,15 @@
 #   3 dump its soft targets (+ layers)    asr-kd-dump-targets   -> $EXP/targets
 #   4 distil the student (student_small)  asr-kd-distill distill=hidden -> $EXP/student_kd
 #   5 same student, CTC only (baseline)   asr-kd-distill distill=none -> $EXP/student_ctc
-#   6 evaluate all three                  asr-kd-evaluate       -> $EXP/report
+#   6 word LM: openslr 11's or built,     asr-kd-lm build|tune|hlg -> $EXP/lm (lm_weight and
+#     tuned on dev-clean, HLG.fst          word_score tuned for student_kd, HLG for sherpa-onnx)
+#   7 evaluate all three                  asr-kd-evaluate       -> $EXP/report (greedy, beam_lm,
+#                                         stream-*-sherpa-onnx-hlg)
 #
 # Usage:
 #   bash recipes/librispeech/run.sh /data/LibriSpeech
-#   bash recipes/librispeech/run.sh /data/LibriSpeech --stage 4 --stop-stage 6
+#   bash recipes/librispeech/run.sh /data/LibriSpeech --stage 4 --stop-stage 7
+#   LM_DIR=/data/openslr-11 bash recipes/librispeech/run.sh /data/LibriSpeech --stage 6
 #   TRAINER=gpu TRAIN_SUBSETS="train-clean-100" bash recipes/librispeech/run.sh /data/LibriSpeech
 #   AVG=10 bash recipes/librispeech/run.sh /data/LibriSpeech   # average each model's last 10 checkpoints
 #   DISTILL=frame_kl bash recipes/librispeech/run.sh /data/LibriSpeech  # output-only KD, no layers stored
@@ -25,7 +29,16 @@
 #
 # TEACHER=hf:<save_pretrained dir or hub id>[@revision] distils a public transformers CTC model
 # instead: stage 1 takes the tokenizer from it (tokenizer=from_teacher), stage 2 (teacher
-# training) is skipped, stages 3-6 use it as teacher_ckpt (README "Public (transformers) teachers").
+# training) is skipped, stages 3-7 use it as teacher_ckpt (README "Public (transformers) teachers").
+#
+# Stage 6's LM, the first of: LM_DIR/$LM_NAME (openslr 11's 3-gram.pruned.1e-7.arpa.gz as
+# downloaded from https://www.openslr.org/11; LM_NAME=4-gram.arpa.gz for a stronger beam_lm, with
+# EVAL_RUNTIME=onnx: its HLG would not fit in memory), else a LM_ORDER-gram built from
+# LM_DIR/librispeech-lm-norm.txt.gz plus the training transcripts (pure Python: fine for a small
+# text, not openslr's 800 M words), else from the training transcripts alone.
+# LM_DIR/librispeech-lexicon.txt, when there, is the lexicon (its words, re-spelled by our
+# tokenizer). LM_DIR: where openslr 11's files were unpacked (default: the directory holding the
+# LibriSpeech one; with SYNTH=yes, the synthetic corpus, whose LM text asr-kd-synth may write).
 #
 # The directory is the one holding the subset folders (train-clean-100/, dev-clean/, ...), as
 # unpacked from OpenSLR resource 12 (https://www.openslr.org/12). Overrides work as in
@@ -81,8 +94,17 @@ AVG_EVERY=${AVG_EVERY:-5000}
 CKPT=${CKPT:-}
 TEACHER=${TEACHER:-}                     # hf:<dir|hub id>[@rev]: a public teacher, no stage 2
 SYNTH=${SYNTH:-no}                       # yes: stage 0 writes the corpus (no directory argument)
+LM_DIR=${LM_DIR:-}                       # openslr 11's files (see above); empty: the default
+LM_NAME=${LM_NAME:-3-gram.pruned.1e-7.arpa.gz}
+LM_ORDER=${LM_ORDER:-3}                  # of the LM built when LM_DIR has no $LM_NAME
+LM_WEIGHTS=${LM_WEIGHTS:-0.5,1,2,3}     # stage 6's grid on dev-clean (icefall's --lm-scale sweep)
+WORD_SCORES=${WORD_SCORES:--1,0,1,2}
+LM_TUNE_CHUNK_MS=${LM_TUNE_CHUNK_MS:-320}
+LM_TUNE_SUBSET=${LM_TUNE_SUBSET:-dev-clean}
+DECODING=${DECODING:-greedy,beam_lm}     # stage 7's searches (conf/evaluate.yaml's decoding)
+EVAL_RUNTIME=${EVAL_RUNTIME:-onnx,sherpa-onnx-hlg}
 stage=0
-stop_stage=6
+stop_stage=7
 
 usage_missing() {
   cat >&2 <<EOF
@@ -112,7 +134,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;; esac
 parse_args "$@"
-check_stages 0 6
+check_stages 0 7
 check_overrides synth prepare teacher dump kd ctc eval
 set_averaging  # avg_args and CKPT from AVG, AVG_EVERY (common.sh)
 [ ${#positional[@]} -le 1 ] || die "one LibriSpeech directory expected, got: ${positional[*]}"
@@ -140,6 +162,7 @@ check_corpus() {
       || usage_missing "$corpus/$subset holds no <speaker>/<chapter>/*.trans.txt"
   done
 }
+LM_DIR=${LM_DIR:-$(dirname "${corpus:-.}")}
 if [ "$SYNTH" = no ]; then
   check_corpus  # before any stage: a missing subset fails now, not after hours
 elif in_range 0; then
@@ -152,7 +175,7 @@ if [ "$SYNTH" = yes ] && in_range 1; then check_corpus; fi
 csv() { echo "$*" | tr -s ' ' ','; }
 data=$EXP/data
 ckpt_of() { echo "$EXP/$1/checkpoints/$CKPT"; }
-TEACHER_SOURCE=${TEACHER:-$(ckpt_of teacher)}  # the teacher of stages 3-6 (common.sh reads it)
+TEACHER_SOURCE=${TEACHER:-$(ckpt_of teacher)}  # the teacher of stages 3-7 (common.sh reads it)
 if [ -n "$TEACHER" ]; then
   case $TEACHER in hf:?*) ;; *) die "TEACHER=$TEACHER: expected hf:<save_pretrained dir or hub id>[@revision]" ;; esac
   tokenizer_args=(tokenizer=from_teacher tokenizer.teacher="$TEACHER")
@@ -222,13 +245,38 @@ if in_range 5; then
   distil_student student_ctc none ctc 5
 fi
 
+# Stage 6's LM (see the header): openslr 11's file, else one built into $EXP/lm.
+lexicon=$LM_DIR/librispeech-lexicon.txt
+lm_text=$LM_DIR/librispeech-lm-norm.txt.gz
+if [ -f "$LM_DIR/$LM_NAME" ]; then lm=$LM_DIR/$LM_NAME; else lm=$EXP/lm/${LM_ORDER}gram.arpa; fi
+lexicon_args=() lexicon_override=()
+if [ -f "$lexicon" ]; then lexicon_args=(--lexicon "$lexicon"); lexicon_override=(beam.lexicon="$lexicon"); fi
+
 if in_range 6; then
-  log "Stage 6: evaluate teacher, student_kd and student_ctc on $test_list,$dev_list"
-  stale_if_newer "$EXP/report/.done" "$TEACHER_SOURCE" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)"
-  run_stage 6 eval "$EXP/report/.done" asr-kd-evaluate data.dir="$data" \
+  if [ "$lm" = "$LM_DIR/$LM_NAME" ]; then
+    log "Stage 6: $lm (openslr 11) ${lexicon_args[*]+with $lexicon}; lm_weight x word_score tuned on $LM_TUNE_SUBSET (student_kd, $LM_TUNE_CHUNK_MS ms)"
+  else
+    extra_text=()
+    if [ -f "$lm_text" ]; then extra_text=(--text "$lm_text"); fi
+    log "Stage 6: no $LM_DIR/$LM_NAME: the word $LM_ORDER-gram of $train_list's transcripts${extra_text[*]:+ and $lm_text} into $lm; tuned on $LM_TUNE_SUBSET (student_kd, $LM_TUNE_CHUNK_MS ms)"
+    stale_if_newer "$EXP/lm/.done.build" "$data/.done"
+    read -r -a train_array <<< "$TRAIN_SUBSETS"
+    run_stage 6 lm "$EXP/lm/.done.build" asr-kd-lm build --data-dir "$data" \
+      --subsets "${train_array[@]}" ${extra_text[@]+"${extra_text[@]}"} --order "$LM_ORDER" --out "$lm"
+  fi
+  tune_lm 6 "$lm" "$LM_TUNE_SUBSET" ${lexicon_args[@]+"${lexicon_args[@]}"}
+fi
+
+if in_range 7; then
+  lm_eval_args "$lm" ${lexicon_override[@]+"${lexicon_override[@]}"}  # lm_args: stage 6's LM, weights and graph (common.sh)
+  log "Stage 7: evaluate teacher, student_kd and student_ctc on $test_list,$dev_list (decoding $DECODING, runtimes $EVAL_RUNTIME${lm_args[*]+; ${lm_args[*]}})"
+  stale_if_newer "$EXP/report/.done" "$TEACHER_SOURCE" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)" \
+    "$EXP/lm/.done.tune" "$EXP/lm/.done.hlg"
+  run_stage 7 eval "$EXP/report/.done" asr-kd-evaluate data.dir="$data" \
     subsets="[$test_list,$dev_list]" ckpt.teacher="$TEACHER_SOURCE" \
     ckpt.student_kd="$(ckpt_of student_kd)" ckpt.student_ctc="$(ckpt_of student_ctc)" \
-    chunk_sizes_ms="[$CHUNK_MS]" out_dir="$EXP/report"
+    chunk_sizes_ms="[$CHUNK_MS]" "decoding=[$DECODING]" "runtime=[$EVAL_RUNTIME]" \
+    ${lm_args[@]+"${lm_args[@]}"} out_dir="$EXP/report"
   cat "$EXP/report/results.md"
 fi
 

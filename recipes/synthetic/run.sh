@@ -8,13 +8,16 @@
 #   4 distil the student (KD)      asr-kd-distill        -> $EXP/student_kd
 #   5 same student, CTC only       asr-kd-distill distill=none, same updates -> $EXP/student_ctc
 #     (4 and 5 run side by side on a CPU with 2+ cores, logs in $EXP/student_{kd,ctc}.log)
-#   6 evaluate all three           asr-kd-evaluate       -> $EXP/demo (results.json/.md, plots)
-#   7 KD comparison (not default)  one student per distill setting -> $EXP/kd_compare/report
+#   6 word 3-gram LM, tuned        asr-kd-lm build|tune|hlg -> $EXP/lm (ARPA, lm_weight and
+#                                  word_score tuned on dev for student_kd, HLG.fst for sherpa-onnx)
+#   7 evaluate all three           asr-kd-evaluate       -> $EXP/demo (results.json/.md, plots):
+#                                  greedy, beam, beam_lm rows and stream-*-sherpa-onnx-hlg
+#   8 KD comparison (not default)  one student per distill setting -> $EXP/kd_compare/report
 #
 # Usage:
-#   bash recipes/synthetic/run.sh                          # stages 0-6 (what `make demo` runs)
+#   bash recipes/synthetic/run.sh                          # stages 0-7 (what `make demo` runs)
 #   bash recipes/synthetic/run.sh --stage 2 --stop-stage 2 # one stage
-#   bash recipes/synthetic/run.sh --stage 7 --stop-stage 7 # the KD comparison table
+#   bash recipes/synthetic/run.sh --stage 8 --stop-stage 8 # the KD comparison table
 #   TEACHER_STEPS=4000 bash recipes/synthetic/run.sh       # the knobs below are env variables
 #   AVG=5 bash recipes/synthetic/run.sh                    # average the last 5 checkpoints of each model
 #   bash recipes/synthetic/run.sh teacher:model.d_model=192 students:optim.lr=2e-3 trainer.accelerator=cpu
@@ -22,8 +25,9 @@
 #
 # Extra arguments are Hydra overrides. `TAG:key=value` goes to one kind of stage, where TAG is
 # synth, prepare, teacher, dump, kd, ctc, eval or compare; `students:key=value` goes to both
-# students (4, 5, 7), keeping the KD-vs-CTC comparison fair; `train:key=value` and a plain
-# `key=value` go to every training stage (2, 4, 5, 7).
+# students (4, 5, 8), keeping the KD-vs-CTC comparison fair; `train:key=value` and a plain
+# `key=value` go to every training stage (2, 4, 5, 8). Stage 6 (asr-kd-lm, not Hydra) takes the
+# LM_* knobs below.
 #
 # Each finished stage leaves a `.done` marker in its output directory; a rerun skips it. Delete
 # the stage's output directory to redo it after changing its settings. A training stage stopped
@@ -46,7 +50,7 @@ STUDENT_STEPS=${STUDENT_STEPS:-2000}     # updates of each student (KD and CTC-o
 # more updates than warm-up; set, it is used as is.
 warmup_given=${WARMUP_STEPS:+yes}
 WARMUP_STEPS=${WARMUP_STEPS:-200}
-# Peak learning rate of every student (KD, CTC-only, stage 7), over the experiment's 2e-3, which
+# Peak learning rate of every student (KD, CTC-only, stage 8), over the experiment's 2e-3, which
 # suits the teacher. Dev WER after 2000 updates, KD / CTC-only, measured on the demo corpus:
 # 2e-3 43.8/47.8, 4e-3 34.2/39.6, 6e-3 31.7/37.4, 8e-3 28.8/35.4, 1.2e-2 33.7/57.8 (CTC unstable).
 # 8e-3 is the best of that grid for both students, so neither is handicapped.
@@ -58,7 +62,7 @@ EXPERIMENT=${EXPERIMENT:-demo_synthetic} # conf/experiment/: batch size, lr sche
 DISTILL=${DISTILL:-hidden}
 TOPK=${TOPK:-8}                          # soft targets kept per frame
 TEMPERATURE=${TEMPERATURE:-2.0}          # softmax temperature of the stored soft targets
-# Teacher layers stored beside the soft targets for distill=hidden (stage 7 reads them from the
+# Teacher layers stored beside the soft targets for distill=hidden (stage 8 reads them from the
 # same store); [2,4,6] = teacher_small's layers paired with student_tiny's 3. Empty: none stored.
 HIDDEN_LAYERS=${HIDDEN_LAYERS-[2,4,6]}
 HIDDEN_COMPRESS=${HIDDEN_COMPRESS:-none}  # none (fp16) | int8 | pca<N> (see asr-kd-dump-targets --help)
@@ -76,16 +80,28 @@ AVG_EVERY=${AVG_EVERY:-100}
 # The checkpoint of every model that is dumped and evaluated; unset: averaged.ckpt with AVG > 0,
 # else last.ckpt (the students are compared at equal updates either way).
 CKPT=${CKPT:-}
-COMPARE_DISTILL=${COMPARE_DISTILL:-}     # stage 7 settings; empty = every conf/distill/*.yaml
+COMPARE_DISTILL=${COMPARE_DISTILL:-}     # stage 8 settings; empty = every conf/distill/*.yaml
+# Stage 6: the word n-gram of the training transcripts plus the corpus's LM text
+# ($EXP/synth-corpus/librispeech-lm-norm.txt.gz, sentences of the training books only) when
+# asr-kd-synth wrote one; never dev or test text. Its weight and word bonus are tuned on dev
+# (beam_lm over the KD student's LM_TUNE_CHUNK_MS streaming log-probs) over this grid.
+LM_ORDER=${LM_ORDER:-3}
+LM_WEIGHTS=${LM_WEIGHTS:-0.5,1,2,3}
+WORD_SCORES=${WORD_SCORES:--1,0,1,2}
+LM_TUNE_CHUNK_MS=${LM_TUNE_CHUNK_MS:-320}
+# Stage 7's searches (conf/evaluate.yaml's decoding) and runtimes: the stream-*-sherpa-onnx-hlg
+# rows decode the KD and CTC students through sherpa-onnx with stage 6's HLG.fst.
+DECODING=${DECODING:-greedy,beam,beam_lm}
+EVAL_RUNTIME=${EVAL_RUNTIME:-onnx,sherpa-onnx-hlg}
 stage=0
-stop_stage=6                             # stage 7 (KD comparison) runs only when asked for
+stop_stage=7                             # stage 8 (KD comparison) runs only when asked for
 CONF_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../conf" && pwd)
 # shellcheck source=../common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;; esac
 parse_args "$@"
-check_stages 0 7
+check_stages 0 8
 [ ${#positional[@]} -eq 0 ] || die "unexpected argument '${positional[0]}' (overrides are key=value)"
 check_overrides synth prepare teacher dump kd ctc eval compare
 set_averaging  # avg_args and CKPT from AVG, AVG_EVERY (common.sh)
@@ -160,32 +176,47 @@ else
   if in_range 5; then stage_5; fi
 fi
 
+lm=$EXP/lm/${LM_ORDER}gram.arpa
+lm_text=$corpus/librispeech-lm-norm.txt.gz
 if in_range 6; then
-  log "Stage 6: evaluate teacher, student_kd and student_ctc into $EXP/demo"
-  stale_if_newer "$EXP/demo/.done" "$(ckpt_of teacher)" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)"
-  run_stage 6 eval "$EXP/demo/.done" asr-kd-evaluate data.dir="$data" "subsets=[test]" \
+  extra_text=()
+  if [ -f "$lm_text" ]; then extra_text=(--text "$lm_text"); fi
+  log "Stage 6: the word $LM_ORDER-gram of the training transcripts${extra_text[*]:+ and $lm_text} into $EXP/lm; lm_weight x word_score tuned on dev (student_kd, $LM_TUNE_CHUNK_MS ms)"
+  stale_if_newer "$EXP/lm/.done.build" "$data/.done"  # a prepared-again corpus: build again
+  run_stage 6 lm "$EXP/lm/.done.build" asr-kd-lm build --data-dir "$data" --subsets train \
+    ${extra_text[@]+"${extra_text[@]}"} --order "$LM_ORDER" --out "$lm"
+  tune_lm 6 "$lm" dev
+fi
+
+if in_range 7; then
+  lm_eval_args "$lm"  # lm_args: stage 6's LM, weights and graph (common.sh)
+  log "Stage 7: evaluate teacher, student_kd and student_ctc into $EXP/demo (decoding $DECODING, runtimes $EVAL_RUNTIME${lm_args[*]+; ${lm_args[*]}})"
+  stale_if_newer "$EXP/demo/.done" "$(ckpt_of teacher)" "$(ckpt_of student_kd)" "$(ckpt_of student_ctc)" \
+    "$EXP/lm/.done.tune" "$EXP/lm/.done.hlg"
+  run_stage 7 eval "$EXP/demo/.done" asr-kd-evaluate data.dir="$data" "subsets=[test]" \
     ckpt.teacher="$(ckpt_of teacher)" ckpt.student_kd="$(ckpt_of student_kd)" \
     ckpt.student_ctc="$(ckpt_of student_ctc)" chunk_sizes_ms="[$CHUNK_MS]" \
+    "decoding=[$DECODING]" "runtime=[$EVAL_RUNTIME]" ${lm_args[@]+"${lm_args[@]}"} \
     out_dir="$EXP/demo"
   cat "$EXP/demo/results.md"
 fi
 
-if in_range 7; then
+if in_range 8; then
   read -r -a settings <<< "$COMPARE_DISTILL"
   if [ ${#settings[@]} -eq 0 ]; then
     for f in "$CONF_DIR"/distill/*.yaml; do [ -f "$f" ] && settings+=("$(basename "$f" .yaml)"); done
   fi
   [ ${#settings[@]} -gt 0 ] || die "no distill settings: COMPARE_DISTILL is empty and $CONF_DIR/distill has no .yaml"
   student_args compare
-  log "Stage 7: KD comparison, one $STUDENT_MODEL per distill setting ($student_words): ${settings[*]}"
+  log "Stage 8: KD comparison, one $STUDENT_MODEL per distill setting ($student_words): ${settings[*]}"
   ckpts=() ckpt_files=()
   for setting in "${settings[@]}"; do
-    distil_student "kd_compare/$setting" "$setting" compare 7
+    distil_student "kd_compare/$setting" "$setting" compare 8
     ckpt_files+=("$(ckpt_of "kd_compare/$setting")")
     ckpts+=("+ckpt.$setting=${ckpt_files[-1]}")
   done
   stale_if_newer "$EXP/kd_compare/report/.done" "${ckpt_files[@]}"
-  run_stage 7 eval "$EXP/kd_compare/report/.done" asr-kd-evaluate data.dir="$data" "subsets=[test]" \
+  run_stage 8 eval "$EXP/kd_compare/report/.done" asr-kd-evaluate data.dir="$data" "subsets=[test]" \
     "${ckpts[@]}" chunk_sizes_ms="[$CHUNK_MS]" out_dir="$EXP/kd_compare/report"
   cat "$EXP/kd_compare/report/results.md"
 fi

@@ -24,7 +24,7 @@ FIGURES.update(dict.fromkeys(("rtf_batch", "chunk_ms", "left_chunks", "threads_b
 
 
 def test_one_backend_per_runtime_in_the_table():
-    assert set(BACKENDS) == {"torch", "onnx", "sherpa-onnx", "transformers"}
+    assert set(BACKENDS) == {"torch", "onnx", "sherpa-onnx", "sherpa-onnx-hlg", "transformers"}
     settings = EvalSettings.from_config(compose("evaluate", ["data.dir=x", "ckpt.teacher=t.ckpt"]))
     ours = LoadedModel(None, Tokenizer.char(), {}, "student", Path("<s>"))
     theirs = HFLoaded.__new__(HFLoaded)  # what load_model gives for hf:...: a model of audio

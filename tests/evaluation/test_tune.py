@@ -75,11 +75,15 @@ def test_tune_prints_the_grid_and_the_best_overrides(
     main(["build", "--data-dir", str(prepared_data_dir), "--out", str(arpa)])
     capsys.readouterr()
     args = ["tune", "--ckpt", str(ckpt), "--data-dir", str(prepared_data_dir), "--lm", str(arpa)]
-    assert main([*args, "--chunk-ms", "160", "--lm-weights", "0,1", "--word-scores", "0"]) == 0
+    grid = ["--chunk-ms", "160", "--lm-weights", "0,1", "--word-scores", "-1,0"]  # regression:
+    # argparse read "-1,0" as an unknown option, so the recipe's default grid was refused
+    out = tmp_path / "tuned.txt"
+    assert main([*args, *grid, "--overrides-out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["lm_weight", "word_score", "WER", "sub", "del", "ins"]
-    assert len(lines) == 4 and lines[-1].startswith("best on dev: beam.lm_weight=")
+    assert len(lines) == 6 and lines[-1].startswith("best on dev: beam.lm_weight=")
     best = lines[1].split()
     assert f"beam.lm_weight={best[0]} beam.word_score={best[1]}" in lines[-1]
+    assert out.read_text() == f"beam.lm_weight={best[0]}\nbeam.word_score={best[1]}\n"
     assert main([*args, "--chunk-ms", "150"]) == 2
     assert "150" in capsys.readouterr().err

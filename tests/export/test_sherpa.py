@@ -39,7 +39,7 @@ from asr_kd.inference.sherpa import SherpaOfflineDecoder, SherpaStreamingDecoder
 from asr_kd.models.decode import collapse_ids
 from asr_kd.models.loading import LoadedModel, load_model
 from tests.helpers.net import free_port
-from tests.helpers.tiny_runs import evaluate_overrides
+from tests.helpers.tiny_runs import evaluate_overrides, tiny_char_model
 
 sherpa_onnx = pytest.importorskip("sherpa_onnx")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,12 +49,8 @@ CHUNK, LEFT = 4, 2
 
 @pytest.fixture
 def student(tiny, prepared_data_dir) -> LoadedModel:
-    """A tiny random streaming model (2 layers, K 5) with the prepared data's CMVN, so that
-    fbank of real audio lands where it expects it; char vocabulary."""
-    cmvn = json.loads((prepared_data_dir / "cmvn.json").read_text())
-    model = tiny(True, vocab_size=29, default_left_chunks=LEFT)
-    model.set_cmvn(torch.tensor(cmvn["mean"]), torch.tensor(cmvn["std"]))
-    return LoadedModel(model, Tokenizer.char(), {}, "student", Path("<tiny student>"))
+    """A tiny random streaming model (2 layers, K 5) with the prepared data's CMVN."""
+    return tiny_char_model(tiny, prepared_data_dir, "student", True, default_left_chunks=LEFT)
 
 
 @pytest.fixture
@@ -67,10 +63,7 @@ def utterances(tiny_corpus_dir) -> list[np.ndarray]:
 @pytest.fixture
 def teacher(tiny, prepared_data_dir) -> LoadedModel:
     """A tiny random full-context model with the prepared data's CMVN."""
-    cmvn = json.loads((prepared_data_dir / "cmvn.json").read_text())
-    model = tiny(False, vocab_size=29)
-    model.set_cmvn(torch.tensor(cmvn["mean"]), torch.tensor(cmvn["std"]))
-    return LoadedModel(model, Tokenizer.char(), {}, "teacher", Path("<tiny teacher>"))
+    return tiny_char_model(tiny, prepared_data_dir, "teacher", False)
 
 
 def _noise_floor(samples: np.ndarray, seed: int) -> np.ndarray:

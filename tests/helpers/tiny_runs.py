@@ -1,11 +1,19 @@
-"""Overrides for few-step runs of a ~25 k-parameter Conformer (seconds on 2 CPU cores).
+"""Overrides for few-step runs of a ~25 k-parameter Conformer (seconds on 2 CPU cores), and
+tiny random models ready to decode real audio.
 
 Usage: ``from tests.helpers.tiny_runs import tiny_run``.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import torch
+
 from asr_kd.config import compose
+from asr_kd.data.tokenizer import Tokenizer
+from asr_kd.models.loading import LoadedModel
 
 TINY_RUN = [
     "model.d_model=32",
@@ -74,3 +82,12 @@ def toy_batch(generator) -> dict:
         "cut_ids": ["cut-a", "cut-b"],
         "texts": ["A B C", "D E"],
     }
+
+
+def tiny_char_model(tiny, data_dir, role: str, streaming: bool, **kwargs) -> LoadedModel:
+    """``tiny(streaming, vocab_size=29, **kwargs)`` (the ``tiny`` fixture) with ``data_dir``'s
+    CMVN, so that the fbank of real audio lands where it expects it; char vocabulary."""
+    cmvn = json.loads((Path(data_dir) / "cmvn.json").read_text())
+    model = tiny(streaming, vocab_size=29, **kwargs)
+    model.set_cmvn(torch.tensor(cmvn["mean"]), torch.tensor(cmvn["std"]))
+    return LoadedModel(model, Tokenizer.char(), {}, role, Path(f"<tiny {role}>"))

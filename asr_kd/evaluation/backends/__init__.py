@@ -11,11 +11,11 @@ from __future__ import annotations
 from asr_kd.evaluation.backends.base import Backend, Corpus
 from asr_kd.evaluation.backends.fbank import OnnxBackend, TorchBackend
 from asr_kd.evaluation.backends.hf import TransformersBackend
-from asr_kd.evaluation.backends.sherpa import SherpaBackend
+from asr_kd.evaluation.backends.sherpa import SherpaBackend, SherpaHlgBackend
 
 __all__ = ["BACKENDS", "Backend", "Corpus"]
 
 BACKENDS: dict[str, type[Backend]] = {
     backend.name: backend
-    for backend in (TorchBackend, OnnxBackend, SherpaBackend, TransformersBackend)
+    for backend in (TorchBackend, OnnxBackend, SherpaBackend, SherpaHlgBackend, TransformersBackend)
 }

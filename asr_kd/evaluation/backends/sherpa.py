@@ -7,27 +7,36 @@ chunk size ``stream-<N>ms-sherpa-onnx`` (``<out_dir>/sherpa/<name>/c<C>-l<LC>/``
 ``OnlineRecognizer``), on ``rtf.threads`` threads. Their RTF covers what sherpa-onnx does (fbank
 from audio, model, greedy search); ``rtf_without_fbank`` leaves the fbank out, the other rows'
 scope.
+
+runtime sherpa-onnx-hlg (:class:`SherpaHlgBackend`): the same streaming exports decoded by the
+``OnlineRecognizer`` with its CTC FST decoder on an HLG graph (``hlg.graph``, or built once per
+tokenizer from ``beam.lm`` at ``beam.lm_weight`` / ``beam.word_score`` into
+``<out_dir>/sherpa/HLG-<tokenizer fingerprint>.fst``, :mod:`asr_kd.inference.hlg`): rows
+``stream-<N>ms-sherpa-onnx-hlg`` (``decoding`` hlg), streaming models only.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from asr_kd.data.features import SAMPLE_RATE, resample
+from asr_kd.errors import ConfigError
 from asr_kd.evaluation.backends.base import Backend, model_figures
 from asr_kd.evaluation.rows import ResultRow
-from asr_kd.evaluation.settings import SHERPA
+from asr_kd.evaluation.settings import SHERPA, SHERPA_HLG
 from asr_kd.export.limits import check_left_chunks
 from asr_kd.export.onnx import export_and_check
 from asr_kd.inference.timing import Decoded, utterances
 from asr_kd.metrics import RaplCounters, Timer
 from asr_kd.models.loading import LoadedModel
 
-__all__ = ["SHERPA_RTF_SCOPE", "SherpaBackend"]
+__all__ = ["HLG_RTF_SCOPE", "SHERPA_RTF_SCOPE", "SherpaBackend", "SherpaHlgBackend"]
 
 SHERPA_RTF_SCOPE = "sherpa-onnx: fbank from audio + model + greedy CTC search (C++)"
+HLG_RTF_SCOPE = "sherpa-onnx: fbank from audio + model + HLG search (kaldi-decoder, C++)"
 
 
 def _audio(cut) -> np.ndarray:
@@ -39,6 +48,10 @@ class SherpaBackend(Backend):
     """runtime=sherpa-onnx (module docstring)."""
 
     name = SHERPA
+    offline_rows: ClassVar[bool] = True  # full-<name> rows (OfflineRecognizer)
+    rtf_scope: ClassVar[str] = SHERPA_RTF_SCOPE
+    decoding: ClassVar[str | None] = None  # the rows' ``decoding`` (None: greedy)
+    diffs_key: ClassVar[str] = "sherpa_max_abs_diff"  # of the meta
 
     def __init__(self, settings, corpus) -> None:
         super().__init__(settings, corpus)
@@ -53,7 +66,8 @@ class SherpaBackend(Backend):
     def _variants(self, name: str, loaded: LoadedModel) -> list[tuple]:
         """``(chunk_ms, chunk_size, left_chunks)`` of each row: ``(None, None, None)`` (offline,
         full context) when ``full_context``, then one per chunk size of a streaming model."""
-        variants = [(None, None, None)] if self.settings.full_context else []
+        offline = self.settings.full_context and self.offline_rows
+        variants = [(None, None, None)] if offline else []
         if self._streams(loaded):
             left_chunks = loaded.model.resolve_left_chunks(self.settings.left_chunks)
             for chunk_ms in self.settings.chunk_sizes_ms:
@@ -87,7 +101,7 @@ class SherpaBackend(Backend):
     def meta(self) -> dict:
         import sherpa_onnx
 
-        return {"sherpa_onnx": sherpa_onnx.__version__, "sherpa_max_abs_diff": self.diffs}
+        return {"sherpa_onnx": sherpa_onnx.__version__, self.diffs_key: self.diffs}
 
     def rows(self, name: str, loaded: LoadedModel, subset: str) -> list[ResultRow]:
         return [self._row(name, loaded, subset, *v) for v in self._variants(name, loaded)]
@@ -108,23 +122,34 @@ class SherpaBackend(Backend):
             refs[utt.cut_id], audio_s = utt.text, audio_s + utt.audio_s
         return Decoded.timed_by(timer, hyps, refs, audio_s), fbank_s  # CPU s, J: sherpa-onnx's too
 
+    def _streaming_decoder(self, loaded: LoadedModel, out: Path, threads: int):
+        """The decoder of a ``stream-<N>ms-<name>`` row on export directory ``out``."""
+        from asr_kd.inference.sherpa import SherpaStreamingDecoder
+
+        return SherpaStreamingDecoder(out, threads=threads)
+
     def _row(self, name, loaded, subset, chunk_ms, chunk_size, left_chunks) -> ResultRow:
         """WER and RTF (fbank included) from one batch-1 pass of sherpa-onnx over the cuts'
         audio. ``chunk_ms`` None: offline."""
-        from asr_kd.inference.sherpa import SherpaOfflineDecoder, SherpaStreamingDecoder
+        from asr_kd.inference.sherpa import SherpaOfflineDecoder
 
         threads, out = self.settings.rtf.threads, self._dir(name, chunk_size, left_chunks)
         offline = chunk_ms is None
-        decode = (SherpaOfflineDecoder if offline else SherpaStreamingDecoder)(out, threads=threads)
+        decode = (
+            SherpaOfflineDecoder(out, threads=threads)
+            if offline
+            else self._streaming_decoder(loaded, out, threads)
+        )
         decoded, fbank_s = self._decoded(decode, subset)
         return self.row(
             decoded,
             decoded,
             model=name,
             subset=subset,
-            mode=f"full-{SHERPA}" if offline else f"stream-{chunk_ms:g}ms-{SHERPA}",
-            runtime=SHERPA,
-            rtf_scope=SHERPA_RTF_SCOPE,
+            mode=f"full-{self.name}" if offline else f"stream-{chunk_ms:g}ms-{self.name}",
+            runtime=self.name,
+            rtf_scope=self.rtf_scope,
+            decoding=self.decoding,
             rtf_without_fbank=(decoded.seconds - fbank_s) / decoded.audio_s,
             rtf_batch=None,
             batch_size=1,
@@ -135,3 +160,65 @@ class SherpaBackend(Backend):
             **model_figures(loaded.model, chunk_size, -1 if left_chunks is None else left_chunks),
             graph_mb=round((out / "model.onnx").stat().st_size / 2**20, 3),
         )
+
+
+class SherpaHlgBackend(SherpaBackend):
+    """runtime=sherpa-onnx-hlg (module docstring)."""
+
+    name = SHERPA_HLG
+    offline_rows = False
+    rtf_scope = HLG_RTF_SCOPE
+    decoding = "hlg"
+    diffs_key = "sherpa_hlg_max_abs_diff"
+
+    def __init__(self, settings, corpus) -> None:
+        super().__init__(settings, corpus)
+        self.graphs: dict[str, Path] = {}  # tokenizer fingerprint -> HLG.fst
+
+    def check(self, name: str, loaded: LoadedModel) -> None:
+        super().check(name, loaded)
+        hlg, beam = self.settings.hlg, self.settings.beam
+        if hlg.graph is None and beam.lm is None:
+            raise ConfigError(
+                f"runtime {SHERPA_HLG} needs a graph: hlg.graph=HLG.fst (asr-kd-lm hlg) or "
+                "beam.lm=LM.arpa to build one from"
+            )
+        if hlg.graph is not None and not Path(hlg.graph).is_file():
+            raise ConfigError(f"hlg.graph not found: {hlg.graph} (asr-kd-lm hlg builds one)")
+
+    def prepare(self, name: str, loaded: LoadedModel) -> None:
+        super().prepare(name, loaded)
+        self._graph(loaded)
+
+    def _graph(self, loaded: LoadedModel) -> Path:
+        """``hlg.graph``, or the one built from ``beam.lm`` for ``loaded``'s tokenizer."""
+        if self.settings.hlg.graph is not None:
+            return Path(self.settings.hlg.graph)
+        key = loaded.tokenizer.fingerprint
+        if key not in self.graphs:
+            from asr_kd.inference.hlg import write_hlg
+
+            beam, out = self.settings.beam, self.settings.out_dir / "sherpa" / f"HLG-{key}.fst"
+            write_hlg(
+                loaded.tokenizer, beam.lm, out, beam.lm_weight, beam.word_score, beam.lexicon,
+                beam.cache_dir,
+            )  # fmt: skip
+            self.graphs[key] = out
+        return self.graphs[key]
+
+    def _streaming_decoder(self, loaded: LoadedModel, out: Path, threads: int):
+        from asr_kd.inference.sherpa import SherpaStreamingDecoder
+
+        max_active = self.settings.hlg.max_active
+        return SherpaStreamingDecoder(
+            out, threads=threads, graph=self._graph(loaded), max_active=max_active
+        )
+
+    def meta(self) -> dict:
+        hlg, beam = self.settings.hlg, self.settings.beam
+        graphs = [hlg.graph] if hlg.graph is not None else [str(p) for p in self.graphs.values()]
+        built = {} if hlg.graph is not None else {
+            "lm": beam.lm, "lexicon": beam.lexicon, "lm_weight": beam.lm_weight,
+            "word_score": beam.word_score,
+        }  # fmt: skip
+        return {**super().meta(), "hlg": {"graphs": graphs, "max_active": hlg.max_active, **built}}
