@@ -14,5 +14,6 @@ CONF_PACKAGES = ["asr_kd.conf", *(f"asr_kd.conf.{p}" for p in find_namespace_pac
 setup(
     packages=[*find_packages(include=["asr_kd*"]), *CONF_PACKAGES],
     package_dir={"asr_kd.conf": "conf"},
-    package_data={p: ["*.yaml"] for p in CONF_PACKAGES},
+    # asr_kd/data/texts/: the synthetic corpus's sentence text (asr_kd.data.synth_text.AUSTEN)
+    package_data={**{p: ["*.yaml"] for p in CONF_PACKAGES}, "asr_kd.data": ["texts/*"]},
 )

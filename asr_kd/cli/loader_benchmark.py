@@ -80,6 +80,7 @@ def _synthetic_data_dir(root: Path, hours: float) -> Path:
     corpus, data = root / "corpus", root / "data"
     sizes = [f"hours.train={hours}", "hours.dev=0", "hours.test=0", "speakers.train=16"]
     sizes.append("words_per_utt=[25,45]")
+    sizes.append("text=words")  # any 25-45 words: only 104 shipped training sentences are that long
     synthetic.run(compose("synth", [f"out_dir={corpus}", *sizes]))
     overrides = [f"corpus_dir={corpus / 'LibriSpeech'}", f"out_dir={data}", "subsets=[train]"]
     prepare.run(compose("prepare", [*overrides, "num_jobs=1"]))

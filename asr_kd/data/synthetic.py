@@ -1,7 +1,8 @@
 """asr-kd-synth: a synthetic speech corpus written in the exact LibriSpeech layout.
 
-Speech comes from eSpeak NG (:mod:`asr_kd.data.espeak`), text from ``wordfreq`` (the top-N
-English words, frequency-weighted). A speaker is one accent + voice variant + pitch + rate; the
+Speech comes from eSpeak NG (:mod:`asr_kd.data.espeak`), text from a source of
+:mod:`asr_kd.data.synth_text` (``text=sentences``: real sentences of Jane Austen's novels, books
+split by subset; ``text=words``: the top-N wordfreq words, independently drawn). A speaker is one accent + voice variant + pitch + rate; the
 pool of such speakers is shuffled with the seed and cut into disjoint slices, one per subset, so
 dev/test speakers never occur in train. Each utterance gets its own RNG seeded from
 ``(seed, subset, index)`` and is rendered as: speech -> speed change -> optional reverberation ->
@@ -13,10 +14,13 @@ Layout (as LibriSpeech):
     <out_dir>/LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt:04d>.flac
     <out_dir>/LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt
     <out_dir>/LibriSpeech/SPEAKERS.TXT      (ID | SEX | SUBSET | MINUTES | NAME = voice settings)
+    <out_dir>/text_stats.json               training vocabulary, dev/test OOV against it, source
+    <out_dir>/librispeech-lm-norm.txt.gz    LM text: training books (or transcripts) only
 
 Usage:
     asr-kd-synth out_dir=data/synth hours.train=1.0 hours.dev=0.1 hours.test=0.1 seed=0
     asr-kd-synth out_dir=data/synth speakers.train=40 vocab_size=500 noise_prob=0.8 snr_db=[5,30]
+    asr-kd-synth out_dir=data/synth text=words vocab_size=200     # independent wordfreq words
     asr-kd-synth out_dir=data/synth 'hours={train-clean:1.0,test-clean:0.1}' \\
         'speakers={train-clean:32,test-clean:8}'
 """
@@ -25,12 +29,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import re
 import shutil
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
 
@@ -44,6 +47,12 @@ from asr_kd.config import save_config
 from asr_kd.data.espeak import EspeakEngine, SpeechRequest, variant_gender
 from asr_kd.data.features import SAMPLE_RATE
 from asr_kd.data.librispeech import subset_table
+from asr_kd.data.synth_text import (
+    build_text_source,
+    build_vocabulary,
+    text_stats,
+    write_lm_text,
+)
 from asr_kd.errors import ConfigError, OutputExistsError
 
 __all__ = [
@@ -56,7 +65,8 @@ __all__ = [
 ]
 
 _MARKER = ".asr_kd_synth"  # marks a LibriSpeech dir we wrote, so we may overwrite its subsets
-_WORD = re.compile(r"[a-z']+")
+TEXT_STATS = "text_stats.json"  # under out_dir: vocabulary, OOV per subset, the text source
+LM_TEXT = "librispeech-lm-norm.txt.gz"  # under out_dir: LM text (openslr 11's name)
 _INITIAL_SECONDS_PER_UTT = 4.0  # first guess, to size the first batch of work
 _BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}{postfix}]"
 
@@ -83,6 +93,9 @@ class SynthSettings:
     reverb_prob: float = 0.2
     rt60_s: tuple[float, float] = (0.1, 0.4)
     num_workers: int = 2
+    text: str = "words"  # a key of asr_kd.data.synth_text.TEXT_SOURCES
+    books: dict = field(default_factory=dict)  # text=sentences: role -> book names
+    text_file: str | None = None  # text=sentences: book<TAB>SENTENCE file; None: the shipped one
 
     def __post_init__(self) -> None:
         missing = [s for s in self.hours if self.hours[s] > 0 and s not in self.speakers]
@@ -129,23 +142,6 @@ class _Written:
     path: str  # relative to the LibriSpeech root
     text: str
     num_samples: int
-
-
-def build_vocabulary(vocab_size: int, freq_power: float = 1.0) -> tuple[list[str], np.ndarray]:
-    """The ``vocab_size`` most frequent English words matching ``[a-z']+`` and their sampling
-    probabilities ``(vocab_size,)``, proportional to ``frequency ** freq_power``.
-
-    ``freq_power < 1`` flattens Zipf's law so that the rarer words still occur in an hour of audio.
-    """
-    from wordfreq import top_n_list, word_frequency
-
-    words = [w for w in top_n_list("en", vocab_size * 3 + 100) if _WORD.fullmatch(w)]
-    # Single letters other than "a" and "i" are tokeniser debris ("s", "t" from "it's").
-    words = [w for w in words if len(w) > 1 or w in ("a", "i")][:vocab_size]
-    if len(words) < vocab_size:
-        raise ConfigError(f"wordfreq has only {len(words)} usable words, vocab_size={vocab_size}")
-    freqs = np.array([word_frequency(w, "en") for w in words], dtype=np.float64) ** freq_power
-    return words, freqs / freqs.sum()
 
 
 def assign_speakers(settings: SynthSettings) -> dict[str, list[Speaker]]:
@@ -214,23 +210,19 @@ def _mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndar
 
 
 class _Worker:
-    """Per-process state: the eSpeak library, the settings, speakers and vocabulary."""
+    """Per-process state: the eSpeak library, the settings, speakers and text source."""
 
-    def __init__(self, settings, root, speakers, words, probs) -> None:
+    def __init__(self, settings, root, speakers, text_source) -> None:
         self.settings, self.root, self.speakers = settings, Path(root), speakers
-        self.words, self.probs = words, probs
+        self.text_source = text_source
         self.engine = EspeakEngine()
 
-    def _text(self, rng: np.random.Generator, low: int, high: int) -> str:
-        count = int(rng.integers(low, high + 1))
-        return " ".join(self.words[i] for i in rng.choice(len(self.words), count, p=self.probs))
-
-    def _babble_requests(self, rng: np.random.Generator) -> list[SpeechRequest]:
+    def _babble_requests(self, subset: str, rng: np.random.Generator) -> list[SpeechRequest]:
         s = self.settings
         return [
             SpeechRequest(
                 f"{s.accents[rng.integers(len(s.accents))]}+{s.variants[rng.integers(len(s.variants))]}",
-                self._text(rng, 12, 20),
+                self.text_source.babble(subset, rng),
                 seed=int(rng.integers(2**31)),
                 rate=int(s.rates[rng.integers(len(s.rates))]),
                 pitch=int(s.pitches[rng.integers(len(s.pitches))]),
@@ -238,16 +230,18 @@ class _Worker:
             for _ in range(int(rng.integers(3, 6)))
         ]
 
-    def render(self, speaker: Speaker, rng: np.random.Generator) -> tuple[str, np.ndarray]:
-        """One utterance: its text and ``(N,)`` int16 samples at 16 kHz."""
+    def render(
+        self, speaker: Speaker, index: int, rng: np.random.Generator
+    ) -> tuple[str, np.ndarray]:
+        """Utterance ``index`` of the speaker's subset: its text and ``(N,)`` int16 samples."""
         s = self.settings
-        text = self._text(rng, *s.words_per_utt)
+        text = self.text_source.utterance(speaker.subset, index, rng)
         noise_type = s.noise_types[rng.integers(len(s.noise_types))] if s.noise_types else ""
         add_noise = bool(s.noise_types) and rng.random() < s.noise_prob
         seed = int(rng.integers(2**31))
         requests = [SpeechRequest(speaker.voice, text, speaker.rate, speaker.pitch, seed)]
         if add_noise and noise_type == "babble":
-            requests += self._babble_requests(rng)
+            requests += self._babble_requests(speaker.subset, rng)
         spoken = [a.astype(np.float32) / 32768.0 for a in self.engine.speak(requests)]
         speed = rng.uniform(*s.speed)
         audio = _speed_resample(spoken[0], self.engine.sample_rate, speed)
@@ -275,7 +269,9 @@ class _Worker:
         per_speaker = index // len(speakers)  # round robin: a prefix of indices is a valid corpus
         chapter = speaker.speaker_id * 10 + per_speaker % self.settings.chapters_per_speaker
         utt_id = f"{speaker.speaker_id}-{chapter}-{per_speaker // self.settings.chapters_per_speaker:04d}"
-        text, samples = self.render(speaker, _utterance_rng(self.settings.seed, subset, index))
+        text, samples = self.render(
+            speaker, index, _utterance_rng(self.settings.seed, subset, index)
+        )
         rel = f"{subset}/{speaker.speaker_id}/{chapter}/{utt_id}.flac"
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -393,8 +389,8 @@ def synthesize_corpus(out_dir: str | Path, settings: SynthSettings) -> dict:
     subsets = [s for s, h in settings.hours.items() if h > 0]
     _prepare_root(root, subsets)
     speakers = assign_speakers(settings)
-    words, probs = build_vocabulary(settings.vocab_size, settings.freq_power)
-    init_args = (settings, str(root), speakers, words, probs)
+    text_source = build_text_source(settings)
+    init_args = (settings, str(root), speakers, text_source)
     total_target = sum(settings.hours[s] * 3600 for s in subsets)
     written: dict[str, list[_Written]] = {}
     # spawn: workers import only numpy/soundfile/soxr, so the per-utterance fork stays cheap.
@@ -422,7 +418,23 @@ def synthesize_corpus(out_dir: str | Path, settings: SynthSettings) -> dict:
         }
         summary["total_seconds"] += seconds
     _write_speakers_txt(root, speakers, [u for us in written.values() for u in us])
+    summary["text"] = _write_text_outputs(Path(out_dir), text_source, written)
     return summary
+
+
+def _write_text_outputs(out_dir: Path, text_source, written: dict[str, list[_Written]]) -> dict:
+    """``text_stats.json`` (vocabulary, OOV per subset, the source) and the LM text."""
+    transcripts = {subset: [u.text for u in utts] for subset, utts in written.items()}
+    stats = {**text_stats(transcripts), "source": text_source.summary()}
+    train = [
+        t for subset, texts in transcripts.items() if subset.startswith("train") for t in texts
+    ]
+    stats["lm_text"] = {
+        "path": LM_TEXT,
+        "sentences": write_lm_text(out_dir / LM_TEXT, text_source.lm_sentences(train)),
+    }
+    (out_dir / TEXT_STATS).write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
 
 
 def _print_summary(summary: dict) -> None:
@@ -432,6 +444,17 @@ def _print_summary(summary: dict) -> None:
     total = summary["total_seconds"]
     print(
         f"total written audio: {total:.1f} s ({total / 3600:.3f} h), checked against FLAC headers"
+    )
+    text = summary["text"]
+    oov = ", ".join(
+        f"{subset} {entry['oov_percent']:.2f} %"
+        for subset, entry in text["subsets"].items()
+        if "oov_percent" in entry
+    )
+    print(
+        f"text={text['source']['text']}: training transcripts hold {text['train_vocabulary']} "
+        f"distinct words; OOV against them: {oov or 'no dev/test subset'}; LM text: "
+        f"{text['lm_text']['sentences']} sentences in {text['lm_text']['path']} ({TEXT_STATS})"
     )
 
 

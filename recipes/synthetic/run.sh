@@ -2,6 +2,8 @@
 # The whole asr_kd job on a synthetic LibriSpeech-format corpus, in stages (icefall style):
 #
 #   0 synthesize the corpus        asr-kd-synth          -> $EXP/synth-corpus/LibriSpeech
+#     (sentences of Jane Austen's novels, test/dev/train from disjoint books; beside it
+#     text_stats.json and the LM text librispeech-lm-norm.txt.gz, training books only)
 #   1 prepare cuts + tokenizer     asr-kd-prepare        -> $EXP/data
 #   2 train the teacher (CTC)      asr-kd-train          -> $EXP/teacher
 #   3 dump its soft targets        asr-kd-dump-targets   -> $EXP/targets
@@ -19,6 +21,8 @@
 #   bash recipes/synthetic/run.sh --stage 2 --stop-stage 2 # one stage
 #   bash recipes/synthetic/run.sh --stage 8 --stop-stage 8 # the KD comparison table
 #   TEACHER_STEPS=4000 bash recipes/synthetic/run.sh       # the knobs below are env variables
+#   bash recipes/synthetic/run.sh synth:text=words synth:vocab_size=200  # independent words (no
+#                                                          # sentences, 0 % test OOV; docs/corpus.md)
 #   AVG=5 bash recipes/synthetic/run.sh                    # average the last 5 checkpoints of each model
 #   bash recipes/synthetic/run.sh teacher:model.d_model=192 students:optim.lr=2e-3 trainer.accelerator=cpu
 #   LAUNCH="torchrun ... --no-python" bash recipes/synthetic/run.sh ...  # training under a launcher (common.sh)

@@ -84,10 +84,11 @@ def _synth(out: Path, *overrides: str) -> Path:
     return root
 
 
-def test_same_seed_gives_identical_bytes_whatever_the_workers(tmp_path):
-    a = _digest(_synth(tmp_path / "a", "num_workers=1"))
-    b = _digest(_synth(tmp_path / "b", "num_workers=2"))
-    c = _digest(_synth(tmp_path / "c", "seed=1"))
+@pytest.mark.parametrize("text", ["sentences", "words"])
+def test_same_seed_gives_identical_bytes_whatever_the_workers(tmp_path, text):
+    a = _digest(_synth(tmp_path / "a", "num_workers=1", f"text={text}"))
+    b = _digest(_synth(tmp_path / "b", "num_workers=2", f"text={text}"))
+    c = _digest(_synth(tmp_path / "c", "seed=1", f"text={text}"))
     assert a == b
     assert a != c
     assert not (tmp_path / "a" / "LibriSpeech" / "test").exists()  # hours=0: no subset
