@@ -12,8 +12,8 @@ from setuptools import find_namespace_packages, find_packages, setup
 CONF_PACKAGES = ["asr_kd.conf", *(f"asr_kd.conf.{p}" for p in find_namespace_packages("conf"))]
 
 setup(
-    packages=[*find_packages(include=["asr_kd*"]), *CONF_PACKAGES],
+    # asr_kd.data.texts: data only (the synthetic corpus's sentences, asr_kd.data.synth_text.AUSTEN)
+    packages=[*find_packages(include=["asr_kd*"]), "asr_kd.data.texts", *CONF_PACKAGES],
     package_dir={"asr_kd.conf": "conf"},
-    # asr_kd/data/texts/: the synthetic corpus's sentence text (asr_kd.data.synth_text.AUSTEN)
-    package_data={**{p: ["*.yaml"] for p in CONF_PACKAGES}, "asr_kd.data": ["texts/*"]},
+    package_data={**{p: ["*.yaml"] for p in CONF_PACKAGES}, "asr_kd.data.texts": ["*"]},
 )

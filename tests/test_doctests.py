@@ -22,6 +22,7 @@ MODULES_WITH_EXAMPLES = [
     "asr_kd.data.librispeech",
     "asr_kd.data.perturb",
     "asr_kd.data.prepare",
+    "asr_kd.data.synth_text",
     "asr_kd.data.teacher_vocab",
     "asr_kd.data.tokenizer",
     "asr_kd.distill.frames",

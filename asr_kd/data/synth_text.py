@@ -21,7 +21,7 @@ text (``librispeech-lm-norm.txt.gz``, openslr 11's name): every sentence of the 
 unrestricted, never a dev or test book (``words``: the training transcripts).
 
 Usage:
-    source = build_text_source("sentences", settings)     # settings: SynthSettings
+    source = build_text_source("sentences", settings)     # settings: TextSettings
     source.utterance("train", 0, rng); source.lm_sentences(); source.summary()
     text_stats({"train": [...], "test": [...]})           # vocabulary and OOV of written text
 """
@@ -35,19 +35,17 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from asr_kd.errors import ConfigError, MissingFileError
 
-if TYPE_CHECKING:
-    from asr_kd.data.synthetic import SynthSettings
-
 __all__ = [
     "AUSTEN",
     "TEXT_SOURCES",
     "SentenceText",
+    "TextSettings",
     "TextSource",
     "WordText",
     "build_text_source",
@@ -61,6 +59,18 @@ __all__ = [
 AUSTEN = Path(__file__).parent / "texts" / "austen.tsv.gz"
 ROLES = ("train", "dev", "test")
 _WORD = re.compile(r"[a-z']+")
+
+
+class TextSettings(Protocol):
+    """The settings a text source is built from (asr_kd.data.synthetic.SynthSettings has them)."""
+
+    text: str
+    seed: int
+    vocab_size: int
+    freq_power: float
+    words_per_utt: tuple[int, int]
+    books: Mapping[str, Sequence[str]]
+    text_file: str | None
 
 
 class TextSource(Protocol):
@@ -247,12 +257,12 @@ def _role_of_book(books: Mapping[str, Sequence[str]], known: set[str], source: s
     return role_of
 
 
-def _words_source(settings: SynthSettings) -> WordText:
+def _words_source(settings: TextSettings) -> WordText:
     words, probs = build_vocabulary(settings.vocab_size, settings.freq_power)
     return WordText(words, probs, settings.words_per_utt)
 
 
-def _sentences_source(settings: SynthSettings) -> SentenceText:
+def _sentences_source(settings: TextSettings) -> SentenceText:
     path = Path(settings.text_file) if settings.text_file else AUSTEN
     return SentenceText.from_rows(
         read_book_text(path),
@@ -264,13 +274,13 @@ def _sentences_source(settings: SynthSettings) -> SentenceText:
     )
 
 
-TEXT_SOURCES: dict[str, Callable[[SynthSettings], TextSource]] = {
+TEXT_SOURCES: dict[str, Callable[[TextSettings], TextSource]] = {
     "words": _words_source,
     "sentences": _sentences_source,
 }
 
 
-def build_text_source(settings: SynthSettings) -> TextSource:
+def build_text_source(settings: TextSettings) -> TextSource:
     """The source named by ``settings.text`` (a key of :data:`TEXT_SOURCES`)."""
     if settings.text not in TEXT_SOURCES:
         raise ConfigError(f"text={settings.text!r}; expected one of {sorted(TEXT_SOURCES)}")
