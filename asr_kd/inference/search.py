@@ -73,7 +73,7 @@ UNKNOWN = "<unk>"  # sentencepiece's piece for what it cannot segment
 class BeamSettings:
     """The beam searches' knobs (``conf/evaluate.yaml``'s ``beam`` documents each)."""
 
-    size: int = 50
+    size: int = 200  # conf/evaluate.yaml's beam.size says why
     threshold: float = 25.0  # hypotheses this far (log) below the best are dropped
     size_token: int | None = None  # tokens tried per frame: the most likely N (None: all)
     lm: str | None = None  # ARPA (.arpa, .arpa.gz) or KenLM binary; beam_lm only
