@@ -143,24 +143,25 @@ class ContextGraph:
             node = queue.popleft()
             kept = self._score[node] if self._end[node] else self._score[node] - pending[node]
             for unit, child in self._children[node].items():
-                target = fail[node]
-                while target and unit not in self._children[target]:
-                    target = fail[target]
-                found = self._children[target].get(unit, self.root)
+                found = self._follow(fail, fail[node], unit)
                 fail[child] = found if found != child else self.root
                 pending[child] = 0.0 if self._end[child] else self._score[child] - kept
                 queue.append(child)
         return fail, pending
+
+    def _follow(self, fail: list[int], target: int, unit: int) -> int:
+        """The node ``unit`` leads to from ``target`` or the first of its failure links that
+        has it as a child; the root when none has."""
+        while target and unit not in self._children[target]:
+            target = fail[target]
+        return self._children[target].get(unit, self.root)
 
     def step(self, node: int, unit: int) -> tuple[int, float]:
         """The node after ``unit`` and the bonus it earns (negative: a match given back)."""
         child = self._children[node].get(unit)
         if child is not None:
             return child, self._score[child] - self._score[node]
-        target = self._fail[node]
-        while target and unit not in self._children[target]:
-            target = self._fail[target]
-        found = self._children[target].get(unit, self.root)
+        found = self._follow(self._fail, self._fail[node], unit)
         earned = self._score[found] if self._end[found] else self._pending[found]
         return found, earned - self._pending[node]
 

@@ -162,7 +162,13 @@ class WordText:
         return _join(self.done, self._decode(self._pending + list(tail)))
 
     def _decode(self, ids: list[int]) -> str:
-        return " ".join(self.tokenizer.decode(ids).split()) if ids else ""
+        return _text(self.tokenizer, ids)
+
+
+def _text(tokenizer: Any, ids: list[int]) -> str:
+    """Text of token ids, single-spaced; the word boundaries flashlight puts first and last (a
+    BPE vocabulary's bare ``▁`` decodes to a space) are stripped."""
+    return " ".join(tokenizer.decode(ids).split()) if ids else ""
 
 
 def _join(left: str, right: str) -> str:
@@ -296,7 +302,7 @@ class BeamStream(SearchStream):
             self.decoder.decode_end()
             best = self.decoder.decoder.get_all_final_hypothesis()
             ids = self._ids + self._tail_ids(best[0].tokens) if best else []
-            self._final = self.search.text_of_ids(ids) if best else ""
+            self._final = _text(self.search.tokenizer, ids) if best else ""
         return self._final
 
 
@@ -368,16 +374,6 @@ class BeamSearch(CtcSearch):
 
     def stream(self) -> BeamStream:
         return BeamStream(self)
-
-    def text_of(self, frame_tokens) -> str:
-        """Text of flashlight's per-frame token path (repeats merged, blanks dropped)."""
-        ids = np.asarray(frame_tokens, dtype=np.int64)
-        return self.text_of_ids(collapse_ids(ids, blank_id=self.tokenizer.blank_id))
-
-    def text_of_ids(self, ids: list[int]) -> str:
-        """Text of token ids; the word boundaries flashlight puts first and last (a BPE
-        vocabulary's bare ``▁`` decodes to a space) are stripped."""
-        return " ".join(self.tokenizer.decode(ids).split())
 
 
 def _flashlight_decoder(name: str):
