@@ -54,7 +54,14 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from asr_kd.config import save_config
-from asr_kd.data.extraction import AudioInfo, CmvnSums, WorkerPool, extract_features, probe_all
+from asr_kd.data.extraction import (
+    AudioInfo,
+    CmvnSums,
+    WorkerPool,
+    extract_features,
+    probe_all,
+    write_jsonl,
+)
 from asr_kd.data.features import SAMPLE_RATE
 from asr_kd.data.layout import DataDir
 from asr_kd.data.librispeech import LibriUtterance, scan_subset, subset_table
@@ -203,19 +210,12 @@ def _with_speed_copies(plan: _Plan, subset: str, cuts, tokenizer: Tokenizer, rep
     return sorted(kept, key=lambda c: c.id)
 
 
-def _manifests(items: list[_Item]):
-    """lhotse recordings, supervisions and cuts (one mono cut per utterance, id = utterance id)."""
-    from lhotse import (
-        AudioSource,
-        CutSet,
-        MonoCut,
-        Recording,
-        RecordingSet,
-        SupervisionSegment,
-        SupervisionSet,
-    )
+def _cuts(items: list[_Item]) -> list:
+    """One lhotse mono cut per utterance (id = utterance id), with its recording and its
+    supervision; prepare writes the recordings and supervisions manifests from these."""
+    from lhotse import AudioSource, MonoCut, Recording, SupervisionSegment
 
-    recordings, supervisions, cuts = [], [], []
+    cuts = []
     for item in items:
         info, utt = item.info, item.utt
         recording = Recording(
@@ -240,14 +240,8 @@ def _manifests(items: list[_Item]):
         )
         cut = MonoCut(utt.utt_id, 0.0, recording.duration, 0, recording=recording)
         cut.supervisions = [supervision]
-        recordings.append(recording)
-        supervisions.append(supervision)
         cuts.append(cut)
-    return (
-        RecordingSet.from_recordings(recordings),
-        SupervisionSet.from_segments(supervisions),
-        CutSet.from_cuts(cuts),
-    )
+    return cuts
 
 
 def _subset_key(items: list[_Item], speed_factors: tuple[float, ...] = ()) -> str:
@@ -290,17 +284,17 @@ def _extract(
     Features of an unfinished earlier run are removed first. Audio whose body fails to decode
     is dropped as ``unreadable_audio``, as a bad header is (once per utterance, its copies
     failing with it)."""
-    from lhotse import CutSet, RecordingSet, SupervisionSet
-
     marker = data.subset_done(subset)
     marker.unlink(missing_ok=True)
     storage = DataDir(data.root.resolve()).feats(subset)
     if storage.exists():
         shutil.rmtree(storage)
-    recordings, supervisions, cuts = _manifests(items)
+    cuts = _cuts(items)
     names = {i.utt.utt_id: _relative(i.utt.audio_path, plan.corpus_dir) for i in items}
     every = _with_speed_copies(plan, subset, cuts, tokenizer, report)
-    result = extract_features(pool, every, storage, desc=f"fbank {subset}", cmvn_ids=names)
+    result = extract_features(
+        pool, every, storage, desc=f"fbank {subset}", cmvn_ids=names, manifest_ids=names
+    )
     failures = [
         ["unreadable_audio", f"{names[k]}: {v}" if k in names else f"{k}: {v}"]
         for k, v in sorted(result.failures.items())
@@ -313,24 +307,22 @@ def _extract(
         raise BadFileError(
             f"{plan.corpus_dir / subset}: no usable utterance left: {report.for_subset(subset)}"
         )
-    kept = recordings.filter(lambda r: r.id not in result.failures)
-    RecordingSet.from_recordings(kept).to_file(data.recordings(subset))
-    kept = supervisions.filter(lambda s: s.id not in result.failures)
-    SupervisionSet.from_segments(kept).to_file(data.supervisions(subset))
-    CutSet.from_cuts(result.cuts).to_file(data.cuts(subset))
+    write_jsonl(data.recordings(subset), (c.manifest_lines[0] for c in originals))
+    write_jsonl(data.supervisions(subset), (s for c in originals for s in c.manifest_lines[1:]))
+    write_jsonl(data.cuts(subset), (c.line for c in result.cuts))
     factors = _speed_factors_of(plan, subset)
     done = {
         "key": _subset_key(items, factors),
         "utterances": len(originals),
-        "speakers": len({c.supervisions[0].speaker for c in originals}),
-        "seconds": sum(c.duration for c in originals),
+        "speakers": len({c.speaker for c in originals}),
+        "seconds": sum(c.seconds for c in originals),
         "failures": failures,
         "cmvn_sums": result.sums.to_json(),
     }
     if factors:
         copies = [c for c in result.cuts if c.id not in names]
         done[MARKER_KEY] = list(factors)
-        done["speed_copies"] = {"cuts": len(copies), "seconds": sum(c.duration for c in copies)}
+        done["speed_copies"] = {"cuts": len(copies), "seconds": sum(c.seconds for c in copies)}
     _write_atomic(marker, json.dumps(done) + "\n")
     return done
 

@@ -60,7 +60,7 @@ def test_a_body_that_does_not_decode_is_a_failure_not_a_crash(tmp_path):
     assert "cannot decode audio" in result.failures["truncated"]
     assert [c.id for c in result.cuts] == ["good0", "good1", "good2"]
     assert sorted(p.name for p in (tmp_path / "feats").iterdir()) == ["feats-0.lca", "feats-1.lca"]
-    assert result.sums.num_frames == sum(c.load_features().shape[0] for c in result.cuts)
+    assert result.sums.num_frames == sum(c.cut().load_features().shape[0] for c in result.cuts)
 
 
 def test_cmvn_sums_are_the_sequential_sums_in_id_order_whatever_the_job_count(tmp_path):
@@ -73,8 +73,8 @@ def test_cmvn_sums_are_the_sequential_sums_in_id_order_whatever_the_job_count(tm
             result = extract_features(pool, _cuts(paths), tmp_path / f"feats{jobs}", desc="fbank")
         sums[jobs] = result.sums
     expected = CmvnSums()
-    for cut in result.cuts:
-        feats = cut.load_features().astype(np.float64)
+    for stored in result.cuts:
+        feats = stored.cut().load_features().astype(np.float64)
         expected.add(feats.sum(axis=0), (feats**2).sum(axis=0), feats.shape[0])
     for jobs, got in sums.items():
         assert got.num_frames == expected.num_frames, jobs
@@ -83,3 +83,27 @@ def test_cmvn_sums_are_the_sequential_sums_in_id_order_whatever_the_job_count(tm
     back = CmvnSums.from_json(json.loads(json.dumps(sums[3].to_json())))
     assert back.total.tobytes() == expected.total.tobytes()
     assert back.stats() == expected.stats()
+
+
+def test_the_jobs_serialise_each_cut_and_the_manifests_asked_for(tmp_path):
+    """The JSONL lines a job returns are lhotse's own serialisation: the cut read back from its
+    line equals the cut with the stored features, and the recording/supervision lines come back
+    only for the ids asked (speed copies are not in those manifests)."""
+    from lhotse import Recording as LhotseRecording
+    from lhotse.serialization import deserialize_item
+
+    paths = [_flac(tmp_path / f"u{n}.flac", seconds=1.0, seed=n) for n in range(4)]
+    cuts = _cuts(paths)
+    with WorkerPool(2) as pool:
+        result = extract_features(
+            pool, cuts, tmp_path / "feats", desc="fbank", manifest_ids={"u0", "u3"}
+        )
+    assert [c.id for c in result.cuts] == ["u0", "u1", "u2", "u3"]
+    assert [c.manifest_lines is not None for c in result.cuts] == [True, False, False, True]
+    stored = result.cuts[0]
+    assert stored.cut().recording == cuts[0].recording
+    assert stored.cut().load_features().shape == (100, 80)
+    assert deserialize_item(json.loads(stored.manifest_lines[0])) == cuts[0].recording
+    assert isinstance(deserialize_item(json.loads(stored.manifest_lines[0])), LhotseRecording)
+    assert len(stored.manifest_lines) == 1  # these cuts have no supervision
+    assert stored.seconds == 1.0
