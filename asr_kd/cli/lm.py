@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 
+from asr_kd.checkpoint import atomic_write
 from asr_kd.data.layout import DataDir
 from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.errors import ConfigError, MissingFileError, UserError
@@ -101,10 +102,8 @@ def _tune(args: argparse.Namespace) -> None:
         f"{best['lm_weight']:g} --word-score {best['word_score']:g})"
     )
     if args.overrides_out is not None:  # for a recipe: one asr-kd-evaluate override per line
-        args.overrides_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.overrides_out.with_name(args.overrides_out.name + ".tmp")
-        tmp.write_text("".join(f"{o}\n" for o in overrides))
-        tmp.replace(args.overrides_out)
+        text = "".join(f"{o}\n" for o in overrides)
+        atomic_write(args.overrides_out, lambda f: f.write(text.encode("utf-8")))
 
 
 def _hlg(args: argparse.Namespace) -> None:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import warnings
 from collections import defaultdict
@@ -53,6 +52,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from asr_kd.checkpoint import atomic_write
 from asr_kd.config import save_config
 from asr_kd.data.extraction import (
     AudioInfo,
@@ -270,9 +270,7 @@ def _finished(data: DataDir, subset: str, key: str) -> dict | None:
 
 def _write_atomic(path: Path, text: str) -> None:
     """Written whole or not at all (a killed prepare leaves no half marker)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _extract(

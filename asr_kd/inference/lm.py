@@ -32,8 +32,9 @@ Usage:
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import math
-import os
 import shutil
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -41,6 +42,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from asr_kd.checkpoint import atomic_write
 from asr_kd.data.datamodule import cut_text, load_cuts
 from asr_kd.data.tokenizer import normalize_text
 from asr_kd.errors import BadFileError, ConfigError, MissingFileError
@@ -143,10 +145,9 @@ def build_arpa(sentences: Iterable[str], out: str | Path, order: int = 3) -> dic
     raw = count_ngrams(sentences, order)
     probs, bows = _estimate(_adjusted(raw, order), order)
     probs[1][(BOS,)] = 10.0**_NEVER
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w") as f:
+
+    def write(binary) -> None:
+        f = io.TextIOWrapper(binary, encoding="utf-8")
         f.write("\\data\\\n")
         f.writelines(f"ngram {n}={len(probs[n])}\n" for n in range(1, order + 1))
         for n in range(1, order + 1):
@@ -157,7 +158,9 @@ def build_arpa(sentences: Iterable[str], out: str | Path, order: int = 3) -> dic
                     line += f"\t{_log10(bows[gram]):.6f}"
                 f.write(line + "\n")
         f.write("\n\\end\\\n")
-    os.replace(tmp, out)  # a half-written LM is never read as a whole one
+        f.detach()  # flushed into the binary file, which atomic_write closes
+
+    atomic_write(out, write)  # a half-written LM is never read as a whole one
     return {n: len(probs[n]) for n in probs}
 
 
@@ -167,22 +170,26 @@ def _log10(p: float) -> float:
 
 def arpa_file(path: str | Path, cache_dir: str | Path) -> Path:
     """``path`` itself, or for ``*.gz`` its decompressed copy in ``cache_dir`` (made once;
-    made again when the download is newer than the copy)."""
+    made again when the download is newer than the copy). Copies are kept apart by the
+    download's absolute path (two ``3-gram.arpa.gz`` in two directories are two copies) and
+    written atomically (processes decompressing the same file at once leave one whole copy)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise MissingFileError(f"language model not found: {path}")
     if path.suffix != ".gz":
         return path
-    cache = Path(cache_dir).expanduser() / path.stem
+    where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    cache = Path(cache_dir).expanduser() / where / path.stem
     if not cache.is_file() or cache.stat().st_mtime < path.stat().st_mtime:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp")
-        try:
-            with gzip.open(path, "rb") as src, tmp.open("wb") as dst:
+
+        def decompress(dst) -> None:
+            with gzip.open(path, "rb") as src:
                 shutil.copyfileobj(src, dst, 1 << 20)
+
+        try:
+            atomic_write(cache, decompress)
         except (OSError, EOFError) as err:
             raise BadFileError(f"cannot decompress {path}: {err}") from err
-        os.replace(tmp, cache)
     return cache
 
 

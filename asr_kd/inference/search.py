@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from asr_kd.checkpoint import atomic_write
 from asr_kd.errors import ConfigError
 from asr_kd.inference.hotwords import ContextGraph, HotwordLM, read_hotwords
 from asr_kd.inference.lm import arpa_file, arpa_words, lexicon_words
@@ -365,11 +366,8 @@ class BeamSearch(CtcSearch):
         text = "".join(lines)
         key = hashlib.sha256(text.encode()).hexdigest()[:16]
         path = Path(beam.cache_dir).expanduser() / f"lexicon-{key}.txt"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)
+        if not path.is_file():  # content-keyed: processes writing it at once write the same
+            atomic_write(path, lambda f: f.write(text.encode("utf-8")))
         return path
 
     def stream(self) -> BeamStream:

@@ -109,7 +109,7 @@ def test_openslr_gzipped_arpa_is_decompressed_once_into_the_cache(tmp_path):
         f.write(OPENSLR_HEAD)
     cache = tmp_path / "cache"
     path = lm.arpa_file(download, cache)
-    assert path == cache / "3-gram.pruned.1e-7.arpa"
+    assert path.name == "3-gram.pruned.1e-7.arpa" and path.parent.parent == cache
     assert lm.arpa_words(path) == ["A", "ABANDON"]
     assert lm.read_arpa(path)[2][("A", "ABANDON")] == (-0.7, 0.0)
     path.write_text("stale")
@@ -120,6 +120,13 @@ def test_openslr_gzipped_arpa_is_decompressed_once_into_the_cache(tmp_path):
     plain = tmp_path / "lm.arpa"
     plain.write_text(OPENSLR_HEAD)
     assert lm.arpa_file(plain, cache) == plain
+    other = tmp_path / "other" / download.name  # the same file name, another LM
+    other.parent.mkdir()
+    with gzip.open(other, "wt") as f:
+        f.write(OPENSLR_HEAD.replace("ABANDON", "ABOUT"))
+    os.utime(other, (1, 1))  # older than the first one's copy: still not mistaken for it
+    assert lm.arpa_words(lm.arpa_file(other, cache)) == ["A", "ABOUT"]
+    assert not list(cache.rglob("*.tmp"))
 
 
 def test_the_vocabulary_is_read_from_the_unigrams_alone(tmp_path):
