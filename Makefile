@@ -18,8 +18,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash recipes/synthetic/run.sh
 
+# One pytest worker per core (pytest-xdist), each test file in one worker (its module fixtures
+# built once); TEST_JOBS=0 runs in this process.
+TEST_JOBS ?= auto
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n $(TEST_JOBS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check asr_kd tests && $(BIN)/ruff format --check asr_kd tests

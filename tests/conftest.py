@@ -13,11 +13,20 @@ tiny seeded eval-mode ConformerCTC models).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from asr_kd.config import compose
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core (pytest-xdist): each worker and every command a
+    # test starts use one thread, or two workers' intra-op threads spin against each other.
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 TINY_SYNTH = [
     "hours.train=0.011",
