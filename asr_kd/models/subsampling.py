@@ -54,7 +54,10 @@ class Conv2dSubsampling(nn.Module):
             stride_prod *= stride
         if freq < 1:
             raise ConfigError(f"input_dim {input_dim} too small for subsampling x{factor}")
-        self.conv = nn.Sequential(*layers)
+        # Channels-last (NHWC) weights make every convolution run in that layout: oneDNN's
+        # strided 3x3 convolutions and their backward are about twice as fast so on CPU
+        # (teacher_small's second conv: 0.66 -> 0.30 s per update of 40 x 3 s, one thread).
+        self.conv = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.out = nn.Linear(channels * freq, d_model)
         self.factor = factor
         self.receptive_field = field
@@ -66,7 +69,7 @@ class Conv2dSubsampling(nn.Module):
 
     def forward_valid(self, x: torch.Tensor) -> torch.Tensor:
         """Valid (unpadded) convolutions: (B, T, F) -> (B, num_outputs(T), D)."""
-        x = self.conv(x.unsqueeze(1))  # (B, C, T', F')
+        x = self.conv(x.unsqueeze(1))  # (B, C, T', F'), channels-last
         b, c, t, f = x.shape
         return self.out(x.transpose(1, 2).reshape(b, t, c * f))
 
