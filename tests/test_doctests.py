@@ -51,6 +51,7 @@ MODULES_WITH_EXAMPLES = [
     "asr_kd.models.masks",
     "asr_kd.models.streaming",
     "asr_kd.training.averaging",
+    "asr_kd.training.launch",
     "asr_kd.training.task",
 ]
 

@@ -21,6 +21,16 @@ Per batch (B cuts; T_t teacher frames, T student frames, V_t teacher / V student
 4. the top-k ids and probabilities (or all V with ``k=None``), as ``soften_teacher`` gives them;
    the requested hidden layers converted by the same rule.
 
+Online (``asr-kd-distill distill.source=online``), the teacher keeps the accelerator busy:
+
+- its weights are in the trainer's precision (``trainer.precision=bf16-mixed`` or ``16-mixed``:
+  bfloat16 or float16, loaded on the rank's device; float32 otherwise) and its forward runs
+  under the trainer's autocast (:class:`~asr_kd.models.hf.HFCTCModel`: log-softmax in float32);
+- its feature extractor runs in the data loader's worker processes (:attr:`HFTeacher.batch_fields`,
+  the data module's ``train_batch_fields``: the batch then carries the extractor's inputs, under
+  ``teacher_inputs``, and reaches the device with the rest of it), so the training thread never
+  copies audio to the CPU and features back.
+
 Usage:
     teacher = TransformersTeacher.open("hf:exp/hf_teacher", "cpu", bf16=False)
     teacher = HFTeacher(load_hf("hf:exp/hf_teacher"), student_subsampling=4, student_shift_ms=40,
@@ -39,9 +49,31 @@ from asr_kd.distill.output import TeacherOutput, require_same_tokenizer
 from asr_kd.distill.pseudo import greedy_labels
 from asr_kd.distill.store import MAX_INT16_VOCAB, teacher_fingerprint
 from asr_kd.errors import ConfigError
-from asr_kd.models.hf import HFLoaded, load_hf
+from asr_kd.models.hf import ExtractorInputs, HFLoaded, load_hf
 
-__all__ = ["HFTeacher", "TransformersTeacher", "hf_fingerprint"]
+__all__ = [
+    "TEACHER_INPUTS_KEY",
+    "HFTeacher",
+    "TeacherInputs",
+    "TransformersTeacher",
+    "hf_fingerprint",
+]
+
+# The batch entry that holds the extractor's inputs a loader worker computed (TeacherInputs).
+TEACHER_INPUTS_KEY = "teacher_inputs"
+
+
+class TeacherInputs:
+    """``batch_fields(batch) -> {"teacher_inputs": {"inputs": {...}, "mask": (B, U)}}``: the
+    teacher's feature extractor on a CPU batch's audio, in a data-loader worker. Holds the
+    extractor only (it is pickled into every worker), never the model."""
+
+    def __init__(self, extract: ExtractorInputs):
+        self.extract = extract
+
+    def __call__(self, batch: dict) -> dict:
+        inputs, mask = self.extract(ExtractorInputs.waves(batch["audio"], batch["audio_lens"]))
+        return {TEACHER_INPUTS_KEY: {"inputs": inputs, "mask": mask}}
 
 
 def hf_fingerprint(
@@ -102,6 +134,8 @@ class HFTeacher:
         )
         self._student_ids = torch.tensor(loaded.vocab.tokenizer.teacher["ids"], dtype=torch.long)
         self._last = None  # (log_probs, lens) of the last batch, for greedy()
+        # the data module's train_batch_fields (asr-kd-distill): features in the loader workers
+        self.batch_fields = TeacherInputs(loaded.model.extract)
 
     def _student_probs(self, log_probs: torch.Tensor) -> torch.Tensor:
         """(B, T_t, V_t) teacher log-probs -> (B, T_t, V) softened probs in student columns."""
@@ -126,9 +160,10 @@ class HFTeacher:
         model = self.loaded.model
         if next(model.parameters()).device != device:
             model.to(device)
-        log_probs, lens, hidden = model(
-            batch["audio"].to(device), batch["audio_lens"].to(device), self.layers
-        )
+        extracted = batch.get(TEACHER_INPUTS_KEY)
+        if extracted is None:  # a batch built elsewhere (the dump): the extractor runs here
+            extracted = self.batch_fields(batch)[TEACHER_INPUTS_KEY]
+        log_probs, lens, hidden = model.run(extracted["inputs"], extracted["mask"], self.layers)
         self._last = (log_probs, lens)
         target = torch.div(batch["feat_lens"], self.student_subsampling, rounding_mode="floor")
         probs, conv_lens = self.conversion.apply(self._student_probs(log_probs), lens)
@@ -166,8 +201,14 @@ class TransformersTeacher:
             raise ConfigError(f"vocab {vocab} does not fit int16 ids (max {MAX_INT16_VOCAB})")
 
     @classmethod
-    def open(cls, source: str, device: str | torch.device = "cpu", bf16: bool = False):
-        return cls(load_hf(source, device, bf16=bf16))
+    def open(
+        cls,
+        source: str,
+        device: str | torch.device = "cpu",
+        bf16: bool = False,
+        dtype: torch.dtype | None = None,
+    ):
+        return cls(load_hf(source, device, bf16=bf16, dtype=dtype))
 
     def fingerprint(
         self, k, temperature, student_shift_ms, hidden_layers=(), hidden_compress="none"

@@ -64,7 +64,12 @@ class Teacher(Protocol):
     hidden_size: int  # D_t, the width of each layer's output
 
     @classmethod
-    def open(cls, source: str, device: str | torch.device, bf16: bool) -> Teacher: ...
+    def open(
+        cls, source: str, device: str | torch.device, bf16: bool, dtype: torch.dtype | None
+    ) -> Teacher:
+        """Load it on ``device``; ``bf16``: its forward under bfloat16 autocast (the dump);
+        ``dtype``: the weights' dtype an online teacher may take from the trainer's precision
+        (None: float32)."""
 
     def fingerprint(
         self,
@@ -176,7 +181,16 @@ class CheckpointTeacher:
             raise ConfigError(f"vocab {vocab} does not fit int16 ids (max {MAX_INT16_VOCAB})")
 
     @classmethod
-    def open(cls, source: str, device: str | torch.device = "cpu", bf16: bool = False):
+    def open(
+        cls,
+        source: str,
+        device: str | torch.device = "cpu",
+        bf16: bool = False,
+        dtype: torch.dtype | None = None,
+    ):
+        """``dtype`` is not taken: our teacher keeps float32 weights (its CMVN statistics would
+        lose digits in bfloat16; at 104 M parameters the memory is small) and runs under the
+        trainer's autocast as it is (:class:`OnlineTeacher` never switches it off)."""
         return cls(load_checkpoint_model(source), device, bf16)
 
     def fingerprint(
@@ -222,7 +236,12 @@ def teacher_class(source: str) -> type:
     return TEACHER_SOURCES[source_prefix(str(source))]
 
 
-def open_teacher(source: str, device: str | torch.device = "cpu", bf16: bool = False) -> Teacher:
+def open_teacher(
+    source: str,
+    device: str | torch.device = "cpu",
+    bf16: bool = False,
+    dtype: torch.dtype | None = None,
+) -> Teacher:
     """The teacher named by ``source`` on ``device`` (``bf16``: its forward under bfloat16
-    autocast)."""
-    return teacher_class(source).open(str(source), device, bf16)
+    autocast; ``dtype``: its weights' dtype where the source takes one, :meth:`Teacher.open`)."""
+    return teacher_class(source).open(str(source), device, bf16, dtype)

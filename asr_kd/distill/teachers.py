@@ -29,7 +29,9 @@ Usage:
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -38,6 +40,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from asr_kd.checkpoint import atomic_write
 from asr_kd.distill.hidden import layer_map
 from asr_kd.distill.losses import KDConfig
 from asr_kd.distill.output import TeacherOutput, TeacherTargets, check_frame_counts
@@ -50,7 +53,9 @@ __all__ = [
     "SOURCES",
     "CachedTargets",
     "OnlineTeacher",
+    "TEACHER_RECORD",
     "TeacherOutput",
+    "TeacherPlacement",
     "TeacherSetup",
     "TeacherTargets",
     "build_teacher_targets",
@@ -193,6 +198,76 @@ def _cached_targets(
     return CachedTargets(store, k, hidden_layers, student.subsampling.factor)
 
 
+class TeacherPlacement(NamedTuple):
+    """Where this training process runs an online teacher, and whether it is the run's rank 0.
+
+    device: the rank's device (the teacher is loaded there, not on the CPU first).
+    dtype: the weights' dtype from the trainer's precision (None: float32;
+        :func:`asr_kd.training.launch.precision_dtype`).
+    primary: rank 0, the one process that opens the teacher for a cached run's checks and
+        fingerprint (hashing a foreign teacher's weight files reads gigabytes) and shares the
+        outcome with the other ranks through ``<out_dir>/teacher.json``.
+    wait_s: how long another rank waits for that file before giving up.
+    """
+
+    device: str | torch.device = "cpu"
+    dtype: torch.dtype | None = None
+    primary: bool = True
+    wait_s: float = 1800.0
+
+
+TEACHER_RECORD = "teacher.json"  # in the run's out_dir: what rank 0 checked, for the other ranks
+
+
+def _write_record(out_dir: Path, record: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(record, indent=2, sort_keys=True).encode()
+    atomic_write(out_dir / TEACHER_RECORD, lambda f: f.write(text))
+
+
+def _await_record(out_dir: Path, matches, wait_s: float) -> dict:
+    """Rank 0's ``teacher.json`` once it holds a record that ``matches`` (one left by an earlier
+    run of the same out_dir may describe another teacher or store: waited past)."""
+    path, deadline = out_dir / TEACHER_RECORD, time.monotonic() + wait_s
+    while True:
+        try:
+            record = json.loads(path.read_text())
+            if matches(record):
+                return record
+        except (OSError, ValueError):  # not written yet
+            pass
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"rank 0 wrote no {path} for this teacher and store in {wait_s:.0f} s; expected "
+                "rank 0 of the same run (same out_dir) to check the teacher and write it: see "
+                "rank 0's error"
+            )
+        time.sleep(0.5)
+
+
+def _cached_on_other_rank(
+    cfg: DictConfig, student: nn.Module, kd: KDConfig, placement: TeacherPlacement
+) -> TeacherSetup:
+    """A cached run's targets on a rank other than 0: rank 0 opened the teacher, checked it
+    against the student and the store, and recorded the outcome; this rank opens only the
+    store, whose fingerprint must be the one rank 0 checked."""
+    if cfg.targets_dir is None:
+        raise ConfigError(
+            "distill.source=cached needs targets_dir=<out_dir of asr-kd-dump-targets>"
+        )
+    store = SoftTargetStore(cfg.targets_dir)
+    source = str(cfg.teacher_ckpt)
+    record = _await_record(
+        Path(cfg.out_dir),
+        lambda r: r.get("source") == source and r.get("fingerprint") == store.fingerprint,
+        placement.wait_s,
+    )
+    pairs = tuple(tuple(p) for p in record["hidden_pairs"])
+    layers = [t for _, t in pairs]
+    targets = CachedTargets(store, kd.k, layers, student.subsampling.factor)
+    return TeacherSetup(targets, pairs)
+
+
 class TeacherSetup(NamedTuple):
     """What :func:`build_teacher_targets` gives the training run."""
 
@@ -201,25 +276,40 @@ class TeacherSetup(NamedTuple):
 
 
 def build_teacher_targets(
-    cfg: DictConfig, student: nn.Module, tokenizer, kd: KDConfig
+    cfg: DictConfig,
+    student: nn.Module,
+    tokenizer,
+    kd: KDConfig,
+    placement: TeacherPlacement | None = None,
 ) -> TeacherSetup:
     """The teacher-targets callable for ``kd.source`` (``kd.k`` ids per frame) after the
-    compatibility checks (None for CTC alone), and the hidden-state KD layer pairs."""
-    source, k = kd.source, kd.k
+    compatibility checks (None for CTC alone), and the hidden-state KD layer pairs.
+
+    Online, every rank loads the teacher on ``placement.device`` in ``placement.dtype`` (it
+    runs there every step). Cached, only rank 0 opens it (on the CPU, for the checks and the
+    fingerprint, computed once) and writes ``<out_dir>/teacher.json``; the other ranks wait for
+    that record and open the store alone."""
+    source, k, placement = kd.source, kd.k, placement or TeacherPlacement()
     if source not in SOURCES:
         raise ConfigError(f"distill.source={source!r}, expected one of {SOURCES}")
     if source == "none" or not kd.uses_teacher:
         return TeacherSetup(None)
     if cfg.teacher_ckpt is None:
         raise ConfigError(f"distill.source={source} needs teacher_ckpt=<teacher checkpoint>")
-    teacher = open_teacher(str(cfg.teacher_ckpt))
+    if source == "cached" and not placement.primary:
+        return _cached_on_other_rank(cfg, student, kd, placement)
+    online = source == "online"
+    device, dtype = (placement.device, placement.dtype) if online else ("cpu", None)
+    teacher = open_teacher(str(cfg.teacher_ckpt), device, dtype=dtype)
     check_compatible(teacher, student, tokenizer, str(cfg.data.dir))
     pairs = hidden_pairs(kd, student, teacher.num_layers) if kd.hidden_weight else ()
     teacher_layers = [t for _, t in pairs]
-    if source == "cached":
-        targets = _cached_targets(cfg, teacher, student, kd.temperature, k, teacher_layers)
-    else:
+    if online:
         targets = teacher.targets(kd.temperature, k, teacher_layers, student.frame_shift_ms)
+        return TeacherSetup(targets, pairs)
+    targets = _cached_targets(cfg, teacher, student, kd.temperature, k, teacher_layers)
+    record = {"source": str(cfg.teacher_ckpt), "fingerprint": targets.store.fingerprint}
+    _write_record(Path(cfg.out_dir), {**record, "hidden_pairs": [list(p) for p in pairs]})
     return TeacherSetup(targets, pairs)
 
 

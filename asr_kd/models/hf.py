@@ -29,6 +29,8 @@ Usage:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ from asr_kd.errors import ConfigError, MissingFileError
 from asr_kd.models.decode import greedy_ctc
 
 __all__ = [
+    "ExtractorInputs",
     "HFCTCModel",
     "HFLoaded",
     "LengthRule",
@@ -153,6 +156,35 @@ def _encoder_config(config):
     )
 
 
+class ExtractorInputs:
+    """A feature extractor's model inputs for a list of utterances, on the CPU: picklable and
+    holding no model, so it runs in data-loader workers too.
+
+    ``(waves) -> (inputs, mask)``: (N_b,) float arrays -> the model's padded inputs as its
+    extractor gives them by default, and the (B, U) mask of valid input units (asked for
+    separately when the default has none: the inputs must stay the default's, e.g. normalised
+    without one)."""
+
+    def __init__(self, extractor):
+        self.extractor = extractor
+        # the extractor's mask counts each utterance's valid input units
+        self.mask_key = next(k for k in extractor.model_input_names if k.endswith("mask"))
+
+    @staticmethod
+    def waves(audio: torch.Tensor, audio_lens: torch.Tensor) -> list:
+        """(B, N) padded audio, (B,) valid samples -> B float32 arrays (on the CPU)."""
+        audio, audio_lens = audio.float().cpu(), audio_lens.cpu()
+        return [audio[b, : int(n)].numpy() for b, n in enumerate(audio_lens)]
+
+    def __call__(self, waves: list) -> tuple[dict, torch.Tensor]:
+        kwargs = dict(sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt")
+        inputs = self.extractor(waves, **kwargs)
+        mask = inputs.get(self.mask_key)
+        if mask is None:
+            mask = self.extractor(waves, return_attention_mask=True, **kwargs)[self.mask_key]
+        return dict(inputs), mask
+
+
 class HFCTCModel(nn.Module):
     """A transformers CTC model and its feature extractor: frozen, in eval mode (a teacher), or
     ``trainable`` (``asr-kd-train model=hf_*``: :mod:`asr_kd.models.hf_build`).
@@ -160,8 +192,16 @@ class HFCTCModel(nn.Module):
     ``reads_audio`` tells :class:`asr_kd.training.task.AsrTask` to feed it the batch's
     ``audio``/``audio_lens`` (not our fbank).
 
+    Precision: the forward runs under autocast of ``dtype``, else of the weights' own dtype when
+    they are bfloat16 or float16 (an online teacher loaded in the trainer's precision), else
+    under whatever autocast its caller set (the trainer's ``bf16-mixed``), never switching it
+    off. Feature extraction and ``log_softmax`` stay float32 outside it: the extractor's
+    normalisation divides by a standard deviation and the teacher's posteriors are softened at a
+    temperature, both of which lose digits in 8 mantissa bits.
+
     Args:
-        model: an ``AutoModelForCTC`` model. extractor: its feature extractor.
+        model: an ``AutoModelForCTC`` model (on any device, in any float dtype).
+        extractor: its feature extractor.
         dtype: ``torch.bfloat16`` runs the forward under autocast (log-probs stay float32).
         trainable: keep the weights trainable and the model's mode (Lightning sets it).
     """
@@ -177,15 +217,24 @@ class HFCTCModel(nn.Module):
         self.vocab_size = int(model.config.vocab_size)
         self.streaming = False  # full context: evaluate gives it a "full" row only
         self.waveform = "input_values" in extractor.model_input_names
-        # the extractor's mask counts each utterance's valid input units
-        self._mask_key = next(k for k in extractor.model_input_names if k.endswith("mask"))
+        self.extract = ExtractorInputs(extractor)
         if extractor.sampling_rate != SAMPLE_RATE:
             raise ConfigError(
                 f"the model's feature extractor expects {extractor.sampling_rate} Hz audio; our "
                 f"cuts are {SAMPLE_RATE} Hz"
             )
-        self.lengths = measure_lengths(self.hf, self._inputs)
+        with self._precision():
+            self.lengths = measure_lengths(self.hf, self._inputs)
         self.frame_shift_ms = self.lengths.frame_shift_ms
+
+    def _precision(self):
+        """The autocast of the forward (class doc): ``dtype``, else the weights' half dtype,
+        else none of its own (the caller's stays in force)."""
+        weights = next(self.hf.parameters()).dtype
+        dtype = self.dtype or (weights if weights in (torch.bfloat16, torch.float16) else None)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self._device.type, dtype)
 
     @property
     def num_layers(self) -> int:
@@ -196,23 +245,23 @@ class HFCTCModel(nn.Module):
         """D_t, the width of each layer's output (``hidden`` of :meth:`forward`)."""
         return int(_encoder_config(self.hf.config).hidden_size)
 
-    def _inputs(self, waves: list) -> tuple[dict, torch.Tensor]:
-        """(N_b,) float arrays -> the model's padded inputs, as its extractor gives them by
-        default, and the (B, U) mask of valid input units (asked for separately when the
-        default has none: its inputs must stay the default's, e.g. normalised without one)."""
-        kwargs = dict(sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt")
-        inputs = self.extractor(waves, **kwargs)
-        mask = inputs.get(self._mask_key)
-        if mask is None:
-            mask = self.extractor(waves, return_attention_mask=True, **kwargs)[self._mask_key]
-        return {name: value.to(self._device) for name, value in inputs.items()}, mask
+    def _inputs(self, waves: list, device: torch.device | None = None) -> tuple[dict, torch.Tensor]:
+        """:class:`ExtractorInputs` of ``waves``, on ``device`` (None: the model's)."""
+        inputs, mask = self.extract(waves)
+        device = self._device if device is None else device
+        return {name: value.to(device) for name, value in inputs.items()}, mask.to(device)
 
-    def features(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    def features(
+        self, audio: torch.Tensor, audio_lens: torch.Tensor, device: torch.device | None = None
+    ) -> tuple[dict, torch.Tensor]:
         """The model's inputs for a padded batch: (B, N) audio, (B,) valid samples -> the
         extractor's padded ``input_values``/``input_features`` (+ its mask when the model reads
-        one), and the (B, U) mask of valid input units."""
-        waves = [audio[b, : int(n)].float().cpu().numpy() for b, n in enumerate(audio_lens)]
-        return self._inputs(waves)
+        one), and the (B, U) mask of valid input units; on ``device`` (None: the model's).
+
+        The extractor runs on the CPU: in a data-loader worker (:meth:`HFTeacher.batch_fields
+        <asr_kd.distill.hf_teacher.HFTeacher.batch_fields>`, ``device=cpu``) it costs the
+        training thread nothing."""
+        return self._inputs(ExtractorInputs.waves(audio, audio_lens), device)
 
     @property
     def _device(self) -> torch.device:
@@ -246,18 +295,26 @@ class HFCTCModel(nn.Module):
             log_probs (B, T_t, V_t) float32 ``log_softmax(logits)``; lens (B,) valid frames;
             hidden: one (B, T_t, D_t) float32 tensor per requested layer.
         """
+        inputs, mask = self.features(audio, audio_lens)
+        if augment is not None:
+            inputs = self._augment(inputs, mask, augment)
+        return self.run(inputs, mask, hidden_layers)
+
+    def run(
+        self, inputs: dict, mask: torch.Tensor, hidden_layers: tuple[int, ...] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """:meth:`forward` from the extractor's inputs and (B, U) mask (:meth:`features`)."""
         for layer in hidden_layers:
             if not 1 <= layer <= self.num_layers:
                 raise ConfigError(
                     f"teacher layer {layer} asked, the model has layers 1..{self.num_layers}"
                 )
-        inputs, mask = self.features(audio, audio_lens)
-        if augment is not None:
-            inputs = self._augment(inputs, mask, augment)
-        autocast = torch.autocast(self._device.type, self.dtype, enabled=self.dtype is not None)
-        with autocast:
+        device = self._device
+        inputs = {name: value.to(device, non_blocking=True) for name, value in inputs.items()}
+        with self._precision():
             out = self.hf(**inputs, output_hidden_states=bool(hidden_layers))
         log_probs = out.logits.float().log_softmax(dim=-1)
+        mask = mask.to(device, non_blocking=True)
         lens = self.lengths(mask.sum(-1)).clamp(max=log_probs.size(1))
         # hidden_states[0] is the input of layer 1 (embeddings), [l] the output of layer l
         hidden = tuple(out.hidden_states[layer].float() for layer in hidden_layers)
@@ -289,8 +346,13 @@ class HFLoaded:
     vocab: TeacherVocab
     source: HfSource
     path: Path  # the local directory the files were read from
-    weights_sha256: str
     role: str = "hf"
+
+    @functools.cached_property
+    def weights_sha256(self) -> str:
+        """:func:`weights_sha256` of its files, hashed when first asked for (a fingerprint):
+        a 0.6 B model's 2.4 GB are read once, by the process that needs them."""
+        return weights_sha256(self.path)
 
     @property
     def model_config(self) -> dict:
@@ -336,9 +398,19 @@ def _local_dir(source: HfSource) -> Path:
         ) from error
 
 
-def load_hf(source: str, device: str | torch.device = "cpu", bf16: bool = False) -> HFLoaded:
+def load_hf(
+    source: str,
+    device: str | torch.device = "cpu",
+    bf16: bool = False,
+    dtype: torch.dtype | None = None,
+) -> HFLoaded:
     """Load ``hf:<dir or hub id>[@revision]``: model (eval, on ``device``), feature extractor,
-    the student tokenizer from its vocabulary, the hash of its weight files."""
+    the student tokenizer from its vocabulary (the hash of its weight files when asked for).
+
+    ``bf16``: the forward under bfloat16 autocast (the dump). ``dtype``: the weights' dtype
+    (``torch.bfloat16`` or ``torch.float16``: an online teacher in the trainer's precision, run
+    under autocast of that dtype; None: as stored, float32 for every family here). The lengths
+    are measured on ``device`` after the cast."""
     from transformers import AutoFeatureExtractor, AutoModelForCTC
 
     where = parse_hf_source(source)
@@ -346,7 +418,7 @@ def load_hf(source: str, device: str | torch.device = "cpu", bf16: bool = False)
     resolved = HfSource(str(local), None)
     kwargs = resolved.from_pretrained_kwargs()
     try:
-        hf_model = AutoModelForCTC.from_pretrained(str(local), **kwargs)
+        hf_model = AutoModelForCTC.from_pretrained(str(local), dtype=dtype, **kwargs)
         extractor = AutoFeatureExtractor.from_pretrained(str(local), **kwargs)
     except (OSError, ValueError) as error:
         raise MissingFileError(
@@ -358,8 +430,8 @@ def load_hf(source: str, device: str | torch.device = "cpu", bf16: bool = False)
     vocab = TeacherVocab(
         vocab.tokenizer, vocab.teacher_to_student, vocab.blank_id, vocab.tokens, str(where)
     )
-    model = HFCTCModel(hf_model, extractor, torch.bfloat16 if bf16 else None).to(device)
-    return HFLoaded(model, vocab.tokenizer, vocab, where, local, weights_sha256(local))
+    model = HFCTCModel(hf_model.to(device), extractor, torch.bfloat16 if bf16 else None)
+    return HFLoaded(model, vocab.tokenizer, vocab, where, local)
 
 
 def hf_weights_sha256(source: str) -> str | None:

@@ -21,10 +21,17 @@ from typing import Any
 
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+from omegaconf import OmegaConf
 
 from asr_kd.errors import ConfigError
 
-__all__ = ["check_launch", "is_global_zero", "launcher_world_size"]
+__all__ = [
+    "check_launch",
+    "is_global_zero",
+    "launcher_world_size",
+    "precision_dtype",
+    "rank_device",
+]
 
 
 def is_global_zero() -> bool:
@@ -91,3 +98,31 @@ def check_launch(trainer: Mapping[str, Any]) -> None:
             "the launcher's nodes and processes per node (a mismatch waits forever for ranks that "
             "never come)"
         )
+
+
+def rank_device(trainer: Mapping[str, Any]) -> torch.device:
+    """The device this process trains on, known before Lightning starts: GPU ``LOCAL_RANK``
+    (or that entry of a ``trainer.devices`` list) with a GPU accelerator and CUDA present, else
+    the CPU. Where an online teacher is loaded, so that it never passes through the CPU."""
+    if trainer.get("accelerator") not in ("gpu", "cuda", "auto") or not torch.cuda.is_available():
+        return torch.device("cpu")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        return torch.device("cuda", int(list(devices)[local]))
+    return torch.device("cuda", local)
+
+
+def precision_dtype(precision: Any) -> torch.dtype | None:
+    """The dtype of a frozen model's weights under ``trainer.precision``: half precision for
+    the mixed and true half settings, None (float32) for the rest.
+
+    >>> precision_dtype("bf16-mixed"), precision_dtype("16-mixed"), precision_dtype("32-true")
+    (torch.bfloat16, torch.float16, None)
+    """
+    name = str(precision)
+    if name.startswith("bf16"):
+        return torch.bfloat16
+    if name.split("-")[0] == "16":
+        return torch.float16
+    return None

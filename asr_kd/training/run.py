@@ -20,10 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from asr_kd.data.datamodule import build_datamodule
 from asr_kd.distill.losses import KDConfig
 from asr_kd.distill.pseudo import build_pseudo_labels
-from asr_kd.distill.teachers import build_teacher_targets
+from asr_kd.distill.teachers import TeacherPlacement, build_teacher_targets
 from asr_kd.distill.terms import build_kd_terms
 from asr_kd.training.builders import build_model, fit
-from asr_kd.training.launch import check_launch
+from asr_kd.training.launch import check_launch, is_global_zero, precision_dtype, rank_device
 
 __all__ = ["distill", "train"]
 
@@ -45,7 +45,10 @@ def distill(cfg: DictConfig) -> dict:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = build_datamodule(cfg.data)
     model, model_config = build_model(cfg.model, dm)
-    setup = build_teacher_targets(cfg, model, dm.tokenizer, kd)
+    placement = TeacherPlacement(
+        rank_device(cfg.trainer), precision_dtype(cfg.trainer.get("precision")), is_global_zero()
+    )
+    setup = build_teacher_targets(cfg, model, dm.tokenizer, kd, placement)
     targets = setup.targets
     if targets is not None and targets.needs_audio:  # a transformers teacher (hf:...)
         dm.with_audio = True

@@ -320,8 +320,10 @@ class AsrTask(L.LightningModule):
             eps=opt.eps,
             weight_decay=opt.weight_decay,
             # one kernel per step instead of a loop of elementwise ops per tensor: ~4 % of a
-            # teacher_small update on CPU; CUDA has the same fused path
-            fused=True,
+            # teacher_small update on CPU; CUDA has the same fused path. Not under mixed
+            # precision with clipping (trainer=gpu): Lightning refuses to clip the gradients of
+            # an optimizer that unscales them itself, as fused AdamW does, bf16 included
+            fused=not self._amp_clipping(),
         )
         factor = lr_lambda(opt.schedule, opt.warmup_steps, opt.total_steps, opt.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -329,6 +331,14 @@ class AsrTask(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def _amp_clipping(self) -> bool:
+        """Whether the trainer clips gradients under ``16-mixed`` or ``bf16-mixed``."""
+        trainer = self._trainer
+        if trainer is None:
+            return False
+        mixed = str(trainer.precision).endswith("-mixed")
+        return mixed and bool(trainer.gradient_clip_val)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["asr_kd"] = {

@@ -246,3 +246,90 @@ def test_a_20ms_teacher_is_merged_to_40ms_in_probability_space(prepared_data_dir
         assert pairs > 5
         want = (p[b, 0 : 2 * pairs : 2] + p[b, 1 : 2 * pairs : 2]) / 2
         torch.testing.assert_close(probs[b, :pairs], want, rtol=1e-5, atol=1e-6)
+
+
+def _student_setup(cfg):
+    """What asr-kd-distill builds before the teacher: the data module, student and KD config."""
+    from omegaconf import OmegaConf
+
+    from asr_kd.data.datamodule import build_datamodule
+    from asr_kd.distill.losses import KDConfig
+    from asr_kd.training.builders import build_model
+
+    dm = build_datamodule(cfg.data)
+    model, _ = build_model(cfg.model, dm)
+    return dm, model, KDConfig.from_options(OmegaConf.to_container(cfg.distill, resolve=True))
+
+
+def _counting(monkeypatch, module, name: str) -> list:
+    calls: list = []
+    original = getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_a_cached_run_opens_and_fingerprints_the_teacher_on_rank_0_only(
+    tmp_path, monkeypatch, hf_targets, hf_data_dir, hf_teacher
+):
+    """Rank 0 loads the transformers teacher and hashes its weights once; another rank loads
+    nothing and takes rank 0's checked record (<out_dir>/teacher.json) with the store."""
+    import asr_kd.distill.hf_teacher as hf_teacher_module
+    import asr_kd.models.hf as hf_module
+    from asr_kd.distill.teachers import TEACHER_RECORD, TeacherPlacement, build_teacher_targets
+
+    cfg = tiny_run("distill", hf_data_dir, tmp_path / "run", f"teacher_ckpt={hf_teacher}",
+                   f"targets_dir={hf_targets[0]}", "distill.source=cached", "distill.k=4")  # fmt: skip
+    dm, student, kd = _student_setup(cfg)
+    loads = _counting(monkeypatch, hf_teacher_module, "load_hf")
+    hashes = _counting(monkeypatch, hf_module, "weights_sha256")
+    other = TeacherPlacement(primary=False, wait_s=1.0)
+    with pytest.raises(ConfigError, match=f"rank 0 wrote no .*{TEACHER_RECORD}"):
+        build_teacher_targets(cfg, student, dm.tokenizer, kd, other)  # rank 0 not done yet
+    first = build_teacher_targets(cfg, student, dm.tokenizer, kd, TeacherPlacement())
+    assert (len(loads), len(hashes)) == (1, 1)
+    second = build_teacher_targets(cfg, student, dm.tokenizer, kd, other)
+    assert (len(loads), len(hashes)) == (1, 1)  # rank 1: neither a load nor a hash
+    assert second.targets.store.fingerprint == first.targets.store.fingerprint
+    assert second.targets.k == first.targets.k == 4 and second.hidden_pairs == ()
+    record = json.loads((tmp_path / "run" / TEACHER_RECORD).read_text())
+    record["fingerprint"]["checkpoint_sha256"] = "another teacher"  # a record of another run
+    (tmp_path / "run" / TEACHER_RECORD).write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="rank 0 wrote no"):
+        build_teacher_targets(cfg, student, dm.tokenizer, kd, other)
+
+
+def test_an_online_teacher_takes_the_trainers_precision_and_its_features_come_from_the_workers(
+    tmp_path, monkeypatch, hf_data_dir, hf_teacher
+):
+    """trainer.precision=bf16-mixed: the teacher's weights are bfloat16 on the rank's device;
+    with loader workers, each training batch carries the extractor's inputs, so the teacher's
+    step never runs the extractor, and its targets are those it computes from the audio."""
+    from asr_kd.distill.hf_teacher import TEACHER_INPUTS_KEY
+    from asr_kd.distill.teachers import TeacherPlacement, build_teacher_targets
+    from asr_kd.training.launch import precision_dtype, rank_device
+
+    cfg = tiny_run("distill", hf_data_dir, tmp_path / "run", f"teacher_ckpt={hf_teacher}",
+                   "distill.source=online", "distill.k=4", "trainer.precision=bf16-mixed",
+                   "data.num_workers=1")  # fmt: skip
+    dm, student, kd = _student_setup(cfg)
+    placement = TeacherPlacement(rank_device(cfg.trainer), precision_dtype(cfg.trainer.precision))
+    teacher = build_teacher_targets(cfg, student, dm.tokenizer, kd, placement).targets
+    assert {p.dtype for p in teacher.loaded.model.hf.parameters()} == {torch.bfloat16}
+    dm.with_audio, dm.train_batch_fields = True, teacher.batch_fields
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))  # built in a worker process
+    assert set(batch[TEACHER_INPUTS_KEY]) == {"inputs", "mask"}
+    calls = _counting(monkeypatch, type(teacher.batch_fields.extract), "__call__")
+    from_workers = teacher(batch)
+    assert calls == []  # nothing extracted on the training thread
+    here = teacher({k: v for k, v in batch.items() if k != TEACHER_INPUTS_KEY})
+    assert len(calls) == 1
+    for a, b in zip(from_workers[:3], here[:3], strict=True):
+        assert torch.equal(a, b)
+    result = distill(cfg)  # the whole run under bf16-mixed autocast on the CPU
+    assert result["global_step"] == 3 and result["metrics"]["train/kd"] > 0

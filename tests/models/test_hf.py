@@ -174,3 +174,68 @@ def test_a_model_whose_lengths_follow_no_convolution_rule_is_refused_naming_it()
 
     with pytest.raises(ConfigError, match="^a oddity model gives 126 then 238 frames"):
         measure_lengths(Oddity(), features)
+
+
+def _linear_output_dtypes(model) -> list[torch.dtype]:
+    """The output dtype of every Linear of the transformers model in the next forward."""
+    seen: list[torch.dtype] = []
+    for module in model.hf.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    return seen
+
+
+@pytest.mark.parametrize("family", ["wav2vec2_conformer", "parakeet"])
+def test_half_weights_run_under_autocast_with_float32_posteriors(hf_model_dir, family):
+    """dtype=bfloat16 (an online teacher under trainer.precision=bf16-mixed): the weights are
+    bfloat16, the matmuls run in bfloat16, the log-probs come out float32 and near fp32's."""
+    model_dir = hf_model_dir(family)
+    half = load_hf(f"hf:{model_dir}", dtype=torch.bfloat16)
+    assert {p.dtype for p in half.model.hf.parameters()} == {torch.bfloat16}
+    assert half.model.frame_shift_ms == FRAME_SHIFT_MS[family]  # measured in bfloat16 too
+    audio, lens = _padded_audio()
+    seen = _linear_output_dtypes(half.model)
+    with torch.no_grad():
+        log_probs, out_lens, _ = half.model(audio, lens)
+        full, full_lens, _ = load_hf(f"hf:{model_dir}").model(audio, lens)
+    assert set(seen) == {torch.bfloat16} and log_probs.dtype == torch.float32
+    assert torch.equal(out_lens, full_lens)
+    valid = torch.arange(log_probs.shape[1])[None] < out_lens[:, None]
+    assert (log_probs.exp() - full.exp()).abs()[valid].max().item() < 0.05
+
+
+def test_float32_weights_run_under_the_callers_autocast(hf_model_dir):
+    """The trainer's autocast (bf16-mixed) stays in force inside the model: it used to be
+    switched off, so an fp32 teacher ran fp32 matmuls on every training step."""
+    loaded = load_hf(f"hf:{hf_model_dir('hubert')}")
+    audio, lens = _padded_audio()
+    seen = _linear_output_dtypes(loaded.model)
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        log_probs, _, _ = loaded.model(audio, lens)
+    assert set(seen) == {torch.bfloat16} and log_probs.dtype == torch.float32
+    seen.clear()
+    with torch.no_grad():
+        loaded.model(audio, lens)
+    assert set(seen) == {torch.float32}  # no autocast of its own without a half dtype
+
+
+@pytest.mark.parametrize("family", ["wav2vec2_conformer", "hubert", "parakeet"])
+def test_extractor_inputs_are_the_extractors_own_and_survive_pickling(hf_model_dir, family):
+    """ExtractorInputs, pickled as into a loader worker, gives the extractor's own padded
+    inputs (and its mask of valid units) for a padded batch."""
+    import pickle
+
+    from transformers import AutoFeatureExtractor
+
+    from asr_kd.models.hf import ExtractorInputs
+
+    model_dir = hf_model_dir(family)
+    loaded = load_hf(f"hf:{model_dir}")
+    extract = pickle.loads(pickle.dumps(loaded.model.extract))
+    audio, lens = _padded_audio()
+    inputs, mask = extract(ExtractorInputs.waves(audio, lens))
+    extractor = AutoFeatureExtractor.from_pretrained(model_dir, local_files_only=True)
+    waves = [audio[b, :n].numpy() for b, n in enumerate(lens.tolist())]
+    ref = extractor(waves, sampling_rate=16000, padding=True, return_tensors="pt")
+    assert set(inputs) == set(ref) and all(torch.equal(inputs[k], ref[k]) for k in ref)
+    assert mask.shape == next(iter(ref.values())).shape[:2] and mask.sum(-1).min() > 0

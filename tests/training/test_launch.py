@@ -162,3 +162,19 @@ def test_two_node_torchrun_distills_resumes_after_a_kill_and_writes_one_set_of_f
     resumed = (out / "logs" / "csv" / "version_1" / "metrics.csv").read_text().splitlines()
     first_step = int(resumed[1].split(",")[resumed[0].split(",").index("step")])
     assert first_step >= killed_at  # the resumed run went on from the checkpoint's step
+
+
+def test_an_online_teacher_goes_to_the_ranks_gpu_and_takes_the_trainers_half_dtype(
+    no_launcher, monkeypatch
+):
+    from asr_kd.training.launch import precision_dtype, rank_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert rank_device({"accelerator": "gpu", "devices": -1}) == torch.device("cuda", 1)
+    assert rank_device({"accelerator": "gpu", "devices": [2, 3]}) == torch.device("cuda", 3)
+    assert rank_device({"accelerator": "cpu", "devices": 2}) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert rank_device({"accelerator": "auto"}) == torch.device("cpu")
+    assert precision_dtype("bf16-true") == torch.bfloat16 and precision_dtype(16) == torch.float16
+    assert precision_dtype("32-true") is None and precision_dtype("64") is None

@@ -336,3 +336,14 @@ def test_several_dev_subsets_are_each_validated_and_best_ckpt_follows_the_combin
     assert all(min(dev[s], test[s]) - 1e-4 <= combined[s] <= max(dev[s], test[s]) + 1e-4
                for s in combined)  # fmt: skip
     assert (out / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_bf16_mixed_with_gradient_clipping_trains(prepared_data_dir, tmp_path):
+    """Regression: trainer=gpu's bf16-mixed with gradient_clip_val=5 died at the first step
+    (Lightning refuses to clip for an optimizer that unscales itself: fused AdamW)."""
+    from asr_kd.training.run import train
+    from tests.helpers.tiny_runs import tiny_run
+
+    cfg = tiny_run("train", prepared_data_dir, tmp_path / "t", "trainer.precision=bf16-mixed",
+                   "trainer.gradient_clip_val=5.0", steps=2)  # fmt: skip
+    assert train(cfg)["global_step"] == 2
