@@ -12,10 +12,12 @@ ms for this one (docs/deploy.md, "Export to ONNX"); per-head reshape attention (
   one ``Gemm`` yields ``q, k, rot(q), rot(k), v`` and rotation is ``qk * cos + rot(qk) * sin``;
   ``cos``/``sin`` are graph inputs in the step graph (the runner slices
   ``StepSpec.rotary_table`` at the offset);
-- step attention with all heads in one matrix: the queries' ``Gemm`` writes one copy of ``q``
-  per head, zeroed outside that head's columns, so ``(T*H, D) @ K^T`` gives every head's scores
-  in one ``Gemm`` (mask added as its ``C`` input), and the output projection's weights, repeated
-  per head and zeroed likewise, sum the heads back;
+- step attention with all heads in one matrix (``StepSpec.head_copies``, small models): the
+  queries' ``Gemm`` writes one copy of ``q`` per head, zeroed outside that head's columns, so
+  ``(T*H, D) @ K^T`` gives every head's scores in one ``Gemm`` (mask added as its ``C`` input),
+  and the output projection's weights, repeated per head and zeroed likewise, sum the heads
+  back; larger models batch the heads instead (``(H, T, Dh) @ (H, Dh, Tc + T)``), as the
+  full-context graph does, since the copies multiply those products by H;
 - the causal depthwise conv of a chunk is one ``Gather`` of the K taps, a ``Mul`` and a
   ``ReduceSum``; its bias rides on an extra constant tap of ones;
 - BatchNorm (full-context teachers) is folded into the depthwise conv.
@@ -75,10 +77,11 @@ def _per_head_copies(w: torch.Tensor, num_heads: int) -> torch.Tensor:
 class _GraphLayer(nn.Module):
     """One ``_ConformerLayer`` refolded for export (see the module docstring).
 
-    ``step``: chunk-step graph (caches in/out, fixed ``C``), else the full-context graph.
+    ``step``: chunk-step graph (caches in/out, fixed ``C``), else the full-context graph;
+    ``head_copies``: attention on per-head query copies (step graph only), else batched heads.
     """
 
-    def __init__(self, layer: nn.Module, num_heads: int, step: bool) -> None:
+    def __init__(self, layer: nn.Module, num_heads: int, step: bool, head_copies: bool) -> None:
         super().__init__()
         attn, conv = layer.attn, layer.conv
         d = attn.proj.out_features
@@ -102,14 +105,15 @@ class _GraphLayer(nn.Module):
             def rot(t):
                 return sign.view(-1, *([1] * (t.dim() - 1))) * t[perm]
 
-            wide = (lambda t: _per_head_copies(t, num_heads)) if step else (lambda t: t)
+            self.head_copies = step and head_copies
+            wide = (lambda t: _per_head_copies(t, num_heads)) if self.head_copies else (lambda t: t)
             self.q_width = wide(wq).size(0)
             self.register_buffer(
                 "qkv_w", torch.cat((wide(wq), wk, wide(rot(wq)), rot(wk), wv)).contiguous()
             )
             self.register_buffer("qkv_b", torch.cat((wide(bq), bk, wide(rot(bq)), rot(bk), bv)))
             pw = attn.proj.weight  # (D_out, D_in): heads are input columns
-            self.register_buffer("proj_w", (wide(pw.t()).t() if step else pw).contiguous())
+            self.register_buffer("proj_w", wide(pw.t()).t().contiguous())
             self.register_buffer("proj_b", attn.proj.bias.clone())
             dw_w, dw_b = conv.depthwise.weight[:, 0, :], conv.depthwise.bias  # (D, K), (D,)
             if conv.batch_norm:  # eval BatchNorm is a per-channel affine map: fold it
@@ -144,13 +148,15 @@ class _GraphLayer(nn.Module):
         if self.step:
             new = {"k_new": k, "v_new": v}
             k, v = torch.cat((*_parts(k_cache), k)), torch.cat((*_parts(v_cache), v))
+        if self.head_copies:
             scores = torch.addmm(mask, q.reshape(-1, d), k.t())  # (T*H, Tc + T)
             att = (scores.softmax(-1) @ v).reshape(-1, h * d)  # head h's copy in block h
         else:
             q = q.reshape(-1, h, self.head_dim).transpose(0, 1)  # (H, T, Dh)
-            kt = k.reshape(-1, h, self.head_dim).permute(1, 2, 0)  # (H, Dh, T)
+            kt = k.reshape(-1, h, self.head_dim).permute(1, 2, 0)  # (H, Dh, Tc + T)
             vh = v.reshape(-1, h, self.head_dim).transpose(0, 1)
-            att = ((q @ kt).softmax(-1) @ vh).transpose(0, 1).reshape(-1, d)
+            scores = q @ kt if mask is None else torch.baddbmm(mask, q, kt)
+            att = (scores.softmax(-1) @ vh).transpose(0, 1).reshape(-1, d)
         x = x + F.linear(att, self.proj_w, self.proj_b)
         y = F.glu(self.conv_in(self.conv_norm_in(x)), dim=-1)  # (T, D)
         if self.step:
@@ -185,7 +191,8 @@ class FoldedGraph(nn.Module):
         self.subsampling = model.subsampling
         self.ctc = model.ctc
         self.layers = nn.ModuleList(
-            _GraphLayer(layer, model.num_heads, self.step) for layer in model.layers
+            _GraphLayer(layer, model.num_heads, self.step, self.step and spec.head_copies)
+            for layer in model.layers
         )
         head_dim = model.d_model // model.num_heads
         self.rotary_repeats = (self.layers[0].q_width + model.d_model) // head_dim
