@@ -8,10 +8,13 @@ ms for this one (docs/deploy.md, "Export to ONNX"); per-head reshape attention (
 ``SkipLayerNormalization`` (118) were both slower. The folds:
 
 - each ``nn.Linear`` is one ``Gemm`` on ``(T, D)``; the FFN half-step ``0.5`` is in the weights;
-- rotary positions: ``rotate_half(x W^T) = x (R W)^T`` for a signed row permutation ``R``, so
-  one ``Gemm`` yields ``q, k, rot(q), rot(k), v`` and rotation is ``qk * cos + rot(qk) * sin``;
-  ``cos``/``sin`` are graph inputs in the step graph (the runner slices
-  ``StepSpec.rotary_table`` at the offset);
+- rotary positions: ``rotate_half(x) = sign * x[perm]``. With per-head query copies (small
+  models) the permutation rides in the weights, ``rotate_half(x W^T) = x (R W)^T``, so one
+  ``Gemm`` yields ``q, k, rot(q), rot(k), v`` and rotation is ``qk * cos + rot(qk) * sin``, no
+  extra node; otherwise it is one ``Gather`` of ``qk``'s columns per layer, the sign folded into
+  ``sin`` once per graph: the weights' copies would add 2/3 to the ``qkv`` weights, which a
+  streaming step of a larger model reads from memory at every chunk. ``cos``/``sin`` are graph
+  inputs in the step graph (the runner slices ``StepSpec.rotary_table`` at the offset);
 - step attention with all heads in one matrix (``StepSpec.head_copies``, small models): the
   queries' ``Gemm`` writes one copy of ``q`` per head, zeroed outside that head's columns, so
   ``(T*H, D) @ K^T`` gives every head's scores in one ``Gemm`` (mask added as its ``C`` input),
@@ -108,10 +111,16 @@ class _GraphLayer(nn.Module):
             self.head_copies = step and head_copies
             wide = (lambda t: _per_head_copies(t, num_heads)) if self.head_copies else (lambda t: t)
             self.q_width = wide(wq).size(0)
-            self.register_buffer(
-                "qkv_w", torch.cat((wide(wq), wk, wide(rot(wq)), rot(wk), wv)).contiguous()
-            )
-            self.register_buffer("qkv_b", torch.cat((wide(bq), bk, wide(rot(bq)), rot(bk), bv)))
+            if self.head_copies:  # the rotation in the weights (module docstring)
+                ws, bs = (
+                    (wide(wq), wk, wide(rot(wq)), rot(wk), wv),
+                    (wide(bq), bk, wide(rot(bq)), rot(bk), bv),
+                )
+            else:  # the rotation by a Gather of qk's columns
+                ws, bs = (wq, wk, wv), (bq, bk, bv)
+                self.register_buffer("rot_index", torch.cat((perm, perm + d)))
+            self.register_buffer("qkv_w", torch.cat(ws).contiguous())
+            self.register_buffer("qkv_b", torch.cat(bs))
             pw = attn.proj.weight  # (D_out, D_in): heads are input columns
             self.register_buffer("proj_w", wide(pw.t()).t().contiguous())
             self.register_buffer("proj_b", attn.proj.bias.clone())
@@ -141,9 +150,12 @@ class _GraphLayer(nn.Module):
         sherpa-onnx graph splits its caches so that it needs no slice of these outputs)."""
         d, h = self.d, self.num_heads
         x = self._ff(x, self.ff1_norm, self.ff1_in, self.ff1_out_w, self.ff1_out_b)
-        qk, qk_rot, v = F.linear(self.attn_norm(x), self.qkv_w, self.qkv_b).split(
-            [self.q_width + d, self.q_width + d, d], dim=1
-        )
+        qkv = F.linear(self.attn_norm(x), self.qkv_w, self.qkv_b)
+        if self.head_copies:
+            qk, qk_rot, v = qkv.split([self.q_width + d, self.q_width + d, d], dim=1)
+        else:  # sin comes with rotate_half's signs (FoldedGraph.encode_layers)
+            qk, v = qkv.split([2 * d, d], dim=1)
+            qk_rot = qk[:, self.rot_index]
         q, k = (qk * cos + qk_rot * sin).split([self.q_width, d], dim=1)
         if self.step:
             new = {"k_new": k, "v_new": v}
@@ -204,6 +216,8 @@ class FoldedGraph(nn.Module):
         self.register_buffer("cmvn_mean", model.cmvn_mean.clone())
         self.register_buffer("cmvn_inv_std", 1.0 / model.cmvn_std)
         self.register_buffer("inv_freq", rotary_frequencies(head_dim))  # (Dh,)
+        _, sign = _rotation(model.d_model, head_dim)
+        self.register_buffer("rot_sign", sign.repeat(2))  # rotate_half's signs over [q, k]
 
     def forward(self, feats, *inputs):
         """Full: feats (T, F) -> log_probs (T // factor, V).
@@ -237,6 +251,8 @@ class FoldedGraph(nn.Module):
         x = sub.conv(x)  # (1, C, T', F')
         x = sub.out(x.permute(0, 2, 1, 3).reshape(-1, sub.out.in_features))  # (T', D)
         specs = self.spec.caches if self.step else ()
+        if not self.layers[0].head_copies:  # rotate_half by a Gather: its signs, once
+            sin = sin * self.rot_sign
         sources = {}
         for i, layer in enumerate(self.layers):
             mine = {f"{c.kind}_cache": caches[c.name] for c in specs if c.layer == i}
