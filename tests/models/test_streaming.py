@@ -72,9 +72,10 @@ def test_rotary_table_is_the_models_tiled_per_query_copy(tiny):
 def test_per_head_query_copies_only_where_their_extra_products_are_cheap(tiny):
     from asr_kd.models.benchmark import model_from_config
 
-    tiny_spec = model_from_config("student_tiny").step_spec(8, 4)  # D 64, H 2
-    small_spec = model_from_config("student_small").step_spec(8, 4)  # D 192, H 4
+    tiny, small = model_from_config("student_tiny"), model_from_config("student_small")
+    tiny_spec, small_spec = tiny.step_spec(8, 4), small.step_spec(8, 4)  # D 64 H 2, D 192 H 4
     assert tiny_spec.head_copies and tiny_spec.rotary_width == 3 * 64
+    assert tiny.step_spec(16, 4).head_copies and not small.step_spec(4, 4).head_copies
     assert not small_spec.head_copies and small_spec.rotary_width == 2 * 192
     assert small_spec.rotary_table(3)[0].shape == (3, 2 * 192)
 
