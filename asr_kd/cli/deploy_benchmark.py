@@ -87,8 +87,8 @@ def _report(settings: DeploySettings, out_dir: str, args: argparse.Namespace) ->
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    settings = _settings(args)
     try:
+        settings = _settings(args)
         if args.out_dir is not None:
             _report(settings, args.out_dir, args)
         else:

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from asr_kd.data.tokenizer import Tokenizer
+from asr_kd.errors import ConfigError
 from asr_kd.export.onnx import INT8_SUFFIX, export_and_check
 from asr_kd.inference.factory import open_graph
 from asr_kd.inference.onnx import OnnxStreamingCTC, session_options, step_file_name
@@ -80,6 +81,15 @@ class DeploySettings:
     ratio_chunk_ms: int = 320
     seconds: float = 30.0
     repeats: int = 3
+
+    def __post_init__(self) -> None:
+        if self.ratio_chunk_ms not in self.chunks_ms:
+            raise ConfigError(
+                f"ratio chunk {self.ratio_chunk_ms} ms is not among the chunks measured "
+                f"{list(self.chunks_ms)}: add it to --chunks-ms or pick one of them"
+            )
+        if self.seconds < 1 or self.repeats < 1:
+            raise ConfigError(f"seconds {self.seconds} and repeats {self.repeats} must be >= 1")
 
 
 @dataclass(frozen=True)

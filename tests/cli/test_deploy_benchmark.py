@@ -46,12 +46,24 @@ def test_quick_mode_times_every_graph_on_both_runtimes(tmp_path, capsys, one_thr
     assert not any(math.isnan(r["rtf"]) for r in rows.values())
 
 
-def test_a_chunk_that_is_no_multiple_of_the_frame_shift_is_one_error_line(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--chunks-ms", "300", "--ratio-chunk-ms", "300"],
+            "--chunks-ms entry 300 is not a positive multiple of the output frame shift 40 ms "
+            "of student_tiny",
+        ),
+        (
+            ["--chunks-ms", "160"],
+            "ratio chunk 320 ms is not among the chunks measured [160]: add it to --chunks-ms "
+            "or pick one of them",
+        ),
+    ],
+    ids=["chunk_off_the_frame_shift", "ratio_chunk_not_measured"],
+)
+def test_a_bad_chunk_is_one_error_line(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--student", "student_tiny", "--teacher", "student_tiny", "--chunks-ms", "300"])
+        main(["--student", "student_tiny", "--teacher", "student_tiny", *args])
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
-        "error: --chunks-ms entry 300 is not a positive multiple of the output frame shift "
-        "40 ms of student_tiny"
-    ]
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
