@@ -12,8 +12,8 @@ ms for this one (docs/deploy.md, "Export to ONNX"); per-head reshape attention (
   models) the permutation rides in the weights, ``rotate_half(x W^T) = x (R W)^T``, so one
   ``Gemm`` yields ``q, k, rot(q), rot(k), v`` and rotation is ``qk * cos + rot(qk) * sin``, no
   extra node; otherwise it is one ``Gather`` of ``qk``'s columns per layer, the sign folded into
-  ``sin`` once per graph: the weights' copies would add 2/3 to the ``qkv`` weights, which a
-  streaming step of a larger model reads from memory at every chunk. ``cos``/``sin`` are graph
+  ``sin`` once per graph: the weights' copies would add 2/3 to the ``qkv`` weights (7 % of a
+  ``student_small`` graph) for no measurable speed (docs/deploy.md). ``cos``/``sin`` are graph
   inputs in the step graph (the runner slices ``StepSpec.rotary_table`` at the offset);
 - step attention with all heads in one matrix (``StepSpec.head_copies``, small models): the
   queries' ``Gemm`` writes one copy of ``q`` per head, zeroed outside that head's columns, so
