@@ -8,14 +8,19 @@ ms for this one (docs/deploy.md, "Export to ONNX"); per-head reshape attention (
 ``SkipLayerNormalization`` (118) were both slower. The folds:
 
 - each ``nn.Linear`` is one ``Gemm`` on ``(T, D)``; the FFN half-step ``0.5`` is in the weights;
-- rotary positions: ``rotate_half(x W^T) = x (R W)^T`` for a signed row permutation ``R``, so
-  one ``Gemm`` yields ``q, k, rot(q), rot(k), v`` and rotation is ``qk * cos + rot(qk) * sin``;
-  ``cos``/``sin`` are graph inputs in the step graph (the runner slices
-  ``StepSpec.rotary_table`` at the offset);
-- step attention with all heads in one matrix: the queries' ``Gemm`` writes one copy of ``q``
-  per head, zeroed outside that head's columns, so ``(T*H, D) @ K^T`` gives every head's scores
-  in one ``Gemm`` (mask added as its ``C`` input), and the output projection's weights, repeated
-  per head and zeroed likewise, sum the heads back;
+- rotary positions: ``rotate_half(x) = sign * x[perm]``. With per-head query copies (small
+  models) the permutation rides in the weights, ``rotate_half(x W^T) = x (R W)^T``, so one
+  ``Gemm`` yields ``q, k, rot(q), rot(k), v`` and rotation is ``qk * cos + rot(qk) * sin``, no
+  extra node; otherwise it is one ``Gather`` of ``qk``'s columns per layer, the sign folded into
+  ``sin`` once per graph: the weights' copies would add 2/3 to the ``qkv`` weights (7 % of a
+  ``student_small`` graph) for no measurable speed (docs/deploy.md). ``cos``/``sin`` are graph
+  inputs in the step graph (the runner slices ``StepSpec.rotary_table`` at the offset);
+- step attention with all heads in one matrix (``StepSpec.head_copies``, small models): the
+  queries' ``Gemm`` writes one copy of ``q`` per head, zeroed outside that head's columns, so
+  ``(T*H, D) @ K^T`` gives every head's scores in one ``Gemm`` (mask added as its ``C`` input),
+  and the output projection's weights, repeated per head and zeroed likewise, sum the heads
+  back; larger models batch the heads instead (``(H, T, Dh) @ (H, Dh, Tc + T)``), as the
+  full-context graph does, since the copies multiply those products by H;
 - the causal depthwise conv of a chunk is one ``Gather`` of the K taps, a ``Mul`` and a
   ``ReduceSum``; its bias rides on an extra constant tap of ones;
 - BatchNorm (full-context teachers) is folded into the depthwise conv.
@@ -75,10 +80,11 @@ def _per_head_copies(w: torch.Tensor, num_heads: int) -> torch.Tensor:
 class _GraphLayer(nn.Module):
     """One ``_ConformerLayer`` refolded for export (see the module docstring).
 
-    ``step``: chunk-step graph (caches in/out, fixed ``C``), else the full-context graph.
+    ``step``: chunk-step graph (caches in/out, fixed ``C``), else the full-context graph;
+    ``head_copies``: attention on per-head query copies (step graph only), else batched heads.
     """
 
-    def __init__(self, layer: nn.Module, num_heads: int, step: bool) -> None:
+    def __init__(self, layer: nn.Module, num_heads: int, step: bool, head_copies: bool) -> None:
         super().__init__()
         attn, conv = layer.attn, layer.conv
         d = attn.proj.out_features
@@ -102,14 +108,21 @@ class _GraphLayer(nn.Module):
             def rot(t):
                 return sign.view(-1, *([1] * (t.dim() - 1))) * t[perm]
 
-            wide = (lambda t: _per_head_copies(t, num_heads)) if step else (lambda t: t)
+            self.head_copies = step and head_copies
+            wide = (lambda t: _per_head_copies(t, num_heads)) if self.head_copies else (lambda t: t)
             self.q_width = wide(wq).size(0)
-            self.register_buffer(
-                "qkv_w", torch.cat((wide(wq), wk, wide(rot(wq)), rot(wk), wv)).contiguous()
-            )
-            self.register_buffer("qkv_b", torch.cat((wide(bq), bk, wide(rot(bq)), rot(bk), bv)))
+            if self.head_copies:  # the rotation in the weights (module docstring)
+                ws, bs = (
+                    (wide(wq), wk, wide(rot(wq)), rot(wk), wv),
+                    (wide(bq), bk, wide(rot(bq)), rot(bk), bv),
+                )
+            else:  # the rotation by a Gather of qk's columns
+                ws, bs = (wq, wk, wv), (bq, bk, bv)
+                self.register_buffer("rot_index", torch.cat((perm, perm + d)))
+            self.register_buffer("qkv_w", torch.cat(ws).contiguous())
+            self.register_buffer("qkv_b", torch.cat(bs))
             pw = attn.proj.weight  # (D_out, D_in): heads are input columns
-            self.register_buffer("proj_w", (wide(pw.t()).t() if step else pw).contiguous())
+            self.register_buffer("proj_w", wide(pw.t()).t().contiguous())
             self.register_buffer("proj_b", attn.proj.bias.clone())
             dw_w, dw_b = conv.depthwise.weight[:, 0, :], conv.depthwise.bias  # (D, K), (D,)
             if conv.batch_norm:  # eval BatchNorm is a per-channel affine map: fold it
@@ -137,20 +150,25 @@ class _GraphLayer(nn.Module):
         sherpa-onnx graph splits its caches so that it needs no slice of these outputs)."""
         d, h = self.d, self.num_heads
         x = self._ff(x, self.ff1_norm, self.ff1_in, self.ff1_out_w, self.ff1_out_b)
-        qk, qk_rot, v = F.linear(self.attn_norm(x), self.qkv_w, self.qkv_b).split(
-            [self.q_width + d, self.q_width + d, d], dim=1
-        )
+        qkv = F.linear(self.attn_norm(x), self.qkv_w, self.qkv_b)
+        if self.head_copies:
+            qk, qk_rot, v = qkv.split([self.q_width + d, self.q_width + d, d], dim=1)
+        else:  # sin comes with rotate_half's signs (FoldedGraph.encode_layers)
+            qk, v = qkv.split([2 * d, d], dim=1)
+            qk_rot = qk[:, self.rot_index]
         q, k = (qk * cos + qk_rot * sin).split([self.q_width, d], dim=1)
         if self.step:
             new = {"k_new": k, "v_new": v}
             k, v = torch.cat((*_parts(k_cache), k)), torch.cat((*_parts(v_cache), v))
+        if self.head_copies:
             scores = torch.addmm(mask, q.reshape(-1, d), k.t())  # (T*H, Tc + T)
             att = (scores.softmax(-1) @ v).reshape(-1, h * d)  # head h's copy in block h
         else:
             q = q.reshape(-1, h, self.head_dim).transpose(0, 1)  # (H, T, Dh)
-            kt = k.reshape(-1, h, self.head_dim).permute(1, 2, 0)  # (H, Dh, T)
+            kt = k.reshape(-1, h, self.head_dim).permute(1, 2, 0)  # (H, Dh, Tc + T)
             vh = v.reshape(-1, h, self.head_dim).transpose(0, 1)
-            att = ((q @ kt).softmax(-1) @ vh).transpose(0, 1).reshape(-1, d)
+            scores = q @ kt if mask is None else torch.baddbmm(mask, q, kt)
+            att = (scores.softmax(-1) @ vh).transpose(0, 1).reshape(-1, d)
         x = x + F.linear(att, self.proj_w, self.proj_b)
         y = F.glu(self.conv_in(self.conv_norm_in(x)), dim=-1)  # (T, D)
         if self.step:
@@ -185,7 +203,8 @@ class FoldedGraph(nn.Module):
         self.subsampling = model.subsampling
         self.ctc = model.ctc
         self.layers = nn.ModuleList(
-            _GraphLayer(layer, model.num_heads, self.step) for layer in model.layers
+            _GraphLayer(layer, model.num_heads, self.step, self.step and spec.head_copies)
+            for layer in model.layers
         )
         head_dim = model.d_model // model.num_heads
         self.rotary_repeats = (self.layers[0].q_width + model.d_model) // head_dim
@@ -197,6 +216,8 @@ class FoldedGraph(nn.Module):
         self.register_buffer("cmvn_mean", model.cmvn_mean.clone())
         self.register_buffer("cmvn_inv_std", 1.0 / model.cmvn_std)
         self.register_buffer("inv_freq", rotary_frequencies(head_dim))  # (Dh,)
+        _, sign = _rotation(model.d_model, head_dim)
+        self.register_buffer("rot_sign", sign.repeat(2))  # rotate_half's signs over [q, k]
 
     def forward(self, feats, *inputs):
         """Full: feats (T, F) -> log_probs (T // factor, V).
@@ -230,6 +251,8 @@ class FoldedGraph(nn.Module):
         x = sub.conv(x)  # (1, C, T', F')
         x = sub.out(x.permute(0, 2, 1, 3).reshape(-1, sub.out.in_features))  # (T', D)
         specs = self.spec.caches if self.step else ()
+        if not self.layers[0].head_copies:  # rotate_half by a Gather: its signs, once
+            sin = sin * self.rot_sign
         sources = {}
         for i, layer in enumerate(self.layers):
             mine = {f"{c.kind}_cache": caches[c.name] for c in specs if c.layer == i}

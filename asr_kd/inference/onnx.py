@@ -76,11 +76,14 @@ def session_options(threads: int = 1) -> ort.SessionOptions:
     return opts
 
 
-def _session(path: str | Path, threads: int) -> tuple[ort.InferenceSession, dict]:
+def _session(
+    path: str | Path, threads: int, options: ort.SessionOptions | None = None
+) -> tuple[ort.InferenceSession, dict]:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"ONNX model not found: {path}")
-    sess = ort.InferenceSession(str(path), session_options(threads), ["CPUExecutionProvider"])
+    options = options or session_options(threads)
+    sess = ort.InferenceSession(str(path), options, ["CPUExecutionProvider"])
     return sess, _parse_metadata(sess.get_modelmeta().custom_metadata_map, path)
 
 
@@ -159,10 +162,13 @@ class OnnxStreamingCTC:
     Args:
         path: an ``asr-kd-export`` step graph.
         threads: ORT intra-op threads.
+        options: ORT session options instead of ``session_options(threads)`` (a profiler's).
     """
 
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
-        self.session, meta = _session(path, threads)
+    def __init__(
+        self, path: str | Path, threads: int = 1, options: ort.SessionOptions | None = None
+    ) -> None:
+        self.session, meta = _session(path, threads, options)
         if meta.get("kind") != "step":
             raise BadFileError(f"{path} is a {meta.get('kind')!r} graph, expected 'step'")
         self.meta = meta

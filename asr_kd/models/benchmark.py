@@ -30,6 +30,7 @@ __all__ = [
     "model_from_config",
     "streaming_rtf",
     "synthetic_fbank",
+    "synthetic_wave",
 ]
 
 CONF_MODEL = CONF_DIR / "model"
@@ -41,17 +42,24 @@ def model_from_config(name: str):
     return hydra.utils.instantiate(OmegaConf.load(CONF_MODEL / f"{name}.yaml")).eval()
 
 
-def synthetic_fbank(seconds: float, seed: int = 0) -> torch.Tensor:
-    """(1, T, 80) kaldi fbank of a synthetic voiced signal (realistic value ranges)."""
-    import torchaudio.compliance.kaldi as kaldi
-
+def synthetic_wave(seconds: float, seed: int = 0) -> torch.Tensor:
+    """(N,) 16 kHz samples in [-1, 1] of a synthetic voiced signal (a gliding harmonic tone and
+    noise, at about a tenth of full scale)."""
     g = torch.Generator().manual_seed(seed)
     t = torch.arange(int(16000 * seconds)) / 16000
     phase = 2 * math.pi * torch.cumsum(140 + 60 * torch.sin(2 * math.pi * 0.5 * t), 0) / 16000
     wave = sum(torch.sin(k * phase) / k for k in range(1, 8)) + 0.1 * torch.randn(
         len(t), generator=g
     )
-    return kaldi.fbank(wave[None] * 3000, num_mel_bins=80, dither=0.0)[None]
+    return wave * (3000 / 32768)
+
+
+def synthetic_fbank(seconds: float, seed: int = 0) -> torch.Tensor:
+    """(1, T, 80) kaldi fbank of :func:`synthetic_wave` (realistic value ranges)."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    wave = synthetic_wave(seconds, seed) * 32768  # kaldi's fbank reads int16-scaled samples
+    return kaldi.fbank(wave[None], num_mel_bins=80, dither=0.0)[None]
 
 
 def _median_seconds(fn, repeats: int) -> float:

@@ -10,8 +10,8 @@ graph's metadata (``to_metadata``); the ONNX Runtime runner rebuilds the same sp
 
 Step graph I/O (C chunk frames, Tc = LC * C cached frames, D d_model, H heads, K-1 conv context):
 
-    inputs   feats (1, 1, window, F) raw fbank, cos / sin (C, (H+1)*D) rotary rows at the
-             stream offset, mask (1, Tc + C) additive, then per layer i
+    inputs   feats (1, 1, window, F) raw fbank, cos / sin (C, rotary_width) rotary rows at
+             the stream offset, mask (1, Tc + C) additive, then per layer i
              k_cache_i, v_cache_i (Tc, D), conv_cache_i (K-1, D)
     outputs  log_probs (C, V), then per layer k_all_i, v_all_i (Tc + C, D),
              conv_all_i (K-1 + C + 1, D): the next step's cache is rows [C : C + rows] of each
@@ -36,6 +36,10 @@ __all__ = ["CacheSpec", "StepSpec", "check_chunk_args", "chunk_frames"]
 
 # Per layer, in this order: rotated keys, values, causal-conv input rows.
 _CACHE_KINDS = ("k", "v", "conv")
+# Extra multiply-accumulates per step up to which the step graph's attention uses per-head query
+# copies (StepSpec.head_copies): between student_tiny at 640 ms (0.36 M extra, the copies 7 %
+# faster) and student_small at 160 ms (1.4 M; at 320 ms, 3 M, batched heads are 20 % faster).
+_HEAD_COPIES_MAX_MACS = 1_000_000
 
 
 def chunk_frames(
@@ -156,9 +160,22 @@ class StepSpec:
 
     # ------------------------------------------------------------- the step graph's interface
     @property
+    def head_copies(self) -> bool:
+        """Whether the step graph computes attention on per-head query copies (one product for
+        every head's scores, the fewest graph nodes; :mod:`asr_kd.export.fold`) rather than on
+        batched heads (reshapes and transposes: a few more nodes, no wasted products). The copies
+        multiply the queries', scores', values' and output projection's work by H, so they pay
+        only while that extra work costs less than the nodes they save (about 1 us each on one
+        CPU thread): for ``student_tiny``, not for ``student_small`` (docs/deploy.md)."""
+        cached, c, d = self._finite_cache(), self.chunk_size, self.d_model
+        extra_macs = c * (self.num_heads - 1) * d * (3 * d + 2 * (cached + c))
+        return extra_macs <= _HEAD_COPIES_MAX_MACS
+
+    @property
     def rotary_width(self) -> int:
-        """Columns of ``cos``/``sin``: the fold's H per-head query copies, then the keys."""
-        return (self.num_heads + 1) * self.d_model
+        """Columns of ``cos``/``sin``: the queries (H per-head copies with ``head_copies``),
+        then the keys."""
+        return ((self.num_heads if self.head_copies else 1) + 1) * self.d_model
 
     @property
     def rotary_repeats(self) -> int:

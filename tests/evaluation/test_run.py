@@ -115,7 +115,9 @@ def test_int8_rows_beside_fp32_rows(evaluated_int8):
         ("stream-320ms", "int8"),
     ]
     for fp32, int8 in (rows[:2], rows[2:]):
-        assert int8["graph_mb"] < 0.6 * fp32["graph_mb"] and int8["model_mb"] == fp32["model_mb"]
+        # 0.65: the tiny full graph holds no rotated weight copies (export.fold), so its fixed
+        # part (metadata, CMVN, scales) is a larger share than in a real model's (0.27 x)
+        assert int8["graph_mb"] < 0.65 * fp32["graph_mb"] and int8["model_mb"] == fp32["model_mb"]
         assert int8["rtf"] > 0 and int8["cpu_s_per_audio_h"] > 0 and int8["rtf_batch"] is None
         hyps = _read_hyps(f"{cfg.out_dir}/hyps/student_kd.test.{int8['mode']}-int8.tsv")
         refs = [h["reference"] for h in hyps.values()]

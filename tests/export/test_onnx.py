@@ -51,11 +51,16 @@ def test_full_graph_matches_torch_forward(tmp_path, tiny, streaming):
     assert runner.log_probs(np.zeros((3, 80), np.float32)).shape == (0, 29)
 
 
-@pytest.mark.parametrize("left_chunks", [1, 4])
-@pytest.mark.parametrize("chunk_size", [4, 8])
+@pytest.mark.parametrize(
+    "chunk_size, left_chunks, head_copies",
+    [(4, 1, True), (4, 4, True), (8, 1, True), (8, 4, True), (8, 4, False)],
+)
 def test_streaming_graph_matches_forward_chunk_and_flush(
-    tmp_path, student, chunk_size, left_chunks
+    tmp_path, student, monkeypatch, chunk_size, left_chunks, head_copies
 ):
+    if not head_copies:  # the attention layout of larger models (StepSpec.head_copies)
+        monkeypatch.setattr("asr_kd.models.streaming._HEAD_COPIES_MAX_MACS", -1)
+    assert student.model.step_spec(chunk_size, left_chunks).head_copies == head_copies
     path = export_step(student, tmp_path / "step.onnx", chunk_size, left_chunks)
     runner = OnnxStreamingCTC(path)
     decoder = OnnxStreamingDecoder(OnnxStreamingCTC(path))

@@ -69,6 +69,17 @@ def test_rotary_table_is_the_models_tiled_per_query_copy(tiny):
     assert np.abs(sin[:, :8] - torch_sin.numpy()).max() < 1e-5
 
 
+def test_per_head_query_copies_only_where_their_extra_products_are_cheap(tiny):
+    from asr_kd.models.benchmark import model_from_config
+
+    tiny, small = model_from_config("student_tiny"), model_from_config("student_small")
+    tiny_spec, small_spec = tiny.step_spec(8, 4), small.step_spec(8, 4)  # D 64 H 2, D 192 H 4
+    assert tiny_spec.head_copies and tiny_spec.rotary_width == 3 * 64
+    assert tiny.step_spec(16, 4).head_copies and not small.step_spec(4, 4).head_copies
+    assert not small_spec.head_copies and small_spec.rotary_width == 2 * 192
+    assert small_spec.rotary_table(3)[0].shape == (3, 2 * 192)
+
+
 def test_spec_survives_the_json_metadata(tiny):
     spec = tiny(num_layers=3, num_heads=4, subsampling_factor=6).step_spec(4, 3)
     meta = json.loads(json.dumps({"kind": "step", "other": 1, **spec.to_metadata()}))
