@@ -72,6 +72,8 @@ def test_stream_rows_are_scored_batched_and_checked_at_batch_1(
         assert (tmp_path / "rows" / f"{key}.json").is_file()
     assert len(batch_1) == 4 and all(kwargs is not None for kwargs in batch_1)
     assert results["meta"]["check_utts"] is None and results["meta"]["rtf_max_utts"] == 200
+    md = (tmp_path / "results.md").read_text()
+    assert "transcripts of that batch-1 pass against the batched ones: equal in all 4 rows" in md
 
 
 def test_rtf_sample_and_check_sample(tmp_path, prepared_data_dir, student, monkeypatch):
@@ -121,6 +123,17 @@ def test_a_row_cut_short_by_a_kill_is_decoded_again(
     batched = _count_calls(monkeypatch, "decode_batched")
     evaluate(_cfg(prepared_data_dir, tmp_path, student, "rtf.max_utts=2", "full_context=false"))
     assert len(batched) == 1
+
+
+def test_results_md_names_the_rows_whose_check_failed():
+    from asr_kd.evaluation.report import _check_notes
+
+    check = {"s.test.full": {"utts": 20, "differ": 0, "cut_ids": []}}
+    check["s.test.stream-320ms"] = {"utts": 20, "differ": 2, "cut_ids": ["a", "b"]}
+    meta = {"check": check, "check_utts": 20, "rtf_max_utts": 200, "runtime": "onnx"}
+    (note, _) = _check_notes(meta)
+    assert "DIFFERENT in `s.test.stream-320ms` (2 of 20)" in note and "s.test.full" not in note
+    assert _check_notes({"runtime": "onnx"}) == []  # results written before the check
 
 
 def test_transcripts_differ_counts_the_first_n_utterances():
