@@ -105,7 +105,7 @@ class EvalSettings:
             rtf=RtfSettings(
                 int(cfg.rtf.threads),
                 int(cfg.rtf.warmup_utts),
-                _count_or_all(cfg.rtf.max_utts, "rtf.max_utts"),
+                _count_or_all(cfg.rtf.max_utts, "rtf.max_utts", minimum=1),
             ),
             check_utts=_count_or_all(cfg.check_utts, "check_utts"),
             decodings=_decodings([str(d) for d in as_list(cfg.decoding)]),
@@ -118,12 +118,14 @@ class EvalSettings:
         )
 
 
-def _count_or_all(value, key: str) -> int | None:
-    """A number of utterances (>= 0), or None (null: all of the subset)."""
+def _count_or_all(value, key: str, minimum: int = 0) -> int | None:
+    """A number of utterances (>= ``minimum``), or None (null: all of the subset)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{key} must be a number of utterances >= 0 or null (all), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(
+            f"{key} must be a number of utterances >= {minimum} or null (all), got {value!r}"
+        )
     return int(value)
 
 
