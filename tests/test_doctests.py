@@ -35,6 +35,7 @@ MODULES_WITH_EXAMPLES = [
     "asr_kd.distill.store.ranks",
     "asr_kd.distill.teacher",
     "asr_kd.evaluation.agreement",
+    "asr_kd.evaluation.resume",
     "asr_kd.export.sherpa",
     "asr_kd.inference.factory",
     "asr_kd.inference.hlg",

@@ -146,7 +146,12 @@ def _header(meta: dict) -> list[str]:
         ("Machine", meta.get("machine")),
         ("torch", meta.get("torch")),
         ("asr_kd", meta.get("asr_kd")),
-        ("Runtime of the batch-1 rows (RTF, WER)", _runtime(meta)),
+        (
+            "Runtime of the batch-1 rows (RTF, check)"
+            if "check" in meta
+            else "Runtime of the batch-1 rows (RTF, WER)",
+            _runtime(meta),
+        ),
         ("Data", meta.get("data_dir")),
     ]
     lines += [f"- {name}: {value}" for name, value in facts if value]
@@ -165,7 +170,7 @@ How to read this table:
 - RTF: processing seconds / audio seconds on one CPU thread, batch size 1, after warm-up
   ({rtf_scope}). For `full` rows it is offline decoding of one utterance at a time, so a
   full-context teacher and a streaming student are compared at the same thread count.
-- RTF batched: full-context decoding in batches{batch_note}.
+- RTF batched: decoding in batches{batch_note} (the row's context).
 - Latency: algorithmic latency (chunk + right context); a full-context model waits for the
   end of the utterance. Params, MACs per second of audio and size (MB, fp32 parameters)
   describe the model; Graph MB is the size of the ONNX file that decoded the row (int8 rows:
@@ -175,6 +180,32 @@ How to read this table:
   machine) per hour of audio, "n/a (no RAPL)" where the machine exposes no readable RAPL
   counters (virtual machines, containers, non-Intel CPUs): no estimate stands in for it.
 """
+
+
+def _check_notes(meta: dict) -> list[str]:
+    """Where the WER of our models' rows comes from, and the batch-1 check of it (runs that
+    score batched: ``meta["check"]``); nothing for older results."""
+    checks = meta.get("check")
+    if checks is None:
+        return []
+    first = meta.get("check_utts")
+    differ = {key: c for key, c in checks.items() if c["differ"]}
+    verdict = (
+        f"equal in all {len(checks)} rows"
+        if not differ
+        else "DIFFERENT in "
+        + ", ".join(f"`{k}` ({c['differ']} of {c['utts']})" for k, c in differ.items())
+    )
+    max_utts = meta.get("rtf_max_utts")
+    return [
+        f"- WER/CER of the `{meta.get('runtime')}` rows: batched decoding on "
+        f"{meta.get('device', 'cpu')} (stream rows: the chunk-masked forward, equal to "
+        f"`forward_chunk`); their RTF: batch 1 over the first "
+        f"{'all' if max_utts is None else max_utts} utterances. Check, the first "
+        f"{'all' if first is None else first} transcripts of that batch-1 pass against the "
+        f"batched ones: {verdict}.",
+        "",
+    ]
 
 
 def _subset_heading(subset: str, first: dict, meta: dict) -> str:
@@ -214,6 +245,7 @@ def render_markdown(results: dict) -> str:
     lines = _header(meta)
     scope = meta.get("rtf_scope", "model and greedy CTC search")
     lines += [_LEGEND.format(rtf_scope=scope, batch_note=batch_note)]
+    lines += _check_notes(meta)
     for subset in _subsets(rows):
         subset_rows = [r for r in rows if r["subset"] == subset]
         lines += [_subset_heading(subset, subset_rows[0], meta), ""]

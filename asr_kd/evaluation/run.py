@@ -6,34 +6,48 @@ rows (:class:`~asr_kd.evaluation.rows.ResultRow`) of each model on each subset.
 
 For each subset and each checkpoint it decodes
 
-- ``full``: the whole utterance at once (full context), batched, greedy CTC. Its ``rtf`` is
-  measured separately, one utterance at a time on one CPU thread, so that a full-context teacher
-  and a streaming student are compared at the same thread count; ``rtf_batch`` is the batched
-  figure.
-- ``stream-<N>ms`` (streaming models only, one row per ``chunk_sizes_ms`` entry): the real
-  streaming path, ``init_state`` then ``forward_chunk`` on N ms feature chunks with caches
-  (``StreamingGreedyDecoder``), batch size 1, one CPU thread, after warm-up.
+- ``full``: the whole utterance at once (full context).
+- ``stream-<N>ms`` (streaming models only, one row per ``chunk_sizes_ms`` entry): chunks of N
+  ms with ``left_chunks`` chunks of left context.
+
+Every row's WER/CER comes from batched torch decoding on ``device`` (cpu, or cuda when there is
+one): a streaming row's log-probs are the model's chunk-masked full forward at that chunk size
+and left context, which equals ``forward_chunk`` (the contract the tests hold to 1e-4); one
+batched pass per (model, subset, context) serves every ``decoding`` (greedy vectorised over the
+batch, a beam search per utterance on the CPU); ``rtf_batch`` is its time. The ``rtf`` is
+measured by the row's runtime at batch size 1 on ``rtf.threads`` CPU threads after warm-up
+(``forward_chunk`` / the step graph for a streaming row) over the first ``rtf.max_utts``
+utterances, so that a full-context teacher and a streaming student are compared at the same
+thread count. That batch-1 pass is also the check: the transcripts of its first ``check_utts``
+utterances are compared with the batched ones and ``meta["check"][<row key>]`` counts those
+that differ (a warning says so when any do).
 
 ``decoding=[greedy,beam_lm]`` repeats both with each search of
 :data:`~asr_kd.inference.search.DECODINGS` listed: rows ``full-beam_lm``,
 ``stream-<N>ms-beam_lm`` (their ``decoding`` key says which; settings in ``beam``, echoed in
 ``meta["beam"]``); greedy rows keep their names.
 
-``runtime`` picks what runs the batch-1 passes (their RTF, and the WER/CER of every row):
-``torch`` (eager) or ``onnx``: each checkpoint is exported by ``asr_kd.export`` into
-``<out_dir>/onnx/<name>/`` (full-context graph + one chunk-step graph per chunk size), checked
-against torch, and run by ONNX Runtime with ``rtf.threads`` intra-op threads, so teacher and
-students are timed in the same runtime. ``rtf_batch`` stays torch. ``quantize=[none,int8]``
-(runtime=onnx) adds an int8 row beside each row (``"quantize": "int8"``): the graphs quantised
-by :mod:`asr_kd.export.quantize` into ``<out_dir>/onnx/<name>/int8/``, checked against torch
-with ``INT8_TOLERANCE``; ``graph_mb`` is the size of the graph file that ran. Both runtimes
-decode through
+``runtime`` picks what runs the batch-1 passes: ``torch`` (eager) or ``onnx``: each checkpoint
+is exported by ``asr_kd.export`` into ``<out_dir>/onnx/<name>/`` (full-context graph + one
+chunk-step graph per chunk size), checked against torch, and run by ONNX Runtime with
+``rtf.threads`` intra-op threads, so teacher and students are timed in the same runtime.
+``quantize=[none,int8]`` (runtime=onnx) adds an int8 row beside each row (``"quantize":
+"int8"``): the graphs quantised by :mod:`asr_kd.export.quantize` into
+``<out_dir>/onnx/<name>/int8/``, checked against torch with ``INT8_TOLERANCE``, decoded at batch
+1 over every utterance for WER and RTF (int8 graphs run in ONNX Runtime only); ``graph_mb`` is
+the size of the graph file that ran. Both runtimes decode through
 ``asr_kd.inference.factory.make_decoder``, as ``asr-kd-transcribe`` does, and are timed by
 ``asr_kd.inference.timing``.
 
+Rows are independent and resumable (:mod:`~asr_kd.evaluation.resume`): each finished row is
+written to ``<out_dir>/rows/<key>.json`` (beside ``hyps/<key>.tsv``) with a fingerprint of the
+checkpoint, the subset's cuts, the runtime and the row's settings; a rerun of the same command
+(or of a killed one) skips the finished rows and says so, and a changed setting decodes the
+rows it affects only.
+
 ``sherpa-onnx`` in ``runtime`` (``runtime=sherpa-onnx`` or a list, ``runtime=[onnx,sherpa-onnx]``)
 adds rows ``full-sherpa-onnx`` and ``stream-<N>ms-sherpa-onnx`` decoded by sherpa-onnx itself
-from the audio (:mod:`~asr_kd.evaluation.backends.sherpa`); the other rows come from the other
+from the audio of every utterance at batch 1 (WER and RTF) (:mod:`~asr_kd.evaluation.backends.sherpa`); the other rows come from the other
 runtime in the list (``onnx`` when sherpa-onnx is the only one).
 
 RTF = processing seconds / audio seconds, where processing covers the model and the greedy
@@ -45,8 +59,8 @@ readable RAPL counters, else null with ``energy_note`` "n/a (no RAPL)"; never an
 
 Writes into ``out_dir``: ``results.json`` (``{"rows": [...], "meta": {...}}``, one row per
 (model, subset, mode)), ``results.md``, ``wer_vs_latency.png``, ``wer_vs_macs.png``,
-``wer_vs_cpu.png``, ``hyps/<model>.<subset>.<mode>[-int8].tsv`` (cut id, reference, hypothesis)
-and ``config.yaml``.
+``wer_vs_cpu.png``, ``hyps/<model>.<subset>.<mode>[-int8].tsv`` (cut id, reference, hypothesis),
+``rows/<model>.<subset>.<mode>[-int8].json`` (the finished rows) and ``config.yaml``.
 A transformers CTC model (``ckpt.<name>=hf:<dir|hub id>[@revision]``) gets one
 ``full`` row, always run in torch (:mod:`~asr_kd.evaluation.backends.hf`).
 
@@ -65,6 +79,8 @@ Usage:
         ckpt.student_kd=exp/student_kd/checkpoints/last.ckpt \\
         ckpt.student_ctc=exp/student_ctc/checkpoints/last.ckpt \\
         data.dir=exp/data subsets=[test] chunk_sizes_ms=[160,320,640] out_dir=exp/demo
+    asr-kd-evaluate ... data.dir=librispeech/data \
+        subsets=[dev-clean,dev-other,test-clean,test-other] device=cuda out_dir=exp/ls
     asr-kd-evaluate +ckpt.my_model=path/to.ckpt data.dir=DATA subsets=[dev,test]
 
     # from Python (tests): results = evaluate(compose("evaluate", [...overrides]))
@@ -136,6 +152,8 @@ def _meta(settings: EvalSettings) -> dict:
         "batch_max_duration_s": settings.max_duration,
         "rtf_threads": settings.rtf.threads,
         "rtf_warmup_utts": settings.rtf.warmup_utts,
+        "rtf_max_utts": settings.rtf.max_utts,
+        "check_utts": settings.check_utts,
         "rtf_scope": RTF_SCOPE if only_greedy(settings) else SEARCH_RTF_SCOPE,
         "cost_scope": COST_SCOPE,
         "quantize": list(settings.quantize),

@@ -50,7 +50,7 @@ class HlgSettings:
 @dataclass(frozen=True)
 class RtfSettings:
     """The timed batch-1 pass: ``threads`` torch / ORT / sherpa-onnx threads, ``warmup_utts``
-    decoded once untimed first, ``max_utts`` timed (runtime=torch full rows; None: all)."""
+    decoded once untimed first, ``max_utts`` timed (the first N of a subset; None: all)."""
 
     threads: int
     warmup_utts: int
@@ -73,6 +73,7 @@ class EvalSettings:
     quantize: tuple[str, ...]  # none | int8 entries
     device: str  # of the batched pass
     rtf: RtfSettings
+    check_utts: int | None  # first N utterances decoded batch-1 and compared; None: all
     decodings: tuple[str, ...]  # DECODINGS names: one set of rows each
     beam: BeamSettings
     hlg: HlgSettings
@@ -101,7 +102,12 @@ class EvalSettings:
             runtimes=_runtimes([str(r) for r in as_list(cfg.runtime)], quantize),
             quantize=quantize,
             device=str(cfg.device),
-            rtf=RtfSettings(int(cfg.rtf.threads), int(cfg.rtf.warmup_utts), cfg.rtf.max_utts),
+            rtf=RtfSettings(
+                int(cfg.rtf.threads),
+                int(cfg.rtf.warmup_utts),
+                _count_or_all(cfg.rtf.max_utts, "rtf.max_utts", minimum=1),
+            ),
+            check_utts=_count_or_all(cfg.check_utts, "check_utts"),
             decodings=_decodings([str(d) for d in as_list(cfg.decoding)]),
             beam=beam_settings(cfg.beam),
             hlg=HlgSettings(
@@ -110,6 +116,17 @@ class EvalSettings:
             plots=bool(cfg.plots),
             out_dir=Path(cfg.out_dir),
         )
+
+
+def _count_or_all(value, key: str, minimum: int = 0) -> int | None:
+    """A number of utterances (>= ``minimum``), or None (null: all of the subset)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(
+            f"{key} must be a number of utterances >= {minimum} or null (all), got {value!r}"
+        )
+    return int(value)
 
 
 def _checkpoints(cfg: DictConfig) -> dict[str, str]:

@@ -1,6 +1,8 @@
 """Timed decoding passes over a test set: hypotheses, references and the RTF that produced them.
 
-- :func:`decode_full_batched`: full-context greedy CTC over padded batches (torch, any device).
+- :func:`decode_batched`: CTC over padded batches (torch, any device), full context or the
+  chunk-masked forward of a streaming row, several searches on the same log-probs;
+  :func:`decode_full_batched`: one search, full context.
 - :func:`decode_one_at_a_time`: one :class:`~asr_kd.inference.factory.Decoder` call per
   utterance, batch size 1 on CPU with a fixed torch thread count, after warm-up.
 
@@ -23,9 +25,10 @@ Usage:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -38,6 +41,7 @@ __all__ = [
     "Decoded",
     "Utterance",
     "audio_utterances",
+    "decode_batched",
     "decode_full_batched",
     "decode_one_at_a_time",
     "utterances",
@@ -110,17 +114,21 @@ def audio_utterances(batches: Iterable[dict]) -> Iterator[Utterance]:
             yield Utterance(cut_id, batch["texts"][i], samples, 1.0 / SAMPLE_RATE)
 
 
-def _batch_texts(loaded, batch: dict, device: str, search=None) -> tuple[list[str], float]:
-    """Texts of one batch (greedy: ``loaded.decode_ids``; else ``search.batch_texts``) and its
-    seconds of audio: fbank for our models, audio for one that ``reads_audio``."""
+def _batch_log_probs(loaded, batch: dict, device: str, chunk_size, left_chunks):
+    """(B, T', V) log-probs and (B,) valid frames of one batch, and its seconds of audio: fbank
+    for our models (at ``chunk_size`` / ``left_chunks``: the chunk-masked full forward, equal
+    to ``forward_chunk``), audio for one that ``reads_audio``."""
     if getattr(loaded.model, "reads_audio", False):
         inputs, audio_s = ("audio", "audio_lens"), float(batch["audio_lens"].sum()) / SAMPLE_RATE
+        context = {}
     else:
         inputs = ("feats", "feat_lens")
         audio_s = float(batch["feat_lens"].sum()) * FRAME_SHIFT_MS / 1000.0
-    log_probs, out_lens = loaded.model(*(batch[key].to(device) for key in inputs))[:2]
-    texts_of = loaded.decode_ids if search is None else search.batch_texts
-    return texts_of(log_probs, out_lens), audio_s
+        context = (
+            {} if chunk_size is None else {"chunk_size": chunk_size, "left_chunks": left_chunks}
+        )
+    log_probs, out_lens = loaded.model(*(batch[key].to(device) for key in inputs), **context)[:2]
+    return log_probs, out_lens, audio_s
 
 
 @contextmanager
@@ -143,22 +151,62 @@ def decode_full_batched(
 ) -> Decoded:
     """Full-context CTC over batches, greedy unless ``search`` (a ``CtcSearch``) is given; the
     timer covers forward + search on ``device`` (a beam search runs on the CPU)."""
+    return decode_batched(loaded, batches, device, desc, {"": search})[""]
+
+
+@torch.inference_mode()
+def decode_batched(
+    loaded: LoadedModel,
+    batches,
+    device: str,
+    desc: str,
+    searches: Mapping[str, Any],
+    chunk_size: int | None = None,
+    left_chunks: int = -1,
+) -> dict[str, Decoded]:
+    """One batched forward per batch on ``device``, each of ``searches`` (name -> a
+    ``CtcSearch``, or None: ``loaded.decode_ids``, greedy) on its log-probs -> name -> Decoded.
+
+    ``chunk_size`` (encoder frames, None: full context) and ``left_chunks``: the chunk-masked
+    full forward, which equals the streaming ``forward_chunk`` (to 1e-4, the model's contract),
+    so a streaming row's transcripts come from batches. Greedy is vectorised over the batch; a
+    beam search runs per utterance on the CPU. Each Decoded's seconds are the forward's plus its
+    own search's (the first batch is a warm-up, untimed).
+    """
     loaded.model.to(device)
-    hyps, refs, timer, audio_s = {}, {}, Timer(), 0.0
+    hyps = {name: {} for name in searches}
+    refs, audio_s, forward = {}, 0.0, Timer()
+    timers = {name: Timer() for name in searches}
     with _progress(desc, None) as bar:
         for n, batch in enumerate(batches):
             if n == 0:  # warm-up, untimed: allocator growth and kernel choice are one-off costs
-                _batch_texts(loaded, batch, device, search)
-            with timer:
-                texts, seconds = _batch_texts(loaded, batch, device, search)
+                _batch_log_probs(loaded, batch, device, chunk_size, left_chunks)
+            with forward:
+                log_probs, lens, seconds = _batch_log_probs(
+                    loaded, batch, device, chunk_size, left_chunks
+                )
                 if device != "cpu":
                     torch.cuda.synchronize()
-            for cut_id, ref, text in zip(batch["cut_ids"], batch["texts"], texts, strict=True):
-                hyps[cut_id], refs[cut_id] = text, ref
+            for name, search in searches.items():
+                texts_of = loaded.decode_ids if search is None else search.batch_texts
+                with timers[name]:
+                    texts = texts_of(log_probs, lens)
+                hyps[name].update(zip(batch["cut_ids"], texts, strict=True))
+            refs.update(zip(batch["cut_ids"], batch["texts"], strict=True))
             audio_s += seconds
             bar.update(len(batch["cut_ids"]))
     loaded.model.to("cpu")
-    return Decoded.timed_by(timer, hyps, refs, audio_s)
+    return {
+        name: Decoded(
+            hyps[name],
+            dict(refs),
+            forward.seconds + timers[name].seconds,
+            audio_s,
+            forward.cpu_seconds + timers[name].cpu_seconds,
+            energy_note=forward.energy_note,
+        )
+        for name in searches
+    }
 
 
 @torch.inference_mode()

@@ -30,6 +30,8 @@ def test_bare_values_are_lists_of_one_and_the_config_is_not_edited():
         (["runtime=[torch,onnx]"], "runtime must be"),
         (["quantize=[fp16]"], "quantize entry='fp16'"),
         (["runtime=torch", "quantize=[none,int8]"], "needs runtime=onnx"),
+        (["rtf.max_utts=0"], r"rtf.max_utts must be a number of utterances >= 1 or null"),
+        (["check_utts=-1"], r"check_utts must be a number of utterances >= 0 or null"),
     ],
 )
 def test_requests_no_runtime_can_serve_are_refused(overrides, message):

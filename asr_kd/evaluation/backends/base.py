@@ -10,12 +10,15 @@ subset (:meth:`Backend.rows`) and its entries of the results' meta (:meth:`Backe
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import ClassVar
 
 from asr_kd.data.datamodule import AsrDataModule, load_cuts
+from asr_kd.evaluation.resume import RowStore, file_identity, fingerprint
 from asr_kd.evaluation.rows import ResultRow
 from asr_kd.evaluation.settings import EvalSettings
 from asr_kd.inference.hotwords import read_hotwords
@@ -29,7 +32,16 @@ from asr_kd.models.profile import (
 )
 from asr_kd.models.streaming import chunk_frames
 
-__all__ = ["Backend", "Corpus", "hyps_path", "model_figures", "read_hyps", "scored_row"]
+__all__ = [
+    "Backend",
+    "Corpus",
+    "hyps_path",
+    "key_of",
+    "model_figures",
+    "read_hyps",
+    "row_key",
+    "scored_row",
+]
 
 
 class Corpus:
@@ -103,6 +115,51 @@ class Backend(ABC):
 
     def __init__(self, settings: EvalSettings, corpus: Corpus) -> None:
         self.settings, self.corpus = settings, corpus
+        self.store = RowStore(settings.out_dir)
+        self.checks: dict[str, dict] = {}  # row key -> its batch-1 check (meta["check"])
+
+    def fingerprint(self, name: str, subset: str, **parts) -> str:
+        """The fingerprint of a row of model ``name`` on ``subset`` (:mod:`..resume`): the
+        checkpoint's weights, the subset's cuts, this runtime, and the row's own ``parts``."""
+        cuts = self.corpus.dm.layout.prepared_cuts(subset)
+        return fingerprint(
+            {
+                "checkpoint": self.store.sha256(self.settings.checkpoints[name]),
+                "cuts": self.store.sha256(cuts),
+                "subset": subset,
+                "runtime": self.name,
+                "rtf": asdict(self.settings.rtf),
+                **parts,
+            }
+        )
+
+    def search_parts(self, decoding: str) -> dict:
+        """What a row's ``decoding`` depends on: its name and, for a beam search, the beam
+        settings with the files they name identified (:func:`..resume.file_identity`)."""
+        if decoding == "greedy":
+            return {"decoding": decoding}
+        beam = asdict(self.settings.beam)
+        for key in ("lm", "lexicon", "hotwords"):
+            beam[key] = file_identity(beam[key])
+        return {"decoding": decoding, "beam": beam}
+
+    def finished(self, key: str, fp: str) -> ResultRow | None:
+        """Row ``key`` as a former run finished it with fingerprint ``fp`` (its check back in
+        :attr:`checks`), or None."""
+        found = self.store.get(key, fp, self.settings.out_dir / "hyps" / f"{key}.tsv")
+        if found is None:
+            return None
+        row, extra = found
+        if "check" in extra:
+            self.checks[key] = extra["check"]
+        return row
+
+    def keep(self, fp: str, row: ResultRow) -> ResultRow:
+        """Write finished ``row`` (and its check) into the store under fingerprint ``fp``."""
+        key = row_key(row)
+        extra = {"check": self.checks[key]} if key in self.checks else {}
+        self.store.put(key, fp, row, extra)
+        return row
 
     @classmethod
     def reads_source(cls, source: str) -> bool:
@@ -149,10 +206,20 @@ class Backend(ABC):
         return chunk_frames(loaded.model, chunk_ms, source=f"model {name} ({loaded.path})")
 
 
+def row_key(row: ResultRow) -> str:
+    """``<model>.<subset>.<mode>[-int8]``: a row's name in ``hyps/`` and ``rows/``."""
+    return key_of(row.model, row.subset, row.mode, row.quantize)
+
+
+def key_of(model: str, subset: str, mode: str, quantize: str | None) -> str:
+    """:func:`row_key` of a row not decoded yet."""
+    tag = "-int8" if quantize == "int8" else ""
+    return f"{model}.{subset}.{mode}{tag}"
+
+
 def hyps_path(out_dir: Path, row: ResultRow) -> Path:
     """``<out_dir>/hyps/<model>.<subset>.<mode>[-int8].tsv``: the hypotheses of ``row``."""
-    tag = "-int8" if row.quantize == "int8" else ""
-    return Path(out_dir) / "hyps" / f"{row.model}.{row.subset}.{row.mode}{tag}.tsv"
+    return Path(out_dir) / "hyps" / f"{row_key(row)}.tsv"
 
 
 def read_hyps(path: Path) -> dict[str, tuple[str, str]]:
@@ -164,4 +231,6 @@ def read_hyps(path: Path) -> dict[str, tuple[str, str]]:
 def _write_hyps(path: Path, decoded: Decoded) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"{k}\t{decoded.refs[k]}\t{decoded.hyps[k]}" for k in sorted(decoded.refs)]
-    path.write_text("cut_id\treference\thypothesis\n" + "\n".join(lines) + "\n")
+    tmp = path.with_suffix(".tsv.tmp")  # whole or absent after a kill (resume reads it)
+    tmp.write_text("cut_id\treference\thypothesis\n" + "\n".join(lines) + "\n")
+    os.replace(tmp, path)

@@ -1,39 +1,77 @@
 """Our checkpoints decoded on precomputed fbank: runtime ``torch`` (eager) and ``onnx`` (the
 graphs :func:`~asr_kd.export.onnx.export_and_check` writes into ``<out_dir>/onnx/<name>/``).
 
-Rows of one model on one subset: ``full`` (WER: torch from the batched pass, onnx from the
-timed one; RTF: batch size 1 on ``rtf.threads``), then one ``stream-<N>ms`` per chunk size
-(streaming models; WER and RTF from the same batch-1 pass), each once per ``quantize`` entry
-(int8: the ORT-quantised graphs, runtime=onnx only). All of it once per ``decoding`` entry:
-greedy rows as named above, others with ``-<decoding>`` after the mode (``full-beam_lm``) and
-their ``decoding`` key set. A search is built once per tokenizer and decoding (a beam search
-loads its LM once) and serves every row that needs it.
+Rows of one model on one subset: ``full``, then one ``stream-<N>ms`` per chunk size (streaming
+models), each once per ``quantize`` entry and once per ``decoding`` entry (greedy rows as
+named, others with ``-<decoding>`` after the mode: ``full-beam_lm``, their ``decoding`` key
+set). A search is built once per tokenizer and decoding (a beam search loads its LM once).
+
+Where each figure comes from (fp32 rows):
+
+- WER/CER: one batched torch pass per context (full, or a chunk size) on ``device``
+  (:func:`~asr_kd.inference.timing.decode_batched`): a streaming row's log-probs are the
+  chunk-masked full forward at its chunk size and left context, which equals ``forward_chunk``
+  (the model's contract, held to 1e-4 by the tests); every decoding of that context searches
+  the same log-probs (greedy vectorised, a beam search per utterance). ``rtf_batch`` is its
+  time.
+- RTF: the row's runtime at batch size 1 on ``rtf.threads`` (the step graph or
+  ``forward_chunk`` for a streaming row), over the first ``rtf.max_utts`` utterances.
+- The check: the first ``check_utts`` utterances of that batch-1 pass are compared with the
+  batched transcripts; the count that differ is ``meta["check"][<row key>]``, warned about
+  when not zero.
+
+int8 rows keep one batch-1 pass over every utterance for WER and RTF (int8 graphs run in ONNX
+Runtime only). A finished row is kept in ``<out_dir>/rows/`` (:mod:`~asr_kd.evaluation.resume`)
+and not decoded again by a rerun with the same settings.
 """
 
 from __future__ import annotations
 
+import logging
 from abc import abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 
-from asr_kd.evaluation.backends.base import Backend, model_figures
+from asr_kd.evaluation.backends.base import Backend, key_of, model_figures
 from asr_kd.evaluation.rows import ResultRow
 from asr_kd.export.onnx import export_and_check
 from asr_kd.export.quantize import INT8_DIR
 from asr_kd.inference.factory import Decoder, graph_path, make_decoder
 from asr_kd.inference.search import CtcSearch, make_search, mode_suffix, row_decoding
-from asr_kd.inference.timing import decode_full_batched, decode_one_at_a_time, utterances
+from asr_kd.inference.timing import Decoded, decode_batched, decode_one_at_a_time, utterances
 from asr_kd.models.loading import LoadedModel
 
-__all__ = ["FbankBackend", "OnnxBackend", "TorchBackend"]
+__all__ = ["FbankBackend", "OnnxBackend", "TorchBackend", "transcripts_differ"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Context:
+    """The attention context of a set of rows: full (``chunk_ms`` None) or one chunk size."""
+
+    chunk_ms: float | None
+    chunk_size: int | None
+    left_chunks: int | None
+
+    def mode(self, decoding: str) -> str:
+        base = "full" if self.chunk_ms is None else f"stream-{self.chunk_ms:g}ms"
+        return base + mode_suffix(decoding)
+
+
+def transcripts_differ(timed: Decoded, batched: Decoded, check_utts: int | None) -> dict:
+    """The check of a batched row: of the first ``check_utts`` (None: all) utterances of the
+    batch-1 pass ``timed``, how many transcripts differ from ``batched``'s, and which (the
+    first 10 cut ids)."""
+    cut_ids = list(timed.hyps)[:check_utts]
+    differ = [c for c in cut_ids if timed.hyps[c] != batched.hyps[c]]
+    return {"utts": len(cut_ids), "differ": len(differ), "cut_ids": differ[:10]}
 
 
 class FbankBackend(Backend):
     """What torch and onnx share: the rows of our models (module docstring)."""
-
-    scores_batched: ClassVar[bool]  # the WER of the batched pass, else of the timed one
 
     def __init__(self, settings, corpus) -> None:
         super().__init__(settings, corpus)
@@ -49,29 +87,77 @@ class FbankBackend(Backend):
         for decoding in self.settings.decodings:  # a missing LM or lexicon fails now
             self._search(loaded, decoding)
 
+    def meta(self) -> dict:
+        return {"check": self.checks}
+
     def _search(self, loaded: LoadedModel, decoding: str) -> CtcSearch:
         key = (loaded.tokenizer.fingerprint, decoding)
         if key not in self._searches:
             self._searches[key] = make_search(decoding, loaded.tokenizer, self.settings.beam)
         return self._searches[key]
 
-    def rows(self, name: str, loaded: LoadedModel, subset: str) -> list[ResultRow]:
-        rows = []
-        for decoding in self.settings.decodings:
-            rows += self._decoding_rows(name, loaded, subset, self._search(loaded, decoding))
-        return rows
-
-    def _decoding_rows(self, name, loaded, subset: str, search: CtcSearch) -> list[ResultRow]:
-        quantize, rows = self.settings.quantize, []
-        if self.settings.full_context:
-            rows += [self._full_row(name, loaded, subset, q, search) for q in quantize]
+    def _contexts(self, name: str, loaded: LoadedModel) -> list[_Context]:
+        contexts = [_Context(None, None, None)] if self.settings.full_context else []
         if getattr(loaded.model, "streaming", False):
-            num_utts = rows[0].num_utts if rows else None  # progress-bar total
+            left_chunks = loaded.model.resolve_left_chunks(self.settings.left_chunks)
             for chunk_ms in self.settings.chunk_sizes_ms:
-                for q in quantize:
-                    row = self._stream_row(name, loaded, subset, chunk_ms, num_utts, q, search)
-                    rows.append(row)
-        return rows
+                chunk_size = self.chunk_size(name, loaded, chunk_ms)
+                contexts.append(_Context(chunk_ms, chunk_size, left_chunks))
+        return contexts
+
+    def rows(self, name: str, loaded: LoadedModel, subset: str) -> list[ResultRow]:
+        """Per context: the finished rows read back, one batched pass for every fp32 row left
+        (all its decodings), then each row's batch-1 pass; in the report's order (decoding,
+        context, quantize)."""
+        done: dict[tuple, ResultRow] = {}
+        contexts = self._contexts(name, loaded)
+        for context in contexts:
+            todo = {}
+            for decoding in self.settings.decodings:
+                for quantize in self.settings.quantize:
+                    fp = self._fingerprint(name, subset, context, decoding, quantize)
+                    key = key_of(name, subset, context.mode(decoding), quantize)
+                    row = self.finished(key, fp)
+                    if row is None:
+                        todo[decoding, quantize] = fp
+                    else:
+                        done[decoding, context, quantize] = row
+            batched = self._batched(
+                name, loaded, subset, context, [d for d, q in todo if q == "none"]
+            )
+            for (decoding, quantize), fp in todo.items():
+                search = self._search(loaded, decoding)
+                scored = batched[decoding] if quantize == "none" else None  # int8: its own
+                row = self._row(name, loaded, subset, context, quantize, search, scored)
+                done[decoding, context, quantize] = self.keep(fp, row)
+        return [
+            done[d, c, q]
+            for d in self.settings.decodings
+            for c in contexts
+            for q in self.settings.quantize
+        ]
+
+    def _fingerprint(self, name, subset, context: _Context, decoding: str, quantize: str) -> str:
+        batched = {} if quantize == "int8" else {
+            "device": self.settings.device, "max_duration": self.settings.max_duration,
+            "check_utts": self.settings.check_utts,
+        }  # fmt: skip
+        return self.fingerprint(
+            name, subset, mode=context.mode(decoding), chunk_size=context.chunk_size,
+            left_chunks=context.left_chunks, quantize=quantize, **batched,
+            **self.search_parts(decoding),
+        )  # fmt: skip
+
+    def _batched(self, name, loaded, subset, context: _Context, decodings) -> dict[str, Decoded]:
+        """Decoding name -> the batched pass of ``context`` searched by it (none: no pass)."""
+        if not decodings:
+            return {}
+        searches = {d: self._search(loaded, d) for d in decodings}
+        desc = f"{name} {context.mode('greedy')} batched ({', '.join(decodings)})"
+        return decode_batched(
+            loaded, self.corpus.batches(subset), self.settings.device, desc, searches,
+            context.chunk_size, -1 if context.left_chunks is None else context.left_chunks,
+        )  # fmt: skip
 
     @abstractmethod
     def _decoder(self, name, loaded, chunk_size, left_chunks, quantize, search) -> Decoder:
@@ -81,11 +167,7 @@ class FbankBackend(Backend):
         """MB of the graph file that decodes a row; None where no graph file runs."""
         return None
 
-    def _max_utts(self) -> int | None:
-        """Utterances timed by a full row's batch-1 pass (None: all)."""
-        return None
-
-    def _timed(self, decoder: Decoder, subset: str, max_utts, desc: str, total):
+    def _timed(self, decoder: Decoder, subset: str, max_utts, desc: str):
         rtf = self.settings.rtf
         return decode_one_at_a_time(
             decoder,
@@ -94,23 +176,28 @@ class FbankBackend(Backend):
             warmup_utts=rtf.warmup_utts,
             max_utts=max_utts,
             desc=desc,
-            total=total,
+            total=None,
         )
 
-    def _full_row(self, name: str, loaded, subset: str, quantize: str, search) -> ResultRow:
-        """Full context: WER from batched decoding (torch); RTF from batch size 1 on
-        ``rtf.threads``. int8: WER and RTF of the int8 graph; no batched (torch fp32) pass."""
-        int8, tag = quantize == "int8", " int8" if quantize == "int8" else ""
-        mode, batched = "full" + mode_suffix(search.name), None
-        if not int8:
-            batches, device = self.corpus.batches(subset), self.settings.device
-            batched = decode_full_batched(loaded, batches, device, f"{name} {mode}", search)
-        max_utts = self._max_utts()
-        total = len(batched.refs) if batched is not None and max_utts is None else None
-        decoder = self._decoder(name, loaded, None, None, quantize, search)
-        timed = self._timed(decoder, subset, max_utts, f"{name} {mode}{tag}, batch 1", total)
+    def _sample(self) -> int | None:
+        """Utterances of the batch-1 pass of a batched row: the RTF's and the check's."""
+        rtf, check = self.settings.rtf.max_utts, self.settings.check_utts
+        return None if rtf is None or check is None else max(rtf, check)
+
+    def _row(self, name, loaded, subset, context: _Context, quantize, search, batched):
+        """One row: WER from ``batched`` (None: an int8 row, WER from its batch-1 pass over
+        every utterance), RTF from the batch-1 pass of the row's runtime."""
+        mode, tag = context.mode(search.name), " int8" if quantize == "int8" else ""
+        decoder = self._decoder(
+            name, loaded, context.chunk_size, context.left_chunks, quantize, search
+        )
+        sample = None if batched is None else self._sample()
+        timed = self._timed(decoder, subset, sample, f"{name} {mode}{tag}, batch 1")
+        if batched is not None:
+            self._check(key_of(name, subset, mode, quantize), timed, batched)
+        left_chunks = -1 if context.left_chunks is None else context.left_chunks
         return self.row(
-            batched if self.scores_batched else timed,
+            timed if batched is None else batched,
             timed,
             model=name,
             subset=subset,
@@ -118,49 +205,31 @@ class FbankBackend(Backend):
             runtime=self.name,
             quantize=quantize,
             decoding=row_decoding(search.name),
-            rtf_batch=None if int8 else batched.rtf,
+            rtf_batch=None if batched is None else batched.rtf,
             batch_size=1,
-            chunk_ms=None,
-            left_chunks=None,
+            chunk_ms=context.chunk_ms,
+            left_chunks=context.left_chunks,
             threads=self.settings.rtf.threads,
-            threads_batch=None if int8 else torch.get_num_threads(),
-            **model_figures(loaded.model, None),
-            graph_mb=self._graph_mb(name, quantize, None, None),
+            threads_batch=None if batched is None else torch.get_num_threads(),
+            **model_figures(loaded.model, context.chunk_size, left_chunks),
+            graph_mb=self._graph_mb(name, quantize, context.chunk_size, context.left_chunks),
         )
 
-    def _stream_row(self, name, loaded, subset, chunk_ms, num_utts, quantize, search):
-        """The streaming path at one chunk size: WER and RTF from the same batch-1 pass."""
-        chunk_size = self.chunk_size(name, loaded, chunk_ms)
-        left_chunks = loaded.model.resolve_left_chunks(self.settings.left_chunks)
-        mode = f"stream-{chunk_ms:g}ms{mode_suffix(search.name)}"
-        tag = " int8" if quantize == "int8" else ""
-        decoder = self._decoder(name, loaded, chunk_size, left_chunks, quantize, search)
-        streamed = self._timed(decoder, subset, None, f"{name} {mode}{tag}", num_utts)
-        return self.row(
-            streamed,
-            streamed,
-            model=name,
-            subset=subset,
-            mode=mode,
-            runtime=self.name,
-            quantize=quantize,
-            decoding=row_decoding(search.name),
-            rtf_batch=None,
-            batch_size=1,
-            chunk_ms=chunk_ms,
-            left_chunks=left_chunks,
-            threads=self.settings.rtf.threads,
-            threads_batch=None,
-            **model_figures(loaded.model, chunk_size, left_chunks),
-            graph_mb=self._graph_mb(name, quantize, chunk_size, left_chunks),
-        )
+    def _check(self, key: str, timed: Decoded, batched: Decoded) -> None:
+        check = transcripts_differ(timed, batched, self.settings.check_utts)
+        self.checks[key] = check
+        if check["differ"]:
+            log.warning(
+                "CHECK FAILED: %s: %d of the first %d transcripts of the batch-1 %s pass differ "
+                "from the batched ones (its WER is the batched one): %s",
+                key, check["differ"], check["utts"], self.name, check["cut_ids"],
+            )  # fmt: skip
 
 
 class TorchBackend(FbankBackend):
     """runtime=torch: the checkpoint in torch eager."""
 
     name = "torch"
-    scores_batched = True
 
     def _decoder(self, name, loaded, chunk_size, left_chunks, quantize, search) -> Decoder:
         return make_decoder(
@@ -172,9 +241,6 @@ class TorchBackend(FbankBackend):
             search=search,
         )
 
-    def _max_utts(self) -> int | None:
-        return self.settings.rtf.max_utts
-
 
 class OnnxBackend(FbankBackend):
     """runtime=onnx: every model exported into ``<out_dir>/onnx/<name>/`` (and ``int8/`` in it
@@ -182,7 +248,6 @@ class OnnxBackend(FbankBackend):
     Runtime on ``rtf.threads`` intra-op threads."""
 
     name = "onnx"
-    scores_batched = False  # the WER of the runtime that is timed
 
     def __init__(self, settings, corpus) -> None:
         super().__init__(settings, corpus)
@@ -206,7 +271,7 @@ class OnnxBackend(FbankBackend):
         checked.check(f"{name} ({loaded.path})")
 
     def meta(self) -> dict:
-        return {"onnx_max_abs_diff": self.diffs}
+        return {**super().meta(), "onnx_max_abs_diff": self.diffs}
 
     def _decoder(self, name, loaded, chunk_size, left_chunks, quantize, search) -> Decoder:
         return make_decoder(

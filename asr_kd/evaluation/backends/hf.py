@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from asr_kd.evaluation.backends.base import Backend
+from asr_kd.evaluation.backends.base import Backend, key_of
 from asr_kd.evaluation.rows import ResultRow
 from asr_kd.inference.timing import audio_utterances, decode_full_batched, decode_one_at_a_time
 from asr_kd.models.hf import hf_macs_per_audio_second
@@ -38,7 +38,13 @@ class TransformersBackend(Backend):
         return bool(getattr(loaded.model, "reads_audio", False))
 
     def rows(self, name: str, loaded, subset: str) -> list[ResultRow]:
-        return [self._full_row(name, loaded, subset)] if self.settings.full_context else []
+        """Its ``full`` row; read back when a former run finished it with the same settings."""
+        if not self.settings.full_context:
+            return []
+        device, max_duration = self.settings.device, self.settings.max_duration
+        fp = self.fingerprint(name, subset, mode="full", device=device, max_duration=max_duration)
+        row = self.finished(key_of(name, subset, "full", "none"), fp)
+        return [row if row is not None else self.keep(fp, self._full_row(name, loaded, subset))]
 
     def _full_row(self, name: str, loaded, subset: str) -> ResultRow:
         settings = self.settings
