@@ -6,9 +6,9 @@ Prints, per context (full, and each chunk size with the chunk-masked forward tha
 second and GMAC/s of ``--batch`` utterances of ``--seconds`` each on ``--threads`` threads.
 
 Usage:
-    OMP_NUM_THREADS=1 python scripts/batched_throughput.py --model teacher_large \\
+    OMP_NUM_THREADS=1 python tools/batched_throughput.py --model teacher_large \\
         --vocab 500 --threads 1 --batch 8 --seconds 15
-    python scripts/batched_throughput.py --model student_small --chunk-ms 320 --device cuda
+    python tools/batched_throughput.py --model student_small --chunk-ms 320 --device cuda
 """
 
 from __future__ import annotations
@@ -48,7 +48,11 @@ def main() -> None:
     for chunk in contexts:
         macs = macs_per_audio_second(model, chunk, model.resolve_left_chunks(None))
         model.to(args.device)
-        extra = {} if chunk is None else {"chunk_size": chunk, "left_chunks": model.resolve_left_chunks(None)}
+        extra = (
+            {}
+            if chunk is None
+            else {"chunk_size": chunk, "left_chunks": model.resolve_left_chunks(None)}
+        )
         with torch.inference_mode():
             model(feats, lens, **extra)  # warm-up
             start = time.perf_counter()
