@@ -60,6 +60,9 @@ SPEED_PERTURB=${SPEED_PERTURB-"0.9,1.1"}
 TEACHER_MODEL=${TEACHER_MODEL:-teacher_large}
 STUDENT_MODEL=${STUDENT_MODEL:-student_small}
 TRAINER=${TRAINER:-multi_gpu}            # conf/trainer/<name>: gpu (one GPU) or multi_gpu
+# Where stage 7's batched decoding (every row's WER) runs: cuda when nvidia-smi sees a GPU, else
+# cpu; its one-thread RTF sample stays on the CPU. (Stage 3's dump picks its device itself.)
+EVAL_DEVICE=${EVAL_DEVICE:-$(nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)}
 TEACHER_STEPS=${TEACHER_STEPS:-150000}
 STUDENT_STEPS=${STUDENT_STEPS:-100000}   # each student; KD and CTC-only get the same
 # Noam warmup of every training stage. conf/train.yaml's 500 suits the short CPU runs; LibriSpeech
@@ -276,7 +279,7 @@ if in_range 7; then
     subsets="[$test_list,$dev_list]" ckpt.teacher="$TEACHER_SOURCE" \
     ckpt.student_kd="$(ckpt_of student_kd)" ckpt.student_ctc="$(ckpt_of student_ctc)" \
     chunk_sizes_ms="[$CHUNK_MS]" "decoding=[$DECODING]" "runtime=[$EVAL_RUNTIME]" \
-    ${lm_args[@]+"${lm_args[@]}"} out_dir="$EXP/report"
+    device="$EVAL_DEVICE" ${lm_args[@]+"${lm_args[@]}"} out_dir="$EXP/report"
   cat "$EXP/report/results.md"
 fi
 
