@@ -21,6 +21,7 @@ from asr_kd.errors import ConfigError
 from asr_kd.evaluation.run import evaluate
 from asr_kd.models.hf import hf_macs_per_audio_second, load_hf
 from asr_kd.training.run import distill
+from tests.helpers.spy import count_calls
 from tests.helpers.tiny_runs import tiny_run
 
 
@@ -261,18 +262,6 @@ def _student_setup(cfg):
     return dm, model, KDConfig.from_options(OmegaConf.to_container(cfg.distill, resolve=True))
 
 
-def _counting(monkeypatch, module, name: str) -> list:
-    calls: list = []
-    original = getattr(module, name)
-
-    def counted(*args, **kwargs):
-        calls.append(args)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, counted)
-    return calls
-
-
 def test_a_cached_run_opens_and_fingerprints_the_teacher_on_rank_0_only(
     tmp_path, monkeypatch, hf_targets, hf_data_dir, hf_teacher
 ):
@@ -285,8 +274,8 @@ def test_a_cached_run_opens_and_fingerprints_the_teacher_on_rank_0_only(
     cfg = tiny_run("distill", hf_data_dir, tmp_path / "run", f"teacher_ckpt={hf_teacher}",
                    f"targets_dir={hf_targets[0]}", "distill.source=cached", "distill.k=4")  # fmt: skip
     dm, student, kd = _student_setup(cfg)
-    loads = _counting(monkeypatch, hf_teacher_module, "load_hf")
-    hashes = _counting(monkeypatch, hf_module, "weights_sha256")
+    loads = count_calls(monkeypatch, hf_teacher_module, "load_hf")
+    hashes = count_calls(monkeypatch, hf_module, "weights_sha256")
     other = TeacherPlacement(primary=False, wait_s=1.0)
     with pytest.raises(ConfigError, match=f"rank 0 wrote no .*{TEACHER_RECORD}"):
         build_teacher_targets(cfg, student, dm.tokenizer, kd, other)  # rank 0 not done yet
@@ -324,7 +313,7 @@ def test_an_online_teacher_takes_the_trainers_precision_and_its_features_come_fr
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))  # built in a worker process
     assert set(batch[TEACHER_INPUTS_KEY]) == {"inputs", "mask"}
-    calls = _counting(monkeypatch, type(teacher.batch_fields.extract), "__call__")
+    calls = count_calls(monkeypatch, type(teacher.batch_fields.extract), "__call__")
     from_workers = teacher(batch)
     assert calls == []  # nothing extracted on the training thread
     here = teacher({k: v for k, v in batch.items() if k != TEACHER_INPUTS_KEY})

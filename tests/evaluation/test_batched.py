@@ -13,6 +13,7 @@ from asr_kd.config import compose
 from asr_kd.evaluation.backends.fbank import transcripts_differ
 from asr_kd.evaluation.run import evaluate
 from asr_kd.inference.timing import Decoded
+from tests.helpers.spy import count_calls
 
 
 def _cfg(data_dir, out_dir, student, *more):
@@ -36,25 +37,13 @@ def student(tmp_path_factory, make_checkpoint):
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "student.ckpt", streaming=True)
 
 
-def _count_calls(monkeypatch, name):
-    calls = []
-    real = getattr(fbank, name)
-
-    def counted(*args, **kwargs):
-        calls.append(args)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(fbank, name, counted)
-    return calls
-
-
 def test_stream_rows_are_scored_batched_and_checked_at_batch_1(
     tmp_path, prepared_data_dir, student, monkeypatch
 ):
     """Two subsets in one call; every row's WER from the batched pass (the chunk-masked forward
     for stream rows); the batch-1 streaming pass over every utterance (check_utts=null) gives
     the same transcripts; the RTF's sample is rtf.max_utts."""
-    batch_1 = _count_calls(monkeypatch, "decode_one_at_a_time")
+    batch_1 = count_calls(monkeypatch, fbank, "decode_one_at_a_time")
     cfg = _cfg(prepared_data_dir, tmp_path, student, "subsets=[dev,test]", "check_utts=null")
     results = evaluate(cfg)
     rows = results["rows"]
@@ -99,7 +88,7 @@ def test_a_rerun_skips_finished_rows_and_a_changed_setting_reruns_only_its_rows(
     tmp_path, prepared_data_dir, student, monkeypatch, caplog
 ):
     first = evaluate(_cfg(prepared_data_dir, tmp_path, student, "rtf.max_utts=2"))
-    batched = _count_calls(monkeypatch, "decode_batched")
+    batched = count_calls(monkeypatch, fbank, "decode_batched")
     with caplog.at_level(logging.INFO, logger="asr_kd.evaluation.resume"):
         again = evaluate(_cfg(prepared_data_dir, tmp_path, student, "rtf.max_utts=2"))
     assert batched == []
@@ -120,7 +109,7 @@ def test_a_row_cut_short_by_a_kill_is_decoded_again(
 ):
     evaluate(_cfg(prepared_data_dir, tmp_path, student, "rtf.max_utts=2", "full_context=false"))
     (tmp_path / "rows" / "student_kd.test.stream-320ms.json").write_text('{"fingerpr')
-    batched = _count_calls(monkeypatch, "decode_batched")
+    batched = count_calls(monkeypatch, fbank, "decode_batched")
     evaluate(_cfg(prepared_data_dir, tmp_path, student, "rtf.max_utts=2", "full_context=false"))
     assert len(batched) == 1
 
