@@ -11,6 +11,7 @@ Usage:
     python -m asr_kd.cli.deploy_benchmark --seconds 60 --repeats 5 --json deploy.json
     python -m asr_kd.cli.deploy_benchmark --quick              # teacher_small vs student_tiny
     python -m asr_kd.cli.deploy_benchmark --profile            # + per-op profiles of the step
+                                                               # and its weight products alone
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from asr_kd.export.deploy_benchmark import (
     format_table,
     profile_eager_step,
     profile_step_graph,
+    profile_weight_products,
     run_deploy_benchmark,
 )
 
@@ -61,7 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="teacher_small/student_tiny, 3 s")
     parser.add_argument("--out-dir", default=None, help="keep the exports here (default: temp)")
     parser.add_argument("--json", default=None, help="also write the rows and ratios here")
-    parser.add_argument("--profile", action="store_true", help="per-op time of the ratio step")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="per-op time of the ratio step and the time of its weight products alone",
+    )
     return parser
 
 
@@ -83,6 +89,9 @@ def _report(settings: DeploySettings, out_dir: str, args: argparse.Namespace) ->
     if args.profile:
         print(profile_step_graph(settings, out_dir))
         print(profile_eager_step(settings))
+        step = result.find(settings.student, f"stream-{settings.ratio_chunk_ms}ms")
+        step_ms = None if step is None else step.rtf * settings.ratio_chunk_ms
+        print(profile_weight_products(settings, out_dir, step_ms))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -62,6 +62,7 @@ __all__ = [
     "format_table",
     "profile_eager_step",
     "profile_step_graph",
+    "profile_weight_products",
     "random_model",
     "run_deploy_benchmark",
 ]
@@ -458,3 +459,113 @@ def profile_eager_step(settings: DeploySettings, top: int = 12) -> str:
     return (
         f"torch.profiler of {settings.student} forward_chunk, chunk {chunk}, left {left}:\n{table}"
     )
+
+
+# Rows at which profile_weight_products times the step's weight products: around the chunk sizes
+# users pick (4 / 8 / 16 frames = 160 / 320 / 640 ms at 40 ms), and 6 and 12, the row blocks of
+# ONNX Runtime's AVX2 (FMA3) float kernel, where an 8-row product is a 6-row and a 2-row pass.
+_PRODUCT_ROWS = (4, 6, 8, 12, 16)
+# Bytes of weights that stay in a typical L2 + L3 slice: the "cache-resident" comparison.
+_RESIDENT_BYTES = 4 * 2**20
+
+
+def _weight_products(path: Path) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The (weight (N, K), bias) of every ``Gemm`` of an exported graph whose B is a constant, in
+    graph order: the products whose weights a streaming step reads for every chunk."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    consts = {t.name: t for t in model.graph.initializer}
+    products = []
+    for node in model.graph.node:
+        if node.op_type != "Gemm" or node.input[1] not in consts:
+            continue
+        attrs = {a.name: a.i for a in node.attribute if a.type == onnx.AttributeProto.INT}
+        w = numpy_helper.to_array(consts[node.input[1]])
+        w = w if attrs.get("transB", 0) else w.T  # (N, K)
+        bias = node.input[2] if len(node.input) > 2 else ""
+        products.append((w, numpy_helper.to_array(consts[bias]) if bias in consts else None))
+    return products
+
+
+def _products_session(products: list, rows: int):
+    """One ONNX Runtime session that runs ``products`` independently on ``(rows, K)`` inputs
+    (one input per distinct K), as the step's ``Gemm``s (transB, bias); -> (session, feed)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, outputs, widths = [], [], [], sorted({w.shape[1] for w, _ in products})
+    for i, (w, b) in enumerate(products):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(w, np.float32), f"w{i}"))
+        ins = [f"x{w.shape[1]}", f"w{i}"]
+        if b is not None:
+            inits.append(numpy_helper.from_array(b.astype(np.float32), f"b{i}"))
+            ins.append(f"b{i}")
+        nodes.append(helper.make_node("Gemm", ins, [f"y{i}"], transB=1))
+        outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [rows, len(w)]))
+    inputs = [helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, [rows, k]) for k in widths]
+    graph = helper.make_graph(nodes, "weight_products", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    session = ort.InferenceSession(
+        model.SerializeToString(), session_options(1), providers=["CPUExecutionProvider"]
+    )
+    rng = np.random.default_rng(0)
+    feed = {f"x{k}": rng.standard_normal((rows, k), dtype=np.float32) for k in widths}
+    return session, feed
+
+
+def _cpu_ms_per_run(session, feed, runs: int, passes: int = 5) -> float:
+    """CPU milliseconds of one ``session.run``: the fastest of ``passes`` passes of ``runs``."""
+    for _ in range(max(1, runs // 10)):
+        session.run(None, feed)
+    best = float("inf")
+    for _ in range(passes):
+        start = time.process_time()
+        for _ in range(runs):
+            session.run(None, feed)
+        best = min(best, (time.process_time() - start) / runs)
+    return 1e3 * best
+
+
+def profile_weight_products(
+    settings: DeploySettings, out_dir: str | Path, step_ms: float | None = None, runs: int = 50
+) -> str:
+    """The floor of the student's step at ``ratio_chunk_ms``: its weight products (every
+    constant-weight ``Gemm`` of the step graph exported into ``out_dir``) alone, one thread, at
+    several row counts (the chunk's frames among them), and the same products at the chunk's
+    rows with only the first few MiB of weights (cache-resident), as a text table. A streaming
+    step multiplies every weight of the model with a few rows per chunk: how fast the CPU's
+    float kernel does that, and whether the weights stay in its caches, bound the step from
+    below. ``step_ms``: the whole step's CPU ms per chunk (for the share), if known."""
+    path, chunk, _ = _ratio_step_path(settings, out_dir)
+    products = _weight_products(path)
+    mib = sum(w.nbytes for w, _ in products) / 2**20
+    lines = [
+        f"weight products of {path.name} alone: {len(products)} Gemms, {mib:.1f} MiB of fp32 "
+        "weights; rows, CPU ms per step, GMAC/s"
+    ]
+    for rows in sorted({*_PRODUCT_ROWS, chunk}):
+        session, feed = _products_session(products, rows)
+        ms = _cpu_ms_per_run(session, feed, runs)
+        macs = rows * sum(w.size for w, _ in products)
+        mark = "  <- this chunk" if rows == chunk else ""
+        if rows == chunk and step_ms:
+            mark += f": {ms / step_ms:.0%} of the whole step's {step_ms:.2f} ms"
+        lines.append(f"  {rows:3d} {ms:8.3f} {macs / ms / 1e6:7.1f}{mark}")
+    resident, size = [], 0
+    for w, b in products:
+        if resident and size + w.nbytes > _RESIDENT_BYTES:
+            break
+        resident.append((w, b))
+        size += w.nbytes
+    session, feed = _products_session(resident, chunk)
+    ms = _cpu_ms_per_run(session, feed, runs * 4)
+    macs = chunk * sum(w.size for w, _ in resident)
+    lines.append(
+        f"  the first {len(resident)} products only ({size / 2**20:.1f} MiB, stays in cache), "
+        f"{chunk} rows: {macs / ms / 1e6:.1f} GMAC/s"
+    )
+    return "\n".join(lines)

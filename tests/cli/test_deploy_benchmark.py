@@ -67,3 +67,39 @@ def test_a_bad_chunk_is_one_error_line(tmp_path, capsys, args, message):
         main(["--student", "student_tiny", "--teacher", "student_tiny", *args])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {message}"]
+
+
+def test_weight_products_profile_times_every_constant_gemm_of_the_step(tmp_path, one_thread):
+    import numpy as np
+    import onnx
+
+    from asr_kd.export.deploy_benchmark import (
+        DeploySettings,
+        _products_session,
+        _weight_products,
+        profile_weight_products,
+        random_model,
+    )
+    from asr_kd.export.onnx import export_step
+
+    settings = DeploySettings("teacher_small", "student_tiny", (320,), 320, 3.0, 1)
+    path = export_step(
+        random_model("student_tiny"), tmp_path / "student" / "stream-c8-l4.onnx", 8, 4
+    )
+    graph = onnx.load(str(path)).graph
+    consts = {t.name for t in graph.initializer}
+    gemms = [n for n in graph.node if n.op_type == "Gemm" and n.input[1] in consts]
+    products = _weight_products(path)
+    assert len(products) == len(gemms) > 10
+    w, b = products[0]  # the session computes what the step's Gemm does: x W^T + b
+    session, feed = _products_session(products[:1], rows=8)
+    (x,) = feed.values()
+    np.testing.assert_allclose(session.run(None, feed)[0], x @ w.T + b, rtol=1e-4, atol=1e-4)
+
+    report = profile_weight_products(settings, tmp_path, step_ms=1.0, runs=2).splitlines()
+    assert report[0].startswith(f"weight products of stream-c8-l4.onnx alone: {len(gemms)} Gemms")
+    rows = {int(line.split()[0]): line for line in report[1:-1]}
+    assert sorted(rows) == [4, 6, 8, 12, 16]
+    assert "<- this chunk" in rows[8] and "of the whole step's 1.00 ms" in rows[8]
+    assert all(float(line.split()[1]) > 0 for line in rows.values())
+    assert "stays in cache), 8 rows:" in report[-1]
