@@ -20,7 +20,10 @@ measured by the row's runtime at batch size 1 on ``rtf.threads`` CPU threads aft
 utterances, so that a full-context teacher and a streaming student are compared at the same
 thread count. That batch-1 pass is also the check: the transcripts of its first ``check_utts``
 utterances are compared with the batched ones and ``meta["check"][<row key>]`` counts those
-that differ (a warning says so when any do).
+that differ (a warning says so when any do). A subset no larger than ``rtf.max_utts`` is
+decoded whole by that batch-1 pass anyway: its rows take their WER from it and no batched pass
+runs (``meta["check"]`` says so; ``check_utts=null`` asks for the comparison, and so for the
+batched pass, all the same).
 
 ``decoding=[greedy,beam_lm]`` repeats both with each search of
 :data:`~asr_kd.inference.search.DECODINGS` listed: rows ``full-beam_lm``,
