@@ -33,7 +33,9 @@ batched pass, all the same).
 ``runtime`` picks what runs the batch-1 passes: ``torch`` (eager) or ``onnx``: each checkpoint
 is exported by ``asr_kd.export`` into ``<out_dir>/onnx/<name>/`` (full-context graph + one
 chunk-step graph per chunk size), checked against torch, and run by ONNX Runtime with
-``rtf.threads`` intra-op threads, so teacher and students are timed in the same runtime.
+``rtf.threads`` intra-op threads, so teacher and students are timed in the same runtime. A
+rerun takes back an export made from the same checkpoint content, export settings and export
+code instead of redoing it (:mod:`~asr_kd.evaluation.exports`; sherpa-onnx's exports too).
 ``quantize=[none,int8]`` (runtime=onnx) adds an int8 row beside each row (``"quantize":
 "int8"``): the graphs quantised by :mod:`asr_kd.export.quantize` into
 ``<out_dir>/onnx/<name>/int8/``, checked against torch with ``INT8_TOLERANCE``, decoded at batch

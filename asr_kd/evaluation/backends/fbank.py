@@ -39,7 +39,6 @@ import torch
 
 from asr_kd.evaluation.backends.base import Backend, key_of, model_figures
 from asr_kd.evaluation.rows import ResultRow
-from asr_kd.export.onnx import export_and_check
 from asr_kd.export.quantize import INT8_DIR
 from asr_kd.inference.factory import Decoder, graph_path, make_decoder
 from asr_kd.inference.search import CtcSearch, make_search, mode_suffix, row_decoding
@@ -320,8 +319,8 @@ class OnnxBackend(FbankBackend):
             chunk_sizes = [self.chunk_size(name, loaded, ms) for ms in self.settings.chunk_sizes_ms]
         int8 = "int8" if "int8" in self.settings.quantize else "none"
         left_chunks = loaded.model.resolve_left_chunks(self.settings.left_chunks)
-        checked = export_and_check(
-            loaded, self._dir(name), "asr_kd", chunk_sizes, left_chunks, quantize=int8
+        checked = self.export(
+            name, loaded, self._dir(name), "asr_kd", chunk_sizes, left_chunks, quantize=int8
         )
         self.diffs[name] = checked.diffs
         checked.check(f"{name} ({loaded.path})")
