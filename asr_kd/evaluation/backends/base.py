@@ -5,8 +5,8 @@
 A backend is one runtime (or, next, one decoding method): which models it decodes
 (:meth:`Backend.runs`), what it refuses before any export (:meth:`Backend.check`), what it
 exports and checks before any decoding (:meth:`Backend.prepare`, through :meth:`Backend.export`,
-which a rerun takes back), its rows of one model on one
-subset (:meth:`Backend.rows`) and its entries of the results' meta (:meth:`Backend.meta`).
+which a rerun takes back), its rows of one model on one subset (:meth:`Backend.rows`) and its
+entries of the results' meta (:meth:`Backend.meta`).
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ A subset no larger than the RTF's sample is decoded whole at batch 1 anyway: its
 WER and RTF from that one pass and no batched pass runs (``meta["check"]`` says so: nothing to
 compare), unless ``check_utts`` is null (compare every transcript: the batched pass runs).
 int8 rows always take WER and RTF from one batch-1 pass over every utterance (int8 graphs run in
-ONNX Runtime only). :meth:`FbankBackend._passes` decides this once per row. A finished row is kept in ``<out_dir>/rows/`` (:mod:`~asr_kd.evaluation.resume`)
-and not decoded again by a rerun with the same settings.
+ONNX Runtime only). :meth:`FbankBackend._passes` decides this once per row. A finished row is
+kept in ``<out_dir>/rows/`` (:mod:`~asr_kd.evaluation.resume`) and not decoded again by a rerun
+with the same settings; a rerun takes back the exports too (:mod:`~asr_kd.evaluation.exports`).
 """
 
 from __future__ import annotations
