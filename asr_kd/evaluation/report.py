@@ -184,10 +184,25 @@ How to read this table:
 
 def _check_notes(meta: dict) -> list[str]:
     """Where the WER of our models' rows comes from, and the batch-1 check of it (runs that
-    score batched: ``meta["check"]``); nothing for older results."""
+    score batched: ``meta["check"]``); nothing for older results. Rows whose batch-1 pass
+    covered their subset (check ``wer_from`` "batch-1") are named apart: nothing compared."""
     checks = meta.get("check")
     if checks is None:
         return []
+    whole = [key for key, c in checks.items() if c.get("wer_from") == "batch-1"]
+    compared = {key: c for key, c in checks.items() if key not in whole}
+    which = "the other" if whole else "the"
+    notes = [_compared_note(meta, compared, which)] if compared else []
+    if whole:
+        notes.append(
+            f"- WER/CER of {len(whole)} `{meta.get('runtime')}` row(s) from their batch-1 pass "
+            "over every utterance (the RTF's sample covers the subset, so no batched pass ran "
+            "and nothing was compared): " + ", ".join(f"`{k}`" for k in whole) + "."
+        )
+    return [*notes, ""]
+
+
+def _compared_note(meta: dict, checks: dict, which: str) -> str:
     first = meta.get("check_utts")
     differ = {key: c for key, c in checks.items() if c["differ"]}
     verdict = (
@@ -197,15 +212,14 @@ def _check_notes(meta: dict) -> list[str]:
         + ", ".join(f"`{k}` ({c['differ']} of {c['utts']})" for k, c in differ.items())
     )
     max_utts = meta.get("rtf_max_utts")
-    return [
-        f"- WER/CER of the `{meta.get('runtime')}` rows: batched decoding on "
+    return (
+        f"- WER/CER of {which} `{meta.get('runtime')}` rows: batched decoding on "
         f"{meta.get('device', 'cpu')} (stream rows: the chunk-masked forward, equal to "
         f"`forward_chunk`); their RTF: batch 1 over the first "
         f"{'all' if max_utts is None else max_utts} utterances. Check, the first "
         f"{'all' if first is None else first} transcripts of that batch-1 pass against the "
-        f"batched ones: {verdict}.",
-        "",
-    ]
+        f"batched ones: {verdict}."
+    )
 
 
 def _subset_heading(subset: str, first: dict, meta: dict) -> str:

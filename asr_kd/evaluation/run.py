@@ -20,7 +20,10 @@ measured by the row's runtime at batch size 1 on ``rtf.threads`` CPU threads aft
 utterances, so that a full-context teacher and a streaming student are compared at the same
 thread count. That batch-1 pass is also the check: the transcripts of its first ``check_utts``
 utterances are compared with the batched ones and ``meta["check"][<row key>]`` counts those
-that differ (a warning says so when any do).
+that differ (a warning says so when any do). A subset no larger than ``rtf.max_utts`` is
+decoded whole by that batch-1 pass anyway: its rows take their WER from it and no batched pass
+runs (``meta["check"]`` says so; ``check_utts=null`` asks for the comparison, and so for the
+batched pass, all the same).
 
 ``decoding=[greedy,beam_lm]`` repeats both with each search of
 :data:`~asr_kd.inference.search.DECODINGS` listed: rows ``full-beam_lm``,
@@ -30,7 +33,9 @@ that differ (a warning says so when any do).
 ``runtime`` picks what runs the batch-1 passes: ``torch`` (eager) or ``onnx``: each checkpoint
 is exported by ``asr_kd.export`` into ``<out_dir>/onnx/<name>/`` (full-context graph + one
 chunk-step graph per chunk size), checked against torch, and run by ONNX Runtime with
-``rtf.threads`` intra-op threads, so teacher and students are timed in the same runtime.
+``rtf.threads`` intra-op threads, so teacher and students are timed in the same runtime. A
+rerun takes back an export made from the same checkpoint content, export settings and export
+code instead of redoing it (:mod:`~asr_kd.evaluation.exports`; sherpa-onnx's exports too).
 ``quantize=[none,int8]`` (runtime=onnx) adds an int8 row beside each row (``"quantize":
 "int8"``): the graphs quantised by :mod:`asr_kd.export.quantize` into
 ``<out_dir>/onnx/<name>/int8/``, checked against torch with ``INT8_TOLERANCE``, decoded at batch

@@ -10,7 +10,7 @@ import pytest
 
 import asr_kd.evaluation.backends.fbank as fbank
 from asr_kd.config import compose
-from asr_kd.evaluation.backends.fbank import transcripts_differ
+from asr_kd.evaluation.backends.fbank import transcripts_differ, whole_subset_check
 from asr_kd.evaluation.run import evaluate
 from asr_kd.inference.timing import Decoded
 from tests.helpers.spy import count_calls
@@ -84,6 +84,34 @@ def test_rtf_sample_and_check_sample(tmp_path, prepared_data_dir, student, monke
         assert results["meta"]["check"][f"student_kd.test.{row['mode']}"]["utts"] == 1
 
 
+def test_a_subset_the_rtf_sample_covers_is_scored_by_its_batch_1_pass_alone(
+    tmp_path, prepared_data_dir, student, monkeypatch
+):
+    """The tiny subset (< rtf.max_utts): no batched pass, WER from the batch-1 pass over every
+    utterance, and the same transcripts as the batched path (rtf.max_utts below the subset)."""
+    batched = count_calls(monkeypatch, fbank, "decode_batched")
+    whole = evaluate(_cfg(prepared_data_dir, tmp_path / "whole", student))
+    assert batched == []
+    passes = evaluate(_cfg(prepared_data_dir, tmp_path / "batched", student, "rtf.max_utts=2"))
+    assert len(batched) == 2  # full and stream-320ms
+    for row, other in zip(whole["rows"], passes["rows"], strict=True):
+        key = f"student_kd.test.{row['mode']}"
+        hyps = f"hyps/{key}.tsv"
+        assert (tmp_path / "whole" / hyps).read_bytes() == (
+            tmp_path / "batched" / hyps
+        ).read_bytes()
+        assert (row["wer"], row["cer"], row["num_utts"]) == (
+            other["wer"], other["cer"], other["num_utts"]
+        )  # fmt: skip
+        assert row["rtf_batch"] is None and row["threads_batch"] is None and row["rtf"] > 0
+        assert other["rtf_batch"] > 0
+        check = whole["meta"]["check"][key]
+        assert check["wer_from"] == "batch-1" and check["utts"] == 0
+        assert f"all {row['num_utts']} utterances" in check["note"]
+    md = (tmp_path / "whole" / "results.md").read_text()
+    assert "from their batch-1 pass over every utterance" in md and "batched ones" not in md
+
+
 def test_a_rerun_skips_finished_rows_and_a_changed_setting_reruns_only_its_rows(
     tmp_path, prepared_data_dir, student, monkeypatch, caplog
 ):
@@ -123,6 +151,10 @@ def test_results_md_names_the_rows_whose_check_failed():
     (note, _) = _check_notes(meta)
     assert "DIFFERENT in `s.test.stream-320ms` (2 of 20)" in note and "s.test.full" not in note
     assert _check_notes({"runtime": "onnx"}) == []  # results written before the check
+    check["s.dev.full"] = whole_subset_check(Decoded({"a": "x"}, {}, 1.0, 1.0))
+    (compared, whole, _) = _check_notes(meta)
+    assert "the other `onnx` rows" in compared and "`s.dev.full`" not in compared
+    assert "1 `onnx` row(s) from their batch-1 pass" in whole and "`s.dev.full`" in whole
 
 
 def test_transcripts_differ_counts_the_first_n_utterances():

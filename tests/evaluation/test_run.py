@@ -77,7 +77,9 @@ def test_rows_per_model_and_mode_with_the_reported_figures(evaluated):
         # the seconds of audio decoded (10 ms feature frames: within a frame per cut)
         assert row["audio_s"] == pytest.approx(audio_s, abs=0.01 * len(test_cuts))
         assert row["rtf"] > 0 and row["macs_per_audio_s"] > 0 and row["model_mb"] > 0
-    assert teacher["rtf_batch"] > 0 and stream["rtf_batch"] > 0  # stream rows: batched too
+    # 5 utterances < rtf.max_utts: the batch-1 pass alone scores them (tests/evaluation/
+    # test_batched.py: the batched path)
+    assert teacher["rtf_batch"] is None and stream["rtf_batch"] is None
     meta = results["meta"]
     assert meta["torch"] == torch.__version__ and meta["rtf_threads"] == 1
     assert set(meta["checkpoints"]) == {"teacher", "student_kd"}

@@ -4,8 +4,9 @@
 
 A backend is one runtime (or, next, one decoding method): which models it decodes
 (:meth:`Backend.runs`), what it refuses before any export (:meth:`Backend.check`), what it
-exports and checks before any decoding (:meth:`Backend.prepare`), its rows of one model on one
-subset (:meth:`Backend.rows`) and its entries of the results' meta (:meth:`Backend.meta`).
+exports and checks before any decoding (:meth:`Backend.prepare`, through :meth:`Backend.export`,
+which a rerun takes back), its rows of one model on one subset (:meth:`Backend.rows`) and its
+entries of the results' meta (:meth:`Backend.meta`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from asr_kd.data.datamodule import AsrDataModule, load_cuts
+from asr_kd.evaluation.exports import reused_export
 from asr_kd.evaluation.resume import RowStore, file_identity, fingerprint
 from asr_kd.evaluation.rows import ResultRow
 from asr_kd.evaluation.settings import EvalSettings
@@ -160,6 +162,17 @@ class Backend(ABC):
         extra = {"check": self.checks[key]} if key in self.checks else {}
         self.store.put(key, fp, row, extra)
         return row
+
+    def export(
+        self, name: str, loaded, out_dir: Path, fmt: str, chunk_sizes, left_chunks, **options
+    ):
+        """:func:`~asr_kd.export.onnx.export_and_check` of model ``name`` into ``out_dir``, or
+        the graphs an earlier run exported there from the same checkpoint content, settings and
+        export code (:mod:`~asr_kd.evaluation.exports`)."""
+        sha = self.store.sha256(self.settings.checkpoints[name])
+        return reused_export(
+            loaded, out_dir, fmt, chunk_sizes, left_chunks, checkpoint_sha=sha, **options
+        )
 
     @classmethod
     def reads_source(cls, source: str) -> bool:

@@ -20,9 +20,13 @@ Where each figure comes from (fp32 rows):
   batched transcripts; the count that differ is ``meta["check"][<row key>]``, warned about
   when not zero.
 
-int8 rows keep one batch-1 pass over every utterance for WER and RTF (int8 graphs run in ONNX
-Runtime only). A finished row is kept in ``<out_dir>/rows/`` (:mod:`~asr_kd.evaluation.resume`)
-and not decoded again by a rerun with the same settings.
+A subset no larger than the RTF's sample is decoded whole at batch 1 anyway: its fp32 rows take
+WER and RTF from that one pass and no batched pass runs (``meta["check"]`` says so: nothing to
+compare), unless ``check_utts`` is null (compare every transcript: the batched pass runs).
+int8 rows always take WER and RTF from one batch-1 pass over every utterance (int8 graphs run in
+ONNX Runtime only). :meth:`FbankBackend._passes` decides this once per row. A finished row is
+kept in ``<out_dir>/rows/`` (:mod:`~asr_kd.evaluation.resume`) and not decoded again by a rerun
+with the same settings; a rerun takes back the exports too (:mod:`~asr_kd.evaluation.exports`).
 """
 
 from __future__ import annotations
@@ -36,14 +40,19 @@ import torch
 
 from asr_kd.evaluation.backends.base import Backend, key_of, model_figures
 from asr_kd.evaluation.rows import ResultRow
-from asr_kd.export.onnx import export_and_check
 from asr_kd.export.quantize import INT8_DIR
 from asr_kd.inference.factory import Decoder, graph_path, make_decoder
 from asr_kd.inference.search import CtcSearch, make_search, mode_suffix, row_decoding
 from asr_kd.inference.timing import Decoded, decode_batched, decode_one_at_a_time, utterances
 from asr_kd.models.loading import LoadedModel
 
-__all__ = ["FbankBackend", "OnnxBackend", "TorchBackend", "transcripts_differ"]
+__all__ = [
+    "FbankBackend",
+    "OnnxBackend",
+    "TorchBackend",
+    "transcripts_differ",
+    "whole_subset_check",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +70,30 @@ class _Context:
         return base + mode_suffix(decoding)
 
 
+@dataclass(frozen=True)
+class _Passes:
+    """Which passes give a row its figures (:meth:`FbankBackend._passes`): ``batched``, its WER
+    from the batched pass (else from the batch-1 pass); ``sample``, the utterances of the batch-1
+    pass (None: all); ``checked``, whether ``meta["check"]`` gets an entry for the row."""
+
+    batched: bool
+    sample: int | None
+    checked: bool
+
+
+def whole_subset_check(timed: Decoded) -> dict:
+    """The check entry of a row whose WER comes from its batch-1 pass over every utterance:
+    no batched pass ran, so nothing was compared."""
+    return {
+        "utts": 0,
+        "differ": 0,
+        "cut_ids": [],
+        "wer_from": "batch-1",
+        "note": f"WER from batch-1 decoding of all {len(timed.hyps)} utterances (the RTF's "
+        "sample covers the subset): no batched pass, nothing to compare",
+    }
+
+
 def transcripts_differ(timed: Decoded, batched: Decoded, check_utts: int | None) -> dict:
     """The check of a batched row: of the first ``check_utts`` (None: all) utterances of the
     batch-1 pass ``timed``, how many transcripts differ from ``batched``'s, and which (the
@@ -76,6 +109,7 @@ class FbankBackend(Backend):
     def __init__(self, settings, corpus) -> None:
         super().__init__(settings, corpus)
         self._searches: dict[tuple[str, str], CtcSearch] = {}
+        self._num_utts: dict[str, int] = {}  # subset -> cuts in its cuts file
 
     def runs(self, loaded) -> bool:
         return isinstance(loaded, LoadedModel)
@@ -122,13 +156,16 @@ class FbankBackend(Backend):
                         todo[decoding, quantize] = fp
                     else:
                         done[decoding, context, quantize] = row
+            passes = {q: self._passes(subset, q) for q in self.settings.quantize}
             batched = self._batched(
-                name, loaded, subset, context, [d for d, q in todo if q == "none"]
+                name, loaded, subset, context, [d for d, q in todo if passes[q].batched]
             )
             for (decoding, quantize), fp in todo.items():
                 search = self._search(loaded, decoding)
-                scored = batched[decoding] if quantize == "none" else None  # int8: its own
-                row = self._row(name, loaded, subset, context, quantize, search, scored)
+                scored = batched[decoding] if passes[quantize].batched else None
+                row = self._row(
+                    name, loaded, subset, context, quantize, search, passes[quantize], scored
+                )
                 done[decoding, context, quantize] = self.keep(fp, row)
         return [
             done[d, c, q]
@@ -179,21 +216,35 @@ class FbankBackend(Backend):
             total=None,
         )
 
-    def _sample(self) -> int | None:
-        """Utterances of the batch-1 pass of a batched row: the RTF's and the check's."""
+    def _passes(self, subset: str, quantize: str) -> _Passes:
+        """Which passes the rows of ``subset`` at ``quantize`` get (module docstring): an int8
+        row, and an fp32 row whose batch-1 pass decodes the whole subset anyway (the RTF's
+        sample covers it, and ``check_utts`` does not ask to compare every transcript), take
+        WER and RTF from one batch-1 pass over every utterance; other fp32 rows, the WER from
+        the batched pass, the RTF and the check from a batch-1 pass over the sample."""
+        if quantize == "int8":
+            return _Passes(batched=False, sample=None, checked=False)
         rtf, check = self.settings.rtf.max_utts, self.settings.check_utts
-        return None if rtf is None or check is None else max(rtf, check)
+        if check is not None and (rtf is None or rtf >= self._subset_size(subset)):
+            return _Passes(batched=False, sample=None, checked=True)
+        sample = None if rtf is None or check is None else max(rtf, check)
+        return _Passes(batched=True, sample=sample, checked=True)
 
-    def _row(self, name, loaded, subset, context: _Context, quantize, search, batched):
-        """One row: WER from ``batched`` (None: an int8 row, WER from its batch-1 pass over
-        every utterance), RTF from the batch-1 pass of the row's runtime."""
+    def _subset_size(self, subset: str) -> int:
+        """Cuts in ``subset``'s cuts file: at least as many as its batches hold."""
+        if subset not in self._num_utts:
+            self._num_utts[subset] = self.corpus.dm.layout.num_cuts(subset)
+        return self._num_utts[subset]
+
+    def _row(self, name, loaded, subset, context: _Context, quantize, search, passes, batched):
+        """One row: WER from ``batched`` (None: from its batch-1 pass), RTF from the batch-1
+        pass of the row's runtime over ``passes.sample``."""
         mode, tag = context.mode(search.name), " int8" if quantize == "int8" else ""
         decoder = self._decoder(
             name, loaded, context.chunk_size, context.left_chunks, quantize, search
         )
-        sample = None if batched is None else self._sample()
-        timed = self._timed(decoder, subset, sample, f"{name} {mode}{tag}, batch 1")
-        if batched is not None:
+        timed = self._timed(decoder, subset, passes.sample, f"{name} {mode}{tag}, batch 1")
+        if passes.checked:
             self._check(key_of(name, subset, mode, quantize), timed, batched)
         left_chunks = -1 if context.left_chunks is None else context.left_chunks
         return self.row(
@@ -215,7 +266,12 @@ class FbankBackend(Backend):
             graph_mb=self._graph_mb(name, quantize, context.chunk_size, context.left_chunks),
         )
 
-    def _check(self, key: str, timed: Decoded, batched: Decoded) -> None:
+    def _check(self, key: str, timed: Decoded, batched: Decoded | None) -> None:
+        """``meta["check"][key]``: the batch-1 transcripts against ``batched`` (None: the WER
+        is the batch-1 pass's own, nothing to compare)."""
+        if batched is None:
+            self.checks[key] = whole_subset_check(timed)
+            return
         check = transcripts_differ(timed, batched, self.settings.check_utts)
         self.checks[key] = check
         if check["differ"]:
@@ -264,8 +320,8 @@ class OnnxBackend(FbankBackend):
             chunk_sizes = [self.chunk_size(name, loaded, ms) for ms in self.settings.chunk_sizes_ms]
         int8 = "int8" if "int8" in self.settings.quantize else "none"
         left_chunks = loaded.model.resolve_left_chunks(self.settings.left_chunks)
-        checked = export_and_check(
-            loaded, self._dir(name), "asr_kd", chunk_sizes, left_chunks, quantize=int8
+        checked = self.export(
+            name, loaded, self._dir(name), "asr_kd", chunk_sizes, left_chunks, quantize=int8
         )
         self.diffs[name] = checked.diffs
         checked.check(f"{name} ({loaded.path})")

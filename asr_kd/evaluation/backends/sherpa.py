@@ -29,7 +29,6 @@ from asr_kd.evaluation.resume import file_identity
 from asr_kd.evaluation.rows import ResultRow
 from asr_kd.evaluation.settings import SHERPA, SHERPA_HLG
 from asr_kd.export.limits import check_left_chunks
-from asr_kd.export.onnx import export_and_check
 from asr_kd.inference.timing import Decoded, utterances
 from asr_kd.metrics import RaplCounters, Timer
 from asr_kd.models.loading import LoadedModel
@@ -92,8 +91,8 @@ class SherpaBackend(Backend):
             chunk_sizes, recognizer = (
                 ([], "offline") if chunk_size is None else ([chunk_size], "online")
             )
-            checked = export_and_check(
-                loaded, out, SHERPA, chunk_sizes, left_chunks, recognizer=recognizer
+            checked = self.export(
+                name, loaded, out, SHERPA, chunk_sizes, left_chunks, recognizer=recognizer
             )
             (diff,) = checked.diffs.values()
             self.diffs.setdefault(name, {})[out.name] = diff
