@@ -47,7 +47,7 @@ from asr_kd.data.tokenizer import Tokenizer
 from asr_kd.distill.frames import FrameConversion, match_lengths, plan_conversion
 from asr_kd.distill.output import TeacherOutput, require_same_tokenizer
 from asr_kd.distill.pseudo import greedy_labels
-from asr_kd.distill.store import MAX_INT16_VOCAB, teacher_fingerprint
+from asr_kd.distill.store import check_int16_vocab, teacher_fingerprint
 from asr_kd.errors import ConfigError
 from asr_kd.models.hf import ExtractorInputs, HFLoaded, load_hf
 
@@ -196,9 +196,7 @@ class TransformersTeacher:
         self.tokenizer: Tokenizer = loaded.tokenizer
         self.frame_shift_ms = float(loaded.model.frame_shift_ms)
         self.num_layers, self.hidden_size = loaded.model.num_layers, loaded.model.hidden_size
-        vocab = self.tokenizer.vocab_size
-        if vocab > MAX_INT16_VOCAB:
-            raise ConfigError(f"vocab {vocab} does not fit int16 ids (max {MAX_INT16_VOCAB})")
+        check_int16_vocab(self.tokenizer.vocab_size)
 
     @classmethod
     def open(

@@ -39,7 +39,7 @@ from asr_kd.distill.hf_teacher import TransformersTeacher
 from asr_kd.distill.losses import soften_teacher
 from asr_kd.distill.output import TeacherOutput, require_same_tokenizer
 from asr_kd.distill.pseudo import greedy_labels
-from asr_kd.distill.store import MAX_INT16_VOCAB, teacher_fingerprint
+from asr_kd.distill.store import check_int16_vocab, teacher_fingerprint
 from asr_kd.errors import ConfigError
 from asr_kd.models.loading import LoadedModel, load_checkpoint_model, source_prefix
 
@@ -176,9 +176,7 @@ class CheckpointTeacher:
         self.frame_shift_ms = self.model.frame_shift_ms
         self.num_layers, self.hidden_size = len(self.model.layers), int(self.model.d_model)
         self._device = device
-        vocab = self.tokenizer.vocab_size
-        if vocab > MAX_INT16_VOCAB:
-            raise ConfigError(f"vocab {vocab} does not fit int16 ids (max {MAX_INT16_VOCAB})")
+        check_int16_vocab(self.tokenizer.vocab_size)
 
     @classmethod
     def open(

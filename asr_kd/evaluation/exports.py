@@ -51,16 +51,16 @@ log = logging.getLogger(__name__)
 
 EXPORT_RECORD = "export_record.json"
 _PACKAGE = Path(asr_kd.__file__).parent
-# the packages that make the graphs (the export) and what they fold (the model code), whole;
-# plus every other asr_kd module that asr_kd/export/*.py imports (the runners the check uses)
+# the packages that make the graphs (the export) and what they fold (the model code), whole,
+# and every asr_kd module they import, directly or not (the runners the check uses, ...)
 _EXPORT_PACKAGES = ("export", "models")
 
 
 @functools.cache
 def export_code_sha() -> str:
     """SHA-256 of the export code: ``asr_kd/export/*.py``, ``asr_kd/models/*.py`` and every
-    asr_kd module ``asr_kd/export/*.py`` imports (read from their import statements), by path
-    and content, with the torch, onnx and onnxruntime versions."""
+    asr_kd module they import, directly or through others (read from their import statements),
+    by path and content, with the torch, onnx and onnxruntime versions."""
     digest = hashlib.sha256()
     for path in _export_files():
         digest.update(path.relative_to(_PACKAGE).as_posix().encode() + b"\0")
@@ -72,10 +72,15 @@ def export_code_sha() -> str:
 
 
 def _export_files() -> list[Path]:
-    """The sources :func:`export_code_sha` hashes, sorted."""
-    files = {p for pkg in _EXPORT_PACKAGES for p in (_PACKAGE / pkg).glob("*.py")}
-    for path in sorted((_PACKAGE / "export").glob("*.py")):
-        files |= _imported_files(path)
+    """The sources :func:`export_code_sha` hashes, sorted: the export packages and the closure
+    of their asr_kd imports."""
+    todo = [p for pkg in _EXPORT_PACKAGES for p in (_PACKAGE / pkg).glob("*.py")]
+    files: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path not in files:
+            files.add(path)
+            todo.extend(_imported_files(path) - files)
     return sorted(files)
 
 

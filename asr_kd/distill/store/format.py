@@ -58,6 +58,7 @@ __all__ = [
     "MARKER_GLOB",
     "MARKER_SUFFIX",
     "MAX_INT16_VOCAB",
+    "check_int16_vocab",
     "bytes_per_frame",
     "check_fingerprint",
     "codec_name",
@@ -74,6 +75,14 @@ INDEX_NAME = "index.json"
 MAX_INT16_VOCAB = np.iinfo(np.int16).max + 1
 ARRAY_SUFFIXES = (".ids.npy", ".probs.npy")  # (N, k) int16 ids, (N, k) float16 probabilities
 LABELS_SUFFIX = ".labels.jsonl"  # pseudo-labels, one JSON line per cut (asr_kd/distill/pseudo.py)
+
+
+def check_int16_vocab(vocab: int) -> None:
+    """``ConfigError`` unless a teacher's ``vocab`` ids fit the store's int16 id arrays."""
+    if vocab > MAX_INT16_VOCAB:
+        raise ConfigError(f"vocab {vocab} does not fit int16 ids (max {MAX_INT16_VOCAB})")
+
+
 MARKER_SUFFIX = ".json"  # a shard's commit marker
 _SHARD_PREFIX = "shard_"
 MARKER_GLOB = f"{_SHARD_PREFIX}*{MARKER_SUFFIX}"  # every shard's commit marker
